@@ -1,0 +1,122 @@
+//! What canopy knows about Kubernetes kinds without asking an API server:
+//! which are cluster-scoped, where built-in kinds keep their replicas, and the
+//! order objects are applied in.
+//!
+//! Render and plan both sort with [`apply_rank`], so the order a user sees in
+//! `canopy render` is the order `apply` writes in.
+
+use crate::model::ReplicaPath;
+
+/// Built-in cluster-scoped kinds, by (group, kind). Custom resources are
+/// namespaced unless a CustomResourceDefinition in the same render says
+/// `scope: Cluster`.
+const CLUSTER_SCOPED: &[(&str, &str)] = &[
+    ("", "Namespace"),
+    ("", "Node"),
+    ("", "PersistentVolume"),
+    ("apiextensions.k8s.io", "CustomResourceDefinition"),
+    ("apiregistration.k8s.io", "APIService"),
+    ("rbac.authorization.k8s.io", "ClusterRole"),
+    ("rbac.authorization.k8s.io", "ClusterRoleBinding"),
+    ("storage.k8s.io", "StorageClass"),
+    ("storage.k8s.io", "CSIDriver"),
+    ("storage.k8s.io", "CSINode"),
+    ("storage.k8s.io", "VolumeAttachment"),
+    ("scheduling.k8s.io", "PriorityClass"),
+    ("networking.k8s.io", "IngressClass"),
+    ("node.k8s.io", "RuntimeClass"),
+    ("admissionregistration.k8s.io", "MutatingWebhookConfiguration"),
+    ("admissionregistration.k8s.io", "ValidatingWebhookConfiguration"),
+    ("admissionregistration.k8s.io", "ValidatingAdmissionPolicy"),
+    ("admissionregistration.k8s.io", "ValidatingAdmissionPolicyBinding"),
+    ("certificates.k8s.io", "CertificateSigningRequest"),
+    ("flowcontrol.apiserver.k8s.io", "FlowSchema"),
+    ("flowcontrol.apiserver.k8s.io", "PriorityLevelConfiguration"),
+];
+
+pub fn is_builtin_cluster_scoped(group: &str, kind: &str) -> bool {
+    CLUSTER_SCOPED.iter().any(|(g, k)| *g == group && *k == kind)
+}
+
+/// JSON pointer to the replica count of a kind: the workload's own `paths`
+/// first, then the built-in workload kinds of group `apps`.
+pub fn replica_pointer<'a>(group: &str, kind: &str, custom: &'a [ReplicaPath]) -> Option<&'a str> {
+    if let Some(p) = custom.iter().find(|p| p.group == group && p.kind == kind) {
+        return Some(p.path.as_str());
+    }
+    match (group, kind) {
+        ("apps", "Deployment") | ("apps", "StatefulSet") | ("apps", "ReplicaSet") => Some("/spec/replicas"),
+        _ => None,
+    }
+}
+
+/// Apply order by kind: Namespaces and CRDs first (everything else may live in
+/// or depend on them), then the order Helm and Argo CD use, so that config and
+/// identities exist before the workloads that mount them. Unknown kinds (custom
+/// resources) go last, after their CRDs.
+const ORDER: &[&str] = &[
+    "Namespace",
+    "CustomResourceDefinition",
+    "NetworkPolicy",
+    "ResourceQuota",
+    "LimitRange",
+    "PodSecurityPolicy",
+    "PodDisruptionBudget",
+    "ServiceAccount",
+    "Secret",
+    "ConfigMap",
+    "StorageClass",
+    "PersistentVolume",
+    "PersistentVolumeClaim",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "Role",
+    "RoleBinding",
+    "Service",
+    "DaemonSet",
+    "Pod",
+    "ReplicationController",
+    "ReplicaSet",
+    "Deployment",
+    "HorizontalPodAutoscaler",
+    "StatefulSet",
+    "Job",
+    "CronJob",
+    "IngressClass",
+    "Ingress",
+    "APIService",
+    "MutatingWebhookConfiguration",
+    "ValidatingWebhookConfiguration",
+];
+
+/// Rank of a kind in apply order; lower applies first.
+pub fn apply_rank(kind: &str) -> usize {
+    ORDER.iter().position(|k| *k == kind).unwrap_or(ORDER.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespaces_and_crds_first_custom_last() {
+        assert!(apply_rank("Namespace") < apply_rank("CustomResourceDefinition"));
+        assert!(apply_rank("CustomResourceDefinition") < apply_rank("ConfigMap"));
+        assert!(apply_rank("ConfigMap") < apply_rank("Deployment"));
+        assert!(apply_rank("Deployment") < apply_rank("CloneSet"));
+    }
+
+    #[test]
+    fn replica_pointers() {
+        let custom = vec![ReplicaPath {
+            group: "apps.kruise.io".into(),
+            kind: "CloneSet".into(),
+            path: "/spec/replicas".into(),
+        }];
+        assert_eq!(replica_pointer("apps", "Deployment", &[]), Some("/spec/replicas"));
+        assert_eq!(replica_pointer("apps.kruise.io", "CloneSet", &custom), Some("/spec/replicas"));
+        assert_eq!(replica_pointer("", "ConfigMap", &custom), None);
+        assert!(is_builtin_cluster_scoped("", "Namespace"));
+        assert!(!is_builtin_cluster_scoped("apps", "Deployment"));
+    }
+}

@@ -1,0 +1,28 @@
+//! canopy: GitOps for a tree of Kubernetes clusters.
+//!
+//! The pipeline, each stage a module:
+//!
+//! ```text
+//! repo ──load──▶ Fleet ──validate──▶ Checked ──schedule──▶ placements
+//!                                        └──render──▶ objects per cluster
+//! ```
+//!
+//! Every stage here is pure (a function of its inputs, deterministic) except
+//! [`load`], which reads files. Diagnostics are collected, never fail-fast,
+//! and each names the file, line and YAML path it is about.
+
+pub mod diag;
+
+pub mod image;
+pub mod kinds;
+pub mod load;
+pub mod model;
+
+
+pub mod render;
+pub mod schedule;
+pub mod select;
+
+pub mod topology;
+pub mod validate;
+pub mod yaml;

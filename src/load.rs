@@ -1,0 +1,476 @@
+//! File tree → [`Fleet`]: find every YAML file, read canopy's documents with
+//! their lines, and attach each workload's manifest files to it.
+//!
+//! Rules (kept in one place so the README can state them exactly):
+//! - every `.yaml`/`.yml` file below the root is read, except in dot-folders;
+//! - below `workloads/<name>/`, a file that mentions `canopy.dev/` holds canopy
+//!   documents and any other file is a candidate manifest (it may be a
+//!   template, so it is not parsed here); everywhere else every document must
+//!   be a canopy document;
+//! - a `Workload` lives in `workloads/<name>/`, one per folder.
+//!
+//! Loading never stops at the first problem: each bad document becomes a
+//! diagnostic and the rest of the fleet is still read.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use globset::{Glob, GlobSetBuilder};
+use rayon::prelude::*;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::diag::{rel_path, Diagnostic, Diagnostics};
+use crate::model::*;
+use crate::yaml::{parse_stream, Doc, YamlPath};
+
+/// Why a fleet could not be read at all (as opposed to a fleet with problems,
+/// which is a [`Diagnostics`] list).
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("fleet directory {path}: {source}")]
+    Root {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not a directory: canopy reads a fleet from a folder")]
+    NotADirectory { path: PathBuf },
+}
+
+/// The document envelope shared by every canopy kind.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Envelope<S> {
+    #[serde(rename = "apiVersion")]
+    _api_version: String,
+    #[serde(rename = "kind")]
+    _kind: String,
+    metadata: ObjectMeta,
+    #[serde(default = "Option::default")]
+    spec: Option<S>,
+}
+
+/// A file found below the root, before it is read.
+struct Found {
+    abs: PathBuf,
+    rel: String,
+    /// `workloads/<name>` when the file is inside a workload folder.
+    workload_dir: Option<String>,
+}
+
+/// What one file contributed.
+#[derive(Default)]
+struct FileResult {
+    clusters: Vec<Cluster>,
+    workloads: Vec<Workload>,
+    overrides: Vec<Override>,
+    manifest: Option<(String, ManifestFile)>,
+    diags: Vec<Diagnostic>,
+}
+
+/// Reads the fleet below `dir`. The fleet's name is the folder's name unless
+/// `name` is given.
+pub fn load(dir: &Path, name: Option<&str>) -> Result<(Fleet, Diagnostics), LoadError> {
+    let root = dir.canonicalize().map_err(|source| LoadError::Root {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    if !root.is_dir() {
+        return Err(LoadError::NotADirectory {
+            path: dir.to_path_buf(),
+        });
+    }
+    let mut diags = Diagnostics::default();
+    let found = walk(&root, &mut diags);
+    let files: Vec<(String, String, Option<String>)> = found
+        .into_iter()
+        .filter_map(|f| match std::fs::read_to_string(&f.abs) {
+            Ok(text) => Some((f.rel, text, f.workload_dir)),
+            Err(e) => {
+                diags.push(
+                    Diagnostic::error(format!("cannot read file: {e}"))
+                        .in_file(&f.rel, 0)
+                        .hint("make the file readable UTF-8 text, or move it out of the fleet"),
+                );
+                None
+            }
+        })
+        .collect();
+    let results: Vec<FileResult> = files
+        .into_par_iter()
+        .map(|(rel, text, wdir)| read_file(rel, text, wdir))
+        .collect();
+    let name = name
+        .map(str::to_string)
+        .unwrap_or_else(|| fleet_name_from_dir(&root));
+    let fleet = assemble(name, results, &mut diags);
+    Ok((fleet, diags))
+}
+
+/// A label-safe fleet name from the folder name.
+fn fleet_name_from_dir(root: &Path) -> String {
+    let raw = root
+        .file_name()
+        .map(|n| n.to_string_lossy().to_lowercase())
+        .unwrap_or_default();
+    let cleaned: String = raw
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_' { c } else { '-' })
+        .collect();
+    let trimmed = cleaned.trim_matches(|c: char| !c.is_ascii_alphanumeric());
+    let mut s: String = trimmed.chars().take(63).collect();
+    if s.is_empty() {
+        s = "fleet".into();
+    }
+    s
+}
+
+fn walk(root: &Path, diags: &mut Diagnostics) -> Vec<Found> {
+    let mut out = Vec::new();
+    let walker = walkdir::WalkDir::new(root)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'));
+    for entry in walker {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                let file = e.path().map(|p| rel_path(root, p)).unwrap_or_default();
+                diags.push(Diagnostic::error(format!("cannot walk the fleet: {e}")).in_file(&file, 0));
+                continue;
+            }
+        };
+        let path = entry.path();
+        let is_yaml = matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yaml") | Some("yml")
+        );
+        if !is_yaml {
+            continue;
+        }
+        let rel = rel_path(root, path);
+        if entry.path_is_symlink() {
+            // A link may point anywhere; only targets inside the repo are read.
+            match path.canonicalize() {
+                Ok(target) if target.starts_with(root) && target.is_file() => {}
+                Ok(_) | Err(_) => {
+                    diags.push(
+                        Diagnostic::error("symbolic link points outside the fleet repository")
+                            .in_file(&rel, 0)
+                            .hint("canopy only reads files inside the repo root; copy the file in or remove the link"),
+                    );
+                    continue;
+                }
+            }
+        } else if !entry.file_type().is_file() {
+            continue;
+        }
+        let parts: Vec<&str> = rel.split('/').collect();
+        let workload_dir = (parts.len() >= 3 && parts[0] == "workloads")
+            .then(|| format!("workloads/{}", parts[1]));
+        out.push(Found {
+            abs: path.to_path_buf(),
+            rel,
+            workload_dir,
+        });
+    }
+    out
+}
+
+fn read_file(rel: String, text: String, workload_dir: Option<String>) -> FileResult {
+    let mut res = FileResult::default();
+    if let Some(dir) = &workload_dir {
+        if !text.contains("canopy.dev/") {
+            res.manifest = Some((dir.clone(), ManifestFile { path: rel, text }));
+            return res;
+        }
+    }
+    let docs = match parse_stream(&text, true) {
+        Ok(d) => d,
+        Err(e) => {
+            res.diags.push(
+                Diagnostic::error(format!("malformed YAML: {}", e.message))
+                    .in_file(&rel, e.line)
+                    .hint(format!("fix the YAML syntax near line {}, column {}", e.line, e.col)),
+            );
+            return res;
+        }
+    };
+    for doc in docs {
+        if doc.value.is_null() {
+            continue;
+        }
+        read_doc(&rel, workload_dir.as_deref(), doc, &mut res);
+    }
+    res
+}
+
+fn read_doc(rel: &str, workload_dir: Option<&str>, doc: Doc, res: &mut FileResult) {
+    let source = Arc::new(Source {
+        file: rel.to_string(),
+        doc,
+    });
+    let value = &source.doc.value;
+    let here = |p: &str| source.loc_str(p);
+    if !value.is_object() {
+        res.diags.push(
+            Diagnostic::error("a document must be a mapping with apiVersion, kind, metadata and spec")
+                .at(&here("")),
+        );
+        return;
+    }
+    let api_version = value.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+    let kind = value.get("kind").and_then(Value::as_str).unwrap_or("");
+    if api_version.is_empty() || kind.is_empty() {
+        res.diags.push(
+            Diagnostic::error("document has no apiVersion or kind")
+                .at(&here(""))
+                .hint(format!("start every canopy document with `apiVersion: {API_VERSION}` and a kind (Cluster, Workload or Override)")),
+        );
+        return;
+    }
+    if group_of(api_version) != GROUP {
+        let hint = match workload_dir {
+            Some(_) => "put Kubernetes manifests in their own files; a file that mentions canopy.dev/ is read as canopy documents".to_string(),
+            None => "Kubernetes manifests belong in a workload folder, workloads/<name>/, next to its Workload document".to_string(),
+        };
+        res.diags.push(
+            Diagnostic::error(format!("unknown kind {kind} ({api_version}) outside a workload's manifests"))
+                .at(&here("kind"))
+                .hint(hint),
+        );
+        return;
+    }
+    if api_version != API_VERSION {
+        res.diags.push(
+            Diagnostic::error(format!("unsupported apiVersion {api_version}"))
+                .at(&here("apiVersion"))
+                .hint(format!("this canopy reads {API_VERSION}")),
+        );
+        return;
+    }
+    match kind {
+        "Cluster" => {
+            if let Some((meta, spec)) = typed::<ClusterSpec>(&source, res) {
+                res.clusters.push(Cluster {
+                    meta,
+                    spec: spec.unwrap_or_default(),
+                    source: source.clone(),
+                });
+            }
+        }
+        "Workload" => {
+            let Some(dir) = workload_dir else {
+                res.diags.push(
+                    Diagnostic::error("a Workload must live in its own folder under workloads/")
+                        .at(&here("kind"))
+                        .hint("move this document to workloads/<name>/workload.yaml, beside its manifests"),
+                );
+                return;
+            };
+            if let Some((meta, spec)) = typed::<WorkloadSpec>(&source, res) {
+                res.workloads.push(Workload {
+                    meta,
+                    spec: spec.unwrap_or_default(),
+                    dir: dir.to_string(),
+                    manifests: Vec::new(),
+                    source: source.clone(),
+                });
+            }
+        }
+        "Override" => {
+            if let Some((meta, spec)) = typed::<OverrideSpec>(&source, res) {
+                let Some(spec) = spec else {
+                    res.diags.push(
+                        Diagnostic::error("an Override needs a spec with patches")
+                            .at(&here(""))
+                            .hint("add spec.patches: a list of jsonPatch, mergePatch or image items"),
+                    );
+                    return;
+                };
+                res.overrides.push(Override {
+                    meta,
+                    spec,
+                    source: source.clone(),
+                });
+            }
+        }
+        other => res.diags.push(
+            Diagnostic::error(format!("unknown kind {other:?}"))
+                .at(&here("kind"))
+                .hint("canopy.dev/v1alpha1 kinds are Cluster, Workload and Override"),
+        ),
+    }
+}
+
+/// Deserializes a document into its typed envelope; a failure becomes a
+/// diagnostic at the failing field's line.
+fn typed<S: DeserializeOwned>(
+    source: &Arc<Source>,
+    res: &mut FileResult,
+) -> Option<(ObjectMeta, Option<S>)> {
+    match serde_path_to_error::deserialize::<_, Envelope<S>>(&source.doc.value) {
+        Ok(env) => Some((env.metadata, env.spec)),
+        Err(err) => {
+            let path = YamlPath::from_serde(err.path());
+            let inner = err.into_inner().to_string();
+            let hint = if inner.contains("unknown field") {
+                "remove the field or fix its spelling; see schemas/ for every allowed field"
+            } else if inner.contains("unknown variant") {
+                "use one of the values listed"
+            } else if inner.contains("missing field") {
+                "add the missing field"
+            } else {
+                "fix the value's type; see schemas/ for the expected shape"
+            };
+            res.diags.push(
+                Diagnostic::error(inner)
+                    .at(&source.loc(&path))
+                    .hint(hint),
+            );
+            None
+        }
+    }
+}
+
+fn assemble(name: String, results: Vec<FileResult>, diags: &mut Diagnostics) -> Fleet {
+    let mut fleet = Fleet {
+        name,
+        ..Fleet::default()
+    };
+    let mut manifests: BTreeMap<String, Vec<ManifestFile>> = BTreeMap::new();
+    for r in results {
+        fleet.clusters.extend(r.clusters);
+        fleet.workloads.extend(r.workloads);
+        fleet.overrides.extend(r.overrides);
+        if let Some((dir, m)) = r.manifest {
+            manifests.entry(dir).or_default().push(m);
+        }
+        for d in r.diags {
+            diags.push(d);
+        }
+    }
+    fleet.clusters.sort_by(|a, b| a.name().cmp(b.name()).then_with(|| a.source.file.cmp(&b.source.file)));
+    fleet.workloads.sort_by(|a, b| a.name().cmp(b.name()).then_with(|| a.dir.cmp(&b.dir)));
+    fleet.overrides.sort_by(|a, b| {
+        (a.spec.priority, a.name()).cmp(&(b.spec.priority, b.name()))
+    });
+
+    let mut seen_dirs: BTreeMap<String, String> = BTreeMap::new();
+    for w in &mut fleet.workloads {
+        if let Some(first) = seen_dirs.get(&w.dir) {
+            diags.push(
+                Diagnostic::error(format!(
+                    "second Workload {:?} in folder {}: {first:?} is already there",
+                    w.name(),
+                    w.dir
+                ))
+                .at(&w.source.loc_str("metadata.name"))
+                .hint("give each workload its own folder under workloads/"),
+            );
+            continue;
+        }
+        seen_dirs.insert(w.dir.clone(), w.name().to_string());
+        let candidates = manifests.get(&w.dir).map(Vec::as_slice).unwrap_or(&[]);
+        w.manifests = select_manifests(w, candidates, diags);
+    }
+    for (dir, files) in &manifests {
+        if !seen_dirs.contains_key(dir) {
+            diags.push(
+                Diagnostic::error(format!("folder {dir} has manifests but no Workload document"))
+                    .in_file(&files[0].path, 0)
+                    .hint(format!("add {dir}/workload.yaml with `kind: Workload`, or move the files out of workloads/")),
+            );
+        }
+    }
+    fleet
+}
+
+/// Applies `spec.manifests` globs to the folder's candidate files.
+fn select_manifests(w: &Workload, candidates: &[ManifestFile], diags: &mut Diagnostics) -> Vec<ManifestFile> {
+    let prefix = format!("{}/", w.dir);
+    let local = |m: &ManifestFile| m.path.strip_prefix(&prefix).unwrap_or(&m.path).to_string();
+    if w.spec.manifests.is_empty() {
+        return candidates.to_vec();
+    }
+    let mut chosen = vec![false; candidates.len()];
+    for (i, pattern) in w.spec.manifests.iter().enumerate() {
+        let loc = w.source.loc(&YamlPath::parse("spec.manifests").index(i));
+        if escapes_root(pattern) {
+            diags.push(
+                Diagnostic::error(format!("manifest glob {pattern:?} escapes the repo root"))
+                    .at(&loc)
+                    .hint("globs are relative to the workload's folder and may not use `..` or start with `/`"),
+            );
+            continue;
+        }
+        let glob = match Glob::new(pattern) {
+            Ok(g) => g,
+            Err(e) => {
+                diags.push(Diagnostic::error(format!("invalid glob {pattern:?}: {e}")).at(&loc));
+                continue;
+            }
+        };
+        let set = GlobSetBuilder::new().add(glob).build().expect("one valid glob");
+        let mut hit = false;
+        for (j, m) in candidates.iter().enumerate() {
+            if set.is_match(local(m)) {
+                chosen[j] = true;
+                hit = true;
+            }
+        }
+        if !hit {
+            diags.push(
+                Diagnostic::error(format!("manifest glob {pattern:?} matches no file in {}", w.dir))
+                    .at(&loc)
+                    .hint("check the pattern; files that mention canopy.dev/ are canopy documents, not manifests"),
+            );
+        }
+    }
+    for (j, m) in candidates.iter().enumerate() {
+        if !chosen[j] {
+            diags.push(
+                Diagnostic::warning(format!("{} is in workload {:?}'s folder but matches none of its spec.manifests", m.path, w.name()))
+                    .in_file(&m.path, 0)
+                    .hint("add it to spec.manifests or move it out of the folder"),
+            );
+        }
+    }
+    candidates
+        .iter()
+        .zip(chosen)
+        .filter_map(|(m, c)| c.then(|| m.clone()))
+        .collect()
+}
+
+/// A pattern that could name a file outside the workload folder.
+pub fn escapes_root(pattern: &str) -> bool {
+    pattern.starts_with('/')
+        || pattern.starts_with('\\')
+        || pattern.split(['/', '\\']).any(|p| p == "..")
+        || (pattern.len() > 1 && pattern.as_bytes()[1] == b':')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaping_patterns() {
+        assert!(escapes_root("../secrets/*.yaml"));
+        assert!(escapes_root("a/../../b.yaml"));
+        assert!(escapes_root("/etc/passwd"));
+        assert!(!escapes_root("*.yaml"));
+        assert!(!escapes_root("base/**/*.yaml"));
+        assert!(!escapes_root("..hidden.yaml"));
+    }
+
+    #[test]
+    fn fleet_name_is_label_safe() {
+        assert_eq!(fleet_name_from_dir(Path::new("/x/My Fleet!")), "my-fleet");
+        assert_eq!(fleet_name_from_dir(Path::new("/x/fleet-example")), "fleet-example");
+    }
+}

@@ -1,0 +1,593 @@
+//! The fleet's document types (`apiVersion: canopy.dev/v1alpha1`) and the
+//! loaded fleet they make up.
+//!
+//! The serde types deny unknown fields so a typo such as `spec.parnet` is an
+//! error with a line, not a silently ignored key; the same types generate the
+//! JSON Schemas in `schemas/`, so editors and canopy agree on the format.
+
+pub mod quantity;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::diag::Loc;
+use crate::yaml::{Doc, YamlPath};
+
+pub use quantity::Quantity;
+
+/// The only apiVersion canopy reads and writes today.
+pub const API_VERSION: &str = "canopy.dev/v1alpha1";
+/// The API group of canopy's own documents and of its labels and annotations.
+pub const GROUP: &str = "canopy.dev";
+
+/// Ownership labels written on every rendered object: the fleet, the workload
+/// and the cluster. Prune selects on these, so canopy never deletes what it
+/// did not create.
+pub const LABEL_FLEET: &str = "canopy.dev/fleet";
+pub const LABEL_WORKLOAD: &str = "canopy.dev/workload";
+pub const LABEL_CLUSTER: &str = "canopy.dev/cluster";
+/// Annotation naming the repository file an object was rendered from.
+pub const ANNOTATION_SOURCE: &str = "canopy.dev/source";
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ObjectMeta {
+    /// Unique name of the document within its kind.
+    pub name: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+// ---------------------------------------------------------------- Cluster
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ClusterSpec {
+    /// Name of the parent cluster; absent for a root. Several roots make a forest.
+    #[serde(default)]
+    pub parent: Option<String>,
+    /// How to reach the cluster; absent means canopy's embedded local backend.
+    #[serde(default)]
+    pub connection: Option<Connection>,
+    /// What the cluster can hold; used by `weights: {dynamic: capacity}`.
+    #[serde(default)]
+    pub capacity: Capacity,
+    /// Taints keep workloads off the cluster unless they tolerate them.
+    #[serde(default)]
+    pub taints: Vec<Taint>,
+    /// Template values, deep-merged down the tree (nearest ancestor wins).
+    #[serde(default)]
+    pub values: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Connection {
+    /// Path to a kubeconfig file (`~` and `$VARS` are expanded).
+    pub kubeconfig: String,
+    /// Context in that kubeconfig; absent means its current context.
+    #[serde(default)]
+    pub context: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Capacity {
+    #[serde(default)]
+    pub cpu: Option<Quantity>,
+    #[serde(default)]
+    pub memory: Option<Quantity>,
+    #[serde(default)]
+    pub pods: Option<Quantity>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+pub enum TaintEffect {
+    NoSchedule,
+    PreferNoSchedule,
+    NoExecute,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Taint {
+    pub key: String,
+    #[serde(default)]
+    pub value: Option<String>,
+    pub effect: TaintEffect,
+}
+
+// ---------------------------------------------------------------- selection
+
+/// Which clusters a placement, weight rule or override applies to:
+/// `(selector AND subtreeOf) OR names`, minus `exclude`. With none of
+/// selector, subtreeOf and names, every cluster.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ClusterSelector {
+    #[serde(default)]
+    pub selector: Option<LabelSelector>,
+    #[serde(default)]
+    pub names: Vec<String>,
+    /// A cluster and all its descendants.
+    #[serde(default)]
+    pub subtree_of: Option<String>,
+    #[serde(default)]
+    pub exclude: Vec<String>,
+}
+
+/// A Kubernetes label selector, with Kubernetes semantics exactly.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LabelSelector {
+    #[serde(default)]
+    pub match_labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub match_expressions: Vec<LabelSelectorRequirement>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LabelSelectorRequirement {
+    pub key: String,
+    pub operator: SelectorOperator,
+    #[serde(default)]
+    pub values: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum SelectorOperator {
+    In,
+    NotIn,
+    Exists,
+    DoesNotExist,
+}
+
+impl LabelSelector {
+    /// Kubernetes semantics: every matchLabels pair and every expression must
+    /// hold; `NotIn` and `DoesNotExist` hold for a missing key; an empty
+    /// selector matches everything.
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.match_labels
+            .iter()
+            .all(|(k, v)| labels.get(k) == Some(v))
+            && self.match_expressions.iter().all(|e| {
+                let got = labels.get(&e.key);
+                match e.operator {
+                    SelectorOperator::In => got.is_some_and(|v| e.values.contains(v)),
+                    SelectorOperator::NotIn => got.is_none_or(|v| !e.values.contains(v)),
+                    SelectorOperator::Exists => got.is_some(),
+                    SelectorOperator::DoesNotExist => got.is_none(),
+                }
+            })
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum TolerationOperator {
+    #[default]
+    Equal,
+    Exists,
+}
+
+/// A Kubernetes toleration: an empty key with `Exists` tolerates every taint;
+/// an absent effect matches every effect.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Toleration {
+    #[serde(default)]
+    pub key: Option<String>,
+    #[serde(default)]
+    pub operator: TolerationOperator,
+    #[serde(default)]
+    pub value: Option<String>,
+    #[serde(default)]
+    pub effect: Option<TaintEffect>,
+}
+
+impl Toleration {
+    pub fn tolerates(&self, t: &Taint) -> bool {
+        if self.effect.is_some_and(|e| e != t.effect) {
+            return false;
+        }
+        match (&self.key, self.operator) {
+            (None, TolerationOperator::Exists) => true,
+            (None, TolerationOperator::Equal) => false,
+            (Some(k), _) if *k != t.key => false,
+            (Some(_), TolerationOperator::Exists) => true,
+            (Some(_), TolerationOperator::Equal) => {
+                self.value.as_deref().unwrap_or("") == t.value.as_deref().unwrap_or("")
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------- Workload
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct WorkloadSpec {
+    /// Globs relative to the workload's folder; default: every other YAML file there.
+    #[serde(default)]
+    pub manifests: Vec<String>,
+    /// Namespace for namespaced objects that do not name one.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    #[serde(default)]
+    pub placement: Placement,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Placement {
+    /// Absent: every cluster.
+    #[serde(default)]
+    pub clusters: Option<ClusterSelector>,
+    #[serde(default)]
+    pub tolerations: Vec<Toleration>,
+    #[serde(default)]
+    pub replicas: ReplicaSpec,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ReplicaMode {
+    /// Every chosen cluster runs the manifest's replicas.
+    #[default]
+    Duplicated,
+    /// The total is divided across the chosen clusters, down the tree.
+    Divided,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ReplicaSpec {
+    #[serde(default)]
+    pub mode: ReplicaMode,
+    #[serde(default)]
+    pub weights: Option<Weights>,
+    /// Replicas to divide; default: the manifest's own `spec.replicas`.
+    #[serde(default)]
+    pub total: Option<u32>,
+    /// Where replicas live in kinds canopy does not know (Deployment,
+    /// StatefulSet and ReplicaSet are built in).
+    #[serde(default)]
+    pub paths: Vec<ReplicaPath>,
+}
+
+/// Weights for `Divided`: either static rules or the clusters' capacity.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Weights {
+    #[serde(default, rename = "static")]
+    pub static_weights: Option<Vec<StaticWeight>>,
+    #[serde(default)]
+    pub dynamic: Option<DynamicWeight>,
+    /// With `dynamic: capacity`: what one replica needs. A cluster's weight is
+    /// how many replicas fit in its capacity (default: one pod per replica).
+    #[serde(default)]
+    pub per_replica: Option<Capacity>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum DynamicWeight {
+    Capacity,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct StaticWeight {
+    pub clusters: ClusterSelector,
+    /// A cluster matched by several rules takes the largest weight.
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ReplicaPath {
+    #[serde(default)]
+    pub group: String,
+    pub kind: String,
+    /// JSON pointer to the replica count, e.g. `/spec/replicas`.
+    pub path: String,
+}
+
+// ---------------------------------------------------------------- Override
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct OverrideSpec {
+    /// Overrides apply in ascending priority, ties by name: higher wins.
+    #[serde(default)]
+    pub priority: i32,
+    /// Absent: every cluster.
+    #[serde(default)]
+    pub clusters: Option<ClusterSelector>,
+    /// Workload names; absent: every workload.
+    #[serde(default)]
+    pub workloads: Option<Vec<String>>,
+    /// Object filters, any of which may match; absent: every object.
+    #[serde(default)]
+    pub resources: Option<Vec<ResourceFilter>>,
+    pub patches: Vec<PatchSpec>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ResourceFilter {
+    /// API group; `""` is the core group. Absent: any.
+    #[serde(default)]
+    pub group: Option<String>,
+    #[serde(default)]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub namespace: Option<String>,
+}
+
+impl ResourceFilter {
+    pub fn matches(&self, key: &ObjectKey) -> bool {
+        fn ok(want: &Option<String>, got: &str) -> bool {
+            want.as_deref().is_none_or(|w| w == got)
+        }
+        ok(&self.group, &key.group)
+            && ok(&self.kind, &key.kind)
+            && ok(&self.name, &key.name)
+            && ok(&self.namespace, &key.namespace)
+    }
+}
+
+/// One patch of an Override; exactly one key per list item.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum PatchSpec {
+    /// RFC 6902 operations.
+    JsonPatch(json_patch::Patch),
+    /// RFC 7386 merge patch.
+    MergePatch(Value),
+    /// Rewrite every container and initContainer image.
+    Image(ImageRewrite),
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ImageRewrite {
+    #[serde(default)]
+    pub registry: Option<String>,
+    #[serde(default)]
+    pub repository: Option<String>,
+    #[serde(default)]
+    pub tag: Option<String>,
+}
+
+// ---------------------------------------------------------------- objects
+
+/// Identity of a Kubernetes object within one cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct ObjectKey {
+    pub group: String,
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ObjectKey {
+    /// Reads the identity of a manifest; `None` when apiVersion, kind or
+    /// metadata.name is missing.
+    pub fn of(obj: &Value) -> Option<ObjectKey> {
+        let api_version = obj.get("apiVersion")?.as_str()?;
+        let kind = obj.get("kind")?.as_str()?;
+        let meta = obj.get("metadata")?;
+        let name = meta.get("name")?.as_str()?;
+        let namespace = meta.get("namespace").and_then(Value::as_str).unwrap_or("");
+        Some(ObjectKey {
+            group: group_of(api_version).to_string(),
+            kind: kind.to_string(),
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        })
+    }
+}
+
+impl std::fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.group.is_empty() {
+            write!(f, "{}", self.kind)?;
+        } else {
+            write!(f, "{}.{}", self.kind, self.group)?;
+        }
+        if self.namespace.is_empty() {
+            write!(f, " {}", self.name)
+        } else {
+            write!(f, " {}/{}", self.namespace, self.name)
+        }
+    }
+}
+
+/// The API group of an apiVersion: `apps/v1` → `apps`, `v1` → `` (core).
+pub fn group_of(api_version: &str) -> &str {
+    api_version.rsplit_once('/').map_or("", |(g, _)| g)
+}
+
+// ---------------------------------------------------------------- loaded fleet
+
+/// Where a document came from, with the line of every node in it.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub file: String,
+    pub doc: Doc,
+}
+
+impl Source {
+    pub fn loc(&self, path: &YamlPath) -> Loc {
+        Loc {
+            file: self.file.clone(),
+            line: self.doc.line_of(path),
+            path: path.clone(),
+        }
+    }
+
+    pub fn loc_str(&self, dotted: &str) -> Loc {
+        self.loc(&YamlPath::parse(dotted))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    pub meta: ObjectMeta,
+    pub spec: ClusterSpec,
+    pub source: Arc<Source>,
+}
+
+impl Cluster {
+    pub fn name(&self) -> &str {
+        &self.meta.name
+    }
+}
+
+/// One manifest file of a workload, as text: it may be a template.
+#[derive(Debug, Clone)]
+pub struct ManifestFile {
+    /// Path relative to the fleet root.
+    pub path: String,
+    pub text: String,
+}
+
+impl ManifestFile {
+    /// Whether the file uses minijinja syntax; plain files are parsed once and
+    /// shared by every cluster instead of being rendered per cluster.
+    pub fn is_template(&self) -> bool {
+        self.text.contains("{{") || self.text.contains("{%") || self.text.contains("{#")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Workload {
+    pub meta: ObjectMeta,
+    pub spec: WorkloadSpec,
+    /// The workload's folder, relative to the fleet root (`workloads/web`).
+    pub dir: String,
+    pub manifests: Vec<ManifestFile>,
+    pub source: Arc<Source>,
+}
+
+impl Workload {
+    pub fn name(&self) -> &str {
+        &self.meta.name
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Override {
+    pub meta: ObjectMeta,
+    pub spec: OverrideSpec,
+    pub source: Arc<Source>,
+}
+
+impl Override {
+    pub fn name(&self) -> &str {
+        &self.meta.name
+    }
+}
+
+/// Everything read from a fleet repository, each list sorted by name
+/// (overrides by priority, then name) so that nothing depends on file order.
+#[derive(Debug, Clone, Default)]
+pub struct Fleet {
+    /// The fleet's name, written in the `canopy.dev/fleet` label.
+    pub name: String,
+    pub clusters: Vec<Cluster>,
+    pub workloads: Vec<Workload>,
+    pub overrides: Vec<Override>,
+}
+
+impl Fleet {
+    pub fn workload(&self, name: &str) -> Option<&Workload> {
+        self.workloads
+            .binary_search_by(|w| w.name().cmp(name))
+            .ok()
+            .map(|i| &self.workloads[i])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn expr(key: &str, op: SelectorOperator, values: &[&str]) -> LabelSelectorRequirement {
+        LabelSelectorRequirement {
+            key: key.into(),
+            operator: op,
+            values: values.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn selector_semantics_match_kubernetes() {
+        use SelectorOperator::*;
+        let l = labels(&[("env", "prod"), ("region", "eu")]);
+        let sel = |e| LabelSelector {
+            match_labels: BTreeMap::new(),
+            match_expressions: vec![e],
+        };
+        assert!(LabelSelector::default().matches(&l));
+        assert!(sel(expr("env", In, &["prod", "stage"])).matches(&l));
+        assert!(!sel(expr("env", In, &["dev"])).matches(&l));
+        assert!(!sel(expr("tier", In, &["x"])).matches(&l));
+        assert!(sel(expr("tier", NotIn, &["x"])).matches(&l), "NotIn holds for a missing key");
+        assert!(!sel(expr("env", NotIn, &["prod"])).matches(&l));
+        assert!(sel(expr("region", Exists, &[])).matches(&l));
+        assert!(!sel(expr("region", DoesNotExist, &[])).matches(&l));
+        let ml = LabelSelector {
+            match_labels: labels(&[("env", "prod"), ("region", "us")]),
+            match_expressions: vec![],
+        };
+        assert!(!ml.matches(&l));
+    }
+
+    #[test]
+    fn tolerations_match_kubernetes() {
+        let taint = Taint {
+            key: "tier".into(),
+            value: Some("edge".into()),
+            effect: TaintEffect::NoSchedule,
+        };
+        let t = |key: Option<&str>, op, value: Option<&str>, effect| Toleration {
+            key: key.map(Into::into),
+            operator: op,
+            value: value.map(Into::into),
+            effect,
+        };
+        use TolerationOperator::*;
+        assert!(t(Some("tier"), Equal, Some("edge"), None).tolerates(&taint));
+        assert!(!t(Some("tier"), Equal, Some("core"), None).tolerates(&taint));
+        assert!(t(Some("tier"), Exists, None, Some(TaintEffect::NoSchedule)).tolerates(&taint));
+        assert!(!t(Some("tier"), Exists, None, Some(TaintEffect::NoExecute)).tolerates(&taint));
+        assert!(t(None, Exists, None, None).tolerates(&taint));
+        assert!(!t(Some("other"), Exists, None, None).tolerates(&taint));
+    }
+
+    #[test]
+    fn object_key_reads_group_and_namespace() {
+        let obj = serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": "shop"}});
+        let k = ObjectKey::of(&obj).unwrap();
+        assert_eq!(k.group, "apps");
+        assert_eq!(k.to_string(), "Deployment.apps shop/web");
+        assert_eq!(group_of("v1"), "");
+    }
+}

@@ -1,0 +1,494 @@
+//! Rendering (pure): the exact objects each cluster should run.
+//!
+//! Per cluster and per workload that lands there, each manifest file is
+//! rendered as a minijinja template (strict: an undefined variable is an
+//! error), parsed, given its default namespace, its replicas from the
+//! schedule, the matching overrides in priority order and canopy's ownership
+//! labels. The cluster's objects are then checked for duplicates and sorted in
+//! apply order.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use minijinja::{Environment, UndefinedBehavior};
+use rayon::prelude::*;
+use serde_json::{json, Map, Value};
+
+use crate::diag::{Diagnostic, Diagnostics};
+use crate::image::rewrite_images;
+use crate::kinds;
+use crate::model::*;
+use crate::schedule::{self, WorkloadPlacement};
+use crate::select;
+use crate::validate::Checked;
+use crate::yaml::{parse_stream, YamlPath};
+
+/// One object a cluster should run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rendered {
+    pub key: ObjectKey,
+    /// Index of the workload it belongs to.
+    pub workload: usize,
+    /// The manifest file it came from.
+    pub source: String,
+    pub value: Value,
+}
+
+/// Everything computed once per run and shared by every cluster's render.
+pub struct Renderer<'a> {
+    pub checked: &'a Checked,
+    pub placements: Vec<Option<WorkloadPlacement>>,
+    env: Environment<'a>,
+    cluster_ctx: Vec<minijinja::Value>,
+    workload_ctx: Vec<minijinja::Value>,
+    /// `override_on[o][c]`: override `o` selects cluster `c`.
+    override_on: Vec<Vec<bool>>,
+    /// Diagnostics found while preparing (schedule errors, template syntax).
+    pub diagnostics: Diagnostics,
+}
+
+/// Template values of every cluster: its ancestors' `spec.values` deep-merged
+/// from the root down, nearest winning.
+pub fn inherited_values(checked: &Checked) -> Vec<Map<String, Value>> {
+    let topo = &checked.topo;
+    let mut out: Vec<Map<String, Value>> = vec![Map::new(); topo.len()];
+    for &c in topo.preorder() {
+        let mut v = topo.parent(c).map(|p| out[p].clone()).unwrap_or_default();
+        deep_merge(&mut v, &checked.cluster(c).spec.values);
+        out[c] = v;
+    }
+    out
+}
+
+fn deep_merge(base: &mut Map<String, Value>, over: &Map<String, Value>) {
+    for (k, v) in over {
+        match (base.get_mut(k), v) {
+            (Some(Value::Object(b)), Value::Object(o)) => deep_merge(b, o),
+            _ => {
+                base.insert(k.clone(), v.clone());
+            }
+        }
+    }
+}
+
+impl<'a> Renderer<'a> {
+    /// Schedules every workload and compiles every template once.
+    pub fn new(checked: &'a Checked) -> Renderer<'a> {
+        let mut diagnostics = Diagnostics::default();
+        let fleet = &checked.fleet;
+        let topo = &checked.topo;
+
+        let placements: Vec<Option<WorkloadPlacement>> = (0..fleet.workloads.len())
+            .into_par_iter()
+            .map(|wi| schedule::place(checked, wi, false))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .enumerate()
+            .map(|(wi, r)| match r {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    let w = &fleet.workloads[wi];
+                    diagnostics.push(
+                        Diagnostic::error(format!("workload {:?}: {e}", w.name()))
+                            .at(&w.source.loc_str("spec.placement"))
+                            .hint("widen spec.placement.clusters, add tolerations, or give the chosen clusters weight (static weights or capacity)"),
+                    );
+                    None
+                }
+            })
+            .collect();
+
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_keep_trailing_newline(true);
+        for w in &fleet.workloads {
+            for m in w.manifests.iter().filter(|m| m.is_template()) {
+                if let Err(e) = env.add_template_owned(m.path.clone(), m.text.clone()) {
+                    diagnostics.push(template_diag(&m.path, None, &e));
+                }
+            }
+        }
+
+        let values = inherited_values(checked);
+        let cluster_ctx = (0..topo.len())
+            .map(|c| {
+                let cl = checked.cluster(c);
+                minijinja::Value::from_serialize(json!({
+                    "name": cl.name(),
+                    "labels": cl.meta.labels,
+                    "parent": cl.spec.parent,
+                    "path": topo.path(c),
+                    "depth": topo.depth(c),
+                    "values": values[c],
+                }))
+            })
+            .collect();
+        let workload_ctx = fleet
+            .workloads
+            .iter()
+            .map(|w| {
+                minijinja::Value::from_serialize(json!({
+                    "name": w.name(),
+                    "namespace": w.spec.namespace,
+                    "labels": w.meta.labels,
+                }))
+            })
+            .collect();
+        let override_on = fleet
+            .overrides
+            .iter()
+            .map(|o| {
+                (0..topo.len())
+                    .map(|c| select::matches(o.spec.clusters.as_ref(), checked.cluster(c), c, topo))
+                    .collect()
+            })
+            .collect();
+        Renderer {
+            checked,
+            placements,
+            env,
+            cluster_ctx,
+            workload_ctx,
+            override_on,
+            diagnostics,
+        }
+    }
+
+    /// Workloads that land on cluster `c`, with their replicas there.
+    pub fn workloads_on(&self, c: usize) -> Vec<(usize, Option<u32>)> {
+        self.placements
+            .iter()
+            .enumerate()
+            .filter_map(|(wi, p)| p.as_ref().filter(|p| p.lands_on(c)).map(|p| (wi, p.replicas(c))))
+            .collect()
+    }
+
+    /// Renders cluster `c`: its objects in apply order, or every problem found.
+    pub fn render_cluster(&self, c: usize) -> Result<Vec<Rendered>, Vec<Diagnostic>> {
+        let fleet = &self.checked.fleet;
+        let cluster = self.checked.cluster(c);
+        let mut errors = Vec::new();
+        let mut raw: Vec<(usize, &str, Value)> = Vec::new();
+        for (wi, p) in self.placements.iter().enumerate() {
+            if !p.as_ref().is_some_and(|p| p.lands_on(c)) {
+                continue;
+            }
+            let w = &fleet.workloads[wi];
+            for (mi, m) in w.manifests.iter().enumerate() {
+                match self.manifest_docs(wi, mi, c) {
+                    Ok(docs) => raw.extend(docs.iter().cloned().map(|v| (wi, m.path.as_str(), v))),
+                    Err(d) => errors.push(d),
+                }
+            }
+        }
+        let crd_scope = custom_scopes(raw.iter().map(|(_, _, v)| v));
+
+        let mut out: Vec<Rendered> = Vec::with_capacity(raw.len());
+        for (docno, (wi, file, mut obj)) in raw.into_iter().enumerate() {
+            let w = &fleet.workloads[wi];
+            let Some(key) = ObjectKey::of(&obj).filter(|_| obj.is_object()) else {
+                errors.push(
+                    Diagnostic::error(format!(
+                        "object #{} of {file} (rendered for cluster {}) has no apiVersion, kind or metadata.name",
+                        docno + 1,
+                        cluster.name()
+                    ))
+                    .in_file(file, 0)
+                    .hint("every manifest document must be a Kubernetes object with apiVersion, kind and metadata.name"),
+                );
+                continue;
+            };
+            // 1. default namespace
+            let namespaced = !kinds::is_builtin_cluster_scoped(&key.group, &key.kind)
+                && !crd_scope.contains(&(key.group.clone(), key.kind.clone()));
+            if namespaced && key.namespace.is_empty() {
+                if let Some(ns) = &w.spec.namespace {
+                    obj["metadata"]["namespace"] = Value::String(ns.clone());
+                }
+            }
+            // 2. replicas from the schedule
+            if let Some(n) = self.placements[wi].as_ref().and_then(|p| p.replicas(c)) {
+                if let Some(ptr) = kinds::replica_pointer(&key.group, &key.kind, &w.spec.placement.replicas.paths) {
+                    set_pointer(&mut obj, ptr, Value::from(n));
+                }
+            }
+            // 3. overrides, ascending priority then name
+            let before = ObjectKey::of(&obj).unwrap_or(key);
+            for (oi, o) in fleet.overrides.iter().enumerate() {
+                if !self.override_on[oi][c] || !override_targets(o, w.name(), &before) {
+                    continue;
+                }
+                if let Err(d) = apply_override(o, &mut obj, &before, cluster.name()) {
+                    errors.push(d);
+                }
+            }
+            // 4. ownership
+            let Some(key) = ObjectKey::of(&obj) else {
+                errors.push(
+                    Diagnostic::error(format!("overrides removed the identity of {before} on cluster {}", cluster.name()))
+                        .in_file(file, 0)
+                        .hint("an override must keep apiVersion, kind and metadata.name"),
+                );
+                continue;
+            };
+            label(&mut obj, &fleet.name, w.name(), cluster.name(), file);
+            out.push(Rendered {
+                key,
+                workload: wi,
+                source: file.to_string(),
+                value: obj,
+            });
+        }
+
+        // Two objects with one identity on one cluster would overwrite each other.
+        let mut seen: HashMap<&ObjectKey, &Rendered> = HashMap::new();
+        for r in &out {
+            if let Some(prev) = seen.insert(&r.key, r) {
+                errors.push(
+                    Diagnostic::error(format!(
+                        "{} is rendered twice for cluster {}: by workload {:?} from {} and by workload {:?} from {}",
+                        r.key,
+                        cluster.name(),
+                        fleet.workloads[prev.workload].name(),
+                        prev.source,
+                        fleet.workloads[r.workload].name(),
+                        r.source
+                    ))
+                    .in_file(&r.source, 0)
+                    .hint("keep each object in one workload; share config through a workload of its own placed on both sets of clusters"),
+                );
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        sort_objects(&mut out);
+        Ok(out)
+    }
+
+    /// Documents of manifest `mi` of workload `wi` for cluster `c`.
+    fn manifest_docs(&self, wi: usize, mi: usize, c: usize) -> Result<Arc<Vec<Value>>, Diagnostic> {
+        if let Some(parsed) = &self.checked.facts[wi].parsed[mi] {
+            return Ok(parsed.clone());
+        }
+        let w = &self.checked.fleet.workloads[wi];
+        let m = &w.manifests[mi];
+        let cluster = self.checked.cluster(c).name();
+        let tmpl = self
+            .env
+            .get_template(&m.path)
+            .map_err(|e| template_diag(&m.path, Some(cluster), &e))?;
+        let text = tmpl
+            .render(minijinja::context! {
+                cluster => self.cluster_ctx[c].clone(),
+                workload => self.workload_ctx[wi].clone(),
+            })
+            .map_err(|e| template_diag(&m.path, Some(cluster), &e))?;
+        let docs = parse_stream(&text, false).map_err(|e| {
+            Diagnostic::error(format!(
+                "rendered manifest is not valid YAML (cluster {cluster}, rendered line {}): {}",
+                e.line, e.message
+            ))
+            .in_file(&m.path, 0)
+            .hint("run `canopy render --cluster` to see the rendered text; check quoting around template expressions")
+        })?;
+        Ok(Arc::new(docs.into_iter().map(|d| d.value).filter(|v| !v.is_null()).collect()))
+    }
+}
+
+fn template_diag(file: &str, cluster: Option<&str>, e: &minijinja::Error) -> Diagnostic {
+    let what = e.detail().map_or_else(|| e.kind().to_string(), |d| format!("{}: {d}", e.kind()));
+    let msg = match cluster {
+        Some(c) => format!("template error while rendering for cluster {c}: {what}"),
+        None => format!("template error: {what}"),
+    };
+    Diagnostic::error(msg)
+        .in_file(file, e.line().unwrap_or(0))
+        .hint("templates see `cluster` (name, labels, parent, path, depth, values) and `workload` (name, namespace, labels); undefined names are errors")
+}
+
+/// Custom kinds a CustomResourceDefinition in this render declares
+/// cluster-scoped.
+fn custom_scopes<'v>(objs: impl Iterator<Item = &'v Value>) -> BTreeSet<(String, String)> {
+    objs.filter(|o| o.get("kind").and_then(Value::as_str) == Some("CustomResourceDefinition"))
+        .filter(|o| o.pointer("/spec/scope").and_then(Value::as_str) == Some("Cluster"))
+        .filter_map(|o| {
+            let g = o.pointer("/spec/group")?.as_str()?;
+            let k = o.pointer("/spec/names/kind")?.as_str()?;
+            Some((g.to_string(), k.to_string()))
+        })
+        .collect()
+}
+
+fn override_targets(o: &Override, workload: &str, key: &ObjectKey) -> bool {
+    o.spec.workloads.as_ref().is_none_or(|ws| ws.iter().any(|w| w == workload))
+        && o.spec.resources.as_ref().is_none_or(|rs| rs.iter().any(|r| r.matches(key)))
+}
+
+fn apply_override(o: &Override, obj: &mut Value, key: &ObjectKey, cluster: &str) -> Result<(), Diagnostic> {
+    for (pi, p) in o.spec.patches.iter().enumerate() {
+        let base = YamlPath::parse("spec.patches").index(pi);
+        match p {
+            PatchSpec::JsonPatch(patch) => {
+                if let Err(e) = json_patch::patch(obj, &patch.0) {
+                    let loc = o.source.loc(&base.key("jsonPatch").index(e.operation));
+                    return Err(Diagnostic::error(format!(
+                        "override {:?}: jsonPatch operation {} on path {} does not apply to {key} on cluster {cluster}: {}",
+                        o.name(),
+                        e.operation,
+                        if e.path.is_empty() { "/".to_string() } else { e.path.to_string() },
+                        e.kind
+                    ))
+                    .at(&loc)
+                    .hint("check the path exists in the rendered object (`canopy render --cluster`), or use `add` / a mergePatch to create it"));
+                }
+            }
+            PatchSpec::MergePatch(m) => json_patch::merge(obj, m),
+            PatchSpec::Image(r) => {
+                rewrite_images(obj, r);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes `v` at JSON pointer `ptr`, creating missing parent objects.
+fn set_pointer(obj: &mut Value, ptr: &str, v: Value) {
+    let mut cur = obj;
+    let parts: Vec<String> = ptr
+        .split('/')
+        .skip(1)
+        .map(|p| p.replace("~1", "/").replace("~0", "~"))
+        .collect();
+    for (i, part) in parts.iter().enumerate() {
+        if !cur.is_object() {
+            *cur = Value::Object(Map::new());
+        }
+        let map = cur.as_object_mut().expect("just made an object");
+        if i + 1 == parts.len() {
+            map.insert(part.clone(), v);
+            return;
+        }
+        cur = map.entry(part.clone()).or_insert_with(|| Value::Object(Map::new()));
+    }
+}
+
+/// Ownership labels and the source annotation.
+fn label(obj: &mut Value, fleet: &str, workload: &str, cluster: &str, file: &str) {
+    let meta = obj
+        .as_object_mut()
+        .expect("checked to be an object")
+        .entry("metadata")
+        .or_insert_with(|| Value::Object(Map::new()));
+    let meta = meta.as_object_mut().expect("metadata with a name is an object");
+    let labels = meta.entry("labels").or_insert_with(|| Value::Object(Map::new()));
+    if !labels.is_object() {
+        *labels = Value::Object(Map::new());
+    }
+    let labels = labels.as_object_mut().expect("just made an object");
+    labels.insert(LABEL_FLEET.into(), fleet.into());
+    labels.insert(LABEL_WORKLOAD.into(), workload.into());
+    labels.insert(LABEL_CLUSTER.into(), cluster.into());
+    let ann = meta.entry("annotations").or_insert_with(|| Value::Object(Map::new()));
+    if !ann.is_object() {
+        *ann = Value::Object(Map::new());
+    }
+    ann.as_object_mut()
+        .expect("just made an object")
+        .insert(ANNOTATION_SOURCE.into(), file.into());
+}
+
+/// Apply order: kind rank (Namespaces, CRDs first), then group, kind,
+/// namespace, name.
+pub fn sort_objects(objs: &mut [Rendered]) {
+    objs.sort_by(|a, b| {
+        (kinds::apply_rank(&a.key.kind), &a.key).cmp(&(kinds::apply_rank(&b.key.kind), &b.key))
+    });
+}
+
+/// The rendered fleet: clusters in tree order with their objects.
+pub struct RenderedFleet {
+    /// (cluster index, objects), in pre-order.
+    pub clusters: Vec<(usize, Vec<Rendered>)>,
+}
+
+/// Renders the given clusters (all when `only` is `None`) in parallel; the
+/// result is in tree order whatever the thread timing.
+pub fn render_all(r: &Renderer<'_>, only: Option<&[usize]>) -> Result<RenderedFleet, Diagnostics> {
+    if r.diagnostics.has_errors() {
+        return Err(r.diagnostics.clone());
+    }
+    let order: Vec<usize> = match only {
+        Some(list) => r
+            .checked
+            .topo
+            .preorder()
+            .iter()
+            .copied()
+            .filter(|c| list.contains(c))
+            .collect(),
+        None => r.checked.topo.preorder().to_vec(),
+    };
+    let results: Vec<(usize, Result<Vec<Rendered>, Vec<Diagnostic>>)> =
+        order.par_iter().map(|&c| (c, r.render_cluster(c))).collect();
+    let mut diags = Diagnostics::default();
+    let mut clusters = Vec::with_capacity(results.len());
+    // The same template error would repeat for every cluster; keep the first
+    // few per (file, message-without-cluster) to stay readable.
+    let mut per_source: BTreeMap<(Option<String>, usize), usize> = BTreeMap::new();
+    for (c, res) in results {
+        match res {
+            Ok(objs) => clusters.push((c, objs)),
+            Err(ds) => {
+                for d in ds {
+                    let n = per_source.entry((d.file.clone(), d.line)).or_default();
+                    *n += 1;
+                    if *n <= 3 {
+                        diags.push(d);
+                    }
+                }
+            }
+        }
+    }
+    for ((file, line), n) in per_source {
+        if n > 3 {
+            let mut d = Diagnostic::error(format!("… and {} more errors like the above on other clusters", n - 3));
+            d.file = file;
+            d.line = line;
+            diags.push(d);
+        }
+    }
+    if diags.has_errors() {
+        return Err(diags.sorted());
+    }
+    Ok(RenderedFleet { clusters })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_pointer_creates_parents() {
+        let mut v = json!({"spec": {}});
+        set_pointer(&mut v, "/spec/replicas", json!(3));
+        set_pointer(&mut v, "/a/b~1c", json!(1));
+        assert_eq!(v, json!({"spec": {"replicas": 3}, "a": {"b/c": 1}}));
+    }
+
+    #[test]
+    fn deep_merge_nearest_wins() {
+        let mut base = json!({"a": {"x": 1, "y": 2}, "b": [1]}).as_object().unwrap().clone();
+        let over = json!({"a": {"y": 3}, "b": [2]}).as_object().unwrap().clone();
+        deep_merge(&mut base, &over);
+        assert_eq!(Value::Object(base), json!({"a": {"x": 1, "y": 3}, "b": [2]}));
+    }
+
+    #[test]
+    fn crd_scope_is_read() {
+        let crd = json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": "x"}, "spec": {"group": "acme.io", "scope": "Cluster", "names": {"kind": "Gadget"}}});
+        let s = custom_scopes([crd].iter());
+        assert!(s.contains(&("acme.io".to_string(), "Gadget".to_string())));
+    }
+}

@@ -1,0 +1,599 @@
+//! Placement and hierarchical, idempotent replica division (pure).
+//!
+//! A workload's chosen clusters plus their ancestors form a sub-forest. For a
+//! `Divided` workload the total is apportioned top-down: a virtual top divides
+//! it among the roots' subtrees, then every node divides its share between
+//! itself (if chosen) and each child subtree holding chosen clusters, weighted
+//! by the subtree's summed weight. Every division is the Webster
+//! (Sainte-Laguë) method.
+//!
+//! Because a subtree's result depends only on the share it receives and on its
+//! own clusters, any node can re-run the scheduler for its subtree with the
+//! share its parent gave it and get exactly the full run's answer: the
+//! property that lets each level of the tree schedule its children on its own,
+//! and that makes adding a cluster elsewhere invisible to an unaffected subtree.
+
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+
+use crate::model::{Capacity, DynamicWeight, ReplicaMode, Workload};
+use crate::select;
+use crate::topology::Topology;
+use crate::validate::Checked;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScheduleError {
+    #[error("no cluster is chosen, so {total} replicas cannot be divided")]
+    NoClusters { total: u32 },
+    #[error("every chosen cluster has weight 0, so {total} replicas cannot be divided")]
+    AllWeightsZero { total: u32 },
+}
+
+/// Webster (Sainte-Laguë) apportionment of `seats` among parties with the
+/// given weights. Each next seat goes to the highest `weight / (2·seats + 1)`;
+/// ties go to the party with fewer seats, then to the smaller `tie` key
+/// (canopy passes cluster indexes, which follow name order). Parties of
+/// weight 0 get nothing.
+pub fn webster(parties: &[(u64, usize)], seats: u32) -> Vec<u32> {
+    #[derive(PartialEq, Eq)]
+    struct Entry {
+        weight: u64,
+        seats: u32,
+        tie: usize,
+        at: usize,
+    }
+    impl Ord for Entry {
+        fn cmp(&self, o: &Self) -> Ordering {
+            // weight/(2s+1) compared exactly by cross-multiplying.
+            let a = u128::from(self.weight) * u128::from(2 * o.seats + 1);
+            let b = u128::from(o.weight) * u128::from(2 * self.seats + 1);
+            a.cmp(&b)
+                .then_with(|| o.seats.cmp(&self.seats))
+                .then_with(|| o.tie.cmp(&self.tie))
+        }
+    }
+    impl PartialOrd for Entry {
+        fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+            Some(self.cmp(o))
+        }
+    }
+    let mut out = vec![0u32; parties.len()];
+    let mut heap: BinaryHeap<Entry> = parties
+        .iter()
+        .enumerate()
+        .filter(|(_, (w, _))| *w > 0)
+        .map(|(at, &(weight, tie))| Entry {
+            weight,
+            seats: 0,
+            tie,
+            at,
+        })
+        .collect();
+    if heap.is_empty() {
+        return out;
+    }
+    for _ in 0..seats {
+        let mut top = heap.peek_mut().expect("non-empty heap");
+        top.seats += 1;
+        out[top.at] += 1;
+    }
+    out
+}
+
+/// One division step, kept for `canopy explain`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Division {
+    /// The dividing node; `None` for the virtual top above the roots.
+    pub node: Option<usize>,
+    pub share: u32,
+    pub parties: Vec<Party>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Party {
+    /// The cluster itself (`own`) or the subtree of this child.
+    pub cluster: usize,
+    pub own: bool,
+    pub weight: u64,
+    pub seats: u32,
+}
+
+/// Result of dividing replicas over a (sub)tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assignment {
+    /// Replicas each cluster runs (0 when not chosen or given none).
+    pub replicas: Vec<u32>,
+    /// Share each node's subtree received from above (0 outside the sub-forest).
+    pub share: Vec<u32>,
+    /// Division steps, top-down, when tracing was asked for.
+    pub divisions: Vec<Division>,
+}
+
+/// Sums the weight of chosen clusters per subtree.
+fn subtree_weights(topo: &Topology, chosen: &[bool], weight: &[u64]) -> Vec<u64> {
+    let mut sum = vec![0u64; topo.len()];
+    for &c in topo.preorder().iter().rev() {
+        if chosen[c] {
+            sum[c] += weight[c];
+        }
+        if let Some(p) = topo.parent(c) {
+            sum[p] += sum[c];
+        }
+    }
+    sum
+}
+
+/// Divides `total` over the whole forest.
+pub fn divide(
+    topo: &Topology,
+    chosen: &[bool],
+    weight: &[u64],
+    total: u32,
+    trace: bool,
+) -> Result<Assignment, ScheduleError> {
+    let sums = subtree_weights(topo, chosen, weight);
+    let mut a = Assignment {
+        replicas: vec![0; topo.len()],
+        share: vec![0; topo.len()],
+        divisions: Vec::new(),
+    };
+    if total == 0 {
+        return Ok(a);
+    }
+    if !chosen.iter().any(|&c| c) {
+        return Err(ScheduleError::NoClusters { total });
+    }
+    let roots: Vec<(u64, usize)> = topo.roots().iter().map(|&r| (sums[r], r)).collect();
+    if roots.iter().all(|(w, _)| *w == 0) {
+        return Err(ScheduleError::AllWeightsZero { total });
+    }
+    let seats = webster(&roots, total);
+    if trace {
+        a.divisions.push(Division {
+            node: None,
+            share: total,
+            parties: roots
+                .iter()
+                .zip(&seats)
+                .filter(|((_, r), _)| has_chosen(topo, chosen, *r))
+                .map(|(&(w, r), &s)| Party {
+                    cluster: r,
+                    own: false,
+                    weight: w,
+                    seats: s,
+                })
+                .collect(),
+        });
+    }
+    for (&(_, r), &s) in roots.iter().zip(&seats) {
+        descend(topo, chosen, weight, &sums, r, s, trace, &mut a);
+    }
+    Ok(a)
+}
+
+/// Divides `share` over the subtree of `root` alone: the scheduler a parent
+/// level runs for its own children. Equal, on that subtree, to [`divide`]'s
+/// result whenever `share` is what [`divide`] gave the subtree.
+pub fn divide_subtree(
+    topo: &Topology,
+    chosen: &[bool],
+    weight: &[u64],
+    root: usize,
+    share: u32,
+    trace: bool,
+) -> Result<Assignment, ScheduleError> {
+    let sums = subtree_weights(topo, chosen, weight);
+    let mut a = Assignment {
+        replicas: vec![0; topo.len()],
+        share: vec![0; topo.len()],
+        divisions: Vec::new(),
+    };
+    if share > 0 && sums[root] == 0 {
+        return Err(if topo.subtree(root).iter().any(|&c| chosen[c]) {
+            ScheduleError::AllWeightsZero { total: share }
+        } else {
+            ScheduleError::NoClusters { total: share }
+        });
+    }
+    descend(topo, chosen, weight, &sums, root, share, trace, &mut a);
+    Ok(a)
+}
+
+fn has_chosen(topo: &Topology, chosen: &[bool], root: usize) -> bool {
+    topo.subtree(root).iter().any(|&c| chosen[c])
+}
+
+#[allow(clippy::too_many_arguments)]
+fn descend(
+    topo: &Topology,
+    chosen: &[bool],
+    weight: &[u64],
+    sums: &[u64],
+    root: usize,
+    share: u32,
+    trace: bool,
+    a: &mut Assignment,
+) {
+    let mut stack = vec![(root, share)];
+    let mut parties: Vec<(u64, usize)> = Vec::new();
+    while let Some((node, share)) = stack.pop() {
+        a.share[node] = share;
+        if share == 0 && !trace {
+            continue;
+        }
+        parties.clear();
+        // The node's own party uses its own index as tie key, a child subtree
+        // its child's index: all distinct, all in name order.
+        let own = chosen[node];
+        if own {
+            parties.push((weight[node], node));
+        }
+        let kids: Vec<usize> = topo
+            .children(node)
+            .iter()
+            .copied()
+            .filter(|&c| sums[c] > 0 || (trace && has_chosen(topo, chosen, c)))
+            .collect();
+        parties.extend(kids.iter().map(|&c| (sums[c], c)));
+        let seats = webster(&parties, share);
+        let mut at = 0;
+        if own {
+            a.replicas[node] = seats[0];
+            at = 1;
+        }
+        if trace && (share > 0 || own) {
+            let mut ps = Vec::with_capacity(parties.len());
+            for (i, &(w, c)) in parties.iter().enumerate() {
+                ps.push(Party {
+                    cluster: c,
+                    own: own && i == 0,
+                    weight: w,
+                    seats: seats[i],
+                });
+            }
+            if ps.len() > 1 || !own {
+                a.divisions.push(Division {
+                    node: Some(node),
+                    share,
+                    parties: ps,
+                });
+            }
+        }
+        for (k, &c) in kids.iter().enumerate().rev() {
+            stack.push((c, seats[at + k]));
+        }
+    }
+}
+
+// ---------------------------------------------------------------- placement
+
+/// Where a workload goes and how many replicas each cluster runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkloadPlacement {
+    pub chosen: Vec<bool>,
+    pub mode: ReplicaMode,
+    /// Weight of each cluster (Divided only; 0 elsewhere).
+    pub weight: Vec<u64>,
+    /// Divided only.
+    pub assignment: Option<Assignment>,
+}
+
+impl WorkloadPlacement {
+    /// Replicas for cluster `c`: `Some(n)` when canopy sets it (Divided),
+    /// `None` when the manifest's own value stands (Duplicated).
+    pub fn replicas(&self, c: usize) -> Option<u32> {
+        self.assignment.as_ref().map(|a| a.replicas[c])
+    }
+
+    /// Whether cluster `c` gets the workload's objects at all. A Divided
+    /// workload still lands on a chosen cluster given 0 replicas, so its
+    /// config and Services are there when replicas move to it.
+    pub fn lands_on(&self, c: usize) -> bool {
+        self.chosen[c]
+    }
+}
+
+/// The clusters a workload's placement chooses (selector and taints).
+pub fn choose(checked: &Checked, w: &Workload) -> Vec<bool> {
+    let p = &w.spec.placement;
+    (0..checked.topo.len())
+        .map(|i| {
+            let c = checked.cluster(i);
+            select::matches(p.clusters.as_ref(), c, i, &checked.topo)
+                && select::blocking_taint(c, &p.tolerations).is_none()
+        })
+        .collect()
+}
+
+/// Weight of every chosen cluster for a Divided workload. Without weights,
+/// every chosen cluster weighs 1 (an even split).
+pub fn weights(checked: &Checked, w: &Workload, chosen: &[bool]) -> Vec<u64> {
+    let topo = &checked.topo;
+    let spec = w.spec.placement.replicas.weights.as_ref();
+    (0..topo.len())
+        .map(|i| {
+            if !chosen[i] {
+                return 0;
+            }
+            let c = checked.cluster(i);
+            match spec {
+                None => 1,
+                Some(ws) => match (&ws.static_weights, ws.dynamic) {
+                    (Some(rules), _) => rules
+                        .iter()
+                        .filter(|r| select::matches(Some(&r.clusters), c, i, topo))
+                        .map(|r| u64::from(r.weight))
+                        .max()
+                        .unwrap_or(0),
+                    (None, Some(DynamicWeight::Capacity)) => {
+                        capacity_weight(&c.spec.capacity, ws.per_replica.as_ref()).0
+                    }
+                    (None, None) => 1,
+                },
+            }
+        })
+        .collect()
+}
+
+/// How many replicas fit in `cap`: the smallest `capacity / request` over the
+/// resources a replica requests (one pod when nothing is said). A requested
+/// resource the cluster does not declare fits nothing. Returns the weight and
+/// the limiting resource, for `explain`.
+pub fn capacity_weight(cap: &Capacity, per: Option<&Capacity>) -> (u64, &'static str) {
+    let one_pod = Capacity {
+        pods: Some(crate::model::Quantity::Number(1.0)),
+        ..Capacity::default()
+    };
+    let per = per.unwrap_or(&one_pod);
+    let mut best: Option<(u64, &'static str)> = None;
+    for (name, have, want) in [
+        ("cpu", &cap.cpu, &per.cpu),
+        ("memory", &cap.memory, &per.memory),
+        ("pods", &cap.pods, &per.pods),
+    ] {
+        let Some(want) = want.as_ref().and_then(|q| q.value().ok()).filter(|v| *v > 0.0) else {
+            continue;
+        };
+        let have = have.as_ref().and_then(|q| q.value().ok()).unwrap_or(0.0);
+        let fit = (have / want + 1e-9).floor().max(0.0) as u64;
+        if best.is_none_or(|(b, _)| fit < b) {
+            best = Some((fit, name));
+        }
+    }
+    best.unwrap_or((0, "pods"))
+}
+
+/// Places workload `wi`: chooses clusters and, for Divided, divides its total.
+pub fn place(checked: &Checked, wi: usize, trace: bool) -> Result<WorkloadPlacement, ScheduleError> {
+    let w = &checked.fleet.workloads[wi];
+    let chosen = choose(checked, w);
+    let mode = w.spec.placement.replicas.mode;
+    match mode {
+        ReplicaMode::Duplicated => Ok(WorkloadPlacement {
+            weight: vec![0; chosen.len()],
+            chosen,
+            mode,
+            assignment: None,
+        }),
+        ReplicaMode::Divided => {
+            let weight = weights(checked, w, &chosen);
+            let total = checked.facts[wi].total.unwrap_or(0);
+            let assignment = divide(&checked.topo, &chosen, &weight, total, trace)?;
+            Ok(WorkloadPlacement {
+                chosen,
+                mode,
+                weight,
+                assignment: Some(assignment),
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn webster_textbook_example() {
+        // Weights 53/24/23 with 7 seats: quotients 53, 24, 23, 17.7, 10.6,
+        // 8, 7.7 win, so Sainte-Laguë gives 3/2/2.
+        assert_eq!(webster(&[(53, 0), (24, 1), (23, 2)], 7), vec![3, 2, 2]);
+        // Ties: equal weights, 1 seat → the smaller tie key.
+        assert_eq!(webster(&[(5, 1), (5, 0)], 1), vec![0, 1]);
+        // 3 vs 1 with 4 seats: A, then a tie at 1 = 3/3 = 1/1 won by B (fewer
+        // seats), then A (1 > 1/3), then A (3/5 > 1/3).
+        assert_eq!(webster(&[(3, 0), (1, 1)], 4), vec![3, 1]);
+        assert_eq!(webster(&[(0, 0), (1, 1)], 3), vec![0, 3]);
+        assert_eq!(webster(&[(0, 0)], 3), vec![0]);
+    }
+
+    #[test]
+    fn webster_tie_prefers_fewer_seats() {
+        // Weights 3 and 1, 2 seats: seat 1 → A (3 > 1). Seat 2: A has 3/3 = 1,
+        // B has 1/1 = 1, a tie: B has fewer seats, so B wins.
+        assert_eq!(webster(&[(3, 0), (1, 1)], 2), vec![1, 1]);
+    }
+
+    /// (name, parent) pairs sorted by name → topology.
+    fn topo_of(pairs: &[(String, Option<String>)]) -> Topology {
+        let v: Vec<(&str, Option<&str>)> = pairs.iter().map(|(n, p)| (n.as_str(), p.as_deref())).collect();
+        Topology::build(&v).unwrap()
+    }
+
+    #[test]
+    fn divides_down_the_tree() {
+        // root(own 1) → {a(1) → {a1(1), a2(1)}, b(2)}
+        let pairs: Vec<(String, Option<String>)> = vec![
+            ("a".into(), Some("root".into())),
+            ("a1".into(), Some("a".into())),
+            ("a2".into(), Some("a".into())),
+            ("b".into(), Some("root".into())),
+            ("root".into(), None),
+        ];
+        let t = topo_of(&pairs);
+        let chosen = vec![true; 5];
+        let weight = vec![1, 1, 1, 2, 1];
+        let a = divide(&t, &chosen, &weight, 12, true).unwrap();
+        // Top: root subtree weight 6 gets 12. root divides 12 among own(1),
+        // a(3), b(2) → 2, 6, 4. a divides 6 among own(1), a1(1), a2(1) → 2 each.
+        assert_eq!(a.replicas, vec![2, 2, 2, 4, 2]);
+        assert_eq!(a.replicas.iter().sum::<u32>(), 12);
+        assert_eq!(a.share[0], 6);
+    }
+
+    #[test]
+    fn all_zero_is_an_error() {
+        let t = topo_of(&[("a".into(), None)]);
+        assert_eq!(
+            divide(&t, &[true], &[0], 3, false),
+            Err(ScheduleError::AllWeightsZero { total: 3 })
+        );
+        assert_eq!(divide(&t, &[false], &[0], 3, false), Err(ScheduleError::NoClusters { total: 3 }));
+        assert!(divide(&t, &[true], &[0], 0, false).is_ok());
+    }
+
+    #[test]
+    fn capacity_weights() {
+        use crate::model::Quantity::Text;
+        let cap = Capacity {
+            cpu: Some(Text("16".into())),
+            memory: Some(Text("64Gi".into())),
+            pods: Some(Text("110".into())),
+        };
+        assert_eq!(capacity_weight(&cap, None), (110, "pods"));
+        let per = Capacity {
+            cpu: Some(Text("500m".into())),
+            memory: Some(Text("4Gi".into())),
+            pods: None,
+        };
+        assert_eq!(capacity_weight(&cap, Some(&per)), (16, "memory"));
+        assert_eq!(capacity_weight(&Capacity::default(), None), (0, "pods"));
+    }
+
+    /// A random forest: each node's parent is an earlier node or none.
+    fn arb_forest() -> impl Strategy<Value = (Vec<(String, Option<String>)>, Vec<bool>, Vec<u64>, u32)> {
+        (2usize..40).prop_flat_map(|n| {
+            (
+                proptest::collection::vec(proptest::option::weighted(0.85, any::<prop::sample::Index>()), n),
+                proptest::collection::vec(proptest::bool::weighted(0.7), n),
+                proptest::collection::vec(0u64..6, n),
+                0u32..200,
+                Just(n),
+            )
+                .prop_map(|(parents, chosen, weight, total, n)| {
+                    // Names with a random-looking but fixed order, so that index
+                    // order and creation order differ.
+                    let name = |i: usize| format!("c{:03}", (i * 7919) % 1000);
+                    let mut pairs: Vec<(String, Option<String>)> = (0..n)
+                        .map(|i| {
+                            let p = if i == 0 { None } else { parents[i].map(|ix| name(ix.index(i))) };
+                            (name(i), p)
+                        })
+                        .collect();
+                    let mut idx: Vec<usize> = (0..n).collect();
+                    idx.sort_by_key(|&i| pairs[i].0.clone());
+                    let chosen: Vec<bool> = idx.iter().map(|&i| chosen[i]).collect();
+                    let weight: Vec<u64> = idx.iter().map(|&i| weight[i]).collect();
+                    pairs.sort();
+                    (pairs, chosen, weight, total)
+                })
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn sum_equals_total((pairs, chosen, weight, total) in arb_forest()) {
+            let t = topo_of(&pairs);
+            match divide(&t, &chosen, &weight, total, false) {
+                Ok(a) => {
+                    prop_assert_eq!(a.replicas.iter().map(|&r| u64::from(r)).sum::<u64>(), u64::from(total));
+                    for i in 0..t.len() {
+                        if !chosen[i] || weight[i] == 0 {
+                            prop_assert_eq!(a.replicas[i], 0);
+                        }
+                    }
+                }
+                Err(ScheduleError::AllWeightsZero { .. }) => {
+                    prop_assert!((0..t.len()).all(|i| !chosen[i] || weight[i] == 0));
+                }
+                Err(ScheduleError::NoClusters { .. }) => prop_assert!(!chosen.iter().any(|&c| c)),
+            }
+        }
+
+        #[test]
+        fn subtree_rerun_equals_full_run((pairs, chosen, weight, total) in arb_forest()) {
+            let t = topo_of(&pairs);
+            let Ok(full) = divide(&t, &chosen, &weight, total, false) else { return Ok(()) };
+            for r in 0..t.len() {
+                let sub = divide_subtree(&t, &chosen, &weight, r, full.share[r], false);
+                let sub = sub.expect("a share the full run gave is divisible");
+                for &c in t.subtree(r) {
+                    prop_assert_eq!(sub.replicas[c], full.replicas[c], "cluster {} under {}", t.name(c), t.name(r));
+                }
+            }
+        }
+
+        #[test]
+        fn order_of_input_does_not_matter((pairs, chosen, weight, total) in arb_forest(), seed in any::<u64>()) {
+            // Present the same clusters in another order; after the canonical
+            // sort by name (what the loader does) the result by name is equal.
+            let mut rows: Vec<(String, Option<String>, bool, u64)> = pairs.iter().cloned()
+                .zip(chosen.iter().zip(&weight))
+                .map(|((n, p), (c, w))| (n, p, *c, *w))
+                .collect();
+            let k = (seed as usize) % rows.len();
+            rows.rotate_left(k);
+            rows.reverse();
+            rows.sort_by(|a, b| a.0.cmp(&b.0));
+            let pairs2: Vec<(String, Option<String>)> = rows.iter().map(|r| (r.0.clone(), r.1.clone())).collect();
+            let chosen2: Vec<bool> = rows.iter().map(|r| r.2).collect();
+            let weight2: Vec<u64> = rows.iter().map(|r| r.3).collect();
+            let t1 = topo_of(&pairs);
+            let t2 = topo_of(&pairs2);
+            let a = divide(&t1, &chosen, &weight, total, false);
+            let b = divide(&t2, &chosen2, &weight2, total, false);
+            match (a, b) {
+                (Ok(a), Ok(b)) => {
+                    for i in 0..t1.len() {
+                        let j = t2.get(t1.name(i)).unwrap();
+                        prop_assert_eq!(a.replicas[i], b.replicas[j]);
+                    }
+                }
+                (Err(x), Err(y)) => prop_assert_eq!(x, y),
+                _ => prop_assert!(false, "one ordering failed and the other did not"),
+            }
+        }
+
+        #[test]
+        fn adding_a_cluster_elsewhere_keeps_unaffected_subtrees(
+            (pairs, chosen, weight, total) in arb_forest(),
+            parent_pick in any::<prop::sample::Index>(),
+            new_weight in 1u64..6,
+        ) {
+            let t = topo_of(&pairs);
+            let Ok(before) = divide(&t, &chosen, &weight, total, false) else { return Ok(()) };
+            // Add a chosen leaf "zz-new" under a random existing cluster.
+            let parent = pairs[parent_pick.index(pairs.len())].0.clone();
+            let mut pairs2 = pairs.clone();
+            pairs2.push(("zz-new".into(), Some(parent.clone())));
+            let t2 = topo_of(&pairs2);
+            let mut chosen2 = chosen.clone();
+            chosen2.push(true);
+            let mut weight2 = weight.clone();
+            weight2.push(new_weight);
+            let after = divide(&t2, &chosen2, &weight2, total, false).unwrap();
+            let new = t2.get("zz-new").unwrap();
+            for r in 0..t.len() {
+                let r2 = t2.get(t.name(r)).unwrap();
+                if t2.in_subtree(new, r2) || before.share[r] != after.share[r2] {
+                    continue;
+                }
+                for &c in t.subtree(r) {
+                    let c2 = t2.get(t.name(c)).unwrap();
+                    prop_assert_eq!(before.replicas[c], after.replicas[c2]);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,497 @@
+//! Fleet → every diagnostic at once, and a [`Checked`] fleet when there is no
+//! error.
+//!
+//! Validation is where cross-document facts are checked (a parent that
+//! exists, a selector naming real clusters, a Divided workload that has
+//! something to divide). Each diagnostic points at the exact YAML node.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::diag::{Diagnostic, Diagnostics};
+use crate::kinds;
+use crate::model::*;
+use crate::topology::{Topology, TopologyError};
+use crate::yaml::{parse_stream, YamlPath};
+
+/// Facts about a workload worked out once during validation.
+#[derive(Debug, Clone, Default)]
+pub struct WorkloadFacts {
+    /// For `Divided`: the number of replicas to divide.
+    pub total: Option<u32>,
+    /// Per manifest file: its documents, parsed once, when it is not a template.
+    pub parsed: Vec<Option<Arc<Vec<Value>>>>,
+}
+
+/// A fleet without errors, with its tree built.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    pub fleet: Fleet,
+    pub topo: Topology,
+    /// Parallel to `fleet.workloads`.
+    pub facts: Vec<WorkloadFacts>,
+}
+
+impl Checked {
+    pub fn cluster(&self, i: usize) -> &Cluster {
+        &self.fleet.clusters[i]
+    }
+}
+
+/// Checks the fleet; returns it as [`Checked`] only if no error was found.
+/// Warnings come back either way.
+pub fn check(mut fleet: Fleet) -> (Option<Checked>, Diagnostics) {
+    let mut d = Diagnostics::default();
+
+    dedupe(&mut fleet.clusters, "Cluster", |c| (c.name().to_string(), c.source.clone()), &mut d);
+    dedupe(&mut fleet.workloads, "Workload", |w| (w.name().to_string(), w.source.clone()), &mut d);
+    dedupe(&mut fleet.overrides, "Override", |o| (o.name().to_string(), o.source.clone()), &mut d);
+
+    let names: BTreeSet<&str> = fleet.clusters.iter().map(Cluster::name).collect();
+    for c in &fleet.clusters {
+        check_cluster(c, &mut d);
+    }
+    let pairs: Vec<(&str, Option<&str>)> = fleet
+        .clusters
+        .iter()
+        .map(|c| (c.name(), c.spec.parent.as_deref()))
+        .collect();
+    let topo = match Topology::build(&pairs) {
+        Ok(t) => Some(t),
+        Err(errors) => {
+            for e in errors {
+                topology_diag(&fleet, e, &mut d);
+            }
+            None
+        }
+    };
+    if fleet.clusters.is_empty() {
+        d.push(
+            Diagnostic::error("the fleet has no Cluster documents")
+                .hint("add at least one `kind: Cluster` document (see fleet-example/clusters/)"),
+        );
+    }
+
+    let workload_names: BTreeSet<&str> = fleet.workloads.iter().map(Workload::name).collect();
+    let mut facts = Vec::with_capacity(fleet.workloads.len());
+    for w in &fleet.workloads {
+        facts.push(check_workload(w, &names, &mut d));
+    }
+    for o in &fleet.overrides {
+        check_override(o, &names, &workload_names, &mut d);
+    }
+
+    let d = d.sorted();
+    match topo {
+        Some(topo) if !d.has_errors() => (Some(Checked { fleet, topo, facts }), d),
+        _ => (None, d),
+    }
+}
+
+/// Removes documents whose name repeats an earlier one (after sorting by
+/// name), reporting both places.
+fn dedupe<T>(
+    items: &mut Vec<T>,
+    kind: &str,
+    key: impl Fn(&T) -> (String, Arc<Source>),
+    d: &mut Diagnostics,
+) {
+    let mut first: BTreeMap<String, Arc<Source>> = BTreeMap::new();
+    items.retain(|it| {
+        let (name, src) = key(it);
+        if let Some(prev) = first.get(&name) {
+            d.push(
+                Diagnostic::error(format!(
+                    "duplicate {kind} name {name:?}: also defined in {}:{}",
+                    prev.file,
+                    prev.doc.line_of(&YamlPath::parse("metadata.name"))
+                ))
+                .at(&src.loc_str("metadata.name"))
+                .hint(format!("{kind} names must be unique across the fleet; rename one of them")),
+            );
+            false
+        } else {
+            first.insert(name, src);
+            true
+        }
+    });
+}
+
+/// DNS-1123 label: what Kubernetes requires of namespace names and what canopy
+/// requires of cluster and workload names (they become label values).
+pub fn is_dns1123_label(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
+}
+
+fn check_name(kind: &str, source: &Source, name: &str, d: &mut Diagnostics) {
+    if !is_dns1123_label(name) {
+        d.push(
+            Diagnostic::error(format!("{kind} name {name:?} is not a DNS-1123 label"))
+                .at(&source.loc_str("metadata.name"))
+                .hint("use at most 63 lowercase letters, digits and '-', starting and ending with a letter or digit"),
+        );
+    }
+}
+
+fn check_cluster(c: &Cluster, d: &mut Diagnostics) {
+    check_name("Cluster", &c.source, c.name(), d);
+    let cap = &c.spec.capacity;
+    for (field, q) in [("cpu", &cap.cpu), ("memory", &cap.memory), ("pods", &cap.pods)] {
+        if let Some(q) = q {
+            if let Err(m) = q.value() {
+                d.push(
+                    Diagnostic::error(m)
+                        .at(&c.source.loc_str(&format!("spec.capacity.{field}")))
+                        .hint("write a Kubernetes quantity"),
+                );
+            }
+        }
+    }
+    for (i, t) in c.spec.taints.iter().enumerate() {
+        if t.key.is_empty() {
+            d.push(
+                Diagnostic::error("taint has an empty key")
+                    .at(&c.source.loc(&YamlPath::parse("spec.taints").index(i).key("key"))),
+            );
+        }
+    }
+    if let Some(conn) = &c.spec.connection {
+        if conn.kubeconfig.trim().is_empty() {
+            d.push(
+                Diagnostic::error("connection.kubeconfig is empty")
+                    .at(&c.source.loc_str("spec.connection.kubeconfig"))
+                    .hint("give the path of a kubeconfig file, or remove spec.connection to use the embedded local backend"),
+            );
+        }
+    }
+}
+
+fn topology_diag(fleet: &Fleet, e: TopologyError, d: &mut Diagnostics) {
+    match e {
+        TopologyError::UnknownParent { cluster, parent } => {
+            let c = &fleet.clusters[cluster];
+            d.push(
+                Diagnostic::error(format!("unknown parent {parent:?}: no Cluster has that name"))
+                    .at(&c.source.loc_str("spec.parent"))
+                    .hint(suggest(&parent, fleet.clusters.iter().map(Cluster::name), "remove spec.parent to make this cluster a root")),
+            );
+        }
+        TopologyError::Cycle { members } => {
+            let names: Vec<&str> = members.iter().map(|&i| fleet.clusters[i].name()).collect();
+            let text = format!("{} → {}", names.join(" → "), names[0]);
+            for &i in &members {
+                let c = &fleet.clusters[i];
+                d.push(
+                    Diagnostic::error(format!("cycle in cluster parents: {text}"))
+                        .at(&c.source.loc_str("spec.parent"))
+                        .hint("every chain of parents must end at a root (a cluster without spec.parent)"),
+                );
+            }
+        }
+    }
+}
+
+/// "did you mean …" for a misspelt name, else the fallback advice.
+fn suggest<'a>(wrong: &str, candidates: impl Iterator<Item = &'a str>, fallback: &str) -> String {
+    let best = candidates
+        .map(|c| (edit_distance(wrong, c), c))
+        .filter(|(dist, _)| *dist <= 2)
+        .min();
+    match best {
+        Some((_, c)) => format!("did you mean {c:?}?"),
+        None => fallback.to_string(),
+    }
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// Checks a selector's references and Kubernetes' rules for expressions.
+fn check_selector(sel: &ClusterSelector, base: &YamlPath, src: &Source, names: &BTreeSet<&str>, d: &mut Diagnostics) {
+    let unknown = |n: &str, path: YamlPath, d: &mut Diagnostics| {
+        if !names.contains(n) {
+            d.push(
+                Diagnostic::error(format!("unknown cluster {n:?}"))
+                    .at(&src.loc(&path))
+                    .hint(suggest(n, names.iter().copied(), "name a Cluster defined in the fleet")),
+            );
+        }
+    };
+    for (i, n) in sel.names.iter().enumerate() {
+        unknown(n, base.key("names").index(i), d);
+    }
+    for (i, n) in sel.exclude.iter().enumerate() {
+        unknown(n, base.key("exclude").index(i), d);
+    }
+    if let Some(n) = &sel.subtree_of {
+        unknown(n, base.key("subtreeOf"), d);
+    }
+    if let Some(ls) = &sel.selector {
+        for (i, e) in ls.match_expressions.iter().enumerate() {
+            let p = base.key("selector").key("matchExpressions").index(i);
+            match e.operator {
+                SelectorOperator::In | SelectorOperator::NotIn if e.values.is_empty() => d.push(
+                    Diagnostic::error(format!("operator {:?} needs at least one value", e.operator))
+                        .at(&src.loc(&p.key("operator")))
+                        .hint("add values: [...], or use Exists / DoesNotExist"),
+                ),
+                SelectorOperator::Exists | SelectorOperator::DoesNotExist if !e.values.is_empty() => d.push(
+                    Diagnostic::error(format!("operator {:?} takes no values", e.operator))
+                        .at(&src.loc(&p.key("values")))
+                        .hint("remove values, or use In / NotIn"),
+                ),
+                _ => {}
+            }
+        }
+    }
+}
+
+fn check_workload(w: &Workload, names: &BTreeSet<&str>, d: &mut Diagnostics) -> WorkloadFacts {
+    let src = &w.source;
+    check_name("Workload", src, w.name(), d);
+    if let Some(ns) = &w.spec.namespace {
+        if !is_dns1123_label(ns) {
+            d.push(
+                Diagnostic::error(format!("namespace {ns:?} is not a DNS-1123 label"))
+                    .at(&src.loc_str("spec.namespace")),
+            );
+        }
+    }
+    let placement = &w.spec.placement;
+    if let Some(sel) = &placement.clusters {
+        check_selector(sel, &YamlPath::parse("spec.placement.clusters"), src, names, d);
+    }
+    let rp = &placement.replicas;
+    let rpath = YamlPath::parse("spec.placement.replicas");
+    if let Some(weights) = &rp.weights {
+        let wpath = rpath.key("weights");
+        if rp.mode == ReplicaMode::Duplicated {
+            d.push(
+                Diagnostic::warning("weights are ignored in mode Duplicated")
+                    .at(&src.loc(&wpath))
+                    .hint("set mode: Divided to divide replicas by these weights"),
+            );
+        }
+        match (&weights.static_weights, &weights.dynamic) {
+            (Some(_), Some(_)) | (None, None) => d.push(
+                Diagnostic::error("weights need exactly one of static or dynamic")
+                    .at(&src.loc(&wpath))
+                    .hint("use `static: [{clusters: ..., weight: N}]` or `dynamic: capacity`"),
+            ),
+            (Some(rules), None) => {
+                if rules.is_empty() {
+                    d.push(Diagnostic::error("static weights list is empty").at(&src.loc(&wpath.key("static"))));
+                }
+                for (i, r) in rules.iter().enumerate() {
+                    check_selector(&r.clusters, &wpath.key("static").index(i).key("clusters"), src, names, d);
+                }
+                if weights.per_replica.is_some() {
+                    d.push(
+                        Diagnostic::error("perReplica only applies to dynamic: capacity")
+                            .at(&src.loc(&wpath.key("perReplica"))),
+                    );
+                }
+            }
+            (None, Some(_)) => {
+                if let Some(per) = &weights.per_replica {
+                    for (field, q) in [("cpu", &per.cpu), ("memory", &per.memory), ("pods", &per.pods)] {
+                        match q.as_ref().map(Quantity::value) {
+                            Some(Err(m)) => d.push(Diagnostic::error(m).at(&src.loc(&wpath.key("perReplica").key(field)))),
+                            Some(Ok(v)) if v <= 0.0 => d.push(
+                                Diagnostic::error("a per-replica request must be more than zero")
+                                    .at(&src.loc(&wpath.key("perReplica").key(field))),
+                            ),
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for (i, p) in rp.paths.iter().enumerate() {
+        if !p.path.starts_with('/') {
+            d.push(
+                Diagnostic::error(format!("replica path {:?} is not a JSON pointer", p.path))
+                    .at(&src.loc(&rpath.key("paths").index(i).key("path")))
+                    .hint("write it like /spec/replicas"),
+            );
+        }
+    }
+    if rp.mode == ReplicaMode::Duplicated && rp.total.is_some() {
+        d.push(
+            Diagnostic::warning("total is ignored in mode Duplicated")
+                .at(&src.loc(&rpath.key("total")))
+                .hint("in Duplicated mode every cluster runs the manifest's own replicas"),
+        );
+    }
+
+    // Parse the plain (non-template) manifests once: syntax errors show up even
+    // for a workload placed nowhere, and every cluster shares the result.
+    let mut facts = WorkloadFacts::default();
+    for m in &w.manifests {
+        if m.is_template() {
+            facts.parsed.push(None);
+            continue;
+        }
+        match parse_stream(&m.text, false) {
+            Ok(docs) => {
+                let values: Vec<Value> = docs.into_iter().map(|d| d.value).filter(|v| !v.is_null()).collect();
+                facts.parsed.push(Some(Arc::new(values)));
+            }
+            Err(e) => {
+                d.push(
+                    Diagnostic::error(format!("malformed YAML: {}", e.message))
+                        .in_file(&m.path, e.line)
+                        .hint(format!("fix the YAML syntax near line {}, column {}", e.line, e.col)),
+                );
+                facts.parsed.push(None);
+            }
+        }
+    }
+    if w.manifests.is_empty() {
+        d.push(
+            Diagnostic::warning(format!("workload {:?} has no manifests", w.name()))
+                .at(&src.loc_str("spec.manifests"))
+                .hint(format!("put Kubernetes YAML files in {}/", w.dir)),
+        );
+    }
+    if rp.mode == ReplicaMode::Divided {
+        facts.total = divided_total(w, &facts, d);
+    }
+    facts
+}
+
+/// The total a Divided workload divides: `total`, or the `spec.replicas` its
+/// replicated objects agree on.
+fn divided_total(w: &Workload, facts: &WorkloadFacts, d: &mut Diagnostics) -> Option<u32> {
+    let rp = &w.spec.placement.replicas;
+    if let Some(t) = rp.total {
+        return Some(t);
+    }
+    let mut found: Vec<(String, String, Option<u64>)> = Vec::new();
+    for (m, parsed) in w.manifests.iter().zip(&facts.parsed) {
+        for obj in parsed.iter().flat_map(|p| p.iter()) {
+            let Some(key) = ObjectKey::of(obj) else { continue };
+            if let Some(ptr) = kinds::replica_pointer(&key.group, &key.kind, &rp.paths) {
+                let n = obj.pointer(ptr).and_then(Value::as_u64);
+                found.push((m.path.clone(), key.to_string(), n));
+            }
+        }
+    }
+    let loc = w.source.loc_str("spec.placement.replicas");
+    let templated = w.manifests.iter().any(ManifestFile::is_template);
+    if found.is_empty() {
+        let msg = if templated {
+            "Divided workload has templated manifests and no replicas.total"
+        } else {
+            "Divided workload has no object with a replicas field (Deployment, StatefulSet, ReplicaSet or a kind listed in replicas.paths)"
+        };
+        d.push(
+            Diagnostic::error(msg)
+                .at(&loc)
+                .hint("set spec.placement.replicas.total, or add spec.replicas to the workload's Deployment/StatefulSet"),
+        );
+        return None;
+    }
+    let mut total = None;
+    for (file, obj, n) in &found {
+        match n {
+            None => {
+                d.push(
+                    Diagnostic::error(format!("{obj} in {file} has no spec.replicas to divide"))
+                        .at(&loc)
+                        .hint("set spec.replicas in the manifest or spec.placement.replicas.total here"),
+                );
+                return None;
+            }
+            Some(n) => match total {
+                None => total = Some(*n),
+                Some(t) if t != *n => {
+                    d.push(
+                        Diagnostic::error(format!(
+                            "replicated objects disagree on replicas ({} has {t}, {obj} has {n})",
+                            found[0].1
+                        ))
+                        .at(&loc)
+                        .hint("set spec.placement.replicas.total, or split them into separate workloads"),
+                    );
+                    return None;
+                }
+                Some(_) => {}
+            },
+        }
+    }
+    total.and_then(|t| u32::try_from(t).ok())
+}
+
+fn check_override(o: &Override, names: &BTreeSet<&str>, workloads: &BTreeSet<&str>, d: &mut Diagnostics) {
+    let src = &o.source;
+    check_name("Override", src, o.name(), d);
+    if let Some(sel) = &o.spec.clusters {
+        check_selector(sel, &YamlPath::parse("spec.clusters"), src, names, d);
+    }
+    for (i, w) in o.spec.workloads.iter().flatten().enumerate() {
+        if !workloads.contains(w.as_str()) {
+            d.push(
+                Diagnostic::error(format!("unknown workload {w:?}"))
+                    .at(&src.loc(&YamlPath::parse("spec.workloads").index(i)))
+                    .hint(suggest(w, workloads.iter().copied(), "name a Workload defined in the fleet")),
+            );
+        }
+    }
+    if o.spec.patches.is_empty() {
+        d.push(
+            Diagnostic::error("override has no patches")
+                .at(&src.loc_str("spec.patches"))
+                .hint("add jsonPatch, mergePatch or image items"),
+        );
+    }
+    for (i, p) in o.spec.patches.iter().enumerate() {
+        if let PatchSpec::Image(img) = p {
+            if img.registry.is_none() && img.repository.is_none() && img.tag.is_none() {
+                d.push(
+                    Diagnostic::error("image patch changes nothing")
+                        .at(&src.loc(&YamlPath::parse("spec.patches").index(i).key("image")))
+                        .hint("set at least one of registry, repository, tag"),
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dns_labels() {
+        assert!(is_dns1123_label("eu-west-1"));
+        assert!(!is_dns1123_label("EU"));
+        assert!(!is_dns1123_label("-a"));
+        assert!(!is_dns1123_label(&"a".repeat(64)));
+    }
+
+    #[test]
+    fn suggestions() {
+        assert_eq!(suggest("eu-wst", ["eu-west", "us-east"].into_iter(), "x"), "did you mean \"eu-west\"?");
+        assert_eq!(suggest("zzz", ["eu-west"].into_iter(), "fallback"), "fallback");
+    }
+}

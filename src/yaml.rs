@@ -1,0 +1,457 @@
+//! Source-mapped YAML: parse a multi-document YAML stream into JSON values and
+//! remember the line where every node starts.
+//!
+//! Why not `serde_yaml` alone: serde_yaml drops positions once a document is a
+//! `Value`, yet every diagnostic canopy prints must name the file, the line and
+//! the YAML path of the offending node — including errors found long after
+//! parsing (an unknown parent, a selector operator, a patch that fails). So the
+//! fleet's own documents are read through `yaml-rust2`'s marked event stream,
+//! which yields both the value and a path → line index in one pass.
+//! `serde_yaml` is still what canopy uses to *write* YAML.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use serde_json::{Map, Number, Value};
+use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser, Tag};
+use yaml_rust2::scanner::{Marker, TScalarStyle};
+
+/// One segment of a path into a YAML document.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Seg {
+    Key(String),
+    Index(usize),
+}
+
+/// A path into a YAML document, printed the way users read it:
+/// `spec.placement.clusters.selector.matchExpressions[0].operator`, with keys
+/// that are not plain identifiers quoted: `metadata.labels["example.com/tier"]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct YamlPath(pub Vec<Seg>);
+
+impl YamlPath {
+    pub fn root() -> Self {
+        YamlPath(Vec::new())
+    }
+
+    /// Builds a path from dotted text with `[n]` indexes; used by code that
+    /// names fixed paths such as `spec.parent`.
+    pub fn parse(dotted: &str) -> Self {
+        let mut segs = Vec::new();
+        for part in dotted.split('.').filter(|p| !p.is_empty()) {
+            let (key, rest) = match part.find('[') {
+                Some(i) => (&part[..i], &part[i..]),
+                None => (part, ""),
+            };
+            if !key.is_empty() {
+                segs.push(Seg::Key(key.to_string()));
+            }
+            for idx in rest.split('[').filter(|s| !s.is_empty()) {
+                if let Ok(n) = idx.trim_end_matches(']').parse() {
+                    segs.push(Seg::Index(n));
+                }
+            }
+        }
+        YamlPath(segs)
+    }
+
+    pub fn key(&self, k: impl Into<String>) -> Self {
+        let mut p = self.clone();
+        p.0.push(Seg::Key(k.into()));
+        p
+    }
+
+    pub fn index(&self, i: usize) -> Self {
+        let mut p = self.clone();
+        p.0.push(Seg::Index(i));
+        p
+    }
+
+    /// Converts the path `serde_path_to_error` reports for a failed
+    /// deserialization, so that type errors point at the right line too.
+    pub fn from_serde(path: &serde_path_to_error::Path) -> Self {
+        use serde_path_to_error::Segment;
+        let segs = path
+            .iter()
+            .filter_map(|s| match s {
+                Segment::Seq { index } => Some(Seg::Index(*index)),
+                Segment::Map { key } => Some(Seg::Key(key.clone())),
+                Segment::Enum { variant } => Some(Seg::Key(variant.clone())),
+                Segment::Unknown => None,
+            })
+            .collect();
+        YamlPath(segs)
+    }
+
+    pub fn is_root(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+fn is_plain_key(k: &str) -> bool {
+    !k.is_empty()
+        && k.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+impl fmt::Display for YamlPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            return f.write_str("(document)");
+        }
+        for (i, seg) in self.0.iter().enumerate() {
+            match seg {
+                Seg::Key(k) if is_plain_key(k) => {
+                    if i > 0 {
+                        f.write_str(".")?;
+                    }
+                    f.write_str(k)?;
+                }
+                Seg::Key(k) => write!(f, "[{k:?}]")?,
+                Seg::Index(n) => write!(f, "[{n}]")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One YAML document with its position in the file.
+#[derive(Debug, Clone)]
+pub struct Doc {
+    /// 1-based line of the document's first node.
+    pub line: usize,
+    pub value: Value,
+    /// Line of every node, by path (empty when parsed without an index).
+    pub lines: HashMap<YamlPath, usize>,
+}
+
+impl Doc {
+    /// Line of the node at `path`, or of its nearest indexed ancestor (a
+    /// missing field is reported at the mapping that should hold it).
+    pub fn line_of(&self, path: &YamlPath) -> usize {
+        let mut p = path.clone();
+        loop {
+            if let Some(l) = self.lines.get(&p) {
+                return *l;
+            }
+            if p.0.pop().is_none() {
+                return self.line;
+            }
+        }
+    }
+}
+
+/// A YAML syntax error with its 1-based position.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}, column {col}: {message}")]
+pub struct SyntaxError {
+    pub line: usize,
+    pub col: usize,
+    pub message: String,
+}
+
+/// Parses every document of `text`. `index` asks for the path → line map; the
+/// render path skips it because rendered manifests are parsed by the hundred
+/// thousand and only need a line for syntax errors.
+pub fn parse_stream(text: &str, index: bool) -> Result<Vec<Doc>, SyntaxError> {
+    let mut b = Builder {
+        index,
+        ..Builder::default()
+    };
+    let mut parser = Parser::new_from_str(text);
+    parser.load(&mut b, true).map_err(|e| SyntaxError {
+        line: e.marker().line(),
+        col: e.marker().col(),
+        message: e.info().to_string(),
+    })?;
+    if let Some(err) = b.error {
+        return Err(err);
+    }
+    Ok(b.docs)
+}
+
+enum Frame {
+    Map {
+        map: Map<String, Value>,
+        /// The key whose value comes next, with the key's line.
+        pending_key: Option<(String, usize)>,
+        anchor: usize,
+    },
+    Seq {
+        items: Vec<Value>,
+        anchor: usize,
+    },
+}
+
+#[derive(Default)]
+struct Builder {
+    index: bool,
+    docs: Vec<Doc>,
+    stack: Vec<Frame>,
+    path: Vec<Seg>,
+    anchors: HashMap<usize, Value>,
+    lines: HashMap<YamlPath, usize>,
+    doc_line: usize,
+    error: Option<SyntaxError>,
+}
+
+impl Builder {
+    fn fail(&mut self, mark: Marker, message: String) {
+        if self.error.is_none() {
+            self.error = Some(SyntaxError {
+                line: mark.line(),
+                col: mark.col(),
+                message,
+            });
+        }
+    }
+
+    /// The path of the node about to be produced, and whether it is a map key.
+    fn next_is_key(&self) -> bool {
+        matches!(
+            self.stack.last(),
+            Some(Frame::Map {
+                pending_key: None,
+                ..
+            })
+        )
+    }
+
+    /// Records the node about to be produced. A mapping value is reported at
+    /// its key's line (where a reader looks for `parent:`), not where a nested
+    /// block happens to start.
+    fn enter_node(&mut self, mark: Marker) {
+        let mut line = mark.line();
+        match self.stack.last() {
+            Some(Frame::Seq { items, .. }) => self.path.push(Seg::Index(items.len())),
+            Some(Frame::Map {
+                pending_key: Some((k, key_line)),
+                ..
+            }) => {
+                line = *key_line;
+                self.path.push(Seg::Key(k.clone()));
+            }
+            _ => {}
+        }
+        if self.stack.is_empty() {
+            self.doc_line = mark.line();
+        }
+        if self.index {
+            self.lines.insert(YamlPath(self.path.clone()), line);
+        }
+    }
+
+    fn finish_node(&mut self, v: Value, anchor: usize) {
+        if anchor > 0 {
+            self.anchors.insert(anchor, v.clone());
+        }
+        match self.stack.last_mut() {
+            None => {
+                let lines = std::mem::take(&mut self.lines);
+                self.docs.push(Doc {
+                    line: self.doc_line,
+                    value: v,
+                    lines,
+                });
+            }
+            Some(Frame::Seq { items, .. }) => {
+                items.push(v);
+                self.path.pop();
+            }
+            Some(Frame::Map {
+                map, pending_key, ..
+            }) => {
+                let (k, _) = pending_key.take().unwrap_or_default();
+                map.insert(k, v);
+                self.path.pop();
+            }
+        }
+    }
+}
+
+fn scalar_value(
+    text: String,
+    style: TScalarStyle,
+    tag: &Option<Tag>,
+) -> Result<Value, String> {
+    if let Some(tag) = tag {
+        if tag.handle == "tag:yaml.org,2002:" || tag.handle == "!!" {
+            return match tag.suffix.as_str() {
+                "str" => Ok(Value::String(text)),
+                "null" => Ok(Value::Null),
+                "bool" => match text.as_str() {
+                    "true" | "True" | "TRUE" => Ok(Value::Bool(true)),
+                    "false" | "False" | "FALSE" => Ok(Value::Bool(false)),
+                    _ => Err(format!("{text:?} is not a !!bool")),
+                },
+                "int" | "float" => {
+                    plain_scalar(&text).ok_or_else(|| format!("{text:?} is not a number"))
+                }
+                other => Err(format!("unsupported tag !!{other}")),
+            };
+        }
+        return Err(format!(
+            "unsupported tag {}{}: Kubernetes manifests use plain YAML",
+            tag.handle, tag.suffix
+        ));
+    }
+    if style != TScalarStyle::Plain {
+        return Ok(Value::String(text));
+    }
+    Ok(plain_scalar(&text).unwrap_or(Value::String(text)))
+}
+
+/// YAML 1.2 core-schema resolution of an unquoted scalar (the same rules
+/// kubectl's YAML reader applies to `true`, `~`, `0x1F`, `1e3`).
+fn plain_scalar(text: &str) -> Option<Value> {
+    use yaml_rust2::Yaml;
+    match Yaml::from_str(text) {
+        Yaml::Null => Some(Value::Null),
+        Yaml::Boolean(b) => Some(Value::Bool(b)),
+        Yaml::Integer(i) => Some(Value::Number(i.into())),
+        Yaml::Real(r) => {
+            let f: f64 = match r.as_str() {
+                ".inf" | ".Inf" | ".INF" | "+.inf" => f64::INFINITY,
+                "-.inf" | "-.Inf" | "-.INF" => f64::NEG_INFINITY,
+                _ => r.parse().ok()?,
+            };
+            // JSON has no NaN or infinity; such a scalar stays a string.
+            Number::from_f64(f).map(Value::Number)
+        }
+        _ => None,
+    }
+}
+
+fn key_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "null".into(),
+        other => other.to_string(),
+    }
+}
+
+impl MarkedEventReceiver for Builder {
+    fn on_event(&mut self, ev: Event, mark: Marker) {
+        if self.error.is_some() {
+            return;
+        }
+        match ev {
+            Event::DocumentStart => {
+                self.anchors.clear();
+                self.lines.clear();
+            }
+            Event::Scalar(text, style, anchor, tag) => {
+                let v = match scalar_value(text, style, &tag) {
+                    Ok(v) => v,
+                    Err(m) => return self.fail(mark, m),
+                };
+                if self.next_is_key() {
+                    if let Some(Frame::Map {
+                        map, pending_key, ..
+                    }) = self.stack.last_mut()
+                    {
+                        let k = key_text(&v);
+                        if map.contains_key(&k) {
+                            return self.fail(mark, format!("duplicate key {k:?}"));
+                        }
+                        *pending_key = Some((k, mark.line()));
+                    }
+                    return;
+                }
+                self.enter_node(mark);
+                self.finish_node(v, anchor);
+            }
+            Event::Alias(id) => {
+                let Some(v) = self.anchors.get(&id).cloned() else {
+                    return self.fail(mark, "alias to an unknown anchor".into());
+                };
+                if self.next_is_key() {
+                    return self.fail(mark, "an alias cannot be a mapping key".into());
+                }
+                self.enter_node(mark);
+                self.finish_node(v, 0);
+            }
+            Event::MappingStart(anchor, _) | Event::SequenceStart(anchor, _)
+                if self.next_is_key() =>
+            {
+                let _ = anchor;
+                self.fail(mark, "a mapping key must be a scalar".into())
+            }
+            Event::MappingStart(anchor, _) => {
+                self.enter_node(mark);
+                self.stack.push(Frame::Map {
+                    map: Map::new(),
+                    pending_key: None,
+                    anchor,
+                });
+            }
+            Event::SequenceStart(anchor, _) => {
+                self.enter_node(mark);
+                self.stack.push(Frame::Seq {
+                    items: Vec::new(),
+                    anchor,
+                });
+            }
+            Event::MappingEnd => {
+                if let Some(Frame::Map { map, anchor, .. }) = self.stack.pop() {
+                    self.finish_node(Value::Object(map), anchor);
+                }
+            }
+            Event::SequenceEnd => {
+                if let Some(Frame::Seq { items, anchor }) = self.stack.pop() {
+                    self.finish_node(Value::Array(items), anchor);
+                }
+            }
+            Event::StreamStart | Event::StreamEnd | Event::DocumentEnd | Event::Nothing => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn values_and_lines() {
+        let text = "a: 1\nb:\n  c: [x, 'y']\n  d: ~\n---\n- true\n- \"2\"\n- 2.5\n";
+        let docs = parse_stream(text, true).unwrap();
+        assert_eq!(docs.len(), 2);
+        assert_eq!(docs[0].value, json!({"a": 1, "b": {"c": ["x", "y"], "d": null}}));
+        assert_eq!(docs[1].value, json!([true, "2", 2.5]));
+        assert_eq!(docs[0].line_of(&YamlPath::parse("b.c[1]")), 3);
+        assert_eq!(docs[0].line_of(&YamlPath::parse("b.d")), 4);
+        assert_eq!(docs[1].line, 6);
+        // A path that does not exist falls back to its nearest ancestor.
+        assert_eq!(docs[0].line_of(&YamlPath::parse("b.missing")), 2);
+    }
+
+    #[test]
+    fn anchors_resolve() {
+        let docs = parse_stream("x: &a {k: v}\ny: *a\n", false).unwrap();
+        assert_eq!(docs[0].value, json!({"x": {"k": "v"}, "y": {"k": "v"}}));
+    }
+
+    #[test]
+    fn syntax_error_has_line() {
+        let err = parse_stream("a: 1\nb: [1, 2\nc: 3\n", false).unwrap_err();
+        assert!(err.line >= 2, "{err:?}");
+    }
+
+    #[test]
+    fn duplicate_key_is_an_error() {
+        let err = parse_stream("a: 1\na: 2\n", false).unwrap_err();
+        assert_eq!(err.line, 2);
+        assert!(err.message.contains("duplicate key"));
+    }
+
+    #[test]
+    fn path_display_quotes_odd_keys() {
+        let p = YamlPath::root()
+            .key("metadata")
+            .key("labels")
+            .key("example.com/tier");
+        assert_eq!(p.to_string(), "metadata.labels[\"example.com/tier\"]");
+        assert_eq!(YamlPath::parse("spec.x[3].y").to_string(), "spec.x[3].y");
+    }
+}
