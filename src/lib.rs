@@ -11,17 +11,24 @@
 //! [`load`], which reads files. Diagnostics are collected, never fail-fast,
 //! and each names the file, line and YAML path it is about.
 
+pub mod cli;
 pub mod diag;
+pub mod explain;
 
 pub mod image;
 pub mod kinds;
 pub mod load;
+pub mod mask;
 pub mod model;
+pub mod output;
+pub mod pipeline;
 
 
 pub mod render;
+pub mod schema;
 pub mod schedule;
 pub mod select;
+pub mod synth;
 
 pub mod topology;
 pub mod validate;

@@ -21,7 +21,56 @@ use crate::model::*;
 use crate::schedule::{self, WorkloadPlacement};
 use crate::select;
 use crate::validate::Checked;
-use crate::yaml::{parse_stream, YamlPath};
+use crate::yaml::{parse_stream, parse_template_slots, plain_scalar, value_at_mut, ScalarStyle, Seg, YamlPath};
+
+/// How a template file is rendered for each cluster.
+///
+/// Text templating renders the whole file and parses the result: correct
+/// for any template, but YAML parsing then dominates the cost of a large
+/// fleet. When every template expression sits inside a single-line string
+/// value, the file is parsed once and only those values are rendered per
+/// cluster (structural templating). A cluster whose rendered value would have
+/// read back differently as text (quotes, YAML indicators, newlines) falls
+/// back to text templating, so both paths give the same objects.
+enum Plan {
+    Text,
+    Structural { docs: Arc<Vec<Value>>, slots: Vec<Slot> },
+}
+
+struct Slot {
+    doc: usize,
+    path: Vec<Seg>,
+    style: ScalarStyle,
+    /// Name of the slot's compiled template in the environment.
+    template: String,
+    line: usize,
+}
+
+/// Reads a rendered scalar back the way text templating would have, or
+/// `None` when only re-parsing the whole text could say what it becomes.
+fn read_back(out: String, style: ScalarStyle) -> Option<Value> {
+    if out.contains('\n') || out.chars().any(|c| c.is_control() && c != '\t') {
+        return None;
+    }
+    match style {
+        ScalarStyle::DoubleQuoted if !out.contains(['"', '\\']) => Some(Value::String(out)),
+        ScalarStyle::SingleQuoted if !out.contains('\'') => Some(Value::String(out)),
+        ScalarStyle::Plain => {
+            let risky = out.is_empty()
+                || out.trim() != out
+                || out.contains(": ")
+                || out.contains(" #")
+                || out.ends_with(':')
+                || out.contains([',', '[', ']', '{', '}'])
+                || out.starts_with(['-', '?', ':', '#', '&', '*', '!', '|', '>', '\'', '"', '%', '@', '`']);
+            if risky {
+                return None;
+            }
+            Some(plain_scalar(&out).unwrap_or(Value::String(out)))
+        }
+        _ => None,
+    }
+}
 
 /// One object a cluster should run.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,6 +92,9 @@ pub struct Renderer<'a> {
     workload_ctx: Vec<minijinja::Value>,
     /// `override_on[o][c]`: override `o` selects cluster `c`.
     override_on: Vec<Vec<bool>>,
+    /// Per workload, per manifest: how templates are rendered (`None` for
+    /// plain files, which are parsed once during validation).
+    plans: Vec<Vec<Option<Plan>>>,
     /// Diagnostics found while preparing (schedule errors, template syntax).
     pub diagnostics: Diagnostics,
 }
@@ -101,12 +153,48 @@ impl<'a> Renderer<'a> {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_keep_trailing_newline(true);
+        // minijinja would JSON-escape `.yaml` templates (quoting every value);
+        // manifests want plain substitution, as Helm users expect.
+        env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+        let mut plans = Vec::with_capacity(fleet.workloads.len());
         for w in &fleet.workloads {
-            for m in w.manifests.iter().filter(|m| m.is_template()) {
+            let mut wp = Vec::with_capacity(w.manifests.len());
+            for m in &w.manifests {
+                if !m.is_template() {
+                    wp.push(None);
+                    continue;
+                }
                 if let Err(e) = env.add_template_owned(m.path.clone(), m.text.clone()) {
                     diagnostics.push(template_diag(&m.path, None, &e));
+                    wp.push(Some(Plan::Text));
+                    continue;
                 }
+                let plan = match parse_template_slots(&m.text) {
+                    Some((docs, found)) => {
+                        let mut slots = Vec::with_capacity(found.len());
+                        let mut ok = true;
+                        for (i, f) in found.into_iter().enumerate() {
+                            let name = format!("{}#{i}", m.path);
+                            if env.add_template_owned(name.clone(), f.source).is_err() {
+                                ok = false;
+                                break;
+                            }
+                            slots.push(Slot {
+                                doc: f.doc,
+                                path: f.path,
+                                style: f.style,
+                                template: name,
+                                line: f.line,
+                            });
+                        }
+                        let docs = Arc::new(docs.into_iter().map(|d| d.value).collect());
+                        if ok { Plan::Structural { docs, slots } } else { Plan::Text }
+                    }
+                    None => Plan::Text,
+                };
+                wp.push(Some(plan));
             }
+            plans.push(wp);
         }
 
         let values = inherited_values(checked);
@@ -150,8 +238,20 @@ impl<'a> Renderer<'a> {
             cluster_ctx,
             workload_ctx,
             override_on,
+            plans,
             diagnostics,
         }
+    }
+
+    /// Renders every template file as text, never structurally: the
+    /// reference the structural path is tested against.
+    pub fn text_only(mut self) -> Self {
+        for wp in &mut self.plans {
+            for p in wp.iter_mut().flatten() {
+                *p = Plan::Text;
+            }
+        }
+        self
     }
 
     /// Workloads that land on cluster `c`, with their replicas there.
@@ -274,20 +374,56 @@ impl<'a> Renderer<'a> {
         let w = &self.checked.fleet.workloads[wi];
         let m = &w.manifests[mi];
         let cluster = self.checked.cluster(c).name();
+        let ctx = minijinja::context! {
+            cluster => self.cluster_ctx[c].clone(),
+            workload => self.workload_ctx[wi].clone(),
+        };
+        if let Some(Some(Plan::Structural { docs, slots })) = self.plans[wi].get(mi) {
+            if let Some(done) = self.render_slots(docs, slots, &ctx, &m.path, cluster)? {
+                return Ok(done);
+            }
+        }
+        self.render_text(m, &ctx, cluster)
+    }
+
+    /// Structural templating; `Ok(None)` asks for text templating instead.
+    fn render_slots(
+        &self,
+        docs: &Arc<Vec<Value>>,
+        slots: &[Slot],
+        ctx: &minijinja::Value,
+        file: &str,
+        cluster: &str,
+    ) -> Result<Option<Arc<Vec<Value>>>, Diagnostic> {
+        let mut out: Vec<Value> = docs.as_ref().clone();
+        for s in slots {
+            let tmpl = self.env.get_template(&s.template).map_err(|e| template_diag(file, Some(cluster), &e))?;
+            let text = tmpl.render(ctx).map_err(|e| {
+                let mut d = template_diag(file, Some(cluster), &e);
+                d.line = s.line;
+                d
+            })?;
+            let Some(v) = read_back(text, s.style) else { return Ok(None) };
+            match out.get_mut(s.doc).and_then(|d| value_at_mut(d, &s.path)) {
+                Some(slot) => *slot = v,
+                None => return Ok(None),
+            }
+        }
+        out.retain(|v| !v.is_null());
+        Ok(Some(Arc::new(out)))
+    }
+
+    fn render_text(&self, m: &ManifestFile, ctx: &minijinja::Value, cluster: &str) -> Result<Arc<Vec<Value>>, Diagnostic> {
         let tmpl = self
             .env
             .get_template(&m.path)
             .map_err(|e| template_diag(&m.path, Some(cluster), &e))?;
-        let text = tmpl
-            .render(minijinja::context! {
-                cluster => self.cluster_ctx[c].clone(),
-                workload => self.workload_ctx[wi].clone(),
-            })
-            .map_err(|e| template_diag(&m.path, Some(cluster), &e))?;
+        let text = tmpl.render(ctx).map_err(|e| template_diag(&m.path, Some(cluster), &e))?;
         let docs = parse_stream(&text, false).map_err(|e| {
+            let shown = text.lines().nth(e.line.saturating_sub(1)).unwrap_or("").trim();
             Diagnostic::error(format!(
-                "rendered manifest is not valid YAML (cluster {cluster}, rendered line {}): {}",
-                e.line, e.message
+                "rendered manifest is not valid YAML for cluster {cluster}: {} at rendered line {}: {shown}",
+                e.message, e.line
             ))
             .in_file(&m.path, 0)
             .hint("run `canopy render --cluster` to see the rendered text; check quoting around template expressions")
@@ -412,9 +548,26 @@ pub struct RenderedFleet {
     pub clusters: Vec<(usize, Vec<Rendered>)>,
 }
 
-/// Renders the given clusters (all when `only` is `None`) in parallel; the
-/// result is in tree order whatever the thread timing.
-pub fn render_all(r: &Renderer<'_>, only: Option<&[usize]>) -> Result<RenderedFleet, Diagnostics> {
+impl RenderedFleet {
+    /// Masks Secret values (see [`crate::mask`]) before anything is printed.
+    pub fn mask_secrets(&mut self) {
+        for (_, objs) in &mut self.clusters {
+            let mut vals: Vec<&mut Value> = objs.iter_mut().map(|o| &mut o.value).collect();
+            crate::mask::mask_secrets(&mut vals);
+        }
+    }
+}
+
+/// Renders the given clusters (all when `only` is `None`) in parallel and
+/// turns each cluster's objects into a `T` right away (YAML text, a count),
+/// so a 10,000-cluster render never holds every object at once. The result
+/// is in tree order whatever the thread timing; on any error, every error
+/// is returned and no result.
+pub fn render_map<T: Send>(
+    r: &Renderer<'_>,
+    only: Option<&[usize]>,
+    f: impl Fn(usize, Vec<Rendered>) -> T + Sync,
+) -> Result<Vec<(usize, T)>, Diagnostics> {
     if r.diagnostics.has_errors() {
         return Err(r.diagnostics.clone());
     }
@@ -429,16 +582,18 @@ pub fn render_all(r: &Renderer<'_>, only: Option<&[usize]>) -> Result<RenderedFl
             .collect(),
         None => r.checked.topo.preorder().to_vec(),
     };
-    let results: Vec<(usize, Result<Vec<Rendered>, Vec<Diagnostic>>)> =
-        order.par_iter().map(|&c| (c, r.render_cluster(c))).collect();
+    let results: Vec<(usize, Result<T, Vec<Diagnostic>>)> = order
+        .par_iter()
+        .map(|&c| (c, r.render_cluster(c).map(|objs| f(c, objs))))
+        .collect();
     let mut diags = Diagnostics::default();
-    let mut clusters = Vec::with_capacity(results.len());
+    let mut out = Vec::with_capacity(results.len());
     // The same template error would repeat for every cluster; keep the first
-    // few per (file, message-without-cluster) to stay readable.
+    // few per place to stay readable, and count the rest.
     let mut per_source: BTreeMap<(Option<String>, usize), usize> = BTreeMap::new();
     for (c, res) in results {
         match res {
-            Ok(objs) => clusters.push((c, objs)),
+            Ok(t) => out.push((c, t)),
             Err(ds) => {
                 for d in ds {
                     let n = per_source.entry((d.file.clone(), d.line)).or_default();
@@ -461,7 +616,12 @@ pub fn render_all(r: &Renderer<'_>, only: Option<&[usize]>) -> Result<RenderedFl
     if diags.has_errors() {
         return Err(diags.sorted());
     }
-    Ok(RenderedFleet { clusters })
+    Ok(out)
+}
+
+/// Renders and keeps every object (for small fleets and tests).
+pub fn render_all(r: &Renderer<'_>, only: Option<&[usize]>) -> Result<RenderedFleet, Diagnostics> {
+    render_map(r, only, |_, objs| objs).map(|clusters| RenderedFleet { clusters })
 }
 
 #[cfg(test)]

@@ -183,9 +183,64 @@ enum Frame {
     },
 }
 
+/// A string scalar that holds template syntax, found while parsing a
+/// manifest template as YAML (see `render`'s structural templating).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateSlot {
+    /// Index of the document in the stream (counting every document).
+    pub doc: usize,
+    pub path: Vec<Seg>,
+    pub style: ScalarStyle,
+    /// The scalar's text: a template.
+    pub source: String,
+    /// 1-based line of the scalar in the file.
+    pub line: usize,
+}
+
+/// How a scalar was written, which decides how its rendered text would have
+/// been read back by text templating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScalarStyle {
+    Plain,
+    SingleQuoted,
+    DoubleQuoted,
+    Block,
+}
+
+/// Whether text holds minijinja syntax.
+pub fn has_template_syntax(s: &str) -> bool {
+    s.contains("{{") || s.contains("{%") || s.contains("{#")
+}
+
+/// Parses a template file as YAML and lists its templated string scalars.
+/// `None` if the file is not YAML as written, or if template syntax appears
+/// anywhere but inside single-line scalar values (keys, comments, block
+/// tags): then only text templating can render it.
+pub fn parse_template_slots(text: &str) -> Option<(Vec<Doc>, Vec<TemplateSlot>)> {
+    let mut b = Builder {
+        slots: Some(Vec::new()),
+        ..Builder::default()
+    };
+    let mut parser = Parser::new_from_str(text);
+    parser.load(&mut b, true).ok()?;
+    if b.error.is_some() || b.template_in_key {
+        return None;
+    }
+    let slots = b.slots.take().unwrap_or_default();
+    let markers = |s: &str| s.matches("{{").count() + s.matches("{%").count() + s.matches("{#").count();
+    let in_slots: usize = slots.iter().map(|s| markers(&s.source)).sum();
+    let verbatim = slots
+        .iter()
+        .all(|s| !s.source.contains('\n') && text.contains(s.source.as_str()));
+    (in_slots == markers(text) && verbatim).then_some((b.docs, slots))
+}
+
 #[derive(Default)]
 struct Builder {
     index: bool,
+    /// Collects templated scalars when set.
+    slots: Option<Vec<TemplateSlot>>,
+    template_in_key: bool,
     docs: Vec<Doc>,
     stack: Vec<Frame>,
     path: Vec<Seg>,
@@ -303,7 +358,7 @@ fn scalar_value(
 
 /// YAML 1.2 core-schema resolution of an unquoted scalar (the same rules
 /// kubectl's YAML reader applies to `true`, `~`, `0x1F`, `1e3`).
-fn plain_scalar(text: &str) -> Option<Value> {
+pub fn plain_scalar(text: &str) -> Option<Value> {
     use yaml_rust2::Yaml;
     match Yaml::from_str(text) {
         Yaml::Null => Some(Value::Null),
@@ -341,11 +396,22 @@ impl MarkedEventReceiver for Builder {
                 self.lines.clear();
             }
             Event::Scalar(text, style, anchor, tag) => {
+                let templated = self.slots.is_some() && has_template_syntax(&text);
+                let slot_style = match style {
+                    TScalarStyle::Plain => ScalarStyle::Plain,
+                    TScalarStyle::SingleQuoted => ScalarStyle::SingleQuoted,
+                    TScalarStyle::DoubleQuoted => ScalarStyle::DoubleQuoted,
+                    _ => ScalarStyle::Block,
+                };
+                let source = templated.then(|| text.clone());
                 let v = match scalar_value(text, style, &tag) {
                     Ok(v) => v,
                     Err(m) => return self.fail(mark, m),
                 };
                 if self.next_is_key() {
+                    if source.is_some() {
+                        self.template_in_key = true;
+                    }
                     if let Some(Frame::Map {
                         map, pending_key, ..
                     }) = self.stack.last_mut()
@@ -359,9 +425,23 @@ impl MarkedEventReceiver for Builder {
                     return;
                 }
                 self.enter_node(mark);
+                if let (Some(source), Some(slots)) = (source, self.slots.as_mut()) {
+                    slots.push(TemplateSlot {
+                        doc: self.docs.len(),
+                        path: self.path.clone(),
+                        style: slot_style,
+                        source,
+                        line: mark.line(),
+                    });
+                }
                 self.finish_node(v, anchor);
             }
             Event::Alias(id) => {
+                // An alias could copy a templated scalar where no slot records
+                // it; such files are rendered as text.
+                if self.slots.is_some() {
+                    self.template_in_key = true;
+                }
                 let Some(v) = self.anchors.get(&id).cloned() else {
                     return self.fail(mark, "alias to an unknown anchor".into());
                 };
@@ -405,6 +485,18 @@ impl MarkedEventReceiver for Builder {
             Event::StreamStart | Event::StreamEnd | Event::DocumentEnd | Event::Nothing => {}
         }
     }
+}
+
+/// The node at `path` inside `v`, if it exists.
+pub fn value_at_mut<'v>(v: &'v mut Value, path: &[Seg]) -> Option<&'v mut Value> {
+    let mut cur = v;
+    for seg in path {
+        cur = match seg {
+            Seg::Key(k) => cur.get_mut(k.as_str())?,
+            Seg::Index(i) => cur.get_mut(*i)?,
+        };
+    }
+    Some(cur)
 }
 
 #[cfg(test)]

@@ -1,0 +1,151 @@
+//! `canopy explain`: why each cluster was or was not chosen for a workload and
+//! how its replicas were computed, level by level (pure; printing is in
+//! `output`).
+
+use crate::model::{DynamicWeight, ReplicaMode};
+use crate::schedule::{self, Division, ScheduleError};
+use crate::select;
+use crate::validate::Checked;
+
+/// The verdict for one cluster.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ClusterLine {
+    pub cluster: String,
+    pub depth: usize,
+    pub chosen: bool,
+    pub reason: String,
+    /// Divided only: the cluster's weight and its replicas.
+    pub weight: Option<u64>,
+    pub replicas: Option<u32>,
+}
+
+/// One division step in words.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Step {
+    /// `(top)` or the dividing cluster.
+    pub node: String,
+    pub share: u32,
+    /// (party label, weight, seats)
+    pub parties: Vec<(String, u64, u32)>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Explanation {
+    pub workload: String,
+    pub source: String,
+    pub mode: String,
+    /// Divided only: the total and where it came from.
+    pub total: Option<(u32, String)>,
+    pub weights: Option<String>,
+    pub clusters: Vec<ClusterLine>,
+    pub steps: Vec<Step>,
+    pub error: Option<String>,
+}
+
+/// Explains workload `wi`; with `only`, the steps are those on that
+/// cluster's path from the top.
+pub fn explain(checked: &Checked, wi: usize, only: Option<usize>) -> Explanation {
+    let w = &checked.fleet.workloads[wi];
+    let topo = &checked.topo;
+    let p = &w.spec.placement;
+    let placed = schedule::place(checked, wi, true);
+    let (chosen, weight, assignment, error) = match &placed {
+        Ok(pl) => (pl.chosen.clone(), pl.weight.clone(), pl.assignment.clone(), None),
+        Err(e) => {
+            let chosen = schedule::choose(checked, w);
+            let weight = schedule::weights(checked, w, &chosen);
+            (chosen, weight, None, Some(e.to_string()))
+        }
+    };
+    let divided = p.replicas.mode == ReplicaMode::Divided;
+    let dynamic = p
+        .replicas
+        .weights
+        .as_ref()
+        .and_then(|ws| ws.dynamic)
+        .is_some_and(|d| d == DynamicWeight::Capacity);
+    let mut clusters = Vec::new();
+    for &c in topo.preorder() {
+        if only.is_some_and(|o| o != c) {
+            continue;
+        }
+        let cl = checked.cluster(c);
+        let v = select::explain(p.clusters.as_ref(), cl, c, topo);
+        let (ok, mut reason) = match (v.chosen, select::blocking_taint(cl, &p.tolerations)) {
+            (true, Some(t)) => (false, format!("{}, but tainted {} and not tolerated", v.reason, select::taint_text(t))),
+            (ok, _) => (ok, v.reason),
+        };
+        debug_assert_eq!(ok, chosen[c]);
+        if divided && ok && dynamic {
+            let per = p.replicas.weights.as_ref().and_then(|ws| ws.per_replica.as_ref());
+            let (_, limit) = schedule::capacity_weight(&cl.spec.capacity, per);
+            reason.push_str(&format!("; capacity weight limited by {limit}"));
+        }
+        clusters.push(ClusterLine {
+            cluster: cl.name().to_string(),
+            depth: topo.depth(c),
+            chosen: ok,
+            reason,
+            weight: (divided && ok).then_some(weight[c]),
+            replicas: assignment.as_ref().filter(|_| ok).map(|a| a.replicas[c]),
+        });
+    }
+    let on_path = |d: &Division| match (only, d.node) {
+        (None, _) => true,
+        (Some(_), None) => true,
+        (Some(o), Some(n)) => topo.in_subtree(o, n),
+    };
+    let steps = assignment
+        .as_ref()
+        .map(|a| {
+            a.divisions
+                .iter()
+                .filter(|d| on_path(d))
+                .map(|d| Step {
+                    node: d.node.map_or_else(|| "(top)".to_string(), |n| topo.name(n).to_string()),
+                    share: d.share,
+                    parties: d
+                        .parties
+                        .iter()
+                        .map(|p| {
+                            let label = if p.own {
+                                format!("{} itself", topo.name(p.cluster))
+                            } else {
+                                format!("subtree {}", topo.name(p.cluster))
+                            };
+                            (label, p.weight, p.seats)
+                        })
+                        .collect(),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let total = divided.then(|| {
+        let t = checked.facts[wi].total.unwrap_or(0);
+        let from = if p.replicas.total.is_some() {
+            "spec.placement.replicas.total".to_string()
+        } else {
+            "the manifest's spec.replicas".to_string()
+        };
+        (t, from)
+    });
+    let weights = divided.then(|| match &p.replicas.weights {
+        None => "equal (1 per chosen cluster)".to_string(),
+        Some(ws) if ws.static_weights.is_some() => "static rules (largest matching weight)".to_string(),
+        Some(_) => "dynamic: replicas that fit in each cluster's capacity".to_string(),
+    });
+    let error = error.or_else(|| match &placed {
+        Err(ScheduleError::NoClusters { .. }) => Some("no cluster chosen".into()),
+        _ => None,
+    });
+    Explanation {
+        workload: w.name().to_string(),
+        source: w.source.file.clone(),
+        mode: format!("{:?}", p.replicas.mode),
+        total,
+        weights,
+        clusters,
+        steps,
+        error,
+    }
+}
