@@ -62,7 +62,10 @@ fn child_baseline(dir: &Path) {
         }
     }
     let secs = t.elapsed().as_secs_f64();
-    println!("RESULT baseline secs={secs:.4} docs={docs} peak_mib={:.1}", peak_rss_mib());
+    println!(
+        "RESULT baseline secs={secs:.4} docs={docs} peak_mib={:.1}",
+        peak_rss_mib()
+    );
 }
 
 /// Child: the full pipeline, rendering every cluster to YAML text.
@@ -72,7 +75,11 @@ fn child_pipeline(dir: &Path) {
     let t_load = t0.elapsed();
     let t1 = Instant::now();
     let renderer = Renderer::new(&checked);
-    assert!(!renderer.diagnostics.has_errors(), "{:?}", renderer.diagnostics);
+    assert!(
+        !renderer.diagnostics.has_errors(),
+        "{:?}",
+        renderer.diagnostics
+    );
     let t_sched = t1.elapsed();
     let t2 = Instant::now();
     // What `canopy render` does: each cluster to YAML text as it is rendered.
@@ -91,7 +98,9 @@ fn child_pipeline(dir: &Path) {
     let chosen = vec![true; n];
     let weight: Vec<u64> = (0..n as u64).map(|i| 1 + i % 5).collect();
     let divide = median(200, || {
-        std::hint::black_box(schedule::divide(&checked.topo, &chosen, &weight, 10_000, false).expect("divides"));
+        std::hint::black_box(
+            schedule::divide(&checked.topo, &chosen, &weight, 10_000, false).expect("divides"),
+        );
     });
     let wi = checked
         .fleet
@@ -133,7 +142,11 @@ fn run_child(mode: &str, dir: &Path) -> String {
         .arg(dir)
         .output()
         .expect("child runs");
-    assert!(out.status.success(), "child {mode} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "child {mode} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     text.lines()
         .find(|l| l.starts_with("RESULT"))
@@ -158,27 +171,53 @@ fn main() {
         }
         return;
     }
-    let opt = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
+    let opt = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
     let sizes: Vec<usize> = opt("--sizes")
         .unwrap_or_else(|| "1000,10000".into())
         .split(',')
         .map(|s| s.trim().parse().expect("--sizes takes numbers"))
         .collect();
-    let workloads: usize = opt("--workloads").map_or(20, |s| s.parse().expect("--workloads takes a number"));
+    let workloads: usize =
+        opt("--workloads").map_or(20, |s| s.parse().expect("--workloads takes a number"));
 
     let mut rows = Vec::new();
     for &n in &sizes {
         let dir = tempfile::tempdir().expect("temp dir");
         let fleet = dir.path().join(format!("synth-{n}"));
-        synth::generate(&fleet, synth::Spec { clusters: n, workloads }).expect("generate");
+        synth::generate(
+            &fleet,
+            synth::Spec {
+                clusters: n,
+                workloads,
+            },
+        )
+        .expect("generate");
         let base = run_child("baseline", &fleet);
         let pipe = run_child("pipeline", &fleet);
         rows.push((n, base, pipe));
     }
-    println!("\ncanopy pipeline benchmark ({} workloads; each case in its own process)", workloads);
+    println!(
+        "\ncanopy pipeline benchmark ({} workloads; each case in its own process)",
+        workloads
+    );
     println!(
         "{:>8} {:>10} {:>10} {:>10} {:>10} {:>9} {:>10} {:>10} {:>10} {:>10} {:>9}",
-        "clusters", "total s", "load+val", "schedule", "render", "objects", "peak MiB", "divide ms", "place ms", "baseline s", "×baseline"
+        "clusters",
+        "total s",
+        "load+val",
+        "schedule",
+        "render",
+        "objects",
+        "peak MiB",
+        "divide ms",
+        "place ms",
+        "baseline s",
+        "×baseline"
     );
     for (n, base, pipe) in &rows {
         let total = field(pipe, "secs");

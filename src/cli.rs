@@ -33,11 +33,11 @@ pub enum Command {
     },
     /// Show the cluster tree, its labels, and which workloads land where.
     #[command(after_help = "Example:\n  canopy tree fleet-example")]
-    Tree {
-        dir: PathBuf,
-    },
+    Tree { dir: PathBuf },
     /// Render the manifests every cluster should run.
-    #[command(after_help = "Examples:\n  canopy render fleet-example\n  canopy render fleet-example --cluster eu-west-1 -o json\n  canopy render fleet-example --out rendered/")]
+    #[command(
+        after_help = "Examples:\n  canopy render fleet-example\n  canopy render fleet-example --cluster eu-west-1 -o json\n  canopy render fleet-example --out rendered/"
+    )]
     Render {
         dir: PathBuf,
         /// Only these clusters (repeatable).
@@ -54,7 +54,9 @@ pub enum Command {
     },
     /// Explain why each cluster was or was not chosen for a workload, and how
     /// its replicas were divided level by level.
-    #[command(after_help = "Examples:\n  canopy explain fleet-example web\n  canopy explain fleet-example web --cluster eu-west-1")]
+    #[command(
+        after_help = "Examples:\n  canopy explain fleet-example web\n  canopy explain fleet-example web --cluster eu-west-1"
+    )]
     Explain {
         dir: PathBuf,
         workload: String,

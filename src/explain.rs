@@ -50,7 +50,12 @@ pub fn explain(checked: &Checked, wi: usize, only: Option<usize>) -> Explanation
     let p = &w.spec.placement;
     let placed = schedule::place(checked, wi, true);
     let (chosen, weight, assignment, error) = match &placed {
-        Ok(pl) => (pl.chosen.clone(), pl.weight.clone(), pl.assignment.clone(), None),
+        Ok(pl) => (
+            pl.chosen.clone(),
+            pl.weight.clone(),
+            pl.assignment.clone(),
+            None,
+        ),
         Err(e) => {
             let chosen = schedule::choose(checked, w);
             let weight = schedule::weights(checked, w, &chosen);
@@ -72,12 +77,30 @@ pub fn explain(checked: &Checked, wi: usize, only: Option<usize>) -> Explanation
         let cl = checked.cluster(c);
         let v = select::explain(p.clusters.as_ref(), cl, c, topo);
         let (ok, mut reason) = match (v.chosen, select::blocking_taint(cl, &p.tolerations)) {
-            (true, Some(t)) => (false, format!("{}, but tainted {} and not tolerated", v.reason, select::taint_text(t))),
+            (true, Some(t)) => (
+                false,
+                format!(
+                    "{}, but tainted {} and not tolerated",
+                    v.reason,
+                    select::taint_text(t)
+                ),
+            ),
+            (true, None) if !cl.spec.taints.is_empty() => {
+                let taints: Vec<String> = cl.spec.taints.iter().map(select::taint_text).collect();
+                (
+                    true,
+                    format!("{}; taints {} tolerated", v.reason, taints.join(", ")),
+                )
+            }
             (ok, _) => (ok, v.reason),
         };
         debug_assert_eq!(ok, chosen[c]);
         if divided && ok && dynamic {
-            let per = p.replicas.weights.as_ref().and_then(|ws| ws.per_replica.as_ref());
+            let per = p
+                .replicas
+                .weights
+                .as_ref()
+                .and_then(|ws| ws.per_replica.as_ref());
             let (_, limit) = schedule::capacity_weight(&cl.spec.capacity, per);
             reason.push_str(&format!("; capacity weight limited by {limit}"));
         }
@@ -102,7 +125,9 @@ pub fn explain(checked: &Checked, wi: usize, only: Option<usize>) -> Explanation
                 .iter()
                 .filter(|d| on_path(d))
                 .map(|d| Step {
-                    node: d.node.map_or_else(|| "(top)".to_string(), |n| topo.name(n).to_string()),
+                    node: d
+                        .node
+                        .map_or_else(|| "(top)".to_string(), |n| topo.name(n).to_string()),
                     share: d.share,
                     parties: d
                         .parties
@@ -131,7 +156,9 @@ pub fn explain(checked: &Checked, wi: usize, only: Option<usize>) -> Explanation
     });
     let weights = divided.then(|| match &p.replicas.weights {
         None => "equal (1 per chosen cluster)".to_string(),
-        Some(ws) if ws.static_weights.is_some() => "static rules (largest matching weight)".to_string(),
+        Some(ws) if ws.static_weights.is_some() => {
+            "static rules (largest matching weight)".to_string()
+        }
         Some(_) => "dynamic: replicas that fit in each cluster's capacity".to_string(),
     });
     let error = error.or_else(|| match &placed {

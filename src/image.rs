@@ -24,7 +24,9 @@ impl ImageRef {
             None => (s, None),
         };
         let (registry, path) = match rest.split_once('/') {
-            Some((first, tail)) if first.contains('.') || first.contains(':') || first == "localhost" => {
+            Some((first, tail))
+                if first.contains('.') || first.contains(':') || first == "localhost" =>
+            {
                 (Some(first.to_string()), tail)
             }
             _ => (None, rest),
@@ -119,7 +121,10 @@ mod tests {
     #[test]
     fn parses_references() {
         let r = ImageRef::parse("nginx");
-        assert_eq!((r.registry, r.repository.as_str(), r.tag), (None, "nginx", None));
+        assert_eq!(
+            (r.registry, r.repository.as_str(), r.tag),
+            (None, "nginx", None)
+        );
         let r = ImageRef::parse("ghcr.io/acme/web:1.2");
         assert_eq!(r.registry.as_deref(), Some("ghcr.io"));
         assert_eq!(r.repository, "acme/web");
@@ -129,7 +134,11 @@ mod tests {
         assert_eq!(r.tag, None);
         assert_eq!(r.digest.as_deref(), Some("sha256:abc"));
         assert_eq!(ImageRef::parse("library/nginx:1").registry, None);
-        for s in ["nginx", "ghcr.io/acme/web:1.2", "localhost:5000/web@sha256:abc"] {
+        for s in [
+            "nginx",
+            "ghcr.io/acme/web:1.2",
+            "localhost:5000/web@sha256:abc",
+        ] {
             assert_eq!(ImageRef::parse(s).to_string(), s);
         }
     }
@@ -149,11 +158,13 @@ mod tests {
         );
         assert_eq!(n, 2);
         assert_eq!(
-            obj.pointer("/spec/template/spec/containers/0/image").unwrap(),
+            obj.pointer("/spec/template/spec/containers/0/image")
+                .unwrap(),
             "eu.registry.example.com/acme/web:1.3"
         );
         assert_eq!(
-            obj.pointer("/spec/template/spec/initContainers/0/image").unwrap(),
+            obj.pointer("/spec/template/spec/initContainers/0/image")
+                .unwrap(),
             "eu.registry.example.com/busybox:1.3"
         );
     }

@@ -25,17 +25,28 @@ const CLUSTER_SCOPED: &[(&str, &str)] = &[
     ("scheduling.k8s.io", "PriorityClass"),
     ("networking.k8s.io", "IngressClass"),
     ("node.k8s.io", "RuntimeClass"),
-    ("admissionregistration.k8s.io", "MutatingWebhookConfiguration"),
-    ("admissionregistration.k8s.io", "ValidatingWebhookConfiguration"),
+    (
+        "admissionregistration.k8s.io",
+        "MutatingWebhookConfiguration",
+    ),
+    (
+        "admissionregistration.k8s.io",
+        "ValidatingWebhookConfiguration",
+    ),
     ("admissionregistration.k8s.io", "ValidatingAdmissionPolicy"),
-    ("admissionregistration.k8s.io", "ValidatingAdmissionPolicyBinding"),
+    (
+        "admissionregistration.k8s.io",
+        "ValidatingAdmissionPolicyBinding",
+    ),
     ("certificates.k8s.io", "CertificateSigningRequest"),
     ("flowcontrol.apiserver.k8s.io", "FlowSchema"),
     ("flowcontrol.apiserver.k8s.io", "PriorityLevelConfiguration"),
 ];
 
 pub fn is_builtin_cluster_scoped(group: &str, kind: &str) -> bool {
-    CLUSTER_SCOPED.iter().any(|(g, k)| *g == group && *k == kind)
+    CLUSTER_SCOPED
+        .iter()
+        .any(|(g, k)| *g == group && *k == kind)
 }
 
 /// JSON pointer to the replica count of a kind: the workload's own `paths`
@@ -45,7 +56,9 @@ pub fn replica_pointer<'a>(group: &str, kind: &str, custom: &'a [ReplicaPath]) -
         return Some(p.path.as_str());
     }
     match (group, kind) {
-        ("apps", "Deployment") | ("apps", "StatefulSet") | ("apps", "ReplicaSet") => Some("/spec/replicas"),
+        ("apps", "Deployment") | ("apps", "StatefulSet") | ("apps", "ReplicaSet") => {
+            Some("/spec/replicas")
+        }
         _ => None,
     }
 }
@@ -113,8 +126,14 @@ mod tests {
             kind: "CloneSet".into(),
             path: "/spec/replicas".into(),
         }];
-        assert_eq!(replica_pointer("apps", "Deployment", &[]), Some("/spec/replicas"));
-        assert_eq!(replica_pointer("apps.kruise.io", "CloneSet", &custom), Some("/spec/replicas"));
+        assert_eq!(
+            replica_pointer("apps", "Deployment", &[]),
+            Some("/spec/replicas")
+        );
+        assert_eq!(
+            replica_pointer("apps.kruise.io", "CloneSet", &custom),
+            Some("/spec/replicas")
+        );
         assert_eq!(replica_pointer("", "ConfigMap", &custom), None);
         assert!(is_builtin_cluster_scoped("", "Namespace"));
         assert!(!is_builtin_cluster_scoped("apps", "Deployment"));

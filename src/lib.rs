@@ -23,10 +23,9 @@ pub mod model;
 pub mod output;
 pub mod pipeline;
 
-
 pub mod render;
-pub mod schema;
 pub mod schedule;
+pub mod schema;
 pub mod select;
 pub mod synth;
 

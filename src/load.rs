@@ -12,7 +12,7 @@
 //! Loading never stops at the first problem: each bad document becomes a
 //! diagnostic and the rest of the fleet is still read.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -64,10 +64,15 @@ struct Found {
 /// What one file contributed.
 #[derive(Default)]
 struct FileResult {
+    /// The file's repo-relative path.
+    file: Option<String>,
     clusters: Vec<Cluster>,
     workloads: Vec<Workload>,
     overrides: Vec<Override>,
     manifest: Option<(String, ManifestFile)>,
+    /// A canopy document of this file could not be read, so what it would
+    /// have defined is missing: follow-on errors about it are not reported.
+    broken: bool,
     diags: Vec<Diagnostic>,
 }
 
@@ -118,7 +123,13 @@ fn fleet_name_from_dir(root: &Path) -> String {
         .unwrap_or_default();
     let cleaned: String = raw
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     let trimmed = cleaned.trim_matches(|c: char| !c.is_ascii_alphanumeric());
     let mut s: String = trimmed.chars().take(63).collect();
@@ -139,7 +150,9 @@ fn walk(root: &Path, diags: &mut Diagnostics) -> Vec<Found> {
             Ok(e) => e,
             Err(e) => {
                 let file = e.path().map(|p| rel_path(root, p)).unwrap_or_default();
-                diags.push(Diagnostic::error(format!("cannot walk the fleet: {e}")).in_file(&file, 0));
+                diags.push(
+                    Diagnostic::error(format!("cannot walk the fleet: {e}")).in_file(&file, 0),
+                );
                 continue;
             }
         };
@@ -168,9 +181,7 @@ fn walk(root: &Path, diags: &mut Diagnostics) -> Vec<Found> {
         } else if !entry.file_type().is_file() {
             continue;
         }
-        let parts: Vec<&str> = rel.split('/').collect();
-        let workload_dir = (parts.len() >= 3 && parts[0] == "workloads")
-            .then(|| format!("workloads/{}", parts[1]));
+        let workload_dir = workload_dir_of(&rel);
         out.push(Found {
             abs: path.to_path_buf(),
             rel,
@@ -181,7 +192,10 @@ fn walk(root: &Path, diags: &mut Diagnostics) -> Vec<Found> {
 }
 
 fn read_file(rel: String, text: String, workload_dir: Option<String>) -> FileResult {
-    let mut res = FileResult::default();
+    let mut res = FileResult {
+        file: Some(rel.clone()),
+        ..FileResult::default()
+    };
     if let Some(dir) = &workload_dir {
         if !text.contains("canopy.dev/") {
             res.manifest = Some((dir.clone(), ManifestFile { path: rel, text }));
@@ -191,10 +205,14 @@ fn read_file(rel: String, text: String, workload_dir: Option<String>) -> FileRes
     let docs = match parse_stream(&text, true) {
         Ok(d) => d,
         Err(e) => {
+            res.broken = true;
             res.diags.push(
                 Diagnostic::error(format!("malformed YAML: {}", e.message))
                     .in_file(&rel, e.line)
-                    .hint(format!("fix the YAML syntax near line {}, column {}", e.line, e.col)),
+                    .hint(format!(
+                        "fix the YAML syntax near line {}, column {}",
+                        e.line, e.col
+                    )),
             );
             return res;
         }
@@ -205,6 +223,7 @@ fn read_file(rel: String, text: String, workload_dir: Option<String>) -> FileRes
         }
         read_doc(&rel, workload_dir.as_deref(), doc, &mut res);
     }
+    res.broken |= res.diags.iter().any(Diagnostic::is_error);
     res
 }
 
@@ -217,12 +236,17 @@ fn read_doc(rel: &str, workload_dir: Option<&str>, doc: Doc, res: &mut FileResul
     let here = |p: &str| source.loc_str(p);
     if !value.is_object() {
         res.diags.push(
-            Diagnostic::error("a document must be a mapping with apiVersion, kind, metadata and spec")
-                .at(&here("")),
+            Diagnostic::error(
+                "a document must be a mapping with apiVersion, kind, metadata and spec",
+            )
+            .at(&here("")),
         );
         return;
     }
-    let api_version = value.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+    let api_version = value
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     let kind = value.get("kind").and_then(Value::as_str).unwrap_or("");
     if api_version.is_empty() || kind.is_empty() {
         res.diags.push(
@@ -238,9 +262,11 @@ fn read_doc(rel: &str, workload_dir: Option<&str>, doc: Doc, res: &mut FileResul
             None => "Kubernetes manifests belong in a workload folder, workloads/<name>/, next to its Workload document".to_string(),
         };
         res.diags.push(
-            Diagnostic::error(format!("unknown kind {kind} ({api_version}) outside a workload's manifests"))
-                .at(&here("kind"))
-                .hint(hint),
+            Diagnostic::error(format!(
+                "unknown kind {kind} ({api_version}) outside a workload's manifests"
+            ))
+            .at(&here("kind"))
+            .hint(hint),
         );
         return;
     }
@@ -287,7 +313,9 @@ fn read_doc(rel: &str, workload_dir: Option<&str>, doc: Doc, res: &mut FileResul
                     res.diags.push(
                         Diagnostic::error("an Override needs a spec with patches")
                             .at(&here(""))
-                            .hint("add spec.patches: a list of jsonPatch, mergePatch or image items"),
+                            .hint(
+                                "add spec.patches: a list of jsonPatch, mergePatch or image items",
+                            ),
                     );
                     return;
                 };
@@ -326,11 +354,8 @@ fn typed<S: DeserializeOwned>(
             } else {
                 "fix the value's type; see schemas/ for the expected shape"
             };
-            res.diags.push(
-                Diagnostic::error(inner)
-                    .at(&source.loc(&path))
-                    .hint(hint),
-            );
+            res.diags
+                .push(Diagnostic::error(inner).at(&source.loc(&path)).hint(hint));
             None
         }
     }
@@ -342,7 +367,14 @@ fn assemble(name: String, results: Vec<FileResult>, diags: &mut Diagnostics) -> 
         ..Fleet::default()
     };
     let mut manifests: BTreeMap<String, Vec<ManifestFile>> = BTreeMap::new();
+    let mut broken_dirs: BTreeSet<String> = BTreeSet::new();
     for r in results {
+        if r.broken {
+            fleet.incomplete = true;
+            if let Some(dir) = workload_dir_of(r.file.as_deref().unwrap_or("")) {
+                broken_dirs.insert(dir);
+            }
+        }
         fleet.clusters.extend(r.clusters);
         fleet.workloads.extend(r.workloads);
         fleet.overrides.extend(r.overrides);
@@ -353,11 +385,17 @@ fn assemble(name: String, results: Vec<FileResult>, diags: &mut Diagnostics) -> 
             diags.push(d);
         }
     }
-    fleet.clusters.sort_by(|a, b| a.name().cmp(b.name()).then_with(|| a.source.file.cmp(&b.source.file)));
-    fleet.workloads.sort_by(|a, b| a.name().cmp(b.name()).then_with(|| a.dir.cmp(&b.dir)));
-    fleet.overrides.sort_by(|a, b| {
-        (a.spec.priority, a.name()).cmp(&(b.spec.priority, b.name()))
+    fleet.clusters.sort_by(|a, b| {
+        a.name()
+            .cmp(b.name())
+            .then_with(|| a.source.file.cmp(&b.source.file))
     });
+    fleet
+        .workloads
+        .sort_by(|a, b| a.name().cmp(b.name()).then_with(|| a.dir.cmp(&b.dir)));
+    fleet
+        .overrides
+        .sort_by(|a, b| (a.spec.priority, a.name()).cmp(&(b.spec.priority, b.name())));
 
     let mut seen_dirs: BTreeMap<String, String> = BTreeMap::new();
     for w in &mut fleet.workloads {
@@ -378,7 +416,7 @@ fn assemble(name: String, results: Vec<FileResult>, diags: &mut Diagnostics) -> 
         w.manifests = select_manifests(w, candidates, diags);
     }
     for (dir, files) in &manifests {
-        if !seen_dirs.contains_key(dir) {
+        if !seen_dirs.contains_key(dir) && !broken_dirs.contains(dir) {
             diags.push(
                 Diagnostic::error(format!("folder {dir} has manifests but no Workload document"))
                     .in_file(&files[0].path, 0)
@@ -390,7 +428,11 @@ fn assemble(name: String, results: Vec<FileResult>, diags: &mut Diagnostics) -> 
 }
 
 /// Applies `spec.manifests` globs to the folder's candidate files.
-fn select_manifests(w: &Workload, candidates: &[ManifestFile], diags: &mut Diagnostics) -> Vec<ManifestFile> {
+fn select_manifests(
+    w: &Workload,
+    candidates: &[ManifestFile],
+    diags: &mut Diagnostics,
+) -> Vec<ManifestFile> {
     let prefix = format!("{}/", w.dir);
     let local = |m: &ManifestFile| m.path.strip_prefix(&prefix).unwrap_or(&m.path).to_string();
     if w.spec.manifests.is_empty() {
@@ -414,7 +456,10 @@ fn select_manifests(w: &Workload, candidates: &[ManifestFile], diags: &mut Diagn
                 continue;
             }
         };
-        let set = GlobSetBuilder::new().add(glob).build().expect("one valid glob");
+        let set = GlobSetBuilder::new()
+            .add(glob)
+            .build()
+            .expect("one valid glob");
         let mut hit = false;
         for (j, m) in candidates.iter().enumerate() {
             if set.is_match(local(m)) {
@@ -433,17 +478,28 @@ fn select_manifests(w: &Workload, candidates: &[ManifestFile], diags: &mut Diagn
     for (j, m) in candidates.iter().enumerate() {
         if !chosen[j] {
             diags.push(
-                Diagnostic::warning(format!("{} is in workload {:?}'s folder but matches none of its spec.manifests", m.path, w.name()))
-                    .in_file(&m.path, 0)
-                    .hint("add it to spec.manifests or move it out of the folder"),
+                Diagnostic::warning(format!(
+                    "{} is in workload {:?}'s folder but matches none of its spec.manifests",
+                    m.path,
+                    w.name()
+                ))
+                .in_file(&m.path, 0)
+                .hint("add it to spec.manifests or move it out of the folder"),
             );
         }
     }
     candidates
         .iter()
         .zip(chosen)
-        .filter_map(|(m, c)| c.then(|| m.clone()))
+        .filter(|(_, c)| *c)
+        .map(|(m, _)| m.clone())
         .collect()
+}
+
+/// `workloads/<name>` for a file inside a workload folder.
+fn workload_dir_of(rel: &str) -> Option<String> {
+    let parts: Vec<&str> = rel.split('/').collect();
+    (parts.len() >= 3 && parts[0] == "workloads").then(|| format!("workloads/{}", parts[1]))
 }
 
 /// A pattern that could name a file outside the workload folder.
@@ -471,6 +527,9 @@ mod tests {
     #[test]
     fn fleet_name_is_label_safe() {
         assert_eq!(fleet_name_from_dir(Path::new("/x/My Fleet!")), "my-fleet");
-        assert_eq!(fleet_name_from_dir(Path::new("/x/fleet-example")), "fleet-example");
+        assert_eq!(
+            fleet_name_from_dir(Path::new("/x/fleet-example")),
+            "fleet-example"
+        );
     }
 }

@@ -33,10 +33,16 @@ struct Failure {
 
 impl Failure {
     fn user(message: impl Into<String>) -> Self {
-        Failure { code: EXIT_USER, message: message.into() }
+        Failure {
+            code: EXIT_USER,
+            message: message.into(),
+        }
     }
     fn io(message: impl Into<String>) -> Self {
-        Failure { code: EXIT_IO, message: message.into() }
+        Failure {
+            code: EXIT_IO,
+            message: message.into(),
+        }
     }
 }
 
@@ -76,7 +82,11 @@ fn checked(dir: &Path, name: Option<&str>) -> Result<Checked, Failure> {
         }
         Err(PipelineError::Invalid(d)) => {
             print_diags(&d);
-            Err(Failure::user(format!("fleet {} is invalid: {}", dir.display(), summary(&d))))
+            Err(Failure::user(format!(
+                "fleet {} is invalid: {}",
+                dir.display(),
+                summary(&d)
+            )))
         }
         Err(PipelineError::Load(e)) => Err(load_failure(e)),
     }
@@ -107,7 +117,10 @@ fn renderer(c: &Checked) -> Result<Renderer<'_>, Failure> {
     let r = Renderer::new(c);
     if r.diagnostics.has_errors() {
         print_diags(&r.diagnostics);
-        return Err(Failure::user(format!("cannot place the fleet's workloads: {}", summary(&r.diagnostics))));
+        return Err(Failure::user(format!(
+            "cannot place the fleet's workloads: {}",
+            summary(&r.diagnostics)
+        )));
     }
     Ok(r)
 }
@@ -152,12 +165,17 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     }
                 }
                 TextOrJson::Json => {
-                    let v = serde_json::json!({"valid": !diags.has_errors(), "diagnostics": diags.0});
+                    let v =
+                        serde_json::json!({"valid": !diags.has_errors(), "diagnostics": diags.0});
                     stdout(&(serde_json::to_string_pretty(&v).expect("serializes") + "\n"))?;
                 }
             }
             if diags.has_errors() {
-                return Err(Failure::user(format!("fleet {} is invalid: {}", dir.display(), summary(&diags))));
+                return Err(Failure::user(format!(
+                    "fleet {} is invalid: {}",
+                    dir.display(),
+                    summary(&diags)
+                )));
             }
             Ok(())
         }
@@ -166,12 +184,23 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let r = renderer(&c)?;
             stdout(&output::tree_text(&r))
         }
-        Command::Render { dir, clusters, out, output: fmt, show_secrets } => {
+        Command::Render {
+            dir,
+            clusters,
+            out,
+            output: fmt,
+            show_secrets,
+        } => {
             let c = checked(&dir, name)?;
             let only: Option<Vec<usize>> = if clusters.is_empty() {
                 None
             } else {
-                Some(clusters.iter().map(|n| cluster_index(&c, n)).collect::<Result<_, _>>()?)
+                Some(
+                    clusters
+                        .iter()
+                        .map(|n| cluster_index(&c, n))
+                        .collect::<Result<_, _>>()?,
+                )
             };
             let r = renderer(&c)?;
             let fail = |d: Diagnostics| {
@@ -198,7 +227,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 } else {
                     output::objects_yaml(&objs)
                 };
-                output::ClusterText { objects: objs.len(), text }
+                output::ClusterText {
+                    objects: objs.len(),
+                    text,
+                }
             })
             .map_err(fail)?;
             match out {
@@ -215,32 +247,49 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 None => stdout(&output::render_yaml(&c, &texts)),
             }
         }
-        Command::Explain { dir, workload, cluster, output: fmt } => {
+        Command::Explain {
+            dir,
+            workload,
+            cluster,
+            output: fmt,
+        } => {
             let c = checked(&dir, name)?;
-            let wi = c.fleet.workloads.iter().position(|w| w.name() == workload).ok_or_else(|| {
-                let known: Vec<&str> = c.fleet.workloads.iter().map(|w| w.name()).collect();
-                Failure::user(format!(
-                    "error: unknown workload {workload:?}\n  help: workloads of this fleet: {}",
-                    known.join(", ")
-                ))
-            })?;
-            let only = cluster.as_deref().map(|n| cluster_index(&c, n)).transpose()?;
+            let wi = c
+                .fleet
+                .workloads
+                .iter()
+                .position(|w| w.name() == workload)
+                .ok_or_else(|| {
+                    let known: Vec<&str> = c.fleet.workloads.iter().map(|w| w.name()).collect();
+                    Failure::user(format!(
+                        "error: unknown workload {workload:?}\n  help: workloads of this fleet: {}",
+                        known.join(", ")
+                    ))
+                })?;
+            let only = cluster
+                .as_deref()
+                .map(|n| cluster_index(&c, n))
+                .transpose()?;
             let e = explain::explain(&c, wi, only);
             match fmt {
                 TextOrJson::Text => stdout(&output::explain_text(&e)),
-                TextOrJson::Json => stdout(&(serde_json::to_string_pretty(&e).expect("serializes") + "\n")),
+                TextOrJson::Json => {
+                    stdout(&(serde_json::to_string_pretty(&e).expect("serializes") + "\n"))
+                }
             }
         }
         Command::Schema { out } => {
             let all = schema::schemas();
             match out {
                 Some(dir) => {
-                    std::fs::create_dir_all(&dir)
-                        .map_err(|e| Failure::io(format!("error: creating {}: {e}", dir.display())))?;
+                    std::fs::create_dir_all(&dir).map_err(|e| {
+                        Failure::io(format!("error: creating {}: {e}", dir.display()))
+                    })?;
                     for (file, v) in &all {
                         let path = dir.join(file);
-                        std::fs::write(&path, schema::to_text(v))
-                            .map_err(|e| Failure::io(format!("error: writing {}: {e}", path.display())))?;
+                        std::fs::write(&path, schema::to_text(v)).map_err(|e| {
+                            Failure::io(format!("error: writing {}: {e}", path.display()))
+                        })?;
                     }
                     eprintln!("wrote {} schema(s) to {}", all.len(), dir.display());
                     Ok(())

@@ -64,7 +64,11 @@ mod tests {
         let s = |v: &Value, p: &str| v.pointer(p).unwrap().as_str().unwrap().to_string();
         assert_eq!(s(&a, "/data/a"), s(&a, "/data/b"));
         assert_ne!(s(&a, "/data/a"), s(&a, "/data/c"));
-        assert_eq!(s(&a, "/data/a"), s(&b, "/data/a"), "same value on both sides");
+        assert_eq!(
+            s(&a, "/data/a"),
+            s(&b, "/data/a"),
+            "same value on both sides"
+        );
         assert_ne!(s(&a, "/data/b"), s(&b, "/data/b"), "a changed value shows");
         assert!(s(&a, "/stringData/d").chars().all(|c| c == '+'));
         assert_eq!(s(&cm, "/data/a"), "visible");

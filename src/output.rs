@@ -46,7 +46,12 @@ fn tree_node(r: &Renderer<'_>, c: usize, prefix: &str, last: bool, top: bool, ou
     };
     let mut head = format!("{prefix}{branch}{}", cl.name());
     if !cl.meta.labels.is_empty() {
-        let labels: Vec<String> = cl.meta.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let labels: Vec<String> = cl
+            .meta
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         let _ = write!(head, "  [{}]", labels.join(", "));
     }
     for t in &cl.spec.taints {
@@ -70,7 +75,11 @@ fn tree_node(r: &Renderer<'_>, c: usize, prefix: &str, last: bool, top: bool, ou
             }
         })
         .collect();
-    let list = if ws.is_empty() { "(none)".to_string() } else { ws.join(", ") };
+    let list = if ws.is_empty() {
+        "(none)".to_string()
+    } else {
+        ws.join(", ")
+    };
     let _ = writeln!(out, "{child_prefix}{bar}workloads: {list}");
     for (i, &k) in kids.iter().enumerate() {
         tree_node(r, k, &child_prefix, i + 1 == kids.len(), false, out);
@@ -154,7 +163,12 @@ pub enum OutDirError {
 /// (`DIR/global/eu/eu-west-1/manifests.yaml`). A folder a previous render
 /// wrote is replaced whole, so clusters that left the fleet do not linger;
 /// any other non-empty folder is left untouched and reported.
-pub fn write_out_dir(checked: &Checked, clusters: &[(usize, ClusterText)], dir: &Path, json: bool) -> Result<usize, OutDirError> {
+pub fn write_out_dir(
+    checked: &Checked,
+    clusters: &[(usize, ClusterText)],
+    dir: &Path,
+    json: bool,
+) -> Result<usize, OutDirError> {
     let io = |path: &Path| {
         let path = path.display().to_string();
         move |source| OutDirError::Io { path, source }
@@ -171,10 +185,17 @@ pub fn write_out_dir(checked: &Checked, clusters: &[(usize, ClusterText)], dir: 
         }
     }
     std::fs::create_dir_all(dir).map_err(io(dir))?;
-    std::fs::write(dir.join(OUT_MARKER), "written by canopy render --out; replaced on every run\n")
-        .map_err(io(dir))?;
+    std::fs::write(
+        dir.join(OUT_MARKER),
+        "written by canopy render --out; replaced on every run\n",
+    )
+    .map_err(io(dir))?;
     let mut files = 0;
-    let name = if json { "manifests.json" } else { "manifests.yaml" };
+    let name = if json {
+        "manifests.json"
+    } else {
+        "manifests.yaml"
+    };
     for (c, body) in clusters {
         let mut folder = dir.to_path_buf();
         for part in checked.topo.path(*c) {
@@ -204,7 +225,12 @@ pub fn explain_text(e: &Explanation) -> String {
         let _ = writeln!(out, "error: {err}");
     }
     out.push_str("\nclusters:\n");
-    let width = e.clusters.iter().map(|c| c.cluster.len() + 2 * c.depth).max().unwrap_or(0);
+    let width = e
+        .clusters
+        .iter()
+        .map(|c| c.cluster.len() + 2 * c.depth)
+        .max()
+        .unwrap_or(0);
     for c in &e.clusters {
         let name = format!("{}{}", "  ".repeat(c.depth), c.cluster);
         let mark = if c.chosen { "chosen    " } else { "not chosen" };
@@ -218,14 +244,22 @@ pub fn explain_text(e: &Explanation) -> String {
         out.push('\n');
     }
     if !e.steps.is_empty() {
-        out.push_str("\ndivision, top-down (Webster: next replica to the highest weight/(2·replicas+1)):\n");
+        out.push_str(
+            "\ndivision, top-down (Webster: next replica to the highest weight/(2·replicas+1)):\n",
+        );
         for s in &e.steps {
             let parts: Vec<String> = s
                 .parties
                 .iter()
                 .map(|(label, w, n)| format!("{label} (weight {w}) → {n}"))
                 .collect();
-            let _ = writeln!(out, "  {} divides {}: {}", s.node, s.share, parts.join(", "));
+            let _ = writeln!(
+                out,
+                "  {} divides {}: {}",
+                s.node,
+                s.share,
+                parts.join(", ")
+            );
         }
     }
     out

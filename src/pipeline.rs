@@ -20,7 +20,10 @@ pub enum PipelineError {
 }
 
 /// Loads and validates a fleet. Warnings are returned beside the result.
-pub fn load_checked(dir: &Path, name: Option<&str>) -> Result<(Checked, Diagnostics), PipelineError> {
+pub fn load_checked(
+    dir: &Path,
+    name: Option<&str>,
+) -> Result<(Checked, Diagnostics), PipelineError> {
     let (fleet, mut diags) = load::load(dir, name)?;
     let (checked, more) = validate::check(fleet);
     diags.extend(more);

@@ -21,7 +21,9 @@ use crate::model::*;
 use crate::schedule::{self, WorkloadPlacement};
 use crate::select;
 use crate::validate::Checked;
-use crate::yaml::{parse_stream, parse_template_slots, plain_scalar, value_at_mut, ScalarStyle, Seg, YamlPath};
+use crate::yaml::{
+    parse_stream, parse_template_slots, plain_scalar, value_at_mut, ScalarStyle, Seg, YamlPath,
+};
 
 /// How a template file is rendered for each cluster.
 ///
@@ -34,7 +36,10 @@ use crate::yaml::{parse_stream, parse_template_slots, plain_scalar, value_at_mut
 /// back to text templating, so both paths give the same objects.
 enum Plan {
     Text,
-    Structural { docs: Arc<Vec<Value>>, slots: Vec<Slot> },
+    Structural {
+        docs: Arc<Vec<Value>>,
+        slots: Vec<Slot>,
+    },
 }
 
 struct Slot {
@@ -62,7 +67,9 @@ fn read_back(out: String, style: ScalarStyle) -> Option<Value> {
                 || out.contains(" #")
                 || out.ends_with(':')
                 || out.contains([',', '[', ']', '{', '}'])
-                || out.starts_with(['-', '?', ':', '#', '&', '*', '!', '|', '>', '\'', '"', '%', '@', '`']);
+                || out.starts_with([
+                    '-', '?', ':', '#', '&', '*', '!', '|', '>', '\'', '"', '%', '@', '`',
+                ]);
             if risky {
                 return None;
             }
@@ -188,7 +195,11 @@ impl<'a> Renderer<'a> {
                             });
                         }
                         let docs = Arc::new(docs.into_iter().map(|d| d.value).collect());
-                        if ok { Plan::Structural { docs, slots } } else { Plan::Text }
+                        if ok {
+                            Plan::Structural { docs, slots }
+                        } else {
+                            Plan::Text
+                        }
                     }
                     None => Plan::Text,
                 };
@@ -259,7 +270,11 @@ impl<'a> Renderer<'a> {
         self.placements
             .iter()
             .enumerate()
-            .filter_map(|(wi, p)| p.as_ref().filter(|p| p.lands_on(c)).map(|p| (wi, p.replicas(c))))
+            .filter_map(|(wi, p)| {
+                p.as_ref()
+                    .filter(|p| p.lands_on(c))
+                    .map(|p| (wi, p.replicas(c)))
+            })
             .collect()
     }
 
@@ -308,7 +323,9 @@ impl<'a> Renderer<'a> {
             }
             // 2. replicas from the schedule
             if let Some(n) = self.placements[wi].as_ref().and_then(|p| p.replicas(c)) {
-                if let Some(ptr) = kinds::replica_pointer(&key.group, &key.kind, &w.spec.placement.replicas.paths) {
+                if let Some(ptr) =
+                    kinds::replica_pointer(&key.group, &key.kind, &w.spec.placement.replicas.paths)
+                {
                     set_pointer(&mut obj, ptr, Value::from(n));
                 }
             }
@@ -325,9 +342,12 @@ impl<'a> Renderer<'a> {
             // 4. ownership
             let Some(key) = ObjectKey::of(&obj) else {
                 errors.push(
-                    Diagnostic::error(format!("overrides removed the identity of {before} on cluster {}", cluster.name()))
-                        .in_file(file, 0)
-                        .hint("an override must keep apiVersion, kind and metadata.name"),
+                    Diagnostic::error(format!(
+                        "overrides removed the identity of {before} on cluster {}",
+                        cluster.name()
+                    ))
+                    .in_file(file, 0)
+                    .hint("an override must keep apiVersion, kind and metadata.name"),
                 );
                 continue;
             };
@@ -397,13 +417,18 @@ impl<'a> Renderer<'a> {
     ) -> Result<Option<Arc<Vec<Value>>>, Diagnostic> {
         let mut out: Vec<Value> = docs.as_ref().clone();
         for s in slots {
-            let tmpl = self.env.get_template(&s.template).map_err(|e| template_diag(file, Some(cluster), &e))?;
+            let tmpl = self
+                .env
+                .get_template(&s.template)
+                .map_err(|e| template_diag(file, Some(cluster), &e))?;
             let text = tmpl.render(ctx).map_err(|e| {
                 let mut d = template_diag(file, Some(cluster), &e);
                 d.line = s.line;
                 d
             })?;
-            let Some(v) = read_back(text, s.style) else { return Ok(None) };
+            let Some(v) = read_back(text, s.style) else {
+                return Ok(None);
+            };
             match out.get_mut(s.doc).and_then(|d| value_at_mut(d, &s.path)) {
                 Some(slot) => *slot = v,
                 None => return Ok(None),
@@ -413,12 +438,19 @@ impl<'a> Renderer<'a> {
         Ok(Some(Arc::new(out)))
     }
 
-    fn render_text(&self, m: &ManifestFile, ctx: &minijinja::Value, cluster: &str) -> Result<Arc<Vec<Value>>, Diagnostic> {
+    fn render_text(
+        &self,
+        m: &ManifestFile,
+        ctx: &minijinja::Value,
+        cluster: &str,
+    ) -> Result<Arc<Vec<Value>>, Diagnostic> {
         let tmpl = self
             .env
             .get_template(&m.path)
             .map_err(|e| template_diag(&m.path, Some(cluster), &e))?;
-        let text = tmpl.render(ctx).map_err(|e| template_diag(&m.path, Some(cluster), &e))?;
+        let text = tmpl
+            .render(ctx)
+            .map_err(|e| template_diag(&m.path, Some(cluster), &e))?;
         let docs = parse_stream(&text, false).map_err(|e| {
             let shown = text.lines().nth(e.line.saturating_sub(1)).unwrap_or("").trim();
             Diagnostic::error(format!(
@@ -426,14 +458,21 @@ impl<'a> Renderer<'a> {
                 e.message, e.line
             ))
             .in_file(&m.path, 0)
-            .hint("run `canopy render --cluster` to see the rendered text; check quoting around template expressions")
+            .hint("a value with quotes, `: ` or ` #` breaks the YAML around it: write `{{ value | tojson }}` without surrounding quotes")
         })?;
-        Ok(Arc::new(docs.into_iter().map(|d| d.value).filter(|v| !v.is_null()).collect()))
+        Ok(Arc::new(
+            docs.into_iter()
+                .map(|d| d.value)
+                .filter(|v| !v.is_null())
+                .collect(),
+        ))
     }
 }
 
 fn template_diag(file: &str, cluster: Option<&str>, e: &minijinja::Error) -> Diagnostic {
-    let what = e.detail().map_or_else(|| e.kind().to_string(), |d| format!("{}: {d}", e.kind()));
+    let what = e
+        .detail()
+        .map_or_else(|| e.kind().to_string(), |d| format!("{}: {d}", e.kind()));
     let msg = match cluster {
         Some(c) => format!("template error while rendering for cluster {c}: {what}"),
         None => format!("template error: {what}"),
@@ -457,11 +496,22 @@ fn custom_scopes<'v>(objs: impl Iterator<Item = &'v Value>) -> BTreeSet<(String,
 }
 
 fn override_targets(o: &Override, workload: &str, key: &ObjectKey) -> bool {
-    o.spec.workloads.as_ref().is_none_or(|ws| ws.iter().any(|w| w == workload))
-        && o.spec.resources.as_ref().is_none_or(|rs| rs.iter().any(|r| r.matches(key)))
+    o.spec
+        .workloads
+        .as_ref()
+        .is_none_or(|ws| ws.iter().any(|w| w == workload))
+        && o.spec
+            .resources
+            .as_ref()
+            .is_none_or(|rs| rs.iter().any(|r| r.matches(key)))
 }
 
-fn apply_override(o: &Override, obj: &mut Value, key: &ObjectKey, cluster: &str) -> Result<(), Diagnostic> {
+fn apply_override(
+    o: &Override,
+    obj: &mut Value,
+    key: &ObjectKey,
+    cluster: &str,
+) -> Result<(), Diagnostic> {
     for (pi, p) in o.spec.patches.iter().enumerate() {
         let base = YamlPath::parse("spec.patches").index(pi);
         match p {
@@ -505,7 +555,9 @@ fn set_pointer(obj: &mut Value, ptr: &str, v: Value) {
             map.insert(part.clone(), v);
             return;
         }
-        cur = map.entry(part.clone()).or_insert_with(|| Value::Object(Map::new()));
+        cur = map
+            .entry(part.clone())
+            .or_insert_with(|| Value::Object(Map::new()));
     }
 }
 
@@ -516,8 +568,12 @@ fn label(obj: &mut Value, fleet: &str, workload: &str, cluster: &str, file: &str
         .expect("checked to be an object")
         .entry("metadata")
         .or_insert_with(|| Value::Object(Map::new()));
-    let meta = meta.as_object_mut().expect("metadata with a name is an object");
-    let labels = meta.entry("labels").or_insert_with(|| Value::Object(Map::new()));
+    let meta = meta
+        .as_object_mut()
+        .expect("metadata with a name is an object");
+    let labels = meta
+        .entry("labels")
+        .or_insert_with(|| Value::Object(Map::new()));
     if !labels.is_object() {
         *labels = Value::Object(Map::new());
     }
@@ -525,7 +581,9 @@ fn label(obj: &mut Value, fleet: &str, workload: &str, cluster: &str, file: &str
     labels.insert(LABEL_FLEET.into(), fleet.into());
     labels.insert(LABEL_WORKLOAD.into(), workload.into());
     labels.insert(LABEL_CLUSTER.into(), cluster.into());
-    let ann = meta.entry("annotations").or_insert_with(|| Value::Object(Map::new()));
+    let ann = meta
+        .entry("annotations")
+        .or_insert_with(|| Value::Object(Map::new()));
     if !ann.is_object() {
         *ann = Value::Object(Map::new());
     }
@@ -607,7 +665,10 @@ pub fn render_map<T: Send>(
     }
     for ((file, line), n) in per_source {
         if n > 3 {
-            let mut d = Diagnostic::error(format!("… and {} more errors like the above on other clusters", n - 3));
+            let mut d = Diagnostic::error(format!(
+                "… and {} more errors like the above on other clusters",
+                n - 3
+            ));
             d.file = file;
             d.line = line;
             diags.push(d);
@@ -638,10 +699,19 @@ mod tests {
 
     #[test]
     fn deep_merge_nearest_wins() {
-        let mut base = json!({"a": {"x": 1, "y": 2}, "b": [1]}).as_object().unwrap().clone();
-        let over = json!({"a": {"y": 3}, "b": [2]}).as_object().unwrap().clone();
+        let mut base = json!({"a": {"x": 1, "y": 2}, "b": [1]})
+            .as_object()
+            .unwrap()
+            .clone();
+        let over = json!({"a": {"y": 3}, "b": [2]})
+            .as_object()
+            .unwrap()
+            .clone();
         deep_merge(&mut base, &over);
-        assert_eq!(Value::Object(base), json!({"a": {"x": 1, "y": 3}, "b": [2]}));
+        assert_eq!(
+            Value::Object(base),
+            json!({"a": {"x": 1, "y": 3}, "b": [2]})
+        );
     }
 
     #[test]

@@ -351,7 +351,11 @@ pub fn capacity_weight(cap: &Capacity, per: Option<&Capacity>) -> (u64, &'static
         ("memory", &cap.memory, &per.memory),
         ("pods", &cap.pods, &per.pods),
     ] {
-        let Some(want) = want.as_ref().and_then(|q| q.value().ok()).filter(|v| *v > 0.0) else {
+        let Some(want) = want
+            .as_ref()
+            .and_then(|q| q.value().ok())
+            .filter(|v| *v > 0.0)
+        else {
             continue;
         };
         let have = have.as_ref().and_then(|q| q.value().ok()).unwrap_or(0.0);
@@ -364,7 +368,11 @@ pub fn capacity_weight(cap: &Capacity, per: Option<&Capacity>) -> (u64, &'static
 }
 
 /// Places workload `wi`: chooses clusters and, for Divided, divides its total.
-pub fn place(checked: &Checked, wi: usize, trace: bool) -> Result<WorkloadPlacement, ScheduleError> {
+pub fn place(
+    checked: &Checked,
+    wi: usize,
+    trace: bool,
+) -> Result<WorkloadPlacement, ScheduleError> {
     let w = &checked.fleet.workloads[wi];
     let chosen = choose(checked, w);
     let mode = w.spec.placement.replicas.mode;
@@ -417,7 +425,10 @@ mod tests {
 
     /// (name, parent) pairs sorted by name → topology.
     fn topo_of(pairs: &[(String, Option<String>)]) -> Topology {
-        let v: Vec<(&str, Option<&str>)> = pairs.iter().map(|(n, p)| (n.as_str(), p.as_deref())).collect();
+        let v: Vec<(&str, Option<&str>)> = pairs
+            .iter()
+            .map(|(n, p)| (n.as_str(), p.as_deref()))
+            .collect();
         Topology::build(&v).unwrap()
     }
 
@@ -449,7 +460,10 @@ mod tests {
             divide(&t, &[true], &[0], 3, false),
             Err(ScheduleError::AllWeightsZero { total: 3 })
         );
-        assert_eq!(divide(&t, &[false], &[0], 3, false), Err(ScheduleError::NoClusters { total: 3 }));
+        assert_eq!(
+            divide(&t, &[false], &[0], 3, false),
+            Err(ScheduleError::NoClusters { total: 3 })
+        );
         assert!(divide(&t, &[true], &[0], 0, false).is_ok());
     }
 
@@ -471,11 +485,17 @@ mod tests {
         assert_eq!(capacity_weight(&Capacity::default(), None), (0, "pods"));
     }
 
+    /// (name, parent) pairs sorted by name, chosen flags, weights, total.
+    type Case = (Vec<(String, Option<String>)>, Vec<bool>, Vec<u64>, u32);
+
     /// A random forest: each node's parent is an earlier node or none.
-    fn arb_forest() -> impl Strategy<Value = (Vec<(String, Option<String>)>, Vec<bool>, Vec<u64>, u32)> {
+    fn arb_forest() -> impl Strategy<Value = Case> {
         (2usize..40).prop_flat_map(|n| {
             (
-                proptest::collection::vec(proptest::option::weighted(0.85, any::<prop::sample::Index>()), n),
+                proptest::collection::vec(
+                    proptest::option::weighted(0.85, any::<prop::sample::Index>()),
+                    n,
+                ),
                 proptest::collection::vec(proptest::bool::weighted(0.7), n),
                 proptest::collection::vec(0u64..6, n),
                 0u32..200,
@@ -487,7 +507,11 @@ mod tests {
                     let name = |i: usize| format!("c{:03}", (i * 7919) % 1000);
                     let mut pairs: Vec<(String, Option<String>)> = (0..n)
                         .map(|i| {
-                            let p = if i == 0 { None } else { parents[i].map(|ix| name(ix.index(i))) };
+                            let p = if i == 0 {
+                                None
+                            } else {
+                                parents[i].map(|ix| name(ix.index(i)))
+                            };
                             (name(i), p)
                         })
                         .collect();

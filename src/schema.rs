@@ -51,9 +51,30 @@ fn envelope<S: JsonSchema>(kind: &str, spec_required: bool, description: &str) -
 /// of them (for files that mix kinds).
 pub fn schemas() -> Vec<(String, Value)> {
     let kinds = [
-        ("Cluster", envelope::<ClusterSpec>("Cluster", false, "A cluster of the fleet and its place in the tree.")),
-        ("Workload", envelope::<WorkloadSpec>("Workload", false, "A workload: manifests in workloads/<name>/, where they go, how replicas divide.")),
-        ("Override", envelope::<OverrideSpec>("Override", true, "Per-cluster or per-subtree changes to rendered objects.")),
+        (
+            "Cluster",
+            envelope::<ClusterSpec>(
+                "Cluster",
+                false,
+                "A cluster of the fleet and its place in the tree.",
+            ),
+        ),
+        (
+            "Workload",
+            envelope::<WorkloadSpec>(
+                "Workload",
+                false,
+                "A workload: manifests in workloads/<name>/, where they go, how replicas divide.",
+            ),
+        ),
+        (
+            "Override",
+            envelope::<OverrideSpec>(
+                "Override",
+                true,
+                "Per-cluster or per-subtree changes to rendered objects.",
+            ),
+        ),
     ];
     let mut out: Vec<(String, Value)> = kinds
         .iter()

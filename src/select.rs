@@ -14,13 +14,23 @@ pub struct Verdict {
 }
 
 /// Whether `sel` (absent = every cluster) picks cluster `i`.
-pub fn matches(sel: Option<&ClusterSelector>, cluster: &Cluster, i: usize, topo: &Topology) -> bool {
+pub fn matches(
+    sel: Option<&ClusterSelector>,
+    cluster: &Cluster,
+    i: usize,
+    topo: &Topology,
+) -> bool {
     explain(sel, cluster, i, topo).chosen
 }
 
 /// The verdict for cluster `i`: `(selector AND subtreeOf) OR names`, minus
 /// `exclude`; with none of the three, every cluster.
-pub fn explain(sel: Option<&ClusterSelector>, cluster: &Cluster, i: usize, topo: &Topology) -> Verdict {
+pub fn explain(
+    sel: Option<&ClusterSelector>,
+    cluster: &Cluster,
+    i: usize,
+    topo: &Topology,
+) -> Verdict {
     let name = cluster.name();
     let verdict = |chosen: bool, reason: String| Verdict { chosen, reason };
     let Some(sel) = sel else {
@@ -74,9 +84,10 @@ fn selector_mismatch(ls: &LabelSelector, cluster: &Cluster) -> Option<String> {
             match_expressions: vec![e.clone()],
         };
         if !single.matches(labels) {
-            let got = labels
-                .get(&e.key)
-                .map_or_else(|| format!("no label {}", e.key), |v| format!("label {}={v}", e.key));
+            let got = labels.get(&e.key).map_or_else(
+                || format!("no label {}", e.key),
+                |v| format!("label {}={v}", e.key),
+            );
             let op = match e.operator {
                 SelectorOperator::In => format!("In {:?}", e.values),
                 SelectorOperator::NotIn => format!("NotIn {:?}", e.values),

@@ -58,8 +58,11 @@ pub fn generate(dir: &Path, spec: Spec) -> io::Result<()> {
     let nodes = tree(spec.clusters);
     // Region = the depth-1 ancestor, so a region is a subtree.
     let mut region = vec![0usize; nodes.len()];
-    let index: std::collections::HashMap<&str, usize> =
-        nodes.iter().enumerate().map(|(i, n)| (n.0.as_str(), i)).collect();
+    let index: std::collections::HashMap<&str, usize> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.0.as_str(), i))
+        .collect();
     for i in 0..nodes.len() {
         region[i] = match (&nodes[i].1, nodes[i].2) {
             (_, 0) => 0,
@@ -75,7 +78,10 @@ pub fn generate(dir: &Path, spec: Spec) -> io::Result<()> {
             let tier = TIERS[(*depth).min(3)];
             let provider = PROVIDERS[i % 3];
             let env = if i % 10 == 9 { "staging" } else { "prod" };
-            let _ = writeln!(text, "---\napiVersion: canopy.dev/v1alpha1\nkind: Cluster\nmetadata:");
+            let _ = writeln!(
+                text,
+                "---\napiVersion: canopy.dev/v1alpha1\nkind: Cluster\nmetadata:"
+            );
             let _ = writeln!(text, "  name: {name}");
             let _ = writeln!(
                 text,
@@ -94,13 +100,24 @@ pub fn generate(dir: &Path, spec: Spec) -> io::Result<()> {
                 cpu * 10
             );
             if *depth == 3 && i % 7 == 0 {
-                let _ = writeln!(text, "  taints: [{{key: power, value: battery, effect: NoSchedule}}]");
+                let _ = writeln!(
+                    text,
+                    "  taints: [{{key: power, value: battery, effect: NoSchedule}}]"
+                );
             }
             if *depth <= 1 {
-                let _ = writeln!(text, "  values: {{domain: r{}.example.com, logLevel: info}}", region[i]);
+                let _ = writeln!(
+                    text,
+                    "  values: {{domain: r{}.example.com, logLevel: info}}",
+                    region[i]
+                );
             }
         }
-        std::fs::write(dir.join("clusters").join(format!("clusters-{chunk_no:04}.yaml")), text)?;
+        std::fs::write(
+            dir.join("clusters")
+                .join(format!("clusters-{chunk_no:04}.yaml")),
+            text,
+        )?;
     }
     for w in 0..spec.workloads {
         write_workload(dir, w)?;
@@ -125,12 +142,24 @@ fn write_workload(dir: &Path, w: usize) -> io::Result<()> {
         wdir.join("workload.yaml"),
         format!("apiVersion: canopy.dev/v1alpha1\nkind: Workload\nmetadata:\n  name: {name}\nspec:\n  namespace: ns-{name}\n{placement}"),
     )?;
-    let replicas = if w % 4 == 1 { "\n  replicas: 3000" } else { "\n  replicas: 2" };
-    let kind = if w % 4 == 0 { "DaemonSet" } else { "Deployment" };
+    let replicas = if w % 4 == 1 {
+        "\n  replicas: 3000"
+    } else {
+        "\n  replicas: 2"
+    };
+    let kind = if w % 4 == 0 {
+        "DaemonSet"
+    } else {
+        "Deployment"
+    };
     let replicas = if kind == "DaemonSet" { "" } else { replicas };
     // Half the workloads template their manifests with cluster facts.
     let templated = w % 2 == 0;
-    let env_value = if templated { "\"{{ cluster.name }}\"" } else { "static" };
+    let env_value = if templated {
+        "\"{{ cluster.name }}\""
+    } else {
+        "static"
+    };
     std::fs::write(
         wdir.join("app.yaml"),
         format!(

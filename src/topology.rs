@@ -37,8 +37,11 @@ impl Topology {
     pub fn build(clusters: &[(&str, Option<&str>)]) -> Result<Topology, Vec<TopologyError>> {
         let n = clusters.len();
         let names: Vec<String> = clusters.iter().map(|(n, _)| n.to_string()).collect();
-        let index: HashMap<String, usize> =
-            names.iter().enumerate().map(|(i, n)| (n.clone(), i)).collect();
+        let index: HashMap<String, usize> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.clone(), i))
+            .collect();
         let mut errors = Vec::new();
         let mut parent = vec![None; n];
         for (i, (_, p)) in clusters.iter().enumerate() {
@@ -249,7 +252,9 @@ mod tests {
             cluster: 3,
             parent: "nope".into()
         }));
-        assert!(errs.contains(&TopologyError::Cycle { members: vec![0, 2, 1] }));
+        assert!(errs.contains(&TopologyError::Cycle {
+            members: vec![0, 2, 1]
+        }));
         assert!(errs.contains(&TopologyError::Cycle { members: vec![4] }));
     }
 }

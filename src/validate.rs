@@ -45,9 +45,24 @@ impl Checked {
 pub fn check(mut fleet: Fleet) -> (Option<Checked>, Diagnostics) {
     let mut d = Diagnostics::default();
 
-    dedupe(&mut fleet.clusters, "Cluster", |c| (c.name().to_string(), c.source.clone()), &mut d);
-    dedupe(&mut fleet.workloads, "Workload", |w| (w.name().to_string(), w.source.clone()), &mut d);
-    dedupe(&mut fleet.overrides, "Override", |o| (o.name().to_string(), o.source.clone()), &mut d);
+    dedupe(
+        &mut fleet.clusters,
+        "Cluster",
+        |c| (c.name().to_string(), c.source.clone()),
+        &mut d,
+    );
+    dedupe(
+        &mut fleet.workloads,
+        "Workload",
+        |w| (w.name().to_string(), w.source.clone()),
+        &mut d,
+    );
+    dedupe(
+        &mut fleet.overrides,
+        "Override",
+        |o| (o.name().to_string(), o.source.clone()),
+        &mut d,
+    );
 
     let names: BTreeSet<&str> = fleet.clusters.iter().map(Cluster::name).collect();
     for c in &fleet.clusters {
@@ -67,7 +82,7 @@ pub fn check(mut fleet: Fleet) -> (Option<Checked>, Diagnostics) {
             None
         }
     };
-    if fleet.clusters.is_empty() {
+    if fleet.clusters.is_empty() && !fleet.incomplete {
         d.push(
             Diagnostic::error("the fleet has no Cluster documents")
                 .hint("add at least one `kind: Cluster` document (see fleet-example/clusters/)"),
@@ -109,7 +124,9 @@ fn dedupe<T>(
                     prev.doc.line_of(&YamlPath::parse("metadata.name"))
                 ))
                 .at(&src.loc_str("metadata.name"))
-                .hint(format!("{kind} names must be unique across the fleet; rename one of them")),
+                .hint(format!(
+                    "{kind} names must be unique across the fleet; rename one of them"
+                )),
             );
             false
         } else {
@@ -125,7 +142,8 @@ pub fn is_dns1123_label(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
         && b.len() <= 63
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && b[0] != b'-'
         && b[b.len() - 1] != b'-'
 }
@@ -143,7 +161,11 @@ fn check_name(kind: &str, source: &Source, name: &str, d: &mut Diagnostics) {
 fn check_cluster(c: &Cluster, d: &mut Diagnostics) {
     check_name("Cluster", &c.source, c.name(), d);
     let cap = &c.spec.capacity;
-    for (field, q) in [("cpu", &cap.cpu), ("memory", &cap.memory), ("pods", &cap.pods)] {
+    for (field, q) in [
+        ("cpu", &cap.cpu),
+        ("memory", &cap.memory),
+        ("pods", &cap.pods),
+    ] {
         if let Some(q) = q {
             if let Err(m) = q.value() {
                 d.push(
@@ -157,8 +179,9 @@ fn check_cluster(c: &Cluster, d: &mut Diagnostics) {
     for (i, t) in c.spec.taints.iter().enumerate() {
         if t.key.is_empty() {
             d.push(
-                Diagnostic::error("taint has an empty key")
-                    .at(&c.source.loc(&YamlPath::parse("spec.taints").index(i).key("key"))),
+                Diagnostic::error("taint has an empty key").at(&c
+                    .source
+                    .loc(&YamlPath::parse("spec.taints").index(i).key("key"))),
             );
         }
     }
@@ -178,9 +201,15 @@ fn topology_diag(fleet: &Fleet, e: TopologyError, d: &mut Diagnostics) {
         TopologyError::UnknownParent { cluster, parent } => {
             let c = &fleet.clusters[cluster];
             d.push(
-                Diagnostic::error(format!("unknown parent {parent:?}: no Cluster has that name"))
-                    .at(&c.source.loc_str("spec.parent"))
-                    .hint(suggest(&parent, fleet.clusters.iter().map(Cluster::name), "remove spec.parent to make this cluster a root")),
+                Diagnostic::error(format!(
+                    "unknown parent {parent:?}: no Cluster has that name"
+                ))
+                .at(&c.source.loc_str("spec.parent"))
+                .hint(suggest(
+                    &parent,
+                    fleet.clusters.iter().map(Cluster::name),
+                    "remove spec.parent to make this cluster a root",
+                )),
             );
         }
         TopologyError::Cycle { members } => {
@@ -225,13 +254,23 @@ fn edit_distance(a: &str, b: &str) -> usize {
 }
 
 /// Checks a selector's references and Kubernetes' rules for expressions.
-fn check_selector(sel: &ClusterSelector, base: &YamlPath, src: &Source, names: &BTreeSet<&str>, d: &mut Diagnostics) {
+fn check_selector(
+    sel: &ClusterSelector,
+    base: &YamlPath,
+    src: &Source,
+    names: &BTreeSet<&str>,
+    d: &mut Diagnostics,
+) {
     let unknown = |n: &str, path: YamlPath, d: &mut Diagnostics| {
         if !names.contains(n) {
             d.push(
                 Diagnostic::error(format!("unknown cluster {n:?}"))
                     .at(&src.loc(&path))
-                    .hint(suggest(n, names.iter().copied(), "name a Cluster defined in the fleet")),
+                    .hint(suggest(
+                        n,
+                        names.iter().copied(),
+                        "name a Cluster defined in the fleet",
+                    )),
             );
         }
     };
@@ -249,15 +288,22 @@ fn check_selector(sel: &ClusterSelector, base: &YamlPath, src: &Source, names: &
             let p = base.key("selector").key("matchExpressions").index(i);
             match e.operator {
                 SelectorOperator::In | SelectorOperator::NotIn if e.values.is_empty() => d.push(
-                    Diagnostic::error(format!("operator {:?} needs at least one value", e.operator))
-                        .at(&src.loc(&p.key("operator")))
-                        .hint("add values: [...], or use Exists / DoesNotExist"),
+                    Diagnostic::error(format!(
+                        "operator {:?} needs at least one value",
+                        e.operator
+                    ))
+                    .at(&src.loc(&p.key("operator")))
+                    .hint("add values: [...], or use Exists / DoesNotExist"),
                 ),
-                SelectorOperator::Exists | SelectorOperator::DoesNotExist if !e.values.is_empty() => d.push(
-                    Diagnostic::error(format!("operator {:?} takes no values", e.operator))
-                        .at(&src.loc(&p.key("values")))
-                        .hint("remove values, or use In / NotIn"),
-                ),
+                SelectorOperator::Exists | SelectorOperator::DoesNotExist
+                    if !e.values.is_empty() =>
+                {
+                    d.push(
+                        Diagnostic::error(format!("operator {:?} takes no values", e.operator))
+                            .at(&src.loc(&p.key("values")))
+                            .hint("remove values, or use In / NotIn"),
+                    )
+                }
                 _ => {}
             }
         }
@@ -277,7 +323,13 @@ fn check_workload(w: &Workload, names: &BTreeSet<&str>, d: &mut Diagnostics) -> 
     }
     let placement = &w.spec.placement;
     if let Some(sel) = &placement.clusters {
-        check_selector(sel, &YamlPath::parse("spec.placement.clusters"), src, names, d);
+        check_selector(
+            sel,
+            &YamlPath::parse("spec.placement.clusters"),
+            src,
+            names,
+            d,
+        );
     }
     let rp = &placement.replicas;
     let rpath = YamlPath::parse("spec.placement.replicas");
@@ -298,10 +350,19 @@ fn check_workload(w: &Workload, names: &BTreeSet<&str>, d: &mut Diagnostics) -> 
             ),
             (Some(rules), None) => {
                 if rules.is_empty() {
-                    d.push(Diagnostic::error("static weights list is empty").at(&src.loc(&wpath.key("static"))));
+                    d.push(
+                        Diagnostic::error("static weights list is empty")
+                            .at(&src.loc(&wpath.key("static"))),
+                    );
                 }
                 for (i, r) in rules.iter().enumerate() {
-                    check_selector(&r.clusters, &wpath.key("static").index(i).key("clusters"), src, names, d);
+                    check_selector(
+                        &r.clusters,
+                        &wpath.key("static").index(i).key("clusters"),
+                        src,
+                        names,
+                        d,
+                    );
                 }
                 if weights.per_replica.is_some() {
                     d.push(
@@ -312,9 +373,16 @@ fn check_workload(w: &Workload, names: &BTreeSet<&str>, d: &mut Diagnostics) -> 
             }
             (None, Some(_)) => {
                 if let Some(per) = &weights.per_replica {
-                    for (field, q) in [("cpu", &per.cpu), ("memory", &per.memory), ("pods", &per.pods)] {
+                    for (field, q) in [
+                        ("cpu", &per.cpu),
+                        ("memory", &per.memory),
+                        ("pods", &per.pods),
+                    ] {
                         match q.as_ref().map(Quantity::value) {
-                            Some(Err(m)) => d.push(Diagnostic::error(m).at(&src.loc(&wpath.key("perReplica").key(field)))),
+                            Some(Err(m)) => d.push(
+                                Diagnostic::error(m)
+                                    .at(&src.loc(&wpath.key("perReplica").key(field))),
+                            ),
                             Some(Ok(v)) if v <= 0.0 => d.push(
                                 Diagnostic::error("a per-replica request must be more than zero")
                                     .at(&src.loc(&wpath.key("perReplica").key(field))),
@@ -353,14 +421,21 @@ fn check_workload(w: &Workload, names: &BTreeSet<&str>, d: &mut Diagnostics) -> 
         }
         match parse_stream(&m.text, false) {
             Ok(docs) => {
-                let values: Vec<Value> = docs.into_iter().map(|d| d.value).filter(|v| !v.is_null()).collect();
+                let values: Vec<Value> = docs
+                    .into_iter()
+                    .map(|d| d.value)
+                    .filter(|v| !v.is_null())
+                    .collect();
                 facts.parsed.push(Some(Arc::new(values)));
             }
             Err(e) => {
                 d.push(
                     Diagnostic::error(format!("malformed YAML: {}", e.message))
                         .in_file(&m.path, e.line)
-                        .hint(format!("fix the YAML syntax near line {}, column {}", e.line, e.col)),
+                        .hint(format!(
+                            "fix the YAML syntax near line {}, column {}",
+                            e.line, e.col
+                        )),
                 );
                 facts.parsed.push(None);
             }
@@ -389,7 +464,9 @@ fn divided_total(w: &Workload, facts: &WorkloadFacts, d: &mut Diagnostics) -> Op
     let mut found: Vec<(String, String, Option<u64>)> = Vec::new();
     for (m, parsed) in w.manifests.iter().zip(&facts.parsed) {
         for obj in parsed.iter().flat_map(|p| p.iter()) {
-            let Some(key) = ObjectKey::of(obj) else { continue };
+            let Some(key) = ObjectKey::of(obj) else {
+                continue;
+            };
             if let Some(ptr) = kinds::replica_pointer(&key.group, &key.kind, &rp.paths) {
                 let n = obj.pointer(ptr).and_then(Value::as_u64);
                 found.push((m.path.clone(), key.to_string(), n));
@@ -442,7 +519,12 @@ fn divided_total(w: &Workload, facts: &WorkloadFacts, d: &mut Diagnostics) -> Op
     total.and_then(|t| u32::try_from(t).ok())
 }
 
-fn check_override(o: &Override, names: &BTreeSet<&str>, workloads: &BTreeSet<&str>, d: &mut Diagnostics) {
+fn check_override(
+    o: &Override,
+    names: &BTreeSet<&str>,
+    workloads: &BTreeSet<&str>,
+    d: &mut Diagnostics,
+) {
     let src = &o.source;
     check_name("Override", src, o.name(), d);
     if let Some(sel) = &o.spec.clusters {
@@ -453,7 +535,11 @@ fn check_override(o: &Override, names: &BTreeSet<&str>, workloads: &BTreeSet<&st
             d.push(
                 Diagnostic::error(format!("unknown workload {w:?}"))
                     .at(&src.loc(&YamlPath::parse("spec.workloads").index(i)))
-                    .hint(suggest(w, workloads.iter().copied(), "name a Workload defined in the fleet")),
+                    .hint(suggest(
+                        w,
+                        workloads.iter().copied(),
+                        "name a Workload defined in the fleet",
+                    )),
             );
         }
     }
@@ -491,7 +577,13 @@ mod tests {
 
     #[test]
     fn suggestions() {
-        assert_eq!(suggest("eu-wst", ["eu-west", "us-east"].into_iter(), "x"), "did you mean \"eu-west\"?");
-        assert_eq!(suggest("zzz", ["eu-west"].into_iter(), "fallback"), "fallback");
+        assert_eq!(
+            suggest("eu-wst", ["eu-west", "us-east"].into_iter(), "x"),
+            "did you mean \"eu-west\"?"
+        );
+        assert_eq!(
+            suggest("zzz", ["eu-west"].into_iter(), "fallback"),
+            "fallback"
+        );
     }
 }

@@ -227,7 +227,8 @@ pub fn parse_template_slots(text: &str) -> Option<(Vec<Doc>, Vec<TemplateSlot>)>
         return None;
     }
     let slots = b.slots.take().unwrap_or_default();
-    let markers = |s: &str| s.matches("{{").count() + s.matches("{%").count() + s.matches("{#").count();
+    let markers =
+        |s: &str| s.matches("{{").count() + s.matches("{%").count() + s.matches("{#").count();
     let in_slots: usize = slots.iter().map(|s| markers(&s.source)).sum();
     let verbatim = slots
         .iter()
@@ -324,11 +325,7 @@ impl Builder {
     }
 }
 
-fn scalar_value(
-    text: String,
-    style: TScalarStyle,
-    tag: &Option<Tag>,
-) -> Result<Value, String> {
+fn scalar_value(text: String, style: TScalarStyle, tag: &Option<Tag>) -> Result<Value, String> {
     if let Some(tag) = tag {
         if tag.handle == "tag:yaml.org,2002:" || tag.handle == "!!" {
             return match tag.suffix.as_str() {
@@ -509,7 +506,10 @@ mod tests {
         let text = "a: 1\nb:\n  c: [x, 'y']\n  d: ~\n---\n- true\n- \"2\"\n- 2.5\n";
         let docs = parse_stream(text, true).unwrap();
         assert_eq!(docs.len(), 2);
-        assert_eq!(docs[0].value, json!({"a": 1, "b": {"c": ["x", "y"], "d": null}}));
+        assert_eq!(
+            docs[0].value,
+            json!({"a": 1, "b": {"c": ["x", "y"], "d": null}})
+        );
         assert_eq!(docs[1].value, json!([true, "2", 2.5]));
         assert_eq!(docs[0].line_of(&YamlPath::parse("b.c[1]")), 3);
         assert_eq!(docs[0].line_of(&YamlPath::parse("b.d")), 4);

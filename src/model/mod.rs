@@ -87,7 +87,9 @@ pub struct Capacity {
     pub pods: Option<Quantity>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 pub enum TaintEffect {
     NoSchedule,
     PreferNoSchedule,
@@ -506,6 +508,9 @@ pub struct Fleet {
     pub clusters: Vec<Cluster>,
     pub workloads: Vec<Workload>,
     pub overrides: Vec<Override>,
+    /// Some document could not be read (its error is already reported), so
+    /// errors about what is missing would only repeat it.
+    pub incomplete: bool,
 }
 
 impl Fleet {
@@ -548,7 +553,10 @@ mod tests {
         assert!(sel(expr("env", In, &["prod", "stage"])).matches(&l));
         assert!(!sel(expr("env", In, &["dev"])).matches(&l));
         assert!(!sel(expr("tier", In, &["x"])).matches(&l));
-        assert!(sel(expr("tier", NotIn, &["x"])).matches(&l), "NotIn holds for a missing key");
+        assert!(
+            sel(expr("tier", NotIn, &["x"])).matches(&l),
+            "NotIn holds for a missing key"
+        );
         assert!(!sel(expr("env", NotIn, &["prod"])).matches(&l));
         assert!(sel(expr("region", Exists, &[])).matches(&l));
         assert!(!sel(expr("region", DoesNotExist, &[])).matches(&l));

@@ -89,7 +89,10 @@ mod tests {
     fn parses_kubernetes_forms() {
         assert_eq!(parse_quantity("500m").unwrap(), 0.5);
         assert_eq!(parse_quantity("4").unwrap(), 4.0);
-        assert_eq!(parse_quantity("64Gi").unwrap(), 64.0 * 1024.0 * 1024.0 * 1024.0);
+        assert_eq!(
+            parse_quantity("64Gi").unwrap(),
+            64.0 * 1024.0 * 1024.0 * 1024.0
+        );
         assert_eq!(parse_quantity("1.5e3").unwrap(), 1500.0);
         assert_eq!(parse_quantity("2k").unwrap(), 2000.0);
         assert!(parse_quantity("lots").is_err());
