@@ -104,13 +104,17 @@ pub fn explain(checked: &Checked, wi: usize, only: Option<usize>) -> Explanation
             let (_, limit) = schedule::capacity_weight(&cl.spec.capacity, per);
             reason.push_str(&format!("; capacity weight limited by {limit}"));
         }
+        let replicas = assignment.as_ref().filter(|_| ok).map(|a| a.replicas[c]);
+        if replicas == Some(0) {
+            reason.push_str("; given no replicas, so nothing lands here");
+        }
         clusters.push(ClusterLine {
             cluster: cl.name().to_string(),
             depth: topo.depth(c),
             chosen: ok,
             reason,
             weight: (divided && ok).then_some(weight[c]),
-            replicas: assignment.as_ref().filter(|_| ok).map(|a| a.replicas[c]),
+            replicas,
         });
     }
     let on_path = |d: &Division| match (only, d.node) {

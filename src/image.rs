@@ -18,6 +18,14 @@ pub struct ImageRef {
 impl ImageRef {
     /// Docker's rule: the first component is a registry if it has a `.` or a
     /// `:` or is `localhost`, and more components follow.
+    ///
+    /// ```
+    /// use canopy::image::ImageRef;
+    /// let r = ImageRef::parse("ghcr.io/acme/web:1.2");
+    /// assert_eq!(r.registry.as_deref(), Some("ghcr.io"));
+    /// assert_eq!(r.repository, "acme/web");
+    /// assert_eq!(ImageRef::parse("nginx").registry, None);
+    /// ```
     pub fn parse(s: &str) -> ImageRef {
         let (rest, digest) = match s.split_once('@') {
             Some((r, d)) => (r, Some(d.to_string())),

@@ -34,6 +34,13 @@ pub enum ScheduleError {
 /// ties go to the party with fewer seats, then to the smaller `tie` key
 /// (canopy passes cluster indexes, which follow name order). Parties of
 /// weight 0 get nothing.
+///
+/// ```
+/// // 7 replicas by weights 53, 24, 23: quotients 53, 24, 23, 17.7, 10.6, 8, 7.7 win.
+/// assert_eq!(canopy::schedule::webster(&[(53, 0), (24, 1), (23, 2)], 7), vec![3, 2, 2]);
+/// // A zero weight gets nothing.
+/// assert_eq!(canopy::schedule::webster(&[(0, 0), (1, 1)], 3), vec![0, 3]);
+/// ```
 pub fn webster(parties: &[(u64, usize)], seats: u32) -> Vec<u32> {
     #[derive(PartialEq, Eq)]
     struct Entry {
@@ -285,11 +292,12 @@ impl WorkloadPlacement {
         self.assignment.as_ref().map(|a| a.replicas[c])
     }
 
-    /// Whether cluster `c` gets the workload's objects at all. A Divided
-    /// workload still lands on a chosen cluster given 0 replicas, so its
-    /// config and Services are there when replicas move to it.
+    /// Whether cluster `c` gets the workload's objects at all. Like
+    /// Karmada, a Divided workload does not land on a chosen cluster that is
+    /// given no replicas (weight 0, or too few replicas to go round): an
+    /// empty Deployment and its config there would only be clutter.
     pub fn lands_on(&self, c: usize) -> bool {
-        self.chosen[c]
+        self.chosen[c] && self.assignment.as_ref().is_none_or(|a| a.replicas[c] > 0)
     }
 }
 
@@ -465,6 +473,28 @@ mod tests {
             Err(ScheduleError::NoClusters { total: 3 })
         );
         assert!(divide(&t, &[true], &[0], 0, false).is_ok());
+    }
+
+    #[test]
+    fn divided_workloads_skip_clusters_without_replicas() {
+        let t = topo_of(&[("a".into(), None), ("b".into(), Some("a".into()))]);
+        let chosen = vec![true, true];
+        let assignment = divide(&t, &chosen, &[0, 1], 2, false).unwrap();
+        let p = WorkloadPlacement {
+            chosen: chosen.clone(),
+            mode: ReplicaMode::Divided,
+            weight: vec![0, 1],
+            assignment: Some(assignment),
+        };
+        assert!(!p.lands_on(0), "weight 0, no replicas");
+        assert!(p.lands_on(1));
+        let dup = WorkloadPlacement {
+            chosen,
+            mode: ReplicaMode::Duplicated,
+            weight: vec![0, 0],
+            assignment: None,
+        };
+        assert!(dup.lands_on(0) && dup.lands_on(1));
     }
 
     #[test]

@@ -40,6 +40,13 @@ impl Quantity {
 /// Parses the Kubernetes quantity grammar: a signed decimal number followed by
 /// a binary suffix (Ki … Ei), a decimal SI suffix (n u m k M G T P E) or a
 /// decimal exponent (e3, E-2).
+///
+/// ```
+/// use canopy::model::quantity::parse_quantity;
+/// assert_eq!(parse_quantity("500m"), Ok(0.5));
+/// assert_eq!(parse_quantity("2Ki"), Ok(2048.0));
+/// assert!(parse_quantity("lots").is_err());
+/// ```
 pub fn parse_quantity(s: &str) -> Result<f64, String> {
     let bad = || {
         format!(
