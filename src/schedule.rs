@@ -116,6 +116,26 @@ pub struct Assignment {
     pub divisions: Vec<Division>,
 }
 
+impl Assignment {
+    fn empty(n: usize) -> Self {
+        Assignment {
+            replicas: vec![0; n],
+            share: vec![0; n],
+            divisions: Vec::new(),
+        }
+    }
+}
+
+/// The inputs every division step reads.
+struct Inputs<'a> {
+    topo: &'a Topology,
+    chosen: &'a [bool],
+    weight: &'a [u64],
+    /// Summed weight of chosen clusters per subtree.
+    sums: Vec<u64>,
+    trace: bool,
+}
+
 /// Sums the weight of chosen clusters per subtree.
 fn subtree_weights(topo: &Topology, chosen: &[bool], weight: &[u64]) -> Vec<u64> {
     let mut sum = vec![0u64; topo.len()];
@@ -139,11 +159,7 @@ pub fn divide(
     trace: bool,
 ) -> Result<Assignment, ScheduleError> {
     let sums = subtree_weights(topo, chosen, weight);
-    let mut a = Assignment {
-        replicas: vec![0; topo.len()],
-        share: vec![0; topo.len()],
-        divisions: Vec::new(),
-    };
+    let mut a = Assignment::empty(topo.len());
     if total == 0 {
         return Ok(a);
     }
@@ -172,8 +188,15 @@ pub fn divide(
                 .collect(),
         });
     }
+    let inputs = Inputs {
+        topo,
+        chosen,
+        weight,
+        sums,
+        trace,
+    };
     for (&(_, r), &s) in roots.iter().zip(&seats) {
-        descend(topo, chosen, weight, &sums, r, s, trace, &mut a);
+        inputs.descend(r, s, &mut a);
     }
     Ok(a)
 }
@@ -190,11 +213,7 @@ pub fn divide_subtree(
     trace: bool,
 ) -> Result<Assignment, ScheduleError> {
     let sums = subtree_weights(topo, chosen, weight);
-    let mut a = Assignment {
-        replicas: vec![0; topo.len()],
-        share: vec![0; topo.len()],
-        divisions: Vec::new(),
-    };
+    let mut a = Assignment::empty(topo.len());
     if share > 0 && sums[root] == 0 {
         return Err(if topo.subtree(root).iter().any(|&c| chosen[c]) {
             ScheduleError::AllWeightsZero { total: share }
@@ -202,7 +221,14 @@ pub fn divide_subtree(
             ScheduleError::NoClusters { total: share }
         });
     }
-    descend(topo, chosen, weight, &sums, root, share, trace, &mut a);
+    let inputs = Inputs {
+        topo,
+        chosen,
+        weight,
+        sums,
+        trace,
+    };
+    inputs.descend(root, share, &mut a);
     Ok(a)
 }
 
@@ -210,64 +236,64 @@ fn has_chosen(topo: &Topology, chosen: &[bool], root: usize) -> bool {
     topo.subtree(root).iter().any(|&c| chosen[c])
 }
 
-#[allow(clippy::too_many_arguments)]
-fn descend(
-    topo: &Topology,
-    chosen: &[bool],
-    weight: &[u64],
-    sums: &[u64],
-    root: usize,
-    share: u32,
-    trace: bool,
-    a: &mut Assignment,
-) {
-    let mut stack = vec![(root, share)];
-    let mut parties: Vec<(u64, usize)> = Vec::new();
-    while let Some((node, share)) = stack.pop() {
-        a.share[node] = share;
-        if share == 0 && !trace {
-            continue;
-        }
-        parties.clear();
-        // The node's own party uses its own index as tie key, a child subtree
-        // its child's index: all distinct, all in name order.
-        let own = chosen[node];
-        if own {
-            parties.push((weight[node], node));
-        }
-        let kids: Vec<usize> = topo
-            .children(node)
-            .iter()
-            .copied()
-            .filter(|&c| sums[c] > 0 || (trace && has_chosen(topo, chosen, c)))
-            .collect();
-        parties.extend(kids.iter().map(|&c| (sums[c], c)));
-        let seats = webster(&parties, share);
-        let mut at = 0;
-        if own {
-            a.replicas[node] = seats[0];
-            at = 1;
-        }
-        if trace && (share > 0 || own) {
-            let mut ps = Vec::with_capacity(parties.len());
-            for (i, &(w, c)) in parties.iter().enumerate() {
-                ps.push(Party {
-                    cluster: c,
-                    own: own && i == 0,
-                    weight: w,
-                    seats: seats[i],
-                });
+impl Inputs<'_> {
+    /// Divides `share` down the subtree of `root`, node by node.
+    fn descend(&self, root: usize, share: u32, a: &mut Assignment) {
+        let Inputs {
+            topo,
+            chosen,
+            weight,
+            ref sums,
+            trace,
+        } = *self;
+        let mut stack = vec![(root, share)];
+        let mut parties: Vec<(u64, usize)> = Vec::new();
+        while let Some((node, share)) = stack.pop() {
+            a.share[node] = share;
+            if share == 0 && !trace {
+                continue;
             }
-            if ps.len() > 1 || !own {
-                a.divisions.push(Division {
-                    node: Some(node),
-                    share,
-                    parties: ps,
-                });
+            parties.clear();
+            // The node's own party uses its own index as tie key, a child subtree
+            // its child's index: all distinct, all in name order.
+            let own = chosen[node];
+            if own {
+                parties.push((weight[node], node));
             }
-        }
-        for (k, &c) in kids.iter().enumerate().rev() {
-            stack.push((c, seats[at + k]));
+            let kids: Vec<usize> = topo
+                .children(node)
+                .iter()
+                .copied()
+                .filter(|&c| sums[c] > 0 || (trace && has_chosen(topo, chosen, c)))
+                .collect();
+            parties.extend(kids.iter().map(|&c| (sums[c], c)));
+            let seats = webster(&parties, share);
+            let mut at = 0;
+            if own {
+                a.replicas[node] = seats[0];
+                at = 1;
+            }
+            if trace && (share > 0 || own) {
+                let mut ps = Vec::with_capacity(parties.len());
+                for (i, &(w, c)) in parties.iter().enumerate() {
+                    ps.push(Party {
+                        cluster: c,
+                        own: own && i == 0,
+                        weight: w,
+                        seats: seats[i],
+                    });
+                }
+                if ps.len() > 1 || !own {
+                    a.divisions.push(Division {
+                        node: Some(node),
+                        share,
+                        parties: ps,
+                    });
+                }
+            }
+            for (k, &c) in kids.iter().enumerate().rev() {
+                stack.push((c, seats[at + k]));
+            }
         }
     }
 }
