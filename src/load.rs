@@ -3,10 +3,10 @@
 //!
 //! Rules (kept in one place so the README can state them exactly):
 //! - every `.yaml`/`.yml` file below the root is read, except in dot-folders;
-//! - below `workloads/<name>/`, a file that mentions `canopy.dev/` holds canopy
-//!   documents and any other file is a candidate manifest (it may be a
-//!   template, so it is not parsed here); everywhere else every document must
-//!   be a canopy document;
+//! - below `workloads/<name>/`, a file with an `apiVersion` line naming
+//!   `canopy.dev/` holds canopy documents and any other file is a candidate
+//!   manifest (it may be a template, so it is not parsed here); everywhere
+//!   else every document must be a canopy document;
 //! - a `Workload` lives in `workloads/<name>/`, one per folder.
 //!
 //! Loading never stops at the first problem: each bad document becomes a
@@ -197,7 +197,7 @@ fn read_file(rel: String, text: String, workload_dir: Option<String>) -> FileRes
         ..FileResult::default()
     };
     if let Some(dir) = &workload_dir {
-        if !text.contains("canopy.dev/") {
+        if !declares_canopy_api(&text) {
             res.manifest = Some((dir.clone(), ManifestFile { path: rel, text }));
             return res;
         }
@@ -258,7 +258,7 @@ fn read_doc(rel: &str, workload_dir: Option<&str>, doc: Doc, res: &mut FileResul
     }
     if group_of(api_version) != GROUP {
         let hint = match workload_dir {
-            Some(_) => "put Kubernetes manifests in their own files; a file that mentions canopy.dev/ is read as canopy documents".to_string(),
+            Some(_) => "put Kubernetes manifests in their own files; a file with a canopy.dev/ apiVersion is read as canopy documents".to_string(),
             None => "Kubernetes manifests belong in a workload folder, workloads/<name>/, next to its Workload document".to_string(),
         };
         res.diags.push(
@@ -471,7 +471,7 @@ fn select_manifests(
             diags.push(
                 Diagnostic::error(format!("manifest glob {pattern:?} matches no file in {}", w.dir))
                     .at(&loc)
-                    .hint("check the pattern; files that mention canopy.dev/ are canopy documents, not manifests"),
+                    .hint("check the pattern; files with a canopy.dev/ apiVersion are canopy documents, not manifests"),
             );
         }
     }
@@ -494,6 +494,16 @@ fn select_manifests(
         .filter(|(_, c)| *c)
         .map(|(m, _)| m.clone())
         .collect()
+}
+
+/// Whether a file declares canopy documents: a line with `apiVersion` and
+/// `canopy.dev/`. Text only, because manifests may be templates that do not
+/// parse yet; a manifest's `canopy.dev/...` label or annotation does not count.
+pub fn declares_canopy_api(text: &str) -> bool {
+    text.lines().any(|l| {
+        l.find("apiVersion")
+            .is_some_and(|i| l[i..].contains("canopy.dev/"))
+    })
 }
 
 /// `workloads/<name>` for a file inside a workload folder.
@@ -522,6 +532,19 @@ mod tests {
         assert!(!escapes_root("*.yaml"));
         assert!(!escapes_root("base/**/*.yaml"));
         assert!(!escapes_root("..hidden.yaml"));
+    }
+
+    #[test]
+    fn canopy_files_are_told_by_their_api_version() {
+        assert!(declares_canopy_api(
+            "apiVersion: canopy.dev/v1alpha1\nkind: Workload\n"
+        ));
+        assert!(declares_canopy_api(
+            "- {apiVersion: \"canopy.dev/v1alpha1\", kind: Override}\n"
+        ));
+        assert!(!declares_canopy_api(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  annotations: {canopy.dev/prune: disabled}\n"
+        ));
     }
 
     #[test]

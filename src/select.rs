@@ -116,3 +116,100 @@ pub fn taint_text(t: &Taint) -> String {
         None => format!("{}:{:?}", t.key, t.effect),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ClusterSpec, LabelSelectorRequirement, ObjectMeta, Source};
+    use crate::yaml::Doc;
+    use proptest::prelude::*;
+    use std::collections::{BTreeMap, HashMap};
+    use std::sync::Arc;
+
+    fn cluster(name: &str, labels: &BTreeMap<String, String>) -> Cluster {
+        Cluster {
+            meta: ObjectMeta {
+                name: name.into(),
+                labels: labels.clone(),
+                annotations: BTreeMap::new(),
+            },
+            spec: ClusterSpec::default(),
+            source: Arc::new(Source {
+                file: "t.yaml".into(),
+                doc: Doc {
+                    line: 1,
+                    value: serde_json::Value::Null,
+                    lines: HashMap::new(),
+                },
+            }),
+        }
+    }
+
+    const NAMES: [&str; 6] = ["a", "b", "c", "d", "e", "f"];
+    const VALUES: [&str; 3] = ["x", "y", "z"];
+
+    fn arb_selector() -> impl Strategy<Value = ClusterSelector> {
+        let name = prop::sample::select(&NAMES[..]).prop_map(String::from);
+        let value = prop::sample::select(&VALUES[..]).prop_map(String::from);
+        let op = prop::sample::select(
+            &[
+                SelectorOperator::In,
+                SelectorOperator::NotIn,
+                SelectorOperator::Exists,
+                SelectorOperator::DoesNotExist,
+            ][..],
+        );
+        let expr = (
+            prop::sample::select(&["k1", "k2"][..]),
+            op,
+            prop::collection::vec(value.clone(), 0..3),
+        )
+            .prop_map(|(k, operator, values)| LabelSelectorRequirement {
+                key: k.into(),
+                operator,
+                values,
+            });
+        let ls = (
+            prop::collection::btree_map(
+                prop::sample::select(&["k1", "k2"][..]).prop_map(String::from),
+                value,
+                0..2,
+            ),
+            prop::collection::vec(expr, 0..3),
+        )
+            .prop_map(|(match_labels, match_expressions)| LabelSelector {
+                match_labels,
+                match_expressions,
+            });
+        (
+            prop::option::of(ls),
+            prop::collection::vec(name.clone(), 0..3),
+            prop::option::of(name.clone()),
+            prop::collection::vec(name, 0..2),
+        )
+            .prop_map(|(selector, names, subtree_of, exclude)| ClusterSelector {
+                selector,
+                names,
+                subtree_of,
+                exclude,
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn fast_match_agrees_with_explain(
+            sel in prop::option::of(arb_selector()),
+            labels in prop::collection::vec(prop::collection::btree_map(
+                prop::sample::select(&["k1", "k2"][..]).prop_map(String::from),
+                prop::sample::select(&VALUES[..]).prop_map(String::from), 0..3), 6),
+        ) {
+            // a → b → c, a → d, and e → f: a forest.
+            let pairs = [("a", None), ("b", Some("a")), ("c", Some("b")), ("d", Some("a")), ("e", None), ("f", Some("e"))];
+            let topo = Topology::build(&pairs).unwrap();
+            for (i, name) in NAMES.iter().enumerate() {
+                let c = cluster(name, &labels[i]);
+                prop_assert_eq!(matches(sel.as_ref(), &c, i, &topo), explain(sel.as_ref(), &c, i, &topo).chosen);
+            }
+        }
+    }
+}

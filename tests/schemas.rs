@@ -38,7 +38,7 @@ fn fleet_example_docs() -> Vec<(String, String, Value)> {
             continue;
         }
         let text = std::fs::read_to_string(p).unwrap();
-        if !text.contains("canopy.dev/") {
+        if !canopy::load::declares_canopy_api(&text) {
             continue;
         }
         for doc in canopy::yaml::parse_stream(&text, false).unwrap() {
