@@ -19,7 +19,6 @@ use crate::image::rewrite_images;
 use crate::kinds;
 use crate::model::*;
 use crate::schedule::{self, WorkloadPlacement};
-use crate::select;
 use crate::validate::Checked;
 use crate::yaml::{
     parse_stream, parse_template_slots, plain_scalar, value_at_mut, ScalarStyle, Seg, YamlPath,
@@ -237,9 +236,8 @@ impl<'a> Renderer<'a> {
             .overrides
             .iter()
             .map(|o| {
-                (0..topo.len())
-                    .map(|c| select::matches(o.spec.clusters.as_ref(), checked.cluster(c), c, topo))
-                    .collect()
+                let picked = checked.labels.select(o.spec.clusters.as_ref(), topo);
+                (0..topo.len()).map(|c| picked.contains(c)).collect()
             })
             .collect();
         Renderer {

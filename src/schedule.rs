@@ -330,11 +330,13 @@ impl WorkloadPlacement {
 /// The clusters a workload's placement chooses (selector and taints).
 pub fn choose(checked: &Checked, w: &Workload) -> Vec<bool> {
     let p = &w.spec.placement;
+    let picked = checked.labels.select(p.clusters.as_ref(), &checked.topo);
     (0..checked.topo.len())
         .map(|i| {
-            let c = checked.cluster(i);
-            select::matches(p.clusters.as_ref(), c, i, &checked.topo)
-                && select::blocking_taint(c, &p.tolerations).is_none()
+            picked.contains(i) && {
+                let c = checked.cluster(i);
+                c.spec.taints.is_empty() || select::blocking_taint(c, &p.tolerations).is_none()
+            }
         })
         .collect()
 }
@@ -344,6 +346,20 @@ pub fn choose(checked: &Checked, w: &Workload) -> Vec<bool> {
 pub fn weights(checked: &Checked, w: &Workload, chosen: &[bool]) -> Vec<u64> {
     let topo = &checked.topo;
     let spec = w.spec.placement.replicas.weights.as_ref();
+    let rule_sets: Vec<(u64, fixedbitset::FixedBitSet)> = spec
+        .and_then(|ws| ws.static_weights.as_ref())
+        .map(|rules| {
+            rules
+                .iter()
+                .map(|r| {
+                    (
+                        u64::from(r.weight),
+                        checked.labels.select(Some(&r.clusters), topo),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     (0..topo.len())
         .map(|i| {
             if !chosen[i] {
@@ -353,10 +369,10 @@ pub fn weights(checked: &Checked, w: &Workload, chosen: &[bool]) -> Vec<u64> {
             match spec {
                 None => 1,
                 Some(ws) => match (&ws.static_weights, ws.dynamic) {
-                    (Some(rules), _) => rules
+                    (Some(_), _) => rule_sets
                         .iter()
-                        .filter(|r| select::matches(Some(&r.clusters), c, i, topo))
-                        .map(|r| u64::from(r.weight))
+                        .filter(|(_, set)| set.contains(i))
+                        .map(|(w, _)| *w)
                         .max()
                         .unwrap_or(0),
                     (None, Some(DynamicWeight::Capacity)) => {

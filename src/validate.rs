@@ -13,6 +13,7 @@ use serde_json::Value;
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::kinds;
 use crate::model::*;
+use crate::select::LabelIndex;
 use crate::topology::{Topology, TopologyError};
 use crate::yaml::{parse_stream, YamlPath};
 
@@ -30,6 +31,8 @@ pub struct WorkloadFacts {
 pub struct Checked {
     pub fleet: Fleet,
     pub topo: Topology,
+    /// Cluster labels indexed for fast selection.
+    pub labels: LabelIndex,
     /// Parallel to `fleet.workloads`.
     pub facts: Vec<WorkloadFacts>,
 }
@@ -100,7 +103,18 @@ pub fn check(mut fleet: Fleet) -> (Option<Checked>, Diagnostics) {
 
     let d = d.sorted();
     match topo {
-        Some(topo) if !d.has_errors() => (Some(Checked { fleet, topo, facts }), d),
+        Some(topo) if !d.has_errors() => {
+            let labels = LabelIndex::new(&fleet.clusters);
+            (
+                Some(Checked {
+                    fleet,
+                    topo,
+                    labels,
+                    facts,
+                }),
+                d,
+            )
+        }
         _ => (None, d),
     }
 }
