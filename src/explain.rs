@@ -3,7 +3,7 @@
 //! `output`).
 
 use crate::model::{DynamicWeight, ReplicaMode};
-use crate::schedule::{self, Division, ScheduleError};
+use crate::schedule::{self, Division};
 use crate::select;
 use crate::validate::Checked;
 
@@ -164,10 +164,6 @@ pub fn explain(checked: &Checked, wi: usize, only: Option<usize>) -> Explanation
             "static rules (largest matching weight)".to_string()
         }
         Some(_) => "dynamic: replicas that fit in each cluster's capacity".to_string(),
-    });
-    let error = error.or_else(|| match &placed {
-        Err(ScheduleError::NoClusters { .. }) => Some("no cluster chosen".into()),
-        _ => None,
     });
     Explanation {
         workload: w.name().to_string(),

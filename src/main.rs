@@ -139,16 +139,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
     let name = cli.fleet_name.as_deref();
     match cli.command {
         Command::Validate { dir, output: fmt } => {
-            let (fleet, mut diags) = canopy::load::load(&dir, name).map_err(load_failure)?;
-            let (checked, more) = canopy::validate::check(fleet);
-            diags.extend(more);
-            // Placement problems (all weights zero, …) are validation errors too.
-            if let Some(c) = &checked {
-                if !diags.has_errors() {
-                    diags.extend(Renderer::new(c).diagnostics);
-                }
-            }
-            let diags = diags.sorted();
+            let (checked, diags) = canopy::pipeline::check_all(&dir, name).map_err(load_failure)?;
             match fmt {
                 TextOrJson::Text => {
                     print_diags(&diags);

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use crate::diag::Diagnostics;
 use crate::load::{self, LoadError};
+use crate::render::Renderer;
 use crate::validate::{self, Checked};
 
 /// Why a pipeline stopped.
@@ -32,4 +33,24 @@ pub fn load_checked(
         Some(c) if !diags.has_errors() => Ok((c, diags)),
         _ => Err(PipelineError::Invalid(diags)),
     }
+}
+
+/// Everything `canopy validate` reports: load and validation diagnostics,
+/// then placement problems (such as all weights zero) when the fleet is
+/// otherwise valid. The fleet comes back when there is no error.
+pub fn check_all(
+    dir: &Path,
+    name: Option<&str>,
+) -> Result<(Option<Checked>, Diagnostics), LoadError> {
+    let (fleet, mut diags) = load::load(dir, name)?;
+    let (checked, more) = validate::check(fleet);
+    diags.extend(more);
+    if let Some(c) = &checked {
+        if !diags.has_errors() {
+            diags.extend(Renderer::new(c).diagnostics);
+        }
+    }
+    let diags = diags.sorted();
+    let checked = checked.filter(|_| !diags.has_errors());
+    Ok((checked, diags))
 }

@@ -136,18 +136,26 @@ struct Inputs<'a> {
     trace: bool,
 }
 
-/// Sums the weight of chosen clusters per subtree.
-fn subtree_weights(topo: &Topology, chosen: &[bool], weight: &[u64]) -> Vec<u64> {
-    let mut sum = vec![0u64; topo.len()];
-    for &c in topo.preorder().iter().rev() {
-        if chosen[c] {
-            sum[c] += weight[c];
+impl<'a> Inputs<'a> {
+    /// Gathers the inputs and sums the weight of chosen clusters per subtree.
+    fn new(topo: &'a Topology, chosen: &'a [bool], weight: &'a [u64], trace: bool) -> Self {
+        let mut sums = vec![0u64; topo.len()];
+        for &c in topo.preorder().iter().rev() {
+            if chosen[c] {
+                sums[c] += weight[c];
+            }
+            if let Some(p) = topo.parent(c) {
+                sums[p] += sums[c];
+            }
         }
-        if let Some(p) = topo.parent(c) {
-            sum[p] += sum[c];
+        Inputs {
+            topo,
+            chosen,
+            weight,
+            sums,
+            trace,
         }
     }
-    sum
 }
 
 /// Divides `total` over the whole forest.
@@ -158,7 +166,8 @@ pub fn divide(
     total: u32,
     trace: bool,
 ) -> Result<Assignment, ScheduleError> {
-    let sums = subtree_weights(topo, chosen, weight);
+    let inputs = Inputs::new(topo, chosen, weight, trace);
+    let sums = &inputs.sums;
     let mut a = Assignment::empty(topo.len());
     if total == 0 {
         return Ok(a);
@@ -188,13 +197,6 @@ pub fn divide(
                 .collect(),
         });
     }
-    let inputs = Inputs {
-        topo,
-        chosen,
-        weight,
-        sums,
-        trace,
-    };
     for (&(_, r), &s) in roots.iter().zip(&seats) {
         inputs.descend(r, s, &mut a);
     }
@@ -212,22 +214,15 @@ pub fn divide_subtree(
     share: u32,
     trace: bool,
 ) -> Result<Assignment, ScheduleError> {
-    let sums = subtree_weights(topo, chosen, weight);
+    let inputs = Inputs::new(topo, chosen, weight, trace);
     let mut a = Assignment::empty(topo.len());
-    if share > 0 && sums[root] == 0 {
+    if share > 0 && inputs.sums[root] == 0 {
         return Err(if topo.subtree(root).iter().any(|&c| chosen[c]) {
             ScheduleError::AllWeightsZero { total: share }
         } else {
             ScheduleError::NoClusters { total: share }
         });
     }
-    let inputs = Inputs {
-        topo,
-        chosen,
-        weight,
-        sums,
-        trace,
-    };
     inputs.descend(root, share, &mut a);
     Ok(a)
 }

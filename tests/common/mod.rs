@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use canopy::diag::Diagnostics;
-use canopy::pipeline::{load_checked, PipelineError};
+use canopy::pipeline::check_all;
 use canopy::render::{render_all, Renderer};
 
 /// A fleet in a temp folder, from (path, text) pairs.
@@ -53,20 +53,13 @@ pub fn with(changes: &[(&'static str, &str)]) -> tempfile::TempDir {
 /// Every diagnostic of loading, validating, placing and rendering `dir`, as
 /// printed (`error: file:line: path: message` + help).
 pub fn problems(dir: &Path) -> Vec<String> {
-    let diags: Diagnostics = match load_checked(dir, Some("test")) {
-        Err(PipelineError::Invalid(d)) => d,
-        Err(PipelineError::Load(e)) => panic!("cannot load: {e}"),
-        Ok((checked, warnings)) => {
-            let r = Renderer::new(&checked);
-            if r.diagnostics.has_errors() {
-                r.diagnostics.clone()
-            } else {
-                match render_all(&r, None) {
-                    Ok(_) => warnings,
-                    Err(d) => d,
-                }
-            }
-        }
+    let (checked, diags) = check_all(dir, Some("test")).expect("fleet folder loads");
+    let diags: Diagnostics = match checked {
+        None => diags,
+        Some(checked) => match render_all(&Renderer::new(&checked), None) {
+            Ok(_) => diags,
+            Err(d) => d,
+        },
     };
     diags.0.iter().map(|d| d.to_string()).collect()
 }
