@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand, ValueEnum};
     about = "GitOps for a tree of Kubernetes clusters",
     long_about = "canopy reads a fleet repository (clusters, workloads, placement, overrides), \
 divides replicas down the cluster tree and renders the exact manifests every cluster should run.",
-    after_help = "Exit codes: 0 success; 2 invalid fleet or usage error (every problem is listed with file, line and YAML path); 3 I/O error (a folder or file could not be read or written)."
+    after_help = "Exit codes: 0 success; 1 differences (diff only); 2 invalid fleet or usage error (every problem is listed with file, line and YAML path); 3 I/O or state error (a folder or file could not be read or written, state locked); 4 some cluster failed or was skipped (apply, diff)."
 )]
 pub struct Cli {
     /// Name written in the canopy.dev/fleet label (default: the fleet folder's name).
@@ -66,12 +66,77 @@ pub enum Command {
         #[arg(short, long, value_enum, default_value_t = TextOrJson::Text)]
         output: TextOrJson,
     },
+    /// Apply the rendered fleet down the tree: parents before children,
+    /// clusters of a level in parallel, a failed parent stops its subtree.
+    #[command(
+        after_help = "Examples:\n  canopy apply fleet-example\n  canopy apply fleet-example --dry-run\n  canopy apply fleet-example --subtree eu --prune=false\n\nExit codes: 0 applied (or nothing to do); 4 some cluster failed or was skipped; 2 invalid fleet or usage; 3 state folder unusable (locked, unreadable)."
+    )]
+    Apply {
+        dir: PathBuf,
+        #[command(flatten)]
+        target: Target,
+        /// Compute and print the changes, write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Delete owned objects that are no longer rendered (`--prune=false` to keep them).
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+        prune: bool,
+        /// Delete what canopy owns in clusters that left the fleet.
+        #[arg(long)]
+        prune_clusters: bool,
+        /// Clusters of one tree level reconciled at once.
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+        concurrency: u16,
+    },
+    /// Compare the rendered fleet with live state (`kubectl diff` exit codes).
+    #[command(
+        after_help = "Examples:\n  canopy diff fleet-example\n  canopy diff fleet-example --cluster eu-west-1 -o json\n  canopy diff fleet-example -o markdown > comment.md\n\nExit codes: 0 no differences; 1 differences; 2 invalid fleet or usage; 3 state unusable; 4 some cluster could not be compared."
+    )]
+    Diff {
+        dir: PathBuf,
+        #[command(flatten)]
+        target: Target,
+        #[arg(short, long, value_enum, default_value_t = DiffFormat::Text)]
+        output: DiffFormat,
+    },
+    /// The tree with, per cluster, reachable or not, in sync or drifted,
+    /// and the last applied revision.
+    #[command(after_help = "Example:\n  canopy status fleet-example")]
+    Status {
+        dir: PathBuf,
+        /// The local backend's state folder (default: DIR/.canopy/state).
+        #[arg(long, value_name = "DIR")]
+        state: Option<PathBuf>,
+        #[arg(short, long, value_enum, default_value_t = TextOrJson::Text)]
+        output: TextOrJson,
+    },
     /// Print (or write) the JSON Schemas of canopy's documents.
     #[command(after_help = "Example:\n  canopy schema --out schemas/")]
     Schema {
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },
+}
+
+/// Which clusters a command acts on, and where their local state is.
+#[derive(Debug, clap::Args)]
+pub struct Target {
+    /// Only this cluster (repeatable).
+    #[arg(long = "cluster", value_name = "CLUSTER")]
+    pub clusters: Vec<String>,
+    /// Only this cluster and its descendants (repeatable).
+    #[arg(long = "subtree", value_name = "CLUSTER")]
+    pub subtrees: Vec<String>,
+    /// The local backend's state folder (default: DIR/.canopy/state).
+    #[arg(long, value_name = "DIR")]
+    pub state: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DiffFormat {
+    Text,
+    Json,
+    Markdown,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

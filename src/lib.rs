@@ -11,8 +11,11 @@
 //! [`load`], which reads files. Diagnostics are collected, never fail-fast,
 //! and each names the file, line and YAML path it is about.
 
+pub mod apply;
+pub mod backend;
 pub mod cli;
 pub mod diag;
+pub mod diff;
 pub mod explain;
 
 pub mod image;
@@ -27,6 +30,7 @@ pub mod render;
 pub mod schedule;
 pub mod schema;
 pub mod select;
+pub mod source;
 pub mod synth;
 
 pub mod topology;

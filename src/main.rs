@@ -13,7 +13,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use canopy::cli::{Cli, Command, TextOrJson, YamlOrJson};
+use canopy::apply::{self, Options};
+use canopy::backend::local::LocalStore;
+use canopy::backend::{ApplyMeta, ClusterBackend};
+use canopy::cli::{Cli, Command, DiffFormat, Target, TextOrJson, YamlOrJson};
 use canopy::diag::Diagnostics;
 use canopy::load::LoadError;
 use canopy::pipeline::{load_checked, PipelineError};
@@ -21,9 +24,12 @@ use canopy::render::{render_all, render_map, Renderer};
 use canopy::validate::Checked;
 use canopy::{explain, output, schema};
 
-/// Exit codes (also in `--help`): 0 ok, 2 user error, 3 I/O error.
+/// Exit codes (also in `--help`): 0 ok, 1 differences (diff), 2 user
+/// error, 3 I/O or state error, 4 some cluster failed or was skipped.
+const EXIT_DIFF: u8 = 1;
 const EXIT_USER: u8 = 2;
 const EXIT_IO: u8 = 3;
+const EXIT_CLUSTERS: u8 = 4;
 
 /// A failed command: what to print and which code to exit with.
 struct Failure {
@@ -133,6 +139,68 @@ fn stdout(text: &str) -> Result<(), Failure> {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         Err(e) => Err(Failure::io(format!("error: writing output: {e}"))),
     }
+}
+
+/// The state folder: `--state`, or `.canopy/state` inside the fleet folder.
+fn state_dir(dir: &Path, state: &Option<std::path::PathBuf>) -> std::path::PathBuf {
+    state
+        .clone()
+        .unwrap_or_else(|| dir.join(".canopy").join("state"))
+}
+
+/// The cluster indexes `--cluster` and `--subtree` name, `None` for all.
+fn targets(c: &Checked, t: &Target) -> Result<Option<std::collections::BTreeSet<usize>>, Failure> {
+    if t.clusters.is_empty() && t.subtrees.is_empty() {
+        return Ok(None);
+    }
+    let mut set = std::collections::BTreeSet::new();
+    for n in &t.clusters {
+        set.insert(cluster_index(c, n)?);
+    }
+    for n in &t.subtrees {
+        let root = cluster_index(c, n)?;
+        set.extend(c.topo.subtree(root).iter().copied());
+    }
+    Ok(Some(set))
+}
+
+/// Clusters with local state that the fleet no longer has (only looked at
+/// when the whole fleet is targeted).
+fn orphans(c: &Checked, store: &LocalStore, whole_fleet: bool) -> Result<Vec<String>, Failure> {
+    if !whole_fleet {
+        return Ok(Vec::new());
+    }
+    let on_disk = store
+        .clusters_on_disk()
+        .map_err(|e| Failure::io(format!("error: {e}")))?;
+    Ok(on_disk
+        .into_iter()
+        .filter(|n| c.topo.get(n).is_none())
+        .collect())
+}
+
+fn apply_meta(dir: &Path) -> ApplyMeta {
+    ApplyMeta {
+        revision: canopy::source::git::revision(dir),
+        at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+    }
+}
+
+/// Runs the apply pipeline (dry or not) and maps a render failure.
+fn run_apply(
+    r: &Renderer<'_>,
+    store: &LocalStore,
+    orphans: &[String],
+    meta: &ApplyMeta,
+    opts: &Options,
+) -> Result<apply::Report, Failure> {
+    apply::run(r, store, orphans, meta, opts).map_err(|d| {
+        print_diags(&d);
+        Failure::user(format!(
+            "render failed, so nothing was applied and nothing pruned: {}",
+            summary(&d)
+        ))
+    })
 }
 
 fn run(cli: Cli) -> Result<(), Failure> {
@@ -266,6 +334,146 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 TextOrJson::Text => stdout(&output::explain_text(&e)),
                 TextOrJson::Json => {
                     stdout(&(serde_json::to_string_pretty(&e).expect("serializes") + "\n"))
+                }
+            }
+        }
+        Command::Apply {
+            dir,
+            target,
+            dry_run,
+            prune,
+            prune_clusters,
+            concurrency,
+        } => {
+            let c = checked(&dir, name)?;
+            let r = renderer(&c)?;
+            let state = state_dir(&dir, &target.state);
+            let store = if dry_run {
+                LocalStore::open_read_only(&state)
+            } else {
+                LocalStore::open(&state).map_err(|e| Failure::io(format!("error: {e}")))?
+            };
+            let opts = Options {
+                dry_run,
+                prune,
+                prune_clusters,
+                concurrency: usize::from(concurrency),
+                targets: targets(&c, &target)?,
+            };
+            let orphans = orphans(&c, &store, opts.targets.is_none())?;
+            let report = run_apply(&r, &store, &orphans, &apply_meta(&dir), &opts)?;
+            stdout(&output::apply_text(&report, dry_run))?;
+            // An orphan left in place is reported, not a failure; a cluster of
+            // the fleet that failed or was skipped is.
+            let blocked = |o: &apply::Outcome| {
+                matches!(
+                    o,
+                    apply::Outcome::Failed { .. } | apply::Outcome::Skipped { .. }
+                )
+            };
+            if report.clusters.iter().any(|c| blocked(&c.outcome))
+                || report
+                    .orphans
+                    .iter()
+                    .any(|o| matches!(o.outcome, apply::Outcome::Failed { .. }))
+            {
+                return Err(Failure {
+                    code: EXIT_CLUSTERS,
+                    message: String::new(),
+                });
+            }
+            Ok(())
+        }
+        Command::Diff {
+            dir,
+            target,
+            output: fmt,
+        } => {
+            let c = checked(&dir, name)?;
+            let r = renderer(&c)?;
+            let store = LocalStore::open_read_only(&state_dir(&dir, &target.state));
+            let opts = Options {
+                dry_run: true,
+                targets: targets(&c, &target)?,
+                ..Options::default()
+            };
+            let orphans = orphans(&c, &store, opts.targets.is_none())?;
+            let report = run_apply(&r, &store, &orphans, &apply_meta(&dir), &opts)?;
+            match fmt {
+                DiffFormat::Text => stdout(&output::diff_text(&report))?,
+                DiffFormat::Json => stdout(
+                    &(serde_json::to_string_pretty(&output::diff_json(&report))
+                        .expect("serializes")
+                        + "\n"),
+                )?,
+                DiffFormat::Markdown => stdout(&output::diff_markdown(&report))?,
+            }
+            let t = report.totals();
+            if t.failed > 0 {
+                return Err(Failure {
+                    code: EXIT_CLUSTERS,
+                    message: String::new(),
+                });
+            }
+            if t.changed > 0 {
+                return Err(Failure {
+                    code: EXIT_DIFF,
+                    message: String::new(),
+                });
+            }
+            Ok(())
+        }
+        Command::Status {
+            dir,
+            state,
+            output: fmt,
+        } => {
+            let c = checked(&dir, name)?;
+            let r = renderer(&c)?;
+            let store = LocalStore::open_read_only(&state_dir(&dir, &state));
+            let opts = Options {
+                dry_run: true,
+                ..Options::default()
+            };
+            let report = run_apply(&r, &store, &[], &apply_meta(&dir), &opts)?;
+            let lines: Vec<output::StatusLine> = report
+                .clusters
+                .iter()
+                .map(|cr| {
+                    let backend = store.cluster(&cr.cluster);
+                    let last = backend.last_applied().ok().flatten();
+                    let (reachable, state, drifted, detail) = match &cr.outcome {
+                        apply::Outcome::Unchanged(_) => (true, "in-sync", 0, None),
+                        apply::Outcome::Changed(ch) => (true, "drifted", ch.changes.len(), None),
+                        apply::Outcome::Failed { error, .. } => {
+                            let reachable = backend.reachable().is_ok();
+                            (
+                                reachable,
+                                if reachable { "error" } else { "unreachable" },
+                                0,
+                                Some(error.clone()),
+                            )
+                        }
+                        apply::Outcome::Skipped { reason } => {
+                            (true, "skipped", 0, Some(reason.clone()))
+                        }
+                    };
+                    output::StatusLine {
+                        cluster: cr.cluster.clone(),
+                        depth: cr.depth,
+                        reachable,
+                        state: state.to_string(),
+                        drifted,
+                        detail,
+                        revision: last.as_ref().map(|m| m.revision.clone()),
+                        applied_at: last.map(|m| m.at),
+                    }
+                })
+                .collect();
+            match fmt {
+                TextOrJson::Text => stdout(&output::status_text(&lines)),
+                TextOrJson::Json => {
+                    stdout(&(serde_json::to_string_pretty(&lines).expect("serializes") + "\n"))
                 }
             }
         }

@@ -264,3 +264,303 @@ pub fn explain_text(e: &Explanation) -> String {
     }
     out
 }
+
+// ---------------------------------------------------------------- apply, diff, status
+
+use crate::apply::{Outcome, Report};
+use crate::diff::{unified, Change, ClusterChanges};
+
+fn counts_text(c: &ClusterChanges) -> String {
+    let (a, u, d) = c.counts();
+    format!("+{a} ~{u} -{d}")
+}
+
+fn failed_text(error: &str, changed: &[crate::model::ObjectKey]) -> String {
+    let changed = if changed.is_empty() {
+        "none".to_string()
+    } else {
+        changed
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!("FAILED: {error}\n    objects changed before the failure: {changed}")
+}
+
+/// `canopy apply`: one line per cluster in tree order, then the totals.
+pub fn apply_text(report: &Report, dry_run: bool) -> String {
+    let mut out = String::new();
+    let verb = if dry_run { "would apply" } else { "applied" };
+    for c in &report.clusters {
+        let pad = "  ".repeat(c.depth);
+        let line = match &c.outcome {
+            Outcome::Changed(ch) => format!("{verb} {}", counts_text(ch)),
+            Outcome::Unchanged(_) => "no changes".to_string(),
+            Outcome::Failed { error, changed } => {
+                failed_text(error, changed).replace("\n    ", &format!("\n{pad}    "))
+            }
+            Outcome::Skipped { reason } => format!("skipped: {reason}"),
+        };
+        let _ = writeln!(out, "{pad}{}: {line}", c.cluster);
+        if let Outcome::Changed(ch) = &c.outcome {
+            for change in &ch.changes {
+                let (sign, key) = match change {
+                    Change::Create { key, .. } => ('+', key),
+                    Change::Update { key, .. } => ('~', key),
+                    Change::Delete { key, .. } => ('-', key),
+                };
+                let _ = writeln!(out, "{pad}  {sign} {key}");
+            }
+        }
+    }
+    for o in &report.orphans {
+        let line = match &o.outcome {
+            Outcome::Changed(ch) => format!("{verb} {} (cluster left the fleet)", counts_text(ch)),
+            Outcome::Unchanged(_) => "left the fleet; holds nothing canopy owns".to_string(),
+            Outcome::Failed { error, changed } => failed_text(error, changed),
+            Outcome::Skipped { reason } => reason.clone(),
+        };
+        let _ = writeln!(out, "{} (not in the fleet): {line}", o.cluster);
+    }
+    let t = report.totals();
+    if t.changed == 0 && t.failed == 0 && t.skipped == 0 {
+        let _ = writeln!(out, "no changes: {} cluster(s) in sync", t.unchanged);
+    } else {
+        let _ = writeln!(
+            out,
+            "{verb}: {} created, {} updated, {} deleted in {} cluster(s); {} unchanged, {} failed, {} skipped",
+            t.created, t.updated, t.deleted, t.changed, t.unchanged, t.failed, t.skipped
+        );
+    }
+    out
+}
+
+/// `canopy diff`: per cluster in tree order, a summary line and a unified
+/// diff per changed object (Secrets masked).
+pub fn diff_text(report: &Report) -> String {
+    let mut out = String::new();
+    for c in &report.clusters {
+        match &c.outcome {
+            Outcome::Changed(ch) => {
+                let _ = writeln!(out, "# {}: {}", c.cluster, counts_text(ch));
+                for change in &ch.changes {
+                    out.push_str(&unified(change, 3));
+                }
+            }
+            Outcome::Unchanged(_) => {}
+            Outcome::Failed { error, .. } => {
+                let _ = writeln!(out, "# {}: cannot diff: {error}", c.cluster);
+            }
+            Outcome::Skipped { reason } => {
+                let _ = writeln!(out, "# {}: skipped: {reason}", c.cluster);
+            }
+        }
+    }
+    for o in &report.orphans {
+        match &o.outcome {
+            Outcome::Changed(ch) => {
+                let _ = writeln!(out, "# {} (left the fleet): {}", o.cluster, counts_text(ch));
+                for change in &ch.changes {
+                    out.push_str(&unified(change, 3));
+                }
+            }
+            Outcome::Skipped { reason } => {
+                let _ = writeln!(out, "# {} (left the fleet): {reason}", o.cluster);
+            }
+            _ => {}
+        }
+    }
+    let t = report.totals();
+    let _ = writeln!(
+        out,
+        "{} cluster(s) differ: +{} ~{} -{}; {} in sync, {} failed, {} skipped",
+        t.changed, t.created, t.updated, t.deleted, t.unchanged, t.failed, t.skipped
+    );
+    out
+}
+
+/// `canopy diff -o json`: a stable, machine-readable form.
+pub fn diff_json(report: &Report) -> Value {
+    let cluster = |name: &str, outcome: &Outcome| {
+        let mut v = json!({"name": name});
+        match outcome {
+            Outcome::Changed(ch) | Outcome::Unchanged(ch) => {
+                let (a, u, d) = ch.counts();
+                v["status"] = json!(if ch.is_empty() { "in-sync" } else { "differs" });
+                v["created"] = json!(a);
+                v["updated"] = json!(u);
+                v["deleted"] = json!(d);
+                v["changes"] = ch
+                    .changes
+                    .iter()
+                    .map(|c| {
+                        let action = match c {
+                            Change::Create { .. } => "create",
+                            Change::Update { .. } => "update",
+                            Change::Delete { .. } => "delete",
+                        };
+                        json!({"action": action, "object": c.key(), "diff": unified(c, 3)})
+                    })
+                    .collect();
+                v["kept"] = json!(ch.kept);
+            }
+            Outcome::Failed { error, changed } => {
+                v["status"] = json!("failed");
+                v["error"] = json!(error);
+                v["changedBeforeFailure"] = json!(changed);
+            }
+            Outcome::Skipped { reason } => {
+                v["status"] = json!("skipped");
+                v["reason"] = json!(reason);
+            }
+        }
+        v
+    };
+    let t = report.totals();
+    json!({
+        "clusters": report.clusters.iter().map(|c| cluster(&c.cluster, &c.outcome)).collect::<Vec<_>>(),
+        "orphans": report.orphans.iter().map(|o| cluster(&o.cluster, &o.outcome)).collect::<Vec<_>>(),
+        "summary": {"clustersDiffer": t.changed, "created": t.created, "updated": t.updated,
+            "deleted": t.deleted, "inSync": t.unchanged, "failed": t.failed, "skipped": t.skipped},
+    })
+}
+
+/// Lines of diff kept per cluster in Markdown, and the whole comment's size
+/// budget (GitHub rejects comments over 65,536 characters).
+const MD_LINES_PER_CLUSTER: usize = 400;
+const MD_BUDGET: usize = 60_000;
+
+/// `canopy diff -o markdown`: a summary table, then one collapsible section
+/// per changed cluster, long diffs cut with a count of what was cut.
+pub fn diff_markdown(report: &Report) -> String {
+    let t = report.totals();
+    let mut out = String::new();
+    if t.changed == 0 && t.failed == 0 && t.skipped == 0 {
+        let _ = writeln!(
+            out,
+            "### canopy diff: no changes\n\nAll {} cluster(s) are in sync.",
+            t.unchanged
+        );
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "### canopy diff: {} cluster(s) change (+{} ~{} -{})\n",
+        t.changed, t.created, t.updated, t.deleted
+    );
+    out.push_str("| cluster | create | update | delete | status |\n|---|---:|---:|---:|---|\n");
+    let all = report
+        .clusters
+        .iter()
+        .map(|c| (c.cluster.as_str(), &c.outcome))
+        .chain(
+            report
+                .orphans
+                .iter()
+                .map(|o| (o.cluster.as_str(), &o.outcome)),
+        );
+    for (name, o) in all.clone() {
+        match o {
+            Outcome::Changed(ch) => {
+                let (a, u, d) = ch.counts();
+                let _ = writeln!(out, "| `{name}` | {a} | {u} | {d} | differs |");
+            }
+            Outcome::Failed { error, .. } => {
+                let _ = writeln!(
+                    out,
+                    "| `{name}` | | | | failed: {} |",
+                    error.replace('|', "\\|")
+                );
+            }
+            Outcome::Skipped { reason } => {
+                let _ = writeln!(
+                    out,
+                    "| `{name}` | | | | skipped: {} |",
+                    reason.replace('|', "\\|")
+                );
+            }
+            Outcome::Unchanged(_) => {}
+        }
+    }
+    if t.unchanged > 0 {
+        let _ = writeln!(out, "\n{} cluster(s) in sync.", t.unchanged);
+    }
+    let mut omitted = 0;
+    for (name, o) in all {
+        let Outcome::Changed(ch) = o else { continue };
+        if out.len() > MD_BUDGET {
+            omitted += 1;
+            continue;
+        }
+        let body: String = ch.changes.iter().map(|c| unified(c, 3)).collect();
+        let lines: Vec<&str> = body.lines().collect();
+        let kept = lines.len().min(MD_LINES_PER_CLUSTER);
+        let _ = write!(
+            out,
+            "\n<details><summary><code>{name}</code> {}</summary>\n\n```diff\n{}\n```\n",
+            counts_text(ch),
+            lines[..kept].join("\n").replace("```", "'''")
+        );
+        if kept < lines.len() {
+            let _ = writeln!(
+                out,
+                "\n… {} more line(s) cut; run `canopy diff --cluster {name}` for all of it.",
+                lines.len() - kept
+            );
+        }
+        out.push_str("</details>\n");
+    }
+    if omitted > 0 {
+        let _ = writeln!(out, "\n… diffs of {omitted} more cluster(s) omitted to keep this comment under GitHub's size limit.");
+    }
+    out
+}
+
+/// One line of `canopy status`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StatusLine {
+    pub cluster: String,
+    pub depth: usize,
+    pub reachable: bool,
+    /// `in-sync`, `drifted`, `unreachable`, `error` or `skipped`.
+    pub state: String,
+    pub drifted: usize,
+    pub detail: Option<String>,
+    pub revision: Option<String>,
+    pub applied_at: Option<String>,
+}
+
+pub fn status_text(lines: &[StatusLine]) -> String {
+    let width = lines
+        .iter()
+        .map(|l| l.cluster.len() + 2 * l.depth)
+        .max()
+        .unwrap_or(0);
+    let mut out = String::new();
+    for l in lines {
+        let name = format!("{}{}", "  ".repeat(l.depth), l.cluster);
+        let state = match l.state.as_str() {
+            "drifted" => format!("drifted ({})", l.drifted),
+            s => s.to_string(),
+        };
+        let rev = match (&l.revision, &l.applied_at) {
+            (Some(r), Some(at)) => format!("revision {} at {at}", short_rev(r)),
+            _ => "never applied".to_string(),
+        };
+        let _ = write!(out, "{name:<width$}  {state:<12}  {rev}");
+        if let Some(d) = &l.detail {
+            let _ = write!(out, "  ({d})");
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn short_rev(r: &str) -> String {
+    match r.split_once('-') {
+        Some((sha, rest)) if sha.len() == 40 => format!("{}-{rest}", &sha[..12]),
+        _ if r.len() == 40 => r[..12].to_string(),
+        _ => r.to_string(),
+    }
+}

@@ -147,14 +147,14 @@ fn write_workload(dir: &Path, w: usize) -> io::Result<()> {
     } else {
         "\n  replicas: 2"
     };
-    let kind = if w % 4 == 0 {
+    let kind = if w.is_multiple_of(4) {
         "DaemonSet"
     } else {
         "Deployment"
     };
     let replicas = if kind == "DaemonSet" { "" } else { replicas };
     // Half the workloads template their manifests with cluster facts.
-    let templated = w % 2 == 0;
+    let templated = w.is_multiple_of(2);
     let env_value = if templated {
         "\"{{ cluster.name }}\""
     } else {

@@ -148,7 +148,11 @@ fn output_does_not_depend_on_file_layout() {
     let tmp = tempfile::tempdir().unwrap();
     let copy = tmp.path().join("fleet-example");
     let mut docs: Vec<String> = Vec::new();
-    for entry in walkdir::WalkDir::new(&root).sort_by_file_name() {
+    let walk = walkdir::WalkDir::new(&root)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'));
+    for entry in walk {
         let entry = entry.unwrap();
         let rel = entry.path().strip_prefix(&root).unwrap();
         if !entry.file_type().is_file() {

@@ -32,6 +32,8 @@ pub const LABEL_WORKLOAD: &str = "canopy.dev/workload";
 pub const LABEL_CLUSTER: &str = "canopy.dev/cluster";
 /// Annotation naming the repository file an object was rendered from.
 pub const ANNOTATION_SOURCE: &str = "canopy.dev/source";
+/// `canopy.dev/prune: disabled` on a live object: prune never deletes it.
+pub const ANNOTATION_PRUNE: &str = "canopy.dev/prune";
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -223,6 +225,39 @@ pub struct WorkloadSpec {
     pub namespace: Option<String>,
     #[serde(default)]
     pub placement: Placement,
+    /// Fields that controllers in the member clusters own: never reported as
+    /// drift (like Argo CD's ignoreDifferences).
+    #[serde(default)]
+    pub ignore_differences: Vec<IgnoreDifference>,
+}
+
+/// Paths of some objects that `diff` leaves out of the comparison.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct IgnoreDifference {
+    /// API group; `""` is the core group. Absent: any.
+    #[serde(default)]
+    pub group: Option<String>,
+    #[serde(default)]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// JSON pointers such as `/spec/replicas`.
+    pub json_pointers: Vec<String>,
+}
+
+impl IgnoreDifference {
+    pub fn matches(&self, key: &ObjectKey) -> bool {
+        ResourceFilter {
+            group: self.group.clone(),
+            kind: self.kind.clone(),
+            name: self.name.clone(),
+            namespace: self.namespace.clone(),
+        }
+        .matches(key)
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -89,3 +89,69 @@ pub fn run(args: &[&str]) -> Output {
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
+
+/// Copies a folder tree (the fleet-example, into a temp dir a test may edit).
+pub fn copy_dir(src: &Path, dst: &Path) {
+    for entry in walkdir::WalkDir::new(src) {
+        let entry = entry.expect("walk");
+        let rel = entry.path().strip_prefix(src).expect("prefix");
+        if rel
+            .components()
+            .any(|c| c.as_os_str().to_string_lossy().starts_with('.'))
+        {
+            continue;
+        }
+        let to = dst.join(rel);
+        if entry.file_type().is_dir() {
+            std::fs::create_dir_all(&to).expect("mkdir");
+        } else {
+            std::fs::copy(entry.path(), &to).expect("copy");
+        }
+    }
+}
+
+/// A private copy of fleet-example in a temp dir.
+pub fn example_copy() -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path().join("fleet-example");
+    copy_dir(&repo_root().join("fleet-example"), &dir);
+    (tmp, dir)
+}
+
+/// Every state file's bytes, by cluster name.
+pub fn state_files(state: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    if let Ok(rd) = std::fs::read_dir(state.join("clusters")) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(n) = name.strip_suffix(".json") {
+                out.insert(n.to_string(), std::fs::read(e.path()).expect("read"));
+            }
+        }
+    }
+    out
+}
+
+/// Runs canopy and returns (exit code, stdout, stderr).
+pub fn canopy(args: &[&str]) -> (i32, String, String) {
+    let out = run(args);
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Edits one cluster's state file as JSON, behind canopy's back.
+pub fn edit_state(state: &Path, cluster: &str, f: impl FnOnce(&mut serde_json::Value)) {
+    let path = state.join("clusters").join(format!("{cluster}.json"));
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).expect("state file")).expect("JSON");
+    f(&mut v);
+    std::fs::write(&path, serde_json::to_vec(&v).expect("JSON")).expect("write");
+}
+
+/// The key of an object in a state file's `objects` map.
+pub fn obj_id(group: &str, kind: &str, ns: &str, name: &str) -> String {
+    format!("{group}/{kind}/{ns}/{name}")
+}

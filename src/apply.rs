@@ -1,0 +1,304 @@
+//! Apply (and its dry run, `diff`): push the rendered fleet down the tree.
+//!
+//! Everything is rendered first; a render with any error applies nothing and
+//! prunes nothing. Then clusters are reconciled level by level from the roots,
+//! clusters of one level in parallel (bounded by `concurrency`), and a child
+//! only after its parent succeeded: a parent that fails or is skipped has its
+//! whole subtree reported as skipped, with the reason.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use rayon::prelude::*;
+
+use crate::backend::{ApplyMeta, ClusterBackend};
+use crate::diag::Diagnostics;
+use crate::diff::{self, ClusterChanges, Desired};
+use crate::model::ObjectKey;
+use crate::render::{render_map, Rendered, Renderer};
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Compute and report, write nothing.
+    pub dry_run: bool,
+    /// Delete owned objects that are no longer desired.
+    pub prune: bool,
+    /// Delete the owned objects of clusters that left the fleet.
+    pub prune_clusters: bool,
+    /// Clusters of one level reconciled at once.
+    pub concurrency: usize,
+    /// Only these clusters (indexes); `None` for all.
+    pub targets: Option<BTreeSet<usize>>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            dry_run: false,
+            prune: true,
+            prune_clusters: false,
+            concurrency: 8,
+            targets: None,
+        }
+    }
+}
+
+/// What happened to one cluster.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// Changes were written (or, in a dry run, would be).
+    Changed(ClusterChanges),
+    /// Live state already matches.
+    Unchanged(ClusterChanges),
+    /// The cluster could not be reconciled; `changed` lists exactly the
+    /// objects written before the failure.
+    Failed {
+        error: String,
+        changed: Vec<ObjectKey>,
+    },
+    /// Not attempted, because of an ancestor.
+    Skipped { reason: String },
+}
+
+impl Outcome {
+    fn blocks_children(&self) -> bool {
+        matches!(self, Outcome::Failed { .. } | Outcome::Skipped { .. })
+    }
+
+    pub fn changes(&self) -> Option<&ClusterChanges> {
+        match self {
+            Outcome::Changed(c) | Outcome::Unchanged(c) => Some(c),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ClusterResult {
+    pub cluster: String,
+    pub depth: usize,
+    pub outcome: Outcome,
+}
+
+/// A cluster with state that is no longer in the fleet.
+#[derive(Debug, Clone)]
+pub struct Orphan {
+    pub cluster: String,
+    pub outcome: Outcome,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// In tree order.
+    pub clusters: Vec<ClusterResult>,
+    pub orphans: Vec<Orphan>,
+}
+
+/// Totals over a report: created, updated, deleted objects; clusters
+/// changed, unchanged, failed, skipped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub created: usize,
+    pub updated: usize,
+    pub deleted: usize,
+    pub changed: usize,
+    pub unchanged: usize,
+    pub failed: usize,
+    pub skipped: usize,
+}
+
+impl Report {
+    pub fn totals(&self) -> Totals {
+        let mut t = Totals::default();
+        let outcomes = self
+            .clusters
+            .iter()
+            .map(|c| &c.outcome)
+            .chain(self.orphans.iter().map(|o| &o.outcome));
+        for o in outcomes {
+            match o {
+                Outcome::Changed(c) => {
+                    let (a, b, d) = c.counts();
+                    t.created += a;
+                    t.updated += b;
+                    t.deleted += d;
+                    t.changed += 1;
+                }
+                Outcome::Unchanged(_) => t.unchanged += 1,
+                Outcome::Failed { .. } => t.failed += 1,
+                Outcome::Skipped { .. } => t.skipped += 1,
+            }
+        }
+        t
+    }
+
+    /// Whether any cluster has changes (to write, or written).
+    pub fn has_changes(&self) -> bool {
+        self.totals().changed > 0
+    }
+}
+
+/// Hands out the backend of a cluster by name.
+pub trait Backends: Sync {
+    fn backend(&self, cluster: &str) -> Box<dyn ClusterBackend + '_>;
+}
+
+impl Backends for crate::backend::local::LocalStore {
+    fn backend(&self, cluster: &str) -> Box<dyn ClusterBackend + '_> {
+        Box::new(self.cluster(cluster))
+    }
+}
+
+/// Renders, then reconciles every targeted cluster down the tree, then the
+/// `orphans` (clusters with state that left the fleet).
+pub fn run(
+    r: &Renderer<'_>,
+    backends: &dyn Backends,
+    orphans: &[String],
+    meta: &ApplyMeta,
+    opts: &Options,
+) -> Result<Report, Diagnostics> {
+    let checked = r.checked;
+    let topo = &checked.topo;
+    let only: Option<Vec<usize>> = opts.targets.as_ref().map(|t| t.iter().copied().collect());
+    let rendered: BTreeMap<usize, Vec<Rendered>> = render_map(r, only.as_deref(), |_, objs| objs)?
+        .into_iter()
+        .collect();
+
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(opts.concurrency.max(1))
+        .build()
+        .expect("thread pool");
+    let mut outcomes: BTreeMap<usize, Outcome> = BTreeMap::new();
+    for level in topo.levels() {
+        let members: Vec<usize> = level
+            .into_iter()
+            .filter(|c| rendered.contains_key(c))
+            .collect();
+        let results: Vec<(usize, Outcome)> = pool.install(|| {
+            members
+                .par_iter()
+                .map(|&c| {
+                    let parent = topo
+                        .parent(c)
+                        .and_then(|p| outcomes.get(&p).map(|o| (p, o)));
+                    if let Some((p, o)) = parent.filter(|(_, o)| o.blocks_children()) {
+                        let why = match o {
+                            Outcome::Failed { .. } => "failed",
+                            _ => "was skipped",
+                        };
+                        return (
+                            c,
+                            Outcome::Skipped {
+                                reason: format!("parent {} {why}", topo.name(p)),
+                            },
+                        );
+                    }
+                    let backend = backends.backend(topo.name(c));
+                    (c, reconcile(r, backend.as_ref(), &rendered[&c], meta, opts))
+                })
+                .collect()
+        });
+        outcomes.extend(results);
+    }
+    let clusters = topo
+        .preorder()
+        .iter()
+        .filter_map(|&c| {
+            outcomes.remove(&c).map(|outcome| ClusterResult {
+                cluster: topo.name(c).to_string(),
+                depth: topo.depth(c),
+                outcome,
+            })
+        })
+        .collect();
+    let orphans = orphans
+        .iter()
+        .map(|name| Orphan {
+            cluster: name.clone(),
+            outcome: reconcile_orphan(r, backends.backend(name).as_ref(), meta, opts),
+        })
+        .collect();
+    Ok(Report { clusters, orphans })
+}
+
+/// Diffs one cluster and, unless this is a dry run, writes the changes.
+fn reconcile(
+    r: &Renderer<'_>,
+    backend: &dyn ClusterBackend,
+    objs: &[Rendered],
+    meta: &ApplyMeta,
+    opts: &Options,
+) -> Outcome {
+    let fleet = &r.checked.fleet;
+    let live = match backend.list_owned(&fleet.name) {
+        Ok(l) => l,
+        Err(e) => {
+            return Outcome::Failed {
+                error: e.to_string(),
+                changed: Vec::new(),
+            }
+        }
+    };
+    let desired: Vec<Desired<'_>> = objs
+        .iter()
+        .map(|o| Desired {
+            key: &o.key,
+            value: &o.value,
+            ignore: &fleet.workloads[o.workload].spec.ignore_differences,
+        })
+        .collect();
+    let changes = diff::diff_cluster(&desired, &live, opts.prune);
+    write(backend, changes, meta, opts)
+}
+
+fn write(
+    backend: &dyn ClusterBackend,
+    changes: ClusterChanges,
+    meta: &ApplyMeta,
+    opts: &Options,
+) -> Outcome {
+    if changes.is_empty() {
+        return Outcome::Unchanged(changes);
+    }
+    if opts.dry_run {
+        return Outcome::Changed(changes);
+    }
+    match backend.write(&changes.changes, meta) {
+        Ok(()) => Outcome::Changed(changes),
+        Err(f) => Outcome::Failed {
+            error: f.error.to_string(),
+            changed: f.changed,
+        },
+    }
+}
+
+/// A cluster that left the fleet: its owned objects are deleted only with
+/// `prune_clusters`; otherwise it is reported with what it still holds.
+fn reconcile_orphan(
+    r: &Renderer<'_>,
+    backend: &dyn ClusterBackend,
+    meta: &ApplyMeta,
+    opts: &Options,
+) -> Outcome {
+    let live = match backend.list_owned(&r.checked.fleet.name) {
+        Ok(l) => l,
+        Err(e) => {
+            return Outcome::Failed {
+                error: e.to_string(),
+                changed: Vec::new(),
+            }
+        }
+    };
+    if live.is_empty() {
+        return Outcome::Unchanged(ClusterChanges::default());
+    }
+    if !opts.prune_clusters {
+        return Outcome::Skipped {
+            reason: format!(
+                "orphaned: the cluster left the fleet and still holds {} object(s) canopy owns; --prune-clusters deletes them",
+                live.len()
+            ),
+        };
+    }
+    write(backend, diff::diff_cluster(&[], &live, true), meta, opts)
+}

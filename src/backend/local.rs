@@ -1,0 +1,431 @@
+//! The embedded local backend: every cluster's live objects in one JSON file
+//! under a state folder (default `.canopy/state/` beside the fleet).
+//!
+//! Layout (chosen by measurement, see the README's performance section): one
+//! file per cluster, `clusters/<name>.json`, holding its objects by identity.
+//! Apply touches only the clusters that change, and each file is replaced
+//! atomically (write a temporary file, fsync, rename, fsync the folder), so a
+//! crash leaves every cluster — and so every object — either old or new,
+//! never torn. A lock file with the holder's pid keeps two canopy processes
+//! from writing the same state. Objects get the metadata an API server would
+//! set (resourceVersion, uid, creationTimestamp, generation), so diff
+//! normalization is exercised for real.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::hash::{Hash, Hasher};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::{ApplyMeta, BackendError, ClusterBackend, WriteFailure};
+use crate::diff::Change;
+use crate::model::{ObjectKey, LABEL_FLEET};
+
+/// One cluster's file.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ClusterState {
+    /// Last resourceVersion handed out in this cluster.
+    #[serde(default)]
+    resource_version: u64,
+    /// Fault injection: an unreachable cluster refuses every call, as a
+    /// cluster whose API server is down would.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    unreachable: bool,
+    #[serde(default)]
+    last_applied: Option<ApplyMeta>,
+    /// Objects by `group/kind/namespace/name`.
+    #[serde(default)]
+    objects: BTreeMap<String, Value>,
+}
+
+fn object_id(k: &ObjectKey) -> String {
+    format!("{}/{}/{}/{}", k.group, k.kind, k.namespace, k.name)
+}
+
+/// The state folder, opened for writing (locked) or for reading.
+pub struct LocalStore {
+    dir: PathBuf,
+    /// Held while the store is open for writing; the OS drops the lock when
+    /// the process ends, even on a crash.
+    _lock: Option<File>,
+}
+
+impl LocalStore {
+    /// Opens (creating) the state folder and takes its exclusive lock.
+    pub fn open(dir: &Path) -> Result<LocalStore, BackendError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| BackendError::Io { path, source }
+        };
+        std::fs::create_dir_all(dir.join("clusters")).map_err(io(dir))?;
+        let lock_path = dir.join("lock");
+        let mut lock = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(io(&lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut pid = String::new();
+                let _ = lock.read_to_string(&mut pid);
+                let pid = pid.trim();
+                return Err(BackendError::Locked {
+                    path: lock_path.clone(),
+                    pid: if pid.is_empty() {
+                        "(unknown)".into()
+                    } else {
+                        pid.to_string()
+                    },
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(&lock_path)(e)),
+        }
+        lock.set_len(0).map_err(io(&lock_path))?;
+        writeln!(lock, "{}", std::process::id()).map_err(io(&lock_path))?;
+        lock.sync_all().map_err(io(&lock_path))?;
+        Ok(LocalStore {
+            dir: dir.to_path_buf(),
+            _lock: Some(lock),
+        })
+    }
+
+    /// Opens the state folder for reading only (diff, status): no lock, since
+    /// every file is replaced atomically and a reader sees old or new.
+    pub fn open_read_only(dir: &Path) -> LocalStore {
+        LocalStore {
+            dir: dir.to_path_buf(),
+            _lock: None,
+        }
+    }
+
+    pub fn cluster(&self, name: &str) -> LocalCluster {
+        LocalCluster {
+            name: name.to_string(),
+            path: self.dir.join("clusters").join(format!("{name}.json")),
+            dir: self.dir.join("clusters"),
+            writable: self._lock.is_some(),
+        }
+    }
+
+    /// Names of the clusters that have state, sorted.
+    pub fn clusters_on_disk(&self) -> Result<Vec<String>, BackendError> {
+        let dir = self.dir.join("clusters");
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => return Err(BackendError::Io { path: dir, source }),
+        };
+        let mut names: Vec<String> = entries
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                let n = e.file_name().to_string_lossy().into_owned();
+                n.strip_suffix(".json")
+                    .filter(|s| !s.starts_with('.'))
+                    .map(str::to_string)
+            })
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+}
+
+/// One cluster of the local store.
+pub struct LocalCluster {
+    name: String,
+    path: PathBuf,
+    dir: PathBuf,
+    writable: bool,
+}
+
+impl LocalCluster {
+    fn load(&self) -> Result<ClusterState, BackendError> {
+        let bytes = match std::fs::read(&self.path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(ClusterState::default())
+            }
+            Err(source) => {
+                return Err(BackendError::Io {
+                    path: self.path.clone(),
+                    source,
+                })
+            }
+        };
+        serde_json::from_slice(&bytes).map_err(|e| BackendError::Corrupt {
+            path: self.path.clone(),
+            detail: e.to_string(),
+        })
+    }
+
+    fn check_reachable(&self, st: &ClusterState) -> Result<(), BackendError> {
+        if st.unreachable {
+            return Err(BackendError::Unreachable {
+                cluster: self.name.clone(),
+                reason: format!("marked unreachable in {}", self.path.display()),
+            });
+        }
+        Ok(())
+    }
+
+    /// Replaces the file atomically.
+    fn store(&self, st: &ClusterState) -> Result<(), BackendError> {
+        let io = |source| BackendError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let tmp = self
+            .dir
+            .join(format!(".{}.json.tmp-{}", self.name, std::process::id()));
+        let body = serde_json::to_vec(st).expect("state serializes");
+        let mut f = File::create(&tmp).map_err(io)?;
+        f.write_all(&body).map_err(io)?;
+        f.sync_all().map_err(io)?;
+        drop(f);
+        std::fs::rename(&tmp, &self.path).map_err(io)?;
+        // The rename itself must reach the disk before we report success.
+        if let Ok(d) = File::open(&self.dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+
+    /// Marks the cluster (un)reachable: the local backend's fault switch,
+    /// used by tests and by `canopy` users rehearsing an outage.
+    pub fn set_unreachable(&self, unreachable: bool) -> Result<(), BackendError> {
+        let mut st = self.load()?;
+        st.unreachable = unreachable;
+        self.store(&st)
+    }
+}
+
+fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+/// A unique, UUID-shaped id for a new object.
+fn new_uid(cluster: &str, id: &str, rv: u64) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let mut words = [0u64; 2];
+    for (i, w) in words.iter_mut().enumerate() {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (i, cluster, id, rv, nanos, std::process::id()).hash(&mut h);
+        *w = h.finish();
+    }
+    let hex = format!("{:016x}{:016x}", words[0], words[1]);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+/// Everything but metadata and status: a change here bumps `generation`.
+fn spec_part(v: &Value) -> Value {
+    let mut v = v.clone();
+    if let Some(m) = v.as_object_mut() {
+        m.remove("metadata");
+        m.remove("status");
+    }
+    v
+}
+
+impl ClusterBackend for LocalCluster {
+    fn reachable(&self) -> Result<(), BackendError> {
+        self.check_reachable(&self.load()?)
+    }
+
+    fn list_owned(&self, fleet: &str) -> Result<Vec<Value>, BackendError> {
+        let st = self.load()?;
+        self.check_reachable(&st)?;
+        Ok(st
+            .objects
+            .into_values()
+            .filter(|o| {
+                o.pointer(&format!(
+                    "/metadata/labels/{}",
+                    LABEL_FLEET.replace('/', "~1")
+                ))
+                .and_then(Value::as_str)
+                    == Some(fleet)
+            })
+            .collect())
+    }
+
+    fn write(&self, changes: &[Change], meta: &ApplyMeta) -> Result<(), WriteFailure> {
+        let fail = |error| WriteFailure {
+            error,
+            changed: Vec::new(),
+        };
+        if changes.is_empty() {
+            return Ok(());
+        }
+        assert!(self.writable, "write on a read-only local store");
+        let mut st = self.load().map_err(fail)?;
+        self.check_reachable(&st).map_err(fail)?;
+        let now = now_rfc3339();
+        for ch in changes {
+            let id = object_id(ch.key());
+            match ch {
+                Change::Create { desired, .. } | Change::Update { desired, .. } => {
+                    st.resource_version += 1;
+                    let rv = st.resource_version;
+                    let mut obj = desired.clone();
+                    let (uid, created, generation) = match st.objects.get(&id) {
+                        Some(old) => {
+                            let m = &old["metadata"];
+                            let gen = m["generation"].as_u64().unwrap_or(1);
+                            let bumped = if spec_part(old) != spec_part(&obj) {
+                                gen + 1
+                            } else {
+                                gen
+                            };
+                            (m["uid"].clone(), m["creationTimestamp"].clone(), bumped)
+                        }
+                        None => (json!(new_uid(&self.name, &id, rv)), json!(now.clone()), 1),
+                    };
+                    let m = &mut obj["metadata"];
+                    m["uid"] = uid;
+                    m["creationTimestamp"] = created;
+                    m["generation"] = json!(generation);
+                    m["resourceVersion"] = json!(rv.to_string());
+                    st.objects.insert(id, obj);
+                }
+                Change::Delete { .. } => {
+                    st.objects.remove(&id);
+                }
+            }
+        }
+        st.last_applied = Some(meta.clone());
+        // One atomic replace: on failure nothing changed.
+        self.store(&st).map_err(fail)
+    }
+
+    fn last_applied(&self) -> Result<Option<ApplyMeta>, BackendError> {
+        Ok(self.load()?.last_applied)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(name: &str) -> ObjectKey {
+        ObjectKey {
+            group: String::new(),
+            kind: "ConfigMap".into(),
+            namespace: "ns".into(),
+            name: name.into(),
+        }
+    }
+
+    fn cm(name: &str, data: &str) -> Value {
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": "ns", "labels": {"canopy.dev/fleet": "f"}},
+            "data": {"k": data}})
+    }
+
+    fn meta() -> ApplyMeta {
+        ApplyMeta {
+            revision: "r1".into(),
+            at: now_rfc3339(),
+        }
+    }
+
+    #[test]
+    fn server_metadata_and_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        let c = store.cluster("a");
+        c.write(
+            &[Change::Create {
+                key: key("x"),
+                desired: cm("x", "1"),
+            }],
+            &meta(),
+        )
+        .unwrap();
+        let live = c.list_owned("f").unwrap();
+        let m = &live[0]["metadata"];
+        assert_eq!(m["resourceVersion"], "1");
+        assert_eq!(m["generation"], 1);
+        let uid = m["uid"].clone();
+        assert_eq!(uid.as_str().unwrap().len(), 36);
+        c.write(
+            &[Change::Update {
+                key: key("x"),
+                live: live[0].clone(),
+                desired: cm("x", "2"),
+            }],
+            &meta(),
+        )
+        .unwrap();
+        let live = c.list_owned("f").unwrap();
+        let m = &live[0]["metadata"];
+        assert_eq!(m["resourceVersion"], "2");
+        assert_eq!(m["generation"], 2);
+        assert_eq!(m["uid"], uid, "uid survives updates");
+        assert!(c.list_owned("other-fleet").unwrap().is_empty());
+        assert_eq!(c.last_applied().unwrap().unwrap().revision, "r1");
+    }
+
+    #[test]
+    fn second_writer_is_told_the_lock_holders_pid() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = LocalStore::open(dir.path()).unwrap();
+        let err = LocalStore::open(dir.path()).err().expect("locked");
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&format!("locked by canopy process {}", std::process::id())),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn corrupt_file_is_named_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        let path = dir.path().join("clusters/a.json");
+        std::fs::write(&path, "{not json").unwrap();
+        let c = store.cluster("a");
+        let err = c.list_owned("f").unwrap_err().to_string();
+        assert!(err.contains("clusters/a.json is corrupt"), "{err}");
+        let err = c
+            .write(
+                &[Change::Create {
+                    key: key("x"),
+                    desired: cm("x", "1"),
+                }],
+                &meta(),
+            )
+            .unwrap_err();
+        assert!(err.changed.is_empty());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{not json");
+    }
+
+    #[test]
+    fn unreachable_refuses_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        let c = store.cluster("a");
+        c.set_unreachable(true).unwrap();
+        assert!(c.reachable().is_err());
+        assert!(c.list_owned("f").is_err());
+        c.set_unreachable(false).unwrap();
+        assert!(c.reachable().is_ok());
+        assert_eq!(store.clusters_on_disk().unwrap(), vec!["a".to_string()]);
+    }
+}

@@ -1,0 +1,407 @@
+//! Desired vs live, per cluster (pure).
+//!
+//! Both sides are normalized first: fields an API server sets (status,
+//! managedFields, resourceVersion, uid, creationTimestamp, generation,
+//! selfLink) and the fields a workload's `ignoreDifferences` names are
+//! removed, so only what canopy manages can show up as drift. Secret values
+//! are masked jointly on both sides before any text is made.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::kinds;
+use crate::model::{IgnoreDifference, ObjectKey, ANNOTATION_PRUNE};
+
+/// Metadata fields the server owns.
+const SERVER_METADATA: &[&str] = &[
+    "managedFields",
+    "resourceVersion",
+    "uid",
+    "creationTimestamp",
+    "generation",
+    "selfLink",
+];
+
+/// Removes what the server sets, leaving what canopy manages.
+pub fn normalize(obj: &Value) -> Value {
+    let mut v = obj.clone();
+    if let Some(map) = v.as_object_mut() {
+        map.remove("status");
+        if let Some(Value::Object(meta)) = map.get_mut("metadata") {
+            for f in SERVER_METADATA {
+                meta.remove(*f);
+            }
+            for f in ["labels", "annotations"] {
+                if meta
+                    .get(f)
+                    .is_some_and(|m| m.as_object().is_some_and(|o| o.is_empty()))
+                {
+                    meta.remove(f);
+                }
+            }
+        }
+    }
+    v
+}
+
+/// Removes the fields the rules name for this object (a missing field is
+/// fine: it simply has nothing to ignore).
+pub fn strip_ignored(obj: &mut Value, key: &ObjectKey, rules: &[IgnoreDifference]) {
+    for r in rules.iter().filter(|r| r.matches(key)) {
+        for ptr in &r.json_pointers {
+            remove_pointer(obj, ptr);
+        }
+    }
+}
+
+fn remove_pointer(obj: &mut Value, ptr: &str) {
+    let Some((parent, last)) = ptr.rsplit_once('/') else {
+        return;
+    };
+    let last = last.replace("~1", "/").replace("~0", "~");
+    let target = if parent.is_empty() {
+        Some(obj)
+    } else {
+        obj.pointer_mut(parent)
+    };
+    match target {
+        Some(Value::Object(m)) => {
+            m.remove(&last);
+        }
+        Some(Value::Array(a)) => {
+            if let Ok(i) = last.parse::<usize>() {
+                if i < a.len() {
+                    a.remove(i);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Whether a live object asks never to be pruned.
+pub fn prune_disabled(live: &Value) -> bool {
+    live.pointer(&format!(
+        "/metadata/annotations/{}",
+        ANNOTATION_PRUNE.replace('/', "~1")
+    ))
+    .and_then(Value::as_str)
+        == Some("disabled")
+}
+
+/// One object's change.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "action", rename_all = "lowercase")]
+pub enum Change {
+    Create {
+        key: ObjectKey,
+        desired: Value,
+    },
+    Update {
+        key: ObjectKey,
+        live: Value,
+        desired: Value,
+    },
+    Delete {
+        key: ObjectKey,
+        live: Value,
+    },
+}
+
+impl Change {
+    pub fn key(&self) -> &ObjectKey {
+        match self {
+            Change::Create { key, .. }
+            | Change::Update { key, .. }
+            | Change::Delete { key, .. } => key,
+        }
+    }
+}
+
+/// What one cluster needs, with what was left alone and why.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ClusterChanges {
+    /// Creates and updates in apply order, then deletes in reverse order.
+    pub changes: Vec<Change>,
+    /// Owned objects not desired but kept: `canopy.dev/prune: disabled`, or
+    /// prune turned off.
+    pub kept: Vec<ObjectKey>,
+    pub unchanged: usize,
+}
+
+impl ClusterChanges {
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let mut c = (0, 0, 0);
+        for ch in &self.changes {
+            match ch {
+                Change::Create { .. } => c.0 += 1,
+                Change::Update { .. } => c.1 += 1,
+                Change::Delete { .. } => c.2 += 1,
+            }
+        }
+        c
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+}
+
+/// A desired object with the ignore rules of its workload.
+pub struct Desired<'a> {
+    pub key: &'a ObjectKey,
+    pub value: &'a Value,
+    pub ignore: &'a [IgnoreDifference],
+}
+
+/// Compares one cluster. `live` holds the objects canopy owns there (by its
+/// ownership label); anything live and not desired is deleted when `prune`
+/// is on, unless the object disables pruning.
+pub fn diff_cluster(desired: &[Desired<'_>], live: &[Value], prune: bool) -> ClusterChanges {
+    let mut live_by_key: BTreeMap<ObjectKey, &Value> = BTreeMap::new();
+    for l in live {
+        if let Some(k) = ObjectKey::of(l) {
+            live_by_key.insert(k, l);
+        }
+    }
+    let mut out = ClusterChanges::default();
+    for d in desired {
+        let want = comparable(d.value, d.key, d.ignore);
+        match live_by_key.remove(d.key) {
+            None => out.changes.push(Change::Create {
+                key: d.key.clone(),
+                desired: d.value.clone(),
+            }),
+            Some(l) => {
+                if comparable(l, d.key, d.ignore) == want {
+                    out.unchanged += 1;
+                } else {
+                    out.changes.push(Change::Update {
+                        key: d.key.clone(),
+                        live: l.clone(),
+                        desired: d.value.clone(),
+                    });
+                }
+            }
+        }
+    }
+    out.changes
+        .sort_by(|a, b| order(a.key()).cmp(&order(b.key())));
+    let mut deletes: Vec<Change> = Vec::new();
+    for (k, l) in live_by_key {
+        if prune && !prune_disabled(l) {
+            deletes.push(Change::Delete {
+                key: k,
+                live: l.clone(),
+            });
+        } else {
+            out.kept.push(k);
+        }
+    }
+    // Deletions in reverse apply order: workloads before their Namespace.
+    deletes.sort_by(|a, b| order(b.key()).cmp(&order(a.key())));
+    out.changes.extend(deletes);
+    out
+}
+
+fn order(k: &ObjectKey) -> (usize, &ObjectKey) {
+    (kinds::apply_rank(&k.kind), k)
+}
+
+fn comparable(v: &Value, key: &ObjectKey, ignore: &[IgnoreDifference]) -> Value {
+    let mut n = normalize(v);
+    strip_ignored(&mut n, key, ignore);
+    n
+}
+
+/// A change as a unified diff of YAML, Secrets masked on both sides.
+pub fn unified(change: &Change, context: usize) -> String {
+    let (mut before, mut after) = match change {
+        Change::Create { desired, .. } => (Value::Null, normalize(desired)),
+        Change::Update { live, desired, .. } => (normalize(live), normalize(desired)),
+        Change::Delete { live, .. } => (normalize(live), Value::Null),
+    };
+    crate::mask::mask_secrets(&mut [&mut before, &mut after]);
+    let text = |v: &Value| {
+        if v.is_null() {
+            String::new()
+        } else {
+            serde_yaml::to_string(v).expect("JSON values serialize")
+        }
+    };
+    let (a, b) = (text(&before), text(&after));
+    let key = change.key().to_string();
+    similar::TextDiff::from_lines(&a, &b)
+        .unified_diff()
+        .context_radius(context)
+        .header(&format!("live {key}"), &format!("desired {key}"))
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn key(kind: &str, name: &str) -> ObjectKey {
+        ObjectKey {
+            group: if kind == "Deployment" {
+                "apps".into()
+            } else {
+                String::new()
+            },
+            kind: kind.into(),
+            namespace: if kind == "Namespace" {
+                String::new()
+            } else {
+                "shop".into()
+            },
+            name: name.into(),
+        }
+    }
+
+    fn obj(kind: &str, name: &str, extra: Value) -> Value {
+        let api = if kind == "Deployment" {
+            "apps/v1"
+        } else {
+            "v1"
+        };
+        let mut v = json!({"apiVersion": api, "kind": kind, "metadata": {"name": name}});
+        if kind != "Namespace" {
+            v["metadata"]["namespace"] = json!("shop");
+        }
+        json_patch::merge(&mut v, &extra);
+        v
+    }
+
+    #[test]
+    fn server_fields_are_not_drift() {
+        let desired = obj("Deployment", "web", json!({"spec": {"replicas": 3}}));
+        let mut live = desired.clone();
+        live["metadata"]["resourceVersion"] = json!("42");
+        live["metadata"]["uid"] = json!("u");
+        live["metadata"]["generation"] = json!(2);
+        live["status"] = json!({"readyReplicas": 3});
+        let k = key("Deployment", "web");
+        let d = [Desired {
+            key: &k,
+            value: &desired,
+            ignore: &[],
+        }];
+        let c = diff_cluster(&d, &[live], true);
+        assert!(c.is_empty(), "{c:?}");
+        assert_eq!(c.unchanged, 1);
+    }
+
+    #[test]
+    fn create_update_delete_in_order() {
+        let ns = obj("Namespace", "shop", json!({}));
+        let dep = obj("Deployment", "web", json!({"spec": {"replicas": 3}}));
+        let cm_old = obj("ConfigMap", "old", json!({"data": {"a": "1"}}));
+        let live_dep = obj("Deployment", "web", json!({"spec": {"replicas": 2}}));
+        let (kns, kdep) = (key("Namespace", "shop"), key("Deployment", "web"));
+        let d = [
+            Desired {
+                key: &kdep,
+                value: &dep,
+                ignore: &[],
+            },
+            Desired {
+                key: &kns,
+                value: &ns,
+                ignore: &[],
+            },
+        ];
+        let c = diff_cluster(&d, &[live_dep, cm_old], true);
+        assert_eq!(c.counts(), (1, 1, 1));
+        assert!(matches!(&c.changes[0], Change::Create { key, .. } if key.kind == "Namespace"));
+        assert!(matches!(&c.changes[1], Change::Update { key, .. } if key.kind == "Deployment"));
+        assert!(matches!(&c.changes[2], Change::Delete { key, .. } if key.name == "old"));
+        let text = unified(&c.changes[1], 3);
+        assert!(
+            text.contains("-  replicas: 2") && text.contains("+  replicas: 3"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn prune_off_and_prune_disabled_keep_objects() {
+        let keep = obj(
+            "ConfigMap",
+            "keep",
+            json!({"metadata": {"annotations": {"canopy.dev/prune": "disabled"}}}),
+        );
+        let gone = obj("ConfigMap", "gone", json!({}));
+        let c = diff_cluster(&[], &[keep.clone(), gone.clone()], true);
+        assert_eq!(c.counts(), (0, 0, 1));
+        assert_eq!(c.kept, vec![key("ConfigMap", "keep")]);
+        let c = diff_cluster(&[], &[keep, gone], false);
+        assert_eq!(c.counts(), (0, 0, 0));
+        assert_eq!(c.kept.len(), 2);
+    }
+
+    #[test]
+    fn ignore_differences_hide_controller_fields() {
+        let desired = obj(
+            "Deployment",
+            "web",
+            json!({"spec": {"replicas": 3, "paused": false}}),
+        );
+        let live = obj(
+            "Deployment",
+            "web",
+            json!({"spec": {"replicas": 9, "paused": false}}),
+        );
+        let k = key("Deployment", "web");
+        let rules = [IgnoreDifference {
+            kind: Some("Deployment".into()),
+            json_pointers: vec!["/spec/replicas".into()],
+            ..IgnoreDifference::default()
+        }];
+        let d = [Desired {
+            key: &k,
+            value: &desired,
+            ignore: &rules,
+        }];
+        assert!(diff_cluster(&d, std::slice::from_ref(&live), true).is_empty());
+        let d = [Desired {
+            key: &k,
+            value: &desired,
+            ignore: &[],
+        }];
+        assert_eq!(diff_cluster(&d, &[live], true).counts(), (0, 1, 0));
+    }
+
+    #[test]
+    fn secrets_are_masked_in_diffs() {
+        let live = obj(
+            "Secret",
+            "s",
+            json!({"data": {"token": "b2xk", "same": "c2FtZQ=="}}),
+        );
+        let desired = obj(
+            "Secret",
+            "s",
+            json!({"data": {"token": "bmV3", "same": "c2FtZQ=="}}),
+        );
+        let change = Change::Update {
+            key: key("Secret", "s"),
+            live,
+            desired,
+        };
+        let text = unified(&change, 3);
+        for secret in ["b2xk", "bmV3", "c2FtZQ=="] {
+            assert!(!text.contains(secret), "{text}");
+        }
+        assert!(
+            text.contains("-  token: +") && text.contains("+  token: +"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("-  same:"),
+            "an unchanged value shows no change: {text}"
+        );
+    }
+}

@@ -1,0 +1,3 @@
+//! Where a fleet comes from: the working tree, or a Git revision.
+
+pub mod git;

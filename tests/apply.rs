@@ -1,0 +1,483 @@
+//! Apply, diff and status on the embedded local backend, run through the
+//! real `canopy` binary: idempotence, drift, prune, ordering down the tree,
+//! and faults (unreachable, corrupt or locked state, render errors, crashes).
+
+mod common;
+use common::*;
+
+use serde_json::json;
+
+fn s(p: &std::path::Path) -> &str {
+    p.to_str().expect("UTF-8 path")
+}
+
+#[test]
+fn apply_then_noop_reapply_writes_nothing() {
+    let state = tempfile::tempdir().unwrap();
+    let st = s(state.path());
+    let (code, out, err) = canopy(&["apply", "fleet-example", "--state", st]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("applied: 66 created, 0 updated, 0 deleted in 12 cluster(s)"),
+        "{out}"
+    );
+    let before = state_files(state.path());
+    assert_eq!(before.len(), 12);
+    let (code, out, _) = canopy(&["apply", "fleet-example", "--state", st]);
+    assert_eq!(code, 0);
+    assert!(
+        out.ends_with("no changes: 12 cluster(s) in sync\n"),
+        "{out}"
+    );
+    assert_eq!(
+        before,
+        state_files(state.path()),
+        "a no-op apply must not touch state (resourceVersions stay)"
+    );
+    let (code, out, _) = canopy(&["diff", "fleet-example", "--state", st]);
+    assert_eq!(code, 0, "{out}");
+}
+
+#[test]
+fn objects_get_server_metadata_and_parents_apply_first() {
+    let state = tempfile::tempdir().unwrap();
+    let (code, out, _) = canopy(&["apply", "fleet-example", "--state", s(state.path())]);
+    assert_eq!(code, 0);
+    // Tree order in the report: hub before eu before eu-central-1.
+    let pos = |c: &str| {
+        out.find(&format!("{c}: "))
+            .unwrap_or_else(|| panic!("{c} missing:\n{out}"))
+    };
+    assert!(pos("hub") < pos("  eu") && pos("  eu") < pos("    eu-central-1"));
+    let v: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(state.path().join("clusters/eu-west-1.json")).unwrap(),
+    )
+    .unwrap();
+    let web = &v["objects"][obj_id("apps", "Deployment", "shop", "web")];
+    assert_eq!(web["spec"]["replicas"], 3);
+    for f in ["uid", "resourceVersion", "creationTimestamp", "generation"] {
+        assert!(!web["metadata"][f].is_null(), "{f} missing");
+    }
+    assert_eq!(
+        web["metadata"]["labels"]["canopy.dev/fleet"],
+        "fleet-example"
+    );
+    assert!(v["lastApplied"]["revision"].is_string());
+}
+
+#[test]
+fn drift_is_reported_exactly_and_apply_restores_it() {
+    let state = tempfile::tempdir().unwrap();
+    let st = s(state.path());
+    assert_eq!(canopy(&["apply", "fleet-example", "--state", st]).0, 0);
+    edit_state(state.path(), "us-east-1", |v| {
+        v["objects"][obj_id("apps", "Deployment", "shop", "web")]["spec"]["replicas"] = json!(9);
+    });
+    let (code, out, _) = canopy(&["diff", "fleet-example", "--state", st]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("# us-east-1: +0 ~1 -0"), "{out}");
+    assert!(out.contains("-  replicas: 9\n+  replicas: 3\n"), "{out}");
+    assert_eq!(
+        out.matches("\n-  ").count() + out.matches("\n+  ").count(),
+        2,
+        "only the drifted field differs:\n{out}"
+    );
+    let (code, out, _) = canopy(&["diff", "fleet-example", "--state", st, "-o", "json"]);
+    assert_eq!(code, 1);
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(j["summary"]["updated"], 1);
+    let (code, _, _) = canopy(&["status", "fleet-example", "--state", st]);
+    assert_eq!(code, 0);
+    let (_, status, _) = canopy(&["status", "fleet-example", "--state", st]);
+    assert!(
+        status
+            .lines()
+            .any(|l| l.contains("us-east-1") && l.contains("drifted (1)")),
+        "{status}"
+    );
+    let (code, out, _) = canopy(&["apply", "fleet-example", "--state", st]);
+    assert_eq!(code, 0);
+    assert!(out.contains("us-east-1: applied +0 ~1 -0"), "{out}");
+    assert_eq!(canopy(&["diff", "fleet-example", "--state", st]).0, 0);
+}
+
+#[test]
+fn secrets_never_appear_in_diff_output() {
+    let state = tempfile::tempdir().unwrap();
+    let st = s(state.path());
+    // Before the first apply every object is a create: the Secret is shown whole.
+    for fmt in ["text", "json", "markdown"] {
+        let (code, out, _) = canopy(&["diff", "fleet-example", "--state", st, "-o", fmt]);
+        assert_eq!(code, 1);
+        assert!(
+            !out.contains("example-token"),
+            "{fmt} leaks a Secret value:\n{out}"
+        );
+    }
+    assert_eq!(canopy(&["apply", "fleet-example", "--state", st]).0, 0);
+    edit_state(state.path(), "staging", |v| {
+        v["objects"][obj_id("", "Secret", "shop", "platform-secrets")]["stringData"]["API_TOKEN"] =
+            json!("leaked-value");
+    });
+    for fmt in ["text", "json", "markdown"] {
+        let (code, out, _) = canopy(&["diff", "fleet-example", "--state", st, "-o", fmt]);
+        assert_eq!(code, 1);
+        assert!(
+            !out.contains("leaked-value") && !out.contains("example-token"),
+            "{fmt}:\n{out}"
+        );
+        assert!(
+            out.contains("API_TOKEN: +"),
+            "{fmt} should show which key changed:\n{out}"
+        );
+    }
+    // Nor in the stored state's diff after apply, nor in apply's report.
+    let (_, out, err) = canopy(&["apply", "fleet-example", "--state", st]);
+    assert!(!out.contains("leaked-value") && !err.contains("leaked-value"));
+}
+
+#[test]
+fn prune_deletes_only_what_canopy_owns_and_may_be_disabled() {
+    let (_tmp, fleet) = example_copy();
+    let state = tempfile::tempdir().unwrap();
+    let (f, st) = (s(&fleet), s(state.path()));
+    assert_eq!(canopy(&["apply", f, "--state", st]).0, 0);
+    // Someone else's object in the same cluster, and one canopy must keep.
+    edit_state(state.path(), "staging", |v| {
+        v["objects"][obj_id("", "ConfigMap", "shop", "theirs")] = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "theirs", "namespace": "shop"}});
+        let svc = &mut v["objects"][obj_id("", "Service", "shop", "web")];
+        svc["metadata"]["annotations"]["canopy.dev/prune"] = json!("disabled");
+    });
+    std::fs::remove_file(fleet.join("workloads/web/ingress.yaml")).unwrap();
+    std::fs::remove_file(fleet.join("workloads/web/service.yaml")).unwrap();
+    let (code, out, _) = canopy(&["apply", f, "--state", st, "--prune=false"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("no changes"),
+        "--prune=false deletes nothing:\n{out}"
+    );
+    let (code, out, _) = canopy(&["apply", f, "--state", st]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("- Ingress.networking.k8s.io shop/web"),
+        "{out}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(state.path().join("clusters/staging.json")).unwrap())
+            .unwrap();
+    let objs = v["objects"].as_object().unwrap();
+    assert!(!objs.contains_key(&obj_id("networking.k8s.io", "Ingress", "shop", "web")));
+    assert!(
+        objs.contains_key(&obj_id("", "ConfigMap", "shop", "theirs")),
+        "not owned: never deleted"
+    );
+    assert!(
+        objs.contains_key(&obj_id("", "Service", "shop", "web")),
+        "prune disabled: kept"
+    );
+    // Services on other clusters had no annotation and were pruned.
+    let eu: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(state.path().join("clusters/eu-west-1.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(!eu["objects"]
+        .as_object()
+        .unwrap()
+        .contains_key(&obj_id("", "Service", "shop", "web")));
+}
+
+#[test]
+fn a_failing_parent_skips_its_subtree_and_the_next_apply_completes() {
+    let state = tempfile::tempdir().unwrap();
+    let st = s(state.path());
+    std::fs::create_dir_all(state.path().join("clusters")).unwrap();
+    std::fs::write(
+        state.path().join("clusters/eu.json"),
+        r#"{"unreachable": true}"#,
+    )
+    .unwrap();
+    let (code, out, _) = canopy(&["apply", "fleet-example", "--state", st]);
+    assert_eq!(code, 4, "{out}");
+    assert!(
+        out.contains("  eu: FAILED: cluster eu is unreachable"),
+        "{out}"
+    );
+    assert!(
+        out.contains("objects changed before the failure: none"),
+        "{out}"
+    );
+    for child in ["eu-central-1", "eu-west-1"] {
+        assert!(
+            out.contains(&format!("    {child}: skipped: parent eu failed")),
+            "{out}"
+        );
+    }
+    for grandchild in ["eu-edge-berlin", "eu-edge-paris"] {
+        assert!(
+            out.contains(&format!("{grandchild}: skipped: parent")),
+            "{out}"
+        );
+    }
+    assert!(out.contains("  us: applied +"), "siblings go on:\n{out}");
+    assert!(out.contains("staging: applied +"), "{out}");
+    assert!(
+        !state.path().join("clusters/eu-west-1.json").exists(),
+        "a skipped cluster is not touched"
+    );
+    // The cluster comes back: the next apply does exactly the rest.
+    std::fs::write(state.path().join("clusters/eu.json"), "{}").unwrap();
+    let (code, out, _) = canopy(&["apply", "fleet-example", "--state", st]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("applied: 28 created, 0 updated, 0 deleted in 5 cluster(s); 7 unchanged"),
+        "{out}"
+    );
+}
+
+#[test]
+fn corrupt_state_is_named_and_nothing_else_is_touched() {
+    let state = tempfile::tempdir().unwrap();
+    let st = s(state.path());
+    assert_eq!(canopy(&["apply", "fleet-example", "--state", st]).0, 0);
+    std::fs::write(state.path().join("clusters/us.json"), "{\"objects\": [").unwrap();
+    edit_state(state.path(), "staging", |v| {
+        v["objects"][obj_id("apps", "Deployment", "shop", "web")]["spec"]["replicas"] = json!(1);
+    });
+    let before = state_files(state.path());
+    let (code, out, _) = canopy(&["apply", "fleet-example", "--state", st, "--dry-run"]);
+    assert_eq!(code, 4);
+    assert!(
+        out.contains("us: FAILED: state file") && out.contains("clusters/us.json is corrupt"),
+        "{out}"
+    );
+    assert_eq!(
+        before,
+        state_files(state.path()),
+        "a dry run writes nothing"
+    );
+    let (code, out, _) = canopy(&["apply", "fleet-example", "--state", st]);
+    assert_eq!(code, 4);
+    assert!(
+        out.contains("us-east-1: skipped: parent us failed"),
+        "{out}"
+    );
+    let after = state_files(state.path());
+    assert_eq!(
+        after["us"], before["us"],
+        "the corrupt file is left as it was"
+    );
+    assert_ne!(
+        after["staging"], before["staging"],
+        "the rest of the tree is still reconciled"
+    );
+}
+
+#[test]
+fn a_locked_state_names_the_holder() {
+    let state = tempfile::tempdir().unwrap();
+    let _held = canopy::backend::local::LocalStore::open(state.path()).unwrap();
+    let (code, _, err) = canopy(&["apply", "fleet-example", "--state", s(state.path())]);
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        err.contains(&format!(
+            "is locked by canopy process {}",
+            std::process::id()
+        )),
+        "{err}"
+    );
+    // Reading does not need the lock.
+    assert_eq!(
+        canopy(&["diff", "fleet-example", "--state", s(state.path())]).0,
+        1
+    );
+}
+
+#[test]
+fn a_render_error_applies_and_prunes_nothing() {
+    let (_tmp, fleet) = example_copy();
+    let state = tempfile::tempdir().unwrap();
+    let (f, st) = (s(&fleet), s(state.path()));
+    assert_eq!(canopy(&["apply", f, "--state", st]).0, 0);
+    let before = state_files(state.path());
+    // One workload's template breaks; another's manifest is removed (a prune
+    // candidate). Neither may reach the state.
+    std::fs::write(
+        fleet.join("workloads/web/ingress.yaml"),
+        "host: \"{{ cluster.nope }}\"\n",
+    )
+    .unwrap();
+    std::fs::remove_file(fleet.join("workloads/node-agent/daemonset.yaml")).unwrap();
+    let (code, out, err) = canopy(&["apply", f, "--state", st]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains("render failed, so nothing was applied and nothing pruned"),
+        "{err}"
+    );
+    assert!(
+        err.contains("workloads/web/ingress.yaml:1: template error"),
+        "{err}"
+    );
+    assert_eq!(before, state_files(state.path()));
+}
+
+#[test]
+fn unknown_cluster_is_a_usage_error() {
+    let state = tempfile::tempdir().unwrap();
+    for cmd in ["apply", "diff"] {
+        let (code, _, err) = canopy(&[
+            cmd,
+            "fleet-example",
+            "--state",
+            s(state.path()),
+            "--cluster",
+            "eu-wst-1",
+        ]);
+        assert_eq!(code, 2);
+        assert!(err.contains("unknown cluster \"eu-wst-1\""), "{err}");
+    }
+    assert!(state_files(state.path()).is_empty());
+}
+
+#[test]
+fn cluster_and_subtree_filters() {
+    let state = tempfile::tempdir().unwrap();
+    let st = s(state.path());
+    let (code, out, _) = canopy(&["apply", "fleet-example", "--state", st, "--subtree", "us"]);
+    assert_eq!(code, 0, "{out}");
+    let names: Vec<String> = state_files(state.path()).into_keys().collect();
+    assert_eq!(
+        names,
+        ["us", "us-east-1", "us-edge-nyc", "us-edge-sfo", "us-west-2"]
+    );
+    let (code, _, _) = canopy(&[
+        "apply",
+        "fleet-example",
+        "--state",
+        st,
+        "--cluster",
+        "staging",
+        "--dry-run",
+    ]);
+    assert_eq!(code, 0);
+    assert!(
+        !state.path().join("clusters/staging.json").exists(),
+        "--dry-run writes nothing"
+    );
+    assert_eq!(
+        canopy(&[
+            "apply",
+            "fleet-example",
+            "--state",
+            st,
+            "--cluster",
+            "staging"
+        ])
+        .0,
+        0
+    );
+    assert!(state.path().join("clusters/staging.json").exists());
+}
+
+#[test]
+fn clusters_that_leave_the_fleet_are_orphans_until_pruned() {
+    let (_tmp, fleet) = example_copy();
+    let state = tempfile::tempdir().unwrap();
+    let (f, st) = (s(&fleet), s(state.path()));
+    assert_eq!(canopy(&["apply", f, "--state", st]).0, 0);
+    // The cluster goes, with everything that names it.
+    std::fs::remove_file(fleet.join("clusters/staging.yaml")).unwrap();
+    std::fs::remove_file(fleet.join("overrides/staging.yaml")).unwrap();
+    let web = fleet.join("workloads/web/workload.yaml");
+    let text = std::fs::read_to_string(&web)
+        .unwrap()
+        .replace("      names: [staging]\n", "");
+    std::fs::write(&web, text).unwrap();
+    let (code, out, _) = canopy(&["apply", f, "--state", st]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("staging (not in the fleet): orphaned"),
+        "{out}"
+    );
+    assert!(out.contains("--prune-clusters deletes them"), "{out}");
+    let (code, out, _) = canopy(&["apply", f, "--state", st, "--prune-clusters"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("staging (not in the fleet): applied +0 ~0 -8"),
+        "{out}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(state.path().join("clusters/staging.json")).unwrap())
+            .unwrap();
+    assert!(v["objects"].as_object().unwrap().is_empty());
+}
+
+#[test]
+fn an_apply_killed_midway_leaves_whole_files_and_the_next_one_finishes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fleet = tmp.path().join("synth");
+    canopy::synth::generate(
+        &fleet,
+        canopy::synth::Spec {
+            clusters: 1500,
+            workloads: 8,
+        },
+    )
+    .unwrap();
+    let state = tmp.path().join("state");
+    let mut child = std::process::Command::new(canopy_bin())
+        .args(["apply", s(&fleet), "--state", s(&state)])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it once some clusters, but not all, have been written.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let n = state_files(&state).len();
+        if n >= 20 || std::time::Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    let _ = child.wait();
+    let written = state_files(&state);
+    assert!(!written.is_empty(), "the apply should have started writing");
+    for (name, bytes) in &written {
+        serde_json::from_slice::<serde_json::Value>(bytes)
+            .unwrap_or_else(|e| panic!("{name}.json is torn: {e}"));
+    }
+    let (code, out, _) = canopy(&["apply", s(&fleet), "--state", s(&state)]);
+    assert_eq!(code, 0, "{out}");
+    let last = out.lines().last().unwrap();
+    assert!(
+        last.starts_with("applied: "),
+        "the rest is applied and reported: {last}"
+    );
+    let (code, out, _) = canopy(&["apply", s(&fleet), "--state", s(&state)]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        out.lines().last().unwrap(),
+        "no changes: 1500 cluster(s) in sync"
+    );
+}
+
+#[test]
+fn markdown_report_is_bounded() {
+    let state = tempfile::tempdir().unwrap();
+    let (code, md, _) = canopy(&[
+        "diff",
+        "fleet-example",
+        "--state",
+        s(state.path()),
+        "-o",
+        "markdown",
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        md.starts_with("### canopy diff: 12 cluster(s) change (+66 ~0 -0)"),
+        "{md}"
+    );
+    assert!(md.contains("| `eu-west-1` | 9 | 0 | 0 | differs |"), "{md}");
+    assert_eq!(md.matches("<details>").count(), 12);
+    assert!(md.len() < 65_536);
+}
