@@ -131,9 +131,14 @@ impl Report {
         t
     }
 
-    /// Whether any cluster has changes (to write, or written).
-    pub fn has_changes(&self) -> bool {
+    /// Whether `diff` should report differences: a cluster with changes, or
+    /// a cluster that left the fleet and still holds objects canopy owns.
+    pub fn differs(&self) -> bool {
         self.totals().changed > 0
+            || self
+                .orphans
+                .iter()
+                .any(|o| matches!(o.outcome, Outcome::Skipped { .. }))
     }
 }
 

@@ -90,7 +90,7 @@ pub enum Command {
     },
     /// Compare the rendered fleet with live state (`kubectl diff` exit codes).
     #[command(
-        after_help = "Examples:\n  canopy diff fleet-example\n  canopy diff fleet-example --cluster eu-west-1 -o json\n  canopy diff fleet-example -o markdown > comment.md\n\nExit codes: 0 no differences; 1 differences; 2 invalid fleet or usage; 3 state unusable; 4 some cluster could not be compared."
+        after_help = "Examples:\n  canopy diff fleet-example\n  canopy diff fleet-example --cluster eu-west-1 -o json\n  canopy diff fleet-example -o markdown > comment.md\n  canopy diff fleet-example --base origin/main -o markdown\n\nExit codes: 0 no differences; 1 differences; 2 invalid fleet or usage; 3 state unusable; 4 some cluster could not be compared."
     )]
     Diff {
         dir: PathBuf,
@@ -98,6 +98,10 @@ pub enum Command {
         target: Target,
         #[arg(short, long, value_enum, default_value_t = DiffFormat::Text)]
         output: DiffFormat,
+        /// Compare with the fleet as it is at this Git revision instead of
+        /// live state: no cluster and no credentials needed (pull requests).
+        #[arg(long, value_name = "REF")]
+        base: Option<String>,
     },
     /// The tree with, per cluster, reachable or not, in sync or drifted,
     /// and the last applied revision.

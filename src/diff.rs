@@ -216,8 +216,21 @@ fn comparable(v: &Value, key: &ObjectKey, ignore: &[IgnoreDifference]) -> Value 
     n
 }
 
+/// What the two sides of a diff are called in its headers.
+#[derive(Debug, Clone, Copy)]
+pub struct Sides<'a> {
+    pub old: &'a str,
+    pub new: &'a str,
+}
+
+/// Live state against the rendered fleet.
+pub const LIVE: Sides<'static> = Sides {
+    old: "live",
+    new: "desired",
+};
+
 /// A change as a unified diff of YAML, Secrets masked on both sides.
-pub fn unified(change: &Change, context: usize) -> String {
+pub fn unified(change: &Change, context: usize, sides: Sides<'_>) -> String {
     let (mut before, mut after) = match change {
         Change::Create { desired, .. } => (Value::Null, normalize(desired)),
         Change::Update { live, desired, .. } => (normalize(live), normalize(desired)),
@@ -236,7 +249,10 @@ pub fn unified(change: &Change, context: usize) -> String {
     similar::TextDiff::from_lines(&a, &b)
         .unified_diff()
         .context_radius(context)
-        .header(&format!("live {key}"), &format!("desired {key}"))
+        .header(
+            &format!("{} {key}", sides.old),
+            &format!("{} {key}", sides.new),
+        )
         .to_string()
 }
 
@@ -319,7 +335,7 @@ mod tests {
         assert!(matches!(&c.changes[0], Change::Create { key, .. } if key.kind == "Namespace"));
         assert!(matches!(&c.changes[1], Change::Update { key, .. } if key.kind == "Deployment"));
         assert!(matches!(&c.changes[2], Change::Delete { key, .. } if key.name == "old"));
-        let text = unified(&c.changes[1], 3);
+        let text = unified(&c.changes[1], 3, LIVE);
         assert!(
             text.contains("-  replicas: 2") && text.contains("+  replicas: 3"),
             "{text}"
@@ -391,7 +407,7 @@ mod tests {
             live,
             desired,
         };
-        let text = unified(&change, 3);
+        let text = unified(&change, 3, LIVE);
         for secret in ["b2xk", "bmV3", "c2FtZQ=="] {
             assert!(!text.contains(secret), "{text}");
         }

@@ -57,8 +57,6 @@ struct Envelope<S> {
 struct Found {
     abs: PathBuf,
     rel: String,
-    /// `workloads/<name>` when the file is inside a workload folder.
-    workload_dir: Option<String>,
 }
 
 /// What one file contributed.
@@ -90,10 +88,10 @@ pub fn load(dir: &Path, name: Option<&str>) -> Result<(Fleet, Diagnostics), Load
     }
     let mut diags = Diagnostics::default();
     let found = walk(&root, &mut diags);
-    let files: Vec<(String, String, Option<String>)> = found
+    let files: Vec<(String, String)> = found
         .into_iter()
         .filter_map(|f| match std::fs::read_to_string(&f.abs) {
-            Ok(text) => Some((f.rel, text, f.workload_dir)),
+            Ok(text) => Some((f.rel, text)),
             Err(e) => {
                 diags.push(
                     Diagnostic::error(format!("cannot read file: {e}"))
@@ -104,19 +102,33 @@ pub fn load(dir: &Path, name: Option<&str>) -> Result<(Fleet, Diagnostics), Load
             }
         })
         .collect();
-    let results: Vec<FileResult> = files
-        .into_par_iter()
-        .map(|(rel, text, wdir)| read_file(rel, text, wdir))
-        .collect();
     let name = name
         .map(str::to_string)
         .unwrap_or_else(|| fleet_name_from_dir(&root));
-    let fleet = assemble(name, results, &mut diags);
+    let (fleet, more) = load_files(name, files);
+    diags.extend(more);
     Ok((fleet, diags))
 }
 
+/// Reads a fleet from `(repo-relative path, text)` pairs, wherever they came
+/// from (the working tree, or a Git revision): the files below dot-folders
+/// must already be left out, as [`load`] does.
+pub fn load_files(name: String, files: Vec<(String, String)>) -> (Fleet, Diagnostics) {
+    let mut diags = Diagnostics::default();
+    let results: Vec<FileResult> = files
+        .into_par_iter()
+        .filter(|(rel, _)| rel.ends_with(".yaml") || rel.ends_with(".yml"))
+        .map(|(rel, text)| {
+            let wdir = workload_dir_of(&rel);
+            read_file(rel, text, wdir)
+        })
+        .collect();
+    let fleet = assemble(name, results, &mut diags);
+    (fleet, diags)
+}
+
 /// A label-safe fleet name from the folder name.
-fn fleet_name_from_dir(root: &Path) -> String {
+pub fn fleet_name_from_dir(root: &Path) -> String {
     let raw = root
         .file_name()
         .map(|n| n.to_string_lossy().to_lowercase())
@@ -181,11 +193,9 @@ fn walk(root: &Path, diags: &mut Diagnostics) -> Vec<Found> {
         } else if !entry.file_type().is_file() {
             continue;
         }
-        let workload_dir = workload_dir_of(&rel);
         out.push(Found {
             abs: path.to_path_buf(),
             rel,
-            workload_dir,
         });
     }
     out

@@ -189,7 +189,7 @@ fn apply_meta(dir: &Path) -> ApplyMeta {
 /// Runs the apply pipeline (dry or not) and maps a render failure.
 fn run_apply(
     r: &Renderer<'_>,
-    store: &LocalStore,
+    store: &dyn apply::Backends,
     orphans: &[String],
     meta: &ApplyMeta,
     opts: &Options,
@@ -201,6 +201,57 @@ fn run_apply(
             summary(&d)
         ))
     })
+}
+
+/// Renders the fleet folder as it is at Git revision `rev` (read from the
+/// object database, no checkout): the "live" side of `diff --base`.
+fn render_base(
+    dir: &Path,
+    rev: &str,
+    head: &Checked,
+    only: Option<&std::collections::BTreeSet<usize>>,
+) -> Result<canopy::backend::rendered::RenderedState, Failure> {
+    let at = canopy::source::git::read_fleet_at(dir, rev).map_err(|e| {
+        Failure::user(format!(
+            "error: {e}\n  help: pass a branch, tag or commit that exists, e.g. --base origin/main"
+        ))
+    })?;
+    let commit = at.commit.clone();
+    for l in &at.links {
+        eprintln!("warning: {l}: symbolic link at {rev} is not followed");
+    }
+    let (base, _) =
+        canopy::pipeline::check_files(head.fleet.name.clone(), at.files).map_err(|e| match e {
+            PipelineError::Invalid(d) => {
+                print_diags(&d);
+                Failure::user(format!(
+                    "the fleet at {rev} ({commit}) is invalid: {}",
+                    summary(&d)
+                ))
+            }
+            PipelineError::Load(e) => load_failure(e),
+        })?;
+    let r = Renderer::new(&base);
+    let wanted: Option<Vec<usize>> = only.map(|set| {
+        set.iter()
+            .filter_map(|&i| base.topo.get(head.topo.name(i)))
+            .collect()
+    });
+    let rendered = render_map(&r, wanted.as_deref(), |_, objs| {
+        objs.into_iter().map(|o| o.value).collect::<Vec<_>>()
+    })
+    .map_err(|d| {
+        print_diags(&d);
+        Failure::user(format!(
+            "the fleet at {rev} ({commit}) does not render: {}",
+            summary(&d)
+        ))
+    })?;
+    let mut state = canopy::backend::rendered::RenderedState::default();
+    for (c, objs) in rendered {
+        state.clusters.insert(base.topo.name(c).to_string(), objs);
+    }
+    Ok(state)
 }
 
 fn run(cli: Cli) -> Result<(), Failure> {
@@ -388,25 +439,59 @@ fn run(cli: Cli) -> Result<(), Failure> {
             dir,
             target,
             output: fmt,
+            base,
         } => {
             let c = checked(&dir, name)?;
             let r = renderer(&c)?;
-            let store = LocalStore::open_read_only(&state_dir(&dir, &target.state));
             let opts = Options {
                 dry_run: true,
                 targets: targets(&c, &target)?,
                 ..Options::default()
             };
-            let orphans = orphans(&c, &store, opts.targets.is_none())?;
-            let report = run_apply(&r, &store, &orphans, &apply_meta(&dir), &opts)?;
+            let (report, old_label) = match &base {
+                None => {
+                    let store = LocalStore::open_read_only(&state_dir(&dir, &target.state));
+                    let orphans = orphans(&c, &store, opts.targets.is_none())?;
+                    (
+                        run_apply(&r, &store, &orphans, &apply_meta(&dir), &opts)?,
+                        "live".to_string(),
+                    )
+                }
+                Some(rev) => {
+                    let base_state = render_base(&dir, rev, &c, opts.targets.as_ref())?;
+                    let orphans: Vec<String> = if opts.targets.is_none() {
+                        base_state
+                            .clusters
+                            .keys()
+                            .filter(|n| c.topo.get(n).is_none())
+                            .cloned()
+                            .collect()
+                    } else {
+                        Vec::new()
+                    };
+                    (
+                        run_apply(&r, &base_state, &orphans, &apply_meta(&dir), &opts)?,
+                        rev.clone(),
+                    )
+                }
+            };
+            let new_label = if base.is_some() {
+                "working-tree"
+            } else {
+                "desired"
+            };
+            let sides = canopy::diff::Sides {
+                old: &old_label,
+                new: new_label,
+            };
             match fmt {
-                DiffFormat::Text => stdout(&output::diff_text(&report))?,
+                DiffFormat::Text => stdout(&output::diff_text(&report, sides))?,
                 DiffFormat::Json => stdout(
-                    &(serde_json::to_string_pretty(&output::diff_json(&report))
+                    &(serde_json::to_string_pretty(&output::diff_json(&report, sides))
                         .expect("serializes")
                         + "\n"),
                 )?,
-                DiffFormat::Markdown => stdout(&output::diff_markdown(&report))?,
+                DiffFormat::Markdown => stdout(&output::diff_markdown(&report, sides))?,
             }
             let t = report.totals();
             if t.failed > 0 {
@@ -415,7 +500,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     message: String::new(),
                 });
             }
-            if t.changed > 0 {
+            if report.differs() {
                 return Err(Failure {
                     code: EXIT_DIFF,
                     message: String::new(),

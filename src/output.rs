@@ -268,7 +268,7 @@ pub fn explain_text(e: &Explanation) -> String {
 // ---------------------------------------------------------------- apply, diff, status
 
 use crate::apply::{Outcome, Report};
-use crate::diff::{unified, Change, ClusterChanges};
+use crate::diff::{unified, Change, ClusterChanges, Sides};
 
 fn counts_text(c: &ClusterChanges) -> String {
     let (a, u, d) = c.counts();
@@ -338,14 +338,14 @@ pub fn apply_text(report: &Report, dry_run: bool) -> String {
 
 /// `canopy diff`: per cluster in tree order, a summary line and a unified
 /// diff per changed object (Secrets masked).
-pub fn diff_text(report: &Report) -> String {
+pub fn diff_text(report: &Report, sides: Sides<'_>) -> String {
     let mut out = String::new();
     for c in &report.clusters {
         match &c.outcome {
             Outcome::Changed(ch) => {
                 let _ = writeln!(out, "# {}: {}", c.cluster, counts_text(ch));
                 for change in &ch.changes {
-                    out.push_str(&unified(change, 3));
+                    out.push_str(&unified(change, 3, sides));
                 }
             }
             Outcome::Unchanged(_) => {}
@@ -362,7 +362,7 @@ pub fn diff_text(report: &Report) -> String {
             Outcome::Changed(ch) => {
                 let _ = writeln!(out, "# {} (left the fleet): {}", o.cluster, counts_text(ch));
                 for change in &ch.changes {
-                    out.push_str(&unified(change, 3));
+                    out.push_str(&unified(change, 3, sides));
                 }
             }
             Outcome::Skipped { reason } => {
@@ -372,16 +372,31 @@ pub fn diff_text(report: &Report) -> String {
         }
     }
     let t = report.totals();
-    let _ = writeln!(
+    let left = report
+        .orphans
+        .iter()
+        .filter(|o| matches!(o.outcome, Outcome::Skipped { .. }))
+        .count();
+    let _ = write!(
         out,
         "{} cluster(s) differ: +{} ~{} -{}; {} in sync, {} failed, {} skipped",
-        t.changed, t.created, t.updated, t.deleted, t.unchanged, t.failed, t.skipped
+        t.changed,
+        t.created,
+        t.updated,
+        t.deleted,
+        t.unchanged,
+        t.failed,
+        t.skipped - left
     );
+    if left > 0 {
+        let _ = write!(out, "; {left} left the fleet");
+    }
+    out.push('\n');
     out
 }
 
 /// `canopy diff -o json`: a stable, machine-readable form.
-pub fn diff_json(report: &Report) -> Value {
+pub fn diff_json(report: &Report, sides: Sides<'_>) -> Value {
     let cluster = |name: &str, outcome: &Outcome| {
         let mut v = json!({"name": name});
         match outcome {
@@ -400,7 +415,7 @@ pub fn diff_json(report: &Report) -> Value {
                             Change::Update { .. } => "update",
                             Change::Delete { .. } => "delete",
                         };
-                        json!({"action": action, "object": c.key(), "diff": unified(c, 3)})
+                        json!({"action": action, "object": c.key(), "diff": unified(c, 3, sides)})
                     })
                     .collect();
                 v["kept"] = json!(ch.kept);
@@ -433,7 +448,7 @@ const MD_BUDGET: usize = 60_000;
 
 /// `canopy diff -o markdown`: a summary table, then one collapsible section
 /// per changed cluster, long diffs cut with a count of what was cut.
-pub fn diff_markdown(report: &Report) -> String {
+pub fn diff_markdown(report: &Report, sides: Sides<'_>) -> String {
     let t = report.totals();
     let mut out = String::new();
     if t.changed == 0 && t.failed == 0 && t.skipped == 0 {
@@ -493,7 +508,7 @@ pub fn diff_markdown(report: &Report) -> String {
             omitted += 1;
             continue;
         }
-        let body: String = ch.changes.iter().map(|c| unified(c, 3)).collect();
+        let body: String = ch.changes.iter().map(|c| unified(c, 3, sides)).collect();
         let lines: Vec<&str> = body.lines().collect();
         let kept = lines.len().min(MD_LINES_PER_CLUSTER);
         let _ = write!(

@@ -54,3 +54,18 @@ pub fn check_all(
     let checked = checked.filter(|_| !diags.has_errors());
     Ok((checked, diags))
 }
+
+/// Loads and validates a fleet from `(path, text)` pairs (a Git revision).
+pub fn check_files(
+    name: String,
+    files: Vec<(String, String)>,
+) -> Result<(Checked, Diagnostics), PipelineError> {
+    let (fleet, mut diags) = load::load_files(name, files);
+    let (checked, more) = validate::check(fleet);
+    diags.extend(more);
+    let diags = diags.sorted();
+    match checked {
+        Some(c) if !diags.has_errors() => Ok((c, diags)),
+        _ => Err(PipelineError::Invalid(diags)),
+    }
+}

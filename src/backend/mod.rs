@@ -6,6 +6,7 @@
 //! Kubernetes backend (kube-rs, server-side apply) comes with issue 4.
 
 pub mod local;
+pub mod rendered;
 
 use std::path::PathBuf;
 
