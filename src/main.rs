@@ -203,54 +203,35 @@ fn run_apply(
     })
 }
 
-/// Renders the fleet folder as it is at Git revision `rev` (read from the
-/// object database, no checkout): the "live" side of `diff --base`.
+/// Renders the fleet at `--base REF` (the "live" side of `diff --base`).
 fn render_base(
     dir: &Path,
     rev: &str,
     head: &Checked,
     only: Option<&std::collections::BTreeSet<usize>>,
 ) -> Result<canopy::backend::rendered::RenderedState, Failure> {
-    let at = canopy::source::git::read_fleet_at(dir, rev).map_err(|e| {
-        Failure::user(format!(
+    use canopy::pipeline::BaseError;
+    let (state, warnings) =
+        canopy::pipeline::render_at_revision(dir, rev, head, only).map_err(|e| match e {
+            BaseError::Git(e) => Failure::user(format!(
             "error: {e}\n  help: pass a branch, tag or commit that exists, e.g. --base origin/main"
-        ))
-    })?;
-    let commit = at.commit.clone();
-    for l in &at.links {
-        eprintln!("warning: {l}: symbolic link at {rev} is not followed");
-    }
-    let (base, _) =
-        canopy::pipeline::check_files(head.fleet.name.clone(), at.files).map_err(|e| match e {
-            PipelineError::Invalid(d) => {
-                print_diags(&d);
+        )),
+            BaseError::Invalid { commit, diags } => {
+                print_diags(&diags);
                 Failure::user(format!(
                     "the fleet at {rev} ({commit}) is invalid: {}",
-                    summary(&d)
+                    summary(&diags)
                 ))
             }
-            PipelineError::Load(e) => load_failure(e),
+            BaseError::Render { commit, diags } => {
+                print_diags(&diags);
+                Failure::user(format!(
+                    "the fleet at {rev} ({commit}) does not render: {}",
+                    summary(&diags)
+                ))
+            }
         })?;
-    let r = Renderer::new(&base);
-    let wanted: Option<Vec<usize>> = only.map(|set| {
-        set.iter()
-            .filter_map(|&i| base.topo.get(head.topo.name(i)))
-            .collect()
-    });
-    let rendered = render_map(&r, wanted.as_deref(), |_, objs| {
-        objs.into_iter().map(|o| o.value).collect::<Vec<_>>()
-    })
-    .map_err(|d| {
-        print_diags(&d);
-        Failure::user(format!(
-            "the fleet at {rev} ({commit}) does not render: {}",
-            summary(&d)
-        ))
-    })?;
-    let mut state = canopy::backend::rendered::RenderedState::default();
-    for (c, objs) in rendered {
-        state.clusters.insert(base.topo.name(c).to_string(), objs);
-    }
+    print_diags(&warnings);
     Ok(state)
 }
 

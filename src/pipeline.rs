@@ -69,3 +69,68 @@ pub fn check_files(
         _ => Err(PipelineError::Invalid(diags)),
     }
 }
+
+/// Why the fleet could not be rendered at a revision.
+#[derive(Debug, thiserror::Error)]
+pub enum BaseError {
+    #[error(transparent)]
+    Git(#[from] crate::source::git::GitError),
+    #[error("the fleet at {commit} is invalid")]
+    Invalid { commit: String, diags: Diagnostics },
+    #[error("the fleet at {commit} does not render")]
+    Render { commit: String, diags: Diagnostics },
+}
+
+/// Renders the fleet folder as it is at Git revision `rev`, read from the
+/// object database (no checkout), under `head`'s fleet name: the "live" side
+/// of `diff --base`. With `only`, just those clusters of `head`. Links the
+/// revision holds (not followed) come back as warnings; the base's other
+/// warnings are about an old revision and are left out.
+pub fn render_at_revision(
+    dir: &Path,
+    rev: &str,
+    head: &Checked,
+    only: Option<&std::collections::BTreeSet<usize>>,
+) -> Result<(crate::backend::rendered::RenderedState, Diagnostics), BaseError> {
+    let at = crate::source::git::read_fleet_at(dir, rev)?;
+    let commit = at.commit.clone();
+    let mut warnings = Diagnostics::default();
+    for l in &at.links {
+        warnings.push(
+            crate::diag::Diagnostic::warning(format!("symbolic link at {rev} is not followed"))
+                .in_file(l, 0),
+        );
+    }
+    let (base, _) = check_files(head.fleet.name.clone(), at.files).map_err(|e| match e {
+        PipelineError::Invalid(diags) => BaseError::Invalid {
+            commit: commit.clone(),
+            diags,
+        },
+        PipelineError::Load(e) => BaseError::Invalid {
+            commit: commit.clone(),
+            diags: {
+                let mut d = Diagnostics::default();
+                d.push(crate::diag::Diagnostic::error(e.to_string()));
+                d
+            },
+        },
+    })?;
+    let r = Renderer::new(&base);
+    let wanted: Option<Vec<usize>> = only.map(|set| {
+        set.iter()
+            .filter_map(|&i| base.topo.get(head.topo.name(i)))
+            .collect()
+    });
+    let rendered = crate::render::render_map(&r, wanted.as_deref(), |_, objs| {
+        objs.into_iter().map(|o| o.value).collect::<Vec<_>>()
+    })
+    .map_err(|diags| BaseError::Render {
+        commit: commit.clone(),
+        diags,
+    })?;
+    let mut state = crate::backend::rendered::RenderedState::default();
+    for (c, objs) in rendered {
+        state.clusters.insert(base.topo.name(c).to_string(), objs);
+    }
+    Ok((state, warnings))
+}
