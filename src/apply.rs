@@ -28,6 +28,9 @@ pub struct Options {
     pub concurrency: usize,
     /// Only these clusters (indexes); `None` for all.
     pub targets: Option<BTreeSet<usize>>,
+    /// Keep each change's objects in the report (for diffs); otherwise only
+    /// actions and identities are kept.
+    pub keep_values: bool,
 }
 
 impl Default for Options {
@@ -38,6 +41,7 @@ impl Default for Options {
             prune_clusters: false,
             concurrency: 8,
             targets: None,
+            keep_values: false,
         }
     }
 }
@@ -165,9 +169,14 @@ pub fn run(
     let checked = r.checked;
     let topo = &checked.topo;
     let only: Option<Vec<usize>> = opts.targets.as_ref().map(|t| t.iter().copied().collect());
-    let rendered: BTreeMap<usize, Vec<Rendered>> = render_map(r, only.as_deref(), |_, objs| objs)?
-        .into_iter()
-        .collect();
+    // Every cluster is rendered before anything is written, so that a render
+    // error stops the whole apply. Objects wait as compact JSON: a JSON tree
+    // per object would hold several times the memory for a large fleet.
+    let rendered: BTreeMap<usize, Vec<Packed>> = render_map(r, only.as_deref(), |_, objs| {
+        objs.into_iter().map(Packed::new).collect::<Vec<_>>()
+    })?
+    .into_iter()
+    .collect();
 
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(opts.concurrency.max(1))
@@ -226,11 +235,34 @@ pub fn run(
     Ok(Report { clusters, orphans })
 }
 
+/// A rendered object waiting for its cluster's turn, as compact JSON.
+struct Packed {
+    key: ObjectKey,
+    workload: usize,
+    json: Box<[u8]>,
+}
+
+impl Packed {
+    fn new(o: Rendered) -> Packed {
+        Packed {
+            key: o.key,
+            workload: o.workload,
+            json: serde_json::to_vec(&o.value)
+                .expect("JSON values serialize")
+                .into_boxed_slice(),
+        }
+    }
+
+    fn value(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.json).expect("canopy wrote this JSON itself")
+    }
+}
+
 /// Diffs one cluster and, unless this is a dry run, writes the changes.
 fn reconcile(
     r: &Renderer<'_>,
     backend: &dyn ClusterBackend,
-    objs: &[Rendered],
+    packed: &[Packed],
     meta: &ApplyMeta,
     opts: &Options,
 ) -> Outcome {
@@ -244,11 +276,13 @@ fn reconcile(
             }
         }
     };
-    let desired: Vec<Desired<'_>> = objs
+    let values: Vec<serde_json::Value> = packed.iter().map(Packed::value).collect();
+    let desired: Vec<Desired<'_>> = packed
         .iter()
-        .map(|o| Desired {
+        .zip(&values)
+        .map(|(o, value)| Desired {
             key: &o.key,
-            value: &o.value,
+            value,
             ignore: &fleet.workloads[o.workload].spec.ignore_differences,
         })
         .collect();
@@ -258,17 +292,22 @@ fn reconcile(
 
 fn write(
     backend: &dyn ClusterBackend,
-    changes: ClusterChanges,
+    mut changes: ClusterChanges,
     meta: &ApplyMeta,
     opts: &Options,
 ) -> Outcome {
     if changes.is_empty() {
         return Outcome::Unchanged(changes);
     }
-    if opts.dry_run {
-        return Outcome::Changed(changes);
+    let written = if opts.dry_run {
+        Ok(())
+    } else {
+        backend.write(&changes.changes, meta)
+    };
+    if !opts.keep_values {
+        changes.forget_values();
     }
-    match backend.write(&changes.changes, meta) {
+    match written {
         Ok(()) => Outcome::Changed(changes),
         Err(f) => Outcome::Failed {
             error: f.error.to_string(),

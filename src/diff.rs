@@ -147,6 +147,21 @@ impl ClusterChanges {
     pub fn is_empty(&self) -> bool {
         self.changes.is_empty()
     }
+
+    /// Drops the objects, keeping each change's action and identity: what an
+    /// apply report needs, at a fraction of the memory for a large fleet.
+    pub fn forget_values(&mut self) {
+        for c in &mut self.changes {
+            match c {
+                Change::Create { desired, .. } => *desired = Value::Null,
+                Change::Update { live, desired, .. } => {
+                    *live = Value::Null;
+                    *desired = Value::Null;
+                }
+                Change::Delete { live, .. } => *live = Value::Null,
+            }
+        }
+    }
 }
 
 /// A desired object with the ignore rules of its workload.

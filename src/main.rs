@@ -391,6 +391,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 prune_clusters,
                 concurrency: usize::from(concurrency),
                 targets: targets(&c, &target)?,
+                keep_values: false,
             };
             let orphans = orphans(&c, &store, opts.targets.is_none())?;
             let report = run_apply(&r, &store, &orphans, &apply_meta(&dir), &opts)?;
@@ -427,6 +428,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let opts = Options {
                 dry_run: true,
                 targets: targets(&c, &target)?,
+                keep_values: true,
                 ..Options::default()
             };
             let (report, old_label) = match &base {

@@ -1,0 +1,263 @@
+//! Apply benchmark on the embedded local backend, with the synthetic fleet.
+//!
+//! `cargo bench --bench apply` (options after `--`: `--clusters 10000`,
+//! `--diff-clusters 1000`) measures, each step in its own child process of
+//! this binary (so each reports its own peak memory):
+//! 1. the first apply into an empty state;
+//! 2. a no-op re-apply;
+//! 3. a re-apply after changing one workload's image (it must write only
+//!    the changed objects);
+//! 4. `diff --base` between two Git revisions of a smaller fleet.
+//!
+//! The baseline, measured in the same run, is reading and parsing every
+//! state file: the floor of any no-op check against this state.
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use canopy::apply::{self, Options};
+use canopy::backend::local::LocalStore;
+use canopy::backend::ApplyMeta;
+use canopy::pipeline::{load_checked, render_at_revision};
+use canopy::render::Renderer;
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn meta() -> ApplyMeta {
+    ApplyMeta {
+        revision: "bench".into(),
+        at: "2026-01-01T00:00:00Z".into(),
+    }
+}
+
+fn child_apply(fleet: &Path, state: &Path) {
+    let t = Instant::now();
+    let (checked, _) = load_checked(fleet, Some("bench")).expect("valid fleet");
+    let r = Renderer::new(&checked);
+    let store = LocalStore::open(state).expect("state");
+    let report = apply::run(&r, &store, &[], &meta(), &Options::default()).expect("renders");
+    let secs = t.elapsed().as_secs_f64();
+    let tt = report.totals();
+    assert_eq!(tt.failed + tt.skipped, 0, "every cluster applies");
+    println!(
+        "RESULT secs={secs:.4} created={} updated={} deleted={} changed_clusters={} unchanged_clusters={} peak_mib={:.1}",
+        tt.created,
+        tt.updated,
+        tt.deleted,
+        tt.changed,
+        tt.unchanged,
+        peak_rss_mib()
+    );
+}
+
+fn child_read_state(state: &Path) {
+    let t = Instant::now();
+    let mut objects = 0usize;
+    for e in std::fs::read_dir(state.join("clusters")).expect("state") {
+        let bytes = std::fs::read(e.expect("entry").path()).expect("read");
+        let v: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON");
+        objects += v["objects"].as_object().map_or(0, |o| o.len());
+    }
+    println!(
+        "RESULT secs={:.4} objects={objects} peak_mib={:.1}",
+        t.elapsed().as_secs_f64(),
+        peak_rss_mib()
+    );
+}
+
+fn child_diff_base(fleet: &Path, rev: &str) {
+    let t = Instant::now();
+    let (checked, _) = load_checked(fleet, None).expect("valid fleet");
+    let r = Renderer::new(&checked);
+    let (base, _) = render_at_revision(fleet, rev, &checked, None).expect("base renders");
+    let opts = Options {
+        dry_run: true,
+        keep_values: true,
+        ..Options::default()
+    };
+    let report = apply::run(&r, &base, &[], &meta(), &opts).expect("renders");
+    let tt = report.totals();
+    println!(
+        "RESULT secs={:.4} changed_clusters={} updated={} peak_mib={:.1}",
+        t.elapsed().as_secs_f64(),
+        tt.changed,
+        tt.updated,
+        peak_rss_mib()
+    );
+}
+
+fn run_child(args: &[&str]) -> String {
+    let out = Command::new(std::env::current_exe().expect("own path"))
+        .arg("--child")
+        .args(args)
+        .output()
+        .expect("child runs");
+    assert!(
+        out.status.success(),
+        "child {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.starts_with("RESULT"))
+        .expect("a result line")
+        .to_string()
+}
+
+fn field(line: &str, key: &str) -> f64 {
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+/// Changes the image tag of workload `w` (every cluster running it changes).
+fn bump_image(fleet: &Path, w: &str) {
+    let path = fleet.join("workloads").join(w).join("app.yaml");
+    let text = std::fs::read_to_string(&path).expect("app.yaml");
+    let bumped = text.replace(
+        &format!("ghcr.io/acme/{w}:1.0."),
+        &format!("ghcr.io/acme/{w}:2.0."),
+    );
+    assert_ne!(text, bumped, "the image line is there");
+    std::fs::write(&path, bumped).expect("write");
+}
+
+fn commit_all(repo: &git2::Repository, message: &str) {
+    let mut index = repo.index().expect("index");
+    index
+        .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
+        .expect("add");
+    index.update_all(["*"], None).expect("update");
+    index.write().expect("write");
+    let tree = repo
+        .find_tree(index.write_tree().expect("tree"))
+        .expect("tree");
+    let sig = git2::Signature::now("bench", "bench@canopy.invalid").expect("sig");
+    let parent = repo.head().ok().and_then(|h| h.peel_to_commit().ok());
+    let parents: Vec<&git2::Commit> = parent.iter().collect();
+    repo.commit(Some("HEAD"), &sig, &sig, message, &tree, &parents)
+        .expect("commit");
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--child") {
+        let p = |k: usize| PathBuf::from(&args[i + k]);
+        match args[i + 1].as_str() {
+            "apply" => child_apply(&p(2), &p(3)),
+            "read-state" => child_read_state(&p(2)),
+            _ => child_diff_base(&p(2), &args[i + 3]),
+        }
+        return;
+    }
+    let opt = |name: &str, default: usize| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .map_or(default, |v| v.parse().expect("a number"))
+    };
+    let n = opt("--clusters", 10_000);
+    let n_diff = opt("--diff-clusters", 1_000);
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let fleet = tmp.path().join("fleet");
+    let state = tmp.path().join("state");
+    canopy::synth::generate(
+        &fleet,
+        canopy::synth::Spec {
+            clusters: n,
+            workloads: 20,
+        },
+    )
+    .expect("generate");
+    let s = |p: &Path| p.to_str().expect("UTF-8").to_string();
+
+    let first = run_child(&["apply", &s(&fleet), &s(&state)]);
+    let noop = run_child(&["apply", &s(&fleet), &s(&state)]);
+    assert_eq!(
+        field(&noop, "changed_clusters"),
+        0.0,
+        "a no-op apply changes nothing: {noop}"
+    );
+    let base = run_child(&["read-state", &s(&state)]);
+    bump_image(&fleet, "w05");
+    let change = run_child(&["apply", &s(&fleet), &s(&state)]);
+
+    // diff --base on a Git repository holding a smaller fleet.
+    let repo_dir = tmp.path().join("repo");
+    let small = repo_dir.join("fleet");
+    canopy::synth::generate(
+        &small,
+        canopy::synth::Spec {
+            clusters: n_diff,
+            workloads: 20,
+        },
+    )
+    .expect("generate");
+    let repo = git2::Repository::init(&repo_dir).expect("git init");
+    commit_all(&repo, "base");
+    bump_image(&small, "w05");
+    commit_all(&repo, "bump w05");
+    let diff_base = run_child(&["diff-base", &s(&small), "HEAD~1"]);
+
+    let objects = field(&base, "objects");
+    println!("\ncanopy apply benchmark: {n} clusters x 20 workloads, local backend ({objects} objects in state)");
+    println!(
+        "{:<34} {:>9} {:>10} {:>30}",
+        "step", "seconds", "peak MiB", "what it did"
+    );
+    let row = |name: &str, r: &str, what: String| {
+        println!(
+            "{name:<34} {:>9.3} {:>10.0} {what:>30}",
+            field(r, "secs"),
+            field(r, "peak_mib")
+        );
+    };
+    row(
+        "first apply (empty state)",
+        &first,
+        format!("{} created", field(&first, "created")),
+    );
+    row(
+        "no-op re-apply",
+        &noop,
+        format!("{} clusters unchanged", field(&noop, "unchanged_clusters")),
+    );
+    row(
+        "re-apply after one image change",
+        &change,
+        format!(
+            "{} updated in {} clusters",
+            field(&change, "updated"),
+            field(&change, "changed_clusters")
+        ),
+    );
+    row(
+        "baseline: read+parse all state",
+        &base,
+        format!("{objects} objects"),
+    );
+    row(
+        &format!("diff --base, {n_diff} clusters"),
+        &diff_base,
+        format!("{} clusters differ", field(&diff_base, "changed_clusters")),
+    );
+    println!(
+        "ratios: no-op / baseline {:.2}x; change / no-op {:.2}x; first / no-op {:.2}x",
+        field(&noop, "secs") / field(&base, "secs"),
+        field(&change, "secs") / field(&noop, "secs"),
+        field(&first, "secs") / field(&noop, "secs"),
+    );
+}
