@@ -15,8 +15,10 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod support;
+use support::{field, peak_rss_mib, run_child};
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Instant;
 
 use canopy::apply::{self, Options};
@@ -24,16 +26,6 @@ use canopy::backend::local::LocalStore;
 use canopy::backend::ApplyMeta;
 use canopy::pipeline::{load_checked, render_at_revision};
 use canopy::render::Renderer;
-
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
 
 fn meta() -> ApplyMeta {
     ApplyMeta {
@@ -96,31 +88,6 @@ fn child_diff_base(fleet: &Path, rev: &str) {
         tt.updated,
         peak_rss_mib()
     );
-}
-
-fn run_child(args: &[&str]) -> String {
-    let out = Command::new(std::env::current_exe().expect("own path"))
-        .arg("--child")
-        .args(args)
-        .output()
-        .expect("child runs");
-    assert!(
-        out.status.success(),
-        "child {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find(|l| l.starts_with("RESULT"))
-        .expect("a result line")
-        .to_string()
-}
-
-fn field(line: &str, key: &str) -> f64 {
-    line.split_whitespace()
-        .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(f64::NAN)
 }
 
 /// Changes the image tag of workload `w` (every cluster running it changes).

@@ -11,24 +11,16 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod support;
+use support::{field, peak_rss_mib, run_child};
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use canopy::pipeline::load_checked;
 use canopy::render::Renderer;
 use canopy::schedule;
 use canopy::synth;
-
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
 
 fn yaml_files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
@@ -136,31 +128,6 @@ fn median(runs: usize, mut f: impl FnMut()) -> Duration {
     v[runs / 2]
 }
 
-fn run_child(mode: &str, dir: &Path) -> String {
-    let out = Command::new(std::env::current_exe().expect("own path"))
-        .args(["--child", mode])
-        .arg(dir)
-        .output()
-        .expect("child runs");
-    assert!(
-        out.status.success(),
-        "child {mode} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
-        .find(|l| l.starts_with("RESULT"))
-        .expect("child printed a result")
-        .to_string()
-}
-
-fn field(line: &str, key: &str) -> f64 {
-    line.split_whitespace()
-        .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(f64::NAN)
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--child") {
@@ -197,8 +164,9 @@ fn main() {
             },
         )
         .expect("generate");
-        let base = run_child("baseline", &fleet);
-        let pipe = run_child("pipeline", &fleet);
+        let dir = fleet.to_str().expect("UTF-8 path");
+        let base = run_child(&["baseline", dir]);
+        let pipe = run_child(&["pipeline", dir]);
         rows.push((n, base, pipe));
     }
     println!(

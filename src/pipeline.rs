@@ -25,7 +25,15 @@ pub fn load_checked(
     dir: &Path,
     name: Option<&str>,
 ) -> Result<(Checked, Diagnostics), PipelineError> {
-    let (fleet, mut diags) = load::load(dir, name)?;
+    let (fleet, diags) = load::load(dir, name)?;
+    validated(fleet, diags)
+}
+
+/// Validates a loaded fleet; its load diagnostics and validation's together.
+fn validated(
+    fleet: crate::model::Fleet,
+    mut diags: Diagnostics,
+) -> Result<(Checked, Diagnostics), PipelineError> {
     let (checked, more) = validate::check(fleet);
     diags.extend(more);
     let diags = diags.sorted();
@@ -60,14 +68,8 @@ pub fn check_files(
     name: String,
     files: Vec<(String, String)>,
 ) -> Result<(Checked, Diagnostics), PipelineError> {
-    let (fleet, mut diags) = load::load_files(name, files);
-    let (checked, more) = validate::check(fleet);
-    diags.extend(more);
-    let diags = diags.sorted();
-    match checked {
-        Some(c) if !diags.has_errors() => Ok((c, diags)),
-        _ => Err(PipelineError::Invalid(diags)),
-    }
+    let (fleet, diags) = load::load_files(name, files);
+    validated(fleet, diags)
 }
 
 /// Why the fleet could not be rendered at a revision.

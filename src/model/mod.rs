@@ -250,13 +250,7 @@ pub struct IgnoreDifference {
 
 impl IgnoreDifference {
     pub fn matches(&self, key: &ObjectKey) -> bool {
-        ResourceFilter {
-            group: self.group.clone(),
-            kind: self.kind.clone(),
-            name: self.name.clone(),
-            namespace: self.namespace.clone(),
-        }
-        .matches(key)
+        identity_matches([&self.group, &self.kind, &self.name, &self.namespace], key)
     }
 }
 
@@ -371,14 +365,17 @@ pub struct ResourceFilter {
 
 impl ResourceFilter {
     pub fn matches(&self, key: &ObjectKey) -> bool {
-        fn ok(want: &Option<String>, got: &str) -> bool {
-            want.as_deref().is_none_or(|w| w == got)
-        }
-        ok(&self.group, &key.group)
-            && ok(&self.kind, &key.kind)
-            && ok(&self.name, &key.name)
-            && ok(&self.namespace, &key.namespace)
+        identity_matches([&self.group, &self.kind, &self.name, &self.namespace], key)
     }
+}
+
+/// Whether an object's group, kind, name and namespace match the wanted
+/// ones (in that order); an absent one matches anything.
+fn identity_matches(want: [&Option<String>; 4], key: &ObjectKey) -> bool {
+    let got = [&key.group, &key.kind, &key.name, &key.namespace];
+    want.iter()
+        .zip(got)
+        .all(|(w, g)| w.as_deref().is_none_or(|w| w == g))
 }
 
 /// One patch of an Override; exactly one key per list item.
