@@ -1,0 +1,112 @@
+//! Real Kubernetes API servers for the tests: `tests/apiserver` (Go) starts
+//! an embedded etcd and a real kube-apiserver on 127.0.0.1 and writes a
+//! kubeconfig. The harness is built once per test binary (`go build`, cached
+//! in Go's build cache), and every server stops when its handle is dropped.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// A running API server; dropping it stops the server.
+pub struct ApiServer {
+    child: Child,
+    /// Closing the server's stdin is its stop signal.
+    stdin: Option<ChildStdin>,
+    pub kubeconfig: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn go() -> PathBuf {
+    for candidate in ["go", "/usr/local/go/bin/go"] {
+        if Command::new(candidate)
+            .arg("version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            return PathBuf::from(candidate);
+        }
+    }
+    panic!("Go is needed to build the test API server (tests/apiserver); install Go 1.26 or newer");
+}
+
+/// Builds the harness once and returns its path.
+pub fn harness() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/apiserver");
+        let bin = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("canopy-test-apiserver");
+        let out = Command::new(go())
+            .args(["build", "-o"])
+            .arg(&bin)
+            .arg(".")
+            .current_dir(&src)
+            .output()
+            .expect("go build runs");
+        assert!(
+            out.status.success(),
+            "building tests/apiserver failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        bin
+    })
+}
+
+/// Starts one API server and waits until it is ready.
+pub fn start() -> ApiServer {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut child = Command::new(harness())
+        .arg("--dir")
+        .arg(dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the harness starts");
+    let stdin = child.stdin.take();
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("read the harness's first line");
+    let kubeconfig = match line.trim().strip_prefix("READY ") {
+        Some(path) => PathBuf::from(path),
+        None => {
+            let _ = child.kill();
+            panic!("the API server did not start (first line: {line:?})");
+        }
+    };
+    ApiServer {
+        child,
+        stdin,
+        kubeconfig,
+        _dir: dir,
+    }
+}
+
+/// Starts `n` API servers at once.
+pub fn start_many(n: usize) -> Vec<ApiServer> {
+    harness();
+    let handles: Vec<_> = (0..n).map(|_| std::thread::spawn(start)).collect();
+    handles
+        .into_iter()
+        .map(|h| h.join().expect("server start"))
+        .collect()
+}
