@@ -157,6 +157,87 @@ impl Backends for crate::backend::local::LocalStore {
     }
 }
 
+/// The backends of a fleet's clusters: the embedded local backend for every
+/// cluster without `spec.connection`. A cluster with one must never be
+/// written to the local store by mistake: until the Kubernetes backend
+/// exists, it refuses every call, naming its kubeconfig.
+pub struct FleetBackends<'a> {
+    pub local: &'a crate::backend::local::LocalStore,
+    /// Cluster name → kubeconfig, for clusters with `spec.connection`.
+    pub connected: BTreeMap<String, String>,
+}
+
+impl<'a> FleetBackends<'a> {
+    pub fn new(fleet: &crate::model::Fleet, local: &'a crate::backend::local::LocalStore) -> Self {
+        let connected = fleet
+            .clusters
+            .iter()
+            .filter_map(|c| {
+                c.spec
+                    .connection
+                    .as_ref()
+                    .map(|k| (c.name().to_string(), k.kubeconfig.clone()))
+            })
+            .collect();
+        FleetBackends { local, connected }
+    }
+}
+
+impl Backends for FleetBackends<'_> {
+    fn backend(&self, cluster: &str) -> Box<dyn ClusterBackend + '_> {
+        match self.connected.get(cluster) {
+            Some(kubeconfig) => Box::new(NoKubernetesBackend {
+                cluster: cluster.to_string(),
+                kubeconfig: kubeconfig.clone(),
+            }),
+            None => self.local.backend(cluster),
+        }
+    }
+}
+
+/// A cluster reached through a kubeconfig, before the Kubernetes backend.
+struct NoKubernetesBackend {
+    cluster: String,
+    kubeconfig: String,
+}
+
+impl NoKubernetesBackend {
+    fn error(&self) -> crate::backend::BackendError {
+        crate::backend::BackendError::NoKubernetesBackend {
+            cluster: self.cluster.clone(),
+            kubeconfig: self.kubeconfig.clone(),
+        }
+    }
+}
+
+impl ClusterBackend for NoKubernetesBackend {
+    fn reachable(&self) -> Result<(), crate::backend::BackendError> {
+        Err(self.error())
+    }
+
+    fn list_owned(
+        &self,
+        _fleet: &str,
+    ) -> Result<Vec<serde_json::Value>, crate::backend::BackendError> {
+        Err(self.error())
+    }
+
+    fn write(
+        &self,
+        _changes: &[crate::diff::Change],
+        _meta: &ApplyMeta,
+    ) -> Result<(), crate::backend::WriteFailure> {
+        Err(crate::backend::WriteFailure {
+            error: self.error(),
+            changed: Vec::new(),
+        })
+    }
+
+    fn last_applied(&self) -> Result<Option<ApplyMeta>, crate::backend::BackendError> {
+        Err(self.error())
+    }
+}
+
 /// Renders, then reconciles every targeted cluster down the tree, then the
 /// `orphans` (clusters with state that left the fleet).
 pub fn run(

@@ -13,9 +13,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use canopy::apply::{self, Options};
+use canopy::apply::{self, Backends, FleetBackends, Options};
 use canopy::backend::local::LocalStore;
-use canopy::backend::{ApplyMeta, ClusterBackend};
+use canopy::backend::ApplyMeta;
 use canopy::cli::{Cli, Command, DiffFormat, Target, TextOrJson, YamlOrJson};
 use canopy::diag::Diagnostics;
 use canopy::load::LoadError;
@@ -394,7 +394,13 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 keep_values: false,
             };
             let orphans = orphans(&c, &store, opts.targets.is_none())?;
-            let report = run_apply(&r, &store, &orphans, &apply_meta(&dir), &opts)?;
+            let report = run_apply(
+                &r,
+                &FleetBackends::new(&c.fleet, &store),
+                &orphans,
+                &apply_meta(&dir),
+                &opts,
+            )?;
             stdout(&output::apply_text(&report, dry_run))?;
             // An orphan left in place is reported, not a failure; a cluster of
             // the fleet that failed or was skipped is.
@@ -436,7 +442,13 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     let store = LocalStore::open_read_only(&state_dir(&dir, &target.state));
                     let orphans = orphans(&c, &store, opts.targets.is_none())?;
                     (
-                        run_apply(&r, &store, &orphans, &apply_meta(&dir), &opts)?,
+                        run_apply(
+                            &r,
+                            &FleetBackends::new(&c.fleet, &store),
+                            &orphans,
+                            &apply_meta(&dir),
+                            &opts,
+                        )?,
                         "live".to_string(),
                     )
                 }
@@ -503,12 +515,13 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 dry_run: true,
                 ..Options::default()
             };
-            let report = run_apply(&r, &store, &[], &apply_meta(&dir), &opts)?;
+            let backends = FleetBackends::new(&c.fleet, &store);
+            let report = run_apply(&r, &backends, &[], &apply_meta(&dir), &opts)?;
             let lines: Vec<output::StatusLine> = report
                 .clusters
                 .iter()
                 .map(|cr| {
-                    let backend = store.cluster(&cr.cluster);
+                    let backend = backends.backend(&cr.cluster);
                     let last = backend.last_applied().ok().flatten();
                     let (reachable, state, drifted, detail) = match &cr.outcome {
                         apply::Outcome::Unchanged(_) => (true, "in-sync", 0, None),

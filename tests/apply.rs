@@ -481,3 +481,37 @@ fn markdown_report_is_bounded() {
     assert_eq!(md.matches("<details>").count(), 12);
     assert!(md.len() < 65_536);
 }
+
+#[test]
+fn a_cluster_with_a_kubeconfig_is_never_written_to_the_local_store() {
+    let (_tmp, fleet) = example_copy();
+    let state = tempfile::tempdir().unwrap();
+    let us = fleet.join("clusters/us.yaml");
+    let text = std::fs::read_to_string(&us).unwrap().replacen(
+        "  parent: hub\n",
+        "  parent: hub\n  connection: {kubeconfig: ~/.kube/us.yaml, context: us}\n",
+        1,
+    );
+    std::fs::write(&us, text).unwrap();
+    let (code, out, _) = canopy(&["apply", s(&fleet), "--state", s(state.path())]);
+    assert_eq!(code, 4, "{out}");
+    assert!(
+        out.contains("  us: FAILED: cluster us has spec.connection (~/.kube/us.yaml), and this canopy has no Kubernetes backend yet, so nothing was sent to it"),
+        "{out}"
+    );
+    assert!(
+        out.contains("    us-east-1: skipped: parent us failed"),
+        "{out}"
+    );
+    assert!(out.contains("  eu: applied +"), "{out}");
+    assert!(
+        !state.path().join("clusters/us.json").exists(),
+        "nothing written locally for it"
+    );
+    let (code, out, _) = canopy(&["diff", s(&fleet), "--state", s(state.path())]);
+    assert_eq!(code, 4, "{out}");
+    assert!(
+        out.contains("# us: cannot diff: cluster us has spec.connection"),
+        "{out}"
+    );
+}

@@ -29,6 +29,8 @@ pub struct ApplyMeta {
 pub enum BackendError {
     #[error("cluster {cluster} is unreachable: {reason}")]
     Unreachable { cluster: String, reason: String },
+    #[error("cluster {cluster} has spec.connection ({kubeconfig}), and this canopy has no Kubernetes backend yet, so nothing was sent to it; remove spec.connection to use the embedded local backend")]
+    NoKubernetesBackend { cluster: String, kubeconfig: String },
     #[error("state file {path} is corrupt: {detail}; canopy left it untouched (restore it from backup or delete it to start this cluster empty)")]
     Corrupt { path: PathBuf, detail: String },
     #[error("state {path} is locked by canopy process {pid}; wait for it to finish (or, if no such process runs, delete {path})")]
