@@ -525,7 +525,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     let last = backend.last_applied().ok().flatten();
                     let (reachable, state, drifted, detail) = match &cr.outcome {
                         apply::Outcome::Unchanged(_) => (true, "in-sync", 0, None),
-                        apply::Outcome::Changed(ch) => (true, "drifted", ch.changes.len(), None),
+                        apply::Outcome::Changed(ch) => {
+                            let state = if last.is_some() {
+                                "drifted"
+                            } else {
+                                "not-applied"
+                            };
+                            (true, state, ch.changes.len(), None)
+                        }
                         apply::Outcome::Failed { error, .. } => {
                             let reachable = backend.reachable().is_ok();
                             (

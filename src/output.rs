@@ -538,8 +538,10 @@ pub struct StatusLine {
     pub cluster: String,
     pub depth: usize,
     pub reachable: bool,
-    /// `in-sync`, `drifted`, `unreachable`, `error` or `skipped`.
+    /// `in-sync`, `drifted` (live differs from what was applied),
+    /// `not-applied` (never applied here), `unreachable`, `error` or `skipped`.
     pub state: String,
+    /// Objects that differ (for `drifted` and `not-applied`).
     pub drifted: usize,
     pub detail: Option<String>,
     pub revision: Option<String>,
@@ -557,13 +559,14 @@ pub fn status_text(lines: &[StatusLine]) -> String {
         let name = format!("{}{}", "  ".repeat(l.depth), l.cluster);
         let state = match l.state.as_str() {
             "drifted" => format!("drifted ({})", l.drifted),
+            "not-applied" => format!("not applied ({})", l.drifted),
             s => s.to_string(),
         };
         let rev = match (&l.revision, &l.applied_at) {
             (Some(r), Some(at)) => format!("revision {} at {at}", short_rev(r)),
             _ => "never applied".to_string(),
         };
-        let _ = write!(out, "{name:<width$}  {state:<12}  {rev}");
+        let _ = write!(out, "{name:<width$}  {state:<16}  {rev}");
         if let Some(d) = &l.detail {
             let _ = write!(out, "  ({d})");
         }

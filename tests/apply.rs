@@ -515,3 +515,26 @@ fn a_cluster_with_a_kubeconfig_is_never_written_to_the_local_store() {
         "{out}"
     );
 }
+
+#[test]
+fn status_tells_never_applied_from_drifted() {
+    let state = tempfile::tempdir().unwrap();
+    let st = s(state.path());
+    let (_, out, _) = canopy(&["status", "fleet-example", "--state", st]);
+    let hub = out.lines().next().unwrap();
+    assert!(
+        hub.starts_with("hub ")
+            && hub.contains("not applied (2)")
+            && hub.ends_with("never applied"),
+        "{out}"
+    );
+    assert_eq!(
+        canopy(&["apply", "fleet-example", "--state", st, "--cluster", "hub"]).0,
+        0
+    );
+    let (_, out, _) = canopy(&["status", "fleet-example", "--state", st, "-o", "json"]);
+    let lines: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(lines[0]["cluster"], "hub");
+    assert_eq!(lines[0]["state"], "in-sync");
+    assert_eq!(lines[1]["state"], "not-applied");
+}
