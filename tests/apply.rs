@@ -385,13 +385,7 @@ fn clusters_that_leave_the_fleet_are_orphans_until_pruned() {
     let (f, st) = (s(&fleet), s(state.path()));
     assert_eq!(canopy(&["apply", f, "--state", st]).0, 0);
     // The cluster goes, with everything that names it.
-    std::fs::remove_file(fleet.join("clusters/staging.yaml")).unwrap();
-    std::fs::remove_file(fleet.join("overrides/staging.yaml")).unwrap();
-    let web = fleet.join("workloads/web/workload.yaml");
-    let text = std::fs::read_to_string(&web)
-        .unwrap()
-        .replace("      names: [staging]\n", "");
-    std::fs::write(&web, text).unwrap();
+    remove_staging(&fleet);
     let (code, out, _) = canopy(&["apply", f, "--state", st]);
     assert_eq!(code, 0, "{out}");
     assert!(

@@ -57,13 +57,7 @@ fn working_tree_changes_show_against_the_base() {
         .unwrap()
         .replace("replicas: 12", "replicas: 16");
     std::fs::write(&dep, text).unwrap();
-    std::fs::remove_file(fleet.join("clusters/staging.yaml")).unwrap();
-    std::fs::remove_file(fleet.join("overrides/staging.yaml")).unwrap();
-    let web = fleet.join("workloads/web/workload.yaml");
-    let text = std::fs::read_to_string(&web)
-        .unwrap()
-        .replace("      names: [staging]\n", "");
-    std::fs::write(&web, text).unwrap();
+    remove_staging(&fleet);
 
     let (code, out, err) = canopy(&["diff", p(&fleet), "--base", "HEAD"]);
     assert_eq!(code, 1, "{out}{err}");

@@ -155,3 +155,16 @@ pub fn edit_state(state: &Path, cluster: &str, f: impl FnOnce(&mut serde_json::V
 pub fn obj_id(group: &str, kind: &str, ns: &str, name: &str) -> String {
     format!("{group}/{kind}/{ns}/{name}")
 }
+
+/// Removes the `staging` cluster from a copy of fleet-example, with the
+/// override and the placement entry that name it (validation refuses
+/// references to a missing cluster).
+pub fn remove_staging(fleet: &Path) {
+    std::fs::remove_file(fleet.join("clusters/staging.yaml")).expect("staging cluster");
+    std::fs::remove_file(fleet.join("overrides/staging.yaml")).expect("staging override");
+    let web = fleet.join("workloads/web/workload.yaml");
+    let text = std::fs::read_to_string(&web).expect("web workload");
+    let without = text.replace("      names: [staging]\n", "");
+    assert_ne!(text, without, "web names staging");
+    std::fs::write(&web, without).expect("write");
+}
