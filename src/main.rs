@@ -44,6 +44,13 @@ impl Failure {
             message: message.into(),
         }
     }
+    /// The command already printed its report; only the exit code remains.
+    fn silent(code: u8) -> Self {
+        Failure {
+            code,
+            message: String::new(),
+        }
+    }
     fn io(message: impl Into<String>) -> Self {
         Failure {
             code: EXIT_IO,
@@ -311,7 +318,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             // nothing is printed or written unless every cluster rendered.
             let texts = render_map(&r, only.as_deref(), |_, mut objs| {
                 if !show_secrets {
-                    output::mask(&mut objs);
+                    canopy::render::mask_objects(&mut objs);
                 }
                 let text = if json {
                     output::objects_json(&objs)
@@ -416,10 +423,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     .iter()
                     .any(|o| matches!(o.outcome, apply::Outcome::Failed { .. }))
             {
-                return Err(Failure {
-                    code: EXIT_CLUSTERS,
-                    message: String::new(),
-                });
+                return Err(Failure::silent(EXIT_CLUSTERS));
             }
             Ok(())
         }
@@ -490,16 +494,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
             let t = report.totals();
             if t.failed > 0 {
-                return Err(Failure {
-                    code: EXIT_CLUSTERS,
-                    message: String::new(),
-                });
+                return Err(Failure::silent(EXIT_CLUSTERS));
             }
             if report.differs() {
-                return Err(Failure {
-                    code: EXIT_DIFF,
-                    message: String::new(),
-                });
+                return Err(Failure::silent(EXIT_DIFF));
             }
             Ok(())
         }

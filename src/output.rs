@@ -102,12 +102,6 @@ pub fn objects_json(objs: &[Rendered]) -> String {
     serde_json::to_string_pretty(&v).expect("JSON values serialize") + "\n"
 }
 
-/// Masks the Secrets among one cluster's objects.
-pub fn mask(objs: &mut [Rendered]) {
-    let mut vals: Vec<&mut Value> = objs.iter_mut().map(|o| &mut o.value).collect();
-    crate::mask::mask_secrets(&mut vals);
-}
-
 /// One cluster's rendered objects as text, and how many there are.
 #[derive(Debug, Clone)]
 pub struct ClusterText {
@@ -336,18 +330,21 @@ pub fn apply_text(report: &Report, dry_run: bool) -> String {
     out
 }
 
+/// A cluster's summary line, then a unified diff per changed object.
+fn push_changes(out: &mut String, title: &str, ch: &ClusterChanges, sides: Sides<'_>) {
+    let _ = writeln!(out, "# {title}: {}", counts_text(ch));
+    for change in &ch.changes {
+        out.push_str(&unified(change, 3, sides));
+    }
+}
+
 /// `canopy diff`: per cluster in tree order, a summary line and a unified
 /// diff per changed object (Secrets masked).
 pub fn diff_text(report: &Report, sides: Sides<'_>) -> String {
     let mut out = String::new();
     for c in &report.clusters {
         match &c.outcome {
-            Outcome::Changed(ch) => {
-                let _ = writeln!(out, "# {}: {}", c.cluster, counts_text(ch));
-                for change in &ch.changes {
-                    out.push_str(&unified(change, 3, sides));
-                }
-            }
+            Outcome::Changed(ch) => push_changes(&mut out, &c.cluster, ch, sides),
             Outcome::Unchanged(_) => {}
             Outcome::Failed { error, .. } => {
                 let _ = writeln!(out, "# {}: cannot diff: {error}", c.cluster);
@@ -359,12 +356,12 @@ pub fn diff_text(report: &Report, sides: Sides<'_>) -> String {
     }
     for o in &report.orphans {
         match &o.outcome {
-            Outcome::Changed(ch) => {
-                let _ = writeln!(out, "# {} (left the fleet): {}", o.cluster, counts_text(ch));
-                for change in &ch.changes {
-                    out.push_str(&unified(change, 3, sides));
-                }
-            }
+            Outcome::Changed(ch) => push_changes(
+                &mut out,
+                &format!("{} (left the fleet)", o.cluster),
+                ch,
+                sides,
+            ),
             Outcome::Skipped { reason } => {
                 let _ = writeln!(out, "# {} (left the fleet): {reason}", o.cluster);
             }

@@ -608,10 +608,15 @@ impl RenderedFleet {
     /// Masks Secret values (see [`crate::mask`]) before anything is printed.
     pub fn mask_secrets(&mut self) {
         for (_, objs) in &mut self.clusters {
-            let mut vals: Vec<&mut Value> = objs.iter_mut().map(|o| &mut o.value).collect();
-            crate::mask::mask_secrets(&mut vals);
+            mask_objects(objs);
         }
     }
+}
+
+/// Masks the Secrets among one cluster's objects.
+pub fn mask_objects(objs: &mut [Rendered]) {
+    let mut vals: Vec<&mut Value> = objs.iter_mut().map(|o| &mut o.value).collect();
+    crate::mask::mask_secrets(&mut vals);
 }
 
 /// Renders the given clusters (all when `only` is `None`) in parallel and

@@ -52,7 +52,7 @@ pub struct LocalStore {
     dir: PathBuf,
     /// Held while the store is open for writing; the OS drops the lock when
     /// the process ends, even on a crash.
-    _lock: Option<File>,
+    lock: Option<File>,
 }
 
 impl LocalStore {
@@ -93,7 +93,7 @@ impl LocalStore {
         lock.sync_all().map_err(io(&lock_path))?;
         Ok(LocalStore {
             dir: dir.to_path_buf(),
-            _lock: Some(lock),
+            lock: Some(lock),
         })
     }
 
@@ -102,7 +102,7 @@ impl LocalStore {
     pub fn open_read_only(dir: &Path) -> LocalStore {
         LocalStore {
             dir: dir.to_path_buf(),
-            _lock: None,
+            lock: None,
         }
     }
 
@@ -111,7 +111,7 @@ impl LocalStore {
             name: name.to_string(),
             path: self.dir.join("clusters").join(format!("{name}.json")),
             dir: self.dir.join("clusters"),
-            writable: self._lock.is_some(),
+            writable: self.lock.is_some(),
         }
     }
 
