@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use rayon::prelude::*;
 
-use crate::backend::{ApplyMeta, ClusterBackend};
+use crate::backend::{ApplyMeta, ClusterBackend, Planned, TypeRef};
 use crate::diag::Diagnostics;
 use crate::diff::{self, ClusterChanges, Desired};
 use crate::model::ObjectKey;
@@ -31,6 +31,10 @@ pub struct Options {
     /// Keep each change's objects in the report (for diffs); otherwise only
     /// actions and identities are kept.
     pub keep_values: bool,
+    /// After a cluster is written (or found in sync), wait this long for
+    /// its desired objects to be healthy; an unhealthy cluster fails and
+    /// its subtree is skipped.
+    pub wait: Option<std::time::Duration>,
 }
 
 impl Default for Options {
@@ -42,6 +46,7 @@ impl Default for Options {
             concurrency: 8,
             targets: None,
             keep_values: false,
+            wait: None,
         }
     }
 }
@@ -157,84 +162,52 @@ impl Backends for crate::backend::local::LocalStore {
     }
 }
 
-/// The backends of a fleet's clusters: the embedded local backend for every
-/// cluster without `spec.connection`. A cluster with one must never be
-/// written to the local store by mistake: until the Kubernetes backend
-/// exists, it refuses every call, naming its kubeconfig.
+/// The backends of a fleet's clusters: a Kubernetes API server for each
+/// cluster with `spec.connection`, the embedded local backend for the rest.
 pub struct FleetBackends<'a> {
     pub local: &'a crate::backend::local::LocalStore,
-    /// Cluster name → kubeconfig, for clusters with `spec.connection`.
-    pub connected: BTreeMap<String, String>,
+    kube: Option<crate::backend::kube::KubeFleet>,
+    connections: BTreeMap<String, crate::model::Connection>,
 }
 
 impl<'a> FleetBackends<'a> {
-    pub fn new(fleet: &crate::model::Fleet, local: &'a crate::backend::local::LocalStore) -> Self {
-        let connected = fleet
+    /// `dir` is the fleet folder (relative kubeconfig paths start there).
+    /// The Kubernetes side is only set up when some cluster has a
+    /// connection.
+    pub fn new(
+        fleet: &crate::model::Fleet,
+        dir: &std::path::Path,
+        local: &'a crate::backend::local::LocalStore,
+        kube: crate::backend::kube::KubeOptions,
+    ) -> std::io::Result<Self> {
+        let connections: BTreeMap<String, crate::model::Connection> = fleet
             .clusters
             .iter()
-            .filter_map(|c| {
-                c.spec
-                    .connection
-                    .as_ref()
-                    .map(|k| (c.name().to_string(), k.kubeconfig.clone()))
-            })
+            .filter_map(|c| c.spec.connection.clone().map(|k| (c.name().to_string(), k)))
             .collect();
-        FleetBackends { local, connected }
+        let kube = if connections.is_empty() {
+            None
+        } else {
+            Some(crate::backend::kube::KubeFleet::new(
+                &fleet.name,
+                dir.to_path_buf(),
+                kube,
+            )?)
+        };
+        Ok(FleetBackends {
+            local,
+            kube,
+            connections,
+        })
     }
 }
 
 impl Backends for FleetBackends<'_> {
     fn backend(&self, cluster: &str) -> Box<dyn ClusterBackend + '_> {
-        match self.connected.get(cluster) {
-            Some(kubeconfig) => Box::new(NoKubernetesBackend {
-                cluster: cluster.to_string(),
-                kubeconfig: kubeconfig.clone(),
-            }),
-            None => self.local.backend(cluster),
+        match (self.connections.get(cluster), &self.kube) {
+            (Some(conn), Some(kube)) => kube.cluster(cluster, conn),
+            _ => self.local.backend(cluster),
         }
-    }
-}
-
-/// A cluster reached through a kubeconfig, before the Kubernetes backend.
-struct NoKubernetesBackend {
-    cluster: String,
-    kubeconfig: String,
-}
-
-impl NoKubernetesBackend {
-    fn error(&self) -> crate::backend::BackendError {
-        crate::backend::BackendError::NoKubernetesBackend {
-            cluster: self.cluster.clone(),
-            kubeconfig: self.kubeconfig.clone(),
-        }
-    }
-}
-
-impl ClusterBackend for NoKubernetesBackend {
-    fn reachable(&self) -> Result<(), crate::backend::BackendError> {
-        Err(self.error())
-    }
-
-    fn list_owned(
-        &self,
-        _fleet: &str,
-    ) -> Result<Vec<serde_json::Value>, crate::backend::BackendError> {
-        Err(self.error())
-    }
-
-    fn write(
-        &self,
-        _changes: &[crate::diff::Change],
-        _meta: &ApplyMeta,
-    ) -> Result<(), crate::backend::WriteFailure> {
-        Err(crate::backend::WriteFailure {
-            error: self.error(),
-            changed: Vec::new(),
-        })
-    }
-
-    fn last_applied(&self) -> Result<Option<ApplyMeta>, crate::backend::BackendError> {
-        Err(self.error())
     }
 }
 
@@ -348,27 +321,73 @@ fn reconcile(
     opts: &Options,
 ) -> Outcome {
     let fleet = &r.checked.fleet;
-    let live = match backend.list_owned(&fleet.name) {
-        Ok(l) => l,
-        Err(e) => {
-            return Outcome::Failed {
-                error: e.to_string(),
-                changed: Vec::new(),
-            }
-        }
+    let failed = |e: crate::backend::BackendError| Outcome::Failed {
+        error: e.to_string(),
+        changed: Vec::new(),
     };
-    let values: Vec<serde_json::Value> = packed.iter().map(Packed::value).collect();
+    let mut values: Vec<serde_json::Value> = packed.iter().map(Packed::value).collect();
+    let kinds: Vec<TypeRef> = values
+        .iter()
+        .filter_map(TypeRef::of)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let live = match backend.list_owned(&fleet.name, &kinds) {
+        Ok(l) => l,
+        Err(e) => return failed(e),
+    };
+    let live_by_key: BTreeMap<ObjectKey, &serde_json::Value> = live
+        .iter()
+        .filter_map(|l| ObjectKey::of(l).map(|k| (k, l)))
+        .collect();
+    // An existing object keeps the cluster's value of every retained field.
+    for (o, v) in packed.iter().zip(values.iter_mut()) {
+        if let Some(l) = live_by_key.get(&o.key) {
+            crate::retain::retain(v, l, &o.key, &fleet.workloads[o.workload].spec.retain);
+        }
+    }
+    let planned: Vec<Planned<'_>> = packed
+        .iter()
+        .zip(&values)
+        .map(|(o, v)| Planned {
+            key: &o.key,
+            desired: v,
+            live: live_by_key.get(&o.key).copied(),
+        })
+        .collect();
+    let views = match backend.preview(&planned) {
+        Ok(v) => v,
+        Err(e) => return failed(e),
+    };
     let desired: Vec<Desired<'_>> = packed
         .iter()
         .zip(&values)
-        .map(|(o, value)| Desired {
+        .zip(views)
+        .map(|((o, value), server)| Desired {
             key: &o.key,
             value,
             ignore: &fleet.workloads[o.workload].spec.ignore_differences,
+            server,
         })
         .collect();
     let changes = diff::diff_cluster(&desired, &live, opts.prune);
-    write(backend, changes, meta, opts)
+    let outcome = write(backend, changes, meta, opts);
+    match (opts.wait, &outcome) {
+        (Some(timeout), Outcome::Changed(_) | Outcome::Unchanged(_)) if !opts.dry_run => {
+            let objects: Vec<&serde_json::Value> = values.iter().collect();
+            match backend.wait_healthy(&objects, timeout) {
+                Ok(()) => outcome,
+                Err(e) => Outcome::Failed {
+                    error: e.to_string(),
+                    changed: outcome
+                        .changes()
+                        .map(|c| c.changes.iter().map(|ch| ch.key().clone()).collect())
+                        .unwrap_or_default(),
+                },
+            }
+        }
+        _ => outcome,
+    }
 }
 
 fn write(
@@ -405,7 +424,7 @@ fn reconcile_orphan(
     meta: &ApplyMeta,
     opts: &Options,
 ) -> Outcome {
-    let live = match backend.list_owned(&r.checked.fleet.name) {
+    let live = match backend.list_owned(&r.checked.fleet.name, &[]) {
         Ok(l) => l,
         Err(e) => {
             return Outcome::Failed {

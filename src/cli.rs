@@ -87,6 +87,20 @@ pub enum Command {
         /// Clusters of one tree level reconciled at once.
         #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
         concurrency: u16,
+        /// Take over fields another field manager owns (server-side apply
+        /// conflicts); without it a conflict fails the cluster and names
+        /// the manager and the field.
+        #[arg(long)]
+        force_conflicts: bool,
+        /// After writing a cluster, wait until what was written is healthy
+        /// (rolled out, complete, established) before its children.
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits per cluster, e.g. 90s or 5m.
+        #[arg(long, default_value = "5m", value_parser = humantime::parse_duration, value_name = "DURATION")]
+        timeout: std::time::Duration,
+        #[command(flatten)]
+        kube: KubeArgs,
     },
     /// Compare the rendered fleet with live state (`kubectl diff` exit codes).
     #[command(
@@ -102,6 +116,8 @@ pub enum Command {
         /// live state: no cluster and no credentials needed (pull requests).
         #[arg(long, value_name = "REF")]
         base: Option<String>,
+        #[command(flatten)]
+        kube: KubeArgs,
     },
     /// The tree with, per cluster, reachable or not, in sync or drifted,
     /// and the last applied revision.
@@ -113,6 +129,8 @@ pub enum Command {
         state: Option<PathBuf>,
         #[arg(short, long, value_enum, default_value_t = TextOrJson::Text)]
         output: TextOrJson,
+        #[command(flatten)]
+        kube: KubeArgs,
     },
     /// Print (or write) the JSON Schemas of canopy's documents.
     #[command(after_help = "Example:\n  canopy schema --out schemas/")]
@@ -134,6 +152,23 @@ pub struct Target {
     /// The local backend's state folder (default: DIR/.canopy/state).
     #[arg(long, value_name = "DIR")]
     pub state: Option<PathBuf>,
+}
+
+/// How canopy talks to clusters with `spec.connection`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct KubeArgs {
+    /// Requests in flight at once per Kubernetes cluster.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=512), value_name = "N")]
+    pub kube_requests: u16,
+    /// Requests per second per Kubernetes cluster (client-side limit).
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    pub kube_qps: u32,
+    /// Requests allowed above --kube-qps in a burst.
+    #[arg(long, default_value_t = 400, value_name = "N")]
+    pub kube_burst: u32,
+    /// Timeout of one request to a Kubernetes API server.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub request_timeout: std::time::Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::kinds;
-use crate::model::{IgnoreDifference, ObjectKey, ANNOTATION_PRUNE};
+use crate::model::{FieldRule, ObjectKey, ANNOTATION_PRUNE};
 
 /// Metadata fields the server owns.
 const SERVER_METADATA: &[&str] = &[
@@ -48,36 +48,11 @@ pub fn normalize(obj: &Value) -> Value {
 
 /// Removes the fields the rules name for this object (a missing field is
 /// fine: it simply has nothing to ignore).
-pub fn strip_ignored(obj: &mut Value, key: &ObjectKey, rules: &[IgnoreDifference]) {
+pub fn strip_ignored(obj: &mut Value, key: &ObjectKey, rules: &[FieldRule]) {
     for r in rules.iter().filter(|r| r.matches(key)) {
         for ptr in &r.json_pointers {
-            remove_pointer(obj, ptr);
+            crate::retain::remove_pointer(obj, ptr);
         }
-    }
-}
-
-fn remove_pointer(obj: &mut Value, ptr: &str) {
-    let Some((parent, last)) = ptr.rsplit_once('/') else {
-        return;
-    };
-    let last = last.replace("~1", "/").replace("~0", "~");
-    let target = if parent.is_empty() {
-        Some(obj)
-    } else {
-        obj.pointer_mut(parent)
-    };
-    match target {
-        Some(Value::Object(m)) => {
-            m.remove(&last);
-        }
-        Some(Value::Array(a)) => {
-            if let Ok(i) = last.parse::<usize>() {
-                if i < a.len() {
-                    a.remove(i);
-                }
-            }
-        }
-        _ => {}
     }
 }
 
@@ -102,7 +77,13 @@ pub enum Change {
     Update {
         key: ObjectKey,
         live: Value,
+        /// What canopy sends.
         desired: Value,
+        /// What the server would hold after the apply (its dry run), when
+        /// the backend can tell: the diff shows this against `live`, so
+        /// defaulted fields and admission changes are not shown as drift.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        merged: Option<Value>,
     },
     Delete {
         key: ObjectKey,
@@ -154,9 +135,15 @@ impl ClusterChanges {
         for c in &mut self.changes {
             match c {
                 Change::Create { desired, .. } => *desired = Value::Null,
-                Change::Update { live, desired, .. } => {
+                Change::Update {
+                    live,
+                    desired,
+                    merged,
+                    ..
+                } => {
                     *live = Value::Null;
                     *desired = Value::Null;
+                    *merged = None;
                 }
                 Change::Delete { live, .. } => *live = Value::Null,
             }
@@ -168,7 +155,23 @@ impl ClusterChanges {
 pub struct Desired<'a> {
     pub key: &'a ObjectKey,
     pub value: &'a Value,
-    pub ignore: &'a [IgnoreDifference],
+    pub ignore: &'a [FieldRule],
+    /// What the backend says applying `value` would leave.
+    pub server: ServerView,
+}
+
+/// What applying a desired object would leave in the cluster, as far as
+/// the backend knows before writing.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum ServerView {
+    /// Exactly what is sent (a store that keeps objects as written).
+    #[default]
+    AsSent,
+    /// The live object, unchanged: the apply would be a no-op.
+    SameAsLive,
+    /// The server's dry-run result: `value` merged into the live object,
+    /// with defaults and admission changes.
+    Merged(Value),
 }
 
 /// Compares one cluster. `live` holds the objects canopy owns there (by its
@@ -183,20 +186,34 @@ pub fn diff_cluster(desired: &[Desired<'_>], live: &[Value], prune: bool) -> Clu
     }
     let mut out = ClusterChanges::default();
     for d in desired {
-        let want = comparable(d.value, d.key, d.ignore);
+        let want = match d.server {
+            ServerView::AsSent => comparable(d.value, d.key, d.ignore),
+            _ => Value::Null,
+        };
         match live_by_key.remove(d.key) {
             None => out.changes.push(Change::Create {
                 key: d.key.clone(),
                 desired: d.value.clone(),
             }),
             Some(l) => {
-                if comparable(l, d.key, d.ignore) == want {
+                let same = match &d.server {
+                    ServerView::SameAsLive => true,
+                    ServerView::AsSent => comparable(l, d.key, d.ignore) == want,
+                    ServerView::Merged(m) => {
+                        comparable(l, d.key, d.ignore) == comparable(m, d.key, d.ignore)
+                    }
+                };
+                if same {
                     out.unchanged += 1;
                 } else {
                     out.changes.push(Change::Update {
                         key: d.key.clone(),
                         live: l.clone(),
                         desired: d.value.clone(),
+                        merged: match &d.server {
+                            ServerView::Merged(m) => Some(m.clone()),
+                            _ => None,
+                        },
                     });
                 }
             }
@@ -225,7 +242,7 @@ fn order(k: &ObjectKey) -> (usize, &ObjectKey) {
     (kinds::apply_rank(&k.kind), k)
 }
 
-fn comparable(v: &Value, key: &ObjectKey, ignore: &[IgnoreDifference]) -> Value {
+fn comparable(v: &Value, key: &ObjectKey, ignore: &[FieldRule]) -> Value {
     let mut n = normalize(v);
     strip_ignored(&mut n, key, ignore);
     n
@@ -248,7 +265,15 @@ pub const LIVE: Sides<'static> = Sides {
 pub fn unified(change: &Change, context: usize, sides: Sides<'_>) -> String {
     let (mut before, mut after) = match change {
         Change::Create { desired, .. } => (Value::Null, normalize(desired)),
-        Change::Update { live, desired, .. } => (normalize(live), normalize(desired)),
+        Change::Update {
+            live,
+            desired,
+            merged,
+            ..
+        } => (
+            normalize(live),
+            normalize(merged.as_ref().unwrap_or(desired)),
+        ),
         Change::Delete { live, .. } => (normalize(live), Value::Null),
     };
     crate::mask::mask_secrets(&mut [&mut before, &mut after]);
@@ -320,6 +345,7 @@ mod tests {
             key: &k,
             value: &desired,
             ignore: &[],
+            server: ServerView::AsSent,
         }];
         let c = diff_cluster(&d, &[live], true);
         assert!(c.is_empty(), "{c:?}");
@@ -338,11 +364,13 @@ mod tests {
                 key: &kdep,
                 value: &dep,
                 ignore: &[],
+                server: ServerView::AsSent,
             },
             Desired {
                 key: &kns,
                 value: &ns,
                 ignore: &[],
+                server: ServerView::AsSent,
             },
         ];
         let c = diff_cluster(&d, &[live_dep, cm_old], true);
@@ -386,21 +414,23 @@ mod tests {
             json!({"spec": {"replicas": 9, "paused": false}}),
         );
         let k = key("Deployment", "web");
-        let rules = [IgnoreDifference {
+        let rules = [FieldRule {
             kind: Some("Deployment".into()),
             json_pointers: vec!["/spec/replicas".into()],
-            ..IgnoreDifference::default()
+            ..FieldRule::default()
         }];
         let d = [Desired {
             key: &k,
             value: &desired,
             ignore: &rules,
+            server: ServerView::AsSent,
         }];
         assert!(diff_cluster(&d, std::slice::from_ref(&live), true).is_empty());
         let d = [Desired {
             key: &k,
             value: &desired,
             ignore: &[],
+            server: ServerView::AsSent,
         }];
         assert_eq!(diff_cluster(&d, &[live], true).counts(), (0, 1, 0));
     }
@@ -421,6 +451,7 @@ mod tests {
             key: key("Secret", "s"),
             live,
             desired,
+            merged: None,
         };
         let text = unified(&change, 3, LIVE);
         for secret in ["b2xk", "bmV3", "c2FtZQ=="] {

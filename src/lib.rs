@@ -27,6 +27,7 @@ pub mod output;
 pub mod pipeline;
 
 pub mod render;
+pub mod retain;
 pub mod schedule;
 pub mod schema;
 pub mod select;

@@ -14,9 +14,10 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use canopy::apply::{self, Backends, FleetBackends, Options};
+use canopy::backend::kube::KubeOptions;
 use canopy::backend::local::LocalStore;
 use canopy::backend::ApplyMeta;
-use canopy::cli::{Cli, Command, DiffFormat, Target, TextOrJson, YamlOrJson};
+use canopy::cli::{Cli, Command, DiffFormat, KubeArgs, Target, TextOrJson, YamlOrJson};
 use canopy::diag::Diagnostics;
 use canopy::load::LoadError;
 use canopy::pipeline::{load_checked, PipelineError};
@@ -184,6 +185,29 @@ fn orphans(c: &Checked, store: &LocalStore, whole_fleet: bool) -> Result<Vec<Str
         .into_iter()
         .filter(|n| c.topo.get(n).is_none())
         .collect())
+}
+
+fn kube_options(k: &KubeArgs) -> KubeOptions {
+    KubeOptions {
+        requests: usize::from(k.kube_requests),
+        qps: k.kube_qps,
+        burst: k.kube_burst,
+        request_timeout: k.request_timeout,
+        ..KubeOptions::default()
+    }
+}
+
+fn fleet_backends<'a>(
+    c: &Checked,
+    dir: &Path,
+    store: &'a LocalStore,
+    kube: KubeOptions,
+) -> Result<FleetBackends<'a>, Failure> {
+    FleetBackends::new(&c.fleet, dir, store, kube).map_err(|e| {
+        Failure::io(format!(
+            "error: cannot start the Kubernetes client runtime: {e}"
+        ))
+    })
 }
 
 fn apply_meta(dir: &Path) -> ApplyMeta {
@@ -383,6 +407,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
             prune,
             prune_clusters,
             concurrency,
+            force_conflicts,
+            wait,
+            timeout,
+            kube,
         } => {
             let c = checked(&dir, name)?;
             let r = renderer(&c)?;
@@ -399,11 +427,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 concurrency: usize::from(concurrency),
                 targets: targets(&c, &target)?,
                 keep_values: false,
+                wait: wait.then_some(timeout),
             };
             let orphans = orphans(&c, &store, opts.targets.is_none())?;
+            let mut kube = kube_options(&kube);
+            kube.force_conflicts = force_conflicts;
             let report = run_apply(
                 &r,
-                &FleetBackends::new(&c.fleet, &store),
+                &fleet_backends(&c, &dir, &store, kube)?,
                 &orphans,
                 &apply_meta(&dir),
                 &opts,
@@ -432,6 +463,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             target,
             output: fmt,
             base,
+            kube,
         } => {
             let c = checked(&dir, name)?;
             let r = renderer(&c)?;
@@ -448,7 +480,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     (
                         run_apply(
                             &r,
-                            &FleetBackends::new(&c.fleet, &store),
+                            &fleet_backends(&c, &dir, &store, kube_options(&kube))?,
                             &orphans,
                             &apply_meta(&dir),
                             &opts,
@@ -505,6 +537,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             dir,
             state,
             output: fmt,
+            kube,
         } => {
             let c = checked(&dir, name)?;
             let r = renderer(&c)?;
@@ -513,7 +546,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 dry_run: true,
                 ..Options::default()
             };
-            let backends = FleetBackends::new(&c.fleet, &store);
+            let backends = fleet_backends(&c, &dir, &store, kube_options(&kube))?;
             let report = run_apply(&r, &backends, &[], &apply_meta(&dir), &opts)?;
             let lines: Vec<output::StatusLine> = report
                 .clusters

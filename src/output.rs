@@ -279,6 +279,13 @@ fn failed_text(error: &str, changed: &[crate::model::ObjectKey]) -> String {
             .collect::<Vec<_>>()
             .join(", ")
     };
+    // A multi-line error (a help line, a list of objects) is indented
+    // under its cluster like the rest of the report.
+    let error = error
+        .lines()
+        .map(str::trim_start)
+        .collect::<Vec<_>>()
+        .join("\n    ");
     format!("FAILED: {error}\n    objects changed before the failure: {changed}")
 }
 

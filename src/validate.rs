@@ -200,11 +200,15 @@ fn check_cluster(c: &Cluster, d: &mut Diagnostics) {
         }
     }
     if let Some(conn) = &c.spec.connection {
-        if conn.kubeconfig.trim().is_empty() {
+        if conn
+            .kubeconfig
+            .as_deref()
+            .is_some_and(|k| k.trim().is_empty())
+        {
             d.push(
                 Diagnostic::error("connection.kubeconfig is empty")
                     .at(&c.source.loc_str("spec.connection.kubeconfig"))
-                    .hint("give the path of a kubeconfig file, or remove spec.connection to use the embedded local backend"),
+                    .hint("give the path of a kubeconfig file, leave kubeconfig out to use $KUBECONFIG or ~/.kube/config, or remove spec.connection to use the embedded local backend"),
             );
         }
     }
@@ -333,6 +337,28 @@ fn check_workload(w: &Workload, names: &BTreeSet<&str>, d: &mut Diagnostics) -> 
                 Diagnostic::error(format!("namespace {ns:?} is not a DNS-1123 label"))
                     .at(&src.loc_str("spec.namespace")),
             );
+        }
+    }
+    for (field, rules) in [
+        ("ignoreDifferences", &w.spec.ignore_differences),
+        ("retain", &w.spec.retain),
+    ] {
+        for (i, rule) in rules.iter().enumerate() {
+            for (j, ptr) in rule.json_pointers.iter().enumerate() {
+                if !ptr.starts_with('/') || ptr == "/" {
+                    d.push(
+                        Diagnostic::error(format!("{ptr:?} is not a JSON pointer to a field"))
+                            .at(&src.loc(
+                                &YamlPath::parse("spec")
+                                    .key(field)
+                                    .index(i)
+                                    .key("jsonPointers")
+                                    .index(j),
+                            ))
+                            .hint("write it like /spec/replicas (RFC 6901: `~1` for `/` inside a key)"),
+                    );
+                }
+            }
         }
     }
     let placement = &w.spec.placement;

@@ -477,7 +477,7 @@ fn markdown_report_is_bounded() {
 }
 
 #[test]
-fn a_cluster_with_a_kubeconfig_is_never_written_to_the_local_store() {
+fn a_cluster_whose_kubeconfig_is_missing_fails_by_name_and_is_never_written_locally() {
     let (_tmp, fleet) = example_copy();
     let state = tempfile::tempdir().unwrap();
     let us = fleet.join("clusters/us.yaml");
@@ -490,7 +490,12 @@ fn a_cluster_with_a_kubeconfig_is_never_written_to_the_local_store() {
     let (code, out, _) = canopy(&["apply", s(&fleet), "--state", s(state.path())]);
     assert_eq!(code, 4, "{out}");
     assert!(
-        out.contains("  us: FAILED: cluster us has spec.connection (~/.kube/us.yaml), and this canopy has no Kubernetes backend yet, so nothing was sent to it"),
+        out.contains("  us: FAILED: cluster us: kubeconfig ")
+            && out.contains("/.kube/us.yaml cannot be read: No such file or directory"),
+        "{out}"
+    );
+    assert!(
+        out.contains("\n      help: check the cluster's spec.connection.kubeconfig (or $KUBECONFIG) names a readable kubeconfig file\n"),
         "{out}"
     );
     assert!(
@@ -505,7 +510,7 @@ fn a_cluster_with_a_kubeconfig_is_never_written_to_the_local_store() {
     let (code, out, _) = canopy(&["diff", s(&fleet), "--state", s(state.path())]);
     assert_eq!(code, 4, "{out}");
     assert!(
-        out.contains("# us: cannot diff: cluster us has spec.connection"),
+        out.contains("# us: cannot diff: cluster us: kubeconfig "),
         "{out}"
     );
 }

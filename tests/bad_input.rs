@@ -344,3 +344,16 @@ fn cli_exit_codes() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn a_retained_field_must_be_a_json_pointer() {
+    let dir = with(&[(
+        "workloads/web/workload.yaml",
+        "apiVersion: canopy.dev/v1alpha1\nkind: Workload\nmetadata:\n  name: web\nspec:\n  namespace: shop\n  retain:\n    - kind: Deployment\n      jsonPointers: [/spec/replicas, spec.template]\n",
+    )]);
+    let e = the_error(dir.path());
+    assert_eq!(
+        e,
+        "error: workloads/web/workload.yaml:9: spec.retain[0].jsonPointers[1]: \"spec.template\" is not a JSON pointer to a field\n  help: write it like /spec/replicas (RFC 6901: `~1` for `/` inside a key)"
+    );
+}

@@ -248,7 +248,11 @@ impl ClusterBackend for LocalCluster {
         self.check_reachable(&self.load()?)
     }
 
-    fn list_owned(&self, fleet: &str) -> Result<Vec<Value>, BackendError> {
+    fn list_owned(
+        &self,
+        fleet: &str,
+        _kinds: &[super::TypeRef],
+    ) -> Result<Vec<Value>, BackendError> {
         let st = self.load()?;
         self.check_reachable(&st)?;
         Ok(st
@@ -358,7 +362,7 @@ mod tests {
             &meta(),
         )
         .unwrap();
-        let live = c.list_owned("f").unwrap();
+        let live = c.list_owned("f", &[]).unwrap();
         let m = &live[0]["metadata"];
         assert_eq!(m["resourceVersion"], "1");
         assert_eq!(m["generation"], 1);
@@ -369,16 +373,17 @@ mod tests {
                 key: key("x"),
                 live: live[0].clone(),
                 desired: cm("x", "2"),
+                merged: None,
             }],
             &meta(),
         )
         .unwrap();
-        let live = c.list_owned("f").unwrap();
+        let live = c.list_owned("f", &[]).unwrap();
         let m = &live[0]["metadata"];
         assert_eq!(m["resourceVersion"], "2");
         assert_eq!(m["generation"], 2);
         assert_eq!(m["uid"], uid, "uid survives updates");
-        assert!(c.list_owned("other-fleet").unwrap().is_empty());
+        assert!(c.list_owned("other-fleet", &[]).unwrap().is_empty());
         assert_eq!(c.last_applied().unwrap().unwrap().revision, "r1");
     }
 
@@ -401,7 +406,7 @@ mod tests {
         let path = dir.path().join("clusters/a.json");
         std::fs::write(&path, "{not json").unwrap();
         let c = store.cluster("a");
-        let err = c.list_owned("f").unwrap_err().to_string();
+        let err = c.list_owned("f", &[]).unwrap_err().to_string();
         assert!(err.contains("clusters/a.json is corrupt"), "{err}");
         let err = c
             .write(
@@ -423,7 +428,7 @@ mod tests {
         let c = store.cluster("a");
         c.set_unreachable(true).unwrap();
         assert!(c.reachable().is_err());
-        assert!(c.list_owned("f").is_err());
+        assert!(c.list_owned("f", &[]).is_err());
         c.set_unreachable(false).unwrap();
         assert!(c.reachable().is_ok());
         assert_eq!(store.clusters_on_disk().unwrap(), vec!["a".to_string()]);

@@ -25,7 +25,11 @@ impl ClusterBackend for RenderedCluster<'_> {
         Ok(())
     }
 
-    fn list_owned(&self, _fleet: &str) -> Result<Vec<Value>, BackendError> {
+    fn list_owned(
+        &self,
+        _fleet: &str,
+        _kinds: &[super::TypeRef],
+    ) -> Result<Vec<Value>, BackendError> {
         Ok(self.objects.to_vec())
     }
 

@@ -71,8 +71,11 @@ pub struct ClusterSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Connection {
-    /// Path to a kubeconfig file (`~` and `$VARS` are expanded).
-    pub kubeconfig: String,
+    /// Path to a kubeconfig file (`~` and `$VARS` are expanded, relative
+    /// paths are taken from the fleet folder). Absent: `$KUBECONFIG`, else
+    /// `~/.kube/config`, as kubectl does.
+    #[serde(default)]
+    pub kubeconfig: Option<String>,
     /// Context in that kubeconfig; absent means its current context.
     #[serde(default)]
     pub context: Option<String>,
@@ -226,15 +229,22 @@ pub struct WorkloadSpec {
     #[serde(default)]
     pub placement: Placement,
     /// Fields that controllers in the member clusters own: never reported as
-    /// drift (like Argo CD's ignoreDifferences).
+    /// drift (like Argo CD's ignoreDifferences). canopy still sets them.
     #[serde(default)]
-    pub ignore_differences: Vec<IgnoreDifference>,
+    pub ignore_differences: Vec<FieldRule>,
+    /// Fields the member clusters own once an object exists (like Karmada's
+    /// retain hook): canopy sets them when it creates the object, then keeps
+    /// the cluster's value on every later apply and never reports them as
+    /// drift. Typical: `/spec/replicas` under a HorizontalPodAutoscaler.
+    #[serde(default)]
+    pub retain: Vec<FieldRule>,
 }
 
-/// Paths of some objects that `diff` leaves out of the comparison.
+/// Fields, by JSON pointer, of the objects that match group, kind, name and
+/// namespace (an absent one matches any).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct IgnoreDifference {
+pub struct FieldRule {
     /// API group; `""` is the core group. Absent: any.
     #[serde(default)]
     pub group: Option<String>,
@@ -248,7 +258,7 @@ pub struct IgnoreDifference {
     pub json_pointers: Vec<String>,
 }
 
-impl IgnoreDifference {
+impl FieldRule {
     pub fn matches(&self, key: &ObjectKey) -> bool {
         identity_matches([&self.group, &self.kind, &self.name, &self.namespace], key)
     }

@@ -1,0 +1,1014 @@
+//! The Kubernetes backend: server-side apply through kube-rs.
+//!
+//! One [`KubeFleet`] per run owns a Tokio runtime and a client per cluster;
+//! apply's worker threads call in and block on their cluster's requests, so
+//! the rest of canopy stays synchronous. Per cluster:
+//! - **read**: the inventory, then one paginated list per kind, by the
+//!   ownership label (`canopy.dev/fleet`);
+//! - **preview**: an object that is provably unchanged costs nothing (see
+//!   [`noop`]); any other existing object gets a server-side dry-run apply,
+//!   so the diff compares what the server *would* hold with what it holds,
+//!   and defaulted fields or admission changes never show as drift;
+//! - **write**: the inventory first, then waves in apply order (Namespaces,
+//!   CRDs — waited on until `Established` — then the rest; deletions last,
+//!   in reverse), each wave's requests in parallel up to a bound, every
+//!   request rate-limited and retried on 429/5xx/transport failures only.
+
+pub mod connect;
+pub mod health;
+pub mod inventory;
+pub mod noop;
+pub mod retry;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::{stream, StreamExt};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use kube::core::params::{
+    DeleteParams, GetParams, ListParams, Patch, PatchParams, Preconditions, PropagationPolicy,
+    ValidationDirective,
+};
+use kube::core::Request;
+use serde_json::Value;
+
+use super::{ApplyMeta, BackendError, ClusterBackend, Planned, TypeRef, WriteFailure};
+use crate::diff::{Change, ServerView};
+use crate::kinds;
+use crate::model::{Connection, ObjectKey, LABEL_FLEET};
+use health::Health;
+use inventory::Inventory;
+
+/// The field manager of every apply canopy makes.
+pub const FIELD_MANAGER: &str = "canopy";
+
+/// How canopy talks to Kubernetes clusters; the CLI's flags.
+#[derive(Debug, Clone)]
+pub struct KubeOptions {
+    /// Take over fields another field manager owns.
+    pub force_conflicts: bool,
+    /// How long to wait for a CRD to become Established before applying
+    /// its custom resources.
+    pub crd_timeout: Duration,
+    /// Requests in flight per cluster.
+    pub requests: usize,
+    /// Requests per second per cluster, and the burst above it.
+    pub qps: u32,
+    pub burst: u32,
+    /// Per-request timeout.
+    pub request_timeout: Duration,
+}
+
+impl Default for KubeOptions {
+    fn default() -> Self {
+        KubeOptions {
+            force_conflicts: false,
+            crd_timeout: Duration::from_secs(60),
+            requests: 16,
+            qps: 200,
+            burst: 400,
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The Kubernetes side of a run: one runtime, one client per cluster,
+/// made when a cluster is first used.
+pub struct KubeFleet {
+    runtime: tokio::runtime::Runtime,
+    fleet: String,
+    fleet_dir: PathBuf,
+    opts: KubeOptions,
+    clusters: Mutex<BTreeMap<String, Result<Arc<KubeCluster>, Unusable>>>,
+}
+
+impl KubeFleet {
+    pub fn new(fleet: &str, fleet_dir: PathBuf, opts: KubeOptions) -> std::io::Result<KubeFleet> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("canopy-kube")
+            .enable_all()
+            .build()?;
+        Ok(KubeFleet {
+            runtime,
+            fleet: fleet.to_string(),
+            fleet_dir,
+            opts,
+            clusters: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    /// The backend of a cluster with `spec.connection`. A kubeconfig that
+    /// cannot be used gives a backend whose every call fails with why.
+    pub fn cluster(&self, name: &str, conn: &Connection) -> Box<dyn ClusterBackend + '_> {
+        let mut cache = self.clusters.lock().expect("cluster cache");
+        let entry = cache.entry(name.to_string()).or_insert_with(|| {
+            let connected = self.runtime.block_on(connect::connect(
+                name,
+                conn,
+                &self.fleet_dir,
+                self.opts.request_timeout,
+            ));
+            match connected {
+                Ok(c) => Ok(Arc::new(KubeCluster::new(
+                    name,
+                    &self.fleet,
+                    c,
+                    self.runtime.handle().clone(),
+                    self.opts.clone(),
+                ))),
+                Err(BackendError::Connect { detail, help, .. }) => Err(Unusable {
+                    cluster: name.to_string(),
+                    detail,
+                    help,
+                }),
+                Err(e) => Err(Unusable {
+                    cluster: name.to_string(),
+                    detail: e.to_string(),
+                    help: "check the cluster's spec.connection".into(),
+                }),
+            }
+        });
+        match entry {
+            Ok(c) => Box::new(Arc::clone(c)),
+            Err(u) => Box::new(u.clone()),
+        }
+    }
+}
+
+/// A cluster whose kubeconfig or context cannot be used.
+#[derive(Clone)]
+struct Unusable {
+    cluster: String,
+    detail: String,
+    help: String,
+}
+
+impl Unusable {
+    fn error(&self) -> BackendError {
+        BackendError::Connect {
+            cluster: self.cluster.clone(),
+            detail: self.detail.clone(),
+            help: self.help.clone(),
+        }
+    }
+}
+
+impl ClusterBackend for Unusable {
+    fn reachable(&self) -> Result<(), BackendError> {
+        Err(self.error())
+    }
+    fn list_owned(&self, _: &str, _: &[TypeRef]) -> Result<Vec<Value>, BackendError> {
+        Err(self.error())
+    }
+    fn write(&self, _: &[Change], _: &ApplyMeta) -> Result<(), WriteFailure> {
+        Err(WriteFailure {
+            error: self.error(),
+            changed: Vec::new(),
+        })
+    }
+    fn last_applied(&self) -> Result<Option<ApplyMeta>, BackendError> {
+        Err(self.error())
+    }
+}
+
+/// Where the objects of one kind live: its resource name and scope.
+#[derive(Debug, Clone)]
+struct Resource {
+    api_version: String,
+    plural: String,
+    namespaced: bool,
+}
+
+impl Resource {
+    /// The collection path, in a namespace for namespaced kinds (all
+    /// namespaces when `namespace` is `None`).
+    fn path(&self, namespace: Option<&str>) -> String {
+        let base = if self.api_version.contains('/') {
+            format!("/apis/{}", self.api_version)
+        } else {
+            format!("/api/{}", self.api_version)
+        };
+        match namespace.filter(|_| self.namespaced) {
+            Some(ns) => format!("{base}/namespaces/{ns}/{}", self.plural),
+            None => format!("{base}/{}", self.plural),
+        }
+    }
+
+    /// The collection path of one object.
+    fn path_of(&self, obj: &Value) -> String {
+        let ns = obj
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .unwrap_or("default");
+        self.path(Some(ns))
+    }
+}
+
+/// Kinds of one apiVersion, as discovery served them (`None`: the server
+/// does not serve that apiVersion).
+type Served = Option<Arc<HashMap<String, Resource>>>;
+
+pub struct KubeCluster {
+    name: String,
+    fleet: String,
+    context: String,
+    client: kube::Client,
+    handle: tokio::runtime::Handle,
+    opts: KubeOptions,
+    limiter: DefaultDirectRateLimiter,
+    retry: retry::Policy,
+    /// Discovery, per run: apiVersion → kinds.
+    discovery: Mutex<HashMap<String, Served>>,
+    /// The inventory as last read or written.
+    inventory: Mutex<Option<Inventory>>,
+}
+
+/// A request's failure, with the object it was about.
+struct Failed {
+    object: Option<ObjectKey>,
+    error: kube::Error,
+}
+
+impl KubeCluster {
+    fn new(
+        name: &str,
+        fleet: &str,
+        c: connect::Connected,
+        handle: tokio::runtime::Handle,
+        opts: KubeOptions,
+    ) -> KubeCluster {
+        let qps = NonZeroU32::new(opts.qps.max(1)).expect("at least one");
+        let burst = NonZeroU32::new(opts.burst.max(opts.qps).max(1)).expect("at least one");
+        KubeCluster {
+            name: name.to_string(),
+            fleet: fleet.to_string(),
+            context: c.context,
+            client: c.client,
+            handle,
+            limiter: RateLimiter::direct(Quota::per_second(qps).allow_burst(burst)),
+            retry: retry::Policy::default(),
+            discovery: Mutex::new(HashMap::new()),
+            inventory: Mutex::new(None),
+            opts,
+        }
+    }
+
+    /// Sends a request (built anew for each try), rate-limited and retried
+    /// by the retry policy.
+    async fn send(
+        &self,
+        build: impl Fn() -> Result<http::Request<Vec<u8>>, kube::core::request::Error>,
+    ) -> Result<Value, kube::Error> {
+        let mut attempt = 1;
+        loop {
+            self.limiter.until_ready().await;
+            let req = build().map_err(kube::Error::BuildRequest)?;
+            match self.client.request::<Value>(req).await {
+                Ok(v) => return Ok(v),
+                Err(e) => match self.retry.delay(retry::Failure::of(&e), attempt) {
+                    Some(d) => {
+                        tokio::time::sleep(d).await;
+                        attempt += 1;
+                    }
+                    None => return Err(e),
+                },
+            }
+        }
+    }
+
+    /// The error for a failed request, naming the cluster, its context and
+    /// the object.
+    fn error(&self, f: Failed) -> BackendError {
+        let object = f
+            .object
+            .as_ref()
+            .map(|k| format!("{k}: "))
+            .unwrap_or_default();
+        match f.error {
+            kube::Error::Api(s) => {
+                let conflicts: Vec<String> = s
+                    .details
+                    .iter()
+                    .flat_map(|d| &d.causes)
+                    .filter(|c| c.reason == "FieldManagerConflict")
+                    .map(|c| {
+                        let manager = c.message.split('"').nth(1).unwrap_or("another manager");
+                        format!("{} is owned by field manager {manager:?}", c.field)
+                    })
+                    .collect();
+                let detail = if s.code == 409 && !conflicts.is_empty() {
+                    format!(
+                        "apply conflicts: {}; nothing of it was changed\n  help: rerun with --force-conflicts to take these fields over, or list them in the workload's spec.retain (the cluster keeps its value) or ignoreDifferences",
+                        conflicts.join(", ")
+                    )
+                } else {
+                    let help = match s.code {
+                        401 => "\n  help: the credentials of this context were rejected; refresh them (they may have expired)",
+                        403 => "\n  help: the context's user needs RBAC permission for this (get, list, patch and delete on the kinds canopy applies)",
+                        _ => "",
+                    };
+                    format!("{} ({} {}){help}", s.message, s.code, s.reason)
+                };
+                BackendError::Api {
+                    cluster: self.name.clone(),
+                    context: format!("context {}", self.context),
+                    object,
+                    detail,
+                }
+            }
+            kube::Error::HyperError(_) | kube::Error::Service(_) => BackendError::Unreachable {
+                cluster: self.name.clone(),
+                reason: format!("context {}: {object}{}", self.context, f.error),
+            },
+            e => BackendError::Api {
+                cluster: self.name.clone(),
+                context: format!("context {}", self.context),
+                object,
+                detail: e.to_string(),
+            },
+        }
+    }
+
+    fn block_on<T>(&self, f: impl std::future::Future<Output = T>) -> T {
+        self.handle.block_on(f)
+    }
+
+    /// The kinds an apiVersion serves, fetched once per run.
+    async fn served(&self, api_version: &str) -> Result<Served, kube::Error> {
+        if let Some(s) = self.discovery.lock().expect("discovery").get(api_version) {
+            return Ok(s.clone());
+        }
+        let path = if api_version.contains('/') {
+            format!("/apis/{api_version}")
+        } else {
+            format!("/api/{api_version}")
+        };
+        let served = match self
+            .send(|| {
+                http::Request::get(&path)
+                    .body(Vec::new())
+                    .map_err(kube::core::request::Error::BuildRequest)
+            })
+            .await
+        {
+            Ok(list) => {
+                let mut kinds = HashMap::new();
+                for r in list["resources"].as_array().into_iter().flatten() {
+                    let (Some(plural), Some(kind)) = (r["name"].as_str(), r["kind"].as_str())
+                    else {
+                        continue;
+                    };
+                    if plural.contains('/') {
+                        continue; // a subresource
+                    }
+                    kinds.insert(
+                        kind.to_string(),
+                        Resource {
+                            api_version: api_version.to_string(),
+                            plural: plural.to_string(),
+                            namespaced: r["namespaced"].as_bool().unwrap_or(true),
+                        },
+                    );
+                }
+                Some(Arc::new(kinds))
+            }
+            Err(kube::Error::Api(s)) if s.code == 404 => None,
+            Err(e) => return Err(e),
+        };
+        self.discovery
+            .lock()
+            .expect("discovery")
+            .insert(api_version.to_string(), served.clone());
+        Ok(served)
+    }
+
+    async fn resource(&self, t: &TypeRef) -> Result<Option<Resource>, kube::Error> {
+        Ok(self
+            .served(&t.api_version)
+            .await?
+            .and_then(|kinds| kinds.get(&t.kind).cloned()))
+    }
+
+    /// A resource that must exist: an unknown kind is an error naming the
+    /// object.
+    async fn resource_of(&self, key: &ObjectKey, obj: &Value) -> Result<Resource, BackendError> {
+        let t = TypeRef::of(obj)
+            .ok_or_else(|| self.api_error(key, "the object has no apiVersion or kind"))?;
+        match self.resource(&t).await {
+            Ok(Some(r)) => Ok(r),
+            Ok(None) => Err(self.api_error(key, &format!(
+                "the server does not serve kind {} in {}\n  help: install its CustomResourceDefinition first, or add the CRD to a workload so canopy applies it before its objects",
+                t.kind, t.api_version
+            ))),
+            Err(e) => Err(self.error(Failed {
+                object: Some(key.clone()),
+                error: e,
+            })),
+        }
+    }
+
+    fn api_error(&self, key: &ObjectKey, detail: &str) -> BackendError {
+        BackendError::Api {
+            cluster: self.name.clone(),
+            context: format!("context {}", self.context),
+            object: format!("{key}: "),
+            detail: detail.to_string(),
+        }
+    }
+
+    async fn read_inventory(&self) -> Result<Inventory, BackendError> {
+        let path = format!("/api/v1/namespaces/{}/configmaps", inventory::NAMESPACE);
+        let name = inventory::name(&self.fleet);
+        let inv = match self
+            .send(|| Request::new(&path).get(&name, &GetParams::default()))
+            .await
+        {
+            Ok(cm) => Inventory::from_configmap(&cm),
+            Err(kube::Error::Api(s)) if s.code == 404 => Inventory::default(),
+            Err(e) => {
+                return Err(self.error(Failed {
+                    object: None,
+                    error: e,
+                }))
+            }
+        };
+        *self.inventory.lock().expect("inventory") = Some(inv.clone());
+        Ok(inv)
+    }
+
+    async fn write_inventory(&self, inv: &Inventory) -> Result<(), Failed> {
+        let ns = inventory::namespace_object();
+        let cm = inv.to_configmap(&self.fleet);
+        for obj in [ns, cm] {
+            let r = Resource {
+                api_version: "v1".into(),
+                plural: if obj["kind"] == "Namespace" {
+                    "namespaces".into()
+                } else {
+                    "configmaps".into()
+                },
+                namespaced: obj["kind"] != "Namespace",
+            };
+            self.apply(&r, &obj, false, true)
+                .await
+                .map_err(|error| Failed {
+                    object: ObjectKey::of(&obj),
+                    error,
+                })?;
+        }
+        *self.inventory.lock().expect("inventory") = Some(inv.clone());
+        Ok(())
+    }
+
+    /// Every owned object of one kind, page by page.
+    async fn list(&self, r: &Resource, kind: &str) -> Result<Vec<Value>, kube::Error> {
+        let path = r.path(None);
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let lp = ListParams {
+                label_selector: Some(format!("{LABEL_FLEET}={}", self.fleet)),
+                limit: Some(500),
+                continue_token: token.clone(),
+                ..ListParams::default()
+            };
+            let page = self.send(|| Request::new(&path).list(&lp)).await?;
+            for mut item in page["items"].as_array().cloned().unwrap_or_default() {
+                // List items carry no apiVersion or kind of their own.
+                item["apiVersion"] = Value::String(r.api_version.clone());
+                item["kind"] = Value::String(kind.to_string());
+                out.push(item);
+            }
+            token = page
+                .pointer("/metadata/continue")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string);
+            if token.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// A server-side apply, or its dry run.
+    async fn apply(
+        &self,
+        r: &Resource,
+        obj: &Value,
+        dry_run: bool,
+        force: bool,
+    ) -> Result<Value, kube::Error> {
+        let name = obj
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let path = r.path_of(obj);
+        let pp = PatchParams {
+            dry_run,
+            force,
+            field_manager: Some(FIELD_MANAGER.to_string()),
+            field_validation: Some(ValidationDirective::Strict),
+        };
+        self.send(|| Request::new(&path).patch(name, &pp, &Patch::Apply(obj)))
+            .await
+    }
+
+    /// Deletes one object if it is still the one listed (same uid);
+    /// `false` when it was already gone.
+    async fn delete(&self, r: &Resource, live: &Value) -> Result<bool, kube::Error> {
+        let name = live
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let path = r.path_of(live);
+        let dp = DeleteParams {
+            propagation_policy: Some(PropagationPolicy::Background),
+            preconditions: live
+                .pointer("/metadata/uid")
+                .and_then(Value::as_str)
+                .map(|uid| Preconditions {
+                    uid: Some(uid.to_string()),
+                    resource_version: None,
+                }),
+            ..DeleteParams::default()
+        };
+        match self.send(|| Request::new(&path).delete(name, &dp)).await {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn get(&self, r: &Resource, obj: &Value) -> Result<Value, kube::Error> {
+        let name = obj
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let path = r.path_of(obj);
+        let mut v = self
+            .send(|| Request::new(&path).get(name, &GetParams::default()))
+            .await?;
+        v["apiVersion"] = Value::String(r.api_version.clone());
+        Ok(v)
+    }
+
+    /// One create, update or delete; `Ok(false)` when nothing was changed.
+    async fn change(&self, ch: &Change) -> Result<bool, BackendError> {
+        let fail = |error| {
+            self.error(Failed {
+                object: Some(ch.key().clone()),
+                error,
+            })
+        };
+        match ch {
+            Change::Create { key, desired } | Change::Update { key, desired, .. } => {
+                let r = self.resource_of(key, desired).await?;
+                match self
+                    .apply(&r, desired, false, self.opts.force_conflicts)
+                    .await
+                {
+                    Ok(_) => Ok(true),
+                    Err(kube::Error::Api(s)) if s.code == 409 => {
+                        // Fields taken by an imperative edit (kubectl edit,
+                        // scale, patch: operation Update) are drift, and
+                        // canopy takes them back. Fields another *applier*
+                        // owns are a real dispute: --force-conflicts.
+                        let managers = conflicting_managers(&s);
+                        let live = self.get(&r, desired).await.map_err(fail)?;
+                        if !managers.is_empty() && managers.iter().all(|m| only_updates(&live, m)) {
+                            self.apply(&r, desired, false, true).await.map_err(fail)?;
+                            Ok(true)
+                        } else {
+                            Err(fail(kube::Error::Api(s)))
+                        }
+                    }
+                    Err(e) => Err(fail(e)),
+                }
+            }
+            Change::Delete { key, live } => {
+                let r = self.resource_of(key, live).await?;
+                self.delete(&r, live).await.map_err(fail)
+            }
+        }
+    }
+
+    /// Waits until each CRD is Established, then forgets discovery so that
+    /// the kinds it defines are found.
+    async fn established(&self, crds: &[&Value]) -> Result<(), BackendError> {
+        let r = Resource {
+            api_version: "apiextensions.k8s.io/v1".into(),
+            plural: "customresourcedefinitions".into(),
+            namespaced: false,
+        };
+        let wait = self.opts.crd_timeout;
+        for crd in crds {
+            let deadline = Instant::now() + wait;
+            loop {
+                let live = self.get(&r, crd).await.map_err(|error| {
+                    self.error(Failed {
+                        object: ObjectKey::of(crd),
+                        error,
+                    })
+                })?;
+                match health::health(&live) {
+                    Health::Healthy => break,
+                    h if Instant::now() >= deadline => {
+                        let key = ObjectKey::of(crd).expect("a rendered CRD has a key");
+                        return Err(self.api_error(
+                            &key,
+                            &format!(
+                                "not Established after {}: {h:?}",
+                                humantime::format_duration(wait)
+                            ),
+                        ));
+                    }
+                    _ => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        }
+        self.discovery.lock().expect("discovery").clear();
+        Ok(())
+    }
+
+    /// Polls the objects until all are healthy, one has failed, or
+    /// `timeout` passes.
+    async fn wait_healthy(
+        &self,
+        objects: &[&Value],
+        timeout: Duration,
+    ) -> Result<(), BackendError> {
+        let deadline = Instant::now() + timeout;
+        let mut pending: Vec<(ObjectKey, &Value)> = objects
+            .iter()
+            .filter_map(|o| ObjectKey::of(o).map(|k| (k, *o)))
+            .collect();
+        loop {
+            let checks: Vec<Health> = stream::iter(pending.iter().map(|(key, obj)| async move {
+                let r = match self.resource_of(key, obj).await {
+                    Ok(r) => r,
+                    Err(e) => return Health::Failed(e.to_string()),
+                };
+                match self.get(&r, obj).await {
+                    Ok(live) => health::health(&live),
+                    Err(kube::Error::Api(s)) if s.code == 404 => {
+                        Health::Progressing("not found".into())
+                    }
+                    Err(e) => Health::Progressing(e.to_string()),
+                }
+            }))
+            .buffered(self.opts.requests.max(1))
+            .collect()
+            .await;
+            let mut failed = Vec::new();
+            let mut waiting = Vec::new();
+            let mut still = Vec::new();
+            for ((key, obj), h) in pending.into_iter().zip(checks) {
+                match h {
+                    Health::Healthy => {}
+                    Health::Failed(m) => failed.push(format!("{key}: {m}")),
+                    Health::Progressing(m) => {
+                        waiting.push(format!("{key}: {m}"));
+                        still.push((key, obj));
+                    }
+                }
+            }
+            if failed.is_empty() && waiting.is_empty() {
+                return Ok(());
+            }
+            if !failed.is_empty() || Instant::now() >= deadline {
+                failed.extend(waiting);
+                return Err(BackendError::Unhealthy {
+                    cluster: self.name.clone(),
+                    waited: humantime::format_duration(timeout).to_string(),
+                    objects: failed.join("\n    "),
+                });
+            }
+            pending = still;
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    async fn write_all(&self, changes: &[Change], meta: &ApplyMeta) -> Result<(), WriteFailure> {
+        let fail = |error, changed: &[ObjectKey]| WriteFailure {
+            error,
+            changed: changed.to_vec(),
+        };
+        let mut changed: Vec<ObjectKey> = Vec::new();
+        // The inventory learns new kinds before any object of them exists.
+        let known = self.inventory.lock().expect("inventory").clone();
+        let mut inv = match known {
+            Some(i) => i,
+            None => self.read_inventory().await.map_err(|e| fail(e, &changed))?,
+        };
+        let written: BTreeSet<TypeRef> = changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::Create { desired, .. } | Change::Update { desired, .. } => {
+                    TypeRef::of(desired)
+                }
+                Change::Delete { .. } => None,
+            })
+            .collect();
+        if !written.is_subset(&inv.kinds) {
+            inv.kinds.extend(written);
+            self.write_inventory(&inv)
+                .await
+                .map_err(|f| fail(self.error(f), &changed))?;
+        }
+        for wave in waves(changes) {
+            let results: Vec<(&Change, Result<bool, BackendError>)> = stream::iter(
+                wave.iter()
+                    .map(|ch| async move { (ch, self.change(ch).await) }),
+            )
+            .buffered(self.opts.requests.max(1))
+            .collect()
+            .await;
+            let mut first_error = None;
+            for (ch, r) in results {
+                match r {
+                    Ok(true) => changed.push(ch.key().clone()),
+                    Ok(false) => {}
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+            if let Some(e) = first_error {
+                return Err(fail(e, &changed));
+            }
+            let crds: Vec<&Value> = wave
+                .iter()
+                .filter_map(|c| match c {
+                    Change::Create { key, desired } | Change::Update { key, desired, .. }
+                        if key.kind == "CustomResourceDefinition" =>
+                    {
+                        Some(desired)
+                    }
+                    _ => None,
+                })
+                .collect();
+            if !crds.is_empty() {
+                self.established(&crds)
+                    .await
+                    .map_err(|e| fail(e, &changed))?;
+            }
+        }
+        inv.applied = Some(meta.clone());
+        self.write_inventory(&inv)
+            .await
+            .map_err(|f| fail(self.error(f), &changed))?;
+        Ok(())
+    }
+
+    async fn preview_all(&self, objects: &[Planned<'_>]) -> Result<Vec<ServerView>, BackendError> {
+        // Kinds a CRD of this same apply defines: their objects may be
+        // created although the server does not know the kind yet.
+        let defined: BTreeSet<(String, String)> = objects
+            .iter()
+            .filter(|p| p.key.kind == "CustomResourceDefinition")
+            .filter_map(|p| {
+                Some((
+                    p.desired.pointer("/spec/group")?.as_str()?.to_string(),
+                    p.desired.pointer("/spec/names/kind")?.as_str()?.to_string(),
+                ))
+            })
+            .collect();
+        let views = stream::iter(objects.iter().map(|p| async {
+            let Some(live) = p.live else {
+                let t = TypeRef::of(p.desired);
+                let known = match &t {
+                    Some(t) => self.resource(t).await.map_err(|error| {
+                        self.error(Failed {
+                            object: Some(p.key.clone()),
+                            error,
+                        })
+                    })?,
+                    None => None,
+                };
+                if known.is_none() && !defined.contains(&(p.key.group.clone(), p.key.kind.clone()))
+                {
+                    self.resource_of(p.key, p.desired).await?;
+                }
+                return Ok(ServerView::AsSent);
+            };
+            if noop::apply_is_noop(p.desired, live, FIELD_MANAGER) {
+                return Ok(ServerView::SameAsLive);
+            }
+            let r = self.resource_of(p.key, p.desired).await?;
+            // Forced: the preview shows what the apply would leave; a
+            // conflict is reported by the apply itself.
+            match self.apply(&r, p.desired, true, true).await {
+                Ok(mut merged) => {
+                    merged["apiVersion"] = p.desired["apiVersion"].clone();
+                    Ok(ServerView::Merged(merged))
+                }
+                Err(error) => Err(self.error(Failed {
+                    object: Some(p.key.clone()),
+                    error,
+                })),
+            }
+        }))
+        .buffered(self.opts.requests.max(1))
+        .collect::<Vec<Result<ServerView, BackendError>>>()
+        .await;
+        views.into_iter().collect()
+    }
+}
+
+/// The field managers a 409 from server-side apply names.
+fn conflicting_managers(s: &kube::core::response::Status) -> BTreeSet<String> {
+    s.details
+        .iter()
+        .flat_map(|d| &d.causes)
+        .filter(|c| c.reason == "FieldManagerConflict")
+        .filter_map(|c| c.message.split('"').nth(1).map(str::to_string))
+        .collect()
+}
+
+/// Whether every `managedFields` entry of `manager` is an Update (an
+/// imperative write), none an Apply.
+fn only_updates(live: &Value, manager: &str) -> bool {
+    let entries: Vec<&Value> = live
+        .pointer("/metadata/managedFields")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.get("manager").and_then(Value::as_str) == Some(manager))
+        .collect();
+    !entries.is_empty()
+        && entries
+            .iter()
+            .all(|e| e.get("operation").and_then(Value::as_str) == Some("Update"))
+}
+
+/// Consecutive changes of one kind rank and direction: each wave is
+/// written in parallel, waves one after another.
+fn waves(changes: &[Change]) -> Vec<&[Change]> {
+    let class = |c: &Change| {
+        (
+            matches!(c, Change::Delete { .. }),
+            kinds::apply_rank(&c.key().kind),
+        )
+    };
+    let mut out = Vec::new();
+    let mut start = 0;
+    for i in 1..=changes.len() {
+        if i == changes.len() || class(&changes[i]) != class(&changes[start]) {
+            if start < i {
+                out.push(&changes[start..i]);
+            }
+            start = i;
+        }
+    }
+    out
+}
+
+impl ClusterBackend for Arc<KubeCluster> {
+    fn reachable(&self) -> Result<(), BackendError> {
+        self.block_on(async {
+            self.send(|| {
+                http::Request::get("/version")
+                    .body(Vec::new())
+                    .map_err(kube::core::request::Error::BuildRequest)
+            })
+            .await
+            .map(|_| ())
+            .map_err(|error| {
+                self.error(Failed {
+                    object: None,
+                    error,
+                })
+            })
+        })
+    }
+
+    fn list_owned(&self, _fleet: &str, kinds: &[TypeRef]) -> Result<Vec<Value>, BackendError> {
+        self.block_on(async {
+            let inv = self.read_inventory().await?;
+            // The desired apiVersion of a kind first; the inventory adds the
+            // kinds no desired object has.
+            let mut types: Vec<TypeRef> = kinds.to_vec();
+            let group_kind = |t: &TypeRef| {
+                (
+                    crate::model::group_of(&t.api_version).to_string(),
+                    t.kind.clone(),
+                )
+            };
+            let mut seen: BTreeSet<(String, String)> = types.iter().map(group_kind).collect();
+            for t in &inv.kinds {
+                if seen.insert(group_kind(t)) {
+                    types.push(t.clone());
+                }
+            }
+            let lists = stream::iter(types.iter().map(|t| async move {
+                match self.resource(t).await? {
+                    Some(r) => self.list(&r, &t.kind).await,
+                    // Not served (a CRD not installed yet, or removed): no
+                    // objects of it can exist.
+                    None => Ok(Vec::new()),
+                }
+            }))
+            .buffered(self.opts.requests.max(1))
+            .collect::<Vec<_>>()
+            .await;
+            let mut out = Vec::new();
+            for l in lists {
+                out.extend(l.map_err(|error| {
+                    self.error(Failed {
+                        object: None,
+                        error,
+                    })
+                })?);
+            }
+            Ok(out)
+        })
+    }
+
+    fn preview(&self, objects: &[Planned<'_>]) -> Result<Vec<ServerView>, BackendError> {
+        self.block_on(self.preview_all(objects))
+    }
+
+    fn write(&self, changes: &[Change], meta: &ApplyMeta) -> Result<(), WriteFailure> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        self.block_on(self.write_all(changes, meta))
+    }
+
+    fn wait_healthy(&self, objects: &[&Value], timeout: Duration) -> Result<(), BackendError> {
+        self.block_on(KubeCluster::wait_healthy(self, objects, timeout))
+    }
+
+    fn last_applied(&self) -> Result<Option<ApplyMeta>, BackendError> {
+        if let Some(inv) = self.inventory.lock().expect("inventory").as_ref() {
+            return Ok(inv.applied.clone());
+        }
+        self.block_on(self.read_inventory()).map(|i| i.applied)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn change(kind: &str, name: &str, delete: bool) -> Change {
+        let key = ObjectKey {
+            group: String::new(),
+            kind: kind.into(),
+            namespace: "ns".into(),
+            name: name.into(),
+        };
+        if delete {
+            Change::Delete {
+                key,
+                live: json!({}),
+            }
+        } else {
+            Change::Create {
+                key,
+                desired: json!({}),
+            }
+        }
+    }
+
+    #[test]
+    fn waves_split_by_kind_rank_and_direction() {
+        let changes = vec![
+            change("Namespace", "a", false),
+            change("ConfigMap", "a", false),
+            change("ConfigMap", "b", false),
+            change("Deployment", "a", false),
+            change("Deployment", "b", true),
+            change("ConfigMap", "c", true),
+        ];
+        let sizes: Vec<usize> = waves(&changes).iter().map(|w| w.len()).collect();
+        assert_eq!(sizes, vec![1, 2, 1, 1, 1]);
+        assert!(waves(&[]).is_empty());
+    }
+
+    #[test]
+    fn resource_paths() {
+        let r = Resource {
+            api_version: "apps/v1".into(),
+            plural: "deployments".into(),
+            namespaced: true,
+        };
+        assert_eq!(r.path(None), "/apis/apps/v1/deployments");
+        assert_eq!(
+            r.path_of(&json!({"metadata": {"namespace": "shop"}})),
+            "/apis/apps/v1/namespaces/shop/deployments"
+        );
+        let ns = Resource {
+            api_version: "v1".into(),
+            plural: "namespaces".into(),
+            namespaced: false,
+        };
+        assert_eq!(ns.path_of(&json!({"metadata": {}})), "/api/v1/namespaces");
+    }
+}

@@ -1,0 +1,662 @@
+//! The Kubernetes backend against real kube-apiservers (with etcd) that the
+//! suite starts on loopback (tests/apiserver): a tree of three clusters,
+//! each its own API server, driven through the real `canopy` binary, and
+//! checked — or disturbed, as another field manager — with plain API
+//! requests. The servers are shared by the tests of this file; each test
+//! uses its own fleet name and namespace, so they do not see each other.
+
+#[path = "support/apiserver.rs"]
+mod apiserver;
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use common::*;
+use serde_json::{json, Value};
+
+fn servers() -> &'static [apiserver::ApiServer] {
+    static SERVERS: OnceLock<Vec<apiserver::ApiServer>> = OnceLock::new();
+    SERVERS.get_or_init(|| apiserver::start_many(3))
+}
+
+fn kubeconfig(i: usize) -> PathBuf {
+    servers()[i].kubeconfig.clone()
+}
+
+/// A kubeconfig like server 0's, but pointing at a port nothing listens on.
+fn dead_kubeconfig(dir: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(kubeconfig(0)).unwrap();
+    let start = text.find("server: ").expect("a server line");
+    let end = start + text[start..].find('\n').unwrap();
+    let dead = format!(
+        "{}server: https://127.0.0.1:{}{}",
+        &text[..start],
+        closed_port(),
+        &text[end..]
+    );
+    let p = dir.join("dead-kubeconfig");
+    std::fs::write(&p, dead).unwrap();
+    p
+}
+
+fn closed_port() -> u16 {
+    // Bind and drop: the port is free, and nothing listens on it.
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A fleet: `clusters` are (name, parent, kubeconfig); `files` are the
+/// workload files, relative to the fleet folder.
+fn fleet(clusters: &[(&str, Option<&str>, &Path)], files: &[(&str, &str)]) -> tempfile::TempDir {
+    let mut text = String::new();
+    for (name, parent, kc) in clusters {
+        text.push_str(&format!(
+            "---\napiVersion: canopy.dev/v1alpha1\nkind: Cluster\nmetadata:\n  name: {name}\nspec:\n  connection: {{kubeconfig: {}}}\n",
+            kc.display()
+        ));
+        if let Some(p) = parent {
+            text.push_str(&format!("  parent: {p}\n"));
+        }
+    }
+    let mut all: Vec<(&str, &str)> = vec![("clusters.yaml", &text)];
+    all.extend_from_slice(files);
+    common::fleet(&all)
+}
+
+/// The three servers as a tree: `root` (server 0) with children `a` (1)
+/// and `b` (2).
+fn tree(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let (k0, k1, k2) = (kubeconfig(0), kubeconfig(1), kubeconfig(2));
+    fleet(
+        &[
+            ("root", None, &k0),
+            ("a", Some("root"), &k1),
+            ("b", Some("root"), &k2),
+        ],
+        files,
+    )
+}
+
+fn workload(ns: &str) -> String {
+    format!("apiVersion: canopy.dev/v1alpha1\nkind: Workload\nmetadata:\n  name: app\nspec:\n  namespace: {ns}\n")
+}
+
+/// A namespace, a ConfigMap and a Deployment whose manifest leaves out
+/// what the server defaults (strategy, revisionHistoryLimit, a port's
+/// protocol) and writes a CPU request as `0.5` (kept as `500m`).
+fn objects(ns: &str, color: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Namespace
+metadata:
+  name: {ns}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: settings
+data:
+  color: {color}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {{app: web}}
+  template:
+    metadata:
+      labels: {{app: web}}
+    spec:
+      containers:
+        - name: web
+          image: nginx:1.27
+          ports: [{{containerPort: 80}}]
+          resources: {{requests: {{cpu: "0.5"}}}}
+"#
+    )
+}
+
+/// Runs canopy on a fleet under a fleet name of the test's own.
+fn canopy_on(dir: &Path, fleet_name: &str, args: &[&str]) -> (i32, String, String) {
+    let mut all: Vec<&str> = vec!["--fleet-name", fleet_name];
+    all.extend_from_slice(args);
+    let dir = dir.to_str().unwrap();
+    let all: Vec<&str> = all
+        .into_iter()
+        .map(|a| if a == "DIR" { dir } else { a })
+        .collect();
+    canopy(&all)
+}
+
+/// One API request to server `i`; `body` is sent as JSON with its content
+/// type (merge patch, apply patch).
+fn request(
+    i: usize,
+    method: &str,
+    path: &str,
+    body: Option<(&str, Value)>,
+) -> Result<Value, kube::Error> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let kc = kube::config::Kubeconfig::read_from(kubeconfig(i)).unwrap();
+        let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .unwrap();
+        let client = kube::Client::try_from(cfg).unwrap();
+        let mut req = http::Request::builder().method(method).uri(path);
+        let bytes = match body {
+            Some((ct, v)) => {
+                req = req.header("content-type", ct);
+                serde_json::to_vec(&v).unwrap()
+            }
+            None => Vec::new(),
+        };
+        client.request::<Value>(req.body(bytes).unwrap()).await
+    })
+}
+
+fn get(i: usize, path: &str) -> Value {
+    request(i, "GET", path, None).unwrap_or_else(|e| panic!("GET {path} on server {i}: {e}"))
+}
+
+fn exists(i: usize, path: &str) -> bool {
+    match request(i, "GET", path, None) {
+        Ok(_) => true,
+        Err(kube::Error::Api(s)) if s.code == 404 => false,
+        Err(e) => panic!("GET {path}: {e}"),
+    }
+}
+
+/// resourceVersion of every object in a namespace (ConfigMaps and
+/// Deployments), and of the fleet's inventory.
+fn versions(i: usize, ns: &str, fleet: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for path in [
+        format!("/api/v1/namespaces/{ns}/configmaps"),
+        format!("/apis/apps/v1/namespaces/{ns}/deployments"),
+    ] {
+        for item in get(i, &path)["items"].as_array().unwrap() {
+            out.push((
+                item["metadata"]["name"].as_str().unwrap().to_string(),
+                item["metadata"]["resourceVersion"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            ));
+        }
+    }
+    let inv = get(
+        i,
+        &format!("/api/v1/namespaces/canopy-system/configmaps/inventory-{fleet}"),
+    );
+    out.push((
+        "inventory".into(),
+        inv["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+    ));
+    out
+}
+
+fn cm_path(ns: &str, name: &str) -> String {
+    format!("/api/v1/namespaces/{ns}/configmaps/{name}")
+}
+
+fn write(dir: &Path, rel: &str, text: &str) {
+    std::fs::write(dir.join(rel), text).unwrap();
+}
+
+#[test]
+fn a_tree_of_three_servers_is_applied_and_a_noop_reapply_writes_nothing() {
+    let ns = "t-noop";
+    let f = tree(&[
+        ("workloads/app/workload.yaml", &workload(ns)),
+        ("workloads/app/objects.yaml", &objects(ns, "blue")),
+    ]);
+    let (code, out, err) = canopy_on(f.path(), "noop", &["apply", "DIR"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("applied: 9 created, 0 updated, 0 deleted in 3 cluster(s)"),
+        "{out}"
+    );
+    for i in 0..3 {
+        let cm = get(i, &cm_path(ns, "settings"));
+        assert_eq!(cm["data"]["color"], "blue");
+        assert_eq!(cm["metadata"]["labels"]["canopy.dev/fleet"], "noop");
+        let managers: Vec<&str> = cm["metadata"]["managedFields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["manager"].as_str().unwrap())
+            .collect();
+        assert_eq!(managers, vec!["canopy"]);
+    }
+    let before: Vec<_> = (0..3).map(|i| versions(i, ns, "noop")).collect();
+    let (code, out, _) = canopy_on(f.path(), "noop", &["apply", "DIR"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.ends_with("no changes: 3 cluster(s) in sync\n"), "{out}");
+    let after: Vec<_> = (0..3).map(|i| versions(i, ns, "noop")).collect();
+    assert_eq!(before, after, "a no-op apply must write nothing");
+    // Defaulted fields (strategy, revisionHistoryLimit, protocol) and the
+    // server's spelling of the CPU request are no drift.
+    let (code, out, _) = canopy_on(f.path(), "noop", &["diff", "DIR"]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out, _) = canopy_on(f.path(), "noop", &["status", "DIR"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out.matches("in-sync").count(), 3, "{out}");
+}
+
+#[test]
+fn drift_by_an_imperative_edit_is_reported_exactly_and_restored() {
+    let ns = "t-drift";
+    let f = tree(&[
+        ("workloads/app/workload.yaml", &workload(ns)),
+        ("workloads/app/objects.yaml", &objects(ns, "blue")),
+    ]);
+    assert_eq!(canopy_on(f.path(), "drift", &["apply", "DIR"]).0, 0);
+    // `kubectl edit` on cluster a: a merge patch by another field manager.
+    request(
+        1,
+        "PATCH",
+        &format!("{}?fieldManager=kubectl-edit", cm_path(ns, "settings")),
+        Some((
+            "application/merge-patch+json",
+            json!({"data": {"color": "red"}}),
+        )),
+    )
+    .unwrap();
+    let (code, out, _) = canopy_on(f.path(), "drift", &["diff", "DIR"]);
+    assert_eq!(code, 1, "{out}");
+    let changed: Vec<&str> = out
+        .lines()
+        .filter(|l| {
+            (l.starts_with('-') || l.starts_with('+'))
+                && !l.starts_with("---")
+                && !l.starts_with("+++")
+        })
+        .collect();
+    assert_eq!(changed, vec!["-  color: red", "+  color: blue"], "{out}");
+    assert!(out.contains("# a: +0 ~1 -0"), "{out}");
+    let (code, out, _) = canopy_on(f.path(), "drift", &["apply", "DIR"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("  a: applied +0 ~1 -0"), "{out}");
+    assert_eq!(get(1, &cm_path(ns, "settings"))["data"]["color"], "blue");
+    assert_eq!(canopy_on(f.path(), "drift", &["diff", "DIR"]).0, 0);
+}
+
+#[test]
+fn a_crd_and_its_custom_resource_apply_together_and_unknown_kinds_are_named() {
+    let ns = "t-crd";
+    let crd = r#"apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: widgets.example.com
+spec:
+  group: example.com
+  scope: Namespaced
+  names: {plural: widgets, singular: widget, kind: Widget}
+  versions:
+    - name: v1
+      served: true
+      storage: true
+      schema:
+        openAPIV3Schema:
+          type: object
+          properties:
+            spec:
+              type: object
+              properties:
+                size: {type: integer}
+---
+apiVersion: example.com/v1
+kind: Widget
+metadata:
+  name: w1
+spec:
+  size: 3
+"#;
+    let k = kubeconfig(0);
+    let f = fleet(
+        &[("root", None, &k)],
+        &[
+            ("workloads/app/workload.yaml", &workload(ns)),
+            ("workloads/app/objects.yaml", &objects(ns, "blue")),
+            ("workloads/app/crd.yaml", crd),
+        ],
+    );
+    // Before anything exists, the diff already knows the Widget comes with
+    // its CRD.
+    let (code, out, _) = canopy_on(f.path(), "crd", &["diff", "DIR"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("+++ desired Widget.example.com t-crd/w1"),
+        "{out}"
+    );
+    let (code, out, err) = canopy_on(f.path(), "crd", &["apply", "DIR"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let w = get(0, "/apis/example.com/v1/namespaces/t-crd/widgets/w1");
+    assert_eq!(w["spec"]["size"], 3);
+    assert_eq!(
+        canopy_on(f.path(), "crd", &["apply", "DIR"]).1,
+        "root: no changes\nno changes: 1 cluster(s) in sync\n"
+    );
+    // A kind nothing defines is an error naming the object.
+    write(
+        f.path(),
+        "workloads/app/gadget.yaml",
+        "apiVersion: nowhere.example.com/v1\nkind: Gadget\nmetadata:\n  name: g1\n",
+    );
+    let (code, out, _) = canopy_on(f.path(), "crd", &["apply", "DIR"]);
+    assert_eq!(code, 4, "{out}");
+    assert!(
+        out.contains("root: FAILED: cluster root (context test): Gadget.nowhere.example.com t-crd/g1: the server does not serve kind Gadget in nowhere.example.com/v1"),
+        "{out}"
+    );
+}
+
+#[test]
+fn prune_deletes_what_canopy_owned_and_never_what_it_did_not() {
+    let ns = "t-prune";
+    let k = kubeconfig(0);
+    let extra = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: extra\ndata: {a: \"1\"}\n";
+    let f = fleet(
+        &[("root", None, &k)],
+        &[
+            ("workloads/app/workload.yaml", &workload(ns)),
+            ("workloads/app/objects.yaml", &objects(ns, "blue")),
+            ("workloads/app/extra.yaml", extra),
+        ],
+    );
+    assert_eq!(canopy_on(f.path(), "prune", &["apply", "DIR"]).0, 0);
+    // Someone else's ConfigMaps in the same namespace: one without labels,
+    // one owned by another fleet.
+    for (name, labels) in [
+        ("foreign", json!({})),
+        ("other-fleet", json!({"canopy.dev/fleet": "someone-else"})),
+    ] {
+        request(
+            0,
+            "POST",
+            &format!("/api/v1/namespaces/{ns}/configmaps"),
+            Some((
+                "application/json",
+                json!({"apiVersion": "v1", "kind": "ConfigMap",
+                    "metadata": {"name": name, "labels": labels}, "data": {"x": "y"}}),
+            )),
+        )
+        .unwrap();
+    }
+    // Remove one ConfigMap and every Deployment: the Deployment's kind is
+    // no longer rendered at all, and the inventory still finds it.
+    std::fs::remove_file(f.path().join("workloads/app/extra.yaml")).unwrap();
+    let text = objects(ns, "blue");
+    let without_deploy = &text[..text.find("---\napiVersion: apps/v1").unwrap()];
+    write(f.path(), "workloads/app/objects.yaml", without_deploy);
+    let (code, out, _) = canopy_on(f.path(), "prune", &["diff", "DIR"]);
+    assert_eq!(code, 1);
+    assert!(out.contains("# root: +0 ~0 -2"), "{out}");
+    let (code, out, _) = canopy_on(f.path(), "prune", &["apply", "DIR"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("  - Deployment.apps t-prune/web")
+            && out.contains("  - ConfigMap t-prune/extra"),
+        "{out}"
+    );
+    assert!(!exists(0, &cm_path(ns, "extra")));
+    assert!(!exists(
+        0,
+        &format!("/apis/apps/v1/namespaces/{ns}/deployments/web")
+    ));
+    for kept in ["settings", "foreign", "other-fleet"] {
+        assert!(exists(0, &cm_path(ns, kept)), "{kept} must stay");
+    }
+}
+
+#[test]
+fn a_conflict_with_another_applier_needs_force_conflicts() {
+    let ns = "t-conflict";
+    let k = kubeconfig(0);
+    let f = fleet(
+        &[("root", None, &k)],
+        &[
+            ("workloads/app/workload.yaml", &workload(ns)),
+            ("workloads/app/objects.yaml", &objects(ns, "blue")),
+        ],
+    );
+    assert_eq!(canopy_on(f.path(), "conflict", &["apply", "DIR"]).0, 0);
+    // Another declarative owner takes the field with its own apply.
+    request(
+        0,
+        "PATCH",
+        &format!(
+            "{}?fieldManager=team-tool&force=true",
+            cm_path(ns, "settings")
+        ),
+        Some((
+            "application/apply-patch+yaml",
+            json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "settings", "namespace": ns}, "data": {"color": "red"}}),
+        )),
+    )
+    .unwrap();
+    let (code, out, _) = canopy_on(f.path(), "conflict", &["apply", "DIR"]);
+    assert_eq!(code, 4, "{out}");
+    assert!(
+        out.contains("ConfigMap t-conflict/settings: apply conflicts: .data.color is owned by field manager \"team-tool\"; nothing of it was changed"),
+        "{out}"
+    );
+    assert!(out.contains("help: rerun with --force-conflicts"), "{out}");
+    assert!(
+        out.contains("objects changed before the failure: none"),
+        "{out}"
+    );
+    assert_eq!(get(0, &cm_path(ns, "settings"))["data"]["color"], "red");
+    let (code, out, _) = canopy_on(f.path(), "conflict", &["apply", "DIR", "--force-conflicts"]);
+    assert_eq!(code, 0, "{out}");
+    let cm = get(0, &cm_path(ns, "settings"));
+    assert_eq!(cm["data"]["color"], "blue");
+}
+
+#[test]
+fn an_unreachable_child_skips_its_subtree_and_siblings_are_applied() {
+    let ns = "t-unreach";
+    let tmp = tempfile::tempdir().unwrap();
+    let dead = dead_kubeconfig(tmp.path());
+    let (k0, k1, k2) = (kubeconfig(0), kubeconfig(1), kubeconfig(2));
+    let f = fleet(
+        &[
+            ("root", None, &k0),
+            ("a", Some("root"), &dead),
+            ("a1", Some("a"), &k1),
+            ("b", Some("root"), &k2),
+        ],
+        &[
+            ("workloads/app/workload.yaml", &workload(ns)),
+            ("workloads/app/objects.yaml", &objects(ns, "blue")),
+        ],
+    );
+    let (code, out, _) = canopy_on(f.path(), "unreach", &["apply", "DIR"]);
+    assert_eq!(code, 4, "{out}");
+    assert!(
+        out.contains("  a: FAILED: cluster a is unreachable: context test: "),
+        "{out}"
+    );
+    assert!(out.contains("    a1: skipped: parent a failed"), "{out}");
+    assert!(out.contains("  b: applied +3 ~0 -0"), "{out}");
+    assert!(exists(2, &cm_path(ns, "settings")));
+    assert!(!exists(1, &cm_path(ns, "settings")), "a1 was skipped");
+    let (code, out, _) = canopy_on(f.path(), "unreach", &["status", "DIR"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("  a ") && l.contains("unreachable")),
+        "{out}"
+    );
+}
+
+#[test]
+fn secrets_never_appear_in_diffs() {
+    let ns = "t-secret";
+    let k = kubeconfig(0);
+    let secret = |v: &str| {
+        format!("apiVersion: v1\nkind: Secret\nmetadata:\n  name: creds\nstringData:\n  password: {v}\n  user: admin-user-name\n")
+    };
+    let f = fleet(
+        &[("root", None, &k)],
+        &[
+            ("workloads/app/workload.yaml", &workload(ns)),
+            ("workloads/app/objects.yaml", &objects(ns, "blue")),
+            ("workloads/app/secret.yaml", &secret("hunter2-old")),
+        ],
+    );
+    assert_eq!(canopy_on(f.path(), "secret", &["apply", "DIR"]).0, 0);
+    write(
+        f.path(),
+        "workloads/app/secret.yaml",
+        &secret("hunter2-new"),
+    );
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    for fmt in ["text", "json", "markdown"] {
+        let (code, out, err) = canopy_on(f.path(), "secret", &["diff", "DIR", "-o", fmt]);
+        assert_eq!(code, 1, "{out}{err}");
+        assert!(out.contains("Secret t-secret/creds"), "{out}");
+        for secret in ["hunter2-old", "hunter2-new", "admin-user-name"] {
+            for form in [secret.to_string(), b64(secret)] {
+                assert!(
+                    !out.contains(&form) && !err.contains(&form),
+                    "{fmt} shows {form}:\n{out}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_retained_field_changed_in_the_cluster_survives_reapply() {
+    let ns = "t-retain";
+    let k = kubeconfig(0);
+    let wl = format!(
+        "{}  retain:\n    - kind: Deployment\n      jsonPointers: [/spec/replicas]\n",
+        workload(ns)
+    );
+    let f = fleet(
+        &[("root", None, &k)],
+        &[
+            ("workloads/app/workload.yaml", &wl),
+            ("workloads/app/objects.yaml", &objects(ns, "blue")),
+        ],
+    );
+    assert_eq!(canopy_on(f.path(), "retain", &["apply", "DIR"]).0, 0);
+    let path = format!("/apis/apps/v1/namespaces/{ns}/deployments/web");
+    assert_eq!(get(0, &path)["spec"]["replicas"], 2, "set on create");
+    // An autoscaler scales the Deployment through its scale subresource.
+    request(
+        0,
+        "PATCH",
+        &format!("{path}/scale?fieldManager=horizontal-pod-autoscaler"),
+        Some((
+            "application/merge-patch+json",
+            json!({"spec": {"replicas": 5}}),
+        )),
+    )
+    .unwrap();
+    let (code, out, _) = canopy_on(f.path(), "retain", &["diff", "DIR"]);
+    assert_eq!(code, 0, "a retained field is no drift:\n{out}");
+    // Even a new value in Git does not overwrite the cluster's.
+    write(
+        f.path(),
+        "workloads/app/objects.yaml",
+        &objects(ns, "green").replace("replicas: 2", "replicas: 3"),
+    );
+    let (code, out, _) = canopy_on(f.path(), "retain", &["apply", "DIR"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(get(0, &path)["spec"]["replicas"], 5);
+    assert_eq!(get(0, &cm_path(ns, "settings"))["data"]["color"], "green");
+}
+
+#[test]
+fn wait_reports_what_is_not_healthy_and_passes_once_rolled_out() {
+    let ns = "t-wait";
+    let k = kubeconfig(0);
+    let f = fleet(
+        &[("root", None, &k)],
+        &[
+            ("workloads/app/workload.yaml", &workload(ns)),
+            ("workloads/app/objects.yaml", &objects(ns, "blue")),
+        ],
+    );
+    // These API servers run no controllers: nothing rolls the Deployment out.
+    let (code, out, _) = canopy_on(
+        f.path(),
+        "wait",
+        &["apply", "DIR", "--wait", "--timeout", "1s"],
+    );
+    assert_eq!(code, 4, "{out}");
+    assert!(
+        out.contains("root: FAILED: cluster root: not healthy after 1s:\n    Deployment.apps t-wait/web: observedGeneration 0 < generation 1"),
+        "{out}"
+    );
+    assert!(
+        out.contains("objects changed before the failure: Namespace t-wait, ConfigMap t-wait/settings, Deployment.apps t-wait/web"),
+        "{out}"
+    );
+    // Play the Deployment controller: report the rollout done.
+    let path = format!("/apis/apps/v1/namespaces/{ns}/deployments/web/status");
+    request(
+        0,
+        "PATCH",
+        &path,
+        Some((
+            "application/merge-patch+json",
+            json!({"status": {"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2,
+                "readyReplicas": 2, "availableReplicas": 2}}),
+        )),
+    )
+    .unwrap();
+    let (code, out, _) = canopy_on(
+        f.path(),
+        "wait",
+        &["apply", "DIR", "--wait", "--timeout", "5s"],
+    );
+    assert_eq!(code, 0, "{out}");
+}
+
+#[test]
+fn a_missing_context_names_the_cluster_and_the_contexts_there_are() {
+    let k = kubeconfig(0);
+    let f = fleet(
+        &[("root", None, &k)],
+        &[("workloads/app/workload.yaml", &workload("t-ctx"))],
+    );
+    let clusters = std::fs::read_to_string(f.path().join("clusters.yaml")).unwrap();
+    write(
+        f.path(),
+        "clusters.yaml",
+        &clusters.replace("}\n", ", context: prod}\n"),
+    );
+    let (code, out, _) = canopy_on(f.path(), "ctx", &["apply", "DIR"]);
+    assert_eq!(code, 4, "{out}");
+    assert!(
+        out.contains(&format!(
+            "root: FAILED: cluster root: context \"prod\" is not in kubeconfig {}",
+            k.display()
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains("help: set spec.connection.context to one of: test"),
+        "{out}"
+    );
+}
