@@ -161,10 +161,10 @@ pub struct KubeArgs {
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=512), value_name = "N")]
     pub kube_requests: u16,
     /// Requests per second per Kubernetes cluster (client-side limit).
-    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
     pub kube_qps: u32,
     /// Requests allowed above --kube-qps in a burst.
-    #[arg(long, default_value_t = 400, value_name = "N")]
+    #[arg(long, default_value_t = 1000, value_name = "N")]
     pub kube_burst: u32,
     /// Timeout of one request to a Kubernetes API server.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration, value_name = "DURATION")]

@@ -34,6 +34,24 @@ impl Drop for ApiServer {
     }
 }
 
+impl ApiServer {
+    /// CPU seconds (user + system) the server process has used so far,
+    /// etcd included: what a benchmark needs to tell a busy server from a
+    /// slow client.
+    pub fn cpu_seconds(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // Fields after the command name, which is in parentheses.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let f: Vec<f64> = rest
+            .split_whitespace()
+            .map(|x| x.parse().unwrap_or(0.0))
+            .collect();
+        // utime and stime are fields 14 and 15 of the line, 12 and 13 here.
+        (f.get(11).unwrap_or(&0.0) + f.get(12).unwrap_or(&0.0)) / 100.0
+    }
+}
+
 fn go() -> PathBuf {
     for candidate in ["go", "/usr/local/go/bin/go"] {
         if Command::new(candidate)

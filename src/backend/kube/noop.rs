@@ -17,6 +17,7 @@ use serde_json::{Map, Value};
 
 /// True when applying `desired` as `manager` would leave `live` unchanged.
 pub fn apply_is_noop(desired: &Value, live: &Value, manager: &str) -> bool {
+    let desired = &with_port_protocols(desired);
     if !subset(desired, live) {
         return false;
     }
@@ -40,6 +41,41 @@ pub fn apply_is_noop(desired: &Value, live: &Value, manager: &str) -> bool {
     {
         Some(fields) => covered(fields, desired),
         None => false,
+    }
+}
+
+/// The one defaulted field that is part of a list key in common manifests:
+/// a container's or a Service's port without `protocol` is `TCP`, and the
+/// server keys the port by both. Filling it in lets an unchanged Deployment
+/// or Service be proven unchanged; anything else left out stays left out
+/// (and a wrong guess only costs a dry run: the subset test then fails).
+fn with_port_protocols(v: &Value) -> Value {
+    let mut v = v.clone();
+    fill_protocols(&mut v);
+    v
+}
+
+fn fill_protocols(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            for (k, child) in m.iter_mut() {
+                if k == "ports" {
+                    for p in child.as_array_mut().into_iter().flatten() {
+                        if let Some(p) = p.as_object_mut() {
+                            let numbered = p.get("containerPort").is_some_and(Value::is_u64)
+                                || p.get("port").is_some_and(Value::is_u64);
+                            if numbered && !p.contains_key("protocol") {
+                                p.insert("protocol".into(), Value::String("TCP".into()));
+                            }
+                        }
+                    }
+                } else {
+                    fill_protocols(child);
+                }
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(fill_protocols),
+        _ => {}
     }
 }
 
@@ -179,6 +215,20 @@ mod tests {
         let mut d = desired();
         d["spec"]["replicas"] = json!(3.0);
         assert!(!apply_is_noop(&d, &live(canopy_fields()), "canopy"));
+    }
+
+    #[test]
+    fn a_port_without_protocol_is_keyed_as_tcp() {
+        let mut fields = canopy_fields();
+        fields["f:spec"]["f:template"]["f:spec"]["f:containers"]["k:{\"name\":\"app\"}"]
+            ["f:ports"] = json!({"k:{\"containerPort\":80,\"protocol\":\"TCP\"}": {".": {}, "f:containerPort": {}}});
+        let mut d = desired();
+        d["spec"]["template"]["spec"]["containers"][0]["ports"] = json!([{"containerPort": 80}]);
+        assert!(apply_is_noop(&d, &live(fields.clone()), "canopy"));
+        // Someone switched the port to UDP: not provably unchanged.
+        let mut l = live(fields);
+        l["spec"]["template"]["spec"]["containers"][0]["ports"][0]["protocol"] = json!("UDP");
+        assert!(!apply_is_noop(&d, &l, "canopy"));
     }
 
     #[test]
