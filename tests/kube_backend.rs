@@ -660,3 +660,37 @@ fn a_missing_context_names_the_cluster_and_the_contexts_there_are() {
         "{out}"
     );
 }
+
+#[test]
+fn rejected_credentials_name_the_cluster_and_never_print_the_token() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(kubeconfig(0)).unwrap();
+    assert!(text.contains("canopy-test-token"));
+    let wrong = tmp.path().join("expired-kubeconfig");
+    std::fs::write(
+        &wrong,
+        text.replace("canopy-test-token", "expired-secret-token"),
+    )
+    .unwrap();
+    let k1 = kubeconfig(1);
+    let f = fleet(
+        &[("root", None, &k1), ("old", Some("root"), &wrong)],
+        &[
+            ("workloads/app/workload.yaml", &workload("t-creds")),
+            ("workloads/app/objects.yaml", &objects("t-creds", "blue")),
+        ],
+    );
+    let (code, out, err) = canopy_on(f.path(), "creds", &["apply", "DIR"]);
+    assert_eq!(code, 4, "{out}");
+    assert!(out.contains("root: applied +3 ~0 -0"), "{out}");
+    assert!(
+        out.contains("  old: FAILED: cluster old (context test): ")
+            && out.contains("(401 Unauthorized)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("help: the credentials of this context were rejected; refresh them (they may have expired)"),
+        "{out}"
+    );
+    assert!(!out.contains("expired-secret-token") && !err.contains("expired-secret-token"));
+}
