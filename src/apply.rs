@@ -332,6 +332,35 @@ fn reconcile(
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
+    // The cluster's own word on scope: a namespaced object without a
+    // namespace lands in `default`, and a cluster-scoped one has none, so
+    // that rendered keys are exactly the keys listed back from the cluster.
+    let scopes = match backend.scopes(&kinds) {
+        Ok(s) => s,
+        Err(e) => return failed(e),
+    };
+    let mut keys: Vec<ObjectKey> = packed.iter().map(|o| o.key.clone()).collect();
+    if !scopes.is_empty() {
+        for (key, v) in keys.iter_mut().zip(values.iter_mut()) {
+            let Some(&namespaced) = TypeRef::of(v).and_then(|t| scopes.get(&t)) else {
+                continue;
+            };
+            let meta = &mut v["metadata"];
+            match (namespaced, key.namespace.is_empty()) {
+                (true, true) => {
+                    meta["namespace"] = serde_json::Value::String("default".into());
+                    key.namespace = "default".into();
+                }
+                (false, false) => {
+                    if let Some(m) = meta.as_object_mut() {
+                        m.remove("namespace");
+                    }
+                    key.namespace.clear();
+                }
+                _ => {}
+            }
+        }
+    }
     let live = match backend.list_owned(&fleet.name, &kinds) {
         Ok(l) => l,
         Err(e) => return failed(e),
@@ -341,18 +370,18 @@ fn reconcile(
         .filter_map(|l| ObjectKey::of(l).map(|k| (k, l)))
         .collect();
     // An existing object keeps the cluster's value of every retained field.
-    for (o, v) in packed.iter().zip(values.iter_mut()) {
-        if let Some(l) = live_by_key.get(&o.key) {
-            crate::retain::retain(v, l, &o.key, &fleet.workloads[o.workload].spec.retain);
+    for ((o, key), v) in packed.iter().zip(&keys).zip(values.iter_mut()) {
+        if let Some(l) = live_by_key.get(key) {
+            crate::retain::retain(v, l, key, &fleet.workloads[o.workload].spec.retain);
         }
     }
-    let planned: Vec<Planned<'_>> = packed
+    let planned: Vec<Planned<'_>> = keys
         .iter()
         .zip(&values)
-        .map(|(o, v)| Planned {
-            key: &o.key,
+        .map(|(key, v)| Planned {
+            key,
             desired: v,
-            live: live_by_key.get(&o.key).copied(),
+            live: live_by_key.get(key).copied(),
         })
         .collect();
     let views = match backend.preview(&planned) {
@@ -361,10 +390,11 @@ fn reconcile(
     };
     let desired: Vec<Desired<'_>> = packed
         .iter()
+        .zip(&keys)
         .zip(&values)
         .zip(views)
-        .map(|((o, value), server)| Desired {
-            key: &o.key,
+        .map(|(((o, key), value), server)| Desired {
+            key,
             value,
             ignore: &fleet.workloads[o.workload].spec.ignore_differences,
             server,

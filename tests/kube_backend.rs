@@ -694,3 +694,72 @@ fn rejected_credentials_name_the_cluster_and_never_print_the_token() {
     );
     assert!(!out.contains("expired-secret-token") && !err.contains("expired-secret-token"));
 }
+
+#[test]
+fn an_object_without_a_namespace_lands_in_default_and_stays_in_sync() {
+    let k = kubeconfig(2);
+    let wl = "apiVersion: canopy.dev/v1alpha1\nkind: Workload\nmetadata:\n  name: app\n";
+    let cm = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: t-default-ns\ndata: {a: \"1\"}\n";
+    let f = fleet(
+        &[("root", None, &k)],
+        &[
+            ("workloads/app/workload.yaml", wl),
+            ("workloads/app/cm.yaml", cm),
+        ],
+    );
+    let (code, out, _) = canopy_on(f.path(), "defaultns", &["apply", "DIR"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("+ ConfigMap default/t-default-ns"), "{out}");
+    assert!(exists(2, &cm_path("default", "t-default-ns")));
+    let (code, out, _) = canopy_on(f.path(), "defaultns", &["apply", "DIR"]);
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "root: no changes\nno changes: 1 cluster(s) in sync\n")
+    );
+}
+
+#[test]
+fn a_cluster_scoped_kind_canopy_cannot_know_takes_its_scope_from_the_server() {
+    // A cluster-scoped CRD installed outside canopy: only the server knows
+    // its scope, and the workload's namespace must not stick to its objects.
+    let crd = json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "gizmos.example.org"},
+        "spec": {"group": "example.org", "scope": "Cluster",
+            "names": {"plural": "gizmos", "singular": "gizmo", "kind": "Gizmo"},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}});
+    request(
+        2,
+        "POST",
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+        Some(("application/json", crd)),
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !exists(2, "/apis/example.org/v1/gizmos") {
+        assert!(std::time::Instant::now() < deadline, "CRD never served");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let k = kubeconfig(2);
+    let gizmo = "apiVersion: example.org/v1\nkind: Gizmo\nmetadata:\n  name: g1\nspec: {size: 1}\n";
+    let f = fleet(
+        &[("root", None, &k)],
+        &[
+            ("workloads/app/workload.yaml", &workload("t-scope")),
+            ("workloads/app/gizmo.yaml", gizmo),
+        ],
+    );
+    let (code, out, _) = canopy_on(f.path(), "scope", &["apply", "DIR"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("+ Gizmo.example.org g1"), "{out}");
+    let (code, out, _) = canopy_on(f.path(), "scope", &["apply", "DIR"]);
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "root: no changes\nno changes: 1 cluster(s) in sync\n")
+    );
+    std::fs::remove_file(f.path().join("workloads/app/gizmo.yaml")).unwrap();
+    let (code, out, _) = canopy_on(f.path(), "scope", &["apply", "DIR"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("- Gizmo.example.org g1"), "{out}");
+    assert!(!exists(2, "/apis/example.org/v1/gizmos/g1"));
+}

@@ -10,6 +10,7 @@ pub mod kube;
 pub mod local;
 pub mod rendered;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -111,6 +112,12 @@ pub trait ClusterBackend: Send + Sync {
     /// desired objects; a backend that must list kind by kind adds every kind
     /// it has written before, so that nothing owned is missed by prune.
     fn list_owned(&self, fleet: &str, kinds: &[TypeRef]) -> Result<Vec<Value>, BackendError>;
+    /// Which of these kinds are namespaced, as far as the backend knows
+    /// better than canopy's table of built-in kinds (an API server's
+    /// discovery does). Kinds it does not know are left out.
+    fn scopes(&self, _kinds: &[TypeRef]) -> Result<BTreeMap<TypeRef, bool>, BackendError> {
+        Ok(BTreeMap::new())
+    }
     /// What applying each object would leave, one view per object in order.
     /// A backend that stores objects as written has nothing to add.
     fn preview(&self, objects: &[Planned<'_>]) -> Result<Vec<ServerView>, BackendError> {

@@ -934,6 +934,24 @@ impl ClusterBackend for Arc<KubeCluster> {
         })
     }
 
+    fn scopes(&self, kinds: &[TypeRef]) -> Result<BTreeMap<TypeRef, bool>, BackendError> {
+        self.block_on(async {
+            let mut out = BTreeMap::new();
+            for t in kinds {
+                let r = self.resource(t).await.map_err(|error| {
+                    self.error(Failed {
+                        object: None,
+                        error,
+                    })
+                })?;
+                if let Some(r) = r {
+                    out.insert(t.clone(), r.namespaced);
+                }
+            }
+            Ok(out)
+        })
+    }
+
     fn preview(&self, objects: &[Planned<'_>]) -> Result<Vec<ServerView>, BackendError> {
         self.block_on(self.preview_all(objects))
     }
