@@ -42,22 +42,7 @@ fn arg(name: &str, default: usize) -> usize {
 fn kubectl() -> PathBuf {
     let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/kubectl");
     let bin = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kubectl");
-    let go = ["go", "/usr/local/go/bin/go"]
-        .into_iter()
-        .find(|g| Command::new(g).arg("version").output().is_ok())
-        .expect("Go is needed to build kubectl (benches/kubectl)");
-    let out = Command::new(go)
-        .args(["build", "-o"])
-        .arg(&bin)
-        .arg("k8s.io/kubernetes/cmd/kubectl")
-        .current_dir(&src)
-        .output()
-        .expect("go build runs");
-    assert!(
-        out.status.success(),
-        "building kubectl failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    apiserver::go_build(&src, "k8s.io/kubernetes/cmd/kubectl", &bin);
     bin
 }
 

@@ -65,24 +65,31 @@ fn go() -> PathBuf {
     panic!("Go is needed to build the test API server (tests/apiserver); install Go 1.26 or newer");
 }
 
+/// `go build -o out package`, run in the Go module at `module`; panics
+/// with Go's output when the build fails.
+pub fn go_build(module: &Path, package: &str, out: &Path) {
+    let built = Command::new(go())
+        .args(["build", "-o"])
+        .arg(out)
+        .arg(package)
+        .current_dir(module)
+        .output()
+        .expect("go build runs");
+    assert!(
+        built.status.success(),
+        "building {package} in {} failed:\n{}",
+        module.display(),
+        String::from_utf8_lossy(&built.stderr)
+    );
+}
+
 /// Builds the harness once and returns its path.
 pub fn harness() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/apiserver");
         let bin = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("canopy-test-apiserver");
-        let out = Command::new(go())
-            .args(["build", "-o"])
-            .arg(&bin)
-            .arg(".")
-            .current_dir(&src)
-            .output()
-            .expect("go build runs");
-        assert!(
-            out.status.success(),
-            "building tests/apiserver failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        go_build(&src, ".", &bin);
         bin
     })
 }

@@ -197,6 +197,16 @@ impl Resource {
         }
     }
 
+    /// An object's collection path and name: where to send requests
+    /// about it.
+    fn locate<'v>(&self, obj: &'v Value) -> (String, &'v str) {
+        let name = obj
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        (self.path_of(obj), name)
+    }
+
     /// The collection path of one object.
     fn path_of(&self, obj: &Value) -> String {
         let ns = obj
@@ -502,11 +512,7 @@ impl KubeCluster {
         dry_run: bool,
         force: bool,
     ) -> Result<Value, kube::Error> {
-        let name = obj
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let path = r.path_of(obj);
+        let (path, name) = r.locate(obj);
         let pp = PatchParams {
             dry_run,
             force,
@@ -520,11 +526,7 @@ impl KubeCluster {
     /// Deletes one object if it is still the one listed (same uid);
     /// `false` when it was already gone.
     async fn delete(&self, r: &Resource, live: &Value) -> Result<bool, kube::Error> {
-        let name = live
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let path = r.path_of(live);
+        let (path, name) = r.locate(live);
         let dp = DeleteParams {
             propagation_policy: Some(PropagationPolicy::Background),
             preconditions: live
@@ -544,11 +546,7 @@ impl KubeCluster {
     }
 
     async fn get(&self, r: &Resource, obj: &Value) -> Result<Value, kube::Error> {
-        let name = obj
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let path = r.path_of(obj);
+        let (path, name) = r.locate(obj);
         let mut v = self
             .send(|| Request::new(&path).get(name, &GetParams::default()))
             .await?;
