@@ -237,12 +237,6 @@ pub struct KubeCluster {
     inventory: Mutex<Option<Inventory>>,
 }
 
-/// A request's failure, with the object it was about.
-struct Failed {
-    object: Option<ObjectKey>,
-    error: kube::Error,
-}
-
 impl KubeCluster {
     fn new(
         name: &str,
@@ -292,13 +286,9 @@ impl KubeCluster {
 
     /// The error for a failed request, naming the cluster, its context and
     /// the object.
-    fn error(&self, f: Failed) -> BackendError {
-        let object = f
-            .object
-            .as_ref()
-            .map(|k| format!("{k}: "))
-            .unwrap_or_default();
-        match f.error {
+    fn error(&self, about: Option<&ObjectKey>, error: kube::Error) -> BackendError {
+        let object = about.map(|k| format!("{k}: ")).unwrap_or_default();
+        match error {
             kube::Error::Api(s) => {
                 let conflicts: Vec<String> = s
                     .details
@@ -332,7 +322,7 @@ impl KubeCluster {
             }
             kube::Error::HyperError(_) | kube::Error::Service(_) => BackendError::Unreachable {
                 cluster: self.name.clone(),
-                reason: format!("context {}: {object}{}", self.context, f.error),
+                reason: format!("context {}: {object}{}", self.context, error),
             },
             e => BackendError::Api {
                 cluster: self.name.clone(),
@@ -414,10 +404,7 @@ impl KubeCluster {
                 "the server does not serve kind {} in {}\n  help: install its CustomResourceDefinition first, or add the CRD to a workload so canopy applies it before its objects",
                 t.kind, t.api_version
             ))),
-            Err(e) => Err(self.error(Failed {
-                object: Some(key.clone()),
-                error: e,
-            })),
+            Err(e) => Err(self.error(Some(key), e)),
         }
     }
 
@@ -439,18 +426,13 @@ impl KubeCluster {
         {
             Ok(cm) => Inventory::from_configmap(&cm),
             Err(kube::Error::Api(s)) if s.code == 404 => Inventory::default(),
-            Err(e) => {
-                return Err(self.error(Failed {
-                    object: None,
-                    error: e,
-                }))
-            }
+            Err(e) => return Err(self.error(None, e)),
         };
         *self.inventory.lock().expect("inventory") = Some(inv.clone());
         Ok(inv)
     }
 
-    async fn write_inventory(&self, inv: &Inventory) -> Result<(), Failed> {
+    async fn write_inventory(&self, inv: &Inventory) -> Result<(), BackendError> {
         let ns = inventory::namespace_object();
         let cm = inv.to_configmap(&self.fleet);
         for obj in [ns, cm] {
@@ -465,10 +447,7 @@ impl KubeCluster {
             };
             self.apply(&r, &obj, false, true)
                 .await
-                .map_err(|error| Failed {
-                    object: ObjectKey::of(&obj),
-                    error,
-                })?;
+                .map_err(|error| self.error(ObjectKey::of(&obj).as_ref(), error))?;
         }
         *self.inventory.lock().expect("inventory") = Some(inv.clone());
         Ok(())
@@ -556,12 +535,7 @@ impl KubeCluster {
 
     /// One create, update or delete; `Ok(false)` when nothing was changed.
     async fn change(&self, ch: &Change) -> Result<bool, BackendError> {
-        let fail = |error| {
-            self.error(Failed {
-                object: Some(ch.key().clone()),
-                error,
-            })
-        };
+        let fail = |error| self.error(Some(ch.key()), error);
         match ch {
             Change::Create { key, desired } | Change::Update { key, desired, .. } => {
                 let r = self.resource_of(key, desired).await?;
@@ -606,12 +580,10 @@ impl KubeCluster {
         for crd in crds {
             let deadline = Instant::now() + wait;
             loop {
-                let live = self.get(&r, crd).await.map_err(|error| {
-                    self.error(Failed {
-                        object: ObjectKey::of(crd),
-                        error,
-                    })
-                })?;
+                let live = self
+                    .get(&r, crd)
+                    .await
+                    .map_err(|error| self.error(ObjectKey::of(crd).as_ref(), error))?;
                 match health::health(&live) {
                     Health::Healthy => break,
                     h if Instant::now() >= deadline => {
@@ -715,7 +687,7 @@ impl KubeCluster {
             inv.kinds.extend(written);
             self.write_inventory(&inv)
                 .await
-                .map_err(|f| fail(self.error(f), &changed))?;
+                .map_err(|e| fail(e, &changed))?;
         }
         for wave in waves(changes) {
             let results: Vec<(&Change, Result<bool, BackendError>)> = stream::iter(
@@ -758,7 +730,7 @@ impl KubeCluster {
         inv.applied = Some(meta.clone());
         self.write_inventory(&inv)
             .await
-            .map_err(|f| fail(self.error(f), &changed))?;
+            .map_err(|e| fail(e, &changed))?;
         Ok(())
     }
 
@@ -779,12 +751,10 @@ impl KubeCluster {
             let Some(live) = p.live else {
                 let t = TypeRef::of(p.desired);
                 let known = match &t {
-                    Some(t) => self.resource(t).await.map_err(|error| {
-                        self.error(Failed {
-                            object: Some(p.key.clone()),
-                            error,
-                        })
-                    })?,
+                    Some(t) => self
+                        .resource(t)
+                        .await
+                        .map_err(|error| self.error(Some(p.key), error))?,
                     None => None,
                 };
                 if known.is_none() && !defined.contains(&(p.key.group.clone(), p.key.kind.clone()))
@@ -804,10 +774,7 @@ impl KubeCluster {
                     merged["apiVersion"] = p.desired["apiVersion"].clone();
                     Ok(ServerView::Merged(merged))
                 }
-                Err(error) => Err(self.error(Failed {
-                    object: Some(p.key.clone()),
-                    error,
-                })),
+                Err(error) => Err(self.error(Some(p.key), error)),
             }
         }))
         .buffered(self.opts.requests.max(1))
@@ -881,12 +848,7 @@ impl ClusterBackend for Arc<KubeCluster> {
             })
             .await
             .map(|_| ())
-            .map_err(|error| {
-                self.error(Failed {
-                    object: None,
-                    error,
-                })
-            })
+            .map_err(|error| self.error(None, error))
         })
     }
 
@@ -921,12 +883,7 @@ impl ClusterBackend for Arc<KubeCluster> {
             .await;
             let mut out = Vec::new();
             for l in lists {
-                out.extend(l.map_err(|error| {
-                    self.error(Failed {
-                        object: None,
-                        error,
-                    })
-                })?);
+                out.extend(l.map_err(|error| self.error(None, error))?);
             }
             Ok(out)
         })
@@ -936,12 +893,10 @@ impl ClusterBackend for Arc<KubeCluster> {
         self.block_on(async {
             let mut out = BTreeMap::new();
             for t in kinds {
-                let r = self.resource(t).await.map_err(|error| {
-                    self.error(Failed {
-                        object: None,
-                        error,
-                    })
-                })?;
+                let r = self
+                    .resource(t)
+                    .await
+                    .map_err(|error| self.error(None, error))?;
                 if let Some(r) = r {
                     out.insert(t.clone(), r.namespaced);
                 }
