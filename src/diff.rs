@@ -51,7 +51,7 @@ pub fn normalize(obj: &Value) -> Value {
 pub fn strip_ignored(obj: &mut Value, key: &ObjectKey, rules: &[FieldRule]) {
     for r in rules.iter().filter(|r| r.matches(key)) {
         for ptr in &r.json_pointers {
-            crate::retain::remove_pointer(obj, ptr);
+            crate::pointer::remove(obj, ptr);
         }
     }
 }

@@ -25,6 +25,7 @@ pub mod mask;
 pub mod model;
 pub mod output;
 pub mod pipeline;
+pub mod pointer;
 
 pub mod render;
 pub mod retain;

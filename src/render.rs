@@ -324,7 +324,7 @@ impl<'a> Renderer<'a> {
                 if let Some(ptr) =
                     kinds::replica_pointer(&key.group, &key.kind, &w.spec.placement.replicas.paths)
                 {
-                    set_pointer(&mut obj, ptr, Value::from(n));
+                    crate::pointer::set(&mut obj, ptr, Value::from(n));
                 }
             }
             // 3. overrides, ascending priority then name
@@ -536,29 +536,6 @@ fn apply_override(
     Ok(())
 }
 
-/// Writes `v` at JSON pointer `ptr`, creating missing parent objects.
-fn set_pointer(obj: &mut Value, ptr: &str, v: Value) {
-    let mut cur = obj;
-    let parts: Vec<String> = ptr
-        .split('/')
-        .skip(1)
-        .map(|p| p.replace("~1", "/").replace("~0", "~"))
-        .collect();
-    for (i, part) in parts.iter().enumerate() {
-        if !cur.is_object() {
-            *cur = Value::Object(Map::new());
-        }
-        let map = cur.as_object_mut().expect("just made an object");
-        if i + 1 == parts.len() {
-            map.insert(part.clone(), v);
-            return;
-        }
-        cur = map
-            .entry(part.clone())
-            .or_insert_with(|| Value::Object(Map::new()));
-    }
-}
-
 /// Ownership labels and the source annotation.
 fn label(obj: &mut Value, fleet: &str, workload: &str, cluster: &str, file: &str) {
     let meta = obj
@@ -691,14 +668,6 @@ pub fn render_all(r: &Renderer<'_>, only: Option<&[usize]>) -> Result<RenderedFl
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn set_pointer_creates_parents() {
-        let mut v = json!({"spec": {}});
-        set_pointer(&mut v, "/spec/replicas", json!(3));
-        set_pointer(&mut v, "/a/b~1c", json!(1));
-        assert_eq!(v, json!({"spec": {"replicas": 3}, "a": {"b/c": 1}}));
-    }
 
     #[test]
     fn deep_merge_nearest_wins() {

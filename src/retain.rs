@@ -12,6 +12,7 @@
 use serde_json::Value;
 
 use crate::model::{FieldRule, ObjectKey};
+use crate::pointer;
 
 /// Makes `desired` carry `live`'s value at every retained pointer of the
 /// rules that match `key`; a pointer `live` does not have is removed from
@@ -20,77 +21,10 @@ pub fn retain(desired: &mut Value, live: &Value, key: &ObjectKey, rules: &[Field
     for rule in rules.iter().filter(|r| r.matches(key)) {
         for ptr in &rule.json_pointers {
             match live.pointer(ptr) {
-                Some(v) => set_pointer(desired, ptr, v.clone()),
-                None => remove_pointer(desired, ptr),
+                Some(v) => pointer::set(desired, ptr, v.clone()),
+                None => pointer::remove(desired, ptr),
             }
         }
-    }
-}
-
-/// The tokens of a JSON pointer, unescaped (`~1` is `/`, `~0` is `~`).
-fn tokens(ptr: &str) -> Vec<String> {
-    ptr.split('/')
-        .skip(1)
-        .map(|t| t.replace("~1", "/").replace("~0", "~"))
-        .collect()
-}
-
-/// Sets the value at `ptr`, creating missing objects on the way. An array
-/// index may address an element or the one just past the end.
-pub fn set_pointer(obj: &mut Value, ptr: &str, value: Value) {
-    let toks = tokens(ptr);
-    let Some((last, parents)) = toks.split_last() else {
-        return;
-    };
-    let mut cur = obj;
-    for t in parents {
-        cur = match cur {
-            Value::Object(m) => m
-                .entry(t.clone())
-                .or_insert_with(|| Value::Object(Default::default())),
-            Value::Array(a) => match t.parse::<usize>() {
-                Ok(i) if i < a.len() => &mut a[i],
-                _ => return,
-            },
-            _ => return,
-        };
-    }
-    match cur {
-        Value::Object(m) => {
-            m.insert(last.clone(), value);
-        }
-        Value::Array(a) => match last.parse::<usize>() {
-            Ok(i) if i < a.len() => a[i] = value,
-            Ok(i) if i == a.len() => a.push(value),
-            _ => {}
-        },
-        _ => {}
-    }
-}
-
-/// Removes the value at `ptr`; a missing one is fine.
-pub fn remove_pointer(obj: &mut Value, ptr: &str) {
-    let Some((parent, last)) = ptr.rsplit_once('/') else {
-        return;
-    };
-    let last = last.replace("~1", "/").replace("~0", "~");
-    let target = if parent.is_empty() {
-        Some(obj)
-    } else {
-        obj.pointer_mut(parent)
-    };
-    match target {
-        Some(Value::Object(m)) => {
-            m.remove(&last);
-        }
-        Some(Value::Array(a)) => {
-            if let Ok(i) = last.parse::<usize>() {
-                if i < a.len() {
-                    a.remove(i);
-                }
-            }
-        }
-        _ => {}
     }
 }
 
@@ -154,17 +88,5 @@ mod tests {
             &[rule("StatefulSet", &["/spec/replicas"])],
         );
         assert_eq!(desired, before);
-    }
-
-    #[test]
-    fn pointers_create_parents_escape_and_append() {
-        let mut v = json!({"a": [1]});
-        set_pointer(&mut v, "/b/c~1d", json!(true));
-        set_pointer(&mut v, "/a/1", json!(2));
-        set_pointer(&mut v, "/a/5", json!(9));
-        assert_eq!(v, json!({"a": [1, 2], "b": {"c/d": true}}));
-        remove_pointer(&mut v, "/a/0");
-        remove_pointer(&mut v, "/x/y");
-        assert_eq!(v, json!({"a": [2], "b": {"c/d": true}}));
     }
 }
