@@ -73,7 +73,8 @@ fn child_diff_base(fleet: &Path, rev: &str) {
     let t = Instant::now();
     let (checked, _) = load_checked(fleet, None).expect("valid fleet");
     let r = Renderer::new(&checked);
-    let (base, _) = render_at_revision(fleet, rev, &checked, None).expect("base renders");
+    let input = canopy::pipeline::Input::Dir(fleet.to_path_buf());
+    let (base, _) = render_at_revision(&input, rev, &checked, None).expect("base renders");
     let opts = Options {
         dry_run: true,
         keep_values: true,

@@ -7,6 +7,8 @@
 //! whole subtree reported as skipped, with the reason.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use rayon::prelude::*;
 
@@ -35,6 +37,9 @@ pub struct Options {
     /// its desired objects to be healthy; an unhealthy cluster fails and
     /// its subtree is skipped.
     pub wait: Option<std::time::Duration>,
+    /// Set (by a signal handler) to stop between clusters: a cluster being
+    /// reconciled finishes, the ones not started are reported as skipped.
+    pub cancel: Option<Arc<AtomicBool>>,
 }
 
 impl Default for Options {
@@ -47,6 +52,7 @@ impl Default for Options {
             targets: None,
             keep_values: false,
             wait: None,
+            cancel: None,
         }
     }
 }
@@ -261,6 +267,18 @@ pub fn run(
                             },
                         );
                     }
+                    if opts
+                        .cancel
+                        .as_ref()
+                        .is_some_and(|f| f.load(Ordering::SeqCst))
+                    {
+                        return (
+                            c,
+                            Outcome::Skipped {
+                                reason: "canopy is stopping".into(),
+                            },
+                        );
+                    }
                     let backend = backends.backend(topo.name(c));
                     (c, reconcile(r, backend.as_ref(), &rendered[&c], meta, opts))
                 })
@@ -369,10 +387,12 @@ fn reconcile(
         .iter()
         .filter_map(|l| ObjectKey::of(l).map(|k| (k, l)))
         .collect();
-    // An existing object keeps the cluster's value of every retained field.
+    // An existing object keeps the cluster's value of every retained field,
+    // and the revision that last wrote it (a new one is stamped on write).
     for ((o, key), v) in packed.iter().zip(&keys).zip(values.iter_mut()) {
         if let Some(l) = live_by_key.get(key) {
             crate::retain::retain(v, l, key, &fleet.workloads[o.workload].spec.retain);
+            keep_revision(v, l);
         }
     }
     let planned: Vec<Planned<'_>> = keys
@@ -432,6 +452,7 @@ fn write(
     let written = if opts.dry_run {
         Ok(())
     } else {
+        stamp_revision(&mut changes.changes, &meta.revision);
         backend.write(&changes.changes, meta)
     };
     if !opts.keep_values {
@@ -443,6 +464,49 @@ fn write(
             error: f.error.to_string(),
             changed: f.changed,
         },
+    }
+}
+
+/// The annotation's place in an object's metadata.
+fn revision_annotation(v: &serde_json::Value) -> Option<&serde_json::Value> {
+    v.get("metadata")?
+        .get("annotations")?
+        .get(crate::model::ANNOTATION_REVISION)
+}
+
+/// Carries the live object's revision annotation into the desired one, so
+/// that an object a new commit does not change compares equal (and, under
+/// server-side apply, stays provably unchanged).
+fn keep_revision(desired: &mut serde_json::Value, live: &serde_json::Value) {
+    let Some(rev) = revision_annotation(live).cloned() else {
+        return;
+    };
+    if let Some(ann) = desired
+        .get_mut("metadata")
+        .and_then(|m| m.get_mut("annotations"))
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        ann.insert(crate::model::ANNOTATION_REVISION.into(), rev);
+    }
+}
+
+/// Records `revision` on every object about to be created or changed.
+fn stamp_revision(changes: &mut [crate::diff::Change], revision: &str) {
+    for ch in changes {
+        if let crate::diff::Change::Create { desired, .. }
+        | crate::diff::Change::Update { desired, .. } = ch
+        {
+            if let Some(ann) = desired
+                .get_mut("metadata")
+                .and_then(|m| m.get_mut("annotations"))
+                .and_then(serde_json::Value::as_object_mut)
+            {
+                ann.insert(
+                    crate::model::ANNOTATION_REVISION.into(),
+                    serde_json::Value::String(revision.to_string()),
+                );
+            }
+        }
     }
 }
 

@@ -26,20 +26,24 @@ pub enum Command {
     /// Check a fleet and list every problem at once.
     #[command(after_help = "Example:\n  canopy validate fleet-example")]
     Validate {
-        /// The fleet folder.
-        dir: PathBuf,
+        #[command(flatten)]
+        source: SourceArgs,
         #[arg(short, long, value_enum, default_value_t = TextOrJson::Text)]
         output: TextOrJson,
     },
     /// Show the cluster tree, its labels, and which workloads land where.
     #[command(after_help = "Example:\n  canopy tree fleet-example")]
-    Tree { dir: PathBuf },
+    Tree {
+        #[command(flatten)]
+        source: SourceArgs,
+    },
     /// Render the manifests every cluster should run.
     #[command(
         after_help = "Examples:\n  canopy render fleet-example\n  canopy render fleet-example --cluster eu-west-1 -o json\n  canopy render fleet-example --out rendered/"
     )]
     Render {
-        dir: PathBuf,
+        #[command(flatten)]
+        source: SourceArgs,
         /// Only these clusters (repeatable).
         #[arg(long = "cluster", value_name = "CLUSTER")]
         clusters: Vec<String>,
@@ -58,8 +62,10 @@ pub enum Command {
         after_help = "Examples:\n  canopy explain fleet-example web\n  canopy explain fleet-example web --cluster eu-west-1"
     )]
     Explain {
-        dir: PathBuf,
-        workload: String,
+        #[command(flatten)]
+        source: SourceArgs,
+        /// The workload (with --repo, the only positional argument).
+        workload: Option<String>,
         /// Only this cluster and the divisions on its path.
         #[arg(long, value_name = "CLUSTER")]
         cluster: Option<String>,
@@ -72,7 +78,8 @@ pub enum Command {
         after_help = "Examples:\n  canopy apply fleet-example\n  canopy apply fleet-example --dry-run\n  canopy apply fleet-example --subtree eu --prune=false\n\nExit codes: 0 applied (or nothing to do); 4 some cluster failed or was skipped; 2 invalid fleet or usage; 3 state folder unusable (locked, unreadable)."
     )]
     Apply {
-        dir: PathBuf,
+        #[command(flatten)]
+        source: SourceArgs,
         #[command(flatten)]
         target: Target,
         /// Compute and print the changes, write nothing.
@@ -107,7 +114,8 @@ pub enum Command {
         after_help = "Examples:\n  canopy diff fleet-example\n  canopy diff fleet-example --cluster eu-west-1 -o json\n  canopy diff fleet-example -o markdown > comment.md\n  canopy diff fleet-example --base origin/main -o markdown\n\nExit codes: 0 no differences; 1 differences; 2 invalid fleet or usage; 3 state unusable; 4 some cluster could not be compared."
     )]
     Diff {
-        dir: PathBuf,
+        #[command(flatten)]
+        source: SourceArgs,
         #[command(flatten)]
         target: Target,
         #[arg(short, long, value_enum, default_value_t = DiffFormat::Text)]
@@ -123,12 +131,59 @@ pub enum Command {
     /// and the last applied revision.
     #[command(after_help = "Example:\n  canopy status fleet-example")]
     Status {
-        dir: PathBuf,
+        #[command(flatten)]
+        source: SourceArgs,
         /// The local backend's state folder (default: DIR/.canopy/state).
         #[arg(long, value_name = "DIR")]
         state: Option<PathBuf>,
         #[arg(short, long, value_enum, default_value_t = TextOrJson::Text)]
         output: TextOrJson,
+        #[command(flatten)]
+        kube: KubeArgs,
+    },
+    /// Follow a folder or a Git ref and keep the fleet applied: every new
+    /// revision is applied incrementally (only clusters whose rendered
+    /// objects changed), and live state is re-diffed periodically to correct
+    /// drift. Stops cleanly on SIGINT/SIGTERM.
+    #[command(
+        after_help = "Examples:\n  canopy watch fleet-example\n  canopy watch --repo https://git.example.com/org/fleet.git --ref main --path fleet --listen 127.0.0.1:9464\n  canopy watch fleet-example --resync 1m --no-correct-drift --log-format json\n\nExit codes: 0 stopped by a signal; 2 usage error; 3 the state folder or the repository cannot be used at start."
+    )]
+    Watch {
+        #[command(flatten)]
+        source: SourceArgs,
+        #[command(flatten)]
+        target: Target,
+        /// How often a remote repository is fetched for new commits (a local
+        /// one is watched for changes instead).
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+        poll: std::time::Duration,
+        /// How often every cluster's live state is re-diffed for drift
+        /// (`0s` turns it off).
+        #[arg(long, default_value = "5m", value_parser = humantime::parse_duration, value_name = "DURATION")]
+        resync: std::time::Duration,
+        /// Report drift found by the periodic check, do not correct it.
+        #[arg(long)]
+        no_correct_drift: bool,
+        /// Delete owned objects that are no longer rendered.
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+        prune: bool,
+        /// Clusters of one tree level reconciled at once.
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+        concurrency: u16,
+        /// Take over fields another field manager owns.
+        #[arg(long)]
+        force_conflicts: bool,
+        /// The longest wait before a failing cluster is retried (the wait
+        /// doubles from 1s with each failure in a row).
+        #[arg(long, default_value = "5m", value_parser = humantime::parse_duration, value_name = "DURATION")]
+        max_backoff: std::time::Duration,
+        /// Log lines as text or as JSON objects.
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
+        /// Serve /healthz and Prometheus /metrics on this address, e.g.
+        /// 127.0.0.1:9464.
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<std::net::SocketAddr>,
         #[command(flatten)]
         kube: KubeArgs,
     },
@@ -140,6 +195,33 @@ pub enum Command {
     },
 }
 
+/// Where the fleet is read from: a folder, or a Git repository at a ref.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SourceArgs {
+    /// The fleet folder (leave it out with --repo).
+    #[arg(value_name = "DIR", required_unless_present = "repo")]
+    pub dir: Option<PathBuf>,
+    /// Read the fleet from a Git repository instead of a folder: a local
+    /// repository, or a URL (https://, ssh://, user@host:path, file://)
+    /// cloned into ~/.cache/canopy and fetched on every run.
+    #[arg(long, value_name = "URL|PATH", requires = "reference")]
+    pub repo: Option<String>,
+    /// With --repo: the branch, tag or commit to read.
+    #[arg(long = "ref", value_name = "REF", requires = "repo")]
+    pub reference: Option<String>,
+    /// With --repo: the fleet folder inside the repository (default: its root).
+    #[arg(long, value_name = "SUBDIR", requires = "repo")]
+    pub path: Option<String>,
+    /// With an HTTPS --repo: the environment variable holding the token
+    /// (sent as the password); without it, Git's credential helper is asked.
+    #[arg(long, value_name = "VAR", default_value = crate::source::remote::DEFAULT_TOKEN_ENV)]
+    pub git_token_env: String,
+    /// With an SSH --repo: a private key file, tried after ssh-agent
+    /// (default: ~/.ssh/id_ed25519, id_ecdsa, id_rsa).
+    #[arg(long, value_name = "FILE", requires = "repo")]
+    pub ssh_key: Option<PathBuf>,
+}
+
 /// Which clusters a command acts on, and where their local state is.
 #[derive(Debug, clap::Args)]
 pub struct Target {
@@ -149,7 +231,8 @@ pub struct Target {
     /// Only this cluster and its descendants (repeatable).
     #[arg(long = "subtree", value_name = "CLUSTER")]
     pub subtrees: Vec<String>,
-    /// The local backend's state folder (default: DIR/.canopy/state).
+    /// The local backend's state folder (default: DIR/.canopy/state; with
+    /// --repo, ~/.local/state/canopy/<repository>).
     #[arg(long, value_name = "DIR")]
     pub state: Option<PathBuf>,
 }
@@ -180,6 +263,12 @@ pub enum DiffFormat {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum TextOrJson {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
     Text,
     Json,
 }

@@ -37,4 +37,5 @@ pub mod synth;
 
 pub mod topology;
 pub mod validate;
+pub mod watch;
 pub mod yaml;

@@ -17,11 +17,13 @@ use canopy::apply::{self, Backends, FleetBackends, Options};
 use canopy::backend::kube::KubeOptions;
 use canopy::backend::local::LocalStore;
 use canopy::backend::ApplyMeta;
-use canopy::cli::{Cli, Command, DiffFormat, KubeArgs, Target, TextOrJson, YamlOrJson};
+use canopy::cli::{Cli, Command, DiffFormat, KubeArgs, SourceArgs, Target, TextOrJson, YamlOrJson};
 use canopy::diag::Diagnostics;
 use canopy::load::LoadError;
-use canopy::pipeline::{load_checked, PipelineError};
+use canopy::pipeline::{Input, Loaded, PipelineError, SourceError};
 use canopy::render::{render_all, render_map, Renderer};
+use canopy::source::git::GitError;
+use canopy::source::remote::{self, GitRepo, RepoSpec};
 use canopy::validate::Checked;
 use canopy::{explain, output, schema};
 
@@ -86,23 +88,110 @@ fn summary(d: &Diagnostics) -> String {
     format!("{errors} error(s), {warnings} warning(s)")
 }
 
+/// The fleet source a command was given, opened.
+struct Src {
+    input: Input,
+    /// Where relative kubeconfig paths start: the fleet folder, or the
+    /// current folder for a repository.
+    base: std::path::PathBuf,
+    /// The local backend's default state folder.
+    state: std::path::PathBuf,
+    /// How messages name the fleet.
+    label: String,
+}
+
+/// `$XDG_STATE_HOME/canopy`, else `~/.local/state/canopy`: where a fleet
+/// read from a repository keeps its local-backend state (a cache could be
+/// wiped; this is the state of clusters).
+fn state_home() -> std::path::PathBuf {
+    if let Some(d) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
+        return std::path::PathBuf::from(d).join("canopy");
+    }
+    std::env::var_os("HOME")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from("."))
+        .join(".local/state/canopy")
+}
+
+fn open_source(a: &SourceArgs) -> Result<Src, Failure> {
+    match (&a.dir, &a.repo) {
+        (Some(dir), None) => Ok(Src {
+            input: Input::Dir(dir.clone()),
+            base: dir.clone(),
+            state: dir.join(".canopy").join("state"),
+            label: dir.display().to_string(),
+        }),
+        (None, Some(url)) => {
+            let reference = a.reference.clone().unwrap_or_default();
+            let spec = RepoSpec {
+                url: url.clone(),
+                reference: reference.clone(),
+                path: a.path.clone().unwrap_or_default(),
+                auth: remote::Auth {
+                    token_env: a.git_token_env.clone(),
+                    ssh_key: a.ssh_key.clone(),
+                },
+            };
+            let repo = GitRepo::open(spec).map_err(git_failure)?;
+            let path = &repo.spec().path;
+            let state = state_home().join(remote::cache_name(&format!(
+                "{}/{path}",
+                repo.display_url().trim_end_matches('/')
+            )));
+            let label = if path.is_empty() {
+                format!("{} at {reference}", repo.display_url())
+            } else {
+                format!("{} at {reference}, folder {path}", repo.display_url())
+            };
+            Ok(Src {
+                input: Input::Git(repo),
+                base: std::env::current_dir().unwrap_or_default(),
+                state,
+                label,
+            })
+        }
+        (Some(_), Some(_)) => Err(Failure::user(
+            "error: pass a fleet folder or --repo, not both",
+        )),
+        (None, None) => Err(Failure::user(
+            "error: pass a fleet folder, or --repo URL --ref REF",
+        )),
+    }
+}
+
+/// A Git failure: something wrong with the arguments is a usage error; a
+/// remote that cannot be reached or refuses us, or a cache that cannot be
+/// written, is an I/O error.
+fn git_failure(e: GitError) -> Failure {
+    let msg = format!("error: {e}");
+    match e {
+        GitError::Unreachable { .. }
+        | GitError::Auth { .. }
+        | GitError::Certificate { .. }
+        | GitError::Cache { .. }
+        | GitError::Read { .. } => Failure::io(msg),
+        _ => Failure::user(msg),
+    }
+}
+
 /// Loads and checks the fleet, printing warnings; an invalid fleet prints
 /// every diagnostic and fails with the user-error code.
-fn checked(dir: &Path, name: Option<&str>) -> Result<Checked, Failure> {
-    match load_checked(dir, name) {
-        Ok((c, warnings)) => {
-            print_diags(&warnings);
-            Ok(c)
+fn checked(src: &Src, name: Option<&str>) -> Result<Loaded, Failure> {
+    match src.input.load(name) {
+        Ok(l) => {
+            print_diags(&l.warnings);
+            Ok(l)
         }
-        Err(PipelineError::Invalid(d)) => {
+        Err(SourceError::Pipeline(PipelineError::Invalid(d))) => {
             print_diags(&d);
             Err(Failure::user(format!(
                 "fleet {} is invalid: {}",
-                dir.display(),
+                src.label,
                 summary(&d)
             )))
         }
-        Err(PipelineError::Load(e)) => Err(load_failure(e)),
+        Err(SourceError::Pipeline(PipelineError::Load(e))) => Err(load_failure(e)),
+        Err(SourceError::Git(e)) => Err(git_failure(e)),
     }
 }
 
@@ -149,11 +238,9 @@ fn stdout(text: &str) -> Result<(), Failure> {
     }
 }
 
-/// The state folder: `--state`, or `.canopy/state` inside the fleet folder.
-fn state_dir(dir: &Path, state: &Option<std::path::PathBuf>) -> std::path::PathBuf {
-    state
-        .clone()
-        .unwrap_or_else(|| dir.join(".canopy").join("state"))
+/// The state folder: `--state`, or the source's default.
+fn state_dir(src: &Src, state: &Option<std::path::PathBuf>) -> std::path::PathBuf {
+    state.clone().unwrap_or_else(|| src.state.clone())
 }
 
 /// The cluster indexes `--cluster` and `--subtree` name, `None` for all.
@@ -210,9 +297,9 @@ fn fleet_backends<'a>(
     })
 }
 
-fn apply_meta(dir: &Path) -> ApplyMeta {
+fn apply_meta(revision: &canopy::source::Revision) -> ApplyMeta {
     ApplyMeta {
-        revision: canopy::source::git::revision(dir),
+        revision: revision.to_string(),
         at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
     }
 }
@@ -236,14 +323,14 @@ fn run_apply(
 
 /// Renders the fleet at `--base REF` (the "live" side of `diff --base`).
 fn render_base(
-    dir: &Path,
+    input: &Input,
     rev: &str,
     head: &Checked,
     only: Option<&std::collections::BTreeSet<usize>>,
 ) -> Result<canopy::backend::rendered::RenderedState, Failure> {
     use canopy::pipeline::BaseError;
     let (state, warnings) =
-        canopy::pipeline::render_at_revision(dir, rev, head, only).map_err(|e| match e {
+        canopy::pipeline::render_at_revision(input, rev, head, only).map_err(|e| match e {
             BaseError::Git(e) => Failure::user(format!(
             "error: {e}\n  help: pass a branch, tag or commit that exists, e.g. --base origin/main"
         )),
@@ -266,11 +353,34 @@ fn render_base(
     Ok(state)
 }
 
+/// Logs of `canopy watch`, on stderr: text, or one JSON object a line.
+fn init_logs(format: canopy::cli::LogFormat) {
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(false);
+    match format {
+        canopy::cli::LogFormat::Text => builder.init(),
+        canopy::cli::LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
 fn run(cli: Cli) -> Result<(), Failure> {
     let name = cli.fleet_name.as_deref();
     match cli.command {
-        Command::Validate { dir, output: fmt } => {
-            let (checked, diags) = canopy::pipeline::check_all(&dir, name).map_err(load_failure)?;
+        Command::Validate {
+            source,
+            output: fmt,
+        } => {
+            let src = open_source(&source)?;
+            let (checked, diags) =
+                canopy::pipeline::check_all(&src.input, name).map_err(|e| match e {
+                    SourceError::Pipeline(PipelineError::Load(e)) => load_failure(e),
+                    SourceError::Pipeline(PipelineError::Invalid(_)) => {
+                        unreachable!("check_all lists problems instead")
+                    }
+                    SourceError::Git(e) => git_failure(e),
+                })?;
             match fmt {
                 TextOrJson::Text => {
                     print_diags(&diags);
@@ -295,25 +405,25 @@ fn run(cli: Cli) -> Result<(), Failure> {
             if diags.has_errors() {
                 return Err(Failure::user(format!(
                     "fleet {} is invalid: {}",
-                    dir.display(),
+                    src.label,
                     summary(&diags)
                 )));
             }
             Ok(())
         }
-        Command::Tree { dir } => {
-            let c = checked(&dir, name)?;
+        Command::Tree { source } => {
+            let c = checked(&open_source(&source)?, name)?.checked;
             let r = renderer(&c)?;
             stdout(&output::tree_text(&r))
         }
         Command::Render {
-            dir,
+            source,
             clusters,
             out,
             output: fmt,
             show_secrets,
         } => {
-            let c = checked(&dir, name)?;
+            let c = checked(&open_source(&source)?, name)?.checked;
             let only: Option<Vec<usize>> = if clusters.is_empty() {
                 None
             } else {
@@ -370,12 +480,24 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
         }
         Command::Explain {
-            dir,
+            mut source,
             workload,
             cluster,
             output: fmt,
         } => {
-            let c = checked(&dir, name)?;
+            // With --repo the one positional argument is the workload.
+            let workload = match (workload, &source.repo) {
+                (Some(w), _) => w,
+                (None, Some(_)) => source
+                    .dir
+                    .take()
+                    .map(|d| d.to_string_lossy().into_owned())
+                    .ok_or_else(|| Failure::user("error: name the workload to explain"))?,
+                (None, None) => return Err(Failure::user(
+                    "error: name the workload to explain, e.g. `canopy explain fleet-example web`",
+                )),
+            };
+            let c = checked(&open_source(&source)?, name)?.checked;
             let wi = c
                 .fleet
                 .workloads
@@ -401,7 +523,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
         }
         Command::Apply {
-            dir,
+            source,
             target,
             dry_run,
             prune,
@@ -412,9 +534,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
             timeout,
             kube,
         } => {
-            let c = checked(&dir, name)?;
+            let src = open_source(&source)?;
+            let loaded = checked(&src, name)?;
+            let c = loaded.checked;
             let r = renderer(&c)?;
-            let state = state_dir(&dir, &target.state);
+            let state = state_dir(&src, &target.state);
             let store = if dry_run {
                 LocalStore::open_read_only(&state)
             } else {
@@ -428,15 +552,16 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 targets: targets(&c, &target)?,
                 keep_values: false,
                 wait: wait.then_some(timeout),
+                cancel: None,
             };
             let orphans = orphans(&c, &store, opts.targets.is_none())?;
             let mut kube = kube_options(&kube);
             kube.force_conflicts = force_conflicts;
             let report = run_apply(
                 &r,
-                &fleet_backends(&c, &dir, &store, kube)?,
+                &fleet_backends(&c, &src.base, &store, kube)?,
                 &orphans,
-                &apply_meta(&dir),
+                &apply_meta(&loaded.revision),
                 &opts,
             )?;
             stdout(&output::apply_text(&report, dry_run))?;
@@ -459,13 +584,15 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Diff {
-            dir,
+            source,
             target,
             output: fmt,
             base,
             kube,
         } => {
-            let c = checked(&dir, name)?;
+            let src = open_source(&source)?;
+            let loaded = checked(&src, name)?;
+            let c = loaded.checked;
             let r = renderer(&c)?;
             let opts = Options {
                 dry_run: true,
@@ -475,21 +602,21 @@ fn run(cli: Cli) -> Result<(), Failure> {
             };
             let (report, old_label) = match &base {
                 None => {
-                    let store = LocalStore::open_read_only(&state_dir(&dir, &target.state));
+                    let store = LocalStore::open_read_only(&state_dir(&src, &target.state));
                     let orphans = orphans(&c, &store, opts.targets.is_none())?;
                     (
                         run_apply(
                             &r,
-                            &fleet_backends(&c, &dir, &store, kube_options(&kube))?,
+                            &fleet_backends(&c, &src.base, &store, kube_options(&kube))?,
                             &orphans,
-                            &apply_meta(&dir),
+                            &apply_meta(&loaded.revision),
                             &opts,
                         )?,
                         "live".to_string(),
                     )
                 }
                 Some(rev) => {
-                    let base_state = render_base(&dir, rev, &c, opts.targets.as_ref())?;
+                    let base_state = render_base(&src.input, rev, &c, opts.targets.as_ref())?;
                     let orphans: Vec<String> = if opts.targets.is_none() {
                         base_state
                             .clusters
@@ -501,7 +628,13 @@ fn run(cli: Cli) -> Result<(), Failure> {
                         Vec::new()
                     };
                     (
-                        run_apply(&r, &base_state, &orphans, &apply_meta(&dir), &opts)?,
+                        run_apply(
+                            &r,
+                            &base_state,
+                            &orphans,
+                            &apply_meta(&loaded.revision),
+                            &opts,
+                        )?,
                         rev.clone(),
                     )
                 }
@@ -534,20 +667,22 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Status {
-            dir,
+            source,
             state,
             output: fmt,
             kube,
         } => {
-            let c = checked(&dir, name)?;
+            let src = open_source(&source)?;
+            let loaded = checked(&src, name)?;
+            let c = loaded.checked;
             let r = renderer(&c)?;
-            let store = LocalStore::open_read_only(&state_dir(&dir, &state));
+            let store = LocalStore::open_read_only(&state_dir(&src, &state));
             let opts = Options {
                 dry_run: true,
                 ..Options::default()
             };
-            let backends = fleet_backends(&c, &dir, &store, kube_options(&kube))?;
-            let report = run_apply(&r, &backends, &[], &apply_meta(&dir), &opts)?;
+            let backends = fleet_backends(&c, &src.base, &store, kube_options(&kube))?;
+            let report = run_apply(&r, &backends, &[], &apply_meta(&loaded.revision), &opts)?;
             let lines: Vec<output::StatusLine> = report
                 .clusters
                 .iter()
@@ -595,6 +730,86 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     stdout(&(serde_json::to_string_pretty(&lines).expect("serializes") + "\n"))
                 }
             }
+        }
+        Command::Watch {
+            source,
+            target,
+            poll,
+            resync,
+            no_correct_drift,
+            prune,
+            concurrency,
+            force_conflicts,
+            max_backoff,
+            log_format,
+            listen,
+            kube,
+        } => {
+            init_logs(log_format);
+            let src = open_source(&source)?;
+            let store = LocalStore::open(&state_dir(&src, &target.state))
+                .map_err(|e| Failure::io(format!("error: {e}")))?;
+            let mut kube = kube_options(&kube);
+            kube.force_conflicts = force_conflicts;
+            let opts = canopy::watch::WatchOptions {
+                poll,
+                resync: (!resync.is_zero()).then_some(resync),
+                correct_drift: !no_correct_drift,
+                apply: Options {
+                    prune,
+                    concurrency: usize::from(concurrency),
+                    ..Options::default()
+                },
+                clusters: target.clusters.clone(),
+                subtrees: target.subtrees.clone(),
+                max_backoff,
+                debounce: std::time::Duration::from_millis(50),
+                fleet_name: name.map(str::to_string),
+                kube,
+                base: src.base.clone(),
+            };
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let (tx, rx) = std::sync::mpsc::channel();
+            canopy::watch::trigger::on_signals(stop.clone(), tx.clone())
+                .map_err(|e| Failure::io(format!("error: cannot handle signals: {e}")))?;
+            // Local sources are watched; a remote is polled by the loop.
+            let _watcher = match &src.input {
+                Input::Dir(dir) => Some(canopy::watch::trigger::watch_paths(
+                    dir,
+                    canopy::watch::trigger::fleet_path_matters,
+                    tx.clone(),
+                )),
+                Input::Git(repo) => repo.watch_path().map(|p| {
+                    canopy::watch::trigger::watch_paths(
+                        p,
+                        canopy::watch::trigger::git_path_matters,
+                        tx.clone(),
+                    )
+                }),
+            }
+            .transpose()
+            .map_err(|e| Failure::io(format!("error: cannot watch {}: {e}", src.label)))?;
+            let metrics = canopy::watch::metrics::Metrics::new();
+            let server = match listen {
+                Some(addr) => Some(
+                    canopy::watch::metrics::serve(addr, metrics.clone(), stop.clone())
+                        .map_err(|e| Failure::io(format!("error: cannot listen on {addr}: {e}")))?,
+                ),
+                None => None,
+            };
+            tracing::info!(
+                source = src.label.as_str(),
+                state = %state_dir(&src, &target.state).display(),
+                listen = listen.map(|a| a.to_string()).unwrap_or_default(),
+                "watching"
+            );
+            let mut w = canopy::watch::Watch::new(&src.input, &store, opts, metrics);
+            w.run(&rx, &stop);
+            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+            if let Some(h) = server {
+                let _ = h.join();
+            }
+            Ok(())
         }
         Command::Schema { out } => {
             let all = schema::schemas();

@@ -579,10 +579,21 @@ pub fn status_text(lines: &[StatusLine]) -> String {
     out
 }
 
+/// A revision with its commit cut to 12 characters: `<sha12>`,
+/// `<tag>@<sha12>`, `<sha12>-dirty`.
 fn short_rev(r: &str) -> String {
-    match r.split_once('-') {
-        Some((sha, rest)) if sha.len() == 40 => format!("{}-{rest}", &sha[..12]),
-        _ if r.len() == 40 => r[..12].to_string(),
-        _ => r.to_string(),
+    let (tag, rest) = match r.rsplit_once('@') {
+        Some((t, rest)) => (Some(t), rest),
+        None => (None, r),
+    };
+    let is_sha = rest.len() >= 40 && rest[..40].chars().all(|c| c.is_ascii_hexdigit());
+    let short = if is_sha {
+        format!("{}{}", &rest[..12], &rest[40..])
+    } else {
+        rest.to_string()
+    };
+    match tag {
+        Some(t) => format!("{t}@{short}"),
+        None => short,
     }
 }

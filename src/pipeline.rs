@@ -47,10 +47,10 @@ fn validated(
 /// then placement problems (such as all weights zero) when the fleet is
 /// otherwise valid. The fleet comes back when there is no error.
 pub fn check_all(
-    dir: &Path,
+    input: &Input,
     name: Option<&str>,
-) -> Result<(Option<Checked>, Diagnostics), LoadError> {
-    let (fleet, mut diags) = load::load(dir, name)?;
+) -> Result<(Option<Checked>, Diagnostics), SourceError> {
+    let (fleet, mut diags, _) = input.read(name)?;
     let (checked, more) = validate::check(fleet);
     diags.extend(more);
     if let Some(c) = &checked {
@@ -72,6 +72,117 @@ pub fn check_files(
     validated(fleet, diags)
 }
 
+/// Where a command reads its fleet from.
+pub enum Input {
+    /// A folder (usually in a Git working tree): what is on disk.
+    Dir(std::path::PathBuf),
+    /// A Git repository at a ref, read from its object database.
+    Git(crate::source::remote::GitRepo),
+}
+
+/// Why a fleet could not be had from its source.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error(transparent)]
+    Git(#[from] crate::source::git::GitError),
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+}
+
+/// A checked fleet with where it came from.
+pub struct Loaded {
+    pub checked: Checked,
+    pub warnings: Diagnostics,
+    pub revision: crate::source::Revision,
+}
+
+impl Input {
+    /// Reads the fleet, unchecked: from the folder, or (after a fetch) at
+    /// the commit `--ref` names now.
+    pub fn read(
+        &self,
+        name: Option<&str>,
+    ) -> Result<(crate::model::Fleet, Diagnostics, crate::source::Revision), SourceError> {
+        match self {
+            Input::Dir(dir) => {
+                let (fleet, diags) = load::load(dir, name).map_err(PipelineError::Load)?;
+                Ok((fleet, diags, crate::source::git::revision(dir)))
+            }
+            Input::Git(repo) => {
+                repo.fetch()?;
+                let revision = repo.resolve()?;
+                let (fleet, diags) = read_git(repo, &revision, name)?;
+                Ok((fleet, diags, revision))
+            }
+        }
+    }
+
+    /// Reads and checks the fleet.
+    pub fn load(&self, name: Option<&str>) -> Result<Loaded, SourceError> {
+        let (fleet, diags, revision) = self.read(name)?;
+        let (checked, warnings) = validated(fleet, diags)?;
+        Ok(Loaded {
+            checked,
+            warnings,
+            revision,
+        })
+    }
+
+    /// The fleet folder's YAML files at Git revision `rev` (`diff --base`).
+    pub fn files_at(
+        &self,
+        rev: &str,
+    ) -> Result<crate::source::git::FleetAtRevision, crate::source::git::GitError> {
+        match self {
+            Input::Dir(dir) => crate::source::git::read_fleet_at(dir, rev),
+            Input::Git(repo) => {
+                let r = repo.resolve_ref(rev)?;
+                repo.files_at(r.commit.as_deref().unwrap_or_default())
+            }
+        }
+    }
+}
+
+/// The fleet of `repo` at `revision` (a resolved commit), unchecked. Its
+/// name is `name`, else the last part of `--path`, else the repository's
+/// name. Symbolic links at the revision are not followed: each is a warning.
+pub fn read_git(
+    repo: &crate::source::remote::GitRepo,
+    revision: &crate::source::Revision,
+    name: Option<&str>,
+) -> Result<(crate::model::Fleet, Diagnostics), crate::source::git::GitError> {
+    let at = repo.files_at(revision.commit.as_deref().unwrap_or_default())?;
+    let spec = repo.spec();
+    let name = name.map(str::to_string).unwrap_or_else(|| {
+        let last = if spec.path.is_empty() {
+            crate::source::remote::redact(&spec.url)
+                .trim_end_matches('/')
+                .rsplit(['/', ':'])
+                .next()
+                .unwrap_or("fleet")
+                .trim_end_matches(".git")
+                .to_string()
+        } else {
+            spec.path.rsplit('/').next().unwrap_or("fleet").to_string()
+        };
+        load::fleet_name_from_dir(Path::new(&last))
+    });
+    let (fleet, mut diags) = load::load_files(name, at.files);
+    diags.extend(link_warnings(&at.links, &revision.to_string()));
+    Ok((fleet, diags))
+}
+
+fn link_warnings(links: &[String], rev: &str) -> Diagnostics {
+    let mut warnings = Diagnostics::default();
+    for l in links {
+        warnings.push(
+            crate::diag::Diagnostic::warning(format!("symbolic link at {rev} is not followed"))
+                .in_file(l, 0),
+        );
+    }
+    warnings
+}
+
 /// Why the fleet could not be rendered at a revision.
 #[derive(Debug, thiserror::Error)]
 pub enum BaseError {
@@ -83,26 +194,20 @@ pub enum BaseError {
     Render { commit: String, diags: Diagnostics },
 }
 
-/// Renders the fleet folder as it is at Git revision `rev`, read from the
+/// Renders the fleet as it is at Git revision `rev`, read from the
 /// object database (no checkout), under `head`'s fleet name: the "live" side
 /// of `diff --base`. With `only`, just those clusters of `head`. Links the
 /// revision holds (not followed) come back as warnings; the base's other
 /// warnings are about an old revision and are left out.
 pub fn render_at_revision(
-    dir: &Path,
+    input: &Input,
     rev: &str,
     head: &Checked,
     only: Option<&std::collections::BTreeSet<usize>>,
 ) -> Result<(crate::backend::rendered::RenderedState, Diagnostics), BaseError> {
-    let at = crate::source::git::read_fleet_at(dir, rev)?;
+    let at = input.files_at(rev)?;
     let commit = at.commit.clone();
-    let mut warnings = Diagnostics::default();
-    for l in &at.links {
-        warnings.push(
-            crate::diag::Diagnostic::warning(format!("symbolic link at {rev} is not followed"))
-                .in_file(l, 0),
-        );
-    }
+    let warnings = link_warnings(&at.links, rev);
     let (base, _) = check_files(head.fleet.name.clone(), at.files).map_err(|e| match e {
         PipelineError::Invalid(diags) => BaseError::Invalid {
             commit: commit.clone(),

@@ -8,6 +8,7 @@
 //! apply order.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use minijinja::{Environment, UndefinedBehavior};
@@ -95,6 +96,8 @@ pub struct Renderer<'a> {
     pub placements: Vec<Option<WorkloadPlacement>>,
     env: Environment<'a>,
     cluster_ctx: Vec<minijinja::Value>,
+    /// A hash of each cluster's template context (for [`Self::fingerprints`]).
+    cluster_hash: Vec<u64>,
     workload_ctx: Vec<minijinja::Value>,
     /// `override_on[o][c]`: override `o` selects cluster `c`.
     override_on: Vec<Vec<bool>>,
@@ -208,19 +211,20 @@ impl<'a> Renderer<'a> {
         }
 
         let values = inherited_values(checked);
-        let cluster_ctx = (0..topo.len())
+        let (cluster_ctx, cluster_hash) = (0..topo.len())
             .map(|c| {
                 let cl = checked.cluster(c);
-                minijinja::Value::from_serialize(json!({
+                let ctx = json!({
                     "name": cl.name(),
                     "labels": cl.meta.labels,
                     "parent": cl.spec.parent,
                     "path": topo.path(c),
                     "depth": topo.depth(c),
                     "values": values[c],
-                }))
+                });
+                (minijinja::Value::from_serialize(&ctx), hash_json(&ctx))
             })
-            .collect();
+            .unzip();
         let workload_ctx = fleet
             .workloads
             .iter()
@@ -245,6 +249,7 @@ impl<'a> Renderer<'a> {
             placements,
             env,
             cluster_ctx,
+            cluster_hash,
             workload_ctx,
             override_on,
             plans,
@@ -261,6 +266,65 @@ impl<'a> Renderer<'a> {
             }
         }
         self
+    }
+
+    /// Per cluster, a hash of everything its render reads: the fleet's name,
+    /// the cluster's template context (name, labels, parent, path, depth,
+    /// inherited values), and for each workload that lands there its
+    /// document, manifest files and replicas there, and each override that
+    /// selects it. Rendering is a pure function of these, so a cluster whose
+    /// fingerprint did not change renders exactly as before: `watch` skips
+    /// it, which makes a change cost what it touches, not the fleet's size.
+    /// The hash is stable within one build of canopy, not across builds.
+    pub fn fingerprints(&self) -> Vec<u64> {
+        let fleet = &self.checked.fleet;
+        let workload_hash: Vec<u64> = fleet
+            .workloads
+            .iter()
+            .map(|w| {
+                // Where the workload lands and its replicas there are hashed
+                // per cluster below; of its placement only the replica paths
+                // reach the render itself. So a new total or new weights
+                // touch the clusters whose replicas move, not all of them.
+                let mut spec = w.spec.clone();
+                spec.placement = crate::model::Placement {
+                    replicas: crate::model::ReplicaSpec {
+                        paths: spec.placement.replicas.paths.clone(),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                };
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                hash_json(&json!({"meta": w.meta, "spec": spec, "dir": w.dir})).hash(&mut h);
+                for m in &w.manifests {
+                    (&m.path, &m.text).hash(&mut h);
+                }
+                h.finish()
+            })
+            .collect();
+        let override_hash: Vec<u64> = fleet
+            .overrides
+            .iter()
+            .map(|o| hash_json(&json!({"meta": o.meta, "spec": o.spec})))
+            .collect();
+        (0..self.checked.topo.len())
+            .into_par_iter()
+            .map(|c| {
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                (&fleet.name, self.cluster_hash[c]).hash(&mut h);
+                for (wi, p) in self.placements.iter().enumerate() {
+                    if let Some(p) = p.as_ref().filter(|p| p.lands_on(c)) {
+                        (wi, workload_hash[wi], p.replicas(c)).hash(&mut h);
+                    }
+                }
+                for (oi, on) in self.override_on.iter().enumerate() {
+                    if on[c] {
+                        (oi, override_hash[oi]).hash(&mut h);
+                    }
+                }
+                h.finish()
+            })
+            .collect()
     }
 
     /// Workloads that land on cluster `c`, with their replicas there.
@@ -465,6 +529,16 @@ impl<'a> Renderer<'a> {
                 .collect(),
         ))
     }
+}
+
+/// A hash of a JSON value's serialized form (maps are sorted, so equal
+/// values hash equally).
+fn hash_json(v: &Value) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_vec(v)
+        .expect("JSON values serialize")
+        .hash(&mut h);
+    h.finish()
 }
 
 fn template_diag(file: &str, cluster: Option<&str>, e: &minijinja::Error) -> Diagnostic {

@@ -6,22 +6,6 @@ use common::*;
 
 use std::path::Path;
 
-/// Commits everything in the repository's working tree.
-fn commit_all(repo: &git2::Repository, message: &str) {
-    let mut index = repo.index().unwrap();
-    index
-        .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
-        .unwrap();
-    index.update_all(["*"], None).unwrap();
-    index.write().unwrap();
-    let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
-    let sig = git2::Signature::now("canopy tests", "tests@canopy.invalid").unwrap();
-    let parent = repo.head().ok().and_then(|h| h.peel_to_commit().ok());
-    let parents: Vec<&git2::Commit> = parent.iter().collect();
-    repo.commit(Some("HEAD"), &sig, &sig, message, &tree, &parents)
-        .unwrap();
-}
-
 /// A repository holding fleet-example in `fleet/`, committed once.
 fn repo_with_fleet() -> (tempfile::TempDir, git2::Repository, std::path::PathBuf) {
     let tmp = tempfile::tempdir().unwrap();

@@ -32,6 +32,11 @@ pub const LABEL_WORKLOAD: &str = "canopy.dev/workload";
 pub const LABEL_CLUSTER: &str = "canopy.dev/cluster";
 /// Annotation naming the repository file an object was rendered from.
 pub const ANNOTATION_SOURCE: &str = "canopy.dev/source";
+/// The revision that last wrote an object (`<sha>`, `<tag>@<sha>`). Set when
+/// canopy creates or changes the object; an object that is already right
+/// keeps the revision that wrote it, so a new commit that does not touch it
+/// costs no write.
+pub const ANNOTATION_REVISION: &str = "canopy.dev/revision";
 /// `canopy.dev/prune: disabled` on a live object: prune never deletes it.
 pub const ANNOTATION_PRUNE: &str = "canopy.dev/prune";
 

@@ -1,29 +1,21 @@
-//! Git: the revision a fleet folder is at (recorded with every apply).
+//! Git: the revision a fleet folder is at, and a fleet folder read from a
+//! commit's tree (no checkout).
 
 use std::path::Path;
 
-/// The commit the fleet folder's repository is at, with `-dirty` when files
-/// under the fleet folder differ from it; `unversioned` outside Git. canopy's
+use super::Revision;
+
+/// The revision the fleet folder's repository is at, `dirty` when files
+/// under the fleet folder differ from it; unversioned outside Git. canopy's
 /// own state (`.canopy/`) does not count as a change.
-pub fn revision(dir: &Path) -> String {
+pub fn revision(dir: &Path) -> Revision {
     let Ok(repo) = git2::Repository::discover(dir) else {
-        return "unversioned".into();
+        return Revision::default();
     };
     let Ok(commit) = repo.head().and_then(|h| h.peel_to_commit()) else {
-        return "unversioned".into();
+        return Revision::default();
     };
-    let sha = commit.id().to_string();
-    let prefix = repo
-        .workdir()
-        .and_then(|w| {
-            dir.canonicalize().ok().and_then(|d| {
-                d.strip_prefix(w.canonicalize().ok()?)
-                    .ok()
-                    .map(|p| p.to_path_buf())
-            })
-        })
-        .map(|p| p.to_string_lossy().replace('\\', "/"))
-        .unwrap_or_default();
+    let prefix = prefix_in(&repo, dir);
     let mut opts = git2::StatusOptions::new();
     opts.include_untracked(true).recurse_untracked_dirs(true);
     if !prefix.is_empty() {
@@ -34,14 +26,28 @@ pub fn revision(dir: &Path) -> String {
             .filter_map(|e| e.path().ok().map(str::to_string))
             .any(|p| !p.split('/').any(|part| part == ".canopy"))
     });
-    if dirty {
-        format!("{sha}-dirty")
-    } else {
-        sha
+    Revision {
+        commit: Some(commit.id().to_string()),
+        tag: super::remote::tag_of(&repo, commit.id()),
+        dirty,
     }
 }
 
-/// Why a fleet could not be read at a revision.
+/// `dir` relative to the repository's working tree, `/`-separated ("" for
+/// its root).
+fn prefix_in(repo: &git2::Repository, dir: &Path) -> String {
+    repo.workdir()
+        .and_then(|w| {
+            let d = dir.canonicalize().ok()?;
+            let w = w.canonicalize().ok()?;
+            d.strip_prefix(w)
+                .ok()
+                .map(|p| p.to_string_lossy().replace('\\', "/"))
+        })
+        .unwrap_or_default()
+}
+
+/// Why a fleet could not be read from Git.
 #[derive(Debug, thiserror::Error)]
 pub enum GitError {
     #[error("{dir} is not inside a Git repository, so --base has nothing to compare with")]
@@ -56,13 +62,43 @@ pub enum GitError {
     NoFleetAtRevision { path: String, rev: String },
     #[error("reading the repository at {rev}: {detail}")]
     Read { rev: String, detail: String },
+    #[error("{url} is not a Git repository: {detail}\n  help: pass a repository folder or a URL (https://, ssh://, file://)")]
+    Open { url: String, detail: String },
+    #[error("--path {path:?} must be a folder inside the repository: relative, without `..`, `.` or `\\`")]
+    BadPath { path: String },
+    #[error("canopy's Git cache {path}: {detail}\n  help: make it writable, or point CANOPY_CACHE_DIR elsewhere")]
+    Cache { path: String, detail: String },
+    #[error("cannot fetch {url}: {detail}\n  help: check the URL and that this machine reaches it; nothing was applied")]
+    Unreachable { url: String, detail: String },
+    #[error("authentication to {url} failed: {detail}\n  help: for HTTPS set ${token_env} to a token (or configure a Git credential helper); for SSH load the key into ssh-agent or pass --ssh-key; nothing was applied")]
+    Auth {
+        url: String,
+        detail: String,
+        token_env: String,
+    },
+    #[error("the certificate of {url} is not trusted: {detail}\n  help: install the issuing CA (or point SSL_CERT_FILE at it); for SSH add the host to ~/.ssh/known_hosts")]
+    Certificate { url: String, detail: String },
+    #[error("unknown ref {reference:?} in {url}{}\n  help: pass a branch, tag or commit that exists", known_list(.known))]
+    UnknownRef {
+        reference: String,
+        url: String,
+        known: Vec<String>,
+    },
+}
+
+fn known_list(known: &[String]) -> String {
+    if known.is_empty() {
+        String::new()
+    } else {
+        format!(" (it has: {})", known.join(", "))
+    }
 }
 
 /// A fleet folder as it is at a revision.
 #[derive(Debug)]
 pub struct FleetAtRevision {
     /// `(path relative to the fleet folder, text)` of every YAML file
-    /// outside dot-folders.
+    /// outside dot-folders, sorted.
     pub files: Vec<(String, String)>,
     /// The commit the revision names.
     pub commit: String,
@@ -70,8 +106,8 @@ pub struct FleetAtRevision {
     pub links: Vec<String>,
 }
 
-/// Reads the fleet folder at revision `rev` from the object database (no
-/// checkout).
+/// Reads the fleet folder `dir` (inside a working tree) at revision `rev`
+/// from the object database (no checkout).
 pub fn read_fleet_at(dir: &Path, rev: &str) -> Result<FleetAtRevision, GitError> {
     let repo = git2::Repository::discover(dir).map_err(|_| GitError::NotARepo {
         dir: dir.display().to_string(),
@@ -89,37 +125,34 @@ pub fn read_fleet_at(dir: &Path, rev: &str) -> Result<FleetAtRevision, GitError>
             repo: repo_name.clone(),
             detail: e.message().to_string(),
         })?;
+    read_tree_files(&repo, &commit, &prefix_in(&repo, dir), rev)
+}
+
+/// Every YAML file below `prefix` (outside dot-folders) in `commit`'s tree;
+/// `rev` is how errors name the revision.
+pub fn read_tree_files(
+    repo: &git2::Repository,
+    commit: &git2::Commit<'_>,
+    prefix: &str,
+    rev: &str,
+) -> Result<FleetAtRevision, GitError> {
     let read_err = |e: git2::Error| GitError::Read {
         rev: rev.to_string(),
         detail: e.message().to_string(),
     };
-    let prefix = repo
-        .workdir()
-        .and_then(|w| {
-            let d = dir.canonicalize().ok()?;
-            let w = w.canonicalize().ok()?;
-            d.strip_prefix(w)
-                .ok()
-                .map(|p| p.to_string_lossy().replace('\\', "/"))
-        })
-        .unwrap_or_default();
+    let missing = || GitError::NoFleetAtRevision {
+        path: prefix.to_string(),
+        rev: rev.to_string(),
+    };
     let root = commit.tree().map_err(read_err)?;
     let tree = if prefix.is_empty() {
         root
     } else {
-        let entry = root
-            .get_path(Path::new(&prefix))
-            .map_err(|_| GitError::NoFleetAtRevision {
-                path: prefix.clone(),
-                rev: rev.to_string(),
-            })?;
-        entry
-            .to_object(&repo)
+        root.get_path(Path::new(prefix))
+            .map_err(|_| missing())?
+            .to_object(repo)
             .and_then(|o| o.peel_to_tree())
-            .map_err(|_| GitError::NoFleetAtRevision {
-                path: prefix.clone(),
-                rev: rev.to_string(),
-            })?
+            .map_err(|_| missing())?
     };
     let mut files = Vec::new();
     let mut links = Vec::new();

@@ -53,7 +53,8 @@ pub fn with(changes: &[(&'static str, &str)]) -> tempfile::TempDir {
 /// Every diagnostic of loading, validating, placing and rendering `dir`, as
 /// printed (`error: file:line: path: message` + help).
 pub fn problems(dir: &Path) -> Vec<String> {
-    let (checked, diags) = check_all(dir, Some("test")).expect("fleet folder loads");
+    let input = canopy::pipeline::Input::Dir(dir.to_path_buf());
+    let (checked, diags) = check_all(&input, Some("test")).expect("fleet folder loads");
     let diags: Diagnostics = match checked {
         None => diags,
         Some(checked) => match render_all(&Renderer::new(&checked), None) {
@@ -167,4 +168,52 @@ pub fn remove_staging(fleet: &Path) {
     let without = text.replace("      names: [staging]\n", "");
     assert_ne!(text, without, "web names staging");
     std::fs::write(&web, without).expect("write");
+}
+
+/// Commits everything in the repository's working tree; returns the commit.
+pub fn commit_all(repo: &git2::Repository, message: &str) -> String {
+    let mut index = repo.index().unwrap();
+    index
+        .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
+        .unwrap();
+    index.update_all(["*"], None).unwrap();
+    index.write().unwrap();
+    let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
+    let sig = git2::Signature::now("canopy tests", "tests@canopy.invalid").unwrap();
+    let parent = repo.head().ok().and_then(|h| h.peel_to_commit().ok());
+    let parents: Vec<&git2::Commit> = parent.iter().collect();
+    repo.commit(Some("HEAD"), &sig, &sig, message, &tree, &parents)
+        .unwrap()
+        .to_string()
+}
+
+/// A new repository at `dir` whose first branch is `main`.
+pub fn init_main(dir: &Path) -> git2::Repository {
+    let mut opts = git2::RepositoryInitOptions::new();
+    opts.initial_head("main");
+    git2::Repository::init_opts(dir, &opts).unwrap()
+}
+
+/// Runs canopy with extra environment variables (and `HOME`, the Git
+/// cache and the state home moved into `home`, so nothing of the machine's
+/// own configuration or caches is used); returns (exit code, stdout, stderr).
+pub fn canopy_in(home: &Path, envs: &[(&str, &str)], args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(canopy_bin())
+        .args(args)
+        .current_dir(home)
+        .env("HOME", home)
+        .env("XDG_CONFIG_HOME", home.join(".config"))
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("CANOPY_CACHE_DIR", home.join("cache"))
+        .env("XDG_STATE_HOME", home.join("state-home"))
+        .env_remove("CANOPY_GIT_TOKEN")
+        .env_remove("SSH_AUTH_SOCK")
+        .envs(envs.iter().copied())
+        .output()
+        .expect("canopy runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }

@@ -1,0 +1,557 @@
+//! `canopy watch`: a long-running loop around the same pipeline as `apply`.
+//!
+//! Three things start a round:
+//! - **a change** of the source: a new commit on the followed ref (a local
+//!   source is watched with `notify`, a remote is fetched every `poll`), or a
+//!   fleet file edited in a watched folder;
+//! - **the drift check** every `resync`: every cluster is diffed against
+//!   live state, and drift is put back (or only reported);
+//! - **a retry**: a cluster that failed is tried again after its backoff.
+//!
+//! A change is incremental. Each cluster has a fingerprint of everything its
+//! render reads ([`Renderer::fingerprints`]); only the clusters whose
+//! fingerprint differs from the one they were last reconciled at are
+//! rendered, diffed and applied, so one new cluster or one workload's
+//! replicas cost what they touch, not the fleet's size.
+//!
+//! A revision that does not load, validate or render is reported once and
+//! skipped: nothing of it is applied and nothing is pruned, and the last good
+//! revision stays. A cluster that fails waits (doubling, capped) before it
+//! is tried again, with its subtree; every other cluster goes on.
+
+pub mod backoff;
+pub mod metrics;
+pub mod trigger;
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::{error, info, warn};
+
+use crate::apply::{self, FleetBackends, Outcome};
+use crate::backend::kube::KubeOptions;
+use crate::backend::local::LocalStore;
+use crate::backend::ApplyMeta;
+use crate::diag::Diagnostics;
+use crate::pipeline::Input;
+use crate::render::Renderer;
+use crate::source::Revision;
+use crate::validate::Checked;
+
+use backoff::Backoff;
+use metrics::{ClusterLabels, Metrics, RoundLabels};
+use trigger::Event;
+
+/// How the loop behaves (the `canopy watch` flags).
+#[derive(Debug, Clone)]
+pub struct WatchOptions {
+    /// How often a remote is fetched.
+    pub poll: Duration,
+    /// How often every cluster is diffed for drift; `None`: never.
+    pub resync: Option<Duration>,
+    /// Put drift back (otherwise only report it).
+    pub correct_drift: bool,
+    /// prune, prune_clusters, concurrency (targets and dry_run are set per
+    /// round).
+    pub apply: apply::Options,
+    /// `--cluster` / `--subtree` names, looked up in every revision.
+    pub clusters: Vec<String>,
+    pub subtrees: Vec<String>,
+    /// The longest wait before a failing cluster is retried.
+    pub max_backoff: Duration,
+    /// After a file event, how long the source must stay quiet before it is
+    /// read (a commit or an editor's save touches several files).
+    pub debounce: Duration,
+    /// `--fleet-name`.
+    pub fleet_name: Option<String>,
+    pub kube: KubeOptions,
+    /// Where relative kubeconfig paths start.
+    pub base: PathBuf,
+}
+
+/// Why a round ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    Start,
+    Change,
+    Drift,
+    Retry,
+}
+
+impl Trigger {
+    fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Start => "start",
+            Trigger::Change => "change",
+            Trigger::Drift => "drift",
+            Trigger::Retry => "retry",
+        }
+    }
+}
+
+/// The fleet at the last revision that loaded and rendered.
+struct Good {
+    checked: Checked,
+    revision: Revision,
+}
+
+/// What one round did, for its log line and for tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoundSummary {
+    pub revision: String,
+    /// Clusters reconciled (rendered and diffed).
+    pub clusters: usize,
+    pub totals: apply::Totals,
+    /// The revision did not load or render and was skipped.
+    pub skipped_revision: bool,
+}
+
+/// The loop's state between rounds.
+pub struct Watch<'a> {
+    input: &'a Input,
+    store: &'a LocalStore,
+    opts: WatchOptions,
+    metrics: Metrics,
+    backoff: Backoff,
+    good: Option<Good>,
+    /// The last revision read, good or not: a bad one is reported once.
+    seen: Option<String>,
+    /// Per cluster, the fingerprint it was last reconciled at.
+    applied: HashMap<String, u64>,
+    /// Per cluster, the revision it was last reconciled at.
+    at_revision: HashMap<String, String>,
+}
+
+impl<'a> Watch<'a> {
+    pub fn new(
+        input: &'a Input,
+        store: &'a LocalStore,
+        opts: WatchOptions,
+        metrics: Metrics,
+    ) -> Self {
+        Watch {
+            input,
+            store,
+            backoff: Backoff::new(opts.max_backoff),
+            opts,
+            metrics,
+            good: None,
+            seen: None,
+            applied: HashMap::new(),
+            at_revision: HashMap::new(),
+        }
+    }
+
+    /// Runs until `stop` is set or an [`Event::Stop`] arrives. The first
+    /// round reconciles every cluster.
+    pub fn run(&mut self, events: &Receiver<Event>, stop: &Arc<AtomicBool>) {
+        self.opts.apply.cancel = Some(stop.clone());
+        let remote = matches!(self.input, Input::Git(r) if r.is_remote());
+        self.round(Trigger::Start);
+        let mut next_poll = remote.then(|| Instant::now() + self.opts.poll);
+        let mut next_resync = self.opts.resync.map(|d| Instant::now() + d);
+        while !stop.load(Ordering::SeqCst) {
+            let now = Instant::now();
+            let deadline = [next_poll, next_resync, self.backoff.next_retry(now)]
+                .into_iter()
+                .flatten()
+                .min();
+            let got = match deadline {
+                Some(d) => events.recv_timeout(d.saturating_duration_since(now)),
+                None => events.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            };
+            match got {
+                Ok(Event::Stop) => break,
+                Ok(Event::SourceChanged) => {
+                    if self.settle(events) {
+                        break;
+                    }
+                    self.round(Trigger::Change);
+                }
+                Err(RecvTimeoutError::Disconnected) if deadline.is_none() => break,
+                Err(_) => {
+                    let now = Instant::now();
+                    if next_poll.is_some_and(|t| t <= now) {
+                        next_poll = Some(now + self.opts.poll);
+                        self.round(Trigger::Change);
+                    }
+                    if next_resync.is_some_and(|t| t <= now) {
+                        next_resync = self.opts.resync.map(|d| Instant::now() + d);
+                        self.round(Trigger::Drift);
+                    } else if self.backoff.due(now) {
+                        self.round(Trigger::Retry);
+                    }
+                }
+            }
+        }
+        info!(
+            revision = self
+                .good
+                .as_ref()
+                .map(|g| g.revision.to_string())
+                .unwrap_or_default(),
+            "stopped: the clusters in flight finished, state is written"
+        );
+    }
+
+    /// Waits until the source has been quiet for `debounce`; true when a
+    /// stop arrived meanwhile.
+    fn settle(&self, events: &Receiver<Event>) -> bool {
+        loop {
+            match events.recv_timeout(self.opts.debounce) {
+                Ok(Event::Stop) => return true,
+                Ok(Event::SourceChanged) => continue,
+                Err(RecvTimeoutError::Timeout) => return false,
+                Err(RecvTimeoutError::Disconnected) => return false,
+            }
+        }
+    }
+
+    /// One round; returns what it did.
+    pub fn round(&mut self, trigger: Trigger) -> RoundSummary {
+        let started = Instant::now();
+        let summary = match trigger {
+            Trigger::Start | Trigger::Change => self.change_round(trigger),
+            Trigger::Drift | Trigger::Retry => match self.good.take() {
+                Some(good) => {
+                    let s = self.reconcile(&good, trigger);
+                    self.good = Some(good);
+                    s.ok()
+                }
+                None => None,
+            },
+        };
+        let Some(summary) = summary else {
+            return RoundSummary::default();
+        };
+        let secs = started.elapsed().as_secs_f64();
+        let t = summary.totals;
+        let result = if summary.skipped_revision {
+            "skipped"
+        } else if t.failed + t.skipped > 0 {
+            "partial"
+        } else {
+            "success"
+        };
+        self.metrics
+            .reconciles
+            .get_or_create(&RoundLabels {
+                trigger: trigger.as_str().into(),
+                result: result.into(),
+            })
+            .inc();
+        if !summary.skipped_revision {
+            self.metrics.duration.observe(secs);
+            info!(
+                trigger = trigger.as_str(),
+                revision = summary.revision.as_str(),
+                clusters = summary.clusters,
+                changed = t.changed,
+                unchanged = t.unchanged,
+                failed = t.failed,
+                skipped = t.skipped,
+                created = t.created,
+                updated = t.updated,
+                deleted = t.deleted,
+                duration_ms = (secs * 1000.0).round() as u64,
+                "reconciled"
+            );
+        }
+        summary
+    }
+
+    /// Reads the source; a new revision that loads is reconciled
+    /// incrementally, a bad one is reported once and skipped.
+    fn change_round(&mut self, trigger: Trigger) -> Option<RoundSummary> {
+        let name = self.opts.fleet_name.clone();
+        let read = match self.input {
+            Input::Git(repo) => {
+                if let Err(e) = repo.fetch() {
+                    error!(error = %e, "cannot fetch the repository; the last good revision stays applied");
+                    return None;
+                }
+                let revision = match repo.resolve() {
+                    Ok(r) => r,
+                    Err(e) => {
+                        error!(error = %e, "cannot resolve the ref; the last good revision stays applied");
+                        return None;
+                    }
+                };
+                let text = revision.to_string();
+                if trigger == Trigger::Change && self.seen.as_deref() == Some(text.as_str()) {
+                    return None;
+                }
+                crate::pipeline::read_git(repo, &revision, name.as_deref())
+                    .map(|(f, d)| (f, d, revision))
+                    .map_err(|e| e.to_string())
+            }
+            Input::Dir(_) => self.input.read(name.as_deref()).map_err(|e| e.to_string()),
+        };
+        let (fleet, diags, revision) = match read {
+            Ok(x) => x,
+            Err(e) => {
+                error!(error = %e, "cannot read the fleet; the last good revision stays applied");
+                return None;
+            }
+        };
+        let text = revision.to_string();
+        let first_look = self.seen.as_deref() != Some(text.as_str());
+        self.seen = Some(text.clone());
+        let (checked, more) = crate::validate::check(fleet);
+        let mut diags = diags;
+        diags.extend(more);
+        let diags = diags.sorted();
+        let checked = match checked.filter(|_| !diags.has_errors()) {
+            Some(c) => c,
+            None => {
+                if first_look {
+                    self.report_bad(&text, "is invalid", &diags);
+                }
+                return Some(self.skipped(text));
+            }
+        };
+        let good = Good { checked, revision };
+        match self.reconcile(&good, trigger) {
+            Ok(s) => {
+                self.good = Some(good);
+                Some(s)
+            }
+            Err(diags) => {
+                if first_look {
+                    self.report_bad(&text, "does not render", &diags);
+                }
+                Some(self.skipped(text))
+            }
+        }
+    }
+
+    fn skipped(&self, revision: String) -> RoundSummary {
+        RoundSummary {
+            revision,
+            skipped_revision: true,
+            ..RoundSummary::default()
+        }
+    }
+
+    fn report_bad(&self, revision: &str, what: &str, diags: &Diagnostics) {
+        let last = self
+            .good
+            .as_ref()
+            .map(|g| g.revision.to_string())
+            .unwrap_or_else(|| "none".into());
+        error!(
+            revision,
+            errors = diags.errors().count(),
+            last_good = last.as_str(),
+            "revision {what}: skipped, nothing of it applied or pruned"
+        );
+        for d in diags.errors().take(20) {
+            error!(revision, "{d}");
+        }
+    }
+
+    /// Reconciles the clusters of `good` that need it: for a drift check
+    /// every cluster, otherwise those whose fingerprint changed (or that
+    /// failed and whose wait is over). Clusters still waiting after a
+    /// failure, and their subtrees, are left for later. `Err` is a render
+    /// error: nothing was written.
+    fn reconcile(&mut self, good: &Good, trigger: Trigger) -> Result<RoundSummary, Diagnostics> {
+        let checked = &good.checked;
+        let topo = &checked.topo;
+        let r = Renderer::new(checked);
+        if r.diagnostics.has_errors() {
+            return Err(r.diagnostics.clone());
+        }
+        let fingerprints = r.fingerprints();
+        let scope = self.scope(checked);
+        let now = Instant::now();
+        let mut blocked = vec![false; topo.len()];
+        for &c in topo.preorder() {
+            blocked[c] = self.backoff.waiting(topo.name(c), now)
+                || topo.parent(c).is_some_and(|p| blocked[p]);
+        }
+        let full = matches!(trigger, Trigger::Drift);
+        let targets: BTreeSet<usize> = topo
+            .preorder()
+            .iter()
+            .copied()
+            .filter(|&c| scope.as_ref().is_none_or(|s| s.contains(&c)) && !blocked[c])
+            .filter(|&c| full || self.applied.get(topo.name(c)) != Some(&fingerprints[c]))
+            .collect();
+        // Clusters that left the fleet: every cluster with state at start
+        // and on a drift check, otherwise those this loop reconciled before.
+        let orphans: Vec<String> = if scope.is_some() {
+            Vec::new()
+        } else if matches!(trigger, Trigger::Start | Trigger::Drift) {
+            self.store
+                .clusters_on_disk()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|n| topo.get(n).is_none())
+                .collect()
+        } else {
+            let mut gone: Vec<String> = self
+                .applied
+                .keys()
+                .filter(|n| topo.get(n).is_none())
+                .cloned()
+                .collect();
+            gone.sort();
+            gone
+        };
+        let revision = good.revision.to_string();
+        if targets.is_empty() && orphans.is_empty() {
+            return Ok(RoundSummary {
+                revision,
+                ..RoundSummary::default()
+            });
+        }
+        let dry_run = trigger == Trigger::Drift && !self.opts.correct_drift;
+        let opts = apply::Options {
+            dry_run,
+            targets: Some(targets.clone()),
+            ..self.opts.apply.clone()
+        };
+        let meta = ApplyMeta {
+            revision: revision.clone(),
+            at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        };
+        let backends = match FleetBackends::new(
+            &checked.fleet,
+            &self.opts.base,
+            self.store,
+            self.opts.kube.clone(),
+        ) {
+            Ok(b) => b,
+            Err(e) => {
+                error!(error = %e, "cannot start the Kubernetes client runtime");
+                return Ok(RoundSummary {
+                    revision,
+                    ..RoundSummary::default()
+                });
+            }
+        };
+        let report = apply::run(&r, &backends, &orphans, &meta, &opts)?;
+        let now = Instant::now();
+        for cr in &report.clusters {
+            let name = cr.cluster.as_str();
+            let c = topo.get(name).expect("reported clusters are the fleet's");
+            match &cr.outcome {
+                Outcome::Changed(ch) | Outcome::Unchanged(ch) => {
+                    let objects = ch.changes.len();
+                    if trigger == Trigger::Drift && objects > 0 {
+                        self.metrics.drifted.inc_by(objects as u64);
+                        if dry_run {
+                            warn!(
+                                cluster = name,
+                                objects, "drift found (not corrected: --no-correct-drift)"
+                            );
+                            continue;
+                        }
+                        warn!(cluster = name, objects, "drift corrected");
+                    }
+                    if !dry_run {
+                        self.metrics.changes.inc_by(objects as u64);
+                    }
+                    self.applied.insert(name.to_string(), fingerprints[c]);
+                    self.backoff.succeeded(name);
+                    self.metrics
+                        .failures
+                        .get_or_create(&ClusterLabels {
+                            cluster: name.to_string(),
+                        })
+                        .set(0);
+                    let old = self.at_revision.insert(name.to_string(), revision.clone());
+                    self.metrics.set_revision(name, old.as_deref(), &revision);
+                }
+                Outcome::Failed { error, changed } => {
+                    self.applied.remove(name);
+                    let wait = self.backoff.failed(name, now);
+                    self.metrics
+                        .failures
+                        .get_or_create(&ClusterLabels {
+                            cluster: name.to_string(),
+                        })
+                        .set(i64::from(self.backoff.failures(name)));
+                    let changed: Vec<String> = changed.iter().map(|k| k.to_string()).collect();
+                    warn!(
+                        cluster = name,
+                        error = error.as_str(),
+                        changed_before_failure = changed.join(", "),
+                        retry_in = %humantime::format_duration(wait),
+                        "cluster failed; its subtree waits for it"
+                    );
+                }
+                Outcome::Skipped { reason } => {
+                    self.applied.remove(name);
+                    if !reason.contains("stopping") {
+                        info!(cluster = name, reason = reason.as_str(), "cluster skipped");
+                    }
+                }
+            }
+        }
+        for o in &report.orphans {
+            self.applied.remove(&o.cluster);
+            self.at_revision.remove(&o.cluster);
+            match &o.outcome {
+                Outcome::Skipped { reason } => {
+                    warn!(
+                        cluster = o.cluster.as_str(),
+                        reason = reason.as_str(),
+                        "cluster left the fleet"
+                    )
+                }
+                Outcome::Failed { error, .. } => {
+                    warn!(
+                        cluster = o.cluster.as_str(),
+                        error = error.as_str(),
+                        "cluster left the fleet; cleaning it up failed"
+                    )
+                }
+                _ => {}
+            }
+        }
+        self.backoff.retain(|c| topo.get(c).is_some());
+        Ok(RoundSummary {
+            revision,
+            clusters: targets.len(),
+            totals: report.totals(),
+            skipped_revision: false,
+        })
+    }
+
+    /// The clusters `--cluster` and `--subtree` name in this revision
+    /// (`None`: all). A name the revision does not have is warned about.
+    fn scope(&self, checked: &Checked) -> Option<BTreeSet<usize>> {
+        if self.opts.clusters.is_empty() && self.opts.subtrees.is_empty() {
+            return None;
+        }
+        let topo = &checked.topo;
+        let mut set = BTreeSet::new();
+        for n in &self.opts.clusters {
+            match topo.get(n) {
+                Some(c) => {
+                    set.insert(c);
+                }
+                None => warn!(
+                    cluster = n.as_str(),
+                    "--cluster names no cluster of this revision"
+                ),
+            }
+        }
+        for n in &self.opts.subtrees {
+            match topo.get(n) {
+                Some(c) => set.extend(topo.subtree(c).iter().copied()),
+                None => warn!(
+                    cluster = n.as_str(),
+                    "--subtree names no cluster of this revision"
+                ),
+            }
+        }
+        Some(set)
+    }
+}

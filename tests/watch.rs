@@ -1,0 +1,430 @@
+//! `canopy watch` end to end: the real binary as a child process, following
+//! a Git repository (or a folder) on the local backend, driven by commits,
+//! edits behind its back and signals, and read through its JSON logs, its
+//! state files and its /metrics endpoint.
+
+mod common;
+use common::*;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{channel, Receiver};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// A running `canopy watch` and its log lines.
+struct Watcher {
+    child: Child,
+    lines: Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Watcher {
+    fn start(home: &Path, args: &[&str]) -> Watcher {
+        let mut child = Command::new(canopy_bin())
+            .arg("watch")
+            .args(args)
+            .args(["--log-format", "json"])
+            .current_dir(home)
+            .env("HOME", home)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("CANOPY_CACHE_DIR", home.join("cache"))
+            .env("XDG_STATE_HOME", home.join("state-home"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("canopy watch starts");
+        let stderr = child.stderr.take().expect("piped");
+        let (tx, rx) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Watcher {
+            child,
+            lines: rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The next log line (as JSON) that `pred` accepts, within 30 s.
+    fn wait_for(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    let v: Value = serde_json::from_str(&line)
+                        .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {line}"));
+                    if pred(&v) {
+                        return v;
+                    }
+                }
+                Err(_) => panic!(
+                    "no log line for {what} within 30 s; lines so far:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Waits for the round that reconciled `revision` after `trigger`.
+    fn reconciled(&mut self, trigger: &str, revision: &str) -> Value {
+        self.wait_for(&format!("{trigger} round at {revision}"), |v| {
+            v["message"] == "reconciled" && v["trigger"] == trigger && v["revision"] == revision
+        })
+    }
+
+    /// SIGTERM, then the exit code (within 15 s).
+    fn terminate(mut self) -> (i32, Vec<String>) {
+        let pid = self.child.id().to_string();
+        let ok = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill runs");
+        assert!(ok.success());
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
+                    self.seen.push(line);
+                }
+                return (status.code().unwrap_or(-1), std::mem::take(&mut self.seen));
+            }
+            assert!(
+                Instant::now() < deadline,
+                "canopy watch did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// A repository holding fleet-example in `fleet/` on `main`.
+fn repo_with_fleet(dir: &Path) -> (git2::Repository, String) {
+    let repo = init_main(dir);
+    copy_dir(&repo_root().join("fleet-example"), &dir.join("fleet"));
+    let sha = commit_all(&repo, "fleet");
+    (repo, sha)
+}
+
+fn replace_in(path: &Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(text.contains(from), "{} has no {from:?}", path.display());
+    std::fs::write(path, text.replace(from, to)).unwrap();
+}
+
+fn object(state: &Path, cluster: &str, id: &str) -> Value {
+    let v: Value = serde_json::from_slice(
+        &std::fs::read(state.join("clusters").join(format!("{cluster}.json"))).unwrap(),
+    )
+    .unwrap();
+    v["objects"][id].clone()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn http_get(port: u16, path: &str) -> String {
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics server");
+    write!(
+        conn,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    conn.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn follows_commits_skips_a_broken_one_corrects_drift_and_stops_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let origin = tmp.path().join("origin");
+    let (repo, sha1) = repo_with_fleet(&origin);
+    let state = tmp.path().join("st");
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut w = Watcher::start(
+        tmp.path(),
+        &[
+            "--repo",
+            s(&origin),
+            "--ref",
+            "main",
+            "--path",
+            "fleet",
+            "--state",
+            s(&state),
+            "--resync",
+            "1s",
+            "--listen",
+            &listen,
+        ],
+    );
+    let start = w.reconciled("start", &sha1);
+    assert_eq!(start["failed"], 0, "{start}");
+    assert_eq!(start["clusters"], 12, "{start}");
+    assert_eq!(state_files(&state).len(), 12);
+
+    // A new commit is applied, and only to the clusters it changes.
+    let web = obj_id("apps", "Deployment", "shop", "web");
+    let dep = origin.join("fleet/workloads/web/deployment.yaml");
+    replace_in(&dep, "replicas: 12", "replicas: 16");
+    let sha2 = commit_all(&repo, "web to 16");
+    let round = w.reconciled("change", &sha2);
+    assert_eq!(round["failed"], 0, "{round}");
+    assert_eq!(
+        round["clusters"], 5,
+        "only web's clusters are reconciled: {round}"
+    );
+    let live = object(&state, "eu-west-1", &web);
+    assert_eq!(
+        live["metadata"]["annotations"]["canopy.dev/revision"],
+        sha2.as_str()
+    );
+
+    // A broken commit is reported and skipped; nothing is written.
+    let before = state_files(&state);
+    let hub = origin.join("fleet/clusters/hub.yaml");
+    let hub_text = std::fs::read_to_string(&hub).unwrap();
+    std::fs::write(
+        &hub,
+        "apiVersion: canopy.dev/v1alpha1\nkind: Cluster\nmetadata: [broken\n",
+    )
+    .unwrap();
+    let sha3 = commit_all(&repo, "broken");
+    let bad = w.wait_for("the broken revision's report", |v| {
+        v["revision"] == sha3.as_str()
+            && v["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("revision is invalid: skipped"))
+    });
+    assert_eq!(bad["last_good"], sha2.as_str(), "{bad}");
+    w.wait_for("the file and line of the problem", |v| {
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("clusters/hub.yaml:4: malformed YAML"))
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        state_files(&state),
+        before,
+        "a broken revision writes nothing"
+    );
+
+    // The fix after it is applied.
+    std::fs::write(&hub, hub_text).unwrap();
+    replace_in(&dep, "replicas: 16", "replicas: 20");
+    let sha4 = commit_all(&repo, "fix, web to 20");
+    let round = w.reconciled("change", &sha4);
+    assert_eq!(round["failed"], 0, "{round}");
+    let live = object(&state, "eu-west-1", &web);
+    assert_eq!(
+        live["metadata"]["annotations"]["canopy.dev/revision"],
+        sha4.as_str()
+    );
+    let replicas = live["spec"]["replicas"].as_u64().unwrap();
+
+    // Drift made behind canopy's back is put back by the periodic check.
+    edit_state(&state, "eu-west-1", |v| {
+        v["objects"][&web]["spec"]["replicas"] = serde_json::json!(99);
+    });
+    w.wait_for("drift corrected on eu-west-1", |v| {
+        v["message"] == "drift corrected" && v["cluster"] == "eu-west-1"
+    });
+    assert_eq!(
+        object(&state, "eu-west-1", &web)["spec"]["replicas"],
+        replicas
+    );
+
+    // /healthz and /metrics.
+    let health = http_get(port, "/healthz");
+    assert!(
+        health.starts_with("HTTP/1.1 200") && health.ends_with("ok\n"),
+        "{health}"
+    );
+    let metrics = http_get(port, "/metrics");
+    assert!(
+        !metrics.contains(&format!(r#"revision="{sha1}""#)),
+        "{metrics}"
+    );
+    for want in [
+        r#"canopy_reconciles_total{trigger="start",result="success"} 1"#.to_string(),
+        r#"canopy_reconciles_total{trigger="change",result="skipped"} 1"#.to_string(),
+        format!(r#"canopy_cluster_applied_revision{{cluster="eu-west-1",revision="{sha4}"}} 1"#),
+        // The drift checks reconciled every cluster at the last revision.
+        format!(r#"canopy_cluster_applied_revision{{cluster="hub",revision="{sha4}"}} 1"#),
+        "canopy_reconcile_duration_seconds_count".to_string(),
+    ] {
+        assert!(metrics.contains(&want), "missing {want} in:\n{metrics}");
+    }
+    let drifted: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("canopy_drifted_objects_total "))
+        .and_then(|n| n.parse().ok())
+        .expect("drift counter");
+    assert!(drifted >= 1.0, "{metrics}");
+
+    let (code, lines) = w.terminate();
+    assert_eq!(code, 0, "{}", lines.join("\n"));
+    assert!(
+        lines.iter().any(|l| l.contains("stopped")),
+        "{}",
+        lines.join("\n")
+    );
+    // The state lock is released: a one-shot apply can run right after.
+    let (code, out, err) = canopy_in(
+        tmp.path(),
+        &[],
+        &[
+            "apply",
+            "--repo",
+            s(&origin),
+            "--ref",
+            "main",
+            "--path",
+            "fleet",
+            "--state",
+            s(&state),
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("no changes"), "{out}");
+}
+
+#[test]
+fn a_folder_is_watched_and_drift_is_only_reported_when_asked() {
+    let (_tmp, fleet) = example_copy();
+    let home = fleet.parent().unwrap().to_path_buf();
+    let state = fleet.join(".canopy/state");
+    let mut w = Watcher::start(&home, &[s(&fleet), "--resync", "1s", "--no-correct-drift"]);
+    w.reconciled("start", "unversioned");
+
+    // An edited file is applied (no commit needed for a folder).
+    let cm = obj_id("", "ConfigMap", "shop", "platform-config");
+    let before = object(&state, "eu", &cm);
+    let file = fleet.join("workloads/platform-config/config.yaml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let edited = text.replacen("\ndata:\n", "\ndata:\n  added: \"yes\"\n", 1);
+    assert_ne!(text, edited, "{text}");
+    std::fs::write(&file, edited).unwrap();
+    let round = w.wait_for("the edit's round", |v| {
+        v["message"] == "reconciled" && v["trigger"] == "change" && v["changed"].as_u64() > Some(0)
+    });
+    assert_eq!(round["failed"], 0, "{round}");
+    let after = object(&state, "eu", &cm);
+    assert_eq!(after["data"]["added"], "yes", "{after}");
+    assert_ne!(before, after);
+
+    // Drift is reported, and left as it is.
+    edit_state(&state, "eu", |v| {
+        v["objects"][&cm]["data"]["added"] = serde_json::json!("changed by hand");
+    });
+    w.wait_for("drift found on eu", |v| {
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("drift found"))
+            && v["cluster"] == "eu"
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        object(&state, "eu", &cm)["data"]["added"],
+        "changed by hand"
+    );
+    let (code, lines) = w.terminate();
+    assert_eq!(code, 0, "{}", lines.join("\n"));
+}
+
+#[test]
+fn a_failing_cluster_backs_off_without_holding_up_the_others() {
+    let (_tmp, fleet) = example_copy();
+    let home: PathBuf = fleet.parent().unwrap().to_path_buf();
+    let state = fleet.join(".canopy/state");
+    let mut w = Watcher::start(&home, &[s(&fleet), "--resync", "0s", "--max-backoff", "2s"]);
+    w.reconciled("start", "unversioned");
+
+    edit_state(&state, "eu", |v| v["unreachable"] = serde_json::json!(true));
+    let agent = obj_id("apps", "DaemonSet", "monitoring", "node-agent");
+    let ds = fleet.join("workloads/node-agent/daemonset.yaml");
+    let text = std::fs::read_to_string(&ds).unwrap();
+    let edited = text.replacen(
+        "metadata:\n",
+        "metadata:\n  annotations: {rollout: \"2\"}\n",
+        1,
+    );
+    assert_ne!(text, edited);
+    std::fs::write(&ds, edited).unwrap();
+    let failed = w.wait_for("eu's failure", |v| {
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("cluster failed"))
+            && v["cluster"] == "eu"
+    });
+    assert!(
+        failed["error"].as_str().unwrap().contains("unreachable"),
+        "{failed}"
+    );
+    assert_eq!(failed["retry_in"], "1s", "{failed}");
+    let round = w.wait_for("the change round", |v| {
+        v["message"] == "reconciled" && v["trigger"] == "change"
+    });
+    assert_eq!(round["failed"], 1, "{round}");
+    assert_eq!(round["skipped"], 4, "eu's subtree waits: {round}");
+    assert_eq!(
+        round["changed"], 7,
+        "every other cluster is applied: {round}"
+    );
+    assert_eq!(
+        object(&state, "us-edge-sfo", &agent)["metadata"]["annotations"]["rollout"],
+        "2"
+    );
+
+    // Still down: the retry fails again and waits longer (2s, the cap).
+    w.wait_for("eu's second failure", |v| {
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("cluster failed"))
+            && v["cluster"] == "eu"
+            && v["retry_in"] == "2s"
+    });
+    edit_state(&state, "eu", |v| {
+        v.as_object_mut().unwrap().remove("unreachable");
+    });
+    let retry = w.wait_for("the retry that succeeds", |v| {
+        v["message"] == "reconciled" && v["trigger"] == "retry" && v["failed"] == 0
+    });
+    assert_eq!(retry["clusters"], 5, "eu and its subtree: {retry}");
+    for c in ["eu", "eu-west-1", "eu-edge-paris"] {
+        assert_eq!(
+            object(&state, c, &agent)["metadata"]["annotations"]["rollout"],
+            "2",
+            "{c}"
+        );
+    }
+    let (code, _) = w.terminate();
+    assert_eq!(code, 0);
+}
