@@ -281,7 +281,8 @@ impl<'a> Renderer<'a> {
         let workload_hash: Vec<u64> = fleet
             .workloads
             .iter()
-            .map(|w| {
+            .enumerate()
+            .map(|(wi, w)| {
                 // Where the workload lands and its replicas there are hashed
                 // per cluster below; of its placement only the replica paths
                 // reach the render itself. So a new total or new weights
@@ -296,8 +297,32 @@ impl<'a> Renderer<'a> {
                 };
                 let mut h = std::collections::hash_map::DefaultHasher::new();
                 hash_json(&json!({"meta": w.meta, "spec": spec, "dir": w.dir})).hash(&mut h);
-                for m in &w.manifests {
-                    (&m.path, &m.text).hash(&mut h);
+                let divided = w.spec.placement.replicas.mode == crate::model::ReplicaMode::Divided;
+                for (mi, m) in w.manifests.iter().enumerate() {
+                    m.path.hash(&mut h);
+                    match &self.checked.facts[wi].parsed[mi] {
+                        // Render overwrites a Divided object's replicas with
+                        // the cluster's share (hashed per cluster below), so
+                        // the manifest's own value never reaches a cluster:
+                        // a new `spec.replicas` moves only the clusters whose
+                        // share moves.
+                        Some(docs) if divided => {
+                            for d in docs.iter() {
+                                let mut d = d.clone();
+                                if let Some(ptr) = ObjectKey::of(&d).and_then(|k| {
+                                    kinds::replica_pointer(
+                                        &k.group,
+                                        &k.kind,
+                                        &w.spec.placement.replicas.paths,
+                                    )
+                                }) {
+                                    crate::pointer::remove(&mut d, ptr);
+                                }
+                                hash_json(&d).hash(&mut h);
+                            }
+                        }
+                        _ => m.text.hash(&mut h),
+                    }
                 }
                 h.finish()
             })

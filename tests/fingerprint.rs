@@ -104,8 +104,8 @@ fn a_manifest_edit_moves_every_cluster_of_its_workload() {
         edit(
             d,
             "workloads/web/deployment.yaml",
-            "replicas: 12",
-            "replicas: 16",
+            "image: ",
+            "imagePullPolicy: Always\n          image: ",
         )
     });
     assert_eq!(
@@ -118,6 +118,21 @@ fn a_manifest_edit_moves_every_cluster_of_its_workload() {
             "us-west-2"
         ],
     );
+}
+
+#[test]
+fn a_divided_manifests_replicas_move_only_the_clusters_whose_share_moves() {
+    // web divides its Deployment's own 12 replicas: 12 → 13 gives one more
+    // replica to one cluster, and the manifest's value never reaches any.
+    let moved = moved_by(|d| {
+        edit(
+            d,
+            "workloads/web/deployment.yaml",
+            "replicas: 12",
+            "replicas: 13",
+        )
+    });
+    assert_eq!(moved.len(), 1, "{moved:?}");
 }
 
 #[test]

@@ -1,11 +1,13 @@
 //! `--repo URL|PATH --ref REF --path SUBDIR`: fleets read straight from Git
-//! (a local repository in place; `file://` and `http://` remotes through the
-//! cache), the revision recorded on every applied object, and sources that
+//! (a local repository in place; `file://`, `http://` and `ssh://` remotes
+//! through the cache), the revision recorded on every applied object, and sources that
 //! cannot be read failing clearly with nothing applied.
 
 mod common;
 #[path = "support/git_http.rs"]
 mod git_http;
+#[path = "support/sshd.rs"]
+mod sshd;
 
 use common::*;
 
@@ -363,4 +365,76 @@ fn http_remotes_take_a_token_or_a_credential_helper_and_never_print_it() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(!format!("{out}{err}").contains(token));
     assert!(server.refused.load(std::sync::atomic::Ordering::SeqCst) > 0);
+}
+
+#[test]
+fn ssh_remotes_take_a_key_file_or_the_agent_and_check_the_host() {
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path().join("work");
+    repo_with_fleet(&work);
+    let served = tmp.path().join("served/fleet.git");
+    git2::build::RepoBuilder::new()
+        .bare(true)
+        .clone(s(&work), &served)
+        .unwrap();
+    let server = sshd::Sshd::start();
+    let url = server.url(&served);
+    let state = tmp.path().join("st");
+    let apply = |envs: &[(&str, &str)], extra: &[&str]| {
+        let mut args = vec![
+            "apply",
+            "--repo",
+            &url,
+            "--ref",
+            "main",
+            "--path",
+            "fleet",
+            "--state",
+            s(&state),
+        ];
+        args.extend_from_slice(extra);
+        canopy_in(tmp.path(), envs, &args)
+    };
+    let key = s(&server.user_key);
+
+    // The host is not known yet: refused, whatever the key.
+    let (code, out, err) = apply(&[], &["--ssh-key", key]);
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(err.contains("known_hosts"), "{err}");
+    assert!(state_files(&state).is_empty());
+
+    let ssh_dir = tmp.path().join(".ssh");
+    std::fs::create_dir_all(&ssh_dir).unwrap();
+    std::fs::write(ssh_dir.join("known_hosts"), &server.known_host).unwrap();
+
+    // A key the server does not accept.
+    let (code, out, err) = apply(&[], &["--ssh-key", s(&server.other_key)]);
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(err.contains("authentication to ssh://"), "{err}");
+    assert!(err.contains("--ssh-key"), "{err}");
+    assert!(state_files(&state).is_empty());
+
+    // The key file.
+    let (code, out, err) = apply(&[], &["--ssh-key", key]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(state_files(&state).len(), 12);
+
+    // The agent, with no key file anywhere.
+    let agent = sshd::Agent::with_key(tmp.path(), &server.user_key);
+    let (code, out, err) = canopy_in(
+        tmp.path(),
+        &[("SSH_AUTH_SOCK", s(&agent.socket))],
+        &[
+            "diff",
+            "--repo",
+            &url,
+            "--ref",
+            "main",
+            "--path",
+            "fleet",
+            "--state",
+            s(&state),
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
 }

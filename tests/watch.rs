@@ -197,10 +197,11 @@ fn follows_commits_skips_a_broken_one_corrects_drift_and_stops_cleanly() {
     let sha2 = commit_all(&repo, "web to 16");
     let round = w.reconciled("change", &sha2);
     assert_eq!(round["failed"], 0, "{round}");
-    assert_eq!(
-        round["clusters"], 5,
-        "only web's clusters are reconciled: {round}"
-    );
+    // web divides its manifest's replicas: only the clusters whose share
+    // moved are reconciled, and each of them changed.
+    let n = round["clusters"].as_u64().unwrap();
+    assert!(n > 0 && n < 5, "{round}");
+    assert_eq!(round["changed"], n, "{round}");
     let live = object(&state, "eu-west-1", &web);
     assert_eq!(
         live["metadata"]["annotations"]["canopy.dev/revision"],
