@@ -429,3 +429,60 @@ fn a_failing_cluster_backs_off_without_holding_up_the_others() {
     let (code, _) = w.terminate();
     assert_eq!(code, 0);
 }
+
+#[test]
+fn a_remote_is_polled_and_an_unreachable_one_keeps_the_last_good_revision() {
+    let tmp = tempfile::tempdir().unwrap();
+    let origin = tmp.path().join("origin");
+    let (repo, sha1) = repo_with_fleet(&origin);
+    let url = format!("file://{}", origin.display());
+    let state = tmp.path().join("st");
+    let mut w = Watcher::start(
+        tmp.path(),
+        &[
+            "--repo", &url, "--ref", "main", "--path", "fleet", "--state", s(&state), "--poll",
+            "200ms", "--resync", "0s",
+        ],
+    );
+    w.reconciled("start", &sha1);
+
+    // A commit on the remote is fetched by the next poll.
+    replace_in(
+        &origin.join("fleet/workloads/web/deployment.yaml"),
+        "image: ghcr.io/acme/web:1.4.2",
+        "image: ghcr.io/acme/web:1.4.3",
+    );
+    let sha2 = commit_all(&repo, "web 1.4.3");
+    let round = w.reconciled("change", &sha2);
+    assert_eq!(round["clusters"], 5, "every web cluster: {round}");
+    assert_eq!(round["updated"], 5, "{round}");
+
+    // The remote goes away: each poll reports it, nothing is undone.
+    let before = state_files(&state);
+    let moved = tmp.path().join("origin-away");
+    std::fs::rename(&origin, &moved).unwrap();
+    let e = w.wait_for("the fetch error", |v| {
+        v["level"] == "ERROR"
+            && v["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("cannot fetch the repository"))
+    });
+    assert!(
+        e["error"].as_str().unwrap().contains(&format!("cannot fetch {url}")),
+        "{e}"
+    );
+    assert_eq!(state_files(&state), before);
+
+    // Back again, with a new commit: applied.
+    std::fs::rename(&moved, &origin).unwrap();
+    let repo = git2::Repository::open(&origin).unwrap();
+    replace_in(
+        &origin.join("fleet/workloads/web/deployment.yaml"),
+        "image: ghcr.io/acme/web:1.4.3",
+        "image: ghcr.io/acme/web:1.4.4",
+    );
+    let sha3 = commit_all(&repo, "web 1.4.4");
+    w.reconciled("change", &sha3);
+    let (code, _) = w.terminate();
+    assert_eq!(code, 0);
+}
