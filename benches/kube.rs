@@ -24,19 +24,12 @@
 
 #[path = "../tests/support/apiserver.rs"]
 mod apiserver;
+mod support;
+use support::arg;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// kubectl from the same Kubernetes release as the API server.
 fn kubectl() -> PathBuf {

@@ -18,36 +18,18 @@
 //! one-shot `canopy apply --repo DIR --ref main` of one more change of each
 //! kind: what CI on push costs for the same change.
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+mod support;
+
+use common::{commit_all, init_main};
+use support::arg;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant};
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn commit_all(repo: &git2::Repository, message: &str) -> String {
-    let mut index = repo.index().unwrap();
-    index
-        .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
-        .unwrap();
-    index.update_all(["*"], None).unwrap();
-    index.write().unwrap();
-    let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
-    let sig = git2::Signature::now("bench", "bench@canopy.invalid").unwrap();
-    let parent = repo.head().ok().and_then(|h| h.peel_to_commit().ok());
-    let parents: Vec<&git2::Commit> = parent.iter().collect();
-    repo.commit(Some("HEAD"), &sig, &sig, message, &tree, &parents)
-        .unwrap()
-        .to_string()
-}
 
 struct Watch {
     child: Child,
@@ -177,9 +159,7 @@ fn main() {
         },
     )
     .unwrap();
-    let mut opts = git2::RepositoryInitOptions::new();
-    opts.initial_head("main");
-    let repo = git2::Repository::init_opts(&repo_dir, &opts).unwrap();
+    let repo = init_main(&repo_dir);
     let first = commit_all(&repo, "fleet");
     let state: PathBuf = tmp.path().join("state");
 

@@ -61,17 +61,7 @@ fn a_local_repository_is_read_at_the_ref_not_from_the_working_tree() {
     // tree, is what is read.
     std::fs::write(origin.join("fleet/clusters/hub.yaml"), "kind: [broken").unwrap();
     let state = tmp.path().join("st");
-    let args = [
-        "apply",
-        "--repo",
-        s(&origin),
-        "--ref",
-        "main",
-        "--path",
-        "fleet",
-        "--state",
-        s(&state),
-    ];
+    let args = on_repo("apply", s(&origin), "main", s(&state));
     let (code, out, err) = canopy_in(tmp.path(), &[], &args);
     assert_eq!(code, 0, "{out}{err}");
     let want = format!("v1.0.0@{sha}");
@@ -82,17 +72,7 @@ fn a_local_repository_is_read_at_the_ref_not_from_the_working_tree() {
     let (code, out, err) = canopy_in(
         tmp.path(),
         &[],
-        &[
-            "status",
-            "--repo",
-            s(&origin),
-            "--ref",
-            "v1.0.0",
-            "--path",
-            "fleet",
-            "--state",
-            s(&state),
-        ],
+        &on_repo("status", s(&origin), "v1.0.0", s(&state)),
     );
     assert_eq!(code, 0, "{out}{err}");
     assert!(
@@ -281,21 +261,7 @@ fn http_remotes_take_a_token_or_a_credential_helper_and_never_print_it() {
     let with_user = url.replacen("http://", "http://bot@", 1);
     let state = tmp.path().join("st");
     let apply = |url: &str, envs: &[(&str, &str)]| {
-        canopy_in(
-            tmp.path(),
-            envs,
-            &[
-                "apply",
-                "--repo",
-                url,
-                "--ref",
-                "main",
-                "--path",
-                "fleet",
-                "--state",
-                s(&state),
-            ],
-        )
+        canopy_in(tmp.path(), envs, &on_repo("apply", url, "main", s(&state)))
     };
 
     // No credential at all.
@@ -381,17 +347,7 @@ fn ssh_remotes_take_a_key_file_or_the_agent_and_check_the_host() {
     let url = server.url(&served);
     let state = tmp.path().join("st");
     let apply = |envs: &[(&str, &str)], extra: &[&str]| {
-        let mut args = vec![
-            "apply",
-            "--repo",
-            &url,
-            "--ref",
-            "main",
-            "--path",
-            "fleet",
-            "--state",
-            s(&state),
-        ];
+        let mut args = on_repo("apply", &url, "main", s(&state));
         args.extend_from_slice(extra);
         canopy_in(tmp.path(), envs, &args)
     };
@@ -424,17 +380,7 @@ fn ssh_remotes_take_a_key_file_or_the_agent_and_check_the_host() {
     let (code, out, err) = canopy_in(
         tmp.path(),
         &[("SSH_AUTH_SOCK", s(&agent.socket))],
-        &[
-            "diff",
-            "--repo",
-            &url,
-            "--ref",
-            "main",
-            "--path",
-            "fleet",
-            "--state",
-            s(&state),
-        ],
+        &on_repo("diff", &url, "main", s(&state)),
     );
     assert_eq!(code, 0, "{out}{err}");
 }

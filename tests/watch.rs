@@ -301,17 +301,7 @@ fn follows_commits_skips_a_broken_one_corrects_drift_and_stops_cleanly() {
     let (code, out, err) = canopy_in(
         tmp.path(),
         &[],
-        &[
-            "apply",
-            "--repo",
-            s(&origin),
-            "--ref",
-            "main",
-            "--path",
-            "fleet",
-            "--state",
-            s(&state),
-        ],
+        &on_repo("apply", s(&origin), "main", s(&state)),
     );
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("no changes"), "{out}");
@@ -440,8 +430,18 @@ fn a_remote_is_polled_and_an_unreachable_one_keeps_the_last_good_revision() {
     let mut w = Watcher::start(
         tmp.path(),
         &[
-            "--repo", &url, "--ref", "main", "--path", "fleet", "--state", s(&state), "--poll",
-            "200ms", "--resync", "0s",
+            "--repo",
+            &url,
+            "--ref",
+            "main",
+            "--path",
+            "fleet",
+            "--state",
+            s(&state),
+            "--poll",
+            "200ms",
+            "--resync",
+            "0s",
         ],
     );
     w.reconciled("start", &sha1);
@@ -468,7 +468,10 @@ fn a_remote_is_polled_and_an_unreachable_one_keeps_the_last_good_revision() {
                 .is_some_and(|m| m.starts_with("cannot fetch the repository"))
     });
     assert!(
-        e["error"].as_str().unwrap().contains(&format!("cannot fetch {url}")),
+        e["error"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("cannot fetch {url}")),
         "{e}"
     );
     assert_eq!(state_files(&state), before);

@@ -217,3 +217,16 @@ pub fn canopy_in(home: &Path, envs: &[(&str, &str)], args: &[&str]) -> (i32, Str
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// `CMD --repo REPO --ref REF --path fleet --state STATE`: a command on the
+/// fleet kept in `fleet/` of a repository.
+pub fn on_repo<'a>(
+    cmd: &'a str,
+    repo: &'a str,
+    reference: &'a str,
+    state: &'a str,
+) -> Vec<&'a str> {
+    vec![
+        cmd, "--repo", repo, "--ref", reference, "--path", "fleet", "--state", state,
+    ]
+}
