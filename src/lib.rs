@@ -11,6 +11,7 @@
 //! [`load`], which reads files. Diagnostics are collected, never fail-fast,
 //! and each names the file, line and YAML path it is about.
 
+pub mod aggregate;
 pub mod apply;
 pub mod backend;
 pub mod cli;
@@ -33,6 +34,7 @@ pub mod schedule;
 pub mod schema;
 pub mod select;
 pub mod source;
+pub mod status;
 pub mod synth;
 
 pub mod topology;

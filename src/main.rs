@@ -724,10 +724,19 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     }
                 })
                 .collect();
+            let workloads = canopy::status::workloads(&r, &backends).map_err(|d| {
+                print_diags(&d);
+                Failure::user(format!("render failed: {}", summary(&d)))
+            })?;
             match fmt {
-                TextOrJson::Text => stdout(&output::status_text(&lines)),
+                TextOrJson::Text => stdout(&format!(
+                    "{}{}",
+                    output::status_text(&lines),
+                    output::workloads_text(&workloads)
+                )),
                 TextOrJson::Json => {
-                    stdout(&(serde_json::to_string_pretty(&lines).expect("serializes") + "\n"))
+                    let v = serde_json::json!({"clusters": lines, "workloads": workloads});
+                    stdout(&(serde_json::to_string_pretty(&v).expect("serializes") + "\n"))
                 }
             }
         }

@@ -579,6 +579,42 @@ pub fn status_text(lines: &[StatusLine]) -> String {
     out
 }
 
+/// Each workload's replicas, ready over desired, down the tree: a cluster's
+/// line sums its subtree, and `(here r/d)` is what runs on the cluster
+/// itself when its descendants run some too.
+pub fn workloads_text(ws: &[crate::aggregate::WorkloadStatus]) -> String {
+    let mut out = String::new();
+    for w in ws {
+        let _ = writeln!(
+            out,
+            "\nworkload {}: {}/{} replicas ready",
+            w.workload, w.total.ready, w.total.desired
+        );
+        let width = w
+            .clusters
+            .iter()
+            .map(|c| c.cluster.len() + 2 * c.depth)
+            .max()
+            .unwrap_or(0);
+        for c in &w.clusters {
+            let name = format!("{}{}", "  ".repeat(c.depth), c.cluster);
+            let _ = write!(
+                out,
+                "  {name:<width$}  {}/{}",
+                c.subtree.ready, c.subtree.desired
+            );
+            match c.here {
+                Some(h) if h != c.subtree => {
+                    let _ = write!(out, "  (here {}/{})", h.ready, h.desired);
+                }
+                _ => {}
+            }
+            out.push('\n');
+        }
+    }
+    out
+}
+
 /// A revision with its commit cut to 12 characters: `<sha12>`,
 /// `<tag>@<sha12>`, `<sha12>-dirty`.
 fn short_rev(r: &str) -> String {

@@ -532,8 +532,65 @@ fn status_tells_never_applied_from_drifted() {
         0
     );
     let (_, out, _) = canopy(&["status", "fleet-example", "--state", st, "-o", "json"]);
-    let lines: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let lines = &status["clusters"];
     assert_eq!(lines[0]["cluster"], "hub");
     assert_eq!(lines[0]["state"], "in-sync");
     assert_eq!(lines[1]["state"], "not-applied");
+}
+
+#[test]
+fn status_sums_replicas_up_the_tree_and_an_unreachable_cluster_has_none_ready() {
+    let (_tmp, fleet) = example_copy();
+    let state = fleet.join(".canopy/state");
+    let f = s(&fleet);
+    assert_eq!(canopy(&["apply", f]).0, 0);
+    let web = |out: &str| {
+        let v: serde_json::Value = serde_json::from_str(out).unwrap();
+        let ws = v["workloads"].as_array().unwrap().clone();
+        let names: Vec<&str> = ws.iter().map(|w| w["workload"].as_str().unwrap()).collect();
+        assert_eq!(names, vec!["api", "web"], "workloads with replicas, sorted");
+        ws[1].clone()
+    };
+    let (_, out, _) = canopy(&["status", f, "-o", "json"]);
+    let w = web(&out);
+    assert_eq!(w["total"], serde_json::json!({"desired": 12, "ready": 12}));
+    let line = |w: &serde_json::Value, c: &str| {
+        w["clusters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["cluster"] == c)
+            .unwrap_or_else(|| panic!("no line for {c}: {w}"))
+            .clone()
+    };
+    assert_eq!(line(&w, "hub")["subtree"]["desired"], 9);
+    assert!(
+        line(&w, "hub").get("here").is_none(),
+        "web does not run on hub"
+    );
+    assert_eq!(line(&w, "eu")["subtree"]["desired"], 5);
+
+    edit_state(&state, "eu-west-1", |v| {
+        v["unreachable"] = serde_json::json!(true)
+    });
+    let (_, out, _) = canopy(&["status", f, "-o", "json"]);
+    let w = web(&out);
+    assert_eq!(w["total"], serde_json::json!({"desired": 12, "ready": 9}));
+    assert_eq!(
+        line(&w, "eu")["subtree"],
+        serde_json::json!({"desired": 5, "ready": 2})
+    );
+    assert_eq!(
+        line(&w, "eu-west-1")["here"],
+        serde_json::json!({"desired": 3, "ready": 0})
+    );
+    let (_, again, _) = canopy(&["status", f, "-o", "json"]);
+    assert_eq!(out, again, "repeated runs give identical output");
+    let (_, text, _) = canopy(&["status", f]);
+    assert!(
+        text.contains("workload web: 9/12 replicas ready\n"),
+        "{text}"
+    );
+    assert!(text.contains("\n    eu              2/5\n"), "{text}");
 }

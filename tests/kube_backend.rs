@@ -763,3 +763,53 @@ fn a_cluster_scoped_kind_canopy_cannot_know_takes_its_scope_from_the_server() {
     assert!(out.contains("- Gizmo.example.org g1"), "{out}");
     assert!(!exists(2, "/apis/example.org/v1/gizmos/g1"));
 }
+
+#[test]
+fn status_sums_ready_replicas_from_each_cluster_up_the_tree() {
+    let ns = "t-status";
+    let objs = objects(ns, "blue");
+    let f = tree(&[
+        ("workloads/app/workload.yaml", &workload(ns)),
+        ("workloads/app/objects.yaml", &objs),
+    ]);
+    let (code, out, _) = canopy_on(f.path(), "status", &["apply", "DIR"]);
+    assert_eq!(code, 0, "{out}");
+    // No controllers run here: nothing is ready yet.
+    let status = |f: &tempfile::TempDir| {
+        let (code, out, err) = canopy_on(f.path(), "status", &["status", "DIR", "-o", "json"]);
+        assert_eq!(code, 0, "{out}{err}");
+        serde_json::from_str::<Value>(&out).unwrap()["workloads"][0].clone()
+    };
+    let w = status(&f);
+    assert_eq!(w["workload"], "app");
+    assert_eq!(w["total"], json!({"desired": 6, "ready": 0}), "{w}");
+    // Play cluster a's Deployment controller: 2 ready there.
+    let path = format!("/apis/apps/v1/namespaces/{ns}/deployments/web/status");
+    request(
+        1,
+        "PATCH",
+        &path,
+        Some((
+            "application/merge-patch+json",
+            json!({"status": {"replicas": 2, "readyReplicas": 2}}),
+        )),
+    )
+    .unwrap();
+    let w = status(&f);
+    assert_eq!(
+        w["clusters"],
+        json!([
+            {"cluster": "root", "depth": 0, "subtree": {"desired": 6, "ready": 2}, "here": {"desired": 2, "ready": 0}},
+            {"cluster": "a", "depth": 1, "subtree": {"desired": 2, "ready": 2}, "here": {"desired": 2, "ready": 2}},
+            {"cluster": "b", "depth": 1, "subtree": {"desired": 2, "ready": 0}, "here": {"desired": 2, "ready": 0}},
+        ]),
+        "{w}"
+    );
+    let (_, text, _) = canopy_on(f.path(), "status", &["status", "DIR"]);
+    assert!(
+        text.contains(
+            "workload app: 2/6 replicas ready\n  root  2/6  (here 0/2)\n    a   2/2\n    b   0/2\n"
+        ),
+        "{text}"
+    );
+}

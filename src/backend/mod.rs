@@ -138,4 +138,10 @@ pub trait ClusterBackend: Send + Sync {
     }
     /// What the last successful apply recorded.
     fn last_applied(&self) -> Result<Option<ApplyMeta>, BackendError>;
+    /// Whether controllers run the objects and report their readiness in
+    /// `status` (a real cluster). Without them (the local backend), an
+    /// object held counts as ready as written.
+    fn has_controllers(&self) -> bool {
+        false
+    }
 }

@@ -839,6 +839,10 @@ fn waves(changes: &[Change]) -> Vec<&[Change]> {
 }
 
 impl ClusterBackend for Arc<KubeCluster> {
+    fn has_controllers(&self) -> bool {
+        true
+    }
+
     fn reachable(&self) -> Result<(), BackendError> {
         self.block_on(async {
             self.send(|| {
