@@ -101,7 +101,7 @@ fn child_pipeline(dir: &Path) {
         .position(|w| w.spec.placement.replicas.mode == canopy::model::ReplicaMode::Divided)
         .expect("a Divided workload");
     let place = median(50, || {
-        std::hint::black_box(schedule::place(&checked, wi, false).expect("places"));
+        std::hint::black_box(schedule::place(&checked, wi, false, &[]).expect("places"));
     });
     println!(
         "RESULT pipeline secs={:.4} load_validate={:.4} schedule={:.4} render={:.4} objects={objects} yaml_mib={:.1} divide_ms={:.3} place_ms={:.3} peak_mib={:.1}",

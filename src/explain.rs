@@ -2,6 +2,8 @@
 //! how its replicas were computed, level by level (pure; printing is in
 //! `output`).
 
+use std::time::Duration;
+
 use crate::model::{DynamicWeight, ReplicaMode};
 use crate::schedule::{self, Division};
 use crate::select;
@@ -43,12 +45,21 @@ pub struct Explanation {
 }
 
 /// Explains workload `wi`; with `only`, the steps are those on that
-/// cluster's path from the top.
-pub fn explain(checked: &Checked, wi: usize, only: Option<usize>) -> Explanation {
+/// cluster's path from the top. `health` says which clusters are down, and
+/// since when, at `now` (failover).
+pub fn explain(
+    checked: &Checked,
+    wi: usize,
+    only: Option<usize>,
+    health: &crate::health::Health,
+    now: std::time::SystemTime,
+) -> Explanation {
     let w = &checked.fleet.workloads[wi];
     let topo = &checked.topo;
     let p = &w.spec.placement;
-    let placed = schedule::place(checked, wi, true);
+    let after = w.spec.failover.after();
+    let failed = health.failed(topo, after, now);
+    let placed = schedule::place(checked, wi, true, &failed);
     let (chosen, weight, assignment, error) = match &placed {
         Ok(pl) => (
             pl.chosen.clone(),
@@ -105,7 +116,19 @@ pub fn explain(checked: &Checked, wi: usize, only: Option<usize>) -> Explanation
             reason.push_str(&format!("; capacity weight limited by {limit}"));
         }
         let replicas = assignment.as_ref().filter(|_| ok).map(|a| a.replicas[c]);
-        if replicas == Some(0) {
+        if let Some(down) = health.down_for(cl.name(), now) {
+            let since = &health.unreachable_since[cl.name()];
+            if divided && failed[c] {
+                reason.push_str(&format!(
+                    "; unreachable since {since} ({} ≥ failover.after {}): failed over, its replicas moved to its healthy siblings",
+                    humantime::format_duration(Duration::from_secs(down.as_secs())),
+                    w.spec.failover.after
+                ));
+            } else {
+                reason.push_str(&format!("; unreachable since {since}"));
+            }
+        }
+        if replicas == Some(0) && !(divided && failed[c]) {
             reason.push_str("; given no replicas, so nothing lands here");
         }
         clusters.push(ClusterLine {
@@ -137,11 +160,14 @@ pub fn explain(checked: &Checked, wi: usize, only: Option<usize>) -> Explanation
                         .parties
                         .iter()
                         .map(|p| {
-                            let label = if p.own {
+                            let mut label = if p.own {
                                 format!("{} itself", topo.name(p.cluster))
                             } else {
                                 format!("subtree {}", topo.name(p.cluster))
                             };
+                            if p.failed {
+                                label.push_str(" [failed over]");
+                            }
                             (label, p.weight, p.seats)
                         })
                         .collect(),

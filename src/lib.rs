@@ -18,6 +18,7 @@ pub mod cli;
 pub mod diag;
 pub mod diff;
 pub mod explain;
+pub mod health;
 
 pub mod image;
 pub mod kinds;

@@ -19,6 +19,7 @@ use canopy::backend::local::LocalStore;
 use canopy::backend::ApplyMeta;
 use canopy::cli::{Cli, Command, DiffFormat, KubeArgs, SourceArgs, Target, TextOrJson, YamlOrJson};
 use canopy::diag::Diagnostics;
+use canopy::health::Health;
 use canopy::load::LoadError;
 use canopy::pipeline::{Input, Loaded, PipelineError, SourceError};
 use canopy::render::{render_all, render_map, Renderer};
@@ -216,8 +217,10 @@ fn cluster_index(c: &Checked, name: &str) -> Result<usize, Failure> {
     })
 }
 
-fn renderer(c: &Checked) -> Result<Renderer<'_>, Failure> {
-    let r = Renderer::new(c);
+/// Schedules and prepares the render; `failed` are the clusters failed over
+/// per workload (empty: every cluster placed as healthy).
+fn renderer<'a>(c: &'a Checked, failed: &[Vec<bool>]) -> Result<Renderer<'a>, Failure> {
+    let r = Renderer::with_failover(c, failed);
     if r.diagnostics.has_errors() {
         print_diags(&r.diagnostics);
         return Err(Failure::user(format!(
@@ -236,6 +239,21 @@ fn stdout(text: &str) -> Result<(), Failure> {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         Err(e) => Err(Failure::io(format!("error: writing output: {e}"))),
     }
+}
+
+/// The clusters failed over per workload, from the health records in the
+/// state folder after asking every cluster recorded down whether it answers
+/// now. Returns the records (for [`canopy::health::record`]) and the time.
+fn failover(
+    c: &Checked,
+    state: &Path,
+    backends: &dyn apply::Backends,
+) -> Result<(Health, std::time::SystemTime, Vec<Vec<bool>>), Failure> {
+    let mut health = Health::load(state).map_err(|e| Failure::io(format!("error: {e}")))?;
+    canopy::health::recheck(&mut health, backends);
+    let now = std::time::SystemTime::now();
+    let failed = canopy::render::failed_over(c, &health, now);
+    Ok((health, now, failed))
 }
 
 /// The state folder: `--state`, or the source's default.
@@ -413,7 +431,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Tree { source } => {
             let c = checked(&open_source(&source)?, name)?.checked;
-            let r = renderer(&c)?;
+            // The fleet as placed with every cluster healthy.
+            let r = renderer(&c, &[])?;
             stdout(&output::tree_text(&r))
         }
         Command::Render {
@@ -434,7 +453,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
                         .collect::<Result<_, _>>()?,
                 )
             };
-            let r = renderer(&c)?;
+            // The fleet as placed with every cluster healthy.
+            let r = renderer(&c, &[])?;
             let fail = |d: Diagnostics| {
                 print_diags(&d);
                 Failure::user(format!("render failed: {}", summary(&d)))
@@ -497,7 +517,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     "error: name the workload to explain, e.g. `canopy explain fleet-example web`",
                 )),
             };
-            let c = checked(&open_source(&source)?, name)?.checked;
+            let src = open_source(&source)?;
+            let c = checked(&src, name)?.checked;
             let wi = c
                 .fleet
                 .workloads
@@ -514,7 +535,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 .as_deref()
                 .map(|n| cluster_index(&c, n))
                 .transpose()?;
-            let e = explain::explain(&c, wi, only);
+            // Failover as the default state folder records it.
+            let health = Health::load(&state_dir(&src, &None))
+                .map_err(|e| Failure::io(format!("error: {e}")))?;
+            let e = explain::explain(&c, wi, only, &health, std::time::SystemTime::now());
             match fmt {
                 TextOrJson::Text => stdout(&output::explain_text(&e)),
                 TextOrJson::Json => {
@@ -537,13 +561,17 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let src = open_source(&source)?;
             let loaded = checked(&src, name)?;
             let c = loaded.checked;
-            let r = renderer(&c)?;
             let state = state_dir(&src, &target.state);
             let store = if dry_run {
                 LocalStore::open_read_only(&state)
             } else {
                 LocalStore::open(&state).map_err(|e| Failure::io(format!("error: {e}")))?
             };
+            let mut kube = kube_options(&kube);
+            kube.force_conflicts = force_conflicts;
+            let backends = fleet_backends(&c, &src.base, &store, kube)?;
+            let (mut health, now, failed) = failover(&c, &state, &backends)?;
+            let r = renderer(&c, &failed)?;
             let opts = Options {
                 dry_run,
                 prune,
@@ -555,15 +583,19 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 cancel: None,
             };
             let orphans = orphans(&c, &store, opts.targets.is_none())?;
-            let mut kube = kube_options(&kube);
-            kube.force_conflicts = force_conflicts;
             let report = run_apply(
                 &r,
-                &fleet_backends(&c, &src.base, &store, kube)?,
+                &backends,
                 &orphans,
                 &apply_meta(&loaded.revision),
                 &opts,
             )?;
+            if !dry_run {
+                canopy::health::record(&mut health, &report, &c.topo, &backends, now);
+                health
+                    .save(&state)
+                    .map_err(|e| Failure::io(format!("error: {e}")))?;
+            }
             stdout(&output::apply_text(&report, dry_run))?;
             // An orphan left in place is reported, not a failure; a cluster of
             // the fleet that failed or was skipped is.
@@ -593,7 +625,6 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let src = open_source(&source)?;
             let loaded = checked(&src, name)?;
             let c = loaded.checked;
-            let r = renderer(&c)?;
             let opts = Options {
                 dry_run: true,
                 targets: targets(&c, &target)?,
@@ -602,12 +633,16 @@ fn run(cli: Cli) -> Result<(), Failure> {
             };
             let (report, old_label) = match &base {
                 None => {
-                    let store = LocalStore::open_read_only(&state_dir(&src, &target.state));
+                    let state = state_dir(&src, &target.state);
+                    let store = LocalStore::open_read_only(&state);
+                    let backends = fleet_backends(&c, &src.base, &store, kube_options(&kube))?;
+                    let (_, _, failed) = failover(&c, &state, &backends)?;
+                    let r = renderer(&c, &failed)?;
                     let orphans = orphans(&c, &store, opts.targets.is_none())?;
                     (
                         run_apply(
                             &r,
-                            &fleet_backends(&c, &src.base, &store, kube_options(&kube))?,
+                            &backends,
                             &orphans,
                             &apply_meta(&loaded.revision),
                             &opts,
@@ -616,6 +651,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     )
                 }
                 Some(rev) => {
+                    // Two revisions, no cluster: placed as if every cluster
+                    // were healthy.
+                    let r = renderer(&c, &[])?;
                     let base_state = render_base(&src.input, rev, &c, opts.targets.as_ref())?;
                     let orphans: Vec<String> = if opts.targets.is_none() {
                         base_state
@@ -675,13 +713,15 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let src = open_source(&source)?;
             let loaded = checked(&src, name)?;
             let c = loaded.checked;
-            let r = renderer(&c)?;
-            let store = LocalStore::open_read_only(&state_dir(&src, &state));
+            let state = state_dir(&src, &state);
+            let store = LocalStore::open_read_only(&state);
             let opts = Options {
                 dry_run: true,
                 ..Options::default()
             };
             let backends = fleet_backends(&c, &src.base, &store, kube_options(&kube))?;
+            let (_, _, failed) = failover(&c, &state, &backends)?;
+            let r = renderer(&c, &failed)?;
             let report = run_apply(&r, &backends, &[], &apply_meta(&loaded.revision), &opts)?;
             let lines: Vec<output::StatusLine> = report
                 .clusters

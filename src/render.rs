@@ -132,16 +132,41 @@ fn deep_merge(base: &mut Map<String, Value>, over: &Map<String, Value>) {
     }
 }
 
+/// Per workload, the clusters failed over (`spec.failover.after` elapsed
+/// since each was first found unreachable).
+pub fn failed_over(
+    checked: &Checked,
+    health: &crate::health::Health,
+    now: std::time::SystemTime,
+) -> Vec<Vec<bool>> {
+    checked
+        .fleet
+        .workloads
+        .iter()
+        .map(|w| health.failed(&checked.topo, w.spec.failover.after(), now))
+        .collect()
+}
+
 impl<'a> Renderer<'a> {
     /// Schedules every workload and compiles every template once.
     pub fn new(checked: &'a Checked) -> Renderer<'a> {
+        Self::with_failover(checked, &[])
+    }
+
+    /// As [`Self::new`], with failover: `failed[wi]` are the clusters whose
+    /// Divided replicas of workload `wi` move to their healthy siblings
+    /// ([`failed_over`]; an empty slice: none).
+    pub fn with_failover(checked: &'a Checked, failed: &[Vec<bool>]) -> Renderer<'a> {
         let mut diagnostics = Diagnostics::default();
         let fleet = &checked.fleet;
         let topo = &checked.topo;
 
         let placements: Vec<Option<WorkloadPlacement>> = (0..fleet.workloads.len())
             .into_par_iter()
-            .map(|wi| schedule::place(checked, wi, false))
+            .map(|wi| {
+                let f = failed.get(wi).map(Vec::as_slice).unwrap_or_default();
+                schedule::place(checked, wi, false, f)
+            })
             .collect::<Vec<_>>()
             .into_iter()
             .enumerate()

@@ -27,6 +27,8 @@ pub enum ScheduleError {
     NoClusters { total: u32 },
     #[error("every chosen cluster has weight 0, so {total} replicas cannot be divided")]
     AllWeightsZero { total: u32 },
+    #[error("every chosen cluster with weight has failed, so {total} replicas have nowhere to go")]
+    AllFailed { total: u32 },
 }
 
 /// Webster (Sainte-Laguë) apportionment of `seats` among parties with the
@@ -103,6 +105,9 @@ pub struct Party {
     pub own: bool,
     pub weight: u64,
     pub seats: u32,
+    /// The cluster (or every weighted cluster of the subtree) has failed:
+    /// the party takes no replicas, and its siblings share what it held.
+    pub failed: bool,
 }
 
 /// Result of dividing replicas over a (sub)tree.
@@ -131,29 +136,62 @@ struct Inputs<'a> {
     topo: &'a Topology,
     chosen: &'a [bool],
     weight: &'a [u64],
-    /// Summed weight of chosen clusters per subtree.
+    /// Clusters that failed (failover); empty when none did.
+    failed: &'a [bool],
+    /// Summed weight of chosen clusters per subtree, failed ones included:
+    /// a subtree keeps the share it had as long as some of it is healthy.
     sums: Vec<u64>,
+    /// Summed weight of the chosen clusters that have not failed.
+    healthy: Vec<u64>,
     trace: bool,
 }
 
 impl<'a> Inputs<'a> {
     /// Gathers the inputs and sums the weight of chosen clusters per subtree.
-    fn new(topo: &'a Topology, chosen: &'a [bool], weight: &'a [u64], trace: bool) -> Self {
+    fn new(
+        topo: &'a Topology,
+        chosen: &'a [bool],
+        weight: &'a [u64],
+        failed: &'a [bool],
+        trace: bool,
+    ) -> Self {
         let mut sums = vec![0u64; topo.len()];
+        let mut healthy = vec![0u64; topo.len()];
         for &c in topo.preorder().iter().rev() {
             if chosen[c] {
                 sums[c] += weight[c];
+                if !failed.get(c).copied().unwrap_or(false) {
+                    healthy[c] += weight[c];
+                }
             }
             if let Some(p) = topo.parent(c) {
                 sums[p] += sums[c];
+                healthy[p] += healthy[c];
             }
         }
         Inputs {
             topo,
             chosen,
             weight,
+            failed,
             sums,
+            healthy,
             trace,
+        }
+    }
+
+    fn failed(&self, c: usize) -> bool {
+        self.failed.get(c).copied().unwrap_or(false)
+    }
+
+    /// A child subtree's weight in its parent's division: its full weight
+    /// while any of it is healthy, so that failover moves replicas only at
+    /// the lowest level that still has a healthy party; 0 once none is.
+    fn subtree_weight(&self, c: usize) -> u64 {
+        if self.healthy[c] > 0 {
+            self.sums[c]
+        } else {
+            0
         }
     }
 }
@@ -166,7 +204,24 @@ pub fn divide(
     total: u32,
     trace: bool,
 ) -> Result<Assignment, ScheduleError> {
-    let inputs = Inputs::new(topo, chosen, weight, trace);
+    divide_failover(topo, chosen, weight, &[], total, trace)
+}
+
+/// Divides `total` over the whole forest with the `failed` clusters taking
+/// none (failover). What a failed cluster would have held is divided among
+/// the other parties of the lowest level that still has a healthy one, with
+/// the same Webster rules, so every other share stays as it was: a failed
+/// leaf's siblings take its replicas, and only when its whole subtree has
+/// failed does the level above re-divide.
+pub fn divide_failover(
+    topo: &Topology,
+    chosen: &[bool],
+    weight: &[u64],
+    failed: &[bool],
+    total: u32,
+    trace: bool,
+) -> Result<Assignment, ScheduleError> {
+    let inputs = Inputs::new(topo, chosen, weight, failed, trace);
     let sums = &inputs.sums;
     let mut a = Assignment::empty(topo.len());
     if total == 0 {
@@ -175,9 +230,16 @@ pub fn divide(
     if !chosen.iter().any(|&c| c) {
         return Err(ScheduleError::NoClusters { total });
     }
-    let roots: Vec<(u64, usize)> = topo.roots().iter().map(|&r| (sums[r], r)).collect();
-    if roots.iter().all(|(w, _)| *w == 0) {
+    if topo.roots().iter().all(|&r| sums[r] == 0) {
         return Err(ScheduleError::AllWeightsZero { total });
+    }
+    let roots: Vec<(u64, usize)> = topo
+        .roots()
+        .iter()
+        .map(|&r| (inputs.subtree_weight(r), r))
+        .collect();
+    if roots.iter().all(|(w, _)| *w == 0) {
+        return Err(ScheduleError::AllFailed { total });
     }
     let seats = webster(&roots, total);
     if trace {
@@ -193,6 +255,7 @@ pub fn divide(
                     own: false,
                     weight: w,
                     seats: s,
+                    failed: inputs.healthy[r] == 0 && sums[r] > 0,
                 })
                 .collect(),
         });
@@ -214,7 +277,7 @@ pub fn divide_subtree(
     share: u32,
     trace: bool,
 ) -> Result<Assignment, ScheduleError> {
-    let inputs = Inputs::new(topo, chosen, weight, trace);
+    let inputs = Inputs::new(topo, chosen, weight, &[], trace);
     let mut a = Assignment::empty(topo.len());
     if share > 0 && inputs.sums[root] == 0 {
         return Err(if topo.subtree(root).iter().any(|&c| chosen[c]) {
@@ -240,6 +303,7 @@ impl Inputs<'_> {
             weight,
             ref sums,
             trace,
+            ..
         } = *self;
         let mut stack = vec![(root, share)];
         let mut parties: Vec<(u64, usize)> = Vec::new();
@@ -253,7 +317,8 @@ impl Inputs<'_> {
             // its child's index: all distinct, all in name order.
             let own = chosen[node];
             if own {
-                parties.push((weight[node], node));
+                let w = if self.failed(node) { 0 } else { weight[node] };
+                parties.push((w, node));
             }
             let kids: Vec<usize> = topo
                 .children(node)
@@ -261,7 +326,7 @@ impl Inputs<'_> {
                 .copied()
                 .filter(|&c| sums[c] > 0 || (trace && has_chosen(topo, chosen, c)))
                 .collect();
-            parties.extend(kids.iter().map(|&c| (sums[c], c)));
+            parties.extend(kids.iter().map(|&c| (self.subtree_weight(c), c)));
             let seats = webster(&parties, share);
             let mut at = 0;
             if own {
@@ -271,11 +336,17 @@ impl Inputs<'_> {
             if trace && (share > 0 || own) {
                 let mut ps = Vec::with_capacity(parties.len());
                 for (i, &(w, c)) in parties.iter().enumerate() {
+                    let is_own = own && i == 0;
                     ps.push(Party {
                         cluster: c,
-                        own: own && i == 0,
+                        own: is_own,
                         weight: w,
                         seats: seats[i],
+                        failed: if is_own {
+                            self.failed(c) && weight[c] > 0
+                        } else {
+                            self.healthy[c] == 0 && sums[c] > 0
+                        },
                     });
                 }
                 if ps.len() > 1 || !own {
@@ -412,11 +483,13 @@ pub fn capacity_weight(cap: &Capacity, per: Option<&Capacity>) -> (u64, &'static
     best.unwrap_or((0, "pods"))
 }
 
-/// Places workload `wi`: chooses clusters and, for Divided, divides its total.
+/// Places workload `wi`: chooses clusters and, for Divided, divides its total
+/// among them, the `failed` ones (failover; may be empty) taking none.
 pub fn place(
     checked: &Checked,
     wi: usize,
     trace: bool,
+    failed: &[bool],
 ) -> Result<WorkloadPlacement, ScheduleError> {
     let w = &checked.fleet.workloads[wi];
     let chosen = choose(checked, w);
@@ -431,7 +504,8 @@ pub fn place(
         ReplicaMode::Divided => {
             let weight = weights(checked, w, &chosen);
             let total = checked.facts[wi].total.unwrap_or(0);
-            let assignment = divide(&checked.topo, &chosen, &weight, total, trace)?;
+            let assignment =
+                divide_failover(&checked.topo, &chosen, &weight, failed, total, trace)?;
             Ok(WorkloadPlacement {
                 chosen,
                 mode,
@@ -609,6 +683,7 @@ mod tests {
                     prop_assert!((0..t.len()).all(|i| !chosen[i] || weight[i] == 0));
                 }
                 Err(ScheduleError::NoClusters { .. }) => prop_assert!(!chosen.iter().any(|&c| c)),
+                Err(ScheduleError::AllFailed { .. }) => prop_assert!(false, "nothing failed"),
             }
         }
 
@@ -653,6 +728,62 @@ mod tests {
                 }
                 (Err(x), Err(y)) => prop_assert_eq!(x, y),
                 _ => prop_assert!(false, "one ordering failed and the other did not"),
+            }
+        }
+
+        #[test]
+        fn failover_keeps_the_total_and_gives_failed_clusters_nothing(
+            (pairs, chosen, weight, total) in arb_forest(),
+            failed in proptest::collection::vec(proptest::bool::weighted(0.2), 40),
+        ) {
+            let t = topo_of(&pairs);
+            let failed = &failed[..t.len()];
+            if divide(&t, &chosen, &weight, total, false).is_err() {
+                return Ok(());
+            }
+            match divide_failover(&t, &chosen, &weight, failed, total, false) {
+                Ok(a) => {
+                    prop_assert_eq!(a.replicas.iter().map(|&r| u64::from(r)).sum::<u64>(), u64::from(total));
+                    for (i, _) in failed.iter().enumerate().filter(|(_, f)| **f) {
+                        prop_assert_eq!(a.replicas[i], 0, "failed {} holds replicas", t.name(i));
+                    }
+                }
+                Err(e) => {
+                    prop_assert_eq!(e, ScheduleError::AllFailed { total });
+                    prop_assert!((0..t.len()).all(|i| !chosen[i] || weight[i] == 0 || failed[i]));
+                }
+            }
+        }
+
+        #[test]
+        fn failover_moves_replicas_only_below_the_lowest_healthy_level(
+            (pairs, chosen, weight, total) in arb_forest(),
+            pick in any::<prop::sample::Index>(),
+        ) {
+            let t = topo_of(&pairs);
+            let Ok(before) = divide(&t, &chosen, &weight, total, false) else { return Ok(()) };
+            let f = pick.index(t.len());
+            let mut failed = vec![false; t.len()];
+            failed[f] = true;
+            let Ok(after) = divide_failover(&t, &chosen, &weight, &failed, total, false) else {
+                return Ok(());
+            };
+            // The lowest ancestor-or-self of f whose subtree keeps a healthy
+            // weighted cluster: outside it, nothing moves.
+            let healthy_in = |r: usize| t.subtree(r).iter().any(|&c| c != f && chosen[c] && weight[c] > 0);
+            let mut level = Some(f);
+            while let Some(l) = level {
+                if healthy_in(l) {
+                    break;
+                }
+                level = t.parent(l);
+            }
+            for c in 0..t.len() {
+                // No healthy level in f's tree: the top re-divides.
+                let inside = level.is_none_or(|l| t.in_subtree(c, l));
+                if !inside {
+                    prop_assert_eq!(before.replicas[c], after.replicas[c], "{} moved", t.name(c));
+                }
             }
         }
 

@@ -339,6 +339,16 @@ fn check_workload(w: &Workload, names: &BTreeSet<&str>, d: &mut Diagnostics) -> 
             );
         }
     }
+    if let Err(e) = humantime::parse_duration(&w.spec.failover.after) {
+        d.push(
+            Diagnostic::error(format!(
+                "failover.after {:?} is not a duration: {e}",
+                w.spec.failover.after
+            ))
+            .at(&src.loc_str("spec.failover.after"))
+            .hint("write a duration such as 90s, 5m or 1h"),
+        );
+    }
     for (field, rules) in [
         ("ignoreDifferences", &w.spec.ignore_differences),
         ("retain", &w.spec.retain),

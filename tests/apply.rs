@@ -594,3 +594,96 @@ fn status_sums_replicas_up_the_tree_and_an_unreachable_cluster_has_none_ready() 
     );
     assert!(text.contains("\n    eu              2/5\n"), "{text}");
 }
+
+#[test]
+fn failover_moves_divided_replicas_to_healthy_siblings_and_back() {
+    let (_tmp, fleet) = example_copy();
+    let state = fleet.join(".canopy/state");
+    let f = s(&fleet);
+    // web fails over at once; api keeps the default 5m.
+    let web_doc = fleet.join("workloads/web/workload.yaml");
+    let text = std::fs::read_to_string(&web_doc).unwrap();
+    std::fs::write(
+        &web_doc,
+        text.replace(
+            "  namespace: shop\n",
+            "  namespace: shop\n  failover: {after: 0s}\n",
+        ),
+    )
+    .unwrap();
+    let web = obj_id("apps", "Deployment", "shop", "web");
+    let api = obj_id("apps", "Deployment", "shop", "api");
+    let replicas = |cluster: &str, id: &str| {
+        let v: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(state.join(format!("clusters/{cluster}.json"))).unwrap(),
+        )
+        .unwrap();
+        v["objects"][id]["spec"]["replicas"].as_u64()
+    };
+    assert_eq!(canopy(&["apply", f]).0, 0);
+    assert_eq!(replicas("eu-central-1", &web), Some(2));
+    assert_eq!(replicas("eu-central-1", &api), Some(3));
+
+    // eu-west-1 goes down: the first run finds out and records it.
+    edit_state(&state, "eu-west-1", |v| {
+        v["unreachable"] = serde_json::json!(true)
+    });
+    let (code, out, _) = canopy(&["apply", f]);
+    assert_eq!(code, 4, "{out}");
+    let health = std::fs::read_to_string(state.join("health.json")).unwrap();
+    assert!(health.contains("\"eu-west-1\""), "{health}");
+    assert_eq!(
+        replicas("eu-central-1", &web),
+        Some(2),
+        "found down only now"
+    );
+
+    // The next run re-divides web's eu share within eu; api waits 5m.
+    let (code, out, _) = canopy(&["apply", f]);
+    assert_eq!(code, 4, "eu-west-1 is still down: {out}");
+    assert!(out.contains("eu-central-1: applied +0 ~1 -0"), "{out}");
+    assert_eq!(replicas("eu-central-1", &web), Some(5));
+    assert_eq!(
+        replicas("us-east-1", &web),
+        Some(3),
+        "other subtrees keep theirs"
+    );
+    assert_eq!(
+        replicas("eu-central-1", &api),
+        Some(3),
+        "api's failover.after is 5m"
+    );
+    let (_, out, _) = canopy(&["status", f, "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let web_status = v["workloads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["workload"] == "web")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        web_status["total"]["desired"], 12,
+        "the total is unchanged: {web_status}"
+    );
+    let (_, out, _) = canopy(&["explain", f, "web"]);
+    assert!(
+        out.contains("failed over, its replicas moved to its healthy siblings"),
+        "{out}"
+    );
+    assert!(
+        out.contains("subtree eu-west-1 [failed over] (weight 0) → 0"),
+        "{out}"
+    );
+
+    // Back again: the replicas move back in the run that finds it up.
+    edit_state(&state, "eu-west-1", |v| {
+        v.as_object_mut().unwrap().remove("unreachable");
+    });
+    let (code, out, _) = canopy(&["apply", f]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(replicas("eu-central-1", &web), Some(2));
+    assert_eq!(replicas("eu-west-1", &web), Some(3));
+    let health = std::fs::read_to_string(state.join("health.json")).unwrap();
+    assert!(!health.contains("eu-west-1"), "{health}");
+}

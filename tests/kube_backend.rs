@@ -143,12 +143,22 @@ fn request(
     path: &str,
     body: Option<(&str, Value)>,
 ) -> Result<Value, kube::Error> {
+    request_at(&kubeconfig(i), method, path, body)
+}
+
+/// One API request to the server a kubeconfig names.
+fn request_at(
+    kubeconfig: &Path,
+    method: &str,
+    path: &str,
+    body: Option<(&str, Value)>,
+) -> Result<Value, kube::Error> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async {
-        let kc = kube::config::Kubeconfig::read_from(kubeconfig(i)).unwrap();
+        let kc = kube::config::Kubeconfig::read_from(kubeconfig).unwrap();
         let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
             .await
             .unwrap();
@@ -812,4 +822,64 @@ fn status_sums_ready_replicas_from_each_cluster_up_the_tree() {
         ),
         "{text}"
     );
+}
+
+#[test]
+fn failover_moves_replicas_off_a_stopped_api_server_and_back() {
+    let ns = "t-failover";
+    let x_server = apiserver::start();
+    let (k0, k1) = (kubeconfig(0), kubeconfig(1));
+    // x's kubeconfig outlives its server (the server's own copy goes with it).
+    let keep = tempfile::tempdir().unwrap();
+    let x_kubeconfig = keep.path().join("x-kubeconfig");
+    std::fs::copy(&x_server.kubeconfig, &x_kubeconfig).unwrap();
+    let app = format!(
+        "apiVersion: canopy.dev/v1alpha1\nkind: Workload\nmetadata:\n  name: app\nspec:\n  namespace: {ns}\n  placement:\n    clusters: {{names: [a, x]}}\n    replicas: {{mode: Divided, total: 4}}\n  failover: {{after: 0s}}\n"
+    );
+    let objs = objects(ns, "blue");
+    let f = fleet(
+        &[
+            ("root", None, &k0),
+            ("a", Some("root"), &k1),
+            ("x", Some("root"), &x_kubeconfig),
+        ],
+        &[
+            ("workloads/app/workload.yaml", &app),
+            ("workloads/app/objects.yaml", &objs),
+        ],
+    );
+    let deploy = format!("/apis/apps/v1/namespaces/{ns}/deployments/web");
+    let (code, out, _) = canopy_on(f.path(), "failover", &["apply", "DIR"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(get(1, &deploy)["spec"]["replicas"], 2);
+
+    // x's API server stops: the first run finds it down, the next fails over.
+    drop(x_server);
+    let (code, out, _) = canopy_on(f.path(), "failover", &["apply", "DIR"]);
+    assert_eq!(code, 4, "{out}");
+    assert!(out.contains("x: FAILED: cluster x is unreachable"), "{out}");
+    let (code, out, _) = canopy_on(f.path(), "failover", &["apply", "DIR"]);
+    assert_eq!(code, 4, "x is still down: {out}");
+    assert_eq!(
+        get(1, &deploy)["spec"]["replicas"],
+        4,
+        "a took x's replicas"
+    );
+
+    // x comes back (a new API server in its place): the replicas return.
+    let back = apiserver::start();
+    let clusters = std::fs::read_to_string(f.path().join("clusters.yaml")).unwrap();
+    write(
+        f.path(),
+        "clusters.yaml",
+        &clusters.replace(
+            x_kubeconfig.to_str().unwrap(),
+            back.kubeconfig.to_str().unwrap(),
+        ),
+    );
+    let (code, out, _) = canopy_on(f.path(), "failover", &["apply", "DIR"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(get(1, &deploy)["spec"]["replicas"], 2);
+    let on_x = request_at(&back.kubeconfig, "GET", &deploy, None).expect("x has web again");
+    assert_eq!(on_x["spec"]["replicas"], 2);
 }

@@ -489,3 +489,66 @@ fn a_remote_is_polled_and_an_unreachable_one_keeps_the_last_good_revision() {
     let (code, _) = w.terminate();
     assert_eq!(code, 0);
 }
+
+#[test]
+fn a_cluster_down_past_failover_after_hands_its_replicas_to_its_sibling_and_takes_them_back() {
+    let (_tmp, fleet) = example_copy();
+    let home: PathBuf = fleet.parent().unwrap().to_path_buf();
+    let state = fleet.join(".canopy/state");
+    replace_in(
+        &fleet.join("workloads/web/workload.yaml"),
+        "  namespace: shop\n",
+        "  namespace: shop\n  failover: {after: 1s}\n",
+    );
+    let mut w = Watcher::start(&home, &[s(&fleet), "--resync", "0s", "--max-backoff", "1s"]);
+    w.reconciled("start", "unversioned");
+    let web = obj_id("apps", "Deployment", "shop", "web");
+    let replicas = |c: &str| object(&state, c, &web)["spec"]["replicas"].as_u64();
+    assert_eq!(replicas("eu-central-1"), Some(2));
+
+    edit_state(&state, "eu-west-1", |v| {
+        v["unreachable"] = serde_json::json!(true)
+    });
+    // Any change starts a round; eu-west-1 is found down there.
+    replace_in(
+        &fleet.join("workloads/web/service.yaml"),
+        "metadata:\n",
+        "metadata:\n  annotations: {touched: \"1\"}\n",
+    );
+    w.wait_for("eu-west-1 found down", |v| {
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("cluster failed"))
+            && v["cluster"] == "eu-west-1"
+    });
+    // A retry past failover.after moves eu-west-1's share to eu-central-1.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while replicas("eu-central-1") != Some(5) {
+        assert!(
+            Instant::now() < deadline,
+            "no failover; log:\n{}",
+            w.seen.join("\n")
+        );
+        let _ = w
+            .lines
+            .recv_timeout(Duration::from_millis(200))
+            .map(|l| w.seen.push(l));
+    }
+    edit_state(&state, "eu-west-1", |v| {
+        v.as_object_mut().unwrap().remove("unreachable");
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while replicas("eu-central-1") != Some(2) || replicas("eu-west-1") != Some(3) {
+        assert!(
+            Instant::now() < deadline,
+            "no move back; log:\n{}",
+            w.seen.join("\n")
+        );
+        let _ = w
+            .lines
+            .recv_timeout(Duration::from_millis(200))
+            .map(|l| w.seen.push(l));
+    }
+    let (code, _) = w.terminate();
+    assert_eq!(code, 0);
+}

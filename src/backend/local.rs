@@ -106,6 +106,11 @@ impl LocalStore {
         }
     }
 
+    /// The state folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     pub fn cluster(&self, name: &str) -> LocalCluster {
         LocalCluster {
             name: name.to_string(),

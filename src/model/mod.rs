@@ -243,6 +243,39 @@ pub struct WorkloadSpec {
     /// drift. Typical: `/spec/replicas` under a HorizontalPodAutoscaler.
     #[serde(default)]
     pub retain: Vec<FieldRule>,
+    /// When a cluster's Divided replicas move to its healthy siblings.
+    #[serde(default)]
+    pub failover: Failover,
+}
+
+/// Failover of Divided replicas (Duplicated workloads are unaffected).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Failover {
+    /// How long a cluster must stay unreachable before its replicas are
+    /// re-divided among its healthy siblings, e.g. `90s`, `5m`. They move
+    /// back once it answers again.
+    #[serde(default = "default_failover_after")]
+    pub after: String,
+}
+
+fn default_failover_after() -> String {
+    "5m".into()
+}
+
+impl Default for Failover {
+    fn default() -> Self {
+        Failover {
+            after: default_failover_after(),
+        }
+    }
+}
+
+impl Failover {
+    /// `after` as a duration; validation has checked it parses.
+    pub fn after(&self) -> std::time::Duration {
+        humantime::parse_duration(&self.after).unwrap_or(std::time::Duration::from_secs(300))
+    }
 }
 
 /// Fields, by JSON pointer, of the objects that match group, kind, name and

@@ -124,6 +124,8 @@ pub struct Watch<'a> {
     applied: HashMap<String, u64>,
     /// Per cluster, the revision it was last reconciled at.
     at_revision: HashMap<String, String>,
+    /// Clusters found unreachable, and since when (failover).
+    health: crate::health::Health,
 }
 
 impl<'a> Watch<'a> {
@@ -143,6 +145,10 @@ impl<'a> Watch<'a> {
             seen: None,
             applied: HashMap::new(),
             at_revision: HashMap::new(),
+            health: crate::health::Health::load(store.dir()).unwrap_or_else(|e| {
+                warn!(error = %e, "cannot read the health records; every cluster counts as healthy");
+                crate::health::Health::default()
+            }),
         }
     }
 
@@ -362,7 +368,28 @@ impl<'a> Watch<'a> {
     fn reconcile(&mut self, good: &Good, trigger: Trigger) -> Result<RoundSummary, Diagnostics> {
         let checked = &good.checked;
         let topo = &checked.topo;
-        let r = Renderer::new(checked);
+        let backends = match FleetBackends::new(
+            &checked.fleet,
+            &self.opts.base,
+            self.store,
+            self.opts.kube.clone(),
+        ) {
+            Ok(b) => b,
+            Err(e) => {
+                error!(error = %e, "cannot start the Kubernetes client runtime");
+                return Ok(RoundSummary {
+                    revision: good.revision.to_string(),
+                    ..RoundSummary::default()
+                });
+            }
+        };
+        // Failover: a cluster down for longer than its workloads'
+        // failover.after gives its Divided replicas to its siblings, and
+        // takes them back once it answers again.
+        crate::health::recheck(&mut self.health, &backends);
+        let health_at = std::time::SystemTime::now();
+        let failed = crate::render::failed_over(checked, &self.health, health_at);
+        let r = Renderer::with_failover(checked, &failed);
         if r.diagnostics.has_errors() {
             return Err(r.diagnostics.clone());
         }
@@ -420,22 +447,13 @@ impl<'a> Watch<'a> {
             revision: revision.clone(),
             at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
         };
-        let backends = match FleetBackends::new(
-            &checked.fleet,
-            &self.opts.base,
-            self.store,
-            self.opts.kube.clone(),
-        ) {
-            Ok(b) => b,
-            Err(e) => {
-                error!(error = %e, "cannot start the Kubernetes client runtime");
-                return Ok(RoundSummary {
-                    revision,
-                    ..RoundSummary::default()
-                });
-            }
-        };
         let report = apply::run(&r, &backends, &orphans, &meta, &opts)?;
+        if !dry_run {
+            crate::health::record(&mut self.health, &report, topo, &backends, health_at);
+            if let Err(e) = self.health.save(self.store.dir()) {
+                error!(error = %e, "cannot write the health records");
+            }
+        }
         let now = Instant::now();
         for cr in &report.clusters {
             let name = cr.cluster.as_str();
