@@ -474,19 +474,23 @@ fn revision_annotation(v: &serde_json::Value) -> Option<&serde_json::Value> {
         .get(crate::model::ANNOTATION_REVISION)
 }
 
-/// Carries the live object's revision annotation into the desired one, so
-/// that an object a new commit does not change compares equal (and, under
-/// server-side apply, stays provably unchanged).
-fn keep_revision(desired: &mut serde_json::Value, live: &serde_json::Value) {
-    let Some(rev) = revision_annotation(live).cloned() else {
-        return;
-    };
-    if let Some(ann) = desired
+/// Sets the revision annotation (render gives every object annotations).
+fn set_revision(obj: &mut serde_json::Value, revision: serde_json::Value) {
+    if let Some(ann) = obj
         .get_mut("metadata")
         .and_then(|m| m.get_mut("annotations"))
         .and_then(serde_json::Value::as_object_mut)
     {
-        ann.insert(crate::model::ANNOTATION_REVISION.into(), rev);
+        ann.insert(crate::model::ANNOTATION_REVISION.into(), revision);
+    }
+}
+
+/// Carries the live object's revision annotation into the desired one, so
+/// that an object a new commit does not change compares equal (and, under
+/// server-side apply, stays provably unchanged).
+fn keep_revision(desired: &mut serde_json::Value, live: &serde_json::Value) {
+    if let Some(rev) = revision_annotation(live).cloned() {
+        set_revision(desired, rev);
     }
 }
 
@@ -496,16 +500,7 @@ fn stamp_revision(changes: &mut [crate::diff::Change], revision: &str) {
         if let crate::diff::Change::Create { desired, .. }
         | crate::diff::Change::Update { desired, .. } = ch
         {
-            if let Some(ann) = desired
-                .get_mut("metadata")
-                .and_then(|m| m.get_mut("annotations"))
-                .and_then(serde_json::Value::as_object_mut)
-            {
-                ann.insert(
-                    crate::model::ANNOTATION_REVISION.into(),
-                    serde_json::Value::String(revision.to_string()),
-                );
-            }
+            set_revision(desired, serde_json::Value::String(revision.to_string()));
         }
     }
 }

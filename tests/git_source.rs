@@ -384,3 +384,50 @@ fn ssh_remotes_take_a_key_file_or_the_agent_and_check_the_host() {
     );
     assert_eq!(code, 0, "{out}{err}");
 }
+
+#[test]
+fn https_remotes_verify_the_certificate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path().join("work");
+    repo_with_fleet(&work);
+    let served = tmp.path().join("served");
+    std::fs::create_dir_all(&served).unwrap();
+    git2::build::RepoBuilder::new()
+        .bare(true)
+        .clone(s(&work), &served.join("fleet.git"))
+        .unwrap();
+    let token = "tls-token-9e8f";
+    let server = git_http::GitHttp::start(&served, "bot", token);
+    let tls = git_http::Tls::start(server.port);
+    let url = tls.url("fleet.git").replacen("https://", "https://bot@", 1);
+    let state = tmp.path().join("st");
+    let args = on_repo("apply", &url, "main", s(&state));
+
+    // A certificate nobody vouches for: refused, nothing applied.
+    let empty_ca = tmp.path().join("no-ca.pem");
+    std::fs::write(&empty_ca, "").unwrap();
+    let (code, out, err) = canopy_in(
+        tmp.path(),
+        &[
+            ("CANOPY_GIT_TOKEN", token),
+            ("SSL_CERT_FILE", s(&empty_ca)),
+            ("SSL_CERT_DIR", s(tmp.path())),
+        ],
+        &args,
+    );
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(err.contains("is not trusted"), "{err}");
+    assert!(err.contains("SSL_CERT_FILE"), "{err}");
+    assert!(!format!("{out}{err}").contains(token));
+    assert!(state_files(&state).is_empty());
+
+    // Trusted: the token goes over TLS and the fleet is applied.
+    let (code, out, err) = canopy_in(
+        tmp.path(),
+        &[("CANOPY_GIT_TOKEN", token), ("SSL_CERT_FILE", s(&tls.cert))],
+        &args,
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!format!("{out}{err}").contains(token));
+    assert_eq!(state_files(&state).len(), 12);
+}

@@ -180,3 +180,109 @@ fn serve(
     out.write_all(payload)?;
     out.flush()
 }
+
+/// A TLS front for a [`GitHttp`] server (Python's `ssl` module, which is on
+/// every machine this project runs on), with a certificate of its own for
+/// 127.0.0.1: `https://127.0.0.1:<port>/…`. It stops when dropped.
+pub struct Tls {
+    child: std::process::Child,
+    pub port: u16,
+    /// The certificate to trust (it is its own CA).
+    pub cert: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+const PROXY: &str = r#"
+import socket, ssl, sys, threading
+cert, key, upstream = sys.argv[1], sys.argv[2], int(sys.argv[3])
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(cert, key)
+srv = socket.socket()
+srv.bind(("127.0.0.1", 0))
+srv.listen(16)
+print(srv.getsockname()[1], flush=True)
+def pipe(a, b):
+    try:
+        while True:
+            d = a.recv(65536)
+            if not d:
+                break
+            b.sendall(d)
+    except OSError:
+        pass
+    finally:
+        for s in (a, b):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+def serve(conn):
+    try:
+        tls = ctx.wrap_socket(conn, server_side=True)
+    except (ssl.SSLError, OSError):
+        conn.close()
+        return
+    up = socket.create_connection(("127.0.0.1", upstream))
+    threading.Thread(target=pipe, args=(up, tls), daemon=True).start()
+    pipe(tls, up)
+while True:
+    c, _ = srv.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;
+
+impl Tls {
+    pub fn start(upstream: u16) -> Tls {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        let ok = Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ])
+            .args([
+                "-subj",
+                "/CN=127.0.0.1",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+            ])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl runs");
+        assert!(ok.success(), "openssl made no certificate");
+        let mut child = Command::new("python3")
+            .args(["-c", PROXY])
+            .arg(&cert)
+            .arg(&key)
+            .arg(upstream.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 runs");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("piped"))
+            .read_line(&mut line)
+            .expect("the proxy prints its port");
+        let port = line.trim().parse().expect("a port");
+        Tls {
+            child,
+            port,
+            cert,
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self, repo: &str) -> String {
+        format!("https://127.0.0.1:{}/{repo}", self.port)
+    }
+}
+
+impl Drop for Tls {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
