@@ -22,6 +22,19 @@ fn repo_with_fleet(dir: &Path) -> (git2::Repository, String) {
     (repo, sha)
 }
 
+/// A folder `served/` below `dir` holding `fleet.git`: a bare clone of a
+/// repository with fleet-example in `fleet/`, as a Git host keeps it.
+fn served_fleet(dir: &Path) -> std::path::PathBuf {
+    let work = dir.join("work");
+    repo_with_fleet(&work);
+    let served = dir.join("served");
+    git2::build::RepoBuilder::new()
+        .bare(true)
+        .clone(s(&work), &served.join("fleet.git"))
+        .unwrap();
+    served
+}
+
 fn tag(repo: &git2::Repository, name: &str) {
     let head = repo.head().unwrap().peel_to_commit().unwrap();
     repo.tag_lightweight(name, head.as_object(), false).unwrap();
@@ -247,14 +260,7 @@ fn sources_that_cannot_be_read_fail_clearly_and_apply_nothing() {
 #[test]
 fn http_remotes_take_a_token_or_a_credential_helper_and_never_print_it() {
     let tmp = tempfile::tempdir().unwrap();
-    let work = tmp.path().join("work");
-    repo_with_fleet(&work);
-    let served = tmp.path().join("served");
-    std::fs::create_dir_all(&served).unwrap();
-    git2::build::RepoBuilder::new()
-        .bare(true)
-        .clone(s(&work), &served.join("fleet.git"))
-        .unwrap();
+    let served = served_fleet(tmp.path());
     let token = "s3cret-token-7d1f";
     let server = git_http::GitHttp::start(&served, "bot", token);
     let url = server.url("fleet.git");
@@ -336,13 +342,7 @@ fn http_remotes_take_a_token_or_a_credential_helper_and_never_print_it() {
 #[test]
 fn ssh_remotes_take_a_key_file_or_the_agent_and_check_the_host() {
     let tmp = tempfile::tempdir().unwrap();
-    let work = tmp.path().join("work");
-    repo_with_fleet(&work);
-    let served = tmp.path().join("served/fleet.git");
-    git2::build::RepoBuilder::new()
-        .bare(true)
-        .clone(s(&work), &served)
-        .unwrap();
+    let served = served_fleet(tmp.path()).join("fleet.git");
     let server = sshd::Sshd::start();
     let url = server.url(&served);
     let state = tmp.path().join("st");
@@ -388,14 +388,7 @@ fn ssh_remotes_take_a_key_file_or_the_agent_and_check_the_host() {
 #[test]
 fn https_remotes_verify_the_certificate() {
     let tmp = tempfile::tempdir().unwrap();
-    let work = tmp.path().join("work");
-    repo_with_fleet(&work);
-    let served = tmp.path().join("served");
-    std::fs::create_dir_all(&served).unwrap();
-    git2::build::RepoBuilder::new()
-        .bare(true)
-        .clone(s(&work), &served.join("fleet.git"))
-        .unwrap();
+    let served = served_fleet(tmp.path());
     let token = "tls-token-9e8f";
     let server = git_http::GitHttp::start(&served, "bot", token);
     let tls = git_http::Tls::start(server.port);

@@ -76,6 +76,21 @@ impl Watcher {
         }
     }
 
+    /// Waits (up to 30 s, keeping the log) until `done` holds.
+    fn until(&mut self, what: &str, done: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !done() {
+            assert!(
+                Instant::now() < deadline,
+                "{what} within 30 s; log:\n{}",
+                self.seen.join("\n")
+            );
+            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
+                self.seen.push(line);
+            }
+        }
+    }
+
     /// Waits for the round that reconciled `revision` after `trigger`.
     fn reconciled(&mut self, trigger: &str, revision: &str) -> Value {
         self.wait_for(&format!("{trigger} round at {revision}"), |v| {
@@ -522,33 +537,15 @@ fn a_cluster_down_past_failover_after_hands_its_replicas_to_its_sibling_and_take
             && v["cluster"] == "eu-west-1"
     });
     // A retry past failover.after moves eu-west-1's share to eu-central-1.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while replicas("eu-central-1") != Some(5) {
-        assert!(
-            Instant::now() < deadline,
-            "no failover; log:\n{}",
-            w.seen.join("\n")
-        );
-        let _ = w
-            .lines
-            .recv_timeout(Duration::from_millis(200))
-            .map(|l| w.seen.push(l));
-    }
+    w.until("eu-central-1 took eu-west-1's share", || {
+        replicas("eu-central-1") == Some(5)
+    });
     edit_state(&state, "eu-west-1", |v| {
         v.as_object_mut().unwrap().remove("unreachable");
     });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while replicas("eu-central-1") != Some(2) || replicas("eu-west-1") != Some(3) {
-        assert!(
-            Instant::now() < deadline,
-            "no move back; log:\n{}",
-            w.seen.join("\n")
-        );
-        let _ = w
-            .lines
-            .recv_timeout(Duration::from_millis(200))
-            .map(|l| w.seen.push(l));
-    }
+    w.until("the replicas moved back", || {
+        replicas("eu-central-1") == Some(2) && replicas("eu-west-1") == Some(3)
+    });
     let (code, _) = w.terminate();
     assert_eq!(code, 0);
 }
