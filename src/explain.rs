@@ -120,12 +120,12 @@ pub fn explain(
             let since = &health.unreachable_since[cl.name()];
             if divided && failed[c] {
                 reason.push_str(&format!(
-                    "; unreachable since {since} ({} ≥ failover.after {}): failed over, its replicas moved to its healthy siblings",
+                    "; down since {since} ({} ≥ failover.after {}): failed over, its replicas moved to its healthy siblings (its objects stay, scaled to 0)",
                     humantime::format_duration(Duration::from_secs(down.as_secs())),
                     w.spec.failover.after
                 ));
             } else {
-                reason.push_str(&format!("; unreachable since {since}"));
+                reason.push_str(&format!("; down since {since}"));
             }
         }
         if replicas == Some(0) && !(divided && failed[c]) {

@@ -86,15 +86,17 @@ impl Health {
 pub fn recheck(health: &mut Health, backends: &dyn crate::apply::Backends) {
     let down: Vec<String> = health.unreachable_since.keys().cloned().collect();
     for cluster in down {
-        if backends.backend(&cluster).reachable().is_ok() {
+        let b = backends.backend(&cluster);
+        if b.reachable().is_ok() && b.not_ready().is_none() {
             health.reachable(&cluster);
         }
     }
 }
 
-/// After a run: a cluster that was reconciled answered; one that failed is
-/// asked once more, and recorded down (from `now`, if not already) when it
-/// does not answer. Clusters that left the fleet are forgotten.
+/// After a run: a cluster that was reconciled answered, and is healthy
+/// unless it has no Ready node; one that failed is asked once more, and
+/// recorded down (from `now`, if not already) when it does not answer.
+/// Clusters that left the fleet are forgotten.
 pub fn record(
     health: &mut Health,
     report: &crate::apply::Report,
@@ -105,7 +107,12 @@ pub fn record(
     use crate::apply::Outcome;
     for cr in &report.clusters {
         match &cr.outcome {
-            Outcome::Changed(_) | Outcome::Unchanged(_) => health.reachable(&cr.cluster),
+            Outcome::Changed(_) | Outcome::Unchanged(_) => {
+                match backends.backend(&cr.cluster).not_ready() {
+                    Some(_) => health.unreachable(&cr.cluster, now),
+                    None => health.reachable(&cr.cluster),
+                }
+            }
             Outcome::Failed { .. } => match backends.backend(&cr.cluster).reachable() {
                 Err(BackendError::Unreachable { .. }) => health.unreachable(&cr.cluster, now),
                 Ok(()) => health.reachable(&cr.cluster),

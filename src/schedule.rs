@@ -375,6 +375,8 @@ pub struct WorkloadPlacement {
     pub weight: Vec<u64>,
     /// Divided only.
     pub assignment: Option<Assignment>,
+    /// Chosen, weighted clusters failed over (Divided only; may be empty).
+    pub failed_over: Vec<bool>,
 }
 
 impl WorkloadPlacement {
@@ -387,9 +389,14 @@ impl WorkloadPlacement {
     /// Whether cluster `c` gets the workload's objects at all. Like
     /// Karmada, a Divided workload does not land on a chosen cluster that is
     /// given no replicas (weight 0, or too few replicas to go round): an
-    /// empty Deployment and its config there would only be clutter.
+    /// empty Deployment and its config there would only be clutter. A
+    /// cluster failed over keeps them, scaled to 0: taking them away would
+    /// delete its Namespace and config, only to write them again when it
+    /// recovers.
     pub fn lands_on(&self, c: usize) -> bool {
-        self.chosen[c] && self.assignment.as_ref().is_none_or(|a| a.replicas[c] > 0)
+        self.chosen[c]
+            && (self.assignment.as_ref().is_none_or(|a| a.replicas[c] > 0)
+                || self.failed_over.get(c).copied().unwrap_or(false))
     }
 }
 
@@ -500,16 +507,21 @@ pub fn place(
             chosen,
             mode,
             assignment: None,
+            failed_over: Vec::new(),
         }),
         ReplicaMode::Divided => {
             let weight = weights(checked, w, &chosen);
             let total = checked.facts[wi].total.unwrap_or(0);
             let assignment =
                 divide_failover(&checked.topo, &chosen, &weight, failed, total, trace)?;
+            let failed_over = (0..chosen.len())
+                .map(|c| chosen[c] && weight[c] > 0 && failed.get(c).copied().unwrap_or(false))
+                .collect();
             Ok(WorkloadPlacement {
                 chosen,
                 mode,
                 weight,
+                failed_over,
                 assignment: Some(assignment),
             })
         }
@@ -595,6 +607,7 @@ mod tests {
             chosen: chosen.clone(),
             mode: ReplicaMode::Divided,
             weight: vec![0, 1],
+            failed_over: Vec::new(),
             assignment: Some(assignment),
         };
         assert!(!p.lands_on(0), "weight 0, no replicas");
@@ -604,6 +617,7 @@ mod tests {
             mode: ReplicaMode::Duplicated,
             weight: vec![0, 0],
             assignment: None,
+            failed_over: Vec::new(),
         };
         assert!(dup.lands_on(0) && dup.lands_on(1));
     }

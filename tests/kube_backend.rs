@@ -883,3 +883,77 @@ fn failover_moves_replicas_off_a_stopped_api_server_and_back() {
     let on_x = request_at(&back.kubeconfig, "GET", &deploy, None).expect("x has web again");
     assert_eq!(on_x["spec"]["replicas"], 2);
 }
+
+#[test]
+fn failover_counts_a_cluster_with_no_ready_node_as_down() {
+    let ns = "t-nodes";
+    let n_server = apiserver::start();
+    let (k0, k1) = (kubeconfig(0), kubeconfig(1));
+    let app = format!(
+        "apiVersion: canopy.dev/v1alpha1\nkind: Workload\nmetadata:\n  name: app\nspec:\n  namespace: {ns}\n  placement:\n    clusters: {{names: [a, n]}}\n    replicas: {{mode: Divided, total: 4}}\n  failover: {{after: 0s}}\n"
+    );
+    let objs = objects(ns, "blue");
+    let f = fleet(
+        &[
+            ("root", None, &k0),
+            ("a", Some("root"), &k1),
+            ("n", Some("root"), &n_server.kubeconfig),
+        ],
+        &[
+            ("workloads/app/workload.yaml", &app),
+            ("workloads/app/objects.yaml", &objs),
+        ],
+    );
+    let deploy = format!("/apis/apps/v1/namespaces/{ns}/deployments/web");
+    let on_n = |method: &str, path: &str, body: Option<(&str, Value)>| {
+        request_at(&n_server.kubeconfig, method, path, body)
+    };
+    // Cluster n has one node, and it is not Ready (its kubelet is gone).
+    on_n(
+        "POST",
+        "/api/v1/nodes",
+        Some((
+            "application/json",
+            json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-1"}}),
+        )),
+    )
+    .unwrap();
+    let set_ready = |status: &str| {
+        on_n(
+            "PATCH",
+            "/api/v1/nodes/node-1/status",
+            Some((
+                "application/merge-patch+json",
+                json!({"status": {"conditions": [{"type": "Ready", "status": status,
+                    "reason": "Test", "message": "set by the test",
+                    "lastHeartbeatTime": "2026-01-01T00:00:00Z",
+                    "lastTransitionTime": "2026-01-01T00:00:00Z"}]}}),
+            )),
+        )
+        .unwrap();
+    };
+    set_ready("False");
+
+    // The first apply writes n (its API server answers) and finds no Ready
+    // node there; the next moves n's replicas to a.
+    let (code, out, _) = canopy_on(f.path(), "nodes", &["apply", "DIR"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(on_n("GET", &deploy, None).unwrap()["spec"]["replicas"], 2);
+    let (code, out, _) = canopy_on(f.path(), "nodes", &["apply", "DIR"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(get(1, &deploy)["spec"]["replicas"], 4, "{out}");
+    assert_eq!(
+        on_n("GET", &deploy, None).unwrap()["spec"]["replicas"],
+        0,
+        "n keeps its objects, scaled to 0 (its Namespace is not deleted)"
+    );
+    let (_, out, _) = canopy_on(f.path(), "nodes", &["explain", "DIR", "app"]);
+    assert!(out.contains("failed over"), "{out}");
+
+    // The node is Ready again: the replicas move back.
+    set_ready("True");
+    let (code, out, _) = canopy_on(f.path(), "nodes", &["apply", "DIR"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(get(1, &deploy)["spec"]["replicas"], 2, "{out}");
+    assert_eq!(on_n("GET", &deploy, None).unwrap()["spec"]["replicas"], 2);
+}

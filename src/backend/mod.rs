@@ -144,4 +144,10 @@ pub trait ClusterBackend: Send + Sync {
     fn has_controllers(&self) -> bool {
         false
     }
+    /// Why the cluster cannot run workloads although it answers (a
+    /// Kubernetes cluster none of whose nodes is Ready): failover counts it
+    /// as down. `None` when it can, or when the backend cannot tell.
+    fn not_ready(&self) -> Option<String> {
+        None
+    }
 }

@@ -33,6 +33,17 @@ fn condition_true(obj: &Value, kind: &str) -> bool {
         == Some("True")
 }
 
+/// Why a cluster cannot run workloads although its API server answers:
+/// it has nodes and none of them is `Ready`. A cluster that lists no node
+/// at all (a control plane alone, as in the tests) cannot tell, so `None`.
+pub fn nodes_down(nodes: &Value) -> Option<String> {
+    let items = nodes.get("items")?.as_array()?;
+    if items.is_empty() || items.iter().any(|n| condition_true(n, "Ready")) {
+        return None;
+    }
+    Some(format!("none of its {} node(s) is Ready", items.len()))
+}
+
 /// The controller has seen the latest spec.
 fn observed(obj: &Value) -> Result<(), Health> {
     let generation = int(obj, "/metadata/generation");
@@ -173,6 +184,25 @@ mod tests {
         json!({"apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": {"name": "web", "generation": 2},
             "spec": {"replicas": 3}, "status": status})
+    }
+
+    #[test]
+    fn a_cluster_without_a_ready_node_is_down() {
+        let node =
+            |ready: &str| json!({"status": {"conditions": [{"type": "Ready", "status": ready}]}});
+        assert_eq!(
+            nodes_down(&json!({"items": []})),
+            None,
+            "no node: cannot tell"
+        );
+        assert_eq!(
+            nodes_down(&json!({"items": [node("False"), node("True")]})),
+            None
+        );
+        assert_eq!(
+            nodes_down(&json!({"items": [node("False"), node("Unknown")]})).as_deref(),
+            Some("none of its 2 node(s) is Ready")
+        );
     }
 
     #[test]

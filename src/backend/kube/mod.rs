@@ -843,6 +843,20 @@ impl ClusterBackend for Arc<KubeCluster> {
         true
     }
 
+    fn not_ready(&self) -> Option<String> {
+        self.block_on(async {
+            let nodes = self
+                .send(|| {
+                    http::Request::get("/api/v1/nodes")
+                        .body(Vec::new())
+                        .map_err(kube::core::request::Error::BuildRequest)
+                })
+                .await
+                .ok()?;
+            health::nodes_down(&nodes)
+        })
+    }
+
     fn reachable(&self) -> Result<(), BackendError> {
         self.block_on(async {
             self.send(|| {
