@@ -7,7 +7,7 @@ use common::*;
 use std::path::Path;
 
 /// A repository holding fleet-example in `fleet/`, committed once.
-fn repo_with_fleet() -> (tempfile::TempDir, git2::Repository, std::path::PathBuf) {
+fn example_repo() -> (tempfile::TempDir, git2::Repository, std::path::PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let repo = git2::Repository::init(tmp.path()).unwrap();
     let fleet = tmp.path().join("fleet");
@@ -22,7 +22,7 @@ fn p(path: &Path) -> &str {
 
 #[test]
 fn no_change_no_diff() {
-    let (_tmp, _repo, fleet) = repo_with_fleet();
+    let (_tmp, _repo, fleet) = example_repo();
     let (code, out, err) = canopy(&["diff", p(&fleet), "--base", "HEAD"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(
@@ -34,7 +34,7 @@ fn no_change_no_diff() {
 
 #[test]
 fn working_tree_changes_show_against_the_base() {
-    let (_tmp, repo, fleet) = repo_with_fleet();
+    let (_tmp, repo, fleet) = example_repo();
     // Scale web from 12 to 16 replicas and drop the staging cluster.
     let dep = fleet.join("workloads/web/deployment.yaml");
     let text = std::fs::read_to_string(&dep)
@@ -80,7 +80,7 @@ fn working_tree_changes_show_against_the_base() {
 
 #[test]
 fn unknown_ref_and_missing_fleet_are_clear_errors() {
-    let (_tmp, repo, fleet) = repo_with_fleet();
+    let (_tmp, repo, fleet) = example_repo();
     let (code, _, err) = canopy(&["diff", p(&fleet), "--base", "no-such-branch"]);
     assert_eq!(code, 2);
     assert!(err.contains("unknown revision \"no-such-branch\""), "{err}");
@@ -107,7 +107,7 @@ fn unknown_ref_and_missing_fleet_are_clear_errors() {
 
 #[test]
 fn an_invalid_base_is_reported_as_such() {
-    let (_tmp, repo, fleet) = repo_with_fleet();
+    let (_tmp, repo, fleet) = example_repo();
     std::fs::write(fleet.join("clusters/broken.yaml"), "apiVersion: canopy.dev/v1alpha1\nkind: Cluster\nmetadata: {name: x}\nspec: {parent: ghost}\n").unwrap();
     commit_all(&repo, "broken");
     std::fs::remove_file(fleet.join("clusters/broken.yaml")).unwrap();
@@ -122,7 +122,7 @@ fn an_invalid_base_is_reported_as_such() {
 
 #[test]
 fn a_removed_cluster_alone_is_a_difference() {
-    let (_tmp, _repo, fleet) = repo_with_fleet();
+    let (_tmp, _repo, fleet) = example_repo();
     // us-edge-sfo runs only the Duplicated node-agent: removing it changes
     // no other cluster.
     let us = fleet.join("clusters/us.yaml");

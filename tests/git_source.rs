@@ -13,15 +13,6 @@ use common::*;
 
 use std::path::Path;
 
-/// A repository at `dir` holding fleet-example in `fleet/`, committed on
-/// `main`; returns the repository and the commit.
-fn repo_with_fleet(dir: &Path) -> (git2::Repository, String) {
-    let repo = init_main(dir);
-    copy_dir(&repo_root().join("fleet-example"), &dir.join("fleet"));
-    let sha = commit_all(&repo, "fleet");
-    (repo, sha)
-}
-
 /// A folder `served/` below `dir` holding `fleet.git`: a bare clone of a
 /// repository with fleet-example in `fleet/`, as a Git host keeps it.
 fn served_fleet(dir: &Path) -> std::path::PathBuf {

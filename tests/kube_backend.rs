@@ -824,30 +824,37 @@ fn status_sums_ready_replicas_from_each_cluster_up_the_tree() {
     );
 }
 
-#[test]
-fn failover_moves_replicas_off_a_stopped_api_server_and_back() {
-    let ns = "t-failover";
-    let x_server = apiserver::start();
+/// Root (server 0) with children `a` (server 1) and `other` (its own
+/// kubeconfig), and workload `app` Divided 4 over `a` and `other`, failing
+/// over at once.
+fn failover_fleet(ns: &str, other: &str, kubeconfig_of_other: &Path) -> tempfile::TempDir {
     let (k0, k1) = (kubeconfig(0), kubeconfig(1));
-    // x's kubeconfig outlives its server (the server's own copy goes with it).
-    let keep = tempfile::tempdir().unwrap();
-    let x_kubeconfig = keep.path().join("x-kubeconfig");
-    std::fs::copy(&x_server.kubeconfig, &x_kubeconfig).unwrap();
     let app = format!(
-        "apiVersion: canopy.dev/v1alpha1\nkind: Workload\nmetadata:\n  name: app\nspec:\n  namespace: {ns}\n  placement:\n    clusters: {{names: [a, x]}}\n    replicas: {{mode: Divided, total: 4}}\n  failover: {{after: 0s}}\n"
+        "apiVersion: canopy.dev/v1alpha1\nkind: Workload\nmetadata:\n  name: app\nspec:\n  namespace: {ns}\n  placement:\n    clusters: {{names: [a, {other}]}}\n    replicas: {{mode: Divided, total: 4}}\n  failover: {{after: 0s}}\n"
     );
     let objs = objects(ns, "blue");
-    let f = fleet(
+    fleet(
         &[
             ("root", None, &k0),
             ("a", Some("root"), &k1),
-            ("x", Some("root"), &x_kubeconfig),
+            (other, Some("root"), kubeconfig_of_other),
         ],
         &[
             ("workloads/app/workload.yaml", &app),
             ("workloads/app/objects.yaml", &objs),
         ],
-    );
+    )
+}
+
+#[test]
+fn failover_moves_replicas_off_a_stopped_api_server_and_back() {
+    let ns = "t-failover";
+    let x_server = apiserver::start();
+    // x's kubeconfig outlives its server (the server's own copy goes with it).
+    let keep = tempfile::tempdir().unwrap();
+    let x_kubeconfig = keep.path().join("x-kubeconfig");
+    std::fs::copy(&x_server.kubeconfig, &x_kubeconfig).unwrap();
+    let f = failover_fleet(ns, "x", &x_kubeconfig);
     let deploy = format!("/apis/apps/v1/namespaces/{ns}/deployments/web");
     let (code, out, _) = canopy_on(f.path(), "failover", &["apply", "DIR"]);
     assert_eq!(code, 0, "{out}");
@@ -888,22 +895,7 @@ fn failover_moves_replicas_off_a_stopped_api_server_and_back() {
 fn failover_counts_a_cluster_with_no_ready_node_as_down() {
     let ns = "t-nodes";
     let n_server = apiserver::start();
-    let (k0, k1) = (kubeconfig(0), kubeconfig(1));
-    let app = format!(
-        "apiVersion: canopy.dev/v1alpha1\nkind: Workload\nmetadata:\n  name: app\nspec:\n  namespace: {ns}\n  placement:\n    clusters: {{names: [a, n]}}\n    replicas: {{mode: Divided, total: 4}}\n  failover: {{after: 0s}}\n"
-    );
-    let objs = objects(ns, "blue");
-    let f = fleet(
-        &[
-            ("root", None, &k0),
-            ("a", Some("root"), &k1),
-            ("n", Some("root"), &n_server.kubeconfig),
-        ],
-        &[
-            ("workloads/app/workload.yaml", &app),
-            ("workloads/app/objects.yaml", &objs),
-        ],
-    );
+    let f = failover_fleet(ns, "n", &n_server.kubeconfig);
     let deploy = format!("/apis/apps/v1/namespaces/{ns}/deployments/web");
     let on_n = |method: &str, path: &str, body: Option<(&str, Value)>| {
         request_at(&n_server.kubeconfig, method, path, body)

@@ -22,9 +22,9 @@ struct Watcher {
 }
 
 impl Watcher {
+    /// Starts `canopy ARGS… --log-format json`; `args` begin with `watch`.
     fn start(home: &Path, args: &[&str]) -> Watcher {
         let mut child = Command::new(canopy_bin())
-            .arg("watch")
             .args(args)
             .args(["--log-format", "json"])
             .current_dir(home)
@@ -133,14 +133,6 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// A repository holding fleet-example in `fleet/` on `main`.
-fn repo_with_fleet(dir: &Path) -> (git2::Repository, String) {
-    let repo = init_main(dir);
-    copy_dir(&repo_root().join("fleet-example"), &dir.join("fleet"));
-    let sha = commit_all(&repo, "fleet");
-    (repo, sha)
-}
-
 fn replace_in(path: &Path, from: &str, to: &str) {
     let text = std::fs::read_to_string(path).unwrap();
     assert!(text.contains(from), "{} has no {from:?}", path.display());
@@ -186,19 +178,10 @@ fn follows_commits_skips_a_broken_one_corrects_drift_and_stops_cleanly() {
     let mut w = Watcher::start(
         tmp.path(),
         &[
-            "--repo",
-            s(&origin),
-            "--ref",
-            "main",
-            "--path",
-            "fleet",
-            "--state",
-            s(&state),
-            "--resync",
-            "1s",
-            "--listen",
-            &listen,
-        ],
+            on_repo("watch", s(&origin), "main", s(&state)),
+            vec!["--resync", "1s", "--listen", &listen],
+        ]
+        .concat(),
     );
     let start = w.reconciled("start", &sha1);
     assert_eq!(start["failed"], 0, "{start}");
@@ -327,7 +310,10 @@ fn a_folder_is_watched_and_drift_is_only_reported_when_asked() {
     let (_tmp, fleet) = example_copy();
     let home = fleet.parent().unwrap().to_path_buf();
     let state = fleet.join(".canopy/state");
-    let mut w = Watcher::start(&home, &[s(&fleet), "--resync", "1s", "--no-correct-drift"]);
+    let mut w = Watcher::start(
+        &home,
+        &["watch", s(&fleet), "--resync", "1s", "--no-correct-drift"],
+    );
     w.reconciled("start", "unversioned");
 
     // An edited file is applied (no commit needed for a folder).
@@ -370,7 +356,10 @@ fn a_failing_cluster_backs_off_without_holding_up_the_others() {
     let (_tmp, fleet) = example_copy();
     let home: PathBuf = fleet.parent().unwrap().to_path_buf();
     let state = fleet.join(".canopy/state");
-    let mut w = Watcher::start(&home, &[s(&fleet), "--resync", "0s", "--max-backoff", "2s"]);
+    let mut w = Watcher::start(
+        &home,
+        &["watch", s(&fleet), "--resync", "0s", "--max-backoff", "2s"],
+    );
     w.reconciled("start", "unversioned");
 
     edit_state(&state, "eu", |v| v["unreachable"] = serde_json::json!(true));
@@ -445,19 +434,10 @@ fn a_remote_is_polled_and_an_unreachable_one_keeps_the_last_good_revision() {
     let mut w = Watcher::start(
         tmp.path(),
         &[
-            "--repo",
-            &url,
-            "--ref",
-            "main",
-            "--path",
-            "fleet",
-            "--state",
-            s(&state),
-            "--poll",
-            "200ms",
-            "--resync",
-            "0s",
-        ],
+            on_repo("watch", &url, "main", s(&state)),
+            vec!["--poll", "200ms", "--resync", "0s"],
+        ]
+        .concat(),
     );
     w.reconciled("start", &sha1);
 
@@ -515,7 +495,10 @@ fn a_cluster_down_past_failover_after_hands_its_replicas_to_its_sibling_and_take
         "  namespace: shop\n",
         "  namespace: shop\n  failover: {after: 1s}\n",
     );
-    let mut w = Watcher::start(&home, &[s(&fleet), "--resync", "0s", "--max-backoff", "1s"]);
+    let mut w = Watcher::start(
+        &home,
+        &["watch", s(&fleet), "--resync", "0s", "--max-backoff", "1s"],
+    );
     w.reconciled("start", "unversioned");
     let web = obj_id("apps", "Deployment", "shop", "web");
     let replicas = |c: &str| object(&state, c, &web)["spec"]["replicas"].as_u64();

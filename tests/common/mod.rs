@@ -230,3 +230,12 @@ pub fn on_repo<'a>(
         cmd, "--repo", repo, "--ref", reference, "--path", "fleet", "--state", state,
     ]
 }
+
+/// A repository at `dir` holding fleet-example in `fleet/`, committed on
+/// `main`; returns the repository and the commit.
+pub fn repo_with_fleet(dir: &Path) -> (git2::Repository, String) {
+    let repo = init_main(dir);
+    copy_dir(&repo_root().join("fleet-example"), &dir.join("fleet"));
+    let sha = commit_all(&repo, "fleet");
+    (repo, sha)
+}
