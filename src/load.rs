@@ -67,6 +67,7 @@ struct FileResult {
     clusters: Vec<Cluster>,
     workloads: Vec<Workload>,
     overrides: Vec<Override>,
+    defaults: Vec<Defaults>,
     manifest: Option<(String, ManifestFile)>,
     /// A canopy document of this file could not be read, so what it would
     /// have defined is missing: follow-on errors about it are not reported.
@@ -262,7 +263,7 @@ fn read_doc(rel: &str, workload_dir: Option<&str>, doc: Doc, res: &mut FileResul
         res.diags.push(
             Diagnostic::error("document has no apiVersion or kind")
                 .at(&here(""))
-                .hint(format!("start every canopy document with `apiVersion: {API_VERSION}` and a kind (Cluster, Workload or Override)")),
+                .hint(format!("start every canopy document with `apiVersion: {API_VERSION}` and a kind (Cluster, Workload, Override or Defaults)")),
         );
         return;
     }
@@ -336,10 +337,19 @@ fn read_doc(rel: &str, workload_dir: Option<&str>, doc: Doc, res: &mut FileResul
                 });
             }
         }
+        "Defaults" => {
+            if let Some((meta, spec)) = typed::<DefaultsSpec>(&source, res) {
+                res.defaults.push(Defaults {
+                    meta,
+                    spec: spec.unwrap_or_default(),
+                    source: source.clone(),
+                });
+            }
+        }
         other => res.diags.push(
             Diagnostic::error(format!("unknown kind {other:?}"))
                 .at(&here("kind"))
-                .hint("canopy.dev/v1alpha1 kinds are Cluster, Workload and Override"),
+                .hint("canopy.dev/v1alpha1 kinds are Cluster, Workload, Override and Defaults"),
         ),
     }
 }
@@ -388,6 +398,7 @@ fn assemble(name: String, results: Vec<FileResult>, diags: &mut Diagnostics) -> 
         fleet.clusters.extend(r.clusters);
         fleet.workloads.extend(r.workloads);
         fleet.overrides.extend(r.overrides);
+        fleet.defaults.extend(r.defaults);
         if let Some((dir, m)) = r.manifest {
             manifests.entry(dir).or_default().push(m);
         }

@@ -6,7 +6,9 @@
 use schemars::{schema_for, JsonSchema};
 use serde_json::{json, Value};
 
-use crate::model::{ClusterSpec, ObjectMeta, OverrideSpec, WorkloadSpec, API_VERSION};
+use crate::model::{
+    ClusterSpec, DefaultsSpec, ObjectMeta, OverrideSpec, WorkloadSpec, API_VERSION,
+};
 
 fn envelope<S: JsonSchema>(kind: &str, spec_required: bool, description: &str) -> Value {
     let meta = serde_json::to_value(schema_for!(ObjectMeta)).expect("schema serializes");
@@ -73,6 +75,14 @@ pub fn schemas() -> Vec<(String, Value)> {
                 "Override",
                 true,
                 "Per-cluster or per-subtree changes to rendered objects.",
+            ),
+        ),
+        (
+            "Defaults",
+            envelope::<DefaultsSpec>(
+                "Defaults",
+                false,
+                "Fleet-wide defaults (at most one document), such as the rollout of workloads without their own.",
             ),
         ),
     ];

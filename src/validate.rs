@@ -100,6 +100,21 @@ pub fn check(mut fleet: Fleet) -> (Option<Checked>, Diagnostics) {
     for o in &fleet.overrides {
         check_override(o, &names, &workload_names, &mut d);
     }
+    for (i, def) in fleet.defaults.iter().enumerate() {
+        if i > 0 {
+            d.push(
+                Diagnostic::error(format!(
+                    "second Defaults document {:?}: the fleet has one, in {}",
+                    def.meta.name, fleet.defaults[0].source.file
+                ))
+                .at(&def.source.loc_str("kind"))
+                .hint("merge them into one Defaults document"),
+            );
+        }
+        if let Some(r) = &def.spec.rollout {
+            check_rollout(r, &def.source, &names, &mut d);
+        }
+    }
 
     let d = d.sorted();
     match topo {
@@ -271,6 +286,83 @@ fn edit_distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
+/// Checks `spec.rollout` (of a Workload or of Defaults): each stage is a
+/// selector or a percentage, percentages grow, durations parse.
+fn check_rollout(r: &Rollout, src: &Source, names: &BTreeSet<&str>, d: &mut Diagnostics) {
+    let base = YamlPath::parse("spec.rollout");
+    let mut last_percent = 0;
+    let mut stage_names = BTreeSet::new();
+    for (i, st) in r.stages.iter().enumerate() {
+        let at = base.key("stages").index(i);
+        match (&st.clusters, st.percent) {
+            (Some(sel), None) => check_selector(sel, &at.key("clusters"), src, names, d),
+            (None, Some(p)) => {
+                if p == 0 || p > 100 || p < last_percent {
+                    d.push(
+                        Diagnostic::error(format!(
+                            "stage percent {p} must be within 1..=100 and not below the stage before ({last_percent})"
+                        ))
+                        .at(&src.loc(&at.key("percent")))
+                        .hint("percentages are cumulative: 10, 30, 100 take 10%, then 30%, then every remaining cluster"),
+                    );
+                }
+                last_percent = p;
+            }
+            _ => d.push(
+                Diagnostic::error("a rollout stage needs exactly one of `clusters` and `percent`")
+                    .at(&src.loc(&at))
+                    .hint("write `clusters: {names: [...]}` (a selector, as in placement) or `percent: 10`"),
+            ),
+        }
+        if let Some(n) = &st.name {
+            if !is_dns1123_label(n) || !stage_names.insert(n.clone()) {
+                d.push(
+                    Diagnostic::error(format!("stage name {n:?} is not a unique DNS-1123 label"))
+                        .at(&src.loc(&at.key("name")))
+                        .hint(
+                            "name each stage differently, with lowercase letters, digits and '-'",
+                        ),
+                );
+            }
+        }
+        if let Err(e) = Pause::parse(st.pause.as_deref()) {
+            d.push(
+                Diagnostic::error(e)
+                    .at(&src.loc(&at.key("pause")))
+                    .hint("write `manual` or a duration such as 10m"),
+            );
+        }
+    }
+    if let Err(e) = Pause::parse(r.pause.as_deref()) {
+        d.push(
+            Diagnostic::error(e)
+                .at(&src.loc(&base.key("pause")))
+                .hint("write `manual` or a duration such as 10m"),
+        );
+    }
+    if let Err(e) = humantime::parse_duration(&r.health_timeout) {
+        d.push(
+            Diagnostic::error(format!(
+                "healthTimeout {:?} is not a duration: {e}",
+                r.health_timeout
+            ))
+            .at(&src.loc(&base.key("healthTimeout")))
+            .hint("write a duration such as 90s, 5m or 1h"),
+        );
+    }
+    if let Some(m @ IntOrPercent::Percent(s)) = &r.max_unavailable {
+        if m.of(100).is_none_or(|p| p > 100) {
+            d.push(
+                Diagnostic::error(format!(
+                    "maxUnavailable {s:?} is neither a count nor a percentage"
+                ))
+                .at(&src.loc(&base.key("maxUnavailable")))
+                .hint("write a count such as 1, or a share such as \"25%\""),
+            );
+        }
+    }
+}
+
 /// Checks a selector's references and Kubernetes' rules for expressions.
 fn check_selector(
     sel: &ClusterSelector,
@@ -348,6 +440,9 @@ fn check_workload(w: &Workload, names: &BTreeSet<&str>, d: &mut Diagnostics) -> 
             .at(&src.loc_str("spec.failover.after"))
             .hint("write a duration such as 90s, 5m or 1h"),
         );
+    }
+    if let Some(r) = &w.spec.rollout {
+        check_rollout(r, src, names, d);
     }
     for (field, rules) in [
         ("ignoreDifferences", &w.spec.ignore_differences),

@@ -31,8 +31,30 @@ fn unknown_kind_is_reported() {
     let e = the_error(dir.path());
     assert_eq!(
         e,
-        "error: extra.yaml:2: kind: unknown kind \"Clustr\"\n  help: canopy.dev/v1alpha1 kinds are Cluster, Workload and Override"
+        "error: extra.yaml:2: kind: unknown kind \"Clustr\"\n  help: canopy.dev/v1alpha1 kinds are Cluster, Workload, Override and Defaults"
     );
+}
+
+#[test]
+fn rollout_mistakes_are_reported_with_their_lines() {
+    let dir = with(&[(
+        "defaults.yaml",
+        "apiVersion: canopy.dev/v1alpha1\nkind: Defaults\nmetadata: {name: d}\nspec:\n  rollout:\n    pause: soon\n    stages:\n      - {percent: 50}\n      - {percent: 20}\n      - {clusters: {names: [nowhere]}, percent: 10}\n    maxUnavailable: \"lots\"\n",
+    )]);
+    let errs: Vec<String> = problems(dir.path())
+        .into_iter()
+        .filter(|p| p.starts_with("error"))
+        .collect();
+    let expect = [
+        "defaults.yaml:6: spec.rollout.pause: pause \"soon\" is neither `manual` nor a duration",
+        "defaults.yaml:9: spec.rollout.stages[1].percent: stage percent 20 must be within 1..=100 and not below the stage before (50)",
+        "defaults.yaml:10: spec.rollout.stages[2]: a rollout stage needs exactly one of `clusters` and `percent`",
+        "defaults.yaml:11: spec.rollout.maxUnavailable: maxUnavailable \"lots\" is neither a count nor a percentage",
+    ];
+    for e in expect {
+        assert!(errs.iter().any(|x| x.contains(e)), "missing {e:?} in {errs:#?}");
+    }
+    assert_eq!(errs.len(), expect.len(), "{errs:#?}");
 }
 
 #[test]

@@ -37,6 +37,10 @@ pub const ANNOTATION_SOURCE: &str = "canopy.dev/source";
 /// keeps the revision that wrote it, so a new commit that does not touch it
 /// costs no write.
 pub const ANNOTATION_REVISION: &str = "canopy.dev/revision";
+/// `canopy.dev/local-health: unhealthy: <why>` on an object: the embedded
+/// local backend reports it unhealthy (it runs nothing, so everything else
+/// it holds is healthy). Rehearses a bad release without a cluster.
+pub const ANNOTATION_LOCAL_HEALTH: &str = "canopy.dev/local-health";
 /// `canopy.dev/prune: disabled` on a live object: prune never deletes it.
 pub const ANNOTATION_PRUNE: &str = "canopy.dev/prune";
 
@@ -246,6 +250,164 @@ pub struct WorkloadSpec {
     /// When a cluster's Divided replicas move to its healthy siblings.
     #[serde(default)]
     pub failover: Failover,
+    /// How a change reaches the workload's clusters: in stages with health
+    /// gates. Absent: the fleet's `Defaults` document, else every cluster
+    /// at once.
+    #[serde(default)]
+    pub rollout: Option<Rollout>,
+}
+
+/// A staged rollout: a change of the workload reaches its clusters stage by
+/// stage, each stage only after the one before is healthy (and its pause is
+/// over). Replica counts are not a change to roll out (as in Argo
+/// Rollouts): scaling and failover reach every cluster at once.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Rollout {
+    /// In order. A cluster matched by no stage belongs to the last one; a
+    /// cluster is never in an earlier stage than its parent (it waits for
+    /// the parent's stage). Empty: every cluster at once.
+    #[serde(default)]
+    pub stages: Vec<Stage>,
+    /// Clusters of a stage that may fail its health gate while the stage
+    /// still passes: a count, or a share of the stage such as `"25%"`
+    /// (rounded down). Default 0.
+    #[serde(default)]
+    pub max_unavailable: Option<IntOrPercent>,
+    /// After each stage (but the last): a duration such as `10m`, or
+    /// `manual` (`canopy rollout continue WORKLOAD` resumes). A stage that
+    /// changed nothing is not paused after.
+    #[serde(default)]
+    pub pause: Option<String>,
+    /// How long a stage's objects may take to become healthy, e.g. `5m`.
+    #[serde(default = "default_health_timeout")]
+    pub health_timeout: String,
+    /// `auto`: a stage that fails its health gate is applied again at the
+    /// revision the rollout started from. `none`: it is left as it is.
+    #[serde(default)]
+    pub rollback: RollbackPolicy,
+}
+
+fn default_health_timeout() -> String {
+    "5m".into()
+}
+
+/// One stage: `clusters` (a selector, as in placement) or `percent` (a
+/// cumulative share of the clusters no selector stage takes, parents first:
+/// 10, 30, 100 divide them 1:2:7).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Stage {
+    /// Shown by `canopy rollout status`; default `stage-N`.
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub clusters: Option<ClusterSelector>,
+    #[serde(default)]
+    pub percent: Option<u32>,
+    /// Overrides the rollout's `pause` after this stage.
+    #[serde(default)]
+    pub pause: Option<String>,
+}
+
+/// A count, or a percentage written as a string (`"25%"`), as Kubernetes'
+/// IntOrString.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum IntOrPercent {
+    Count(u32),
+    Percent(String),
+}
+
+impl IntOrPercent {
+    /// The count for a stage of `n` clusters (a percentage rounds down);
+    /// `None` for a string that is not `N%` (validation reports it).
+    pub fn of(&self, n: usize) -> Option<usize> {
+        match self {
+            IntOrPercent::Count(c) => Some(*c as usize),
+            IntOrPercent::Percent(s) => {
+                let p: usize = s.strip_suffix('%')?.trim().parse().ok()?;
+                Some(n * p / 100)
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum RollbackPolicy {
+    #[default]
+    None,
+    Auto,
+}
+
+/// When to go on after a stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pause {
+    None,
+    For(std::time::Duration),
+    Manual,
+}
+
+impl Pause {
+    /// Reads `pause`: `manual`, or a duration (validation has checked it).
+    pub fn parse(s: Option<&str>) -> Result<Pause, String> {
+        match s.map(str::trim) {
+            None => Ok(Pause::None),
+            Some("manual") => Ok(Pause::Manual),
+            Some(d) => humantime::parse_duration(d)
+                .map(|d| {
+                    if d.is_zero() {
+                        Pause::None
+                    } else {
+                        Pause::For(d)
+                    }
+                })
+                .map_err(|e| format!("pause {d:?} is neither `manual` nor a duration: {e}")),
+        }
+    }
+}
+
+impl Rollout {
+    /// The pause after stage `i`.
+    pub fn pause_after(&self, i: usize) -> Pause {
+        let s = self
+            .stages
+            .get(i)
+            .and_then(|s| s.pause.as_deref())
+            .or(self.pause.as_deref());
+        Pause::parse(s).unwrap_or(Pause::Manual)
+    }
+
+    /// `health_timeout` as a duration; validation has checked it parses.
+    pub fn health_timeout(&self) -> std::time::Duration {
+        humantime::parse_duration(&self.health_timeout)
+            .unwrap_or(std::time::Duration::from_secs(300))
+    }
+
+    /// The name stage `i` is shown with.
+    pub fn stage_name(&self, i: usize) -> String {
+        self.stages
+            .get(i)
+            .and_then(|s| s.name.clone())
+            .unwrap_or_else(|| format!("stage-{}", i + 1))
+    }
+}
+
+/// `kind: Defaults`: fleet-wide defaults (at most one document).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct DefaultsSpec {
+    /// The rollout of every workload that has no `spec.rollout`.
+    #[serde(default)]
+    pub rollout: Option<Rollout>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Defaults {
+    pub meta: ObjectMeta,
+    pub spec: DefaultsSpec,
+    pub source: Arc<Source>,
 }
 
 /// Failover of Divided replicas (Duplicated workloads are unaffected).
@@ -588,12 +750,24 @@ pub struct Fleet {
     pub clusters: Vec<Cluster>,
     pub workloads: Vec<Workload>,
     pub overrides: Vec<Override>,
+    /// The `Defaults` documents (validation allows one).
+    pub defaults: Vec<Defaults>,
     /// Some document could not be read (its error is already reported), so
     /// errors about what is missing would only repeat it.
     pub incomplete: bool,
 }
 
 impl Fleet {
+    /// The rollout of workload `w`: its own, else the fleet's default; `None`
+    /// (or no stages): every cluster at once.
+    pub fn rollout_of<'a>(&'a self, w: &'a Workload) -> Option<&'a Rollout> {
+        w.spec
+            .rollout
+            .as_ref()
+            .or_else(|| self.defaults.first().and_then(|d| d.spec.rollout.as_ref()))
+            .filter(|r| !r.stages.is_empty())
+    }
+
     pub fn workload(&self, name: &str) -> Option<&Workload> {
         self.workloads
             .binary_search_by(|w| w.name().cmp(name))
