@@ -40,6 +40,34 @@ pub struct Options {
     /// Set (by a signal handler) to stop between clusters: a cluster being
     /// reconciled finishes, the ones not started are reported as skipped.
     pub cancel: Option<Arc<AtomicBool>>,
+    /// Which workloads' objects are reconciled where (a staged rollout
+    /// holds some back).
+    pub scope: Scope,
+}
+
+/// Workloads left out of a run on some clusters: their desired objects are
+/// not applied there, and their live objects are neither compared nor
+/// pruned, so they stay exactly as they are.
+#[derive(Debug, Clone, Default)]
+pub enum Scope {
+    #[default]
+    All,
+    /// By cluster name, the workloads held back there (a staged rollout's
+    /// stages not reached yet).
+    Hold(Arc<BTreeMap<String, BTreeSet<String>>>),
+    /// This workload alone (a rollback).
+    Only(String),
+}
+
+impl Scope {
+    /// Whether `workload`'s objects on `cluster` are left out.
+    pub fn excludes(&self, cluster: &str, workload: &str) -> bool {
+        match self {
+            Scope::All => false,
+            Scope::Hold(h) => h.get(cluster).is_some_and(|ws| ws.contains(workload)),
+            Scope::Only(w) => w != workload,
+        }
+    }
 }
 
 impl Default for Options {
@@ -53,6 +81,7 @@ impl Default for Options {
             keep_values: false,
             wait: None,
             cancel: None,
+            scope: Scope::All,
         }
     }
 }
@@ -232,8 +261,16 @@ pub fn run(
     // Every cluster is rendered before anything is written, so that a render
     // error stops the whole apply. Objects wait as compact JSON: a JSON tree
     // per object would hold several times the memory for a large fleet.
-    let rendered: BTreeMap<usize, Vec<Packed>> = render_map(r, only.as_deref(), |_, objs| {
-        objs.into_iter().map(Packed::new).collect::<Vec<_>>()
+    let workloads = &checked.fleet.workloads;
+    let rendered: BTreeMap<usize, Vec<Packed>> = render_map(r, only.as_deref(), |c, objs| {
+        objs.into_iter()
+            .filter(|o| {
+                !opts
+                    .scope
+                    .excludes(topo.name(c), workloads[o.workload].name())
+            })
+            .map(Packed::new)
+            .collect::<Vec<_>>()
     })?
     .into_iter()
     .collect();
@@ -280,7 +317,10 @@ pub fn run(
                         );
                     }
                     let backend = backends.backend(topo.name(c));
-                    (c, reconcile(r, backend.as_ref(), &rendered[&c], meta, opts))
+                    (
+                        c,
+                        reconcile(r, backend.as_ref(), topo.name(c), &rendered[&c], meta, opts),
+                    )
                 })
                 .collect()
         });
@@ -334,6 +374,7 @@ impl Packed {
 fn reconcile(
     r: &Renderer<'_>,
     backend: &dyn ClusterBackend,
+    cluster: &str,
     packed: &[Packed],
     meta: &ApplyMeta,
     opts: &Options,
@@ -379,10 +420,20 @@ fn reconcile(
             }
         }
     }
-    let live = match backend.list_owned(&fleet.name, &kinds) {
+    let mut live = match backend.list_owned(&fleet.name, &kinds) {
         Ok(l) => l,
         Err(e) => return failed(e),
     };
+    if !matches!(opts.scope, Scope::All) {
+        live.retain(|l| {
+            let w = l
+                .pointer("/metadata/labels")
+                .and_then(|ls| ls.get(crate::model::LABEL_WORKLOAD))
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("");
+            !opts.scope.excludes(cluster, w)
+        });
+    }
     let live_by_key: BTreeMap<ObjectKey, &serde_json::Value> = live
         .iter()
         .filter_map(|l| ObjectKey::of(l).map(|k| (k, l)))
@@ -449,6 +500,7 @@ fn write(
     if changes.is_empty() {
         return Outcome::Unchanged(changes);
     }
+    changes.note_workloads();
     let written = if opts.dry_run {
         Ok(())
     } else {

@@ -187,11 +187,55 @@ pub enum Command {
         #[command(flatten)]
         kube: KubeArgs,
     },
+    /// Staged rollouts: where each stands, and going on after a pause.
+    #[command(subcommand)]
+    Rollout(RolloutCommand),
     /// Print (or write) the JSON Schemas of canopy's documents.
     #[command(after_help = "Example:\n  canopy schema --out schemas/")]
     Schema {
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RolloutCommand {
+    /// Each stage of a workload's rollout and each cluster in it: pending,
+    /// applying, healthy, failed or rolled back.
+    #[command(
+        after_help = "Examples:\n  canopy rollout status fleet-example web\n  canopy rollout status --repo . --ref main web -o json"
+    )]
+    Status {
+        #[command(flatten)]
+        source: SourceArgs,
+        /// The workload (with --repo, the only positional argument).
+        workload: Option<String>,
+        /// The local backend's state folder, where rollouts are recorded.
+        #[arg(long, value_name = "DIR")]
+        state: Option<PathBuf>,
+        #[arg(short, long, value_enum, default_value_t = TextOrJson::Text)]
+        output: TextOrJson,
+    },
+    /// Go on with a workload's rollout: a paused one starts its next stage,
+    /// a failed or rolled-back one tries its failed stage again. Then the
+    /// fleet is applied as `canopy apply` does, unless a `canopy watch`
+    /// holds the state folder: it goes on by itself within seconds.
+    #[command(
+        after_help = "Examples:\n  canopy rollout continue fleet-example web\n\nExit codes: 0 continued; 2 nothing to continue, or usage; 3 state unusable; 4 some cluster failed or a stage failed its health gate."
+    )]
+    Continue {
+        #[command(flatten)]
+        source: SourceArgs,
+        /// The workload (with --repo, the only positional argument).
+        workload: Option<String>,
+        /// The local backend's state folder, where rollouts are recorded.
+        #[arg(long, value_name = "DIR")]
+        state: Option<PathBuf>,
+        /// Clusters of one tree level reconciled at once.
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+        concurrency: u16,
+        #[command(flatten)]
+        kube: KubeArgs,
     },
 }
 

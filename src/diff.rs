@@ -110,9 +110,32 @@ pub struct ClusterChanges {
     /// prune turned off.
     pub kept: Vec<ObjectKey>,
     pub unchanged: usize,
+    /// The workloads whose objects change (filled in before values are
+    /// dropped): what a staged rollout asks of a cluster's outcome.
+    #[serde(skip)]
+    pub workloads: std::collections::BTreeSet<String>,
 }
 
 impl ClusterChanges {
+    /// Records in `workloads` the workload label of every changed object.
+    pub fn note_workloads(&mut self) {
+        for c in &self.changes {
+            let v = match c {
+                Change::Create { desired, .. } | Change::Update { desired, .. } => desired,
+                Change::Delete { live, .. } => live,
+            };
+            if let Some(w) = v
+                .pointer("/metadata/labels")
+                .and_then(|l| l.get(crate::model::LABEL_WORKLOAD))
+                .and_then(Value::as_str)
+            {
+                if !self.workloads.contains(w) {
+                    self.workloads.insert(w.to_string());
+                }
+            }
+        }
+    }
+
     pub fn counts(&self) -> (usize, usize, usize) {
         let mut c = (0, 0, 0);
         for ch in &self.changes {

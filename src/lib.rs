@@ -31,6 +31,7 @@ pub mod pointer;
 
 pub mod render;
 pub mod retain;
+pub mod rollout;
 pub mod schedule;
 pub mod schema;
 pub mod select;

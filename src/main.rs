@@ -339,6 +339,238 @@ fn run_apply(
     })
 }
 
+/// `canopy apply` (and what `rollout continue` runs): load, place with
+/// failover, apply with staged rollouts, record health, report.
+fn apply_fleet(
+    src: &Src,
+    name: Option<&str>,
+    target: &Target,
+    mut opts: Options,
+    kube: KubeOptions,
+) -> Result<(), Failure> {
+    let loaded = checked(src, name)?;
+    let c = loaded.checked;
+    let state = state_dir(src, &target.state);
+    let store = if opts.dry_run {
+        LocalStore::open_read_only(&state)
+    } else {
+        LocalStore::open(&state).map_err(|e| Failure::io(format!("error: {e}")))?
+    };
+    let backends = fleet_backends(&c, &src.base, &store, kube)?;
+    let (mut health, now, failed) = failover(&c, &state, &backends)?;
+    let r = renderer(&c, &failed)?;
+    opts.targets = targets(&c, target)?;
+    let orphans = orphans(&c, &store, opts.targets.is_none())?;
+    let (report, events) = run_staged(
+        &r,
+        &backends,
+        &orphans,
+        &apply_meta(&loaded.revision),
+        &opts,
+        &src.input,
+        &loaded.revision,
+        &state,
+        now,
+    )?;
+    if !opts.dry_run {
+        canopy::health::record(&mut health, &report, &c.topo, &backends, now);
+        health
+            .save(&state)
+            .map_err(|e| Failure::io(format!("error: {e}")))?;
+    }
+    stdout(&format!(
+        "{}{}",
+        output::apply_text(&report, opts.dry_run),
+        output::rollout_events_text(&events)
+    ))?;
+    // An orphan left in place is reported, not a failure; a cluster of the
+    // fleet that failed or was skipped is, and so is a failed health gate.
+    let blocked = |o: &apply::Outcome| {
+        matches!(
+            o,
+            apply::Outcome::Failed { .. } | apply::Outcome::Skipped { .. }
+        )
+    };
+    if report.clusters.iter().any(|c| blocked(&c.outcome))
+        || report
+            .orphans
+            .iter()
+            .any(|o| matches!(o.outcome, apply::Outcome::Failed { .. }))
+        || events.iter().any(|e| e.failed)
+    {
+        return Err(Failure::silent(EXIT_CLUSTERS));
+    }
+    Ok(())
+}
+
+/// The apply pipeline with staged rollouts (dry or not): the rollouts
+/// recorded in `state` decide which workloads are held back where.
+#[allow(clippy::too_many_arguments)]
+fn run_staged(
+    r: &Renderer<'_>,
+    backends: &dyn apply::Backends,
+    orphans: &[String],
+    meta: &ApplyMeta,
+    opts: &Options,
+    input: &Input,
+    revision: &canopy::source::Revision,
+    state: &Path,
+    now: std::time::SystemTime,
+) -> Result<(apply::Report, Vec<canopy::rollout::Event>), Failure> {
+    use canopy::rollout::{self, RolloutError};
+    let mut rollouts =
+        rollout::state::Rollouts::load(state).map_err(|e| Failure::io(format!("error: {e}")))?;
+    let ctx = rollout::Ctx {
+        input,
+        revision,
+        state,
+        now,
+    };
+    rollout::apply(r, backends, orphans, meta, opts, &mut rollouts, &ctx).map_err(|e| match e {
+        RolloutError::Render(d) => {
+            print_diags(&d);
+            Failure::user(format!(
+                "render failed, so nothing was applied and nothing pruned: {}",
+                summary(&d)
+            ))
+        }
+        RolloutError::State(e) => Failure::io(format!("error: {e}")),
+    })
+}
+
+/// The workload named on a command line where, with `--repo`, it is the
+/// only positional argument.
+fn workload_arg(
+    source: &mut SourceArgs,
+    workload: Option<String>,
+    example: &str,
+) -> Result<String, Failure> {
+    match (workload, &source.repo) {
+        (Some(w), _) => Ok(w),
+        (None, Some(_)) => source
+            .dir
+            .take()
+            .map(|d| d.to_string_lossy().into_owned())
+            .ok_or_else(|| Failure::user("error: name the workload")),
+        (None, None) => Err(Failure::user(format!(
+            "error: name the workload, e.g. `{example}`"
+        ))),
+    }
+}
+
+/// The rollout plan of the named workload; an error names the workloads
+/// that have one.
+fn rollout_plan(r: &Renderer<'_>, workload: &str) -> Result<canopy::rollout::Plan, Failure> {
+    let c = r.checked;
+    if c.fleet.workload(workload).is_none() {
+        let known: Vec<&str> = c.fleet.workloads.iter().map(|w| w.name()).collect();
+        return Err(Failure::user(format!(
+            "error: unknown workload {workload:?}\n  help: workloads of this fleet: {}",
+            known.join(", ")
+        )));
+    }
+    let mut plans = canopy::rollout::plans(r);
+    let with: Vec<String> = plans.iter().map(|p| p.name.clone()).collect();
+    match plans.iter().position(|p| p.name == workload) {
+        Some(i) => Ok(plans.swap_remove(i)),
+        None => Err(Failure::user(format!(
+            "error: workload {workload:?} has no staged rollout (it goes to every cluster at once)\n  help: give it spec.rollout.stages, or give the fleet a Defaults document with spec.rollout; workloads with one: {}",
+            if with.is_empty() { "none".to_string() } else { with.join(", ") }
+        ))),
+    }
+}
+
+fn rollout_command(cmd: canopy::cli::RolloutCommand, name: Option<&str>) -> Result<(), Failure> {
+    use canopy::cli::RolloutCommand;
+    use canopy::rollout::state::Rollouts;
+    match cmd {
+        RolloutCommand::Status {
+            mut source,
+            workload,
+            state,
+            output: fmt,
+        } => {
+            let workload = workload_arg(
+                &mut source,
+                workload,
+                "canopy rollout status fleet-example web",
+            )?;
+            let src = open_source(&source)?;
+            let c = checked(&src, name)?.checked;
+            let r = renderer(&c, &[])?;
+            let p = rollout_plan(&r, &workload)?;
+            let rollouts = Rollouts::load(&state_dir(&src, &state))
+                .map_err(|e| Failure::io(format!("error: {e}")))?;
+            let v = canopy::rollout::view(&p, rollouts.workloads.get(&workload), &r);
+            match fmt {
+                TextOrJson::Text => stdout(&output::rollout_text(&v)),
+                TextOrJson::Json => {
+                    stdout(&(serde_json::to_string_pretty(&v).expect("serializes") + "\n"))
+                }
+            }
+        }
+        RolloutCommand::Continue {
+            mut source,
+            workload,
+            state,
+            concurrency,
+            kube,
+        } => {
+            let workload = workload_arg(
+                &mut source,
+                workload,
+                "canopy rollout continue fleet-example web",
+            )?;
+            let src = open_source(&source)?;
+            let c = checked(&src, name)?.checked;
+            let r = renderer(&c, &[])?;
+            let p = rollout_plan(&r, &workload)?;
+            let state = state_dir(&src, &state);
+            let rollouts =
+                Rollouts::load(&state).map_err(|e| Failure::io(format!("error: {e}")))?;
+            let Some(rec) = rollouts.workloads.get(&workload) else {
+                return Err(Failure::user(format!(
+                    "error: no rollout of {workload} is recorded in {}\n  help: `canopy apply` starts it",
+                    state.display()
+                )));
+            };
+            if rec.target != p.target {
+                return Err(Failure::user(format!(
+                    "error: the recorded rollout of {workload} ({}) is not of this revision's change\n  help: `canopy apply` starts the rollout of the new change",
+                    rec.revision.revision
+                )));
+            }
+            // Checked here so that a mistaken continue says why at once.
+            rec.clone()
+                .resume(std::time::SystemTime::now())
+                .map_err(|e| Failure::user(format!("error: {workload}: {e}")))?;
+            canopy::rollout::state::request_continue(&state, &workload, &p.target)
+                .map_err(|e| Failure::io(format!("error: {e}")))?;
+            drop(r);
+            // A watch holding the state folder acts on the request itself.
+            match LocalStore::open(&state) {
+                Err(canopy::backend::BackendError::Locked { pid, .. }) => stdout(&format!(
+                    "continue of {workload} requested; canopy watch (pid {pid}) goes on with it\n"
+                )),
+                Err(e) => Err(Failure::io(format!("error: {e}"))),
+                Ok(lock) => {
+                    drop(lock);
+                    let target = Target {
+                        clusters: Vec::new(),
+                        subtrees: Vec::new(),
+                        state: Some(state),
+                    };
+                    let opts = Options {
+                        concurrency: usize::from(concurrency),
+                        ..Options::default()
+                    };
+                    apply_fleet(&src, name, &target, opts, kube_options(&kube))
+                }
+            }
+        }
+    }
+}
+
 /// Renders the fleet at `--base REF` (the "live" side of `diff --base`).
 fn render_base(
     input: &Input,
@@ -505,18 +737,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             cluster,
             output: fmt,
         } => {
-            // With --repo the one positional argument is the workload.
-            let workload = match (workload, &source.repo) {
-                (Some(w), _) => w,
-                (None, Some(_)) => source
-                    .dir
-                    .take()
-                    .map(|d| d.to_string_lossy().into_owned())
-                    .ok_or_else(|| Failure::user("error: name the workload to explain"))?,
-                (None, None) => return Err(Failure::user(
-                    "error: name the workload to explain, e.g. `canopy explain fleet-example web`",
-                )),
-            };
+            let workload = workload_arg(&mut source, workload, "canopy explain fleet-example web")?;
             let src = open_source(&source)?;
             let c = checked(&src, name)?.checked;
             let wi = c
@@ -559,61 +780,17 @@ fn run(cli: Cli) -> Result<(), Failure> {
             kube,
         } => {
             let src = open_source(&source)?;
-            let loaded = checked(&src, name)?;
-            let c = loaded.checked;
-            let state = state_dir(&src, &target.state);
-            let store = if dry_run {
-                LocalStore::open_read_only(&state)
-            } else {
-                LocalStore::open(&state).map_err(|e| Failure::io(format!("error: {e}")))?
-            };
             let mut kube = kube_options(&kube);
             kube.force_conflicts = force_conflicts;
-            let backends = fleet_backends(&c, &src.base, &store, kube)?;
-            let (mut health, now, failed) = failover(&c, &state, &backends)?;
-            let r = renderer(&c, &failed)?;
             let opts = Options {
                 dry_run,
                 prune,
                 prune_clusters,
                 concurrency: usize::from(concurrency),
-                targets: targets(&c, &target)?,
-                keep_values: false,
                 wait: wait.then_some(timeout),
-                cancel: None,
+                ..Options::default()
             };
-            let orphans = orphans(&c, &store, opts.targets.is_none())?;
-            let report = run_apply(
-                &r,
-                &backends,
-                &orphans,
-                &apply_meta(&loaded.revision),
-                &opts,
-            )?;
-            if !dry_run {
-                canopy::health::record(&mut health, &report, &c.topo, &backends, now);
-                health
-                    .save(&state)
-                    .map_err(|e| Failure::io(format!("error: {e}")))?;
-            }
-            stdout(&output::apply_text(&report, dry_run))?;
-            // An orphan left in place is reported, not a failure; a cluster of
-            // the fleet that failed or was skipped is.
-            let blocked = |o: &apply::Outcome| {
-                matches!(
-                    o,
-                    apply::Outcome::Failed { .. } | apply::Outcome::Skipped { .. }
-                )
-            };
-            if report.clusters.iter().any(|c| blocked(&c.outcome))
-                || report
-                    .orphans
-                    .iter()
-                    .any(|o| matches!(o.outcome, apply::Outcome::Failed { .. }))
-            {
-                return Err(Failure::silent(EXIT_CLUSTERS));
-            }
-            Ok(())
+            apply_fleet(&src, name, &target, opts, kube)
         }
         Command::Diff {
             source,
@@ -636,19 +813,23 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     let state = state_dir(&src, &target.state);
                     let store = LocalStore::open_read_only(&state);
                     let backends = fleet_backends(&c, &src.base, &store, kube_options(&kube))?;
-                    let (_, _, failed) = failover(&c, &state, &backends)?;
+                    let (_, now, failed) = failover(&c, &state, &backends)?;
                     let r = renderer(&c, &failed)?;
                     let orphans = orphans(&c, &store, opts.targets.is_none())?;
-                    (
-                        run_apply(
-                            &r,
-                            &backends,
-                            &orphans,
-                            &apply_meta(&loaded.revision),
-                            &opts,
-                        )?,
-                        "live".to_string(),
-                    )
+                    // What apply would do now: workloads a rollout holds
+                    // back stay out.
+                    let (report, _) = run_staged(
+                        &r,
+                        &backends,
+                        &orphans,
+                        &apply_meta(&loaded.revision),
+                        &opts,
+                        &src.input,
+                        &loaded.revision,
+                        &state,
+                        now,
+                    )?;
+                    (report, "live".to_string())
                 }
                 Some(rev) => {
                     // Two revisions, no cluster: placed as if every cluster
@@ -720,9 +901,20 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 ..Options::default()
             };
             let backends = fleet_backends(&c, &src.base, &store, kube_options(&kube))?;
-            let (_, _, failed) = failover(&c, &state, &backends)?;
+            let (_, now, failed) = failover(&c, &state, &backends)?;
             let r = renderer(&c, &failed)?;
-            let report = run_apply(&r, &backends, &[], &apply_meta(&loaded.revision), &opts)?;
+            // A workload a rollout holds back is not drift.
+            let (report, _) = run_staged(
+                &r,
+                &backends,
+                &[],
+                &apply_meta(&loaded.revision),
+                &opts,
+                &src.input,
+                &loaded.revision,
+                &state,
+                now,
+            )?;
             let lines: Vec<output::StatusLine> = report
                 .clusters
                 .iter()
@@ -860,6 +1052,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
+        Command::Rollout(cmd) => rollout_command(cmd, name),
         Command::Schema { out } => {
             let all = schema::schemas();
             match out {

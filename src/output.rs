@@ -633,3 +633,64 @@ fn short_rev(r: &str) -> String {
         None => short,
     }
 }
+
+/// What staged rollouts did in an apply, one line each.
+pub fn rollout_events_text(events: &[crate::rollout::Event]) -> String {
+    let mut out = String::new();
+    for e in events {
+        let _ = writeln!(
+            out,
+            "rollout {}{}: {}",
+            e.workload,
+            if e.failed { " FAILED" } else { "" },
+            e.message
+        );
+    }
+    out
+}
+
+/// `canopy rollout status`: the rollout, then each stage and its clusters.
+pub fn rollout_text(v: &crate::rollout::View) -> String {
+    let mut out = String::new();
+    let _ = write!(out, "rollout of {}: {}", v.workload, v.phase);
+    if let Some(r) = &v.revision {
+        let _ = write!(out, " (revision {r}");
+        if let Some(f) = &v.from {
+            let _ = write!(out, ", from {f}");
+        }
+        out.push(')');
+    }
+    out.push('\n');
+    if let Some(m) = &v.message {
+        let _ = writeln!(out, "  {m}");
+    }
+    if let Some(u) = &v.paused_until {
+        let _ = writeln!(out, "  paused until {u}");
+    }
+    if v.outdated {
+        let _ = writeln!(
+            out,
+            "  the fleet has a newer change of {}: the next apply starts a new rollout",
+            v.workload
+        );
+    }
+    let width = v
+        .stages
+        .iter()
+        .flat_map(|s| s.clusters.iter().map(|c| c.cluster.len() + 2))
+        .chain(v.stages.iter().map(|s| s.name.len()))
+        .max()
+        .unwrap_or(0);
+    for s in &v.stages {
+        let _ = writeln!(out, "  {:<width$}  {}", s.name, s.state);
+        for c in &s.clusters {
+            let name = format!("  {}", c.cluster);
+            let _ = write!(out, "  {name:<width$}  {}", c.state);
+            if let Some(d) = &c.detail {
+                let _ = write!(out, "  {}", d.replace('\n', "\n      "));
+            }
+            out.push('\n');
+        }
+    }
+    out
+}

@@ -194,21 +194,17 @@ pub enum BaseError {
     Render { commit: String, diags: Diagnostics },
 }
 
-/// Renders the fleet as it is at Git revision `rev`, read from the
-/// object database (no checkout), under `head`'s fleet name: the "live" side
-/// of `diff --base`. With `only`, just those clusters of `head`. Links the
-/// revision holds (not followed) come back as warnings; the base's other
-/// warnings are about an old revision and are left out.
-pub fn render_at_revision(
+/// The fleet as it is at Git revision `rev`, checked, under the name
+/// `name`, with the commit `rev` resolved to and the warnings about links.
+pub fn checked_at(
     input: &Input,
     rev: &str,
-    head: &Checked,
-    only: Option<&std::collections::BTreeSet<usize>>,
-) -> Result<(crate::backend::rendered::RenderedState, Diagnostics), BaseError> {
+    name: &str,
+) -> Result<(Checked, String, Diagnostics), BaseError> {
     let at = input.files_at(rev)?;
     let commit = at.commit.clone();
     let warnings = link_warnings(&at.links, rev);
-    let (base, _) = check_files(head.fleet.name.clone(), at.files).map_err(|e| match e {
+    let (checked, _) = check_files(name.to_string(), at.files).map_err(|e| match e {
         PipelineError::Invalid(diags) => BaseError::Invalid {
             commit: commit.clone(),
             diags,
@@ -222,6 +218,21 @@ pub fn render_at_revision(
             },
         },
     })?;
+    Ok((checked, commit, warnings))
+}
+
+/// Renders the fleet as it is at Git revision `rev`, read from the
+/// object database (no checkout), under `head`'s fleet name: the "live" side
+/// of `diff --base`. With `only`, just those clusters of `head`. Links the
+/// revision holds (not followed) come back as warnings; the base's other
+/// warnings are about an old revision and are left out.
+pub fn render_at_revision(
+    input: &Input,
+    rev: &str,
+    head: &Checked,
+    only: Option<&std::collections::BTreeSet<usize>>,
+) -> Result<(crate::backend::rendered::RenderedState, Diagnostics), BaseError> {
+    let (base, commit, warnings) = checked_at(input, rev, &head.fleet.name)?;
     let r = Renderer::new(&base);
     let wanted: Option<Vec<usize>> = only.map(|set| {
         set.iter()

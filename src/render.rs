@@ -303,54 +303,8 @@ impl<'a> Renderer<'a> {
     /// The hash is stable within one build of canopy, not across builds.
     pub fn fingerprints(&self) -> Vec<u64> {
         let fleet = &self.checked.fleet;
-        let workload_hash: Vec<u64> = fleet
-            .workloads
-            .iter()
-            .enumerate()
-            .map(|(wi, w)| {
-                // Where the workload lands and its replicas there are hashed
-                // per cluster below; of its placement only the replica paths
-                // reach the render itself. So a new total or new weights
-                // touch the clusters whose replicas move, not all of them.
-                let mut spec = w.spec.clone();
-                spec.placement = crate::model::Placement {
-                    replicas: crate::model::ReplicaSpec {
-                        paths: spec.placement.replicas.paths.clone(),
-                        ..Default::default()
-                    },
-                    ..Default::default()
-                };
-                let mut h = std::collections::hash_map::DefaultHasher::new();
-                hash_json(&json!({"meta": w.meta, "spec": spec, "dir": w.dir})).hash(&mut h);
-                let divided = w.spec.placement.replicas.mode == crate::model::ReplicaMode::Divided;
-                for (mi, m) in w.manifests.iter().enumerate() {
-                    m.path.hash(&mut h);
-                    match &self.checked.facts[wi].parsed[mi] {
-                        // Render overwrites a Divided object's replicas with
-                        // the cluster's share (hashed per cluster below), so
-                        // the manifest's own value never reaches a cluster:
-                        // a new `spec.replicas` moves only the clusters whose
-                        // share moves.
-                        Some(docs) if divided => {
-                            for d in docs.iter() {
-                                let mut d = d.clone();
-                                if let Some(ptr) = ObjectKey::of(&d).and_then(|k| {
-                                    kinds::replica_pointer(
-                                        &k.group,
-                                        &k.kind,
-                                        &w.spec.placement.replicas.paths,
-                                    )
-                                }) {
-                                    crate::pointer::remove(&mut d, ptr);
-                                }
-                                hash_json(&d).hash(&mut h);
-                            }
-                        }
-                        _ => m.text.hash(&mut h),
-                    }
-                }
-                h.finish()
-            })
+        let workload_hash: Vec<u64> = (0..fleet.workloads.len())
+            .map(|wi| self.workload_hash(wi, false))
             .collect();
         let override_hash: Vec<u64> = fleet
             .overrides
@@ -373,6 +327,102 @@ impl<'a> Renderer<'a> {
                     }
                 }
                 h.finish()
+            })
+            .collect()
+    }
+
+    /// A hash of workload `wi`'s document and manifest files. Where it lands
+    /// and its replicas there are left to the caller. With `rollout`, only
+    /// what reaches its objects counts (not its rollout, failover, retain or
+    /// ignore rules), and no manifest's replica field: that is the content a
+    /// staged rollout rolls out.
+    fn workload_hash(&self, wi: usize, rollout: bool) -> u64 {
+        let w = &self.checked.fleet.workloads[wi];
+        // Where the workload lands and its replicas there are hashed per
+        // cluster; of its placement only the replica paths reach the render
+        // itself. So a new total or new weights touch the clusters whose
+        // replicas move, not all of them.
+        let paths = w.spec.placement.replicas.paths.clone();
+        let spec = if rollout {
+            json!({"namespace": w.spec.namespace, "paths": paths})
+        } else {
+            let mut spec = w.spec.clone();
+            spec.placement = crate::model::Placement {
+                replicas: crate::model::ReplicaSpec {
+                    paths,
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            json!(spec)
+        };
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        hash_json(&json!({"meta": w.meta, "spec": spec, "dir": w.dir})).hash(&mut h);
+        let divided = w.spec.placement.replicas.mode == crate::model::ReplicaMode::Divided;
+        for (mi, m) in w.manifests.iter().enumerate() {
+            m.path.hash(&mut h);
+            match &self.checked.facts[wi].parsed[mi] {
+                // Render overwrites a Divided object's replicas with the
+                // cluster's share (hashed per cluster), so the manifest's own
+                // value never reaches a cluster: a new `spec.replicas` moves
+                // only the clusters whose share moves.
+                Some(docs) if divided || rollout => {
+                    for d in docs.iter() {
+                        let mut d = d.clone();
+                        if let Some(ptr) = ObjectKey::of(&d).and_then(|k| {
+                            kinds::replica_pointer(
+                                &k.group,
+                                &k.kind,
+                                &w.spec.placement.replicas.paths,
+                            )
+                        }) {
+                            crate::pointer::remove(&mut d, ptr);
+                        }
+                        hash_json(&d).hash(&mut h);
+                    }
+                }
+                _ => m.text.hash(&mut h),
+            }
+        }
+        h.finish()
+    }
+
+    /// Per cluster, a hash of what workload `wi` rolls out there (`None`
+    /// where it does not land): its content ([`Self::workload_hash`]), the
+    /// cluster's template context, and the overrides that select the
+    /// cluster and may touch the workload. Replica counts are left out, so
+    /// scaling and failover are never held back by a rollout.
+    pub fn rollout_hashes(&self, wi: usize) -> Vec<Option<u64>> {
+        let fleet = &self.checked.fleet;
+        let name = fleet.workloads[wi].name();
+        let content = self.workload_hash(wi, true);
+        let overrides: Vec<(usize, u64)> = fleet
+            .overrides
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| {
+                o.spec
+                    .workloads
+                    .as_ref()
+                    .is_none_or(|ws| ws.iter().any(|w| w == name))
+            })
+            .map(|(oi, o)| (oi, hash_json(&json!({"meta": o.meta, "spec": o.spec}))))
+            .collect();
+        let Some(p) = self.placements[wi].as_ref() else {
+            return vec![None; self.checked.topo.len()];
+        };
+        (0..self.checked.topo.len())
+            .map(|c| {
+                p.lands_on(c).then(|| {
+                    let mut h = std::collections::hash_map::DefaultHasher::new();
+                    (&fleet.name, content, self.cluster_hash[c]).hash(&mut h);
+                    for (oi, oh) in &overrides {
+                        if self.override_on[*oi][c] {
+                            (oi, oh).hash(&mut h);
+                        }
+                    }
+                    h.finish()
+                })
             })
             .collect()
     }

@@ -23,7 +23,7 @@ use serde_json::{json, Value};
 
 use super::{ApplyMeta, BackendError, ClusterBackend, WriteFailure};
 use crate::diff::Change;
-use crate::model::{ObjectKey, LABEL_FLEET};
+use crate::model::{ObjectKey, ANNOTATION_LOCAL_HEALTH, LABEL_FLEET};
 
 /// One cluster's file.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -272,6 +272,47 @@ impl ClusterBackend for LocalCluster {
                     == Some(fleet)
             })
             .collect())
+    }
+
+    /// The local backend runs nothing, so an object it holds is healthy as
+    /// written, unless it carries `canopy.dev/local-health: unhealthy…`:
+    /// the switch tests and users rehearsing a bad release use to make a
+    /// health gate fail. It follows the object, so a revision without it
+    /// (a rollback) is healthy again. Nothing changes by waiting, so the
+    /// answer is immediate.
+    fn wait_healthy(
+        &self,
+        objects: &[&Value],
+        _timeout: std::time::Duration,
+    ) -> Result<(), BackendError> {
+        let st = self.load()?;
+        self.check_reachable(&st)?;
+        let mut bad = Vec::new();
+        for o in objects {
+            let Some(key) = ObjectKey::of(o) else {
+                continue;
+            };
+            match st.objects.get(&object_id(&key)) {
+                None => bad.push(format!("{key}: not found")),
+                Some(live) => {
+                    if let Some(why) = live
+                        .pointer("/metadata/annotations")
+                        .and_then(|a| a.get(ANNOTATION_LOCAL_HEALTH))
+                        .and_then(Value::as_str)
+                        .filter(|v| v.starts_with("unhealthy"))
+                    {
+                        bad.push(format!("{key}: {why}"));
+                    }
+                }
+            }
+        }
+        if bad.is_empty() {
+            return Ok(());
+        }
+        Err(BackendError::Simulated {
+            cluster: self.name.clone(),
+            objects: bad.join("\n    "),
+        })
     }
 
     fn write(&self, changes: &[Change], meta: &ApplyMeta) -> Result<(), WriteFailure> {

@@ -84,6 +84,9 @@ pub enum BackendError {
         waited: String,
         objects: String,
     },
+    /// The local backend was told an object is unhealthy.
+    #[error("cluster {cluster}: unhealthy (local backend):\n    {objects}\n  help: the objects carry the annotation canopy.dev/local-health: unhealthy, which makes the local backend report them unhealthy; remove it to make them healthy")]
+    Simulated { cluster: String, objects: String },
     #[error("state file {path} is corrupt: {detail}; canopy left it untouched (restore it from backup or delete it to start this cluster empty)")]
     Corrupt { path: PathBuf, detail: String },
     #[error("state {path} is locked by canopy process {pid}; wait for it to finish (or, if no such process runs, delete {path})")]

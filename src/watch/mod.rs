@@ -80,6 +80,8 @@ pub enum Trigger {
     Change,
     Drift,
     Retry,
+    /// A rollout's pause ended, or `canopy rollout continue` asked.
+    Rollout,
 }
 
 impl Trigger {
@@ -89,6 +91,7 @@ impl Trigger {
             Trigger::Change => "change",
             Trigger::Drift => "drift",
             Trigger::Retry => "retry",
+            Trigger::Rollout => "rollout",
         }
     }
 }
@@ -126,6 +129,8 @@ pub struct Watch<'a> {
     at_revision: HashMap<String, String>,
     /// Clusters found unreachable, and since when (failover).
     health: crate::health::Health,
+    /// Where each workload's staged rollout stands.
+    rollouts: crate::rollout::state::Rollouts,
 }
 
 impl<'a> Watch<'a> {
@@ -149,6 +154,10 @@ impl<'a> Watch<'a> {
                 warn!(error = %e, "cannot read the health records; every cluster counts as healthy");
                 crate::health::Health::default()
             }),
+            rollouts: crate::rollout::state::Rollouts::load(store.dir()).unwrap_or_else(|e| {
+                warn!(error = %e, "cannot read the rollout records; rollouts start over");
+                crate::rollout::state::Rollouts::default()
+            }),
         }
     }
 
@@ -162,10 +171,15 @@ impl<'a> Watch<'a> {
         let mut next_resync = self.opts.resync.map(|d| Instant::now() + d);
         while !stop.load(Ordering::SeqCst) {
             let now = Instant::now();
-            let deadline = [next_poll, next_resync, self.backoff.next_retry(now)]
-                .into_iter()
-                .flatten()
-                .min();
+            let deadline = [
+                next_poll,
+                next_resync,
+                self.backoff.next_retry(now),
+                self.rollout_check(now),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             let got = match deadline {
                 Some(d) => events.recv_timeout(d.saturating_duration_since(now)),
                 None => events.recv().map_err(|_| RecvTimeoutError::Disconnected),
@@ -190,6 +204,8 @@ impl<'a> Watch<'a> {
                         self.round(Trigger::Drift);
                     } else if self.backoff.due(now) {
                         self.round(Trigger::Retry);
+                    } else if self.rollout_due() {
+                        self.round(Trigger::Rollout);
                     }
                 }
             }
@@ -202,6 +218,30 @@ impl<'a> Watch<'a> {
                 .unwrap_or_default(),
             "stopped: the clusters in flight finished, state is written"
         );
+    }
+
+    /// When to look at rollouts next: at the end of a timed pause, and
+    /// every second while one waits for `canopy rollout continue`.
+    fn rollout_check(&self, now: Instant) -> Option<Instant> {
+        use crate::rollout::state::Phase;
+        let until = crate::rollout::next_wakeup(&self.rollouts).map(|t| {
+            now + t
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or_default()
+        });
+        let waiting = self.rollouts.workloads.values().any(|r| {
+            matches!(r.phase, Phase::Paused | Phase::Failed | Phase::RolledBack)
+                && r.paused_until.is_none()
+        });
+        let poll = waiting.then(|| now + Duration::from_secs(1));
+        [until, poll].into_iter().flatten().min()
+    }
+
+    /// A pause is over or a continue request waits.
+    fn rollout_due(&self) -> bool {
+        let now = std::time::SystemTime::now();
+        crate::rollout::next_wakeup(&self.rollouts).is_some_and(|t| t <= now)
+            || !crate::rollout::state::pending_requests(self.store.dir()).is_empty()
     }
 
     /// Waits until the source has been quiet for `debounce`; true when a
@@ -222,7 +262,7 @@ impl<'a> Watch<'a> {
         let started = Instant::now();
         let summary = match trigger {
             Trigger::Start | Trigger::Change => self.change_round(trigger),
-            Trigger::Drift | Trigger::Retry => match self.good.take() {
+            Trigger::Drift | Trigger::Retry | Trigger::Rollout => match self.good.take() {
                 Some(good) => {
                     let s = self.reconcile(&good, trigger);
                     self.good = Some(good);
@@ -401,7 +441,16 @@ impl<'a> Watch<'a> {
             blocked[c] = self.backoff.waiting(topo.name(c), now)
                 || topo.parent(c).is_some_and(|p| blocked[p]);
         }
-        let full = matches!(trigger, Trigger::Drift);
+        // A rollout in motion (new, unfinished, or asked to continue) looks
+        // at every cluster: its stages span clusters whose fingerprints did
+        // not move.
+        let plans = crate::rollout::plans(&r);
+        let rolling = plans.iter().any(|p| {
+            self.rollouts.workloads.get(&p.name).is_none_or(|rec| {
+                rec.target != p.target || rec.phase != crate::rollout::state::Phase::Complete
+            })
+        }) || trigger == Trigger::Rollout;
+        let full = matches!(trigger, Trigger::Drift) || rolling;
         let targets: BTreeSet<usize> = topo
             .preorder()
             .iter()
@@ -447,7 +496,41 @@ impl<'a> Watch<'a> {
             revision: revision.clone(),
             at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
         };
-        let report = apply::run(&r, &backends, &orphans, &meta, &opts)?;
+        let ctx = crate::rollout::Ctx {
+            input: self.input,
+            revision: &good.revision,
+            state: self.store.dir(),
+            now: std::time::SystemTime::now(),
+        };
+        let (report, events) = match crate::rollout::apply(
+            &r,
+            &backends,
+            &orphans,
+            &meta,
+            &opts,
+            &mut self.rollouts,
+            &ctx,
+        ) {
+            Ok(x) => x,
+            Err(crate::rollout::RolloutError::Render(d)) => return Err(d),
+            Err(crate::rollout::RolloutError::State(e)) => {
+                error!(error = %e, "cannot write the rollout records; nothing more is applied this round");
+                return Ok(RoundSummary {
+                    revision,
+                    ..RoundSummary::default()
+                });
+            }
+        };
+        for e in &events {
+            if e.failed {
+                warn!(workload = e.workload.as_str(), "rollout: {}", e.message);
+            } else {
+                info!(workload = e.workload.as_str(), "rollout: {}", e.message);
+            }
+        }
+        // A cluster where a rollout holds a workload back is not at this
+        // revision's fingerprint: it is looked at again once it may move.
+        let held = crate::rollout::holds(&plans, &self.rollouts, &r);
         if !dry_run {
             crate::health::record(&mut self.health, &report, topo, &backends, health_at);
             if let Err(e) = self.health.save(self.store.dir()) {
@@ -475,7 +558,11 @@ impl<'a> Watch<'a> {
                     if !dry_run {
                         self.metrics.changes.inc_by(objects as u64);
                     }
-                    self.applied.insert(name.to_string(), fingerprints[c]);
+                    if held.contains_key(name) {
+                        self.applied.remove(name);
+                    } else {
+                        self.applied.insert(name.to_string(), fingerprints[c]);
+                    }
                     self.backoff.succeeded(name);
                     self.metrics
                         .failures

@@ -1,0 +1,823 @@
+//! Staged rollout: a workload's change reaches its clusters stage by stage,
+//! each stage after the one before passed its health gate (and its pause).
+//!
+//! It wraps [`apply::run`] rather than changing it. A run is a series of
+//! waves: each wave is an ordinary apply in which every workload is held
+//! back ([`apply::Scope::Hold`]) on the clusters of the stages its rollout
+//! has not reached, so those clusters keep exactly what they run. After a
+//! wave, each rollout whose stage was applied takes its health gate; one
+//! that passes with no pause starts its next stage in another wave of just
+//! those clusters. A stage that fails stops its rollout, and with
+//! `rollback: auto` its clusters are applied again, this workload alone, at
+//! the revision the rollout started from, rendered from Git as `diff --base`
+//! renders a base.
+//!
+//! What is rolled out is a hash of the workload's content per cluster
+//! (`Renderer::rollout_hashes`), without replica counts: a new hash starts a
+//! new rollout from the first stage, and stages that find nothing to change
+//! pass at once, without their pause.
+
+pub mod plan;
+pub mod state;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{Hash, Hasher};
+use std::path::Path;
+use std::time::SystemTime;
+
+use rayon::prelude::*;
+
+use crate::apply::{self, Backends, Options, Outcome, Report, Scope};
+use crate::backend::{ApplyMeta, BackendError};
+use crate::diag::Diagnostics;
+use crate::model::{RollbackPolicy, Rollout};
+use crate::pipeline::Input;
+use crate::render::Renderer;
+use crate::source::Revision;
+
+use plan::{Assigned, StageRule};
+use state::{Base, ClusterPhase, ClusterRecord, Gate, Phase, Record, Rollouts, StageRecord};
+
+/// A workload's rollout as this revision defines it.
+pub struct Plan {
+    pub workload: usize,
+    pub name: String,
+    pub spec: Rollout,
+    pub assigned: Assigned,
+    /// What is rolled out, as a hash over its clusters.
+    pub target: String,
+}
+
+impl Plan {
+    pub fn stages(&self) -> usize {
+        self.spec.stages.len()
+    }
+
+    fn records(&self, r: &Renderer<'_>) -> Vec<StageRecord> {
+        let topo = &r.checked.topo;
+        (0..self.stages())
+            .map(|i| StageRecord {
+                name: self.spec.stage_name(i),
+                clusters: self
+                    .assigned
+                    .members(topo, i)
+                    .into_iter()
+                    .map(|c| {
+                        let detail = self.assigned.waits_for[c]
+                            .map(|a| format!("waits for its ancestor {}", topo.name(a)));
+                        (
+                            topo.name(c).to_string(),
+                            ClusterRecord {
+                                state: ClusterPhase::Pending,
+                                detail,
+                            },
+                        )
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+}
+
+/// The rollout of every workload that has one and lands somewhere.
+pub fn plans(r: &Renderer<'_>) -> Vec<Plan> {
+    let checked = r.checked;
+    let topo = &checked.topo;
+    checked
+        .fleet
+        .workloads
+        .iter()
+        .enumerate()
+        .filter_map(|(wi, w)| {
+            let spec = checked.fleet.rollout_of(w)?.clone();
+            let placement = r.placements[wi].as_ref()?;
+            let lands: Vec<bool> = (0..topo.len()).map(|c| placement.lands_on(c)).collect();
+            let rules: Vec<StageRule> = spec
+                .stages
+                .iter()
+                .map(|s| match (&s.clusters, s.percent) {
+                    (Some(sel), _) => {
+                        let picked = checked.labels.select(Some(sel), topo);
+                        StageRule::Picks((0..topo.len()).map(|c| picked.contains(c)).collect())
+                    }
+                    (None, p) => StageRule::Percent(p.unwrap_or(100)),
+                })
+                .collect();
+            let assigned = plan::assign(topo, &lands, &rules);
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            for (c, hash) in r.rollout_hashes(wi).into_iter().enumerate() {
+                if let Some(hash) = hash {
+                    (topo.name(c), hash).hash(&mut h);
+                }
+            }
+            Some(Plan {
+                workload: wi,
+                name: w.name().to_string(),
+                spec,
+                assigned,
+                target: format!("{:016x}", h.finish()),
+            })
+        })
+        .collect()
+}
+
+/// What a run needs beyond an apply's arguments.
+pub struct Ctx<'a> {
+    /// Where an old revision is read from, for a rollback.
+    pub input: &'a Input,
+    /// The revision being applied.
+    pub revision: &'a Revision,
+    /// The state folder (`rollouts.json`, continue requests).
+    pub state: &'a Path,
+    pub now: SystemTime,
+}
+
+/// One thing a rollout did or is waiting for, for the report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub workload: String,
+    pub message: String,
+    /// A stage failed its health gate (canopy exits non-zero).
+    pub failed: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RolloutError {
+    #[error("render failed")]
+    Render(Diagnostics),
+    #[error(transparent)]
+    State(#[from] BackendError),
+}
+
+/// Brings `rollouts` in line with this revision's plans: a new target starts
+/// a new rollout, an elapsed pause or a continue request goes on, and a
+/// workload without a rollout is forgotten.
+pub fn sync(
+    rollouts: &mut Rollouts,
+    plans: &[Plan],
+    r: &Renderer<'_>,
+    revision: &Revision,
+    requests: &BTreeMap<String, String>,
+    now: SystemTime,
+) -> Vec<Event> {
+    let mut events = Vec::new();
+    let keep: BTreeSet<&str> = plans.iter().map(|p| p.name.as_str()).collect();
+    rollouts.workloads.retain(|w, _| keep.contains(w.as_str()));
+    for p in plans {
+        let stages = p.records(r);
+        let prev = rollouts.workloads.get(&p.name);
+        let record = match prev {
+            Some(rec) if rec.target == p.target => {
+                let mut rec = rec.clone();
+                // The stages as this revision defines them; each cluster
+                // keeps its state.
+                let mut fresh = stages;
+                for st in &mut fresh {
+                    for (c, cr) in st.clusters.iter_mut() {
+                        if let Some(old) = rec.cluster_mut(c) {
+                            *cr = old.clone();
+                        }
+                    }
+                }
+                if fresh.len() == rec.stages.len() {
+                    rec.stages = fresh;
+                } else {
+                    // The stages themselves changed: start over.
+                    rec = Record::begin(prev, p.target.clone(), rec.revision.clone(), fresh, now);
+                }
+                rec
+            }
+            _ => {
+                let rec = Record::begin(
+                    prev,
+                    p.target.clone(),
+                    Base {
+                        revision: revision.to_string(),
+                        commit: revision.commit.clone(),
+                    },
+                    stages,
+                    now,
+                );
+                events.push(Event {
+                    workload: p.name.clone(),
+                    message: format!(
+                        "rollout of {} started ({} stage(s))",
+                        rec.revision.revision,
+                        rec.stages.len()
+                    ),
+                    failed: false,
+                });
+                rec
+            }
+        };
+        let mut record = record;
+        if let Some(target) = requests.get(&p.name) {
+            if *target == record.target {
+                match record.resume(now) {
+                    Ok(()) => events.push(Event {
+                        workload: p.name.clone(),
+                        message: format!("continued: {}", record.stages[record.stage].name),
+                        failed: false,
+                    }),
+                    Err(e) => events.push(Event {
+                        workload: p.name.clone(),
+                        message: format!("continue ignored: {e}"),
+                        failed: false,
+                    }),
+                }
+            } else {
+                events.push(Event {
+                    workload: p.name.clone(),
+                    message: "continue ignored: it was asked for an earlier rollout".into(),
+                    failed: false,
+                });
+            }
+        }
+        if record.resume_if_due(now) {
+            events.push(Event {
+                workload: p.name.clone(),
+                message: format!("pause over: {} starts", record.stages[record.stage].name),
+                failed: false,
+            });
+        }
+        rollouts.workloads.insert(p.name.clone(), record);
+    }
+    events
+}
+
+/// Per cluster name, the workloads held back there.
+pub fn holds(
+    plans: &[Plan],
+    rollouts: &Rollouts,
+    r: &Renderer<'_>,
+) -> BTreeMap<String, BTreeSet<String>> {
+    let topo = &r.checked.topo;
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for p in plans {
+        let Some(rec) = rollouts.workloads.get(&p.name) else {
+            continue;
+        };
+        for (c, s) in p.assigned.stage.iter().enumerate() {
+            if s.is_some_and(|s| rec.holds(s)) {
+                out.entry(topo.name(c).to_string())
+                    .or_default()
+                    .insert(p.name.clone());
+            }
+        }
+    }
+    out
+}
+
+/// Applies the fleet with staged rollouts: waves of [`apply::run`], health
+/// gates between stages, rollback of a failed stage. `rollouts` is updated
+/// (and, unless this is a dry run, saved as it goes).
+#[allow(clippy::too_many_arguments)]
+pub fn apply(
+    r: &Renderer<'_>,
+    backends: &dyn Backends,
+    orphans: &[String],
+    meta: &ApplyMeta,
+    opts: &Options,
+    rollouts: &mut Rollouts,
+    ctx: &Ctx<'_>,
+) -> Result<(Report, Vec<Event>), RolloutError> {
+    let plans = plans(r);
+    let requests = state::pending_requests(ctx.state);
+    let mut events = sync(rollouts, &plans, r, ctx.revision, &requests, ctx.now);
+    if !opts.dry_run {
+        for w in requests.keys() {
+            state::clear_request(ctx.state, w);
+        }
+    }
+    let topo = &r.checked.topo;
+    let mut report: Option<Report> = None;
+    let mut wave: Option<BTreeSet<usize>> = opts.targets.clone();
+    let mut first = true;
+    loop {
+        // Clusters of the stages this wave starts are applying.
+        for p in &plans {
+            let rec = rollouts.workloads.get_mut(&p.name).expect("synced");
+            if rec.phase != Phase::Progressing {
+                continue;
+            }
+            for c in p.assigned.members(topo, rec.stage) {
+                if wave.as_ref().is_none_or(|w| w.contains(&c)) {
+                    if let Some(cr) = rec.cluster_mut(topo.name(c)) {
+                        cr.state = ClusterPhase::Applying;
+                    }
+                }
+            }
+        }
+        if !opts.dry_run && !plans.is_empty() {
+            rollouts.save(ctx.state)?;
+        }
+        let wave_opts = Options {
+            targets: wave.clone(),
+            scope: Scope::Hold(std::sync::Arc::new(holds(&plans, rollouts, r))),
+            ..opts.clone()
+        };
+        let got = apply::run(
+            r,
+            backends,
+            if first { orphans } else { &[] },
+            meta,
+            &wave_opts,
+        )
+        .map_err(RolloutError::Render)?;
+        first = false;
+        let outcomes: BTreeMap<String, Outcome> = got
+            .clusters
+            .iter()
+            .map(|c| (c.cluster.clone(), c.outcome.clone()))
+            .collect();
+        report = Some(match report {
+            None => got,
+            Some(prev) => merge(prev, got),
+        });
+        if opts.dry_run {
+            break;
+        }
+        let mut next: BTreeSet<usize> = BTreeSet::new();
+        for p in &plans {
+            let rec = rollouts.workloads.get_mut(&p.name).expect("synced");
+            if rec.phase != Phase::Progressing {
+                continue;
+            }
+            let members = p.assigned.members(topo, rec.stage);
+            if members
+                .iter()
+                .any(|c| !outcomes.contains_key(topo.name(*c)))
+            {
+                // Not every cluster of the stage was in this apply (it was
+                // given --cluster or --subtree): the gate waits for a run
+                // that covers the stage.
+                continue;
+            }
+            let decided = gate(r, backends, p, rec, &members, &outcomes, ctx.now);
+            let stage_name = rec.stages[rec.stage.min(rec.stages.len() - 1)].name.clone();
+            match decided {
+                Gate::Next => {
+                    events.push(Event {
+                        workload: p.name.clone(),
+                        message: format!(
+                            "{} healthy; {} starts",
+                            p.spec.stage_name(rec.stage - 1),
+                            stage_name
+                        ),
+                        failed: false,
+                    });
+                    next.extend(p.assigned.members(topo, rec.stage));
+                }
+                Gate::Paused | Gate::Complete => events.push(Event {
+                    workload: p.name.clone(),
+                    message: rec.message.clone().unwrap_or_else(|| {
+                        format!("rollout of {} complete", rec.revision.revision)
+                    }),
+                    failed: false,
+                }),
+                Gate::Failed => {
+                    let mut message = rec.message.clone().unwrap_or_default();
+                    if p.spec.rollback == RollbackPolicy::Auto {
+                        message.push_str("; ");
+                        // Read under this fleet's name: object labels carry
+                        // it, so the old render must own the same objects.
+                        let names: Vec<String> =
+                            members.iter().map(|&c| topo.name(c).to_string()).collect();
+                        message.push_str(&rollback(
+                            backends,
+                            &r.checked.fleet.name,
+                            p,
+                            rec,
+                            &names,
+                            opts,
+                            ctx,
+                        ));
+                    } else {
+                        message.push_str("; the stage is left as it is (rollback: none)");
+                    }
+                    message.push_str(&format!("; stages after {stage_name} did not start"));
+                    rec.message = Some(message.clone());
+                    events.push(Event {
+                        workload: p.name.clone(),
+                        message,
+                        failed: true,
+                    });
+                }
+            }
+        }
+        let cancelled = opts
+            .cancel
+            .as_ref()
+            .is_some_and(|f| f.load(std::sync::atomic::Ordering::SeqCst));
+        if next.is_empty() || cancelled {
+            break;
+        }
+        // The next wave: the clusters of the stages that start, within the
+        // clusters asked for, and not below a cluster that failed.
+        let blocked: Vec<usize> = report
+            .as_ref()
+            .map(|rep| {
+                rep.clusters
+                    .iter()
+                    .filter(|c| {
+                        matches!(c.outcome, Outcome::Failed { .. } | Outcome::Skipped { .. })
+                    })
+                    .filter_map(|c| topo.get(&c.cluster))
+                    .collect()
+            })
+            .unwrap_or_default();
+        next.retain(|&c| {
+            opts.targets.as_ref().is_none_or(|t| t.contains(&c))
+                && !blocked.iter().any(|&b| topo.in_subtree(c, b))
+        });
+        if next.is_empty() {
+            break;
+        }
+        wave = Some(next);
+    }
+    // A stage that failed in an earlier run is still failed: say so (and
+    // fail the run) until a fix starts a new rollout or it is continued.
+    for p in &plans {
+        let rec = &rollouts.workloads[&p.name];
+        if matches!(rec.phase, Phase::Failed | Phase::RolledBack)
+            && !events.iter().any(|e| e.workload == p.name && e.failed)
+        {
+            events.push(Event {
+                workload: p.name.clone(),
+                message: format!(
+                    "{} of {} is {} ({}); push a fix, or `canopy rollout continue {}` to try the stage again",
+                    rec.stages[rec.stage].name,
+                    rec.revision.revision,
+                    rec.phase.as_str(),
+                    rec.message.as_deref().unwrap_or(""),
+                    p.name
+                ),
+                failed: true,
+            });
+        }
+    }
+    if !opts.dry_run && !plans.is_empty() {
+        rollouts.save(ctx.state)?;
+    }
+    Ok((report.unwrap_or_default(), events))
+}
+
+/// The health gate of `rec`'s current stage: each cluster applied in this
+/// run must hold the workload's objects healthy within the health timeout;
+/// one that failed or was skipped counts as unhealthy.
+fn gate(
+    r: &Renderer<'_>,
+    backends: &dyn Backends,
+    p: &Plan,
+    rec: &mut Record,
+    members: &[usize],
+    outcomes: &BTreeMap<String, Outcome>,
+    now: SystemTime,
+) -> Gate {
+    let topo = &r.checked.topo;
+    let timeout = p.spec.health_timeout();
+    let checks: Vec<(String, Result<(), String>, bool)> = members
+        .par_iter()
+        .map(|&c| {
+            let name = topo.name(c).to_string();
+            let verdict = match &outcomes[&name] {
+                Outcome::Failed { error, .. } => Err(without_help(error)),
+                Outcome::Skipped { reason } => Err(format!("skipped: {reason}")),
+                Outcome::Changed(_) | Outcome::Unchanged(_) => {
+                    let objects: Vec<serde_json::Value> = match r.render_cluster(c) {
+                        Ok(objs) => objs
+                            .into_iter()
+                            .filter(|o| o.workload == p.workload)
+                            .map(|o| o.value)
+                            .collect(),
+                        Err(d) => return (name, Err(d[0].to_string()), false),
+                    };
+                    let refs: Vec<&serde_json::Value> = objects.iter().collect();
+                    backends
+                        .backend(&name)
+                        .wait_healthy(&refs, timeout)
+                        .map_err(|e| without_help(&e.to_string()))
+                }
+            };
+            let changed = outcomes[&name]
+                .changes()
+                .is_some_and(|ch| ch.workloads.contains(&p.name));
+            (name, verdict, changed)
+        })
+        .collect();
+    let mut unhealthy = 0;
+    let mut changed = false;
+    for (name, verdict, ch) in checks {
+        changed |= ch;
+        let cr = rec.cluster_mut(&name).expect("a member of the stage");
+        match verdict {
+            Ok(()) => {
+                cr.state = ClusterPhase::Healthy;
+                cr.detail = None;
+            }
+            Err(e) => {
+                unhealthy += 1;
+                cr.state = ClusterPhase::Failed;
+                cr.detail = Some(e);
+            }
+        }
+    }
+    let allowed = p
+        .spec
+        .max_unavailable
+        .as_ref()
+        .and_then(|m| m.of(members.len()))
+        .unwrap_or(0);
+    let pause = p.spec.pause_after(rec.stage);
+    rec.gate(unhealthy, allowed, changed, pause, now)
+}
+
+/// An error without its `help:` lines: a rollout record keeps what
+/// happened, the advice is in the apply's own report.
+fn without_help(e: &str) -> String {
+    e.lines()
+        .filter(|l| !l.trim_start().starts_with("help:"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Applies the failed stage's clusters again, this workload alone, at the
+/// revision the rollout started from. Returns what happened, in words.
+fn rollback(
+    backends: &dyn Backends,
+    fleet: &str,
+    p: &Plan,
+    rec: &mut Record,
+    members: &[String],
+    opts: &Options,
+    ctx: &Ctx<'_>,
+) -> String {
+    let Some(base) = rec.from.clone() else {
+        return "no earlier complete rollout is recorded, so there is nothing to roll back to: the stage is left as it is".into();
+    };
+    let Some(commit) = base.commit.clone() else {
+        return format!(
+            "{} is not a Git commit, so it cannot be rendered again: the stage is left as it is",
+            base.revision
+        );
+    };
+    let name = &p.name;
+    let (old, _, _) = match crate::pipeline::checked_at(ctx.input, &commit, fleet) {
+        Ok(x) => x,
+        Err(e) => {
+            return format!(
+                "rollback to {} failed: {e}; the stage is left as it is",
+                base.revision
+            )
+        }
+    };
+    let old_r = Renderer::new(&old);
+    let mut targets = BTreeSet::new();
+    let mut absent = Vec::new();
+    for n in members {
+        match old.topo.get(n) {
+            Some(i) => {
+                targets.insert(i);
+            }
+            None => absent.push(n.clone()),
+        }
+    }
+    let meta = ApplyMeta {
+        revision: base.revision.clone(),
+        at: state::rfc3339(ctx.now),
+    };
+    let back_opts = Options {
+        dry_run: false,
+        prune: true,
+        prune_clusters: false,
+        targets: Some(targets),
+        keep_values: false,
+        wait: None,
+        scope: Scope::Only(name.clone()),
+        ..opts.clone()
+    };
+    let report = match apply::run(&old_r, backends, &[], &meta, &back_opts) {
+        Ok(rep) => rep,
+        Err(d) => {
+            return format!(
+                "rollback to {} failed: the fleet there does not render ({} error(s)); the stage is left as it is",
+                base.revision,
+                d.errors().count()
+            )
+        }
+    };
+    let mut done = 0;
+    let mut failed = Vec::new();
+    let mut written = Vec::new();
+    for cr in &report.clusters {
+        let Some(rc) = rec.cluster_mut(&cr.cluster) else {
+            continue;
+        };
+        match &cr.outcome {
+            Outcome::Changed(ch) | Outcome::Unchanged(ch) => {
+                let (a, b, d) = ch.counts();
+                for c in &ch.changes {
+                    let sign = match c {
+                        crate::diff::Change::Create { .. } => '+',
+                        crate::diff::Change::Update { .. } => '~',
+                        crate::diff::Change::Delete { .. } => '-',
+                    };
+                    written.push(format!("{}: {sign} {}", cr.cluster, c.key()));
+                }
+                rc.state = ClusterPhase::RolledBack;
+                rc.detail = Some(format!(
+                    "{}; rolled back to {}: {a} created, {b} updated, {d} deleted",
+                    rc.detail.as_deref().unwrap_or("unhealthy"),
+                    base.revision
+                ));
+                done += 1;
+            }
+            Outcome::Failed { error, changed } => {
+                written.extend(changed.iter().map(|k| format!("{}: {k}", cr.cluster)));
+                rc.detail = Some(format!(
+                    "rollback failed after changing {} object(s): {error}",
+                    changed.len()
+                ));
+                failed.push(cr.cluster.clone());
+            }
+            Outcome::Skipped { reason } => {
+                rc.detail = Some(format!("rollback skipped: {reason}"));
+                failed.push(cr.cluster.clone());
+            }
+        }
+    }
+    for n in &absent {
+        if let Some(rc) = rec.cluster_mut(n) {
+            rc.detail = Some(format!(
+                "not in the fleet at {}: left as it is",
+                base.revision
+            ));
+        }
+    }
+    rec.phase = Phase::RolledBack;
+    let mut msg = format!(
+        "rolled back {done} cluster(s) of {} to {}",
+        rec.stages[rec.stage].name, base.revision
+    );
+    if !written.is_empty() {
+        msg.push_str(&format!(" ({})", written.join(", ")));
+    }
+    if !failed.is_empty() {
+        msg.push_str(&format!("; rollback failed on {}", failed.join(", ")));
+    }
+    msg
+}
+
+/// Two waves' reports as one: per cluster, a failure or skip of either
+/// wins, changes add up.
+fn merge(mut a: Report, b: Report) -> Report {
+    let mut later: BTreeMap<String, Outcome> = b
+        .clusters
+        .into_iter()
+        .map(|c| (c.cluster, c.outcome))
+        .collect();
+    for c in &mut a.clusters {
+        let Some(o) = later.remove(&c.cluster) else {
+            continue;
+        };
+        let prev = std::mem::replace(
+            &mut c.outcome,
+            Outcome::Skipped {
+                reason: String::new(),
+            },
+        );
+        c.outcome = match (prev, o) {
+            (f @ Outcome::Failed { .. }, _) | (_, f @ Outcome::Failed { .. }) => f,
+            (s @ Outcome::Skipped { .. }, _) | (_, s @ Outcome::Skipped { .. }) => s,
+            (Outcome::Unchanged(_), o) => o,
+            (Outcome::Changed(mut x), Outcome::Changed(y)) => {
+                x.changes.extend(y.changes);
+                x.kept = y.kept;
+                x.unchanged = y.unchanged;
+                x.workloads.extend(y.workloads);
+                Outcome::Changed(x)
+            }
+            (Outcome::Changed(x), Outcome::Unchanged(_)) => Outcome::Changed(x),
+        };
+    }
+    a.orphans.extend(b.orphans);
+    a
+}
+
+/// When the next timed pause ends, if any: when `watch` should look again.
+pub fn next_wakeup(rollouts: &Rollouts) -> Option<SystemTime> {
+    rollouts
+        .workloads
+        .values()
+        .filter_map(Record::paused_until)
+        .min()
+}
+
+/// One cluster in `canopy rollout status`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ClusterView {
+    pub cluster: String,
+    pub state: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StageView {
+    pub name: String,
+    pub state: String,
+    pub clusters: Vec<ClusterView>,
+}
+
+/// A workload's rollout as `canopy rollout status` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct View {
+    pub workload: String,
+    /// `not started` when nothing is recorded yet.
+    pub phase: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paused_until: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The fleet has a change of this workload that the record is not
+    /// about: the next apply starts a new rollout.
+    pub outdated: bool,
+    pub stages: Vec<StageView>,
+}
+
+/// The view of `p`'s rollout from its record (if any), sorted as the stages
+/// and, in each, the clusters in name order.
+pub fn view(p: &Plan, rec: Option<&Record>, r: &Renderer<'_>) -> View {
+    let Some(rec) = rec else {
+        return View {
+            workload: p.name.clone(),
+            phase: "not started".into(),
+            revision: None,
+            from: None,
+            paused_until: None,
+            message: None,
+            outdated: false,
+            stages: p
+                .records(r)
+                .into_iter()
+                .map(|s| stage_view(s, "pending"))
+                .collect(),
+        };
+    };
+    let stages = rec
+        .stages
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let state = match (i.cmp(&rec.stage), rec.phase) {
+                (_, Phase::Complete) | (std::cmp::Ordering::Less, _) => "healthy",
+                (std::cmp::Ordering::Greater, _) => "pending",
+                (_, Phase::Paused) => "healthy",
+                (_, Phase::Failed) => "failed",
+                (_, Phase::RolledBack) => "rolled back",
+                (_, Phase::Progressing) => {
+                    if s.clusters
+                        .values()
+                        .any(|c| c.state == ClusterPhase::Applying)
+                    {
+                        "applying"
+                    } else {
+                        "pending"
+                    }
+                }
+            };
+            stage_view(s.clone(), state)
+        })
+        .collect();
+    View {
+        workload: p.name.clone(),
+        phase: rec.phase.as_str().into(),
+        revision: Some(rec.revision.revision.clone()),
+        from: rec.from.as_ref().map(|b| b.revision.clone()),
+        paused_until: rec.paused_until.clone(),
+        message: rec.message.clone(),
+        outdated: rec.target != p.target,
+        stages,
+    }
+}
+
+fn stage_view(s: StageRecord, state: &str) -> StageView {
+    StageView {
+        name: s.name,
+        state: state.into(),
+        clusters: s
+            .clusters
+            .into_iter()
+            .map(|(cluster, c)| ClusterView {
+                cluster,
+                state: c.state.as_str().into(),
+                detail: c.detail,
+            })
+            .collect(),
+    }
+}
