@@ -52,7 +52,10 @@ fn rollout_mistakes_are_reported_with_their_lines() {
         "defaults.yaml:11: spec.rollout.maxUnavailable: maxUnavailable \"lots\" is neither a count nor a percentage",
     ];
     for e in expect {
-        assert!(errs.iter().any(|x| x.contains(e)), "missing {e:?} in {errs:#?}");
+        assert!(
+            errs.iter().any(|x| x.contains(e)),
+            "missing {e:?} in {errs:#?}"
+        );
     }
     assert_eq!(errs.len(), expect.len(), "{errs:#?}");
 }

@@ -532,3 +532,49 @@ fn a_cluster_down_past_failover_after_hands_its_replicas_to_its_sibling_and_take
     let (code, _) = w.terminate();
     assert_eq!(code, 0);
 }
+
+#[test]
+fn a_rollout_waits_at_a_manual_pause_until_continue_reaches_the_running_watch() {
+    let (_tmp, fleet) = example_copy();
+    let home: PathBuf = fleet.parent().unwrap().to_path_buf();
+    let state = fleet.join(".canopy/state");
+    replace_in(
+        &fleet.join("workloads/web/workload.yaml"),
+        "  namespace: shop\n",
+        "  namespace: shop\n  rollout:\n    stages:\n      - {name: canary, clusters: {names: [staging]}, pause: manual}\n      - {name: prod, percent: 100}\n",
+    );
+    let mut w = Watcher::start(&home, &["watch", s(&fleet), "--resync", "0s"]);
+    w.reconciled("start", "unversioned");
+    let web = obj_id("apps", "Deployment", "shop", "web");
+    let image = |c: &str| {
+        object(&state, c, &web)["spec"]["template"]["spec"]["containers"][0]["image"]
+            .as_str()
+            .map(str::to_string)
+    };
+    assert!(image("staging").is_some());
+    assert_eq!(image("eu-west-1"), None, "prod waits for the canary");
+
+    // `rollout continue` while watch holds the state: watch goes on.
+    let (code, out, err) = canopy_in(&home, &[], &["rollout", "continue", s(&fleet), "web"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("goes on with it"), "{out}");
+    w.until("prod got web", || image("eu-west-1").is_some());
+
+    // A new image reaches the canary only, until continued again.
+    replace_in(
+        &fleet.join("workloads/web/deployment.yaml"),
+        "web:1.4.2",
+        "web:1.5.0",
+    );
+    w.until("the canary got 1.5.0", || {
+        image("staging").is_some_and(|i| i.ends_with(":1.5.0"))
+    });
+    assert!(image("eu-west-1").unwrap().ends_with(":1.4.2"));
+    let (code, out, err) = canopy_in(&home, &[], &["rollout", "continue", s(&fleet), "web"]);
+    assert_eq!(code, 0, "{out}{err}");
+    w.until("prod got 1.5.0", || {
+        image("eu-west-1").is_some_and(|i| i.ends_with(":1.5.0"))
+    });
+    let (code, _) = w.terminate();
+    assert_eq!(code, 0);
+}
