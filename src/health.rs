@@ -4,7 +4,7 @@
 //! much as rounds of `watch`.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
@@ -21,35 +21,17 @@ pub struct Health {
     pub unreachable_since: BTreeMap<String, String>,
 }
 
-fn file(dir: &Path) -> PathBuf {
-    dir.join("health.json")
-}
+const FILE: &str = "health.json";
 
 impl Health {
     /// Reads `health.json` from the state folder (none yet: nobody is down).
     pub fn load(dir: &Path) -> Result<Health, BackendError> {
-        let path = file(dir);
-        match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| BackendError::Corrupt {
-                path,
-                detail: e.to_string(),
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Health::default()),
-            Err(source) => Err(BackendError::Io { path, source }),
-        }
+        crate::statefile::load(dir, FILE)
     }
 
     /// Replaces `health.json` atomically.
     pub fn save(&self, dir: &Path) -> Result<(), BackendError> {
-        let path = file(dir);
-        let io = |source| BackendError::Io {
-            path: path.clone(),
-            source,
-        };
-        std::fs::create_dir_all(dir).map_err(io)?;
-        let tmp = dir.join(format!(".health.json.tmp-{}", std::process::id()));
-        std::fs::write(&tmp, serde_json::to_vec_pretty(self).expect("serializes")).map_err(io)?;
-        std::fs::rename(&tmp, &path).map_err(io)
+        crate::statefile::save(dir, FILE, self)
     }
 
     /// Records that `cluster` did not answer at `now` (the first time

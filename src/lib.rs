@@ -36,6 +36,7 @@ pub mod schedule;
 pub mod schema;
 pub mod select;
 pub mod source;
+pub mod statefile;
 pub mod status;
 pub mod synth;
 

@@ -365,12 +365,8 @@ fn apply_fleet(
         &r,
         &backends,
         &orphans,
-        &apply_meta(&loaded.revision),
         &opts,
-        &src.input,
-        &loaded.revision,
-        &state,
-        now,
+        &staged_ctx(src, &loaded.revision, &state, now),
     )?;
     if !opts.dry_run {
         canopy::health::record(&mut health, &report, &c.topo, &backends, now);
@@ -404,29 +400,20 @@ fn apply_fleet(
 }
 
 /// The apply pipeline with staged rollouts (dry or not): the rollouts
-/// recorded in `state` decide which workloads are held back where.
-#[allow(clippy::too_many_arguments)]
+/// recorded in the context's state folder decide which workloads are held
+/// back where.
 fn run_staged(
     r: &Renderer<'_>,
     backends: &dyn apply::Backends,
     orphans: &[String],
-    meta: &ApplyMeta,
     opts: &Options,
-    input: &Input,
-    revision: &canopy::source::Revision,
-    state: &Path,
-    now: std::time::SystemTime,
+    ctx: &canopy::rollout::Ctx<'_>,
 ) -> Result<(apply::Report, Vec<canopy::rollout::Event>), Failure> {
     use canopy::rollout::{self, RolloutError};
-    let mut rollouts =
-        rollout::state::Rollouts::load(state).map_err(|e| Failure::io(format!("error: {e}")))?;
-    let ctx = rollout::Ctx {
-        input,
-        revision,
-        state,
-        now,
-    };
-    rollout::apply(r, backends, orphans, meta, opts, &mut rollouts, &ctx).map_err(|e| match e {
+    let mut rollouts = rollout::state::Rollouts::load(ctx.state)
+        .map_err(|e| Failure::io(format!("error: {e}")))?;
+    let meta = apply_meta(ctx.revision);
+    rollout::apply(r, backends, orphans, &meta, opts, &mut rollouts, ctx).map_err(|e| match e {
         RolloutError::Render(d) => {
             print_diags(&d);
             Failure::user(format!(
@@ -436,6 +423,21 @@ fn run_staged(
         }
         RolloutError::State(e) => Failure::io(format!("error: {e}")),
     })
+}
+
+/// What a staged run needs besides the render and the backends.
+fn staged_ctx<'a>(
+    src: &'a Src,
+    revision: &'a canopy::source::Revision,
+    state: &'a Path,
+    now: std::time::SystemTime,
+) -> canopy::rollout::Ctx<'a> {
+    canopy::rollout::Ctx {
+        input: &src.input,
+        revision,
+        state,
+        now,
+    }
 }
 
 /// The workload named on a command line where, with `--repo`, it is the
@@ -822,12 +824,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
                         &r,
                         &backends,
                         &orphans,
-                        &apply_meta(&loaded.revision),
                         &opts,
-                        &src.input,
-                        &loaded.revision,
-                        &state,
-                        now,
+                        &staged_ctx(&src, &loaded.revision, &state, now),
                     )?;
                     (report, "live".to_string())
                 }
@@ -908,12 +906,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 &r,
                 &backends,
                 &[],
-                &apply_meta(&loaded.revision),
                 &opts,
-                &src.input,
-                &loaded.revision,
-                &state,
-                now,
+                &staged_ctx(&src, &loaded.revision, &state, now),
             )?;
             let lines: Vec<output::StatusLine> = report
                 .clusters

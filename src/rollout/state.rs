@@ -125,9 +125,7 @@ pub struct Record {
     pub updated: String,
 }
 
-fn file(dir: &Path) -> PathBuf {
-    dir.join("rollouts.json")
-}
+const FILE: &str = "rollouts.json";
 
 fn requests(dir: &Path) -> PathBuf {
     dir.join("rollout-continue")
@@ -140,28 +138,12 @@ pub fn rfc3339(t: SystemTime) -> String {
 impl Rollouts {
     /// Reads `rollouts.json` (none yet: no rollout started).
     pub fn load(dir: &Path) -> Result<Rollouts, BackendError> {
-        let path = file(dir);
-        match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| BackendError::Corrupt {
-                path,
-                detail: e.to_string(),
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Rollouts::default()),
-            Err(source) => Err(BackendError::Io { path, source }),
-        }
+        crate::statefile::load(dir, FILE)
     }
 
     /// Replaces `rollouts.json` atomically.
     pub fn save(&self, dir: &Path) -> Result<(), BackendError> {
-        let path = file(dir);
-        let io = |source| BackendError::Io {
-            path: path.clone(),
-            source,
-        };
-        std::fs::create_dir_all(dir).map_err(io)?;
-        let tmp = dir.join(format!(".rollouts.json.tmp-{}", std::process::id()));
-        std::fs::write(&tmp, serde_json::to_vec_pretty(self).expect("serializes")).map_err(io)?;
-        std::fs::rename(&tmp, &path).map_err(io)
+        crate::statefile::save(dir, FILE, self)
     }
 }
 
@@ -169,16 +151,7 @@ impl Rollouts {
 /// file, so that it works while a `watch` holds the state folder's lock, and
 /// so that a request made for one rollout cannot continue a later one.
 pub fn request_continue(dir: &Path, workload: &str, target: &str) -> Result<(), BackendError> {
-    let d = requests(dir);
-    let path = d.join(workload);
-    let io = |source| BackendError::Io {
-        path: path.clone(),
-        source,
-    };
-    std::fs::create_dir_all(&d).map_err(io)?;
-    let tmp = d.join(format!(".{workload}.tmp-{}", std::process::id()));
-    std::fs::write(&tmp, target).map_err(io)?;
-    std::fs::rename(&tmp, &path).map_err(io)
+    crate::statefile::replace(&requests(dir), workload, target.as_bytes())
 }
 
 /// The continue requests waiting, by workload (their targets); they are
