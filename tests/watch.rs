@@ -129,6 +129,21 @@ impl Drop for Watcher {
     }
 }
 
+/// A copy of fleet-example whose `web` workload spec starts with `spec`
+/// (the `namespace: shop` line and what follows it); returns the temp dir,
+/// the fleet folder, its parent (the home) and its default state folder.
+fn example_with_web_spec(spec: &str) -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
+    let (tmp, fleet) = example_copy();
+    let home: PathBuf = fleet.parent().unwrap().to_path_buf();
+    let state = fleet.join(".canopy/state");
+    replace_in(
+        &fleet.join("workloads/web/workload.yaml"),
+        "  namespace: shop\n",
+        spec,
+    );
+    (tmp, fleet, home, state)
+}
+
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -487,14 +502,8 @@ fn a_remote_is_polled_and_an_unreachable_one_keeps_the_last_good_revision() {
 
 #[test]
 fn a_cluster_down_past_failover_after_hands_its_replicas_to_its_sibling_and_takes_them_back() {
-    let (_tmp, fleet) = example_copy();
-    let home: PathBuf = fleet.parent().unwrap().to_path_buf();
-    let state = fleet.join(".canopy/state");
-    replace_in(
-        &fleet.join("workloads/web/workload.yaml"),
-        "  namespace: shop\n",
-        "  namespace: shop\n  failover: {after: 1s}\n",
-    );
+    let (_tmp, fleet, home, state) =
+        example_with_web_spec("  namespace: shop\n  failover: {after: 1s}\n");
     let mut w = Watcher::start(
         &home,
         &["watch", s(&fleet), "--resync", "0s", "--max-backoff", "1s"],
@@ -535,14 +544,7 @@ fn a_cluster_down_past_failover_after_hands_its_replicas_to_its_sibling_and_take
 
 #[test]
 fn a_rollout_waits_at_a_manual_pause_until_continue_reaches_the_running_watch() {
-    let (_tmp, fleet) = example_copy();
-    let home: PathBuf = fleet.parent().unwrap().to_path_buf();
-    let state = fleet.join(".canopy/state");
-    replace_in(
-        &fleet.join("workloads/web/workload.yaml"),
-        "  namespace: shop\n",
-        "  namespace: shop\n  rollout:\n    stages:\n      - {name: canary, clusters: {names: [staging]}, pause: manual}\n      - {name: prod, percent: 100}\n",
-    );
+    let (_tmp, fleet, home, state) = example_with_web_spec("  namespace: shop\n  rollout:\n    stages:\n      - {name: canary, clusters: {names: [staging]}, pause: manual}\n      - {name: prod, percent: 100}\n");
     let mut w = Watcher::start(&home, &["watch", s(&fleet), "--resync", "0s"]);
     w.reconciled("start", "unversioned");
     let web = obj_id("apps", "Deployment", "shop", "web");
