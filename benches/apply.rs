@@ -21,11 +21,12 @@ use support::{field, peak_rss_mib, run_child};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use canopy::apply::{self, Options};
 use canopy::backend::local::LocalStore;
 use canopy::backend::ApplyMeta;
-use canopy::pipeline::{load_checked, render_at_revision};
-use canopy::render::Renderer;
+use canopy::core::render::Renderer;
+use canopy::ops::apply::{self, Options};
+use canopy::ops::base::render_at_revision;
+use canopy::source::input::load_checked;
 
 fn meta() -> ApplyMeta {
     ApplyMeta {
@@ -73,7 +74,7 @@ fn child_diff_base(fleet: &Path, rev: &str) {
     let t = Instant::now();
     let (checked, _) = load_checked(fleet, None).expect("valid fleet");
     let r = Renderer::new(&checked);
-    let input = canopy::pipeline::Input::Dir(fleet.to_path_buf());
+    let input = canopy::source::input::Input::Dir(fleet.to_path_buf());
     let (base, _) = render_at_revision(&input, rev, &checked, None).expect("base renders");
     let opts = Options {
         dry_run: true,
@@ -142,9 +143,9 @@ fn main() {
     let tmp = tempfile::tempdir().expect("temp dir");
     let fleet = tmp.path().join("fleet");
     let state = tmp.path().join("state");
-    canopy::synth::generate(
+    canopy::core::synth::generate(
         &fleet,
-        canopy::synth::Spec {
+        canopy::core::synth::Spec {
             clusters: n,
             workloads: 20,
         },
@@ -166,9 +167,9 @@ fn main() {
     // diff --base on a Git repository holding a smaller fleet.
     let repo_dir = tmp.path().join("repo");
     let small = repo_dir.join("fleet");
-    canopy::synth::generate(
+    canopy::core::synth::generate(
         &small,
-        canopy::synth::Spec {
+        canopy::core::synth::Spec {
             clusters: n_diff,
             workloads: 20,
         },

@@ -17,10 +17,10 @@ use support::{field, peak_rss_mib, run_child};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use canopy::pipeline::load_checked;
-use canopy::render::Renderer;
-use canopy::schedule;
-use canopy::synth;
+use canopy::core::render::Renderer;
+use canopy::core::schedule;
+use canopy::core::synth;
+use canopy::source::input::load_checked;
 
 fn yaml_files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
@@ -75,8 +75,8 @@ fn child_pipeline(dir: &Path) {
     let t_sched = t1.elapsed();
     let t2 = Instant::now();
     // What `canopy render` does: each cluster to YAML text as it is rendered.
-    let texts = canopy::render::render_map(&renderer, None, |_, objs| {
-        (objs.len(), canopy::output::objects_yaml(&objs))
+    let texts = canopy::core::render::render_map(&renderer, None, |_, objs| {
+        (objs.len(), canopy::cli::output::objects_yaml(&objs))
     })
     .expect("renders");
     let objects: usize = texts.iter().map(|(_, (n, _))| n).sum();
@@ -98,7 +98,7 @@ fn child_pipeline(dir: &Path) {
         .fleet
         .workloads
         .iter()
-        .position(|w| w.spec.placement.replicas.mode == canopy::model::ReplicaMode::Divided)
+        .position(|w| w.spec.placement.replicas.mode == canopy::core::model::ReplicaMode::Divided)
         .expect("a Divided workload");
     let place = median(50, || {
         std::hint::black_box(schedule::place(&checked, wi, false, &[]).expect("places"));

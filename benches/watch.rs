@@ -1,7 +1,7 @@
 //! `canopy watch` end to end on a large fleet (local backend).
 //!
 //! `cargo bench --bench watch` (options after `--`: `--clusters 10000`,
-//! `--rounds 3`, `--log FILE` to keep the watch's own log lines) generates the synthetic fleet (`src/synth.rs`) into a Git
+//! `--rounds 3`, `--log FILE` to keep the watch's own log lines) generates the synthetic fleet (`src/core/synth.rs`) into a Git
 //! repository, starts the real `canopy watch --repo DIR --ref main` on it
 //! and waits for its first full apply. Then, `--rounds` times each, it
 //! commits and measures the time from the commit to the end of the round
@@ -151,9 +151,9 @@ fn main() {
     let tmp = tempfile::tempdir().unwrap();
     let repo_dir = tmp.path().join("repo");
     let fleet = repo_dir.join("fleet");
-    canopy::synth::generate(
+    canopy::core::synth::generate(
         &fleet,
-        canopy::synth::Spec {
+        canopy::core::synth::Spec {
             clusters,
             workloads: 20,
         },
@@ -177,7 +177,7 @@ fn main() {
         t.elapsed().as_secs_f64()
     );
 
-    let nodes = canopy::synth::tree(clusters);
+    let nodes = canopy::core::synth::tree(clusters);
     let leaf_parent = nodes.iter().rev().find(|n| n.2 == 2).unwrap().0.clone();
     let mut changes = Changes {
         fleet: fleet.clone(),

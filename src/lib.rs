@@ -1,46 +1,34 @@
 //! canopy: GitOps for a tree of Kubernetes clusters.
 //!
-//! The pipeline, each stage a module:
+//! Folders are layers, and imports point one way (a test scans them):
 //!
 //! ```text
-//! repo ──load──▶ Fleet ──validate──▶ Checked ──schedule──▶ placements
-//!                                        └──render──▶ objects per cluster
+//! cli ──▶ watch ──▶ ops ──▶ backend, source, state ──▶ core
 //! ```
 //!
-//! Every stage here is pure (a function of its inputs, deterministic) except
-//! [`load`], which reads files. Diagnostics are collected, never fail-fast,
-//! and each names the file, line and YAML path it is about.
+//! - [`core`]: the pure stages, load → validate → schedule → render → diff,
+//!   with explain, aggregate and rollout stage assignment: functions of
+//!   their inputs, deterministic, with no network, clock or environment
+//!   (`load` alone reads the fleet folder it is given).
+//! - [`source`]: where a fleet comes from (a folder, a Git revision, local or
+//!   remote) and the revision it was read at.
+//! - [`backend`]: where live state is: the `ClusterBackend` trait, the
+//!   embedded local store, Kubernetes, and the per-cluster choice of backend.
+//! - [`state`]: canopy's own records in the state folder (cluster health,
+//!   rollouts), replaced atomically.
+//! - [`ops`]: the run sequence, once: a run opens source, state and
+//!   backends, places and renders once; apply, diff, status and rollout are
+//!   thin functions over it.
+//! - [`watch`]: the long-running loop of rounds over [`ops`].
+//! - [`cli`]: clap types and printers; `main.rs` only dispatches.
+//!
+//! Diagnostics are collected, never fail-fast, and each names the file, line
+//! and YAML path it is about.
 
-pub mod aggregate;
-pub mod apply;
 pub mod backend;
 pub mod cli;
-pub mod diag;
-pub mod diff;
-pub mod explain;
-pub mod health;
-
-pub mod image;
-pub mod kinds;
-pub mod load;
-pub mod mask;
-pub mod model;
-pub mod output;
-pub mod pipeline;
-pub mod pointer;
-
-pub mod render;
-pub mod retain;
-pub mod rollout;
-pub mod schedule;
-pub mod schema;
-pub mod select;
+pub mod core;
+pub mod ops;
 pub mod source;
-pub mod statefile;
-pub mod status;
-pub mod synth;
-
-pub mod topology;
-pub mod validate;
+pub mod state;
 pub mod watch;
-pub mod yaml;

@@ -13,20 +13,24 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use canopy::apply::{self, Backends, FleetBackends, Options};
+use canopy::backend::fleet::{Backends, FleetBackends};
 use canopy::backend::kube::KubeOptions;
 use canopy::backend::local::LocalStore;
 use canopy::backend::ApplyMeta;
-use canopy::cli::{Cli, Command, DiffFormat, KubeArgs, SourceArgs, Target, TextOrJson, YamlOrJson};
-use canopy::diag::Diagnostics;
-use canopy::health::Health;
-use canopy::load::LoadError;
-use canopy::pipeline::{Input, Loaded, PipelineError, SourceError};
-use canopy::render::{render_all, render_map, Renderer};
+use canopy::cli::args::{
+    Cli, Command, DiffFormat, KubeArgs, SourceArgs, Target, TextOrJson, YamlOrJson,
+};
+use canopy::cli::output;
+use canopy::core::diag::Diagnostics;
+use canopy::core::failover::Health;
+use canopy::core::load::LoadError;
+use canopy::core::render::{render_all, render_map, Renderer};
+use canopy::core::validate::Checked;
+use canopy::core::{explain, schema};
+use canopy::ops::apply::{self, Options};
 use canopy::source::git::GitError;
+use canopy::source::input::{Input, Loaded, PipelineError, SourceError};
 use canopy::source::remote::{self, GitRepo, RepoSpec};
-use canopy::validate::Checked;
-use canopy::{explain, output, schema};
 
 /// Exit codes (also in `--help`): 0 ok, 1 differences (diff), 2 user
 /// error, 3 I/O or state error, 4 some cluster failed or was skipped.
@@ -243,16 +247,16 @@ fn stdout(text: &str) -> Result<(), Failure> {
 
 /// The clusters failed over per workload, from the health records in the
 /// state folder after asking every cluster recorded down whether it answers
-/// now. Returns the records (for [`canopy::health::record`]) and the time.
+/// now. Returns the records (for [`canopy::ops::health::record`]) and the time.
 fn failover(
     c: &Checked,
     state: &Path,
-    backends: &dyn apply::Backends,
+    backends: &dyn Backends,
 ) -> Result<(Health, std::time::SystemTime, Vec<Vec<bool>>), Failure> {
     let mut health = Health::load(state).map_err(|e| Failure::io(format!("error: {e}")))?;
-    canopy::health::recheck(&mut health, backends);
+    canopy::ops::health::recheck(&mut health, backends);
     let now = std::time::SystemTime::now();
-    let failed = canopy::render::failed_over(c, &health, now);
+    let failed = canopy::core::render::failed_over(c, &health, now);
     Ok((health, now, failed))
 }
 
@@ -325,7 +329,7 @@ fn apply_meta(revision: &canopy::source::Revision) -> ApplyMeta {
 /// Runs the apply pipeline (dry or not) and maps a render failure.
 fn run_apply(
     r: &Renderer<'_>,
-    store: &dyn apply::Backends,
+    store: &dyn Backends,
     orphans: &[String],
     meta: &ApplyMeta,
     opts: &Options,
@@ -369,7 +373,7 @@ fn apply_fleet(
         &staged_ctx(src, &loaded.revision, &state, now),
     )?;
     if !opts.dry_run {
-        canopy::health::record(&mut health, &report, &c.topo, &backends, now);
+        canopy::ops::health::record(&mut health, &report, &c.topo, &backends, now);
         health
             .save(&state)
             .map_err(|e| Failure::io(format!("error: {e}")))?;
@@ -404,13 +408,13 @@ fn apply_fleet(
 /// back where.
 fn run_staged(
     r: &Renderer<'_>,
-    backends: &dyn apply::Backends,
+    backends: &dyn Backends,
     orphans: &[String],
     opts: &Options,
-    ctx: &canopy::rollout::Ctx<'_>,
-) -> Result<(apply::Report, Vec<canopy::rollout::Event>), Failure> {
-    use canopy::rollout::{self, RolloutError};
-    let mut rollouts = rollout::state::Rollouts::load(ctx.state)
+    ctx: &canopy::ops::rollout::Ctx<'_>,
+) -> Result<(apply::Report, Vec<canopy::ops::rollout::Event>), Failure> {
+    use canopy::ops::rollout::{self, RolloutError};
+    let mut rollouts = canopy::state::rollouts::Rollouts::load(ctx.state)
         .map_err(|e| Failure::io(format!("error: {e}")))?;
     let meta = apply_meta(ctx.revision);
     rollout::apply(r, backends, orphans, &meta, opts, &mut rollouts, ctx).map_err(|e| match e {
@@ -431,8 +435,8 @@ fn staged_ctx<'a>(
     revision: &'a canopy::source::Revision,
     state: &'a Path,
     now: std::time::SystemTime,
-) -> canopy::rollout::Ctx<'a> {
-    canopy::rollout::Ctx {
+) -> canopy::ops::rollout::Ctx<'a> {
+    canopy::ops::rollout::Ctx {
         input: &src.input,
         revision,
         state,
@@ -462,7 +466,7 @@ fn workload_arg(
 
 /// The rollout plan of the named workload; an error names the workloads
 /// that have one.
-fn rollout_plan(r: &Renderer<'_>, workload: &str) -> Result<canopy::rollout::Plan, Failure> {
+fn rollout_plan(r: &Renderer<'_>, workload: &str) -> Result<canopy::ops::rollout::Plan, Failure> {
     let c = r.checked;
     if c.fleet.workload(workload).is_none() {
         let known: Vec<&str> = c.fleet.workloads.iter().map(|w| w.name()).collect();
@@ -471,7 +475,7 @@ fn rollout_plan(r: &Renderer<'_>, workload: &str) -> Result<canopy::rollout::Pla
             known.join(", ")
         )));
     }
-    let mut plans = canopy::rollout::plans(r);
+    let mut plans = canopy::ops::rollout::plans(r);
     let with: Vec<String> = plans.iter().map(|p| p.name.clone()).collect();
     match plans.iter().position(|p| p.name == workload) {
         Some(i) => Ok(plans.swap_remove(i)),
@@ -482,9 +486,12 @@ fn rollout_plan(r: &Renderer<'_>, workload: &str) -> Result<canopy::rollout::Pla
     }
 }
 
-fn rollout_command(cmd: canopy::cli::RolloutCommand, name: Option<&str>) -> Result<(), Failure> {
-    use canopy::cli::RolloutCommand;
-    use canopy::rollout::state::Rollouts;
+fn rollout_command(
+    cmd: canopy::cli::args::RolloutCommand,
+    name: Option<&str>,
+) -> Result<(), Failure> {
+    use canopy::cli::args::RolloutCommand;
+    use canopy::state::rollouts::Rollouts;
     match cmd {
         RolloutCommand::Status {
             mut source,
@@ -503,7 +510,7 @@ fn rollout_command(cmd: canopy::cli::RolloutCommand, name: Option<&str>) -> Resu
             let p = rollout_plan(&r, &workload)?;
             let rollouts = Rollouts::load(&state_dir(&src, &state))
                 .map_err(|e| Failure::io(format!("error: {e}")))?;
-            let v = canopy::rollout::view(&p, rollouts.workloads.get(&workload), &r);
+            let v = canopy::ops::rollout::view(&p, rollouts.workloads.get(&workload), &r);
             match fmt {
                 TextOrJson::Text => stdout(&output::rollout_text(&v)),
                 TextOrJson::Json => {
@@ -546,7 +553,7 @@ fn rollout_command(cmd: canopy::cli::RolloutCommand, name: Option<&str>) -> Resu
             rec.clone()
                 .resume(std::time::SystemTime::now())
                 .map_err(|e| Failure::user(format!("error: {workload}: {e}")))?;
-            canopy::rollout::state::request_continue(&state, &workload, &p.target)
+            canopy::state::rollouts::request_continue(&state, &workload, &p.target)
                 .map_err(|e| Failure::io(format!("error: {e}")))?;
             drop(r);
             // A watch holding the state folder acts on the request itself.
@@ -580,9 +587,9 @@ fn render_base(
     head: &Checked,
     only: Option<&std::collections::BTreeSet<usize>>,
 ) -> Result<canopy::backend::rendered::RenderedState, Failure> {
-    use canopy::pipeline::BaseError;
+    use canopy::ops::base::BaseError;
     let (state, warnings) =
-        canopy::pipeline::render_at_revision(input, rev, head, only).map_err(|e| match e {
+        canopy::ops::base::render_at_revision(input, rev, head, only).map_err(|e| match e {
             BaseError::Git(e) => Failure::user(format!(
             "error: {e}\n  help: pass a branch, tag or commit that exists, e.g. --base origin/main"
         )),
@@ -606,14 +613,14 @@ fn render_base(
 }
 
 /// Logs of `canopy watch`, on stderr: text, or one JSON object a line.
-fn init_logs(format: canopy::cli::LogFormat) {
+fn init_logs(format: canopy::cli::args::LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_target(false)
         .with_ansi(false);
     match format {
-        canopy::cli::LogFormat::Text => builder.init(),
-        canopy::cli::LogFormat::Json => builder.json().flatten_event(true).init(),
+        canopy::cli::args::LogFormat::Text => builder.init(),
+        canopy::cli::args::LogFormat::Json => builder.json().flatten_event(true).init(),
     }
 }
 
@@ -626,7 +633,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         } => {
             let src = open_source(&source)?;
             let (checked, diags) =
-                canopy::pipeline::check_all(&src.input, name).map_err(|e| match e {
+                canopy::source::input::check_all(&src.input, name).map_err(|e| match e {
                     SourceError::Pipeline(PipelineError::Load(e)) => load_failure(e),
                     SourceError::Pipeline(PipelineError::Invalid(_)) => {
                         unreachable!("check_all lists problems instead")
@@ -706,7 +713,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             // nothing is printed or written unless every cluster rendered.
             let texts = render_map(&r, only.as_deref(), |_, mut objs| {
                 if !show_secrets {
-                    canopy::render::mask_objects(&mut objs);
+                    canopy::core::render::mask_objects(&mut objs);
                 }
                 let text = if json {
                     output::objects_json(&objs)
@@ -861,7 +868,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             } else {
                 "desired"
             };
-            let sides = canopy::diff::Sides {
+            let sides = canopy::core::diff::Sides {
                 old: &old_label,
                 new: new_label,
             };
@@ -950,7 +957,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     }
                 })
                 .collect();
-            let workloads = canopy::status::workloads(&r, &backends).map_err(|d| {
+            let workloads = canopy::ops::status::workloads(&r, &backends).map_err(|d| {
                 print_diags(&d);
                 Failure::user(format!("render failed: {}", summary(&d)))
             })?;

@@ -409,9 +409,9 @@ fn clusters_that_leave_the_fleet_are_orphans_until_pruned() {
 fn an_apply_killed_midway_leaves_whole_files_and_the_next_one_finishes() {
     let tmp = tempfile::tempdir().unwrap();
     let fleet = tmp.path().join("synth");
-    canopy::synth::generate(
+    canopy::core::synth::generate(
         &fleet,
-        canopy::synth::Spec {
+        canopy::core::synth::Spec {
             clusters: 1500,
             workloads: 8,
         },

@@ -8,8 +8,8 @@ use common::*;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use canopy::pipeline::load_checked;
-use canopy::render::{render_all, Renderer};
+use canopy::core::render::{render_all, Renderer};
+use canopy::source::input::load_checked;
 
 /// cluster → (fingerprint, rendered objects as JSON text).
 fn snapshot(dir: &Path) -> BTreeMap<String, (u64, String)> {

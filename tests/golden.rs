@@ -11,8 +11,8 @@ use common::*;
 
 use std::path::Path;
 
-use canopy::pipeline::load_checked;
-use canopy::render::{render_all, Renderer};
+use canopy::core::render::{render_all, Renderer};
+use canopy::source::input::load_checked;
 
 fn golden(name: &str, actual: &str) {
     let path = repo_root().join("tests/golden").join(name);
@@ -131,7 +131,7 @@ fn try_render(dir: &Path, text_only: bool) -> Result<String, Vec<String>> {
             format!(
                 "# {}\n{}",
                 checked.topo.name(*c),
-                canopy::output::objects_yaml(objs)
+                canopy::cli::output::objects_yaml(objs)
             )
         })
         .collect())
@@ -159,7 +159,7 @@ fn output_does_not_depend_on_file_layout() {
             continue;
         }
         let text = std::fs::read_to_string(entry.path()).unwrap();
-        if text.contains("kind: Workload") || !canopy::load::declares_canopy_api(&text) {
+        if text.contains("kind: Workload") || !canopy::core::load::declares_canopy_api(&text) {
             let dest = copy.join(rel);
             std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
             std::fs::write(dest, text).unwrap();

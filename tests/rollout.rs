@@ -340,3 +340,48 @@ fn rollout_status_and_continue_explain_bad_requests() {
     assert_eq!(code, 2);
     assert!(err.contains("unknown workload \"nope\""), "{err}");
 }
+
+/// Rollout keys written before canopy used a stable hash (16 bare hex
+/// digits from std's `DefaultHasher`) are read without error: the recorded
+/// rollout restarts once, finds every stage already applied, and completes in
+/// the same run without writing an object.
+#[test]
+fn a_rollout_recorded_with_the_old_hash_restarts_once_and_writes_nothing() {
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path().join("fleet");
+    let state = home.path().join("state");
+    let (d, st) = (s(&dir), s(&state));
+    fleet_repo(&dir, THREE_STAGES, &[]);
+    let (code, out, err) = canopy_in(home.path(), &[], &["apply", d, "--state", st]);
+    assert_eq!(code, 0, "{out}{err}");
+    let file = state.join("rollouts.json");
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    let target = v["workloads"]["app"]["target"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(target.starts_with("xxh3:"), "{target}");
+    v["workloads"]["app"]["target"] = "9f3c2a61b07e44d5".into();
+    std::fs::write(&file, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+    let clusters = |dir: &Path| {
+        std::fs::read_dir(dir.join("clusters"))
+            .unwrap()
+            .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let before = clusters(&state);
+
+    let (code, out, err) = canopy_in(home.path(), &[], &["apply", d, "--state", st]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("no changes: 4 cluster(s) in sync"), "{out}");
+    assert!(out.contains("rollout app: rollout of"), "{out}");
+    assert!(out.contains("complete"), "{out}");
+    assert_eq!(clusters(&state), before, "no object was written");
+    let v = status_json(home.path(), d, st);
+    assert_eq!(v["phase"], "complete");
+    let again: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(
+        again["workloads"]["app"]["target"].as_str(),
+        Some(target.as_str())
+    );
+}

@@ -14,14 +14,14 @@ fn schema(file: &str) -> Value {
 
 #[test]
 fn committed_schemas_match_the_code() {
-    for (file, v) in canopy::schema::schemas() {
+    for (file, v) in canopy::core::schema::schemas() {
         let committed = std::fs::read_to_string(repo_root().join("schemas").join(&file))
             .unwrap_or_else(|_| {
                 panic!("schemas/{file} is missing: run `canopy schema --out schemas/`")
             });
         assert_eq!(
             committed,
-            canopy::schema::to_text(&v),
+            canopy::core::schema::to_text(&v),
             "schemas/{file} is stale: run `cargo run -- schema --out schemas/`"
         );
     }
@@ -38,10 +38,10 @@ fn fleet_example_docs() -> Vec<(String, String, Value)> {
             continue;
         }
         let text = std::fs::read_to_string(p).unwrap();
-        if !canopy::load::declares_canopy_api(&text) {
+        if !canopy::core::load::declares_canopy_api(&text) {
             continue;
         }
-        for doc in canopy::yaml::parse_stream(&text, false).unwrap() {
+        for doc in canopy::core::yaml::parse_stream(&text, false).unwrap() {
             let kind = doc.value["kind"].as_str().unwrap().to_string();
             out.push((
                 p.strip_prefix(&root).unwrap().display().to_string(),

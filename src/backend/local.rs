@@ -22,8 +22,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::{ApplyMeta, BackendError, ClusterBackend, WriteFailure};
-use crate::diff::Change;
-use crate::model::{ObjectKey, ANNOTATION_LOCAL_HEALTH, LABEL_FLEET};
+use crate::core::diff::Change;
+use crate::core::model::{ObjectKey, ANNOTATION_LOCAL_HEALTH, LABEL_FLEET};
 
 /// One cluster's file.
 #[derive(Debug, Default, Serialize, Deserialize)]

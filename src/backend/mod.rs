@@ -6,6 +6,7 @@
 //! applied. The embedded local backend keeps state in files; the Kubernetes
 //! backend talks to an API server with server-side apply.
 
+pub mod fleet;
 pub mod kube;
 pub mod local;
 pub mod rendered;
@@ -16,8 +17,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::diff::{Change, ServerView};
-use crate::model::ObjectKey;
+use crate::core::diff::{Change, ServerView};
+use crate::core::model::ObjectKey;
 
 /// A kind as the API names it: what listing owned objects needs.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
+use super::fleet::Backends;
 use super::{ApplyMeta, BackendError, ClusterBackend, WriteFailure};
-use crate::apply::Backends;
-use crate::diff::Change;
+use crate::core::diff::Change;
 
 /// The objects every cluster had in the base rendering.
 #[derive(Debug, Default)]

@@ -2,6 +2,7 @@
 //! repository (local or remote) at a ref.
 
 pub mod git;
+pub mod input;
 pub mod remote;
 
 /// The revision a fleet was read at, as recorded with every apply (the

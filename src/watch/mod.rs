@@ -32,15 +32,16 @@ use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
 
-use crate::apply::{self, FleetBackends, Outcome};
+use crate::backend::fleet::FleetBackends;
 use crate::backend::kube::KubeOptions;
 use crate::backend::local::LocalStore;
 use crate::backend::ApplyMeta;
-use crate::diag::Diagnostics;
-use crate::pipeline::Input;
-use crate::render::Renderer;
+use crate::core::diag::Diagnostics;
+use crate::core::render::Renderer;
+use crate::core::validate::Checked;
+use crate::ops::apply::{self, Outcome};
+use crate::source::input::Input;
 use crate::source::Revision;
-use crate::validate::Checked;
 
 use backoff::Backoff;
 use metrics::{ClusterLabels, Metrics, RoundLabels};
@@ -128,9 +129,9 @@ pub struct Watch<'a> {
     /// Per cluster, the revision it was last reconciled at.
     at_revision: HashMap<String, String>,
     /// Clusters found unreachable, and since when (failover).
-    health: crate::health::Health,
+    health: crate::core::failover::Health,
     /// Where each workload's staged rollout stands.
-    rollouts: crate::rollout::state::Rollouts,
+    rollouts: crate::state::rollouts::Rollouts,
 }
 
 impl<'a> Watch<'a> {
@@ -150,13 +151,13 @@ impl<'a> Watch<'a> {
             seen: None,
             applied: HashMap::new(),
             at_revision: HashMap::new(),
-            health: crate::health::Health::load(store.dir()).unwrap_or_else(|e| {
+            health: crate::core::failover::Health::load(store.dir()).unwrap_or_else(|e| {
                 warn!(error = %e, "cannot read the health records; every cluster counts as healthy");
-                crate::health::Health::default()
+                crate::core::failover::Health::default()
             }),
-            rollouts: crate::rollout::state::Rollouts::load(store.dir()).unwrap_or_else(|e| {
+            rollouts: crate::state::rollouts::Rollouts::load(store.dir()).unwrap_or_else(|e| {
                 warn!(error = %e, "cannot read the rollout records; rollouts start over");
-                crate::rollout::state::Rollouts::default()
+                crate::state::rollouts::Rollouts::default()
             }),
         }
     }
@@ -223,8 +224,8 @@ impl<'a> Watch<'a> {
     /// When to look at rollouts next: at the end of a timed pause, and
     /// every second while one waits for `canopy rollout continue`.
     fn rollout_check(&self, now: Instant) -> Option<Instant> {
-        use crate::rollout::state::Phase;
-        let until = crate::rollout::next_wakeup(&self.rollouts).map(|t| {
+        use crate::state::rollouts::Phase;
+        let until = crate::ops::rollout::next_wakeup(&self.rollouts).map(|t| {
             now + t
                 .duration_since(std::time::SystemTime::now())
                 .unwrap_or_default()
@@ -240,8 +241,8 @@ impl<'a> Watch<'a> {
     /// A pause is over or a continue request waits.
     fn rollout_due(&self) -> bool {
         let now = std::time::SystemTime::now();
-        crate::rollout::next_wakeup(&self.rollouts).is_some_and(|t| t <= now)
-            || !crate::rollout::state::pending_requests(self.store.dir()).is_empty()
+        crate::ops::rollout::next_wakeup(&self.rollouts).is_some_and(|t| t <= now)
+            || !crate::state::rollouts::pending_requests(self.store.dir()).is_empty()
     }
 
     /// Waits until the source has been quiet for `debounce`; true when a
@@ -331,7 +332,7 @@ impl<'a> Watch<'a> {
                 if trigger == Trigger::Change && self.seen.as_deref() == Some(text.as_str()) {
                     return None;
                 }
-                crate::pipeline::read_git(repo, &revision, name.as_deref())
+                crate::source::input::read_git(repo, &revision, name.as_deref())
                     .map(|(f, d)| (f, d, revision))
                     .map_err(|e| e.to_string())
             }
@@ -347,7 +348,7 @@ impl<'a> Watch<'a> {
         let text = revision.to_string();
         let first_look = self.seen.as_deref() != Some(text.as_str());
         self.seen = Some(text.clone());
-        let (checked, more) = crate::validate::check(fleet);
+        let (checked, more) = crate::core::validate::check(fleet);
         let mut diags = diags;
         diags.extend(more);
         let diags = diags.sorted();
@@ -426,9 +427,9 @@ impl<'a> Watch<'a> {
         // Failover: a cluster down for longer than its workloads'
         // failover.after gives its Divided replicas to its siblings, and
         // takes them back once it answers again.
-        crate::health::recheck(&mut self.health, &backends);
+        crate::ops::health::recheck(&mut self.health, &backends);
         let health_at = std::time::SystemTime::now();
-        let failed = crate::render::failed_over(checked, &self.health, health_at);
+        let failed = crate::core::render::failed_over(checked, &self.health, health_at);
         let r = Renderer::with_failover(checked, &failed);
         if r.diagnostics.has_errors() {
             return Err(r.diagnostics.clone());
@@ -444,10 +445,10 @@ impl<'a> Watch<'a> {
         // A rollout in motion (new, unfinished, or asked to continue) looks
         // at every cluster: its stages span clusters whose fingerprints did
         // not move.
-        let plans = crate::rollout::plans(&r);
+        let plans = crate::ops::rollout::plans(&r);
         let rolling = plans.iter().any(|p| {
             self.rollouts.workloads.get(&p.name).is_none_or(|rec| {
-                rec.target != p.target || rec.phase != crate::rollout::state::Phase::Complete
+                rec.target != p.target || rec.phase != crate::state::rollouts::Phase::Complete
             })
         }) || trigger == Trigger::Rollout;
         let full = matches!(trigger, Trigger::Drift) || rolling;
@@ -496,13 +497,13 @@ impl<'a> Watch<'a> {
             revision: revision.clone(),
             at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
         };
-        let ctx = crate::rollout::Ctx {
+        let ctx = crate::ops::rollout::Ctx {
             input: self.input,
             revision: &good.revision,
             state: self.store.dir(),
             now: std::time::SystemTime::now(),
         };
-        let (report, events) = match crate::rollout::apply(
+        let (report, events) = match crate::ops::rollout::apply(
             &r,
             &backends,
             &orphans,
@@ -512,8 +513,8 @@ impl<'a> Watch<'a> {
             &ctx,
         ) {
             Ok(x) => x,
-            Err(crate::rollout::RolloutError::Render(d)) => return Err(d),
-            Err(crate::rollout::RolloutError::State(e)) => {
+            Err(crate::ops::rollout::RolloutError::Render(d)) => return Err(d),
+            Err(crate::ops::rollout::RolloutError::State(e)) => {
                 error!(error = %e, "cannot write the rollout records; nothing more is applied this round");
                 return Ok(RoundSummary {
                     revision,
@@ -530,9 +531,9 @@ impl<'a> Watch<'a> {
         }
         // A cluster where a rollout holds a workload back is not at this
         // revision's fingerprint: it is looked at again once it may move.
-        let held = crate::rollout::holds(&plans, &self.rollouts, &r);
+        let held = crate::ops::rollout::holds(&plans, &self.rollouts, &r);
         if !dry_run {
-            crate::health::record(&mut self.health, &report, topo, &backends, health_at);
+            crate::ops::health::record(&mut self.health, &report, topo, &backends, health_at);
             if let Err(e) = self.health.save(self.store.dir()) {
                 error!(error = %e, "cannot write the health records");
             }

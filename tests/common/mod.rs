@@ -5,9 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use canopy::diag::Diagnostics;
-use canopy::pipeline::check_all;
-use canopy::render::{render_all, Renderer};
+use canopy::core::diag::Diagnostics;
+use canopy::core::render::{render_all, Renderer};
+use canopy::source::input::check_all;
 
 /// A fleet in a temp folder, from (path, text) pairs.
 pub fn fleet(files: &[(&str, &str)]) -> tempfile::TempDir {
@@ -53,7 +53,7 @@ pub fn with(changes: &[(&'static str, &str)]) -> tempfile::TempDir {
 /// Every diagnostic of loading, validating, placing and rendering `dir`, as
 /// printed (`error: file:line: path: message` + help).
 pub fn problems(dir: &Path) -> Vec<String> {
-    let input = canopy::pipeline::Input::Dir(dir.to_path_buf());
+    let input = canopy::source::input::Input::Dir(dir.to_path_buf());
     let (checked, diags) = check_all(&input, Some("test")).expect("fleet folder loads");
     let diags: Diagnostics = match checked {
         None => diags,

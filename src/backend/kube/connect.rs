@@ -9,7 +9,7 @@ use std::time::Duration;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
 use crate::backend::BackendError;
-use crate::model::Connection;
+use crate::core::model::Connection;
 
 /// Where a cluster's kubeconfig comes from, for messages.
 #[derive(Debug, Clone)]

@@ -36,8 +36,8 @@ use kube::core::Request;
 use serde_json::Value;
 
 use super::{ApplyMeta, BackendError, ClusterBackend, Planned, TypeRef, WriteFailure};
-use crate::diff::{Change, ServerView};
-use crate::model::{Connection, ObjectKey, LABEL_FLEET};
+use crate::core::diff::{Change, ServerView};
+use crate::core::model::{Connection, ObjectKey, LABEL_FLEET};
 use health::Health;
 use inventory::Inventory;
 
@@ -878,7 +878,7 @@ impl ClusterBackend for Arc<KubeCluster> {
             let mut types: Vec<TypeRef> = kinds.to_vec();
             let group_kind = |t: &TypeRef| {
                 (
-                    crate::model::group_of(&t.api_version).to_string(),
+                    crate::core::model::group_of(&t.api_version).to_string(),
                     t.kind.clone(),
                 )
             };

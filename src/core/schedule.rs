@@ -16,10 +16,10 @@
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
-use crate::model::{Capacity, DynamicWeight, ReplicaMode, Workload};
-use crate::select;
-use crate::topology::Topology;
-use crate::validate::Checked;
+use crate::core::model::{Capacity, DynamicWeight, ReplicaMode, Workload};
+use crate::core::select;
+use crate::core::topology::Topology;
+use crate::core::validate::Checked;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ScheduleError {
@@ -39,9 +39,9 @@ pub enum ScheduleError {
 ///
 /// ```
 /// // 7 replicas by weights 53, 24, 23: quotients 53, 24, 23, 17.7, 10.6, 8, 7.7 win.
-/// assert_eq!(canopy::schedule::webster(&[(53, 0), (24, 1), (23, 2)], 7), vec![3, 2, 2]);
+/// assert_eq!(canopy::core::schedule::webster(&[(53, 0), (24, 1), (23, 2)], 7), vec![3, 2, 2]);
 /// // A zero weight gets nothing.
-/// assert_eq!(canopy::schedule::webster(&[(0, 0), (1, 1)], 3), vec![0, 3]);
+/// assert_eq!(canopy::core::schedule::webster(&[(0, 0), (1, 1)], 3), vec![0, 3]);
 /// ```
 pub fn webster(parties: &[(u64, usize)], seats: u32) -> Vec<u32> {
     #[derive(PartialEq, Eq)]
@@ -464,7 +464,7 @@ pub fn weights(checked: &Checked, w: &Workload, chosen: &[bool]) -> Vec<u64> {
 /// the limiting resource, for `explain`.
 pub fn capacity_weight(cap: &Capacity, per: Option<&Capacity>) -> (u64, &'static str) {
     let one_pod = Capacity {
-        pods: Some(crate::model::Quantity::Number(1.0)),
+        pods: Some(crate::core::model::Quantity::Number(1.0)),
         ..Capacity::default()
     };
     let per = per.unwrap_or(&one_pod);
@@ -624,7 +624,7 @@ mod tests {
 
     #[test]
     fn capacity_weights() {
-        use crate::model::Quantity::Text;
+        use crate::core::model::Quantity::Text;
         let cap = Capacity {
             cpu: Some(Text("16".into())),
             memory: Some(Text("64Gi".into())),

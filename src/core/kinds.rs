@@ -5,7 +5,7 @@
 //! Render and plan both sort with [`apply_rank`], so the order a user sees in
 //! `canopy render` is the order `apply` writes in.
 
-use crate::model::ReplicaPath;
+use crate::core::model::ReplicaPath;
 
 /// Built-in cluster-scoped kinds, by (group, kind). Custom resources are
 /// namespaced unless a CustomResourceDefinition in the same render says

@@ -7,8 +7,10 @@ use std::collections::HashMap;
 
 use fixedbitset::FixedBitSet;
 
-use crate::model::{Cluster, ClusterSelector, LabelSelector, SelectorOperator, Taint, Toleration};
-use crate::topology::Topology;
+use crate::core::model::{
+    Cluster, ClusterSelector, LabelSelector, SelectorOperator, Taint, Toleration,
+};
+use crate::core::topology::Topology;
 
 /// An inverted index of cluster labels: (key, value) → clusters and key →
 /// clusters, as bitsets over cluster indexes. A selector then costs a few
@@ -231,7 +233,7 @@ fn selector_mismatch(ls: &LabelSelector, cluster: &Cluster) -> Option<String> {
 /// tolerations off it. `PreferNoSchedule` is a preference, never a block.
 pub fn blocking_taint<'a>(cluster: &'a Cluster, tolerations: &[Toleration]) -> Option<&'a Taint> {
     cluster.spec.taints.iter().find(|t| {
-        t.effect != crate::model::TaintEffect::PreferNoSchedule
+        t.effect != crate::core::model::TaintEffect::PreferNoSchedule
             && !tolerations.iter().any(|tol| tol.tolerates(t))
     })
 }
@@ -247,8 +249,8 @@ pub fn taint_text(t: &Taint) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{ClusterSpec, LabelSelectorRequirement, ObjectMeta, Source};
-    use crate::yaml::Doc;
+    use crate::core::model::{ClusterSpec, LabelSelectorRequirement, ObjectMeta, Source};
+    use crate::core::yaml::Doc;
     use proptest::prelude::*;
     use std::collections::{BTreeMap, HashMap};
     use std::sync::Arc;

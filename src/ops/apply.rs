@@ -12,11 +12,12 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
+use crate::backend::fleet::Backends;
 use crate::backend::{ApplyMeta, ClusterBackend, Planned, TypeRef};
-use crate::diag::Diagnostics;
-use crate::diff::{self, ClusterChanges, Desired};
-use crate::model::ObjectKey;
-use crate::render::{render_map, Rendered, Renderer};
+use crate::core::diag::Diagnostics;
+use crate::core::diff::{self, ClusterChanges, Desired};
+use crate::core::model::ObjectKey;
+use crate::core::render::{render_map, Rendered, Renderer};
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -183,66 +184,6 @@ impl Report {
                 .orphans
                 .iter()
                 .any(|o| matches!(o.outcome, Outcome::Skipped { .. }))
-    }
-}
-
-/// Hands out the backend of a cluster by name.
-pub trait Backends: Sync {
-    fn backend(&self, cluster: &str) -> Box<dyn ClusterBackend + '_>;
-}
-
-impl Backends for crate::backend::local::LocalStore {
-    fn backend(&self, cluster: &str) -> Box<dyn ClusterBackend + '_> {
-        Box::new(self.cluster(cluster))
-    }
-}
-
-/// The backends of a fleet's clusters: a Kubernetes API server for each
-/// cluster with `spec.connection`, the embedded local backend for the rest.
-pub struct FleetBackends<'a> {
-    pub local: &'a crate::backend::local::LocalStore,
-    kube: Option<crate::backend::kube::KubeFleet>,
-    connections: BTreeMap<String, crate::model::Connection>,
-}
-
-impl<'a> FleetBackends<'a> {
-    /// `dir` is the fleet folder (relative kubeconfig paths start there).
-    /// The Kubernetes side is only set up when some cluster has a
-    /// connection.
-    pub fn new(
-        fleet: &crate::model::Fleet,
-        dir: &std::path::Path,
-        local: &'a crate::backend::local::LocalStore,
-        kube: crate::backend::kube::KubeOptions,
-    ) -> std::io::Result<Self> {
-        let connections: BTreeMap<String, crate::model::Connection> = fleet
-            .clusters
-            .iter()
-            .filter_map(|c| c.spec.connection.clone().map(|k| (c.name().to_string(), k)))
-            .collect();
-        let kube = if connections.is_empty() {
-            None
-        } else {
-            Some(crate::backend::kube::KubeFleet::new(
-                &fleet.name,
-                dir.to_path_buf(),
-                kube,
-            )?)
-        };
-        Ok(FleetBackends {
-            local,
-            kube,
-            connections,
-        })
-    }
-}
-
-impl Backends for FleetBackends<'_> {
-    fn backend(&self, cluster: &str) -> Box<dyn ClusterBackend + '_> {
-        match (self.connections.get(cluster), &self.kube) {
-            (Some(conn), Some(kube)) => kube.cluster(cluster, conn),
-            _ => self.local.backend(cluster),
-        }
     }
 }
 
@@ -428,7 +369,7 @@ fn reconcile(
         live.retain(|l| {
             let w = l
                 .pointer("/metadata/labels")
-                .and_then(|ls| ls.get(crate::model::LABEL_WORKLOAD))
+                .and_then(|ls| ls.get(crate::core::model::LABEL_WORKLOAD))
                 .and_then(serde_json::Value::as_str)
                 .unwrap_or("");
             !opts.scope.excludes(cluster, w)
@@ -442,7 +383,7 @@ fn reconcile(
     // and the revision that last wrote it (a new one is stamped on write).
     for ((o, key), v) in packed.iter().zip(&keys).zip(values.iter_mut()) {
         if let Some(l) = live_by_key.get(key) {
-            crate::retain::retain(v, l, key, &fleet.workloads[o.workload].spec.retain);
+            crate::core::retain::retain(v, l, key, &fleet.workloads[o.workload].spec.retain);
             keep_revision(v, l);
         }
     }
@@ -523,7 +464,7 @@ fn write(
 fn revision_annotation(v: &serde_json::Value) -> Option<&serde_json::Value> {
     v.get("metadata")?
         .get("annotations")?
-        .get(crate::model::ANNOTATION_REVISION)
+        .get(crate::core::model::ANNOTATION_REVISION)
 }
 
 /// Sets the revision annotation (render gives every object annotations).
@@ -533,7 +474,7 @@ fn set_revision(obj: &mut serde_json::Value, revision: serde_json::Value) {
         .and_then(|m| m.get_mut("annotations"))
         .and_then(serde_json::Value::as_object_mut)
     {
-        ann.insert(crate::model::ANNOTATION_REVISION.into(), revision);
+        ann.insert(crate::core::model::ANNOTATION_REVISION.into(), revision);
     }
 }
 
@@ -547,10 +488,10 @@ fn keep_revision(desired: &mut serde_json::Value, live: &serde_json::Value) {
 }
 
 /// Records `revision` on every object about to be created or changed.
-fn stamp_revision(changes: &mut [crate::diff::Change], revision: &str) {
+fn stamp_revision(changes: &mut [crate::core::diff::Change], revision: &str) {
     for ch in changes {
-        if let crate::diff::Change::Create { desired, .. }
-        | crate::diff::Change::Update { desired, .. } = ch
+        if let crate::core::diff::Change::Create { desired, .. }
+        | crate::core::diff::Change::Update { desired, .. } = ch
         {
             set_revision(desired, serde_json::Value::String(revision.to_string()));
         }

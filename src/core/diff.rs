@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::kinds;
-use crate::model::{FieldRule, ObjectKey, ANNOTATION_PRUNE};
+use crate::core::kinds;
+use crate::core::model::{FieldRule, ObjectKey, ANNOTATION_PRUNE};
 
 /// Metadata fields the server owns.
 const SERVER_METADATA: &[&str] = &[
@@ -51,7 +51,7 @@ pub fn normalize(obj: &Value) -> Value {
 pub fn strip_ignored(obj: &mut Value, key: &ObjectKey, rules: &[FieldRule]) {
     for r in rules.iter().filter(|r| r.matches(key)) {
         for ptr in &r.json_pointers {
-            crate::pointer::remove(obj, ptr);
+            crate::core::pointer::remove(obj, ptr);
         }
     }
 }
@@ -126,7 +126,7 @@ impl ClusterChanges {
             };
             if let Some(w) = v
                 .pointer("/metadata/labels")
-                .and_then(|l| l.get(crate::model::LABEL_WORKLOAD))
+                .and_then(|l| l.get(crate::core::model::LABEL_WORKLOAD))
                 .and_then(Value::as_str)
             {
                 if !self.workloads.contains(w) {
@@ -299,7 +299,7 @@ pub fn unified(change: &Change, context: usize, sides: Sides<'_>) -> String {
         ),
         Change::Delete { live, .. } => (normalize(live), Value::Null),
     };
-    crate::mask::mask_secrets(&mut [&mut before, &mut after]);
+    crate::core::mask::mask_secrets(&mut [&mut before, &mut after]);
     let text = |v: &Value| {
         if v.is_null() {
             String::new()

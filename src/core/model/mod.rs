@@ -14,8 +14,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::diag::Loc;
-use crate::yaml::{Doc, YamlPath};
+use crate::core::diag::Loc;
+use crate::core::yaml::{Doc, YamlPath};
 
 pub use quantity::Quantity;
 

@@ -17,26 +17,26 @@
 //! new rollout from the first stage, and stages that find nothing to change
 //! pass at once, without their pause.
 
-pub mod plan;
-pub mod state;
-
 use std::collections::{BTreeMap, BTreeSet};
-use std::hash::{Hash, Hasher};
 use std::path::Path;
 use std::time::SystemTime;
 
 use rayon::prelude::*;
 
-use crate::apply::{self, Backends, Options, Outcome, Report, Scope};
-use crate::backend::{ApplyMeta, BackendError};
-use crate::diag::Diagnostics;
-use crate::model::{RollbackPolicy, Rollout};
-use crate::pipeline::Input;
-use crate::render::Renderer;
+use crate::backend::fleet::Backends;
+use crate::backend::ApplyMeta;
+use crate::core::diag::Diagnostics;
+use crate::core::model::{RollbackPolicy, Rollout};
+use crate::core::render::Renderer;
+use crate::ops::apply::{self, Options, Outcome, Report, Scope};
+use crate::source::input::Input;
 use crate::source::Revision;
+use crate::state::StateError;
 
-use plan::{Assigned, StageRule};
-use state::{Base, ClusterPhase, ClusterRecord, Gate, Phase, Record, Rollouts, StageRecord};
+use crate::core::rollout_plan::{self as plan, Assigned, StageRule};
+use crate::state::rollouts::{
+    self as state, Base, ClusterPhase, ClusterRecord, Gate, Phase, Record, Rollouts, StageRecord,
+};
 
 /// A workload's rollout as this revision defines it.
 pub struct Plan {
@@ -104,10 +104,10 @@ pub fn plans(r: &Renderer<'_>) -> Vec<Plan> {
                 })
                 .collect();
             let assigned = plan::assign(topo, &lands, &rules);
-            let mut h = std::collections::hash_map::DefaultHasher::new();
+            let mut h = crate::core::hash::StableHasher::new();
             for (c, hash) in r.rollout_hashes(wi).into_iter().enumerate() {
                 if let Some(hash) = hash {
-                    (topo.name(c), hash).hash(&mut h);
+                    h.str(topo.name(c)).u64(hash);
                 }
             }
             Some(Plan {
@@ -115,7 +115,7 @@ pub fn plans(r: &Renderer<'_>) -> Vec<Plan> {
                 name: w.name().to_string(),
                 spec,
                 assigned,
-                target: format!("{:016x}", h.finish()),
+                target: format!("xxh3:{:016x}", h.finish()),
             })
         })
         .collect()
@@ -146,7 +146,7 @@ pub enum RolloutError {
     #[error("render failed")]
     Render(Diagnostics),
     #[error(transparent)]
-    State(#[from] BackendError),
+    State(#[from] StateError),
 }
 
 /// Brings `rollouts` in line with this revision's plans: a new target starts
@@ -562,7 +562,7 @@ fn rollback(
         );
     };
     let name = &p.name;
-    let (old, _, _) = match crate::pipeline::checked_at(ctx.input, &commit, fleet) {
+    let (old, _, _) = match crate::ops::base::checked_at(ctx.input, &commit, fleet) {
         Ok(x) => x,
         Err(e) => {
             return format!(
@@ -618,9 +618,9 @@ fn rollback(
                 let (a, b, d) = ch.counts();
                 for c in &ch.changes {
                     let sign = match c {
-                        crate::diff::Change::Create { .. } => '+',
-                        crate::diff::Change::Update { .. } => '~',
-                        crate::diff::Change::Delete { .. } => '-',
+                        crate::core::diff::Change::Create { .. } => '+',
+                        crate::core::diff::Change::Update { .. } => '~',
+                        crate::core::diff::Change::Delete { .. } => '-',
                     };
                     written.push(format!("{}: {sign} {}", cr.cluster, c.key()));
                 }

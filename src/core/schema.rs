@@ -6,7 +6,7 @@
 use schemars::{schema_for, JsonSchema};
 use serde_json::{json, Value};
 
-use crate::model::{
+use crate::core::model::{
     ClusterSpec, DefaultsSpec, ObjectMeta, OverrideSpec, WorkloadSpec, API_VERSION,
 };
 

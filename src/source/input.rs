@@ -1,13 +1,12 @@
-//! The stages chained for the commands: load → validate → schedule → render.
-//! Each command is a thin wrapper around these (cargo's `ops` idea), so the
-//! CLI, the tests and the benchmarks run exactly the same code.
+//! A fleet read from its source and checked: load → validate, from a folder
+//! or a Git revision.
 
 use std::path::Path;
 
-use crate::diag::Diagnostics;
-use crate::load::{self, LoadError};
-use crate::render::Renderer;
-use crate::validate::{self, Checked};
+use crate::core::diag::Diagnostics;
+use crate::core::load::{self, LoadError};
+use crate::core::render::Renderer;
+use crate::core::validate::{self, Checked};
 
 /// Why a pipeline stopped.
 #[derive(Debug, thiserror::Error)]
@@ -31,7 +30,7 @@ pub fn load_checked(
 
 /// Validates a loaded fleet; its load diagnostics and validation's together.
 fn validated(
-    fleet: crate::model::Fleet,
+    fleet: crate::core::model::Fleet,
     mut diags: Diagnostics,
 ) -> Result<(Checked, Diagnostics), PipelineError> {
     let (checked, more) = validate::check(fleet);
@@ -102,7 +101,14 @@ impl Input {
     pub fn read(
         &self,
         name: Option<&str>,
-    ) -> Result<(crate::model::Fleet, Diagnostics, crate::source::Revision), SourceError> {
+    ) -> Result<
+        (
+            crate::core::model::Fleet,
+            Diagnostics,
+            crate::source::Revision,
+        ),
+        SourceError,
+    > {
         match self {
             Input::Dir(dir) => {
                 let (fleet, diags) = load::load(dir, name).map_err(PipelineError::Load)?;
@@ -150,7 +156,7 @@ pub fn read_git(
     repo: &crate::source::remote::GitRepo,
     revision: &crate::source::Revision,
     name: Option<&str>,
-) -> Result<(crate::model::Fleet, Diagnostics), crate::source::git::GitError> {
+) -> Result<(crate::core::model::Fleet, Diagnostics), crate::source::git::GitError> {
     let at = repo.files_at(revision.commit.as_deref().unwrap_or_default())?;
     let spec = repo.spec();
     let name = name.map(str::to_string).unwrap_or_else(|| {
@@ -172,83 +178,15 @@ pub fn read_git(
     Ok((fleet, diags))
 }
 
-fn link_warnings(links: &[String], rev: &str) -> Diagnostics {
+pub(crate) fn link_warnings(links: &[String], rev: &str) -> Diagnostics {
     let mut warnings = Diagnostics::default();
     for l in links {
         warnings.push(
-            crate::diag::Diagnostic::warning(format!("symbolic link at {rev} is not followed"))
-                .in_file(l, 0),
+            crate::core::diag::Diagnostic::warning(format!(
+                "symbolic link at {rev} is not followed"
+            ))
+            .in_file(l, 0),
         );
     }
     warnings
-}
-
-/// Why the fleet could not be rendered at a revision.
-#[derive(Debug, thiserror::Error)]
-pub enum BaseError {
-    #[error(transparent)]
-    Git(#[from] crate::source::git::GitError),
-    #[error("the fleet at {commit} is invalid")]
-    Invalid { commit: String, diags: Diagnostics },
-    #[error("the fleet at {commit} does not render")]
-    Render { commit: String, diags: Diagnostics },
-}
-
-/// The fleet as it is at Git revision `rev`, checked, under the name
-/// `name`, with the commit `rev` resolved to and the warnings about links.
-pub fn checked_at(
-    input: &Input,
-    rev: &str,
-    name: &str,
-) -> Result<(Checked, String, Diagnostics), BaseError> {
-    let at = input.files_at(rev)?;
-    let commit = at.commit.clone();
-    let warnings = link_warnings(&at.links, rev);
-    let (checked, _) = check_files(name.to_string(), at.files).map_err(|e| match e {
-        PipelineError::Invalid(diags) => BaseError::Invalid {
-            commit: commit.clone(),
-            diags,
-        },
-        PipelineError::Load(e) => BaseError::Invalid {
-            commit: commit.clone(),
-            diags: {
-                let mut d = Diagnostics::default();
-                d.push(crate::diag::Diagnostic::error(e.to_string()));
-                d
-            },
-        },
-    })?;
-    Ok((checked, commit, warnings))
-}
-
-/// Renders the fleet as it is at Git revision `rev`, read from the
-/// object database (no checkout), under `head`'s fleet name: the "live" side
-/// of `diff --base`. With `only`, just those clusters of `head`. Links the
-/// revision holds (not followed) come back as warnings; the base's other
-/// warnings are about an old revision and are left out.
-pub fn render_at_revision(
-    input: &Input,
-    rev: &str,
-    head: &Checked,
-    only: Option<&std::collections::BTreeSet<usize>>,
-) -> Result<(crate::backend::rendered::RenderedState, Diagnostics), BaseError> {
-    let (base, commit, warnings) = checked_at(input, rev, &head.fleet.name)?;
-    let r = Renderer::new(&base);
-    let wanted: Option<Vec<usize>> = only.map(|set| {
-        set.iter()
-            .filter_map(|&i| base.topo.get(head.topo.name(i)))
-            .collect()
-    });
-    let rendered = crate::render::render_map(&r, wanted.as_deref(), |_, objs| {
-        objs.into_iter().map(|o| o.value).collect::<Vec<_>>()
-    })
-    .map_err(|diags| BaseError::Render {
-        commit: commit.clone(),
-        diags,
-    })?;
-    let mut state = crate::backend::rendered::RenderedState::default();
-    for (c, objs) in rendered {
-        state.clusters.insert(base.topo.name(c).to_string(), objs);
-    }
-    Ok((state, warnings))
 }

@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use crate::model::ImageRewrite;
+use crate::core::model::ImageRewrite;
 
 /// An image reference split into its parts: `[registry/]repository[:tag][@digest]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,7 +20,7 @@ impl ImageRef {
     /// `:` or is `localhost`, and more components follow.
     ///
     /// ```
-    /// use canopy::image::ImageRef;
+    /// use canopy::core::image::ImageRef;
     /// let r = ImageRef::parse("ghcr.io/acme/web:1.2");
     /// assert_eq!(r.registry.as_deref(), Some("ghcr.io"));
     /// assert_eq!(r.repository, "acme/web");

@@ -8,20 +8,20 @@
 //! apply order.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use minijinja::{Environment, UndefinedBehavior};
 use rayon::prelude::*;
 use serde_json::{json, Map, Value};
 
-use crate::diag::{Diagnostic, Diagnostics};
-use crate::image::rewrite_images;
-use crate::kinds;
-use crate::model::*;
-use crate::schedule::{self, WorkloadPlacement};
-use crate::validate::Checked;
-use crate::yaml::{
+use crate::core::diag::{Diagnostic, Diagnostics};
+use crate::core::hash::StableHasher;
+use crate::core::image::rewrite_images;
+use crate::core::kinds;
+use crate::core::model::*;
+use crate::core::schedule::{self, WorkloadPlacement};
+use crate::core::validate::Checked;
+use crate::core::yaml::{
     parse_stream, parse_template_slots, plain_scalar, value_at_mut, ScalarStyle, Seg, YamlPath,
 };
 
@@ -136,7 +136,7 @@ fn deep_merge(base: &mut Map<String, Value>, over: &Map<String, Value>) {
 /// since each was first found unreachable).
 pub fn failed_over(
     checked: &Checked,
-    health: &crate::health::Health,
+    health: &crate::core::failover::Health,
     now: std::time::SystemTime,
 ) -> Vec<Vec<bool>> {
     checked
@@ -247,7 +247,10 @@ impl<'a> Renderer<'a> {
                     "depth": topo.depth(c),
                     "values": values[c],
                 });
-                (minijinja::Value::from_serialize(&ctx), hash_json(&ctx))
+                (
+                    minijinja::Value::from_serialize(&ctx),
+                    crate::core::hash::json(&ctx),
+                )
             })
             .unzip();
         let workload_ctx = fleet
@@ -300,7 +303,7 @@ impl<'a> Renderer<'a> {
     /// selects it. Rendering is a pure function of these, so a cluster whose
     /// fingerprint did not change renders exactly as before: `watch` skips
     /// it, which makes a change cost what it touches, not the fleet's size.
-    /// The hash is stable within one build of canopy, not across builds.
+    /// The hash is stable across builds ([`crate::core::hash`]).
     pub fn fingerprints(&self) -> Vec<u64> {
         let fleet = &self.checked.fleet;
         let workload_hash: Vec<u64> = (0..fleet.workloads.len())
@@ -309,21 +312,21 @@ impl<'a> Renderer<'a> {
         let override_hash: Vec<u64> = fleet
             .overrides
             .iter()
-            .map(|o| hash_json(&json!({"meta": o.meta, "spec": o.spec})))
+            .map(|o| crate::core::hash::json(&json!({"meta": o.meta, "spec": o.spec})))
             .collect();
         (0..self.checked.topo.len())
             .into_par_iter()
             .map(|c| {
-                let mut h = std::collections::hash_map::DefaultHasher::new();
-                (&fleet.name, self.cluster_hash[c]).hash(&mut h);
+                let mut h = StableHasher::new();
+                h.str(&fleet.name).u64(self.cluster_hash[c]);
                 for (wi, p) in self.placements.iter().enumerate() {
                     if let Some(p) = p.as_ref().filter(|p| p.lands_on(c)) {
-                        (wi, workload_hash[wi], p.replicas(c)).hash(&mut h);
+                        h.usize(wi).u64(workload_hash[wi]).opt_u32(p.replicas(c));
                     }
                 }
                 for (oi, on) in self.override_on.iter().enumerate() {
                     if on[c] {
-                        (oi, override_hash[oi]).hash(&mut h);
+                        h.usize(oi).u64(override_hash[oi]);
                     }
                 }
                 h.finish()
@@ -347,8 +350,8 @@ impl<'a> Renderer<'a> {
             json!({"namespace": w.spec.namespace, "paths": paths})
         } else {
             let mut spec = w.spec.clone();
-            spec.placement = crate::model::Placement {
-                replicas: crate::model::ReplicaSpec {
+            spec.placement = crate::core::model::Placement {
+                replicas: crate::core::model::ReplicaSpec {
                     paths,
                     ..Default::default()
                 },
@@ -356,11 +359,11 @@ impl<'a> Renderer<'a> {
             };
             json!(spec)
         };
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        hash_json(&json!({"meta": w.meta, "spec": spec, "dir": w.dir})).hash(&mut h);
-        let divided = w.spec.placement.replicas.mode == crate::model::ReplicaMode::Divided;
+        let mut h = StableHasher::new();
+        h.json(&json!({"meta": w.meta, "spec": spec, "dir": w.dir}));
+        let divided = w.spec.placement.replicas.mode == crate::core::model::ReplicaMode::Divided;
         for (mi, m) in w.manifests.iter().enumerate() {
-            m.path.hash(&mut h);
+            h.str(&m.path);
             match &self.checked.facts[wi].parsed[mi] {
                 // Render overwrites a Divided object's replicas with the
                 // cluster's share (hashed per cluster), so the manifest's own
@@ -376,12 +379,14 @@ impl<'a> Renderer<'a> {
                                 &w.spec.placement.replicas.paths,
                             )
                         }) {
-                            crate::pointer::remove(&mut d, ptr);
+                            crate::core::pointer::remove(&mut d, ptr);
                         }
-                        hash_json(&d).hash(&mut h);
+                        h.json(&d);
                     }
                 }
-                _ => m.text.hash(&mut h),
+                _ => {
+                    h.str(&m.text);
+                }
             }
         }
         h.finish()
@@ -406,7 +411,12 @@ impl<'a> Renderer<'a> {
                     .as_ref()
                     .is_none_or(|ws| ws.iter().any(|w| w == name))
             })
-            .map(|(oi, o)| (oi, hash_json(&json!({"meta": o.meta, "spec": o.spec}))))
+            .map(|(oi, o)| {
+                (
+                    oi,
+                    crate::core::hash::json(&json!({"meta": o.meta, "spec": o.spec})),
+                )
+            })
             .collect();
         let Some(p) = self.placements[wi].as_ref() else {
             return vec![None; self.checked.topo.len()];
@@ -414,11 +424,11 @@ impl<'a> Renderer<'a> {
         (0..self.checked.topo.len())
             .map(|c| {
                 p.lands_on(c).then(|| {
-                    let mut h = std::collections::hash_map::DefaultHasher::new();
-                    (&fleet.name, content, self.cluster_hash[c]).hash(&mut h);
-                    for (oi, oh) in &overrides {
-                        if self.override_on[*oi][c] {
-                            (oi, oh).hash(&mut h);
+                    let mut h = StableHasher::new();
+                    h.str(&fleet.name).u64(content).u64(self.cluster_hash[c]);
+                    for &(oi, oh) in &overrides {
+                        if self.override_on[oi][c] {
+                            h.usize(oi).u64(oh);
                         }
                     }
                     h.finish()
@@ -488,7 +498,7 @@ impl<'a> Renderer<'a> {
                 if let Some(ptr) =
                     kinds::replica_pointer(&key.group, &key.kind, &w.spec.placement.replicas.paths)
                 {
-                    crate::pointer::set(&mut obj, ptr, Value::from(n));
+                    crate::core::pointer::set(&mut obj, ptr, Value::from(n));
                 }
             }
             // 3. overrides, ascending priority then name
@@ -631,16 +641,6 @@ impl<'a> Renderer<'a> {
     }
 }
 
-/// A hash of a JSON value's serialized form (maps are sorted, so equal
-/// values hash equally).
-fn hash_json(v: &Value) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    serde_json::to_vec(v)
-        .expect("JSON values serialize")
-        .hash(&mut h);
-    h.finish()
-}
-
 fn template_diag(file: &str, cluster: Option<&str>, e: &minijinja::Error) -> Diagnostic {
     let what = e
         .detail()
@@ -756,7 +756,7 @@ pub struct RenderedFleet {
 }
 
 impl RenderedFleet {
-    /// Masks Secret values (see [`crate::mask`]) before anything is printed.
+    /// Masks Secret values (see [`crate::core::mask`]) before anything is printed.
     pub fn mask_secrets(&mut self) {
         for (_, objs) in &mut self.clusters {
             mask_objects(objs);
@@ -767,7 +767,7 @@ impl RenderedFleet {
 /// Masks the Secrets among one cluster's objects.
 pub fn mask_objects(objs: &mut [Rendered]) {
     let mut vals: Vec<&mut Value> = objs.iter_mut().map(|o| &mut o.value).collect();
-    crate::mask::mask_secrets(&mut vals);
+    crate::core::mask::mask_secrets(&mut vals);
 }
 
 /// Renders the given clusters (all when `only` is `None`) in parallel and

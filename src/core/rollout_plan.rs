@@ -7,7 +7,7 @@
 //! ancestor that runs the workload, because apply reconciles parents first
 //! and a parent on the old version must not have children on the new one.
 
-use crate::topology::Topology;
+use crate::core::topology::Topology;
 
 /// How one stage picks its clusters.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,12 +10,12 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::diag::{Diagnostic, Diagnostics};
-use crate::kinds;
-use crate::model::*;
-use crate::select::LabelIndex;
-use crate::topology::{Topology, TopologyError};
-use crate::yaml::{parse_stream, YamlPath};
+use crate::core::diag::{Diagnostic, Diagnostics};
+use crate::core::kinds;
+use crate::core::model::*;
+use crate::core::select::LabelIndex;
+use crate::core::topology::{Topology, TopologyError};
+use crate::core::yaml::{parse_stream, YamlPath};
 
 /// Facts about a workload worked out once during validation.
 #[derive(Debug, Clone, Default)]

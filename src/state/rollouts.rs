@@ -10,8 +10,8 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use crate::backend::BackendError;
-use crate::model::Pause;
+use super::StateError;
+use crate::core::model::Pause;
 
 /// Every workload's rollout, by workload name.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,21 +137,21 @@ pub fn rfc3339(t: SystemTime) -> String {
 
 impl Rollouts {
     /// Reads `rollouts.json` (none yet: no rollout started).
-    pub fn load(dir: &Path) -> Result<Rollouts, BackendError> {
-        crate::statefile::load(dir, FILE)
+    pub fn load(dir: &Path) -> Result<Rollouts, StateError> {
+        crate::state::load(dir, FILE)
     }
 
     /// Replaces `rollouts.json` atomically.
-    pub fn save(&self, dir: &Path) -> Result<(), BackendError> {
-        crate::statefile::save(dir, FILE, self)
+    pub fn save(&self, dir: &Path) -> Result<(), StateError> {
+        crate::state::save(dir, FILE, self)
     }
 }
 
 /// Asks the next run to go on with `workload`'s rollout at `target`: a
 /// file, so that it works while a `watch` holds the state folder's lock, and
 /// so that a request made for one rollout cannot continue a later one.
-pub fn request_continue(dir: &Path, workload: &str, target: &str) -> Result<(), BackendError> {
-    crate::statefile::replace(&requests(dir), workload, target.as_bytes())
+pub fn request_continue(dir: &Path, workload: &str, target: &str) -> Result<(), StateError> {
+    crate::state::replace(&requests(dir), workload, target.as_bytes())
 }
 
 /// The continue requests waiting, by workload (their targets); they are

@@ -11,8 +11,8 @@
 
 use serde_json::Value;
 
-use crate::model::{FieldRule, ObjectKey};
-use crate::pointer;
+use crate::core::model::{FieldRule, ObjectKey};
+use crate::core::pointer;
 
 /// Makes `desired` carry `live`'s value at every retained pointer of the
 /// rules that match `key`; a pointer `live` does not have is removed from

@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::model::ObjectKey;
-use crate::topology::Topology;
+use crate::core::model::ObjectKey;
+use crate::core::topology::Topology;
 
 /// Replicas that should run, and replicas that are ready.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]

@@ -42,7 +42,7 @@ impl Quantity {
 /// decimal exponent (e3, E-2).
 ///
 /// ```
-/// use canopy::model::quantity::parse_quantity;
+/// use canopy::core::model::quantity::parse_quantity;
 /// assert_eq!(parse_quantity("500m"), Ok(0.5));
 /// assert_eq!(parse_quantity("2Ki"), Ok(2048.0));
 /// assert!(parse_quantity("lots").is_err());

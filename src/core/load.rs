@@ -22,9 +22,9 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::diag::{rel_path, Diagnostic, Diagnostics};
-use crate::model::*;
-use crate::yaml::{parse_stream, Doc, YamlPath};
+use crate::core::diag::{rel_path, Diagnostic, Diagnostics};
+use crate::core::model::*;
+use crate::core::yaml::{parse_stream, Doc, YamlPath};
 
 /// Why a fleet could not be read at all (as opposed to a fleet with problems,
 /// which is a [`Diagnostics`] list).

@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
-use crate::model::{DynamicWeight, ReplicaMode};
-use crate::schedule::{self, Division};
-use crate::select;
-use crate::validate::Checked;
+use crate::core::model::{DynamicWeight, ReplicaMode};
+use crate::core::schedule::{self, Division};
+use crate::core::select;
+use crate::core::validate::Checked;
 
 /// The verdict for one cluster.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -51,7 +51,7 @@ pub fn explain(
     checked: &Checked,
     wi: usize,
     only: Option<usize>,
-    health: &crate::health::Health,
+    health: &crate::core::failover::Health,
     now: std::time::SystemTime,
 ) -> Explanation {
     let w = &checked.fleet.workloads[wi];

@@ -1,19 +1,19 @@
 //! What `canopy status` reads besides drift: per workload, the replicas
 //! each cluster should run (from the render) and the replicas ready there
-//! (from the cluster), summed up the tree by [`crate::aggregate`].
+//! (from the cluster), summed up the tree by [`crate::core::aggregate`].
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use rayon::prelude::*;
 use serde_json::Value;
 
-use crate::aggregate::{aggregate, cluster_counts, Counts, WorkloadStatus};
-use crate::apply::Backends;
+use crate::backend::fleet::Backends;
 use crate::backend::TypeRef;
-use crate::diag::Diagnostics;
-use crate::kinds;
-use crate::model::ObjectKey;
-use crate::render::{render_map, Renderer};
+use crate::core::aggregate::{aggregate, cluster_counts, Counts, WorkloadStatus};
+use crate::core::diag::Diagnostics;
+use crate::core::kinds;
+use crate::core::model::ObjectKey;
+use crate::core::render::{render_map, Renderer};
 
 /// A desired object that carries replicas: (workload index, identity,
 /// replica pointer, object).

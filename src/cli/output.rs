@@ -8,10 +8,10 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
-use crate::explain::Explanation;
-use crate::render::{Rendered, RenderedFleet, Renderer};
-use crate::select::taint_text;
-use crate::validate::Checked;
+use crate::core::explain::Explanation;
+use crate::core::render::{Rendered, RenderedFleet, Renderer};
+use crate::core::select::taint_text;
+use crate::core::validate::Checked;
 
 /// `canopy tree`: the forest with labels, taints and the workloads landing on
 /// each cluster (`web 3/12` = 3 of a Divided workload's 12 replicas).
@@ -261,15 +261,15 @@ pub fn explain_text(e: &Explanation) -> String {
 
 // ---------------------------------------------------------------- apply, diff, status
 
-use crate::apply::{Outcome, Report};
-use crate::diff::{unified, Change, ClusterChanges, Sides};
+use crate::core::diff::{unified, Change, ClusterChanges, Sides};
+use crate::ops::apply::{Outcome, Report};
 
 fn counts_text(c: &ClusterChanges) -> String {
     let (a, u, d) = c.counts();
     format!("+{a} ~{u} -{d}")
 }
 
-fn failed_text(error: &str, changed: &[crate::model::ObjectKey]) -> String {
+fn failed_text(error: &str, changed: &[crate::core::model::ObjectKey]) -> String {
     let changed = if changed.is_empty() {
         "none".to_string()
     } else {
@@ -582,7 +582,7 @@ pub fn status_text(lines: &[StatusLine]) -> String {
 /// Each workload's replicas, ready over desired, down the tree: a cluster's
 /// line sums its subtree, and `(here r/d)` is what runs on the cluster
 /// itself when its descendants run some too.
-pub fn workloads_text(ws: &[crate::aggregate::WorkloadStatus]) -> String {
+pub fn workloads_text(ws: &[crate::core::aggregate::WorkloadStatus]) -> String {
     let mut out = String::new();
     for w in ws {
         let _ = writeln!(
@@ -635,7 +635,7 @@ fn short_rev(r: &str) -> String {
 }
 
 /// What staged rollouts did in an apply, one line each.
-pub fn rollout_events_text(events: &[crate::rollout::Event]) -> String {
+pub fn rollout_events_text(events: &[crate::ops::rollout::Event]) -> String {
     let mut out = String::new();
     for e in events {
         let _ = writeln!(
@@ -650,7 +650,7 @@ pub fn rollout_events_text(events: &[crate::rollout::Event]) -> String {
 }
 
 /// `canopy rollout status`: the rollout, then each stage and its clusters.
-pub fn rollout_text(v: &crate::rollout::View) -> String {
+pub fn rollout_text(v: &crate::ops::rollout::View) -> String {
     let mut out = String::new();
     let _ = write!(out, "rollout of {}: {}", v.workload, v.phase);
     if let Some(r) = &v.revision {

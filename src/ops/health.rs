@@ -1,0 +1,55 @@
+//! Asking clusters whether they answer, around a run: what keeps the
+//! failover record ([`Health`]) true.
+
+use std::time::SystemTime;
+
+use crate::backend::fleet::Backends;
+use crate::backend::BackendError;
+use crate::core::failover::Health;
+use crate::core::topology::Topology;
+
+/// Before a run: asks every cluster recorded down whether it answers now;
+/// one that does is healthy again, so its replicas move back in this very
+/// run (and nothing of it is pruned for having been failed over).
+pub fn recheck(health: &mut Health, backends: &dyn Backends) {
+    let down: Vec<String> = health.unreachable_since.keys().cloned().collect();
+    for cluster in down {
+        let b = backends.backend(&cluster);
+        if b.reachable().is_ok() && b.not_ready().is_none() {
+            health.reachable(&cluster);
+        }
+    }
+}
+
+/// After a run: a cluster that was reconciled answered, and is healthy
+/// unless it has no Ready node; one that failed is asked once more, and
+/// recorded down (from `now`, if not already) when it does not answer.
+/// Clusters that left the fleet are forgotten.
+pub fn record(
+    health: &mut Health,
+    report: &crate::ops::apply::Report,
+    topo: &Topology,
+    backends: &dyn Backends,
+    now: SystemTime,
+) {
+    use crate::ops::apply::Outcome;
+    for cr in &report.clusters {
+        match &cr.outcome {
+            Outcome::Changed(_) | Outcome::Unchanged(_) => {
+                match backends.backend(&cr.cluster).not_ready() {
+                    Some(_) => health.unreachable(&cr.cluster, now),
+                    None => health.reachable(&cr.cluster),
+                }
+            }
+            Outcome::Failed { .. } => match backends.backend(&cr.cluster).reachable() {
+                Err(BackendError::Unreachable { .. }) => health.unreachable(&cr.cluster, now),
+                Ok(()) => health.reachable(&cr.cluster),
+                Err(_) => {}
+            },
+            Outcome::Skipped { .. } => {}
+        }
+    }
+    health
+        .unreachable_since
+        .retain(|c, _| topo.get(c).is_some());
+}

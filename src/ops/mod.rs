@@ -1,0 +1,11 @@
+//! The run sequence and the operations over it. This is where side effects
+//! meet the pure core: a run reads the source, opens the state folder and
+//! the backends, asks down clusters whether they answer again (failover),
+//! places and renders; `apply`, `diff`, `status` and `rollout` are functions
+//! over that.
+
+pub mod apply;
+pub mod base;
+pub mod health;
+pub mod rollout;
+pub mod status;

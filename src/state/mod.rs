@@ -1,0 +1,63 @@
+//! canopy's own records, kept in the state folder beside the clusters'
+//! state: `health.json` ([`health`]) and `rollouts.json` with continue
+//! requests ([`rollouts`]). Each is read whole and replaced atomically, so a
+//! crash leaves the old file or the new one and never a torn one.
+
+pub mod health;
+pub mod rollouts;
+
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use std::path::PathBuf;
+
+/// Why a record in the state folder could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state file {path} is corrupt: {detail}; canopy left it untouched (restore it from backup, or delete it to start this record afresh)")]
+    Corrupt { path: PathBuf, detail: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Reads `dir/name`; a missing file is the default (nothing recorded yet).
+pub fn load<T: DeserializeOwned + Default>(dir: &Path, name: &str) -> Result<T, StateError> {
+    let path = dir.join(name);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StateError::Corrupt {
+            path,
+            detail: e.to_string(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
+        Err(source) => Err(StateError::Io { path, source }),
+    }
+}
+
+/// Replaces `dir/name` with `bytes` atomically (a temporary file renamed
+/// over it), creating `dir`.
+pub fn replace(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StateError> {
+    let path = dir.join(name);
+    let io = |source| StateError::Io {
+        path: path.clone(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    std::fs::write(&tmp, bytes).map_err(io)?;
+    std::fs::rename(&tmp, &path).map_err(io)
+}
+
+/// Replaces `dir/name` with `value` as pretty JSON.
+pub fn save<T: Serialize>(dir: &Path, name: &str, value: &T) -> Result<(), StateError> {
+    replace(
+        dir,
+        name,
+        &serde_json::to_vec_pretty(value).expect("serializes"),
+    )
+}
