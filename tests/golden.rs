@@ -50,6 +50,60 @@ fn tree_snapshot() {
     golden("tree.txt", &stdout_of(&["tree", "fleet-example"]));
 }
 
+/// `tree -o json` says what the text tree says, so scripts need not
+/// scrape it: every cluster in tree order with its parent and depth, and
+/// the same placements.
+#[test]
+fn tree_json_matches_the_text_tree() {
+    let v: serde_json::Value =
+        serde_json::from_str(&stdout_of(&["tree", "fleet-example", "-o", "json"])).unwrap();
+    golden(
+        "tree.json",
+        &(serde_json::to_string_pretty(&v).unwrap() + "\n"),
+    );
+    let text = stdout_of(&["tree", "fleet-example"]);
+    let clusters = v["clusters"].as_array().unwrap();
+    assert_eq!(clusters.len(), 12);
+    for c in clusters {
+        let name = c["name"].as_str().unwrap();
+        let line = text
+            .lines()
+            .find(|l| {
+                l.trim_start_matches(['│', '├', '└', '─', ' '])
+                    .split("  ")
+                    .next()
+                    == Some(name)
+            })
+            .unwrap_or_else(|| panic!("{name} is not in the text tree"));
+        let indent = line.chars().take_while(|ch| !ch.is_alphanumeric()).count();
+        assert_eq!(c["depth"].as_u64().unwrap() as usize * 4, indent, "{line}");
+        for w in c["workloads"].as_array().unwrap() {
+            let shown = match w.get("replicas") {
+                Some(n) => format!("{} {n}/{}", w["name"].as_str().unwrap(), w["total"]),
+                None => w["name"].as_str().unwrap().to_string(),
+            };
+            assert!(text.contains(&shown), "{shown} is not in the text tree");
+        }
+    }
+    assert_eq!(clusters[1]["parent"], "hub");
+}
+
+#[test]
+fn completion_scripts_name_every_command() {
+    for shell in ["bash", "zsh", "fish"] {
+        let script = stdout_of(&["completion", shell]);
+        for cmd in ["apply", "diff", "status", "watch", "rollout", "tree"] {
+            assert!(script.contains(cmd), "{shell} completion lacks {cmd}");
+        }
+    }
+    let out = run(&["completion", "tcsh"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "an unknown shell is a usage error"
+    );
+}
+
 #[test]
 fn render_snapshot() {
     golden("render.yaml", &stdout_of(&["render", "fleet-example"]));

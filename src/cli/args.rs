@@ -32,10 +32,14 @@ pub enum Command {
         output: TextOrJson,
     },
     /// Show the cluster tree, its labels, and which workloads land where.
-    #[command(after_help = "Example:\n  canopy tree fleet-example")]
+    #[command(
+        after_help = "Examples:\n  canopy tree fleet-example\n  canopy tree fleet-example -o json | jq '.clusters[] | select(.parent == \"eu\") | .name'"
+    )]
     Tree {
         #[command(flatten)]
         source: SourceArgs,
+        #[arg(short, long, value_enum, default_value_t = TextOrJson::Text)]
+        output: TextOrJson,
     },
     /// Render the manifests every cluster should run.
     #[command(
@@ -195,6 +199,14 @@ pub enum Command {
     Schema {
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
+    },
+    /// Print a shell completion script.
+    #[command(
+        after_help = "Examples:\n  canopy completion bash > ~/.local/share/bash-completion/completions/canopy\n  canopy completion zsh > \"${fpath[1]}/_canopy\"\n  canopy completion fish > ~/.config/fish/completions/canopy.fish"
+    )]
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
     },
 }
 

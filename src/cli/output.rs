@@ -35,6 +35,49 @@ pub fn tree_text(r: &Renderer<'_>) -> String {
     out
 }
 
+/// `canopy tree -o json`: the fleet's clusters in tree order (each with
+/// its parent and depth, so a script needs no text parsing), with the
+/// workloads placed on each as if every cluster were healthy.
+pub fn tree_json(r: &Renderer<'_>) -> Value {
+    let checked = r.checked;
+    let topo = &checked.topo;
+    let fleet = &checked.fleet;
+    let clusters: Vec<Value> = topo
+        .preorder()
+        .iter()
+        .map(|&c| {
+            let cl = checked.cluster(c);
+            let workloads: Vec<Value> = r
+                .workloads_on(c)
+                .into_iter()
+                .map(|(wi, reps)| {
+                    let mut w = json!({"name": fleet.workloads[wi].name()});
+                    if let Some(n) = reps {
+                        w["replicas"] = json!(n);
+                        w["total"] = json!(checked.facts[wi].total.unwrap_or(0));
+                    }
+                    w
+                })
+                .collect();
+            json!({
+                "name": cl.name(),
+                "parent": topo.parent(c).map(|p| topo.name(p)),
+                "depth": topo.depth(c),
+                "labels": cl.meta.labels,
+                "taints": cl.spec.taints.iter().map(taint_text).collect::<Vec<_>>(),
+                "kubernetes": cl.spec.connection.is_some(),
+                "workloads": workloads,
+            })
+        })
+        .collect();
+    json!({
+        "fleet": fleet.name,
+        "workloads": fleet.workloads.len(),
+        "overrides": fleet.overrides.len(),
+        "clusters": clusters,
+    })
+}
+
 fn tree_node(r: &Renderer<'_>, c: usize, prefix: &str, last: bool, top: bool, out: &mut String) {
     let checked = r.checked;
     let topo = &checked.topo;
@@ -263,6 +306,7 @@ pub fn explain_text(e: &Explanation) -> String {
 
 use crate::core::diff::{unified, Change, ClusterChanges, Sides};
 use crate::ops::apply::{Outcome, Report};
+use crate::ops::status::StatusLine;
 
 fn counts_text(c: &ClusterChanges) -> String {
     let (a, u, d) = c.counts();
@@ -534,22 +578,6 @@ pub fn diff_markdown(report: &Report, sides: Sides<'_>) -> String {
         let _ = writeln!(out, "\n… diffs of {omitted} more cluster(s) omitted to keep this comment under GitHub's size limit.");
     }
     out
-}
-
-/// One line of `canopy status`.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct StatusLine {
-    pub cluster: String,
-    pub depth: usize,
-    pub reachable: bool,
-    /// `in-sync`, `drifted` (live differs from what was applied),
-    /// `not-applied` (never applied here), `unreachable`, `error` or `skipped`.
-    pub state: String,
-    /// Objects that differ (for `drifted` and `not-applied`).
-    pub drifted: usize,
-    pub detail: Option<String>,
-    pub revision: Option<String>,
-    pub applied_at: Option<String>,
 }
 
 pub fn status_text(lines: &[StatusLine]) -> String {

@@ -12,9 +12,17 @@ pub enum BaseError {
     #[error(transparent)]
     Git(#[from] crate::source::git::GitError),
     #[error("the fleet at {commit} is invalid")]
-    Invalid { commit: String, diags: Diagnostics },
+    Invalid {
+        rev: String,
+        commit: String,
+        diags: Diagnostics,
+    },
     #[error("the fleet at {commit} does not render")]
-    Render { commit: String, diags: Diagnostics },
+    Render {
+        rev: String,
+        commit: String,
+        diags: Diagnostics,
+    },
 }
 
 /// The fleet as it is at Git revision `rev`, checked, under the name
@@ -29,10 +37,12 @@ pub fn checked_at(
     let warnings = link_warnings(&at.links, rev);
     let (checked, _) = check_files(name.to_string(), at.files).map_err(|e| match e {
         PipelineError::Invalid(diags) => BaseError::Invalid {
+            rev: rev.to_string(),
             commit: commit.clone(),
             diags,
         },
         PipelineError::Load(e) => BaseError::Invalid {
+            rev: rev.to_string(),
             commit: commit.clone(),
             diags: {
                 let mut d = Diagnostics::default();
@@ -66,6 +76,7 @@ pub fn render_at_revision(
         objs.into_iter().map(|o| o.value).collect::<Vec<_>>()
     })
     .map_err(|diags| BaseError::Render {
+        rev: rev.to_string(),
         commit: commit.clone(),
         diags,
     })?;

@@ -6,6 +6,12 @@
 
 pub mod apply;
 pub mod base;
+pub mod diff;
+pub mod error;
 pub mod health;
 pub mod rollout;
+pub mod run;
 pub mod status;
+
+pub use error::OpsError;
+pub use run::{Access, FleetSource, Location, Selection, Session};

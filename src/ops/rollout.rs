@@ -23,6 +23,7 @@ use std::time::SystemTime;
 
 use rayon::prelude::*;
 
+use super::error::OpsError;
 use crate::backend::fleet::Backends;
 use crate::backend::ApplyMeta;
 use crate::core::diag::Diagnostics;
@@ -30,6 +31,7 @@ use crate::core::model::{RollbackPolicy, Rollout};
 use crate::core::render::Renderer;
 use crate::ops::apply::{self, Options, Outcome, Report, Scope};
 use crate::source::input::Input;
+use crate::source::input::Loaded;
 use crate::source::Revision;
 use crate::state::StateError;
 
@@ -819,5 +821,79 @@ fn stage_view(s: StageRecord, state: &str) -> StageView {
                 detail: c.detail,
             })
             .collect(),
+    }
+}
+
+/// The rollout plan of workload `name`; an error names the workloads that
+/// have one.
+pub fn plan_of(r: &Renderer<'_>, name: &str) -> Result<Plan, OpsError> {
+    let c = r.checked;
+    if c.fleet.workload(name).is_none() {
+        return Err(OpsError::unknown_workload(c, name));
+    }
+    let mut plans = plans(r);
+    let with: Vec<String> = plans.iter().map(|p| p.name.clone()).collect();
+    match plans.iter().position(|p| p.name == name) {
+        Some(i) => Ok(plans.swap_remove(i)),
+        None => Err(OpsError::Refused(format!(
+            "workload {name:?} has no staged rollout (it goes to every cluster at once)\n  help: give it spec.rollout.stages, or give the fleet a Defaults document with spec.rollout; workloads with one: {}",
+            if with.is_empty() { "none".to_string() } else { with.join(", ") }
+        ))),
+    }
+}
+
+/// The fleet placed as if every cluster were healthy: what a rollout's
+/// stages are shown against.
+fn healthy(loaded: &Loaded) -> Result<Renderer<'_>, OpsError> {
+    let r = Renderer::new(&loaded.checked);
+    if r.diagnostics.has_errors() {
+        return Err(OpsError::Place(r.diagnostics.clone()));
+    }
+    Ok(r)
+}
+
+/// `canopy rollout status`: `workload`'s rollout as recorded in `state`.
+pub fn status(loaded: &Loaded, state: &Path, workload: &str) -> Result<View, OpsError> {
+    let r = healthy(loaded)?;
+    let p = plan_of(&r, workload)?;
+    let rollouts = Rollouts::load(state)?;
+    Ok(view(&p, rollouts.workloads.get(workload), &r))
+}
+
+/// `canopy rollout continue`: checks that the recorded rollout of
+/// `workload` is this revision's and can go on, and leaves a request that
+/// the next run acts on. Returns the pid of a `canopy watch` that holds the
+/// state folder (it goes on with the request itself); `None` means nobody
+/// does, and the caller applies.
+pub fn request_continue(
+    loaded: &Loaded,
+    state: &Path,
+    workload: &str,
+) -> Result<Option<String>, OpsError> {
+    let r = healthy(loaded)?;
+    let p = plan_of(&r, workload)?;
+    let rollouts = Rollouts::load(state)?;
+    let Some(rec) = rollouts.workloads.get(workload) else {
+        return Err(OpsError::Refused(format!(
+            "no rollout of {workload} is recorded in {}\n  help: `canopy apply` starts it",
+            state.display()
+        )));
+    };
+    if rec.target != p.target {
+        return Err(OpsError::Refused(format!(
+            "the recorded rollout of {workload} ({}) is not of this revision's change\n  help: `canopy apply` starts the rollout of the new change",
+            rec.revision.revision
+        )));
+    }
+    // Checked here so that a mistaken continue says why at once.
+    rec.clone()
+        .resume(SystemTime::now())
+        .map_err(|e| OpsError::Refused(format!("{workload}: {e}")))?;
+    state::request_continue(state, workload, &p.target)?;
+    // A watch holding the state folder acts on the request itself.
+    match crate::backend::local::LocalStore::open(state) {
+        Err(crate::backend::BackendError::Locked { pid, .. }) => Ok(Some(pid)),
+        Err(e) => Err(OpsError::Store(e)),
+        Ok(_lock) => Ok(None),
     }
 }

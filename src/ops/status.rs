@@ -1,12 +1,17 @@
-//! What `canopy status` reads besides drift: per workload, the replicas
-//! each cluster should run (from the render) and the replicas ready there
-//! (from the cluster), summed up the tree by [`crate::core::aggregate`].
+//! `canopy status`: each cluster's state (in sync, drifted, never applied,
+//! unreachable, failed, skipped) from a dry run, and per workload the
+//! replicas each cluster should run (from the render) and the replicas
+//! ready there (from the cluster), summed up the tree by
+//! [`crate::core::aggregate`].
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use rayon::prelude::*;
 use serde_json::Value;
 
+use super::apply::{Options, Outcome, Report};
+use super::error::OpsError;
+use super::run::{Selection, Session};
 use crate::backend::fleet::Backends;
 use crate::backend::TypeRef;
 use crate::core::aggregate::{aggregate, cluster_counts, Counts, WorkloadStatus};
@@ -14,6 +19,7 @@ use crate::core::diag::Diagnostics;
 use crate::core::kinds;
 use crate::core::model::ObjectKey;
 use crate::core::render::{render_map, Renderer};
+use crate::source::input::Loaded;
 
 /// A desired object that carries replicas: (workload index, identity,
 /// replica pointer, object).
@@ -80,4 +86,88 @@ pub fn workloads(
         }
     }
     Ok(aggregate(topo, &own))
+}
+
+/// One line of `canopy status`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StatusLine {
+    pub cluster: String,
+    pub depth: usize,
+    pub reachable: bool,
+    /// `in-sync`, `drifted` (live differs from what was applied),
+    /// `not-applied` (never applied here), `unreachable`, `error` or `skipped`.
+    pub state: String,
+    /// Objects that differ (for `drifted` and `not-applied`).
+    pub drifted: usize,
+    pub detail: Option<String>,
+    pub revision: Option<String>,
+    pub applied_at: Option<String>,
+}
+
+/// What `canopy status` shows.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Status {
+    pub clusters: Vec<StatusLine>,
+    pub workloads: Vec<WorkloadStatus>,
+}
+
+/// Each cluster of a dry run's report as `status` shows it, with what was
+/// last applied there.
+pub fn clusters(report: &Report, backends: &dyn Backends) -> Vec<StatusLine> {
+    report
+        .clusters
+        .iter()
+        .map(|cr| {
+            let backend = backends.backend(&cr.cluster);
+            let last = backend.last_applied().ok().flatten();
+            let (reachable, state, drifted, detail) = match &cr.outcome {
+                Outcome::Unchanged(_) => (true, "in-sync", 0, None),
+                Outcome::Changed(ch) => {
+                    let state = if last.is_some() {
+                        "drifted"
+                    } else {
+                        "not-applied"
+                    };
+                    (true, state, ch.changes.len(), None)
+                }
+                Outcome::Failed { error, .. } => {
+                    let reachable = backend.reachable().is_ok();
+                    (
+                        reachable,
+                        if reachable { "error" } else { "unreachable" },
+                        0,
+                        Some(error.clone()),
+                    )
+                }
+                Outcome::Skipped { reason } => (true, "skipped", 0, Some(reason.clone())),
+            };
+            StatusLine {
+                cluster: cr.cluster.clone(),
+                depth: cr.depth,
+                reachable,
+                state: state.to_string(),
+                drifted,
+                detail,
+                revision: last.as_ref().map(|m| m.revision.clone()),
+                applied_at: last.map(|m| m.at),
+            }
+        })
+        .collect()
+}
+
+/// `canopy status`: a dry run (a workload a rollout holds back is not
+/// drift; clusters that left the fleet are not looked at), each cluster's
+/// line, and the workloads' replicas.
+pub fn status(session: &mut Session<'_>, loaded: &Loaded) -> Result<Status, OpsError> {
+    let opts = Options {
+        dry_run: true,
+        ..Options::default()
+    };
+    let run = session.run(loaded, &Selection::default(), opts, false)?;
+    let clusters = clusters(&run.report, &session.backends);
+    let workloads = workloads(&run.placed.renderer, &session.backends).map_err(OpsError::Render)?;
+    Ok(Status {
+        clusters,
+        workloads,
+    })
 }

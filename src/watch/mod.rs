@@ -24,7 +24,6 @@ pub mod metrics;
 pub mod trigger;
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
@@ -32,14 +31,10 @@ use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
 
-use crate::backend::fleet::FleetBackends;
-use crate::backend::kube::KubeOptions;
-use crate::backend::local::LocalStore;
-use crate::backend::ApplyMeta;
 use crate::core::diag::Diagnostics;
-use crate::core::render::Renderer;
 use crate::core::validate::Checked;
 use crate::ops::apply::{self, Outcome};
+use crate::ops::{OpsError, Selection, Session};
 use crate::source::input::Input;
 use crate::source::Revision;
 
@@ -60,8 +55,7 @@ pub struct WatchOptions {
     /// round).
     pub apply: apply::Options,
     /// `--cluster` / `--subtree` names, looked up in every revision.
-    pub clusters: Vec<String>,
-    pub subtrees: Vec<String>,
+    pub selection: Selection,
     /// The longest wait before a failing cluster is retried.
     pub max_backoff: Duration,
     /// After a file event, how long the source must stay quiet before it is
@@ -69,9 +63,6 @@ pub struct WatchOptions {
     pub debounce: Duration,
     /// `--fleet-name`.
     pub fleet_name: Option<String>,
-    pub kube: KubeOptions,
-    /// Where relative kubeconfig paths start.
-    pub base: PathBuf,
 }
 
 /// Why a round ran.
@@ -116,8 +107,9 @@ pub struct RoundSummary {
 
 /// The loop's state between rounds.
 pub struct Watch<'a> {
-    input: &'a Input,
-    store: &'a LocalStore,
+    /// The state folder, the backends (clients, rate limiters and
+    /// discovery caches live across rounds) and the records.
+    session: Session<'a>,
     opts: WatchOptions,
     metrics: Metrics,
     backoff: Backoff,
@@ -128,22 +120,13 @@ pub struct Watch<'a> {
     applied: HashMap<String, u64>,
     /// Per cluster, the revision it was last reconciled at.
     at_revision: HashMap<String, String>,
-    /// Clusters found unreachable, and since when (failover).
-    health: crate::core::failover::Health,
-    /// Where each workload's staged rollout stands.
-    rollouts: crate::state::rollouts::Rollouts,
 }
 
 impl<'a> Watch<'a> {
-    pub fn new(
-        input: &'a Input,
-        store: &'a LocalStore,
-        opts: WatchOptions,
-        metrics: Metrics,
-    ) -> Self {
+    /// A loop over `session`, which holds the state folder's lock.
+    pub fn new(session: Session<'a>, opts: WatchOptions, metrics: Metrics) -> Self {
         Watch {
-            input,
-            store,
+            session,
             backoff: Backoff::new(opts.max_backoff),
             opts,
             metrics,
@@ -151,22 +134,33 @@ impl<'a> Watch<'a> {
             seen: None,
             applied: HashMap::new(),
             at_revision: HashMap::new(),
-            health: crate::core::failover::Health::load(store.dir()).unwrap_or_else(|e| {
-                warn!(error = %e, "cannot read the health records; every cluster counts as healthy");
-                crate::core::failover::Health::default()
-            }),
-            rollouts: crate::state::rollouts::Rollouts::load(store.dir()).unwrap_or_else(|e| {
-                warn!(error = %e, "cannot read the rollout records; rollouts start over");
-                crate::state::rollouts::Rollouts::default()
-            }),
         }
+    }
+
+    /// Reads the records of `dir` for a watch: a corrupt one is warned
+    /// about and started afresh, so that it cannot stop the loop.
+    pub fn records(
+        dir: &std::path::Path,
+    ) -> (
+        crate::core::failover::Health,
+        crate::state::rollouts::Rollouts,
+    ) {
+        let health = crate::core::failover::Health::load(dir).unwrap_or_else(|e| {
+            warn!(error = %e, "cannot read the health records; every cluster counts as healthy");
+            Default::default()
+        });
+        let rollouts = crate::state::rollouts::Rollouts::load(dir).unwrap_or_else(|e| {
+            warn!(error = %e, "cannot read the rollout records; rollouts start over");
+            Default::default()
+        });
+        (health, rollouts)
     }
 
     /// Runs until `stop` is set or an [`Event::Stop`] arrives. The first
     /// round reconciles every cluster.
     pub fn run(&mut self, events: &Receiver<Event>, stop: &Arc<AtomicBool>) {
         self.opts.apply.cancel = Some(stop.clone());
-        let remote = matches!(self.input, Input::Git(r) if r.is_remote());
+        let remote = matches!(self.session.input, Input::Git(r) if r.is_remote());
         self.round(Trigger::Start);
         let mut next_poll = remote.then(|| Instant::now() + self.opts.poll);
         let mut next_resync = self.opts.resync.map(|d| Instant::now() + d);
@@ -225,12 +219,12 @@ impl<'a> Watch<'a> {
     /// every second while one waits for `canopy rollout continue`.
     fn rollout_check(&self, now: Instant) -> Option<Instant> {
         use crate::state::rollouts::Phase;
-        let until = crate::ops::rollout::next_wakeup(&self.rollouts).map(|t| {
+        let until = crate::ops::rollout::next_wakeup(&self.session.rollouts).map(|t| {
             now + t
                 .duration_since(std::time::SystemTime::now())
                 .unwrap_or_default()
         });
-        let waiting = self.rollouts.workloads.values().any(|r| {
+        let waiting = self.session.rollouts.workloads.values().any(|r| {
             matches!(r.phase, Phase::Paused | Phase::Failed | Phase::RolledBack)
                 && r.paused_until.is_none()
         });
@@ -241,8 +235,8 @@ impl<'a> Watch<'a> {
     /// A pause is over or a continue request waits.
     fn rollout_due(&self) -> bool {
         let now = std::time::SystemTime::now();
-        crate::ops::rollout::next_wakeup(&self.rollouts).is_some_and(|t| t <= now)
-            || !crate::state::rollouts::pending_requests(self.store.dir()).is_empty()
+        crate::ops::rollout::next_wakeup(&self.session.rollouts).is_some_and(|t| t <= now)
+            || !crate::state::rollouts::pending_requests(&self.session.state).is_empty()
     }
 
     /// Waits until the source has been quiet for `debounce`; true when a
@@ -315,7 +309,7 @@ impl<'a> Watch<'a> {
     /// incrementally, a bad one is reported once and skipped.
     fn change_round(&mut self, trigger: Trigger) -> Option<RoundSummary> {
         let name = self.opts.fleet_name.clone();
-        let read = match self.input {
+        let read = match self.session.input {
             Input::Git(repo) => {
                 if let Err(e) = repo.fetch() {
                     error!(error = %e, "cannot fetch the repository; the last good revision stays applied");
@@ -336,7 +330,11 @@ impl<'a> Watch<'a> {
                     .map(|(f, d)| (f, d, revision))
                     .map_err(|e| e.to_string())
             }
-            Input::Dir(_) => self.input.read(name.as_deref()).map_err(|e| e.to_string()),
+            Input::Dir(_) => self
+                .session
+                .input
+                .read(name.as_deref())
+                .map_err(|e| e.to_string()),
         };
         let (fleet, diags, revision) = match read {
             Ok(x) => x,
@@ -409,31 +407,21 @@ impl<'a> Watch<'a> {
     fn reconcile(&mut self, good: &Good, trigger: Trigger) -> Result<RoundSummary, Diagnostics> {
         let checked = &good.checked;
         let topo = &checked.topo;
-        let backends = match FleetBackends::new(
-            &checked.fleet,
-            &self.opts.base,
-            self.store,
-            self.opts.kube.clone(),
-        ) {
-            Ok(b) => b,
+        // Failover: a cluster down for longer than its workloads'
+        // failover.after gives its Divided replicas to its siblings, and
+        // takes them back once it answers again.
+        let placed = match self.session.place(checked) {
+            Ok(p) => p,
+            Err(OpsError::Place(d)) => return Err(d),
             Err(e) => {
-                error!(error = %e, "cannot start the Kubernetes client runtime");
+                error!(error = %e, "cannot place the fleet");
                 return Ok(RoundSummary {
                     revision: good.revision.to_string(),
                     ..RoundSummary::default()
                 });
             }
         };
-        // Failover: a cluster down for longer than its workloads'
-        // failover.after gives its Divided replicas to its siblings, and
-        // takes them back once it answers again.
-        crate::ops::health::recheck(&mut self.health, &backends);
-        let health_at = std::time::SystemTime::now();
-        let failed = crate::core::render::failed_over(checked, &self.health, health_at);
-        let r = Renderer::with_failover(checked, &failed);
-        if r.diagnostics.has_errors() {
-            return Err(r.diagnostics.clone());
-        }
+        let r = &placed.renderer;
         let fingerprints = r.fingerprints();
         let scope = self.scope(checked);
         let now = Instant::now();
@@ -445,11 +433,15 @@ impl<'a> Watch<'a> {
         // A rollout in motion (new, unfinished, or asked to continue) looks
         // at every cluster: its stages span clusters whose fingerprints did
         // not move.
-        let plans = crate::ops::rollout::plans(&r);
+        let plans = crate::ops::rollout::plans(r);
         let rolling = plans.iter().any(|p| {
-            self.rollouts.workloads.get(&p.name).is_none_or(|rec| {
-                rec.target != p.target || rec.phase != crate::state::rollouts::Phase::Complete
-            })
+            self.session
+                .rollouts
+                .workloads
+                .get(&p.name)
+                .is_none_or(|rec| {
+                    rec.target != p.target || rec.phase != crate::state::rollouts::Phase::Complete
+                })
         }) || trigger == Trigger::Rollout;
         let full = matches!(trigger, Trigger::Drift) || rolling;
         let targets: BTreeSet<usize> = topo
@@ -464,12 +456,7 @@ impl<'a> Watch<'a> {
         let orphans: Vec<String> = if scope.is_some() {
             Vec::new()
         } else if matches!(trigger, Trigger::Start | Trigger::Drift) {
-            self.store
-                .clusters_on_disk()
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|n| topo.get(n).is_none())
-                .collect()
+            self.session.orphans(checked).unwrap_or_default()
         } else {
             let mut gone: Vec<String> = self
                 .applied
@@ -493,28 +480,10 @@ impl<'a> Watch<'a> {
             targets: Some(targets.clone()),
             ..self.opts.apply.clone()
         };
-        let meta = ApplyMeta {
-            revision: revision.clone(),
-            at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-        };
-        let ctx = crate::ops::rollout::Ctx {
-            input: self.input,
-            revision: &good.revision,
-            state: self.store.dir(),
-            now: std::time::SystemTime::now(),
-        };
-        let (report, events) = match crate::ops::rollout::apply(
-            &r,
-            &backends,
-            &orphans,
-            &meta,
-            &opts,
-            &mut self.rollouts,
-            &ctx,
-        ) {
+        let (report, events) = match self.session.apply(&placed, &good.revision, &orphans, &opts) {
             Ok(x) => x,
-            Err(crate::ops::rollout::RolloutError::Render(d)) => return Err(d),
-            Err(crate::ops::rollout::RolloutError::State(e)) => {
+            Err(OpsError::Render(d)) => return Err(d),
+            Err(e) => {
                 error!(error = %e, "cannot write the rollout records; nothing more is applied this round");
                 return Ok(RoundSummary {
                     revision,
@@ -531,10 +500,9 @@ impl<'a> Watch<'a> {
         }
         // A cluster where a rollout holds a workload back is not at this
         // revision's fingerprint: it is looked at again once it may move.
-        let held = crate::ops::rollout::holds(&plans, &self.rollouts, &r);
+        let held = crate::ops::rollout::holds(&plans, &self.session.rollouts, r);
         if !dry_run {
-            crate::ops::health::record(&mut self.health, &report, topo, &backends, health_at);
-            if let Err(e) = self.health.save(self.store.dir()) {
+            if let Err(e) = self.session.record(&placed, &report) {
                 error!(error = %e, "cannot write the health records");
             }
         }
@@ -633,31 +601,12 @@ impl<'a> Watch<'a> {
     /// The clusters `--cluster` and `--subtree` name in this revision
     /// (`None`: all). A name the revision does not have is warned about.
     fn scope(&self, checked: &Checked) -> Option<BTreeSet<usize>> {
-        if self.opts.clusters.is_empty() && self.opts.subtrees.is_empty() {
-            return None;
-        }
-        let topo = &checked.topo;
-        let mut set = BTreeSet::new();
-        for n in &self.opts.clusters {
-            match topo.get(n) {
-                Some(c) => {
-                    set.insert(c);
-                }
-                None => warn!(
-                    cluster = n.as_str(),
-                    "--cluster names no cluster of this revision"
-                ),
-            }
-        }
-        for n in &self.opts.subtrees {
-            match topo.get(n) {
-                Some(c) => set.extend(topo.subtree(c).iter().copied()),
-                None => warn!(
-                    cluster = n.as_str(),
-                    "--subtree names no cluster of this revision"
-                ),
-            }
-        }
-        Some(set)
+        let resolved: Result<_, std::convert::Infallible> =
+            self.opts.selection.resolve(checked, |n, subtree| {
+                let flag = if subtree { "--subtree" } else { "--cluster" };
+                warn!(cluster = n, "{flag} names no cluster of this revision");
+                Ok(())
+            });
+        resolved.unwrap_or_else(|never| match never {})
     }
 }

@@ -81,7 +81,8 @@ pub struct KubeFleet {
     fleet: String,
     fleet_dir: PathBuf,
     opts: KubeOptions,
-    clusters: Mutex<BTreeMap<String, Result<Arc<KubeCluster>, Unusable>>>,
+    /// Each cluster's backend, with the connection it was made from.
+    clusters: Mutex<BTreeMap<String, (Connection, Connected)>>,
 }
 
 impl KubeFleet {
@@ -104,14 +105,14 @@ impl KubeFleet {
     /// cannot be used gives a backend whose every call fails with why.
     pub fn cluster(&self, name: &str, conn: &Connection) -> Box<dyn ClusterBackend + '_> {
         let mut cache = self.clusters.lock().expect("cluster cache");
-        let entry = cache.entry(name.to_string()).or_insert_with(|| {
+        let (_, entry) = cache.entry(name.to_string()).or_insert_with(|| {
             let connected = self.runtime.block_on(connect::connect(
                 name,
                 conn,
                 &self.fleet_dir,
                 self.opts.request_timeout,
             ));
-            match connected {
+            let connected = match connected {
                 Ok(c) => Ok(Arc::new(KubeCluster::new(
                     name,
                     &self.fleet,
@@ -129,14 +130,34 @@ impl KubeFleet {
                     detail: e.to_string(),
                     help: "check the cluster's spec.connection".into(),
                 }),
-            }
+            };
+            (conn.clone(), connected)
         });
         match entry {
             Ok(c) => Box::new(Arc::clone(c)),
             Err(u) => Box::new(u.clone()),
         }
     }
+
+    /// The fleet name every request of this runtime carries.
+    pub fn fleet(&self) -> &str {
+        &self.fleet
+    }
+
+    /// Forgets the clusters that are not in `connections` with the same
+    /// connection, and those whose kubeconfig could not be used (it may
+    /// have been fixed since): they are connected afresh when next asked
+    /// for. The others keep their client and discovery cache.
+    pub fn keep_only(&self, connections: &BTreeMap<String, Connection>) {
+        self.clusters
+            .lock()
+            .expect("cluster cache")
+            .retain(|name, (conn, c)| c.is_ok() && connections.get(name) == Some(conn));
+    }
 }
+
+/// A cluster's backend, or why its kubeconfig cannot be used.
+type Connected = Result<Arc<KubeCluster>, Unusable>;
 
 /// A cluster whose kubeconfig or context cannot be used.
 #[derive(Clone)]
@@ -231,7 +252,8 @@ pub struct KubeCluster {
     opts: KubeOptions,
     limiter: DefaultDirectRateLimiter,
     retry: retry::Policy,
-    /// Discovery, per run: apiVersion → kinds.
+    /// Discovery: apiVersion → kinds, kept while the backend lives; an
+    /// unknown kind is asked again, an applied CRD clears it.
     discovery: Mutex<HashMap<String, Served>>,
     /// The inventory as last read or written.
     inventory: Mutex<Option<Inventory>>,
@@ -337,7 +359,7 @@ impl KubeCluster {
         self.handle.block_on(f)
     }
 
-    /// The kinds an apiVersion serves, fetched once per run.
+    /// The kinds an apiVersion serves, fetched once while cached.
     async fn served(&self, api_version: &str) -> Result<Served, kube::Error> {
         if let Some(s) = self.discovery.lock().expect("discovery").get(api_version) {
             return Ok(s.clone());
@@ -386,11 +408,19 @@ impl KubeCluster {
         Ok(served)
     }
 
+    /// The resource of a kind. A kind discovery did not list is asked for
+    /// once more: the cache lives as long as the backend (across `watch`
+    /// rounds), and a CRD may have been installed since it was filled.
     async fn resource(&self, t: &TypeRef) -> Result<Option<Resource>, kube::Error> {
-        Ok(self
-            .served(&t.api_version)
-            .await?
-            .and_then(|kinds| kinds.get(&t.kind).cloned()))
+        let known = |served: Served| served.and_then(|kinds| kinds.get(&t.kind).cloned());
+        if let Some(r) = known(self.served(&t.api_version).await?) {
+            return Ok(Some(r));
+        }
+        self.discovery
+            .lock()
+            .expect("discovery")
+            .remove(&t.api_version);
+        Ok(known(self.served(&t.api_version).await?))
     }
 
     /// A resource that must exist: an unknown kind is an error naming the

@@ -1,0 +1,612 @@
+//! Each command: turn its flags into an operation's arguments, call
+//! [`crate::ops`], print what came back, and say which exit code it means.
+//! The run sequence itself is not here (it is `ops::Session`).
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use super::args::{
+    Cli, Command, DiffFormat, KubeArgs, RolloutCommand, SourceArgs, Target, TextOrJson, YamlOrJson,
+};
+use super::exit::{
+    git_failure, load_failure, print_diags, summary, Failure, EXIT_CLUSTERS, EXIT_DIFF,
+};
+use super::output;
+use crate::backend::kube::KubeOptions;
+use crate::core::diag::Diagnostics;
+use crate::core::failover::Health;
+use crate::core::render::{render_all, render_map, Renderer};
+use crate::core::validate::Checked;
+use crate::core::{explain, schema};
+use crate::ops::apply::Options;
+use crate::ops::{Access, FleetSource, Location, OpsError, Selection, Session};
+use crate::source::input::{Input, Loaded, PipelineError, SourceError};
+use crate::source::remote::{self, RepoSpec};
+
+/// Runs one parsed command line.
+pub fn run(cli: Cli) -> Result<(), Failure> {
+    let name = cli.fleet_name.as_deref();
+    match cli.command {
+        Command::Validate {
+            source,
+            output: fmt,
+        } => validate(&open(&source)?, name, fmt),
+        Command::Tree {
+            source,
+            output: fmt,
+        } => {
+            let loaded = load(&open(&source)?, name)?;
+            // The fleet as placed with every cluster healthy.
+            let r = placed_healthy(&loaded.checked)?;
+            match fmt {
+                TextOrJson::Text => stdout(&output::tree_text(&r)),
+                TextOrJson::Json => json_out(&output::tree_json(&r)),
+            }
+        }
+        Command::Completion { shell } => {
+            use clap::CommandFactory;
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "canopy", &mut out);
+            stdout(&String::from_utf8_lossy(&out))
+        }
+        Command::Render {
+            source,
+            clusters,
+            out,
+            output: fmt,
+            show_secrets,
+        } => render(&open(&source)?, name, &clusters, out, fmt, show_secrets),
+        Command::Explain {
+            mut source,
+            workload,
+            cluster,
+            output: fmt,
+        } => {
+            let workload = workload_arg(&mut source, workload, "canopy explain fleet-example web")?;
+            let src = open(&source)?;
+            let c = load(&src, name)?.checked;
+            let wi = c
+                .fleet
+                .workloads
+                .iter()
+                .position(|w| w.name() == workload)
+                .ok_or_else(|| OpsError::unknown_workload(&c, &workload))?;
+            let only = cluster
+                .as_deref()
+                .map(|n| {
+                    c.topo
+                        .get(n)
+                        .ok_or_else(|| OpsError::unknown_cluster(&c, n))
+                })
+                .transpose()?;
+            // Failover as the default state folder records it.
+            let health = Health::load(&src.state_dir(None)).map_err(OpsError::State)?;
+            let e = explain::explain(&c, wi, only, &health, std::time::SystemTime::now());
+            match fmt {
+                TextOrJson::Text => stdout(&output::explain_text(&e)),
+                TextOrJson::Json => json_out(&e),
+            }
+        }
+        Command::Apply {
+            source,
+            target,
+            dry_run,
+            prune,
+            prune_clusters,
+            concurrency,
+            force_conflicts,
+            wait,
+            timeout,
+            kube,
+        } => {
+            let mut kube = kube_options(&kube);
+            kube.force_conflicts = force_conflicts;
+            let opts = Options {
+                dry_run,
+                prune,
+                prune_clusters,
+                concurrency: usize::from(concurrency),
+                wait: wait.then_some(timeout),
+                ..Options::default()
+            };
+            let src = open(&source)?;
+            apply(&src, &load(&src, name)?, &target, opts, kube)
+        }
+        Command::Diff {
+            source,
+            target,
+            output: fmt,
+            base,
+            kube,
+        } => {
+            let src = open(&source)?;
+            let loaded = load(&src, name)?;
+            let selection = selection(&target);
+            let (report, old) = match &base {
+                None => {
+                    let mut s = session(&src, &target.state, Access::Read, kube_options(&kube))?;
+                    let report = crate::ops::diff::live(&mut s, &loaded, &selection)?;
+                    (report, "live".to_string())
+                }
+                Some(rev) => {
+                    let (report, warnings) =
+                        crate::ops::diff::against_base(&src, &loaded, rev, &selection)?;
+                    print_diags(&warnings);
+                    (report, rev.clone())
+                }
+            };
+            let sides = crate::core::diff::Sides {
+                old: &old,
+                new: if base.is_some() {
+                    "working-tree"
+                } else {
+                    "desired"
+                },
+            };
+            match fmt {
+                DiffFormat::Text => stdout(&output::diff_text(&report, sides))?,
+                DiffFormat::Json => json_out(&output::diff_json(&report, sides))?,
+                DiffFormat::Markdown => stdout(&output::diff_markdown(&report, sides))?,
+            }
+            if report.totals().failed > 0 {
+                return Err(Failure::silent(EXIT_CLUSTERS));
+            }
+            if report.differs() {
+                return Err(Failure::silent(EXIT_DIFF));
+            }
+            Ok(())
+        }
+        Command::Status {
+            source,
+            state,
+            output: fmt,
+            kube,
+        } => {
+            let src = open(&source)?;
+            let loaded = load(&src, name)?;
+            let mut s = session(&src, &state, Access::Read, kube_options(&kube))?;
+            let st = crate::ops::status::status(&mut s, &loaded)?;
+            match fmt {
+                TextOrJson::Text => stdout(&format!(
+                    "{}{}",
+                    output::status_text(&st.clusters),
+                    output::workloads_text(&st.workloads)
+                )),
+                TextOrJson::Json => json_out(&st),
+            }
+        }
+        Command::Watch {
+            source,
+            target,
+            poll,
+            resync,
+            no_correct_drift,
+            prune,
+            concurrency,
+            force_conflicts,
+            max_backoff,
+            log_format,
+            listen,
+            kube,
+        } => {
+            init_logs(log_format);
+            let src = open(&source)?;
+            let mut kube = kube_options(&kube);
+            kube.force_conflicts = force_conflicts;
+            let opts = crate::watch::WatchOptions {
+                poll,
+                resync: (!resync.is_zero()).then_some(resync),
+                correct_drift: !no_correct_drift,
+                apply: Options {
+                    prune,
+                    concurrency: usize::from(concurrency),
+                    ..Options::default()
+                },
+                selection: selection(&target),
+                max_backoff,
+                debounce: std::time::Duration::from_millis(50),
+                fleet_name: name.map(str::to_string),
+            };
+            watch(&src, &target.state, opts, kube, listen)
+        }
+        Command::Rollout(cmd) => rollout(cmd, name),
+        Command::Schema { out } => {
+            let all = schema::schemas();
+            match out {
+                Some(dir) => {
+                    std::fs::create_dir_all(&dir).map_err(|e| {
+                        Failure::io(format!("error: creating {}: {e}", dir.display()))
+                    })?;
+                    for (file, v) in &all {
+                        let path = dir.join(file);
+                        std::fs::write(&path, schema::to_text(v)).map_err(|e| {
+                            Failure::io(format!("error: writing {}: {e}", path.display()))
+                        })?;
+                    }
+                    eprintln!("wrote {} schema(s) to {}", all.len(), dir.display());
+                    Ok(())
+                }
+                None => {
+                    let v: serde_json::Map<String, serde_json::Value> = all.into_iter().collect();
+                    json_out(&v)
+                }
+            }
+        }
+    }
+}
+
+/// Opens the fleet source the flags name.
+fn open(a: &SourceArgs) -> Result<FleetSource, Failure> {
+    let at = match (&a.dir, &a.repo) {
+        (Some(dir), None) => Location::Dir(dir.clone()),
+        (None, Some(url)) => Location::Repo(RepoSpec {
+            url: url.clone(),
+            reference: a.reference.clone().unwrap_or_default(),
+            path: a.path.clone().unwrap_or_default(),
+            auth: remote::Auth {
+                token_env: a.git_token_env.clone(),
+                ssh_key: a.ssh_key.clone(),
+            },
+        }),
+        (Some(_), Some(_)) => {
+            return Err(Failure::user(
+                "error: pass a fleet folder or --repo, not both",
+            ))
+        }
+        (None, None) => {
+            return Err(Failure::user(
+                "error: pass a fleet folder, or --repo URL --ref REF",
+            ))
+        }
+    };
+    Ok(FleetSource::open(at)?)
+}
+
+/// Loads and checks the fleet, printing its warnings.
+fn load(src: &FleetSource, name: Option<&str>) -> Result<Loaded, Failure> {
+    let loaded = src.load(name)?;
+    print_diags(&loaded.warnings);
+    Ok(loaded)
+}
+
+fn session<'i>(
+    src: &'i FleetSource,
+    state: &Option<PathBuf>,
+    access: Access,
+    kube: KubeOptions,
+) -> Result<Session<'i>, Failure> {
+    Ok(Session::open(
+        &src.input,
+        src.state_dir(state.as_ref()),
+        access,
+        src.base.clone(),
+        kube,
+    )?)
+}
+
+fn selection(t: &Target) -> Selection {
+    Selection {
+        clusters: t.clusters.clone(),
+        subtrees: t.subtrees.clone(),
+    }
+}
+
+fn kube_options(k: &KubeArgs) -> KubeOptions {
+    KubeOptions {
+        requests: usize::from(k.kube_requests),
+        qps: k.kube_qps,
+        burst: k.kube_burst,
+        request_timeout: k.request_timeout,
+        ..KubeOptions::default()
+    }
+}
+
+/// Scheduled as if every cluster were healthy (`tree`, `render`).
+fn placed_healthy(c: &Checked) -> Result<Renderer<'_>, Failure> {
+    let r = Renderer::new(c);
+    if r.diagnostics.has_errors() {
+        return Err(OpsError::Place(r.diagnostics.clone()).into());
+    }
+    Ok(r)
+}
+
+fn stdout(text: &str) -> Result<(), Failure> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        Ok(()) => Ok(()),
+        // A closed pipe (`canopy render | head`) is not an error.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(Failure::io(format!("error: writing output: {e}"))),
+    }
+}
+
+fn json_out<T: serde::Serialize>(v: &T) -> Result<(), Failure> {
+    stdout(&(serde_json::to_string_pretty(v).expect("serializes") + "\n"))
+}
+
+/// `canopy validate`: every problem at once, placement included.
+fn validate(src: &FleetSource, name: Option<&str>, fmt: TextOrJson) -> Result<(), Failure> {
+    let (checked, diags) =
+        crate::source::input::check_all(&src.input, name).map_err(|e| match e {
+            SourceError::Pipeline(PipelineError::Load(e)) => load_failure(e),
+            SourceError::Pipeline(PipelineError::Invalid(_)) => {
+                unreachable!("check_all lists problems instead")
+            }
+            SourceError::Git(e) => git_failure(e),
+        })?;
+    match fmt {
+        TextOrJson::Text => {
+            print_diags(&diags);
+            if let Some(c) = checked.filter(|_| !diags.has_errors()) {
+                stdout(&format!(
+                    "fleet {} is valid: {} clusters, {} workloads, {} overrides ({} warning(s))\n",
+                    c.fleet.name,
+                    c.topo.len(),
+                    c.fleet.workloads.len(),
+                    c.fleet.overrides.len(),
+                    diags.0.len()
+                ))?;
+            }
+        }
+        TextOrJson::Json => {
+            json_out(&serde_json::json!({"valid": !diags.has_errors(), "diagnostics": diags.0}))?
+        }
+    }
+    if diags.has_errors() {
+        return Err(Failure::user(format!(
+            "fleet {} is invalid: {}",
+            src.label,
+            summary(&diags)
+        )));
+    }
+    Ok(())
+}
+
+/// `canopy render`: every cluster (or those named), printed or written as
+/// one folder per cluster. Nothing is printed or written unless every
+/// cluster rendered.
+fn render(
+    src: &FleetSource,
+    name: Option<&str>,
+    clusters: &[String],
+    out: Option<PathBuf>,
+    fmt: YamlOrJson,
+    show_secrets: bool,
+) -> Result<(), Failure> {
+    let c = load(src, name)?.checked;
+    let only: Option<Vec<usize>> = if clusters.is_empty() {
+        None
+    } else {
+        Some(
+            clusters
+                .iter()
+                .map(|n| {
+                    c.topo
+                        .get(n)
+                        .ok_or_else(|| OpsError::unknown_cluster(&c, n))
+                })
+                .collect::<Result<_, _>>()?,
+        )
+    };
+    // The fleet as placed with every cluster healthy.
+    let r = placed_healthy(&c)?;
+    let fail = |d: Diagnostics| {
+        print_diags(&d);
+        Failure::user(format!("render failed: {}", summary(&d)))
+    };
+    let json = fmt == YamlOrJson::Json;
+    if out.is_none() && json {
+        let mut rf = render_all(&r, only.as_deref()).map_err(fail)?;
+        if !show_secrets {
+            rf.mask_secrets();
+        }
+        return json_out(&output::render_json(&c, &rf));
+    }
+    // Each cluster becomes text as soon as it is rendered, in parallel.
+    let texts = render_map(&r, only.as_deref(), |_, mut objs| {
+        if !show_secrets {
+            crate::core::render::mask_objects(&mut objs);
+        }
+        let text = if json {
+            output::objects_json(&objs)
+        } else {
+            output::objects_yaml(&objs)
+        };
+        output::ClusterText {
+            objects: objs.len(),
+            text,
+        }
+    })
+    .map_err(fail)?;
+    match out {
+        Some(dir) => {
+            let n = output::write_out_dir(&c, &texts, &dir, json).map_err(|e| match e {
+                output::OutDirError::NotOurs { .. } => Failure::user(format!(
+                    "error: {e}\n  help: choose a new or empty folder; canopy only replaces folders it wrote"
+                )),
+                output::OutDirError::Io { .. } => Failure::io(format!("error: {e}")),
+            })?;
+            eprintln!("wrote {n} cluster folder(s) to {}", dir.display());
+            Ok(())
+        }
+        None => stdout(&output::render_yaml(&c, &texts)),
+    }
+}
+
+/// `canopy apply` (and what `rollout continue` runs when no watch holds
+/// the state folder).
+fn apply(
+    src: &FleetSource,
+    loaded: &Loaded,
+    target: &Target,
+    opts: Options,
+    kube: KubeOptions,
+) -> Result<(), Failure> {
+    let access = if opts.dry_run {
+        Access::Read
+    } else {
+        Access::Write
+    };
+    let dry_run = opts.dry_run;
+    let mut s = session(src, &target.state, access, kube)?;
+    let run = s.run(loaded, &selection(target), opts, true)?;
+    stdout(&format!(
+        "{}{}",
+        output::apply_text(&run.report, dry_run),
+        output::rollout_events_text(&run.events)
+    ))?;
+    if run.failed() {
+        return Err(Failure::silent(EXIT_CLUSTERS));
+    }
+    Ok(())
+}
+
+/// `canopy watch`: signals and file triggers, `/metrics`, then the loop.
+fn watch(
+    src: &FleetSource,
+    state: &Option<PathBuf>,
+    opts: crate::watch::WatchOptions,
+    kube: KubeOptions,
+    listen: Option<std::net::SocketAddr>,
+) -> Result<(), Failure> {
+    use crate::watch::{metrics, trigger};
+    let state = src.state_dir(state.as_ref());
+    let (health, rollouts) = crate::watch::Watch::records(&state);
+    let session = Session::with_records(
+        &src.input,
+        state.clone(),
+        Access::Write,
+        src.base.clone(),
+        kube,
+        health,
+        rollouts,
+    )?;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (tx, rx) = std::sync::mpsc::channel();
+    trigger::on_signals(stop.clone(), tx.clone())
+        .map_err(|e| Failure::io(format!("error: cannot handle signals: {e}")))?;
+    // Local sources are watched; a remote is polled by the loop.
+    let _watcher = match &src.input {
+        Input::Dir(dir) => Some(trigger::watch_paths(
+            dir,
+            trigger::fleet_path_matters,
+            tx.clone(),
+        )),
+        Input::Git(repo) => repo
+            .watch_path()
+            .map(|p| trigger::watch_paths(p, trigger::git_path_matters, tx.clone())),
+    }
+    .transpose()
+    .map_err(|e| Failure::io(format!("error: cannot watch {}: {e}", src.label)))?;
+    let m = metrics::Metrics::new();
+    let server = match listen {
+        Some(addr) => Some(
+            metrics::serve(addr, m.clone(), stop.clone())
+                .map_err(|e| Failure::io(format!("error: cannot listen on {addr}: {e}")))?,
+        ),
+        None => None,
+    };
+    tracing::info!(
+        source = src.label.as_str(),
+        state = %state.display(),
+        listen = listen.map(|a| a.to_string()).unwrap_or_default(),
+        "watching"
+    );
+    let mut w = crate::watch::Watch::new(session, opts, m);
+    w.run(&rx, &stop);
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    if let Some(h) = server {
+        let _ = h.join();
+    }
+    Ok(())
+}
+
+fn rollout(cmd: RolloutCommand, name: Option<&str>) -> Result<(), Failure> {
+    match cmd {
+        RolloutCommand::Status {
+            mut source,
+            workload,
+            state,
+            output: fmt,
+        } => {
+            let workload = workload_arg(
+                &mut source,
+                workload,
+                "canopy rollout status fleet-example web",
+            )?;
+            let src = open(&source)?;
+            let loaded = load(&src, name)?;
+            let v =
+                crate::ops::rollout::status(&loaded, &src.state_dir(state.as_ref()), &workload)?;
+            match fmt {
+                TextOrJson::Text => stdout(&output::rollout_text(&v)),
+                TextOrJson::Json => json_out(&v),
+            }
+        }
+        RolloutCommand::Continue {
+            mut source,
+            workload,
+            state,
+            concurrency,
+            kube,
+        } => {
+            let workload = workload_arg(
+                &mut source,
+                workload,
+                "canopy rollout continue fleet-example web",
+            )?;
+            let src = open(&source)?;
+            let loaded = load(&src, name)?;
+            let state = src.state_dir(state.as_ref());
+            match crate::ops::rollout::request_continue(&loaded, &state, &workload)? {
+                Some(pid) => stdout(&format!(
+                    "continue of {workload} requested; canopy watch (pid {pid}) goes on with it\n"
+                )),
+                None => {
+                    let target = Target {
+                        clusters: Vec::new(),
+                        subtrees: Vec::new(),
+                        state: Some(state),
+                    };
+                    let opts = Options {
+                        concurrency: usize::from(concurrency),
+                        ..Options::default()
+                    };
+                    apply(&src, &loaded, &target, opts, kube_options(&kube))
+                }
+            }
+        }
+    }
+}
+
+/// The workload named on a command line where, with `--repo`, it is the
+/// only positional argument.
+fn workload_arg(
+    source: &mut SourceArgs,
+    workload: Option<String>,
+    example: &str,
+) -> Result<String, Failure> {
+    match (workload, &source.repo) {
+        (Some(w), _) => Ok(w),
+        (None, Some(_)) => source
+            .dir
+            .take()
+            .map(|d| d.to_string_lossy().into_owned())
+            .ok_or_else(|| Failure::user("error: name the workload")),
+        (None, None) => Err(Failure::user(format!(
+            "error: name the workload, e.g. `{example}`"
+        ))),
+    }
+}
+
+/// Logs of `canopy watch`, on stderr: text, or one JSON object a line.
+fn init_logs(format: super::args::LogFormat) {
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(false);
+    match format {
+        super::args::LogFormat::Text => builder.init(),
+        super::args::LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}

@@ -1,0 +1,66 @@
+//! `canopy diff`: what `apply` would change, against the clusters (a dry
+//! run through the same sequence, rollouts included) or against the fleet
+//! at another Git revision (no cluster, no credentials: pull requests).
+
+use super::apply::{self, Options, Report};
+use super::error::OpsError;
+use super::run::{FleetSource, Selection, Session};
+use crate::backend::ApplyMeta;
+use crate::core::diag::Diagnostics;
+use crate::core::render::Renderer;
+use crate::source::input::Loaded;
+
+/// Against the clusters: what apply would do now. Workloads a rollout
+/// holds back stay out.
+pub fn live(
+    session: &mut Session<'_>,
+    loaded: &Loaded,
+    selection: &Selection,
+) -> Result<Report, OpsError> {
+    let opts = Options {
+        dry_run: true,
+        keep_values: true,
+        ..Options::default()
+    };
+    Ok(session.run(loaded, selection, opts, true)?.report)
+}
+
+/// Against the fleet at revision `base`, read from Git, both placed as if
+/// every cluster were healthy. The warnings about the base (links it holds,
+/// not followed) come back beside the report.
+pub fn against_base(
+    src: &FleetSource,
+    loaded: &Loaded,
+    base: &str,
+    selection: &Selection,
+) -> Result<(Report, Diagnostics), OpsError> {
+    let c = &loaded.checked;
+    let opts = Options {
+        dry_run: true,
+        targets: selection.resolve_strict(c)?,
+        keep_values: true,
+        ..Options::default()
+    };
+    let r = Renderer::new(c);
+    if r.diagnostics.has_errors() {
+        return Err(OpsError::Place(r.diagnostics.clone()));
+    }
+    let (base_state, warnings) =
+        super::base::render_at_revision(&src.input, base, c, opts.targets.as_ref())?;
+    let orphans: Vec<String> = if opts.targets.is_none() {
+        base_state
+            .clusters
+            .keys()
+            .filter(|n| c.topo.get(n).is_none())
+            .cloned()
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let meta = ApplyMeta {
+        revision: loaded.revision.to_string(),
+        at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+    };
+    let report = apply::run(&r, &base_state, &orphans, &meta, &opts).map_err(OpsError::Render)?;
+    Ok((report, warnings))
+}

@@ -1,0 +1,683 @@
+//! The run sequence, once. Every command that looks at clusters, each
+//! `watch` round and (next) the relay agent go through it:
+//!
+//! ```text
+//! Fleet::open ──▶ Fleet::load ──▶ Session::open ──▶ place ──▶ apply ──▶ record
+//!  (source)        (checked)       (state, backends,  (recheck down clusters,
+//!                                   records)           failover, schedule)
+//! ```
+//!
+//! [`Session::run`] is the one-shot form (targets from `--cluster` and
+//! `--subtree`, orphans from the state folder); `watch` calls
+//! [`Session::place`], [`Session::apply`] and [`Session::record`] itself
+//! because it picks its targets from render fingerprints, and keeps its
+//! session across rounds.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use super::apply::{Options, Report};
+use super::error::OpsError;
+use super::rollout::{self, Event};
+use crate::backend::fleet::FleetBackends;
+use crate::backend::kube::KubeOptions;
+use crate::backend::local::LocalStore;
+use crate::backend::ApplyMeta;
+use crate::core::failover::Health;
+use crate::core::render::{failed_over, Renderer};
+use crate::core::validate::Checked;
+use crate::source::input::{Input, Loaded};
+use crate::source::remote::{self, GitRepo, RepoSpec};
+use crate::source::Revision;
+use crate::state::rollouts::Rollouts;
+
+/// Where a command was told to read its fleet.
+pub enum Location {
+    /// A fleet folder.
+    Dir(PathBuf),
+    /// `--repo` with `--ref` and `--path`.
+    Repo(RepoSpec),
+}
+
+/// A fleet source, opened: where the fleet is read from, and the defaults
+/// that follow from it.
+pub struct FleetSource {
+    pub input: Input,
+    /// Where relative kubeconfig paths start: the fleet folder, or the
+    /// current folder for a repository.
+    pub base: PathBuf,
+    /// The local backend's default state folder.
+    pub state: PathBuf,
+    /// How messages name the fleet.
+    pub label: String,
+}
+
+impl FleetSource {
+    /// Opens a folder as it is, or a repository (a remote is cloned into
+    /// the cache or fetched).
+    pub fn open(at: Location) -> Result<FleetSource, OpsError> {
+        match at {
+            Location::Dir(dir) => Ok(FleetSource {
+                input: Input::Dir(dir.clone()),
+                base: dir.clone(),
+                state: dir.join(".canopy").join("state"),
+                label: dir.display().to_string(),
+            }),
+            Location::Repo(spec) => {
+                let reference = spec.reference.clone();
+                let repo = GitRepo::open(spec)?;
+                let path = &repo.spec().path;
+                let state = state_home().join(remote::cache_name(&format!(
+                    "{}/{path}",
+                    repo.display_url().trim_end_matches('/')
+                )));
+                let label = if path.is_empty() {
+                    format!("{} at {reference}", repo.display_url())
+                } else {
+                    format!("{} at {reference}, folder {path}", repo.display_url())
+                };
+                Ok(FleetSource {
+                    input: Input::Git(repo),
+                    base: std::env::current_dir().unwrap_or_default(),
+                    state,
+                    label,
+                })
+            }
+        }
+    }
+
+    /// Reads and checks the fleet; an invalid one is an error with every
+    /// diagnostic.
+    pub fn load(&self, name: Option<&str>) -> Result<Loaded, OpsError> {
+        use crate::source::input::{PipelineError, SourceError};
+        self.input.load(name).map_err(|e| match e {
+            SourceError::Pipeline(PipelineError::Invalid(diags)) => OpsError::Invalid {
+                label: self.label.clone(),
+                diags,
+            },
+            SourceError::Pipeline(PipelineError::Load(e)) => OpsError::Load(e),
+            SourceError::Git(e) => OpsError::Git(e),
+        })
+    }
+
+    /// The state folder: the one given, or this source's default.
+    pub fn state_dir(&self, given: Option<&PathBuf>) -> PathBuf {
+        given.cloned().unwrap_or_else(|| self.state.clone())
+    }
+}
+
+/// `$XDG_STATE_HOME/canopy`, else `~/.local/state/canopy`: where a fleet
+/// read from a repository keeps its local-backend state (a cache could be
+/// wiped; this is the state of clusters).
+fn state_home() -> PathBuf {
+    if let Some(d) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d).join("canopy");
+    }
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join(".local/state/canopy")
+}
+
+/// Whether a run may write to the state folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Takes the state folder's lock: `apply`, `watch`.
+    Write,
+    /// Reads without the lock: dry runs, `diff`, `status`.
+    Read,
+}
+
+/// `--cluster` and `--subtree`: the clusters a run is limited to.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    pub clusters: Vec<String>,
+    pub subtrees: Vec<String>,
+}
+
+impl Selection {
+    pub fn is_all(&self) -> bool {
+        self.clusters.is_empty() && self.subtrees.is_empty()
+    }
+
+    /// The cluster indexes named (`None`: every cluster). `unknown` is told
+    /// each name the fleet does not have, with whether it was a subtree;
+    /// it decides whether that is an error.
+    pub fn resolve<E>(
+        &self,
+        checked: &Checked,
+        mut unknown: impl FnMut(&str, bool) -> Result<(), E>,
+    ) -> Result<Option<BTreeSet<usize>>, E> {
+        if self.is_all() {
+            return Ok(None);
+        }
+        let topo = &checked.topo;
+        let mut set = BTreeSet::new();
+        for n in &self.clusters {
+            match topo.get(n) {
+                Some(c) => {
+                    set.insert(c);
+                }
+                None => unknown(n, false)?,
+            }
+        }
+        for n in &self.subtrees {
+            match topo.get(n) {
+                Some(c) => set.extend(topo.subtree(c).iter().copied()),
+                None => unknown(n, true)?,
+            }
+        }
+        Ok(Some(set))
+    }
+
+    /// As [`Selection::resolve`], where a name the fleet lacks is an error.
+    pub fn resolve_strict(&self, checked: &Checked) -> Result<Option<BTreeSet<usize>>, OpsError> {
+        self.resolve(checked, |n, _| Err(OpsError::unknown_cluster(checked, n)))
+    }
+}
+
+/// The fleet placed for one run: the render, and the time the health
+/// records were read at (failover and the records written after).
+pub struct Placed<'c> {
+    pub renderer: Renderer<'c>,
+    pub at: SystemTime,
+}
+
+/// What one run did.
+pub struct Outcome<'c> {
+    pub placed: Placed<'c>,
+    pub report: Report,
+    pub events: Vec<Event>,
+}
+
+impl Outcome<'_> {
+    /// A cluster of the fleet failed or was skipped, an orphan could not
+    /// be cleaned up, or a rollout's stage failed its health gate. An
+    /// orphan left in place is reported, not a failure.
+    pub fn failed(&self) -> bool {
+        use super::apply::Outcome as O;
+        self.report
+            .clusters
+            .iter()
+            .any(|c| matches!(c.outcome, O::Failed { .. } | O::Skipped { .. }))
+            || self
+                .report
+                .orphans
+                .iter()
+                .any(|o| matches!(o.outcome, O::Failed { .. }))
+            || self.events.iter().any(|e| e.failed)
+    }
+}
+
+/// A run's side of the world, opened once: the state folder, each
+/// cluster's backend, and canopy's records (who is down since when, where
+/// each rollout stands). A one-shot command opens one; `watch` keeps one
+/// across rounds.
+pub struct Session<'i> {
+    pub input: &'i Input,
+    pub state: PathBuf,
+    pub backends: FleetBackends,
+    pub health: Health,
+    pub rollouts: Rollouts,
+}
+
+impl<'i> Session<'i> {
+    /// Opens the state folder (taking its lock for [`Access::Write`]) and
+    /// reads the records; a corrupt record is an error.
+    pub fn open(
+        input: &'i Input,
+        state: PathBuf,
+        access: Access,
+        base: PathBuf,
+        kube: KubeOptions,
+    ) -> Result<Self, OpsError> {
+        let mut s = Self::with_records(
+            input,
+            state,
+            access,
+            base,
+            kube,
+            Health::default(),
+            Rollouts::default(),
+        )?;
+        s.health = Health::load(&s.state)?;
+        s.rollouts = Rollouts::load(&s.state)?;
+        Ok(s)
+    }
+
+    /// Opens the state folder with records read by the caller (`watch`
+    /// starts afresh from a corrupt record instead of stopping).
+    #[allow(clippy::too_many_arguments)]
+    pub fn with_records(
+        input: &'i Input,
+        state: PathBuf,
+        access: Access,
+        base: PathBuf,
+        kube: KubeOptions,
+        health: Health,
+        rollouts: Rollouts,
+    ) -> Result<Self, OpsError> {
+        let store = match access {
+            Access::Write => LocalStore::open(&state)?,
+            Access::Read => LocalStore::open_read_only(&state),
+        };
+        Ok(Session {
+            input,
+            backends: FleetBackends::new(store, base, kube),
+            state,
+            health,
+            rollouts,
+        })
+    }
+
+    /// Places the fleet for this run: the backends follow its clusters,
+    /// every cluster recorded down is asked whether it answers now, and
+    /// workloads are scheduled with failover as the records then say.
+    pub fn place<'c>(&mut self, checked: &'c Checked) -> Result<Placed<'c>, OpsError> {
+        self.backends
+            .follow(&checked.fleet)
+            .map_err(OpsError::Runtime)?;
+        super::health::recheck(&mut self.health, &self.backends);
+        let at = SystemTime::now();
+        let failed = failed_over(checked, &self.health, at);
+        let renderer = Renderer::with_failover(checked, &failed);
+        if renderer.diagnostics.has_errors() {
+            return Err(OpsError::Place(renderer.diagnostics.clone()));
+        }
+        Ok(Placed { renderer, at })
+    }
+
+    /// Clusters with local state that `checked` no longer has.
+    pub fn orphans(&self, checked: &Checked) -> Result<Vec<String>, OpsError> {
+        Ok(self
+            .backends
+            .local()
+            .clusters_on_disk()?
+            .into_iter()
+            .filter(|n| checked.topo.get(n).is_none())
+            .collect())
+    }
+
+    /// Applies (or, with `dry_run`, computes) the placed fleet down the tree
+    /// with staged rollouts: the rollout records decide which workloads are
+    /// held back where, and are saved as they move unless this is a dry run.
+    pub fn apply(
+        &mut self,
+        placed: &Placed<'_>,
+        revision: &Revision,
+        orphans: &[String],
+        opts: &Options,
+    ) -> Result<(Report, Vec<Event>), OpsError> {
+        let meta = ApplyMeta {
+            revision: revision.to_string(),
+            at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+        };
+        let ctx = rollout::Ctx {
+            input: self.input,
+            revision,
+            state: &self.state,
+            now: placed.at,
+        };
+        rollout::apply(
+            &placed.renderer,
+            &self.backends,
+            orphans,
+            &meta,
+            opts,
+            &mut self.rollouts,
+            &ctx,
+        )
+        .map_err(|e| match e {
+            rollout::RolloutError::Render(d) => OpsError::Render(d),
+            rollout::RolloutError::State(e) => OpsError::State(e),
+        })
+    }
+
+    /// After a run that wrote: who answered and who did not, saved.
+    pub fn record(&mut self, placed: &Placed<'_>, report: &Report) -> Result<(), OpsError> {
+        let topo = &placed.renderer.checked.topo;
+        super::health::record(&mut self.health, report, topo, &self.backends, placed.at);
+        Ok(self.health.save(&self.state)?)
+    }
+
+    /// The one-shot run: place, take the selected clusters (and, for the
+    /// whole fleet, the clusters that left it), apply with rollouts, and
+    /// record health unless this is a dry run. `orphans: false` leaves
+    /// clusters that left the fleet out (`status`).
+    pub fn run<'c>(
+        &mut self,
+        loaded: &'c Loaded,
+        selection: &Selection,
+        mut opts: Options,
+        orphans: bool,
+    ) -> Result<Outcome<'c>, OpsError> {
+        let checked = &loaded.checked;
+        let placed = self.place(checked)?;
+        opts.targets = selection.resolve_strict(checked)?;
+        let orphans = if orphans && opts.targets.is_none() {
+            self.orphans(checked)?
+        } else {
+            Vec::new()
+        };
+        let (report, events) = self.apply(&placed, &loaded.revision, &orphans, &opts)?;
+        if !opts.dry_run {
+            self.record(&placed, &report)?;
+        }
+        Ok(Outcome {
+            placed,
+            report,
+            events,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The run sequence in-process, on the embedded local backend: no
+    //! binary, no cluster.
+
+    use super::*;
+    use crate::ops::apply::Outcome as O;
+    use std::path::Path;
+
+    const CLUSTERS: &str = "apiVersion: canopy.dev/v1alpha1
+kind: Cluster
+metadata: {name: hub}
+---
+apiVersion: canopy.dev/v1alpha1
+kind: Cluster
+metadata: {name: eu}
+spec: {parent: hub}
+---
+apiVersion: canopy.dev/v1alpha1
+kind: Cluster
+metadata: {name: eu-1}
+spec: {parent: eu}
+---
+apiVersion: canopy.dev/v1alpha1
+kind: Cluster
+metadata: {name: us}
+spec: {parent: hub}
+";
+
+    /// Workload `app`: a Deployment of 4 replicas divided over the leaves,
+    /// failed over at once when a leaf is down.
+    const APP: &str = "apiVersion: canopy.dev/v1alpha1
+kind: Workload
+metadata: {name: app}
+spec:
+  namespace: demo
+  placement:
+    clusters: {names: [eu-1, us]}
+    replicas: {mode: Divided, total: 4}
+  failover: {after: 0s}
+";
+
+    const DEPLOYMENT: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata: {name: app}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: app}}
+  template:
+    metadata: {labels: {app: app}}
+    spec: {containers: [{name: app, image: app:1}]}
+";
+
+    fn write(dir: &Path, path: &str, text: &str) {
+        let p = dir.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+
+    fn fleet() -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "clusters.yaml", CLUSTERS);
+        write(d.path(), "workloads/app/workload.yaml", APP);
+        write(d.path(), "workloads/app/deployment.yaml", DEPLOYMENT);
+        d
+    }
+
+    fn source(dir: &Path) -> FleetSource {
+        FleetSource::open(Location::Dir(dir.to_path_buf())).unwrap()
+    }
+
+    fn session(src: &FleetSource, access: Access) -> Session<'_> {
+        Session::open(
+            &src.input,
+            src.state_dir(None),
+            access,
+            src.base.clone(),
+            KubeOptions::default(),
+        )
+        .unwrap()
+    }
+
+    /// Per cluster: changed, unchanged, failed or skipped (with why).
+    fn outcomes(report: &Report) -> Vec<(String, String)> {
+        report
+            .clusters
+            .iter()
+            .map(|c| {
+                let o = match &c.outcome {
+                    O::Changed(_) => "changed".to_string(),
+                    O::Unchanged(_) => "unchanged".to_string(),
+                    O::Failed { .. } => "failed".to_string(),
+                    O::Skipped { reason } => format!("skipped: {reason}"),
+                };
+                (c.cluster.clone(), o)
+            })
+            .collect()
+    }
+
+    fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
+        v.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    /// The replicas of `app` on a cluster, as the local store holds it.
+    fn replicas(src: &FleetSource, cluster: &str) -> Option<u64> {
+        let text =
+            std::fs::read(src.state.join("clusters").join(format!("{cluster}.json"))).ok()?;
+        let v: serde_json::Value = serde_json::from_slice(&text).unwrap();
+        v["objects"]
+            .as_object()?
+            .values()
+            .find(|o| o["kind"] == "Deployment")?["spec"]["replicas"]
+            .as_u64()
+    }
+
+    #[test]
+    fn apply_goes_down_the_tree_and_a_failed_parent_skips_its_subtree() {
+        let d = fleet();
+        let src = source(d.path());
+        let loaded = src.load(None).unwrap();
+        let mut s = session(&src, Access::Write);
+        let run = s
+            .run(&loaded, &Selection::default(), Options::default(), true)
+            .unwrap();
+        // Clusters without objects are reconciled too (nothing to write).
+        assert_eq!(
+            outcomes(&run.report),
+            pairs(&[
+                ("hub", "unchanged"),
+                ("eu", "unchanged"),
+                ("eu-1", "changed"),
+                ("us", "changed")
+            ])
+        );
+        assert!(!run.failed());
+        assert_eq!(
+            (replicas(&src, "eu-1"), replicas(&src, "us")),
+            (Some(2), Some(2))
+        );
+
+        // eu stops answering: its subtree is skipped, the rest goes on, and
+        // the health record says since when eu is down.
+        s.backends
+            .local()
+            .cluster("eu")
+            .set_unreachable(true)
+            .unwrap();
+        let run = s
+            .run(&loaded, &Selection::default(), Options::default(), true)
+            .unwrap();
+        assert_eq!(
+            outcomes(&run.report),
+            pairs(&[
+                ("hub", "unchanged"),
+                ("eu", "failed"),
+                ("eu-1", "skipped: parent eu failed"),
+                ("us", "unchanged")
+            ])
+        );
+        assert!(run.failed());
+        assert!(s.health.unreachable_since.contains_key("eu"));
+        assert_eq!(
+            Health::load(&s.state).unwrap(),
+            s.health,
+            "the record was saved"
+        );
+    }
+
+    #[test]
+    fn a_down_leaf_hands_its_replicas_to_its_sibling_and_takes_them_back() {
+        let d = fleet();
+        let src = source(d.path());
+        let loaded = src.load(None).unwrap();
+        let mut s = session(&src, Access::Write);
+        s.run(&loaded, &Selection::default(), Options::default(), true)
+            .unwrap();
+        s.backends
+            .local()
+            .cluster("us")
+            .set_unreachable(true)
+            .unwrap();
+        // The run that finds us down records it; failover.after is 0s, so
+        // the next run places us's replicas on eu-1.
+        s.run(&loaded, &Selection::default(), Options::default(), true)
+            .unwrap();
+        let run = s
+            .run(&loaded, &Selection::default(), Options::default(), true)
+            .unwrap();
+        assert_eq!(replicas(&src, "eu-1"), Some(4));
+        assert_eq!(
+            outcomes(&run.report)[3],
+            ("us".to_string(), "failed".to_string())
+        );
+        // us answers again: the same run asks it first and moves back.
+        s.backends
+            .local()
+            .cluster("us")
+            .set_unreachable(false)
+            .unwrap();
+        let run = s
+            .run(&loaded, &Selection::default(), Options::default(), true)
+            .unwrap();
+        assert!(!run.failed());
+        assert!(s.health.unreachable_since.is_empty());
+        assert_eq!(
+            (replicas(&src, "eu-1"), replicas(&src, "us")),
+            (Some(2), Some(2))
+        );
+    }
+
+    #[test]
+    fn a_cluster_that_left_the_fleet_is_an_orphan_kept_until_prune_clusters() {
+        let d = fleet();
+        let src = source(d.path());
+        {
+            let loaded = src.load(None).unwrap();
+            let mut s = session(&src, Access::Write);
+            s.run(&loaded, &Selection::default(), Options::default(), true)
+                .unwrap();
+        }
+        // us leaves the fleet.
+        write(
+            d.path(),
+            "clusters.yaml",
+            CLUSTERS.rsplit_once("---").unwrap().0,
+        );
+        write(
+            d.path(),
+            "workloads/app/workload.yaml",
+            &APP.replace("[eu-1, us]", "[eu-1]"),
+        );
+        let loaded = src.load(None).unwrap();
+        let mut s = session(&src, Access::Write);
+        let run = s
+            .run(&loaded, &Selection::default(), Options::default(), true)
+            .unwrap();
+        assert_eq!(run.report.orphans.len(), 1);
+        assert_eq!(run.report.orphans[0].cluster, "us");
+        assert!(
+            matches!(&run.report.orphans[0].outcome, O::Skipped { reason } if reason.contains("--prune-clusters")),
+            "{:?}",
+            run.report.orphans[0].outcome
+        );
+        assert!(!run.failed(), "an orphan left in place is no failure");
+        assert_eq!(replicas(&src, "us"), Some(2), "nothing deleted");
+        // A selection leaves orphans alone.
+        let only_eu = Selection {
+            subtrees: vec!["eu".into()],
+            ..Selection::default()
+        };
+        let run = s.run(&loaded, &only_eu, Options::default(), true).unwrap();
+        assert!(run.report.orphans.is_empty());
+        assert_eq!(
+            outcomes(&run.report),
+            pairs(&[("eu", "unchanged"), ("eu-1", "unchanged")])
+        );
+        let opts = Options {
+            prune_clusters: true,
+            ..Options::default()
+        };
+        let run = s.run(&loaded, &Selection::default(), opts, true).unwrap();
+        assert!(matches!(run.report.orphans[0].outcome, O::Changed(_)));
+        assert_eq!(replicas(&src, "us"), None, "deleted with --prune-clusters");
+    }
+
+    #[test]
+    fn diff_and_status_read_through_the_same_run_and_write_nothing() {
+        let d = fleet();
+        let src = source(d.path());
+        let loaded = src.load(None).unwrap();
+        let before_apply = {
+            let mut s = session(&src, Access::Read);
+            let report = crate::ops::diff::live(&mut s, &loaded, &Selection::default()).unwrap();
+            assert!(report.differs());
+            assert_eq!(report.totals().created, 2, "{:?}", outcomes(&report));
+            let st = crate::ops::status::status(&mut s, &loaded).unwrap();
+            let states: Vec<&str> = st.clusters.iter().map(|l| l.state.as_str()).collect();
+            assert_eq!(states, ["in-sync", "in-sync", "not-applied", "not-applied"]);
+            s.backends.local().clusters_on_disk().unwrap()
+        };
+        assert!(before_apply.is_empty(), "a dry run wrote {before_apply:?}");
+        {
+            let mut s = session(&src, Access::Write);
+            s.run(&loaded, &Selection::default(), Options::default(), true)
+                .unwrap();
+        }
+        let mut s = session(&src, Access::Read);
+        let report = crate::ops::diff::live(&mut s, &loaded, &Selection::default()).unwrap();
+        assert!(!report.differs());
+        let st = crate::ops::status::status(&mut s, &loaded).unwrap();
+        assert!(st.clusters.iter().all(|l| l.state == "in-sync"));
+        let app = st.workloads.iter().find(|w| w.workload == "app").unwrap();
+        assert_eq!(app.total.desired, 4);
+        // An unknown --cluster is an error that lists the clusters.
+        let bad = Selection {
+            clusters: vec!["mars".into()],
+            ..Selection::default()
+        };
+        let err = crate::ops::diff::live(&mut s, &loaded, &bad)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("unknown cluster \"mars\"") && err.contains("hub, eu, eu-1, us"),
+            "{err}"
+        );
+    }
+}
