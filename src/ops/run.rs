@@ -454,6 +454,12 @@ spec:
         .unwrap()
     }
 
+    /// An apply of the whole fleet with the default options.
+    fn apply_all<'c>(s: &mut Session<'_>, loaded: &'c Loaded) -> Outcome<'c> {
+        s.run(loaded, &Selection::default(), Options::default(), true)
+            .unwrap()
+    }
+
     /// Per cluster: changed, unchanged, failed or skipped (with why).
     fn outcomes(report: &Report) -> Vec<(String, String)> {
         report
@@ -495,9 +501,7 @@ spec:
         let src = source(d.path());
         let loaded = src.load(None).unwrap();
         let mut s = session(&src, Access::Write);
-        let run = s
-            .run(&loaded, &Selection::default(), Options::default(), true)
-            .unwrap();
+        let run = apply_all(&mut s, &loaded);
         // Clusters without objects are reconciled too (nothing to write).
         assert_eq!(
             outcomes(&run.report),
@@ -521,9 +525,7 @@ spec:
             .cluster("eu")
             .set_unreachable(true)
             .unwrap();
-        let run = s
-            .run(&loaded, &Selection::default(), Options::default(), true)
-            .unwrap();
+        let run = apply_all(&mut s, &loaded);
         assert_eq!(
             outcomes(&run.report),
             pairs(&[
@@ -548,8 +550,7 @@ spec:
         let src = source(d.path());
         let loaded = src.load(None).unwrap();
         let mut s = session(&src, Access::Write);
-        s.run(&loaded, &Selection::default(), Options::default(), true)
-            .unwrap();
+        apply_all(&mut s, &loaded);
         s.backends
             .local()
             .cluster("us")
@@ -557,11 +558,8 @@ spec:
             .unwrap();
         // The run that finds us down records it; failover.after is 0s, so
         // the next run places us's replicas on eu-1.
-        s.run(&loaded, &Selection::default(), Options::default(), true)
-            .unwrap();
-        let run = s
-            .run(&loaded, &Selection::default(), Options::default(), true)
-            .unwrap();
+        apply_all(&mut s, &loaded);
+        let run = apply_all(&mut s, &loaded);
         assert_eq!(replicas(&src, "eu-1"), Some(4));
         assert_eq!(
             outcomes(&run.report)[3],
@@ -573,9 +571,7 @@ spec:
             .cluster("us")
             .set_unreachable(false)
             .unwrap();
-        let run = s
-            .run(&loaded, &Selection::default(), Options::default(), true)
-            .unwrap();
+        let run = apply_all(&mut s, &loaded);
         assert!(!run.failed());
         assert!(s.health.unreachable_since.is_empty());
         assert_eq!(
@@ -591,8 +587,7 @@ spec:
         {
             let loaded = src.load(None).unwrap();
             let mut s = session(&src, Access::Write);
-            s.run(&loaded, &Selection::default(), Options::default(), true)
-                .unwrap();
+            apply_all(&mut s, &loaded);
         }
         // us leaves the fleet.
         write(
@@ -607,9 +602,7 @@ spec:
         );
         let loaded = src.load(None).unwrap();
         let mut s = session(&src, Access::Write);
-        let run = s
-            .run(&loaded, &Selection::default(), Options::default(), true)
-            .unwrap();
+        let run = apply_all(&mut s, &loaded);
         assert_eq!(run.report.orphans.len(), 1);
         assert_eq!(run.report.orphans[0].cluster, "us");
         assert!(
@@ -657,8 +650,7 @@ spec:
         assert!(before_apply.is_empty(), "a dry run wrote {before_apply:?}");
         {
             let mut s = session(&src, Access::Write);
-            s.run(&loaded, &Selection::default(), Options::default(), true)
-                .unwrap();
+            apply_all(&mut s, &loaded);
         }
         let mut s = session(&src, Access::Read);
         let report = crate::ops::diff::live(&mut s, &loaded, &Selection::default()).unwrap();
