@@ -185,13 +185,13 @@ pub struct Placed<'c> {
 }
 
 /// What one run did.
-pub struct Outcome<'c> {
+pub struct Run<'c> {
     pub placed: Placed<'c>,
     pub report: Report,
     pub events: Vec<Event>,
 }
 
-impl Outcome<'_> {
+impl Run<'_> {
     /// A cluster of the fleet failed or was skipped, an orphan could not
     /// be cleaned up, or a rollout's stage failed its health gate. An
     /// orphan left in place is reported, not a failure.
@@ -351,7 +351,7 @@ impl<'i> Session<'i> {
         selection: &Selection,
         mut opts: Options,
         orphans: bool,
-    ) -> Result<Outcome<'c>, OpsError> {
+    ) -> Result<Run<'c>, OpsError> {
         let checked = &loaded.checked;
         let placed = self.place(checked)?;
         opts.targets = selection.resolve_strict(checked)?;
@@ -364,7 +364,7 @@ impl<'i> Session<'i> {
         if !opts.dry_run {
             self.record(&placed, &report)?;
         }
-        Ok(Outcome {
+        Ok(Run {
             placed,
             report,
             events,
@@ -455,7 +455,7 @@ spec:
     }
 
     /// An apply of the whole fleet with the default options.
-    fn apply_all<'c>(s: &mut Session<'_>, loaded: &'c Loaded) -> Outcome<'c> {
+    fn apply_all<'c>(s: &mut Session<'_>, loaded: &'c Loaded) -> Run<'c> {
         s.run(loaded, &Selection::default(), Options::default(), true)
             .unwrap()
     }
