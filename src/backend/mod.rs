@@ -71,12 +71,15 @@ pub enum BackendError {
     },
     /// The API server answered with an error about one object, or about
     /// the cluster as a whole (`object` empty).
-    #[error("cluster {cluster} ({context}): {object}{detail}")]
-    Api {
+    #[error("cluster {} ({}): {}{}{}", .0.cluster, .0.context, .0.object, .0.detail, help_line(&.0.help))]
+    Api(Box<ApiFailure>),
+    /// Server-side apply refused to take fields that another applier owns.
+    #[error("cluster {cluster} ({context}): {object}apply conflicts: {}; nothing of it was changed\n  help: rerun with --force-conflicts to take these fields over, or list them in the workload's spec.retain (the cluster keeps its value) or ignoreDifferences", conflicts_text(conflicts))]
+    Conflict {
         cluster: String,
         context: String,
         object: String,
-        detail: String,
+        conflicts: Vec<FieldConflict>,
     },
     /// Objects were written but did not become healthy in time.
     #[error("cluster {cluster}: not healthy after {waited}:\n    {objects}\n  help: look at the objects' events (kubectl describe), or raise --timeout")]
@@ -98,6 +101,131 @@ pub enum BackendError {
         #[source]
         source: std::io::Error,
     },
+}
+
+fn help_line(help: &Option<String>) -> String {
+    help.as_deref()
+        .map(|h| format!("\n  help: {h}"))
+        .unwrap_or_default()
+}
+
+fn conflicts_text(conflicts: &[FieldConflict]) -> String {
+    conflicts
+        .iter()
+        .map(|c| format!("{} is owned by field manager {:?}", c.field, c.manager))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// An error answer of an API server (boxed in [`BackendError::Api`]: the
+/// error travels in every `Result` of the backends, and most never fail).
+#[derive(Debug)]
+pub struct ApiFailure {
+    pub cluster: String,
+    /// `context NAME`: which kubeconfig context was used.
+    pub context: String,
+    /// `KEY: ` for an error about one object, empty for the cluster.
+    pub object: String,
+    pub detail: String,
+    /// The HTTP status the server answered (or, for an object canopy
+    /// cannot send, the one it would answer); `None` for other failures of
+    /// the client.
+    pub code: Option<u16>,
+    pub help: Option<String>,
+}
+
+/// A field that server-side apply would not take, and who owns it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldConflict {
+    pub field: String,
+    pub manager: String,
+}
+
+/// Why a cluster could not be reconciled, as status, the health records and
+/// rollouts read it (without parsing the message).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase", tag = "reason")]
+pub enum FailReason {
+    /// The cluster did not answer.
+    Unreachable,
+    /// Its kubeconfig or context cannot be used.
+    Connection,
+    /// Its API server rejected the credentials (401).
+    Unauthorized,
+    /// The credentials lack a permission (403).
+    Forbidden,
+    /// Fields another field manager owns, and who.
+    Conflict { conflicts: Vec<FieldConflict> },
+    /// The server refused an object, or does not serve its kind (400, 404,
+    /// 422).
+    Invalid,
+    /// Objects were written but are not healthy.
+    Unhealthy,
+    /// The server timed out (408, 504).
+    Timeout,
+    /// canopy's own record of the cluster cannot be used (corrupt, locked,
+    /// unreadable).
+    State,
+    /// Any other answer of the API server.
+    Api,
+}
+
+impl BackendError {
+    /// The typed reason.
+    pub fn reason(&self) -> FailReason {
+        match self {
+            BackendError::Unreachable { .. } => FailReason::Unreachable,
+            BackendError::Connect { .. } => FailReason::Connection,
+            BackendError::Api(a) => match a.code {
+                Some(401) => FailReason::Unauthorized,
+                Some(403) => FailReason::Forbidden,
+                Some(400 | 404 | 422) => FailReason::Invalid,
+                Some(408 | 504) => FailReason::Timeout,
+                Some(_) | None => FailReason::Api,
+            },
+            BackendError::Conflict { conflicts, .. } => FailReason::Conflict {
+                conflicts: conflicts.clone(),
+            },
+            BackendError::Unhealthy { .. } | BackendError::Simulated { .. } => {
+                FailReason::Unhealthy
+            }
+            BackendError::Corrupt { .. }
+            | BackendError::Locked { .. }
+            | BackendError::Io { .. } => FailReason::State,
+        }
+    }
+
+    /// What happened, without the advice: what a rollout record keeps (the
+    /// advice is in the run's own report).
+    pub fn summary(&self) -> String {
+        match self {
+            BackendError::Connect {
+                cluster, detail, ..
+            } => format!("cluster {cluster}: {detail}"),
+            BackendError::Api(a) => format!(
+                "cluster {} ({}): {}{}",
+                a.cluster, a.context, a.object, a.detail
+            ),
+            BackendError::Conflict {
+                cluster,
+                context,
+                object,
+                conflicts,
+            } => format!(
+                "cluster {cluster} ({context}): {object}apply conflicts: {}; nothing of it was changed",
+                conflicts_text(conflicts)
+            ),
+            BackendError::Unhealthy {
+                cluster,
+                waited,
+                objects,
+            } => format!("cluster {cluster}: not healthy after {waited}:\n    {objects}"),
+            BackendError::Simulated { cluster, objects } => {
+                format!("cluster {cluster}: unhealthy (local backend):\n    {objects}")
+            }
+            e => e.to_string(),
+        }
+    }
 }
 
 /// A write that failed, and exactly which objects it changed before failing.
@@ -153,5 +281,70 @@ pub trait ClusterBackend: Send + Sync {
     /// as down. `None` when it can, or when the backend cannot tell.
     fn not_ready(&self) -> Option<String> {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(code: Option<u16>, help: Option<&str>) -> BackendError {
+        BackendError::Api(Box::new(ApiFailure {
+            cluster: "eu".into(),
+            context: "context eu-admin".into(),
+            object: "ConfigMap demo/app: ".into(),
+            detail: "denied".into(),
+            code,
+            help: help.map(str::to_string),
+        }))
+    }
+
+    #[test]
+    fn reasons_come_from_the_error_not_its_text() {
+        assert_eq!(api(Some(401), None).reason(), FailReason::Unauthorized);
+        assert_eq!(api(Some(403), None).reason(), FailReason::Forbidden);
+        assert_eq!(api(Some(422), None).reason(), FailReason::Invalid);
+        assert_eq!(api(Some(504), None).reason(), FailReason::Timeout);
+        assert_eq!(api(Some(500), None).reason(), FailReason::Api);
+        assert_eq!(api(None, None).reason(), FailReason::Api);
+        let conflicts = vec![FieldConflict {
+            field: ".data.version".into(),
+            manager: "kubectl".into(),
+        }];
+        let e = BackendError::Conflict {
+            cluster: "eu".into(),
+            context: "context eu-admin".into(),
+            object: "ConfigMap demo/app: ".into(),
+            conflicts: conflicts.clone(),
+        };
+        assert_eq!(e.reason(), FailReason::Conflict { conflicts });
+        assert_eq!(
+            e.to_string(),
+            "cluster eu (context eu-admin): ConfigMap demo/app: apply conflicts: .data.version is owned by field manager \"kubectl\"; nothing of it was changed\n  help: rerun with --force-conflicts to take these fields over, or list them in the workload's spec.retain (the cluster keeps its value) or ignoreDifferences"
+        );
+        assert!(!e.summary().contains("help:"));
+        assert!(e.summary().ends_with("nothing of it was changed"));
+    }
+
+    #[test]
+    fn the_summary_drops_the_advice_the_message_keeps() {
+        let e = api(Some(401), Some("refresh the credentials"));
+        assert_eq!(
+            e.to_string(),
+            "cluster eu (context eu-admin): ConfigMap demo/app: denied\n  help: refresh the credentials"
+        );
+        assert_eq!(
+            e.summary(),
+            "cluster eu (context eu-admin): ConfigMap demo/app: denied"
+        );
+        let e = BackendError::Simulated {
+            cluster: "r2".into(),
+            objects: "ConfigMap demo/app: unhealthy: crash loop".into(),
+        };
+        assert_eq!(e.reason(), FailReason::Unhealthy);
+        assert_eq!(
+            e.summary(),
+            "cluster r2: unhealthy (local backend):\n    ConfigMap demo/app: unhealthy: crash loop"
+        );
     }
 }

@@ -343,7 +343,7 @@ pub fn apply_text(report: &Report, dry_run: bool) -> String {
             Outcome::Changed(ch) => format!("{verb} {}", counts_text(ch)),
             Outcome::Unchanged(_) => "no changes".to_string(),
             Outcome::Failed { error, changed } => {
-                failed_text(error, changed).replace("\n    ", &format!("\n{pad}    "))
+                failed_text(&error.to_string(), changed).replace("\n    ", &format!("\n{pad}    "))
             }
             Outcome::Skipped { reason } => format!("skipped: {reason}"),
         };
@@ -363,8 +363,8 @@ pub fn apply_text(report: &Report, dry_run: bool) -> String {
         let line = match &o.outcome {
             Outcome::Changed(ch) => format!("{verb} {} (cluster left the fleet)", counts_text(ch)),
             Outcome::Unchanged(_) => "left the fleet; holds nothing canopy owns".to_string(),
-            Outcome::Failed { error, changed } => failed_text(error, changed),
-            Outcome::Skipped { reason } => reason.clone(),
+            Outcome::Failed { error, changed } => failed_text(&error.to_string(), changed),
+            Outcome::Skipped { reason } => reason.to_string(),
         };
         let _ = writeln!(out, "{} (not in the fleet): {line}", o.cluster);
     }
@@ -470,12 +470,13 @@ pub fn diff_json(report: &Report, sides: Sides<'_>) -> Value {
             }
             Outcome::Failed { error, changed } => {
                 v["status"] = json!("failed");
-                v["error"] = json!(error);
+                v["error"] = json!(error.to_string());
+                v["failure"] = json!(error.reason());
                 v["changedBeforeFailure"] = json!(changed);
             }
             Outcome::Skipped { reason } => {
                 v["status"] = json!("skipped");
-                v["reason"] = json!(reason);
+                v["reason"] = json!(reason.to_string());
             }
         }
         v
@@ -533,14 +534,14 @@ pub fn diff_markdown(report: &Report, sides: Sides<'_>) -> String {
                 let _ = writeln!(
                     out,
                     "| `{name}` | | | | failed: {} |",
-                    error.replace('|', "\\|")
+                    error.to_string().replace('|', "\\|")
                 );
             }
             Outcome::Skipped { reason } => {
                 let _ = writeln!(
                     out,
                     "| `{name}` | | | | skipped: {} |",
-                    reason.replace('|', "\\|")
+                    reason.to_string().replace('|', "\\|")
                 );
             }
             Outcome::Unchanged(_) => {}

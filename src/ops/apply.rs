@@ -13,7 +13,7 @@ use std::sync::Arc;
 use rayon::prelude::*;
 
 use crate::backend::fleet::Backends;
-use crate::backend::{ApplyMeta, ClusterBackend, Planned, TypeRef};
+use crate::backend::{ApplyMeta, BackendError, ClusterBackend, Planned, TypeRef};
 use crate::core::diag::Diagnostics;
 use crate::core::diff::{self, ClusterChanges, Desired};
 use crate::core::model::ObjectKey;
@@ -95,13 +95,52 @@ pub enum Outcome {
     /// Live state already matches.
     Unchanged(ClusterChanges),
     /// The cluster could not be reconciled; `changed` lists exactly the
-    /// objects written before the failure.
+    /// objects written before the failure. `error.reason()` says why in a
+    /// form status, health records and rollouts read.
     Failed {
-        error: String,
+        error: Arc<BackendError>,
         changed: Vec<ObjectKey>,
     },
-    /// Not attempted, because of an ancestor.
-    Skipped { reason: String },
+    /// Not attempted, and why.
+    Skipped { reason: Skip },
+}
+
+/// Why a cluster was not attempted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Skip {
+    /// Its parent failed.
+    ParentFailed(String),
+    /// Its parent was skipped.
+    ParentSkipped(String),
+    /// canopy is stopping (a signal arrived).
+    Stopping,
+    /// It left the fleet and still holds objects canopy owns (only
+    /// `--prune-clusters` deletes them).
+    Orphaned { objects: usize },
+}
+
+impl std::fmt::Display for Skip {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Skip::ParentFailed(p) => write!(f, "parent {p} failed"),
+            Skip::ParentSkipped(p) => write!(f, "parent {p} was skipped"),
+            Skip::Stopping => f.write_str("canopy is stopping"),
+            Skip::Orphaned { objects } => write!(
+                f,
+                "orphaned: the cluster left the fleet and still holds {objects} object(s) canopy owns; --prune-clusters deletes them"
+            ),
+        }
+    }
+}
+
+impl Outcome {
+    /// A failure of `error` after `changed` were written.
+    pub fn failed(error: BackendError, changed: Vec<ObjectKey>) -> Outcome {
+        Outcome::Failed {
+            error: Arc::new(error),
+            changed,
+        }
+    }
 }
 
 impl Outcome {
@@ -234,16 +273,12 @@ pub fn run(
                         .parent(c)
                         .and_then(|p| outcomes.get(&p).map(|o| (p, o)));
                     if let Some((p, o)) = parent.filter(|(_, o)| o.blocks_children()) {
-                        let why = match o {
-                            Outcome::Failed { .. } => "failed",
-                            _ => "was skipped",
+                        let p = topo.name(p).to_string();
+                        let reason = match o {
+                            Outcome::Failed { .. } => Skip::ParentFailed(p),
+                            _ => Skip::ParentSkipped(p),
                         };
-                        return (
-                            c,
-                            Outcome::Skipped {
-                                reason: format!("parent {} {why}", topo.name(p)),
-                            },
-                        );
+                        return (c, Outcome::Skipped { reason });
                     }
                     if opts
                         .cancel
@@ -253,7 +288,7 @@ pub fn run(
                         return (
                             c,
                             Outcome::Skipped {
-                                reason: "canopy is stopping".into(),
+                                reason: Skip::Stopping,
                             },
                         );
                     }
@@ -321,10 +356,7 @@ fn reconcile(
     opts: &Options,
 ) -> Outcome {
     let fleet = &r.checked.fleet;
-    let failed = |e: crate::backend::BackendError| Outcome::Failed {
-        error: e.to_string(),
-        changed: Vec::new(),
-    };
+    let failed = |e: BackendError| Outcome::failed(e, Vec::new());
     let mut values: Vec<serde_json::Value> = packed.iter().map(Packed::value).collect();
     let kinds: Vec<TypeRef> = values
         .iter()
@@ -419,13 +451,13 @@ fn reconcile(
             let objects: Vec<&serde_json::Value> = values.iter().collect();
             match backend.wait_healthy(&objects, timeout) {
                 Ok(()) => outcome,
-                Err(e) => Outcome::Failed {
-                    error: e.to_string(),
-                    changed: outcome
+                Err(e) => Outcome::failed(
+                    e,
+                    outcome
                         .changes()
                         .map(|c| c.changes.iter().map(|ch| ch.key().clone()).collect())
                         .unwrap_or_default(),
-                },
+                ),
             }
         }
         _ => outcome,
@@ -453,10 +485,7 @@ fn write(
     }
     match written {
         Ok(()) => Outcome::Changed(changes),
-        Err(f) => Outcome::Failed {
-            error: f.error.to_string(),
-            changed: f.changed,
-        },
+        Err(f) => Outcome::failed(f.error, f.changed),
     }
 }
 
@@ -508,22 +537,16 @@ fn reconcile_orphan(
 ) -> Outcome {
     let live = match backend.list_owned(&r.checked.fleet.name, &[]) {
         Ok(l) => l,
-        Err(e) => {
-            return Outcome::Failed {
-                error: e.to_string(),
-                changed: Vec::new(),
-            }
-        }
+        Err(e) => return Outcome::failed(e, Vec::new()),
     };
     if live.is_empty() {
         return Outcome::Unchanged(ClusterChanges::default());
     }
     if !opts.prune_clusters {
         return Outcome::Skipped {
-            reason: format!(
-                "orphaned: the cluster left the fleet and still holds {} object(s) canopy owns; --prune-clusters deletes them",
-                live.len()
-            ),
+            reason: Skip::Orphaned {
+                objects: live.len(),
+            },
         };
     }
     write(backend, diff::diff_cluster(&[], &live, true), meta, opts)

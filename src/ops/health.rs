@@ -4,7 +4,7 @@
 use std::time::SystemTime;
 
 use crate::backend::fleet::Backends;
-use crate::backend::BackendError;
+use crate::backend::FailReason;
 use crate::core::failover::Health;
 use crate::core::topology::Topology;
 
@@ -22,9 +22,9 @@ pub fn recheck(health: &mut Health, backends: &dyn Backends) {
 }
 
 /// After a run: a cluster that was reconciled answered, and is healthy
-/// unless it has no Ready node; one that failed is asked once more, and
-/// recorded down (from `now`, if not already) when it does not answer.
-/// Clusters that left the fleet are forgotten.
+/// unless it has no Ready node; one that failed because it did not answer
+/// is recorded down (from `now`, if not already), one that failed with an
+/// answer is up. Clusters that left the fleet are forgotten.
 pub fn record(
     health: &mut Health,
     report: &crate::ops::apply::Report,
@@ -41,10 +41,13 @@ pub fn record(
                     None => health.reachable(&cr.cluster),
                 }
             }
-            Outcome::Failed { .. } => match backends.backend(&cr.cluster).reachable() {
-                Err(BackendError::Unreachable { .. }) => health.unreachable(&cr.cluster, now),
-                Ok(()) => health.reachable(&cr.cluster),
-                Err(_) => {}
+            // The reason says whether the cluster answered: no need to
+            // ask it again. One canopy cannot connect or log in to, or
+            // whose own record is unusable, says nothing either way.
+            Outcome::Failed { error, .. } => match error.reason() {
+                FailReason::Unreachable => health.unreachable(&cr.cluster, now),
+                FailReason::Connection | FailReason::Unauthorized | FailReason::State => {}
+                _ => health.reachable(&cr.cluster),
             },
             Outcome::Skipped { .. } => {}
         }

@@ -483,7 +483,7 @@ fn gate(
         .map(|&c| {
             let name = topo.name(c).to_string();
             let verdict = match &outcomes[&name] {
-                Outcome::Failed { error, .. } => Err(without_help(error)),
+                Outcome::Failed { error, .. } => Err(error.summary()),
                 Outcome::Skipped { reason } => Err(format!("skipped: {reason}")),
                 Outcome::Changed(_) | Outcome::Unchanged(_) => {
                     let objects: Vec<serde_json::Value> = match r.render_cluster(c) {
@@ -498,7 +498,7 @@ fn gate(
                     backends
                         .backend(&name)
                         .wait_healthy(&refs, timeout)
-                        .map_err(|e| without_help(&e.to_string()))
+                        .map_err(|e| e.summary())
                 }
             };
             let changed = outcomes[&name]
@@ -532,15 +532,6 @@ fn gate(
         .unwrap_or(0);
     let pause = p.spec.pause_after(rec.stage);
     rec.gate(unhealthy, allowed, changed, pause, now)
-}
-
-/// An error without its `help:` lines: a rollout record keeps what
-/// happened, the advice is in the apply's own report.
-fn without_help(e: &str) -> String {
-    e.lines()
-        .filter(|l| !l.trim_start().starts_with("help:"))
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 /// Applies the failed stage's clusters again, this workload alone, at the
@@ -684,9 +675,7 @@ fn merge(mut a: Report, b: Report) -> Report {
         };
         let prev = std::mem::replace(
             &mut c.outcome,
-            Outcome::Skipped {
-                reason: String::new(),
-            },
+            Outcome::Unchanged(crate::core::diff::ClusterChanges::default()),
         );
         c.outcome = match (prev, o) {
             (f @ Outcome::Failed { .. }, _) | (_, f @ Outcome::Failed { .. }) => f,

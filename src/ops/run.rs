@@ -536,6 +536,16 @@ spec:
             ])
         );
         assert!(run.failed());
+        // The failure and the skip are typed: nothing reads their text.
+        let eu = &run.report.clusters[1].outcome;
+        assert!(
+            matches!(eu, O::Failed { error, changed } if error.reason() == crate::backend::FailReason::Unreachable && changed.is_empty()),
+            "{eu:?}"
+        );
+        assert!(matches!(
+            &run.report.clusters[2].outcome,
+            O::Skipped { reason: crate::ops::apply::Skip::ParentFailed(p) } if p == "eu"
+        ));
         assert!(s.health.unreachable_since.contains_key("eu"));
         assert_eq!(
             Health::load(&s.state).unwrap(),
@@ -606,7 +616,7 @@ spec:
         assert_eq!(run.report.orphans.len(), 1);
         assert_eq!(run.report.orphans[0].cluster, "us");
         assert!(
-            matches!(&run.report.orphans[0].outcome, O::Skipped { reason } if reason.contains("--prune-clusters")),
+            matches!(&run.report.orphans[0].outcome, O::Skipped { reason } if reason.to_string().contains("--prune-clusters")),
             "{:?}",
             run.report.orphans[0].outcome
         );

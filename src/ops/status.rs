@@ -13,7 +13,7 @@ use super::apply::{Options, Outcome, Report};
 use super::error::OpsError;
 use super::run::{Selection, Session};
 use crate::backend::fleet::Backends;
-use crate::backend::TypeRef;
+use crate::backend::{FailReason, TypeRef};
 use crate::core::aggregate::{aggregate, cluster_counts, Counts, WorkloadStatus};
 use crate::core::diag::Diagnostics;
 use crate::core::kinds;
@@ -131,15 +131,21 @@ pub fn clusters(report: &Report, backends: &dyn Backends) -> Vec<StatusLine> {
                     (true, state, ch.changes.len(), None)
                 }
                 Outcome::Failed { error, .. } => {
-                    let reachable = backend.reachable().is_ok();
+                    // A cluster that does not answer, or that canopy cannot
+                    // connect or log in to, is unreachable; one that answered
+                    // with an error is not.
+                    let reachable = !matches!(
+                        error.reason(),
+                        FailReason::Unreachable | FailReason::Connection | FailReason::Unauthorized
+                    );
                     (
                         reachable,
                         if reachable { "error" } else { "unreachable" },
                         0,
-                        Some(error.clone()),
+                        Some(error.to_string()),
                     )
                 }
-                Outcome::Skipped { reason } => (true, "skipped", 0, Some(reason.clone())),
+                Outcome::Skipped { reason } => (true, "skipped", 0, Some(reason.to_string())),
             };
             StatusLine {
                 cluster: cr.cluster.clone(),

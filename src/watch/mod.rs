@@ -33,7 +33,7 @@ use tracing::{error, info, warn};
 
 use crate::core::diag::Diagnostics;
 use crate::core::validate::Checked;
-use crate::ops::apply::{self, Outcome};
+use crate::ops::apply::{self, Outcome, Skip};
 use crate::ops::{OpsError, Selection, Session};
 use crate::source::input::Input;
 use crate::source::Revision;
@@ -554,7 +554,7 @@ impl<'a> Watch<'a> {
                     let changed: Vec<String> = changed.iter().map(|k| k.to_string()).collect();
                     warn!(
                         cluster = name,
-                        error = error.as_str(),
+                        error = %error,
                         changed_before_failure = changed.join(", "),
                         retry_in = %humantime::format_duration(wait),
                         "cluster failed; its subtree waits for it"
@@ -562,8 +562,8 @@ impl<'a> Watch<'a> {
                 }
                 Outcome::Skipped { reason } => {
                     self.applied.remove(name);
-                    if !reason.contains("stopping") {
-                        info!(cluster = name, reason = reason.as_str(), "cluster skipped");
+                    if *reason != Skip::Stopping {
+                        info!(cluster = name, reason = %reason, "cluster skipped");
                     }
                 }
             }
@@ -575,14 +575,14 @@ impl<'a> Watch<'a> {
                 Outcome::Skipped { reason } => {
                     warn!(
                         cluster = o.cluster.as_str(),
-                        reason = reason.as_str(),
+                        reason = %reason,
                         "cluster left the fleet"
                     )
                 }
                 Outcome::Failed { error, .. } => {
                     warn!(
                         cluster = o.cluster.as_str(),
-                        error = error.as_str(),
+                        error = %error,
                         "cluster left the fleet; cleaning it up failed"
                     )
                 }

@@ -35,7 +35,10 @@ use kube::core::params::{
 use kube::core::Request;
 use serde_json::Value;
 
-use super::{ApplyMeta, BackendError, ClusterBackend, Planned, TypeRef, WriteFailure};
+use super::{
+    ApiFailure, ApplyMeta, BackendError, ClusterBackend, FieldConflict, Planned, TypeRef,
+    WriteFailure,
+};
 use crate::core::diff::{Change, ServerView};
 use crate::core::model::{Connection, ObjectKey, LABEL_FLEET};
 use health::Health;
@@ -312,46 +315,41 @@ impl KubeCluster {
         let object = about.map(|k| format!("{k}: ")).unwrap_or_default();
         match error {
             kube::Error::Api(s) => {
-                let conflicts: Vec<String> = s
-                    .details
-                    .iter()
-                    .flat_map(|d| &d.causes)
-                    .filter(|c| c.reason == "FieldManagerConflict")
-                    .map(|c| {
-                        let manager = c.message.split('"').nth(1).unwrap_or("another manager");
-                        format!("{} is owned by field manager {manager:?}", c.field)
-                    })
-                    .collect();
-                let detail = if s.code == 409 && !conflicts.is_empty() {
-                    format!(
-                        "apply conflicts: {}; nothing of it was changed\n  help: rerun with --force-conflicts to take these fields over, or list them in the workload's spec.retain (the cluster keeps its value) or ignoreDifferences",
-                        conflicts.join(", ")
-                    )
-                } else {
-                    let help = match s.code {
-                        401 => "\n  help: the credentials of this context were rejected; refresh them (they may have expired)",
-                        403 => "\n  help: the context's user needs RBAC permission for this (get, list, patch and delete on the kinds canopy applies)",
-                        _ => "",
+                let conflicts = field_conflicts(&s);
+                if s.code == 409 && !conflicts.is_empty() {
+                    return BackendError::Conflict {
+                        cluster: self.name.clone(),
+                        context: format!("context {}", self.context),
+                        object,
+                        conflicts,
                     };
-                    format!("{} ({} {}){help}", s.message, s.code, s.reason)
+                }
+                let help = match s.code {
+                    401 => Some("the credentials of this context were rejected; refresh them (they may have expired)"),
+                    403 => Some("the context's user needs RBAC permission for this (get, list, patch and delete on the kinds canopy applies)"),
+                    _ => None,
                 };
-                BackendError::Api {
+                BackendError::Api(Box::new(ApiFailure {
                     cluster: self.name.clone(),
                     context: format!("context {}", self.context),
                     object,
-                    detail,
-                }
+                    detail: format!("{} ({} {})", s.message, s.code, s.reason),
+                    code: Some(s.code),
+                    help: help.map(str::to_string),
+                }))
             }
             kube::Error::HyperError(_) | kube::Error::Service(_) => BackendError::Unreachable {
                 cluster: self.name.clone(),
                 reason: format!("context {}: {object}{}", self.context, error),
             },
-            e => BackendError::Api {
+            e => BackendError::Api(Box::new(ApiFailure {
                 cluster: self.name.clone(),
                 context: format!("context {}", self.context),
                 object,
                 detail: e.to_string(),
-            },
+                code: None,
+                help: None,
+            })),
         }
     }
 
@@ -426,25 +424,38 @@ impl KubeCluster {
     /// A resource that must exist: an unknown kind is an error naming the
     /// object.
     async fn resource_of(&self, key: &ObjectKey, obj: &Value) -> Result<Resource, BackendError> {
-        let t = TypeRef::of(obj)
-            .ok_or_else(|| self.api_error(key, "the object has no apiVersion or kind"))?;
+        // Refused as the server would refuse them: 400 for an object
+        // without a kind, 404 for a kind discovery does not list.
+        let t = TypeRef::of(obj).ok_or_else(|| {
+            self.api_error(key, 400, "the object has no apiVersion or kind", None)
+        })?;
         match self.resource(&t).await {
             Ok(Some(r)) => Ok(r),
-            Ok(None) => Err(self.api_error(key, &format!(
-                "the server does not serve kind {} in {}\n  help: install its CustomResourceDefinition first, or add the CRD to a workload so canopy applies it before its objects",
-                t.kind, t.api_version
-            ))),
+            Ok(None) => Err(self.api_error(
+                key,
+                404,
+                &format!("the server does not serve kind {} in {}", t.kind, t.api_version),
+                Some("install its CustomResourceDefinition first, or add the CRD to a workload so canopy applies it before its objects"),
+            )),
             Err(e) => Err(self.error(Some(key), e)),
         }
     }
 
-    fn api_error(&self, key: &ObjectKey, detail: &str) -> BackendError {
-        BackendError::Api {
+    fn api_error(
+        &self,
+        key: &ObjectKey,
+        code: u16,
+        detail: &str,
+        help: Option<&str>,
+    ) -> BackendError {
+        BackendError::Api(Box::new(ApiFailure {
             cluster: self.name.clone(),
             context: format!("context {}", self.context),
             object: format!("{key}: "),
             detail: detail.to_string(),
-        }
+            code: Some(code),
+            help: help.map(str::to_string),
+        }))
     }
 
     async fn read_inventory(&self) -> Result<Inventory, BackendError> {
@@ -579,7 +590,8 @@ impl KubeCluster {
                         // scale, patch: operation Update) are drift, and
                         // canopy takes them back. Fields another *applier*
                         // owns are a real dispute: --force-conflicts.
-                        let managers = conflicting_managers(&s);
+                        let managers: BTreeSet<String> =
+                            field_conflicts(&s).into_iter().map(|c| c.manager).collect();
                         let live = self.get(&r, desired).await.map_err(fail)?;
                         if !managers.is_empty() && managers.iter().all(|m| only_updates(&live, m)) {
                             self.apply(&r, desired, false, true).await.map_err(fail)?;
@@ -620,10 +632,12 @@ impl KubeCluster {
                         let key = ObjectKey::of(crd).expect("a rendered CRD has a key");
                         return Err(self.api_error(
                             &key,
+                            504,
                             &format!(
                                 "not Established after {}: {h:?}",
                                 humantime::format_duration(wait)
                             ),
+                            None,
                         ));
                     }
                     _ => tokio::time::sleep(Duration::from_millis(100)).await,
@@ -814,13 +828,22 @@ impl KubeCluster {
     }
 }
 
-/// The field managers a 409 from server-side apply names.
-fn conflicting_managers(s: &kube::core::response::Status) -> BTreeSet<String> {
+/// The fields a 409 from server-side apply names, with their managers:
+/// the one place a FieldManagerConflict is read.
+fn field_conflicts(s: &kube::core::response::Status) -> Vec<FieldConflict> {
     s.details
         .iter()
         .flat_map(|d| &d.causes)
         .filter(|c| c.reason == "FieldManagerConflict")
-        .filter_map(|c| c.message.split('"').nth(1).map(str::to_string))
+        .map(|c| FieldConflict {
+            field: c.field.clone(),
+            manager: c
+                .message
+                .split('"')
+                .nth(1)
+                .unwrap_or("another manager")
+                .to_string(),
+        })
         .collect()
 }
 
