@@ -15,9 +15,10 @@ use rayon::prelude::*;
 use crate::backend::fleet::Backends;
 use crate::backend::{ApplyMeta, BackendError, ClusterBackend, Planned, TypeRef};
 use crate::core::diag::Diagnostics;
-use crate::core::diff::{self, ClusterChanges, Desired};
+use crate::core::diff::{self, ClusterChanges};
 use crate::core::model::ObjectKey;
 use crate::core::render::{render_map, Rendered, Renderer};
+use serde_json::Value;
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -226,6 +227,58 @@ impl Report {
     }
 }
 
+/// The desired objects of one run, rendered once: per cluster, its objects
+/// in apply order, waiting as compact JSON (a JSON tree per object would
+/// hold several times the memory for a large fleet). Every wave of a
+/// staged rollout, each health gate and `status` read them from here
+/// instead of rendering again.
+#[derive(Default)]
+pub struct Desired {
+    clusters: BTreeMap<usize, Vec<Packed>>,
+}
+
+impl Desired {
+    /// Renders the clusters `only` names (`None`: all). Every cluster is
+    /// rendered before anything is written, so that a render error stops
+    /// the whole run.
+    pub fn render(r: &Renderer<'_>, only: Option<&BTreeSet<usize>>) -> Result<Self, Diagnostics> {
+        let only: Option<Vec<usize>> = only.map(|t| t.iter().copied().collect());
+        let clusters = render_map(r, only.as_deref(), |_, objs| {
+            objs.into_iter().map(Packed::new).collect::<Vec<_>>()
+        })?
+        .into_iter()
+        .collect();
+        Ok(Desired { clusters })
+    }
+
+    /// Whether cluster `c` was rendered.
+    pub fn has(&self, c: usize) -> bool {
+        self.clusters.contains_key(&c)
+    }
+
+    /// Cluster `c`'s objects: (workload index, identity, object).
+    pub fn objects(&self, c: usize) -> impl Iterator<Item = (usize, &ObjectKey, Value)> + '_ {
+        self.clusters
+            .get(&c)
+            .into_iter()
+            .flatten()
+            .map(|p| (p.workload, &p.key, p.value()))
+    }
+
+    /// Each rendered cluster with its objects' identities and workloads
+    /// (values are unpacked only where asked for, with [`Desired::value`]).
+    pub fn clusters(&self) -> impl Iterator<Item = (usize, Vec<(usize, &ObjectKey)>)> + '_ {
+        self.clusters
+            .iter()
+            .map(|(&c, objs)| (c, objs.iter().map(|p| (p.workload, &p.key)).collect()))
+    }
+
+    /// The `i`th object of cluster `c`.
+    pub fn value(&self, c: usize, i: usize) -> Value {
+        self.clusters[&c][i].value()
+    }
+}
+
 /// Renders, then reconciles every targeted cluster down the tree, then the
 /// `orphans` (clusters with state that left the fleet).
 pub fn run(
@@ -235,26 +288,23 @@ pub fn run(
     meta: &ApplyMeta,
     opts: &Options,
 ) -> Result<Report, Diagnostics> {
+    let desired = Desired::render(r, opts.targets.as_ref())?;
+    Ok(run_rendered(r, &desired, backends, orphans, meta, opts))
+}
+
+/// Reconciles the targeted clusters of `desired` down the tree, then the
+/// `orphans`. A cluster of `opts.targets` that `desired` lacks is left out.
+pub fn run_rendered(
+    r: &Renderer<'_>,
+    desired: &Desired,
+    backends: &dyn Backends,
+    orphans: &[String],
+    meta: &ApplyMeta,
+    opts: &Options,
+) -> Report {
     let checked = r.checked;
     let topo = &checked.topo;
-    let only: Option<Vec<usize>> = opts.targets.as_ref().map(|t| t.iter().copied().collect());
-    // Every cluster is rendered before anything is written, so that a render
-    // error stops the whole apply. Objects wait as compact JSON: a JSON tree
-    // per object would hold several times the memory for a large fleet.
     let workloads = &checked.fleet.workloads;
-    let rendered: BTreeMap<usize, Vec<Packed>> = render_map(r, only.as_deref(), |c, objs| {
-        objs.into_iter()
-            .filter(|o| {
-                !opts
-                    .scope
-                    .excludes(topo.name(c), workloads[o.workload].name())
-            })
-            .map(Packed::new)
-            .collect::<Vec<_>>()
-    })?
-    .into_iter()
-    .collect();
-
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(opts.concurrency.max(1))
         .build()
@@ -263,7 +313,7 @@ pub fn run(
     for level in topo.levels() {
         let members: Vec<usize> = level
             .into_iter()
-            .filter(|c| rendered.contains_key(c))
+            .filter(|&c| desired.has(c) && opts.targets.as_ref().is_none_or(|t| t.contains(&c)))
             .collect();
         let results: Vec<(usize, Outcome)> = pool.install(|| {
             members
@@ -292,11 +342,14 @@ pub fn run(
                             },
                         );
                     }
-                    let backend = backends.backend(topo.name(c));
-                    (
-                        c,
-                        reconcile(r, backend.as_ref(), topo.name(c), &rendered[&c], meta, opts),
-                    )
+                    let name = topo.name(c);
+                    // Workloads a staged rollout holds back here stay out.
+                    let packed: Vec<&Packed> = desired.clusters[&c]
+                        .iter()
+                        .filter(|o| !opts.scope.excludes(name, workloads[o.workload].name()))
+                        .collect();
+                    let backend = backends.backend(name);
+                    (c, reconcile(r, backend.as_ref(), name, &packed, meta, opts))
                 })
                 .collect()
         });
@@ -320,7 +373,32 @@ pub fn run(
             outcome: reconcile_orphan(r, backends.backend(name).as_ref(), meta, opts),
         })
         .collect();
-    Ok(Report { clusters, orphans })
+    Report { clusters, orphans }
+}
+
+/// The cluster's own word on scope: a namespaced object without a namespace
+/// lands in `default`, and a cluster-scoped one has none, so that rendered
+/// keys are exactly the keys listed back from the cluster. `scopes` is what
+/// [`ClusterBackend::scopes`] said; a kind it does not know is left as
+/// rendered.
+pub fn place_in_scope(scopes: &BTreeMap<TypeRef, bool>, key: &mut ObjectKey, v: &mut Value) {
+    let Some(&namespaced) = TypeRef::of(v).and_then(|t| scopes.get(&t)) else {
+        return;
+    };
+    let meta = &mut v["metadata"];
+    match (namespaced, key.namespace.is_empty()) {
+        (true, true) => {
+            meta["namespace"] = Value::String("default".into());
+            key.namespace = "default".into();
+        }
+        (false, false) => {
+            if let Some(m) = meta.as_object_mut() {
+                m.remove("namespace");
+            }
+            key.namespace.clear();
+        }
+        _ => {}
+    }
 }
 
 /// A rendered object waiting for its cluster's turn, as compact JSON.
@@ -351,47 +429,26 @@ fn reconcile(
     r: &Renderer<'_>,
     backend: &dyn ClusterBackend,
     cluster: &str,
-    packed: &[Packed],
+    packed: &[&Packed],
     meta: &ApplyMeta,
     opts: &Options,
 ) -> Outcome {
     let fleet = &r.checked.fleet;
     let failed = |e: BackendError| Outcome::failed(e, Vec::new());
-    let mut values: Vec<serde_json::Value> = packed.iter().map(Packed::value).collect();
+    let mut values: Vec<serde_json::Value> = packed.iter().map(|p| p.value()).collect();
     let kinds: Vec<TypeRef> = values
         .iter()
         .filter_map(TypeRef::of)
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    // The cluster's own word on scope: a namespaced object without a
-    // namespace lands in `default`, and a cluster-scoped one has none, so
-    // that rendered keys are exactly the keys listed back from the cluster.
     let scopes = match backend.scopes(&kinds) {
         Ok(s) => s,
         Err(e) => return failed(e),
     };
     let mut keys: Vec<ObjectKey> = packed.iter().map(|o| o.key.clone()).collect();
-    if !scopes.is_empty() {
-        for (key, v) in keys.iter_mut().zip(values.iter_mut()) {
-            let Some(&namespaced) = TypeRef::of(v).and_then(|t| scopes.get(&t)) else {
-                continue;
-            };
-            let meta = &mut v["metadata"];
-            match (namespaced, key.namespace.is_empty()) {
-                (true, true) => {
-                    meta["namespace"] = serde_json::Value::String("default".into());
-                    key.namespace = "default".into();
-                }
-                (false, false) => {
-                    if let Some(m) = meta.as_object_mut() {
-                        m.remove("namespace");
-                    }
-                    key.namespace.clear();
-                }
-                _ => {}
-            }
-        }
+    for (key, v) in keys.iter_mut().zip(values.iter_mut()) {
+        place_in_scope(&scopes, key, v);
     }
     let mut live = match backend.list_owned(&fleet.name, &kinds) {
         Ok(l) => l,
@@ -432,12 +489,12 @@ fn reconcile(
         Ok(v) => v,
         Err(e) => return failed(e),
     };
-    let desired: Vec<Desired<'_>> = packed
+    let desired: Vec<diff::Desired<'_>> = packed
         .iter()
         .zip(&keys)
         .zip(&values)
         .zip(views)
-        .map(|(((o, key), value), server)| Desired {
+        .map(|(((o, key), value), server)| diff::Desired {
             key,
             value,
             ignore: &fleet.workloads[o.workload].spec.ignore_differences,

@@ -1,7 +1,7 @@
 //! Staged rollout: a workload's change reaches its clusters stage by stage,
 //! each stage after the one before passed its health gate (and its pause).
 //!
-//! It wraps [`apply::run`] rather than changing it. A run is a series of
+//! It wraps [`apply::run_rendered`] rather than changing it. A run is a series of
 //! waves: each wave is an ordinary apply in which every workload is held
 //! back ([`apply::Scope::Hold`]) on the clusters of the stages its rollout
 //! has not reached, so those clusters keep exactly what they run. After a
@@ -26,10 +26,9 @@ use rayon::prelude::*;
 use super::error::OpsError;
 use crate::backend::fleet::Backends;
 use crate::backend::ApplyMeta;
-use crate::core::diag::Diagnostics;
 use crate::core::model::{RollbackPolicy, Rollout};
 use crate::core::render::Renderer;
-use crate::ops::apply::{self, Options, Outcome, Report, Scope};
+use crate::ops::apply::{self, Desired, Options, Outcome, Report, Scope};
 use crate::source::input::Input;
 use crate::source::input::Loaded;
 use crate::source::Revision;
@@ -141,14 +140,6 @@ pub struct Event {
     pub message: String,
     /// A stage failed its health gate (canopy exits non-zero).
     pub failed: bool,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum RolloutError {
-    #[error("render failed")]
-    Render(Diagnostics),
-    #[error(transparent)]
-    State(#[from] StateError),
 }
 
 /// Brings `rollouts` in line with this revision's plans: a new target starts
@@ -270,19 +261,22 @@ pub fn holds(
     out
 }
 
-/// Applies the fleet with staged rollouts: waves of [`apply::run`], health
-/// gates between stages, rollback of a failed stage. `rollouts` is updated
-/// (and, unless this is a dry run, saved as it goes).
+/// Applies the fleet with staged rollouts: waves of
+/// [`apply::run_rendered`] over the run's `desired` objects (rendered once
+/// for `opts.targets`), health gates between stages, rollback of a failed
+/// stage. `rollouts` is updated (and, unless this is a dry run, saved as it
+/// goes).
 #[allow(clippy::too_many_arguments)]
 pub fn apply(
     r: &Renderer<'_>,
+    desired: &Desired,
     backends: &dyn Backends,
     orphans: &[String],
     meta: &ApplyMeta,
     opts: &Options,
     rollouts: &mut Rollouts,
     ctx: &Ctx<'_>,
-) -> Result<(Report, Vec<Event>), RolloutError> {
+) -> Result<(Report, Vec<Event>), StateError> {
     let plans = plans(r);
     let requests = state::pending_requests(ctx.state);
     let mut events = sync(rollouts, &plans, r, ctx.revision, &requests, ctx.now);
@@ -318,14 +312,14 @@ pub fn apply(
             scope: Scope::Hold(std::sync::Arc::new(holds(&plans, rollouts, r))),
             ..opts.clone()
         };
-        let got = apply::run(
+        let got = apply::run_rendered(
             r,
+            desired,
             backends,
             if first { orphans } else { &[] },
             meta,
             &wave_opts,
-        )
-        .map_err(RolloutError::Render)?;
+        );
         first = false;
         let outcomes: BTreeMap<String, Outcome> = got
             .clusters
@@ -355,7 +349,7 @@ pub fn apply(
                 // that covers the stage.
                 continue;
             }
-            let decided = gate(r, backends, p, rec, &members, &outcomes, ctx.now);
+            let decided = gate(r, desired, backends, p, rec, &members, &outcomes, ctx.now);
             let stage_name = rec.stages[rec.stage.min(rec.stages.len() - 1)].name.clone();
             match decided {
                 Gate::Next => {
@@ -467,8 +461,10 @@ pub fn apply(
 /// The health gate of `rec`'s current stage: each cluster applied in this
 /// run must hold the workload's objects healthy within the health timeout;
 /// one that failed or was skipped counts as unhealthy.
+#[allow(clippy::too_many_arguments)]
 fn gate(
     r: &Renderer<'_>,
+    desired: &Desired,
     backends: &dyn Backends,
     p: &Plan,
     rec: &mut Record,
@@ -486,14 +482,12 @@ fn gate(
                 Outcome::Failed { error, .. } => Err(error.summary()),
                 Outcome::Skipped { reason } => Err(format!("skipped: {reason}")),
                 Outcome::Changed(_) | Outcome::Unchanged(_) => {
-                    let objects: Vec<serde_json::Value> = match r.render_cluster(c) {
-                        Ok(objs) => objs
-                            .into_iter()
-                            .filter(|o| o.workload == p.workload)
-                            .map(|o| o.value)
-                            .collect(),
-                        Err(d) => return (name, Err(d[0].to_string()), false),
-                    };
+                    // The objects this run applied, not a second render.
+                    let objects: Vec<serde_json::Value> = desired
+                        .objects(c)
+                        .filter(|(w, _, _)| *w == p.workload)
+                        .map(|(_, _, v)| v)
+                        .collect();
                     let refs: Vec<&serde_json::Value> = objects.iter().collect();
                     backends
                         .backend(&name)

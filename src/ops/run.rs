@@ -2,9 +2,10 @@
 //! `watch` round and (next) the relay agent go through it:
 //!
 //! ```text
-//! Fleet::open ──▶ Fleet::load ──▶ Session::open ──▶ place ──▶ apply ──▶ record
-//!  (source)        (checked)       (state, backends,  (recheck down clusters,
-//!                                   records)           failover, schedule)
+//! FleetSource::open ─▶ load ─▶ Session::open ─▶ place ─▶ render ─▶ apply ─▶ record
+//!  (folder or Git)   (checked)  (state, backends, (recheck down   (once)   (waves,   (health)
+//!                                records)          clusters,                gates)
+//!                                                  failover)
 //! ```
 //!
 //! [`Session::run`] is the one-shot form (targets from `--cluster` and
@@ -17,13 +18,14 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::SystemTime;
 
-use super::apply::{Options, Report};
+use super::apply::{Desired, Options, Report};
 use super::error::OpsError;
 use super::rollout::{self, Event};
 use crate::backend::fleet::FleetBackends;
 use crate::backend::kube::KubeOptions;
 use crate::backend::local::LocalStore;
 use crate::backend::ApplyMeta;
+use crate::core::diag::Diagnostics;
 use crate::core::failover::Health;
 use crate::core::render::{failed_over, Renderer};
 use crate::core::validate::Checked;
@@ -187,6 +189,8 @@ pub struct Placed<'c> {
 /// What one run did.
 pub struct Run<'c> {
     pub placed: Placed<'c>,
+    /// The objects the run rendered, once.
+    pub desired: Desired,
     pub report: Report,
     pub events: Vec<Event>,
 }
@@ -299,12 +303,24 @@ impl<'i> Session<'i> {
             .collect())
     }
 
-    /// Applies (or, with `dry_run`, computes) the placed fleet down the tree
-    /// with staged rollouts: the rollout records decide which workloads are
-    /// held back where, and are saved as they move unless this is a dry run.
+    /// Renders the clusters of `targets` (`None`: all) once for the run;
+    /// a render error stops it before anything is written.
+    pub fn render(
+        &self,
+        placed: &Placed<'_>,
+        targets: Option<&BTreeSet<usize>>,
+    ) -> Result<Desired, Diagnostics> {
+        Desired::render(&placed.renderer, targets)
+    }
+
+    /// Applies (or, with `dry_run`, computes) the rendered fleet down the
+    /// tree with staged rollouts: the rollout records decide which
+    /// workloads are held back where, and are saved as they move unless
+    /// this is a dry run.
     pub fn apply(
         &mut self,
         placed: &Placed<'_>,
+        desired: &Desired,
         revision: &Revision,
         orphans: &[String],
         opts: &Options,
@@ -319,19 +335,16 @@ impl<'i> Session<'i> {
             state: &self.state,
             now: placed.at,
         };
-        rollout::apply(
+        Ok(rollout::apply(
             &placed.renderer,
+            desired,
             &self.backends,
             orphans,
             &meta,
             opts,
             &mut self.rollouts,
             &ctx,
-        )
-        .map_err(|e| match e {
-            rollout::RolloutError::Render(d) => OpsError::Render(d),
-            rollout::RolloutError::State(e) => OpsError::State(e),
-        })
+        )?)
     }
 
     /// After a run that wrote: who answered and who did not, saved.
@@ -360,12 +373,16 @@ impl<'i> Session<'i> {
         } else {
             Vec::new()
         };
-        let (report, events) = self.apply(&placed, &loaded.revision, &orphans, &opts)?;
+        let desired = self
+            .render(&placed, opts.targets.as_ref())
+            .map_err(OpsError::Render)?;
+        let (report, events) = self.apply(&placed, &desired, &loaded.revision, &orphans, &opts)?;
         if !opts.dry_run {
             self.record(&placed, &report)?;
         }
         Ok(Run {
             placed,
+            desired,
             report,
             events,
         })

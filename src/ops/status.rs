@@ -9,48 +9,52 @@ use std::collections::{BTreeMap, BTreeSet};
 use rayon::prelude::*;
 use serde_json::Value;
 
-use super::apply::{Options, Outcome, Report};
+use super::apply::{place_in_scope, Desired, Options, Outcome, Report};
 use super::error::OpsError;
 use super::run::{Selection, Session};
 use crate::backend::fleet::Backends;
 use crate::backend::{FailReason, TypeRef};
 use crate::core::aggregate::{aggregate, cluster_counts, Counts, WorkloadStatus};
-use crate::core::diag::Diagnostics;
 use crate::core::kinds;
 use crate::core::model::ObjectKey;
-use crate::core::render::{render_map, Renderer};
+use crate::core::render::Renderer;
 use crate::source::input::Loaded;
 
 /// A desired object that carries replicas: (workload index, identity,
 /// replica pointer, object).
 type Replicated = (usize, ObjectKey, String, Value);
 
-/// Every workload's desired and ready replicas, per cluster and per subtree.
-/// A cluster that cannot be read counts nothing as ready.
+/// Every workload's desired and ready replicas, per cluster and per subtree,
+/// from the objects the run rendered. A cluster that cannot be read counts
+/// nothing as ready.
 pub fn workloads(
     r: &Renderer<'_>,
+    desired: &Desired,
     backends: &dyn Backends,
-) -> Result<Vec<WorkloadStatus>, Diagnostics> {
+) -> Vec<WorkloadStatus> {
     let checked = r.checked;
     let fleet = &checked.fleet;
     let topo = &checked.topo;
-    let rendered: Vec<(usize, Vec<Replicated>)> = render_map(r, None, |_, objs| {
-        objs.into_iter()
-            .filter_map(|o| {
-                let w = &fleet.workloads[o.workload];
-                let ptr = kinds::replica_pointer(
-                    &o.key.group,
-                    &o.key.kind,
-                    &w.spec.placement.replicas.paths,
-                )?;
-                Some((o.workload, o.key, ptr.to_string(), o.value))
-            })
-            .collect()
-    })?;
-    let per_cluster: Vec<(usize, BTreeMap<String, Counts>)> = rendered
+    let clusters: Vec<(usize, Vec<(usize, &ObjectKey)>)> = desired.clusters().collect();
+    let per_cluster: Vec<(usize, BTreeMap<String, Counts>)> = clusters
         .into_par_iter()
-        .filter(|(_, items)| !items.is_empty())
-        .map(|(c, mut items)| {
+        .filter_map(|(c, objs)| {
+            let mut items: Vec<Replicated> = objs
+                .into_iter()
+                .enumerate()
+                .filter_map(|(i, (wi, key))| {
+                    let w = &fleet.workloads[wi];
+                    let ptr = kinds::replica_pointer(
+                        &key.group,
+                        &key.kind,
+                        &w.spec.placement.replicas.paths,
+                    )?;
+                    Some((wi, key.clone(), ptr.to_string(), desired.value(c, i)))
+                })
+                .collect();
+            if items.is_empty() {
+                return None;
+            }
             let backend = backends.backend(topo.name(c));
             let kinds: Vec<TypeRef> = items
                 .iter()
@@ -58,14 +62,10 @@ pub fn workloads(
                 .collect::<BTreeSet<_>>()
                 .into_iter()
                 .collect();
-            // As apply does: a namespaced object without a namespace lives
-            // in `default` on a real cluster.
+            // The identities apply compared with, so live objects match.
             if let Ok(scopes) = backend.scopes(&kinds) {
                 for (_, key, _, v) in &mut items {
-                    let namespaced = TypeRef::of(v).and_then(|t| scopes.get(&t).copied());
-                    if namespaced == Some(true) && key.namespace.is_empty() {
-                        key.namespace = "default".into();
-                    }
+                    place_in_scope(&scopes, key, v);
                 }
             }
             let live = backend.list_owned(&fleet.name, &kinds).ok();
@@ -76,7 +76,7 @@ pub fn workloads(
                 live.as_deref(),
                 backend.has_controllers(),
             );
-            (c, counts)
+            Some((c, counts))
         })
         .collect();
     let mut own: BTreeMap<String, BTreeMap<usize, Counts>> = BTreeMap::new();
@@ -85,7 +85,7 @@ pub fn workloads(
             own.entry(w).or_default().insert(c, n);
         }
     }
-    Ok(aggregate(topo, &own))
+    aggregate(topo, &own)
 }
 
 /// One line of `canopy status`.
@@ -171,7 +171,7 @@ pub fn status(session: &mut Session<'_>, loaded: &Loaded) -> Result<Status, OpsE
     };
     let run = session.run(loaded, &Selection::default(), opts, false)?;
     let clusters = clusters(&run.report, &session.backends);
-    let workloads = workloads(&run.placed.renderer, &session.backends).map_err(OpsError::Render)?;
+    let workloads = workloads(&run.placed.renderer, &run.desired, &session.backends);
     Ok(Status {
         clusters,
         workloads,

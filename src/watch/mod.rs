@@ -480,9 +480,15 @@ impl<'a> Watch<'a> {
             targets: Some(targets.clone()),
             ..self.opts.apply.clone()
         };
-        let (report, events) = match self.session.apply(&placed, &good.revision, &orphans, &opts) {
+        let desired = self.session.render(&placed, opts.targets.as_ref())?;
+        let (report, events) = match self.session.apply(
+            &placed,
+            &desired,
+            &good.revision,
+            &orphans,
+            &opts,
+        ) {
             Ok(x) => x,
-            Err(OpsError::Render(d)) => return Err(d),
             Err(e) => {
                 error!(error = %e, "cannot write the rollout records; nothing more is applied this round");
                 return Ok(RoundSummary {
