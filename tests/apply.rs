@@ -38,6 +38,63 @@ fn apply_then_noop_reapply_writes_nothing() {
     assert_eq!(code, 0, "{out}");
 }
 
+/// `apply -o json` reports what the text report says, for scripts; with
+/// stderr not a terminal no progress line is drawn.
+#[test]
+fn apply_json_reports_every_cluster_and_the_totals() {
+    let state = tempfile::tempdir().unwrap();
+    let st = s(state.path());
+    let (code, out, err) = canopy(&[
+        "apply",
+        "fleet-example",
+        "--state",
+        st,
+        "--dry-run",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        !err.contains('\r'),
+        "no progress line off a terminal: {err:?}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["dryRun"], true);
+    assert_eq!(v["summary"]["created"], 66);
+    assert_eq!(v["summary"]["clustersChanged"], 12);
+    assert_eq!(v["clusters"].as_array().unwrap().len(), 12);
+    assert_eq!(v["clusters"][0]["name"], "hub");
+    assert_eq!(v["clusters"][0]["status"], "changed");
+    assert!(
+        state_files(state.path()).is_empty(),
+        "a dry run wrote nothing"
+    );
+
+    let (code, out, err) = canopy(&["apply", "fleet-example", "--state", st, "-o", "json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["dryRun"], false);
+    let web = v["clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "eu-west-1")
+        .unwrap();
+    assert!(web["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["action"] == "create" && c["object"]["kind"] == "Deployment"));
+    let (_, out, _) = canopy(&["apply", "fleet-example", "--state", st, "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["summary"]["unchanged"], 12);
+    assert!(v["clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|c| c["status"] == "in-sync"));
+}
+
 #[test]
 fn objects_get_server_metadata_and_parents_apply_first() {
     let state = tempfile::tempdir().unwrap();

@@ -17,6 +17,10 @@ pub struct Cli {
     /// Name written in the canopy.dev/fleet label (default: the fleet folder's name).
     #[arg(long, global = true, value_name = "NAME")]
     pub fleet_name: Option<String>,
+    /// No progress line on stderr (it is shown only on a terminal, for
+    /// apply, diff and watch's first round over many clusters).
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -110,6 +114,8 @@ pub enum Command {
         /// How long --wait waits per cluster, e.g. 90s or 5m.
         #[arg(long, default_value = "5m", value_parser = humantime::parse_duration, value_name = "DURATION")]
         timeout: std::time::Duration,
+        #[arg(short, long, value_enum, default_value_t = TextOrJson::Text)]
+        output: TextOrJson,
         #[command(flatten)]
         kube: KubeArgs,
     },

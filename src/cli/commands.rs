@@ -4,6 +4,7 @@
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use super::args::{
     Cli, Command, DiffFormat, KubeArgs, RolloutCommand, SourceArgs, Target, TextOrJson, YamlOrJson,
@@ -12,6 +13,7 @@ use super::exit::{
     git_failure, load_failure, print_diags, summary, Failure, EXIT_CLUSTERS, EXIT_DIFF,
 };
 use super::output;
+use super::progress::Ticker;
 use crate::backend::kube::KubeOptions;
 use crate::core::diag::Diagnostics;
 use crate::core::failover::Health;
@@ -19,6 +21,7 @@ use crate::core::render::{render_all, render_map, Renderer};
 use crate::core::validate::Checked;
 use crate::core::{explain, schema};
 use crate::ops::apply::Options;
+use crate::ops::progress::Progress;
 use crate::ops::{Access, FleetSource, Location, OpsError, Selection, Session};
 use crate::source::input::{Input, Loaded, PipelineError, SourceError};
 use crate::source::remote::{self, RepoSpec};
@@ -26,6 +29,7 @@ use crate::source::remote::{self, RepoSpec};
 /// Runs one parsed command line.
 pub fn run(cli: Cli) -> Result<(), Failure> {
     let name = cli.fleet_name.as_deref();
+    let quiet = cli.quiet;
     match cli.command {
         Command::Validate {
             source,
@@ -97,6 +101,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             force_conflicts,
             wait,
             timeout,
+            output: fmt,
             kube,
         } => {
             let mut kube = kube_options(&kube);
@@ -110,7 +115,8 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                 ..Options::default()
             };
             let src = open(&source)?;
-            apply(&src, &load(&src, name)?, &target, opts, kube)
+            let shown = Shown { fmt, quiet };
+            apply(&src, &load(&src, name)?, &target, opts, kube, shown)
         }
         Command::Diff {
             source,
@@ -125,8 +131,12 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             let (report, old) = match &base {
                 None => {
                     let mut s = session(&src, &target.state, Access::Read, kube_options(&kube))?;
-                    let report = crate::ops::diff::live(&mut s, &loaded, &selection)?;
-                    (report, "live".to_string())
+                    let progress = Arc::new(Progress::default());
+                    let ticker = Ticker::start(&progress, "diffing", quiet);
+                    let report =
+                        crate::ops::diff::live(&mut s, &loaded, &selection, Some(progress));
+                    drop(ticker);
+                    (report?, "live".to_string())
                 }
                 Some(rev) => {
                     let (report, warnings) =
@@ -207,9 +217,9 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                 debounce: std::time::Duration::from_millis(50),
                 fleet_name: name.map(str::to_string),
             };
-            watch(&src, &target.state, opts, kube, listen)
+            watch(&src, &target.state, opts, kube, listen, quiet)
         }
-        Command::Rollout(cmd) => rollout(cmd, name),
+        Command::Rollout(cmd) => rollout(cmd, name, quiet),
         Command::Schema { out } => {
             let all = schema::schemas();
             match out {
@@ -435,12 +445,21 @@ fn render(
 
 /// `canopy apply` (and what `rollout continue` runs when no watch holds
 /// the state folder).
+/// How a command's report is shown: its format, and whether a progress
+/// line may be drawn.
+#[derive(Clone, Copy)]
+struct Shown {
+    fmt: TextOrJson,
+    quiet: bool,
+}
+
 fn apply(
     src: &FleetSource,
     loaded: &Loaded,
     target: &Target,
-    opts: Options,
+    mut opts: Options,
     kube: KubeOptions,
+    shown: Shown,
 ) -> Result<(), Failure> {
     let access = if opts.dry_run {
         Access::Read
@@ -449,12 +468,20 @@ fn apply(
     };
     let dry_run = opts.dry_run;
     let mut s = session(src, &target.state, access, kube)?;
-    let run = s.run(loaded, &selection(target), opts, true)?;
-    stdout(&format!(
-        "{}{}",
-        output::apply_text(&run.report, dry_run),
-        output::rollout_events_text(&run.events)
-    ))?;
+    let progress = Arc::new(Progress::default());
+    opts.progress = Some(progress.clone());
+    let ticker = Ticker::start(&progress, "applying", shown.quiet);
+    let run = s.run(loaded, &selection(target), opts, true);
+    drop(ticker);
+    let run = run?;
+    match shown.fmt {
+        TextOrJson::Text => stdout(&format!(
+            "{}{}",
+            output::apply_text(&run.report, dry_run),
+            output::rollout_events_text(&run.events)
+        ))?,
+        TextOrJson::Json => json_out(&output::apply_json(&run.report, &run.events, dry_run))?,
+    }
     if run.failed() {
         return Err(Failure::silent(EXIT_CLUSTERS));
     }
@@ -468,6 +495,7 @@ fn watch(
     opts: crate::watch::WatchOptions,
     kube: KubeOptions,
     listen: Option<std::net::SocketAddr>,
+    quiet: bool,
 ) -> Result<(), Failure> {
     use crate::watch::{metrics, trigger};
     let state = src.state_dir(state.as_ref());
@@ -481,7 +509,7 @@ fn watch(
         health,
         rollouts,
     )?;
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (tx, rx) = std::sync::mpsc::channel();
     trigger::on_signals(stop.clone(), tx.clone())
         .map_err(|e| Failure::io(format!("error: cannot handle signals: {e}")))?;
@@ -512,8 +540,13 @@ fn watch(
         listen = listen.map(|a| a.to_string()).unwrap_or_default(),
         "watching"
     );
-    let mut w = crate::watch::Watch::new(session, opts, m);
+    // The first round reconciles every cluster: on a terminal it shows
+    // how far it is (the round's log lines come after it).
+    let progress = Arc::new(Progress::default());
+    let ticker = Ticker::start(&progress, "first round", quiet);
+    let mut w = crate::watch::Watch::new(session, opts, m).first_round_progress(progress);
     w.run(&rx, &stop);
+    drop(ticker);
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     if let Some(h) = server {
         let _ = h.join();
@@ -521,7 +554,7 @@ fn watch(
     Ok(())
 }
 
-fn rollout(cmd: RolloutCommand, name: Option<&str>) -> Result<(), Failure> {
+fn rollout(cmd: RolloutCommand, name: Option<&str>, quiet: bool) -> Result<(), Failure> {
     match cmd {
         RolloutCommand::Status {
             mut source,
@@ -572,7 +605,11 @@ fn rollout(cmd: RolloutCommand, name: Option<&str>) -> Result<(), Failure> {
                         concurrency: usize::from(concurrency),
                         ..Options::default()
                     };
-                    apply(&src, &loaded, &target, opts, kube_options(&kube))
+                    let shown = Shown {
+                        fmt: TextOrJson::Text,
+                        quiet,
+                    };
+                    apply(&src, &loaded, &target, opts, kube_options(&kube), shown)
                 }
             }
         }

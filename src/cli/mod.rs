@@ -1,9 +1,10 @@
 //! The command line's edge: clap types (`args`), one function per command
 //! over [`crate::ops`] (`commands`), exit codes and error messages
-//! (`exit`), and the printers of every command's text, Markdown and JSON
+//! (`exit`), the progress line of long runs (`progress`), and the printers of every command's text, Markdown and JSON
 //! (`output`). `main.rs` parses and calls [`commands::run`].
 
 pub mod args;
 pub mod commands;
 pub mod exit;
 pub mod output;
+pub mod progress;

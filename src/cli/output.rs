@@ -445,49 +445,75 @@ pub fn diff_text(report: &Report, sides: Sides<'_>) -> String {
 
 /// `canopy diff -o json`: a stable, machine-readable form.
 pub fn diff_json(report: &Report, sides: Sides<'_>) -> Value {
-    let cluster = |name: &str, outcome: &Outcome| {
-        let mut v = json!({"name": name});
-        match outcome {
-            Outcome::Changed(ch) | Outcome::Unchanged(ch) => {
-                let (a, u, d) = ch.counts();
-                v["status"] = json!(if ch.is_empty() { "in-sync" } else { "differs" });
-                v["created"] = json!(a);
-                v["updated"] = json!(u);
-                v["deleted"] = json!(d);
-                v["changes"] = ch
-                    .changes
-                    .iter()
-                    .map(|c| {
-                        let action = match c {
-                            Change::Create { .. } => "create",
-                            Change::Update { .. } => "update",
-                            Change::Delete { .. } => "delete",
-                        };
-                        json!({"action": action, "object": c.key(), "diff": unified(c, 3, sides)})
-                    })
-                    .collect();
-                v["kept"] = json!(ch.kept);
-            }
-            Outcome::Failed { error, changed } => {
-                v["status"] = json!("failed");
-                v["error"] = json!(error.to_string());
-                v["failure"] = json!(error.reason());
-                v["changedBeforeFailure"] = json!(changed);
-            }
-            Outcome::Skipped { reason } => {
-                v["status"] = json!("skipped");
-                v["reason"] = json!(reason.to_string());
-            }
-        }
-        v
-    };
     let t = report.totals();
     json!({
-        "clusters": report.clusters.iter().map(|c| cluster(&c.cluster, &c.outcome)).collect::<Vec<_>>(),
-        "orphans": report.orphans.iter().map(|o| cluster(&o.cluster, &o.outcome)).collect::<Vec<_>>(),
+        "clusters": report.clusters.iter().map(|c| cluster_json(&c.cluster, &c.outcome, Some(sides))).collect::<Vec<_>>(),
+        "orphans": report.orphans.iter().map(|o| cluster_json(&o.cluster, &o.outcome, Some(sides))).collect::<Vec<_>>(),
         "summary": {"clustersDiffer": t.changed, "created": t.created, "updated": t.updated,
             "deleted": t.deleted, "inSync": t.unchanged, "failed": t.failed, "skipped": t.skipped},
     })
+}
+
+/// `canopy apply -o json`: per cluster what was written (or, in a dry
+/// run, would be), each failure with its typed reason and the objects it
+/// changed first, and the rollouts' events.
+pub fn apply_json(report: &Report, events: &[crate::ops::rollout::Event], dry_run: bool) -> Value {
+    let t = report.totals();
+    json!({
+        "dryRun": dry_run,
+        "clusters": report.clusters.iter().map(|c| cluster_json(&c.cluster, &c.outcome, None)).collect::<Vec<_>>(),
+        "orphans": report.orphans.iter().map(|o| cluster_json(&o.cluster, &o.outcome, None)).collect::<Vec<_>>(),
+        "summary": {"clustersChanged": t.changed, "created": t.created, "updated": t.updated,
+            "deleted": t.deleted, "unchanged": t.unchanged, "failed": t.failed, "skipped": t.skipped},
+        "rollouts": events.iter().map(|e| json!({"workload": e.workload, "message": e.message, "failed": e.failed})).collect::<Vec<_>>(),
+    })
+}
+
+/// One cluster of a report; with `sides`, each change carries its unified
+/// diff (`diff` keeps the values, `apply` does not).
+fn cluster_json(name: &str, outcome: &Outcome, sides: Option<Sides<'_>>) -> Value {
+    let mut v = json!({"name": name});
+    match outcome {
+        Outcome::Changed(ch) | Outcome::Unchanged(ch) => {
+            let (a, u, d) = ch.counts();
+            v["status"] = json!(match (ch.is_empty(), sides.is_some()) {
+                (true, _) => "in-sync",
+                (false, true) => "differs",
+                (false, false) => "changed",
+            });
+            v["created"] = json!(a);
+            v["updated"] = json!(u);
+            v["deleted"] = json!(d);
+            v["changes"] = ch
+                .changes
+                .iter()
+                .map(|c| {
+                    let action = match c {
+                        Change::Create { .. } => "create",
+                        Change::Update { .. } => "update",
+                        Change::Delete { .. } => "delete",
+                    };
+                    let mut x = json!({"action": action, "object": c.key()});
+                    if let Some(sides) = sides {
+                        x["diff"] = json!(unified(c, 3, sides));
+                    }
+                    x
+                })
+                .collect();
+            v["kept"] = json!(ch.kept);
+        }
+        Outcome::Failed { error, changed } => {
+            v["status"] = json!("failed");
+            v["error"] = json!(error.to_string());
+            v["failure"] = json!(error.reason());
+            v["changedBeforeFailure"] = json!(changed);
+        }
+        Outcome::Skipped { reason } => {
+            v["status"] = json!("skipped");
+            v["reason"] = json!(reason.to_string());
+        }
+    }
+    v
 }
 
 /// Lines of diff kept per cluster in Markdown, and the whole comment's size

@@ -107,6 +107,38 @@ pub fn apply_rank(kind: &str) -> usize {
     ORDER.iter().position(|k| *k == kind).unwrap_or(ORDER.len())
 }
 
+/// Which stage of a write a kind is in: Namespaces (0), then CRDs (1,
+/// waited on until Established), then everything else (2).
+pub fn write_stage(kind: &str) -> u8 {
+    match kind {
+        "Namespace" => 0,
+        "CustomResourceDefinition" => 1,
+        _ => 2,
+    }
+}
+
+/// The waves of a write, like Flux's stages: `items` (in apply order, with
+/// deletions after the rest) cut wherever the class `(is a deletion,
+/// [`write_stage`])` changes, so Namespaces, then CRDs, then everything else
+/// at once, and deletions the other way round. Each wave is written in
+/// parallel, waves one after another. Only Namespaces and CRDs must exist
+/// before what depends on them; everything else Kubernetes reconciles in any
+/// order, so waiting between, say, ConfigMaps and Deployments would only add
+/// time.
+pub fn write_waves<T>(items: &[T], class: impl Fn(&T) -> (bool, u8)) -> Vec<&[T]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for i in 1..=items.len() {
+        if i == items.len() || class(&items[i]) != class(&items[start]) {
+            if start < i {
+                out.push(&items[start..i]);
+            }
+            start = i;
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,5 +169,23 @@ mod tests {
         assert_eq!(replica_pointer("", "ConfigMap", &custom), None);
         assert!(is_builtin_cluster_scoped("", "Namespace"));
         assert!(!is_builtin_cluster_scoped("apps", "Deployment"));
+    }
+
+    #[test]
+    fn waves_split_namespaces_crds_rest_and_direction() {
+        let items = [
+            ("Namespace", false),
+            ("ConfigMap", false),
+            ("ConfigMap", false),
+            ("Deployment", false),
+            ("Deployment", true),
+            ("ConfigMap", true),
+        ];
+        let class = |(kind, delete): &(&str, bool)| (*delete, write_stage(kind));
+        let sizes: Vec<usize> = write_waves(&items, class).iter().map(|w| w.len()).collect();
+        assert_eq!(sizes, vec![1, 3, 2]);
+        let none: [(&str, bool); 0] = [];
+        assert!(write_waves(&none, class).is_empty());
+        assert_eq!(write_stage("CustomResourceDefinition"), 1);
     }
 }

@@ -45,6 +45,8 @@ pub struct Options {
     /// Which workloads' objects are reconciled where (a staged rollout
     /// holds some back).
     pub scope: Scope,
+    /// Counted as clusters are done, for a progress line.
+    pub progress: Option<Arc<super::progress::Progress>>,
 }
 
 /// Workloads left out of a run on some clusters: their desired objects are
@@ -84,6 +86,7 @@ impl Default for Options {
             wait: None,
             cancel: None,
             scope: Scope::All,
+            progress: None,
         }
     }
 }
@@ -310,11 +313,24 @@ pub fn run_rendered(
         .build()
         .expect("thread pool");
     let mut outcomes: BTreeMap<usize, Outcome> = BTreeMap::new();
-    for level in topo.levels() {
-        let members: Vec<usize> = level
-            .into_iter()
-            .filter(|&c| desired.has(c) && opts.targets.as_ref().is_none_or(|t| t.contains(&c)))
-            .collect();
+    let levels: Vec<Vec<usize>> = topo
+        .levels()
+        .into_iter()
+        .map(|level| {
+            level
+                .into_iter()
+                .filter(|&c| desired.has(c) && opts.targets.as_ref().is_none_or(|t| t.contains(&c)))
+                .collect::<Vec<usize>>()
+        })
+        .filter(|members| !members.is_empty())
+        .collect();
+    if let Some(p) = &opts.progress {
+        p.begin(levels.iter().map(Vec::len).sum(), levels.len());
+    }
+    for (i, members) in levels.into_iter().enumerate() {
+        if let Some(p) = &opts.progress {
+            p.level(i + 1);
+        }
         let results: Vec<(usize, Outcome)> = pool.install(|| {
             members
                 .par_iter()
@@ -350,6 +366,11 @@ pub fn run_rendered(
                         .collect();
                     let backend = backends.backend(name);
                     (c, reconcile(r, backend.as_ref(), name, &packed, meta, opts))
+                })
+                .inspect(|_| {
+                    if let Some(p) = &opts.progress {
+                        p.cluster_done();
+                    }
                 })
                 .collect()
         });

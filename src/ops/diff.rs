@@ -16,10 +16,12 @@ pub fn live(
     session: &mut Session<'_>,
     loaded: &Loaded,
     selection: &Selection,
+    progress: Option<std::sync::Arc<super::progress::Progress>>,
 ) -> Result<Report, OpsError> {
     let opts = Options {
         dry_run: true,
         keep_values: true,
+        progress,
         ..Options::default()
     };
     Ok(session.run(loaded, selection, opts, true)?.report)

@@ -9,6 +9,7 @@ pub mod base;
 pub mod diff;
 pub mod error;
 pub mod health;
+pub mod progress;
 pub mod rollout;
 pub mod run;
 pub mod status;

@@ -535,6 +535,16 @@ spec:
             (Some(2), Some(2))
         );
 
+        // A run counts its clusters as they are done, level by level.
+        let progress = std::sync::Arc::new(crate::ops::progress::Progress::default());
+        let opts = Options {
+            progress: Some(progress.clone()),
+            ..Options::default()
+        };
+        s.run(&loaded, &Selection::default(), opts, true).unwrap();
+        let p = progress.snapshot();
+        assert_eq!((p.done, p.total, p.level, p.levels), (4, 4, 3, 3));
+
         // eu stops answering: its subtree is skipped, the rest goes on, and
         // the health record says since when eu is down.
         s.backends
@@ -666,7 +676,8 @@ spec:
         let loaded = src.load(None).unwrap();
         let before_apply = {
             let mut s = session(&src, Access::Read);
-            let report = crate::ops::diff::live(&mut s, &loaded, &Selection::default()).unwrap();
+            let report =
+                crate::ops::diff::live(&mut s, &loaded, &Selection::default(), None).unwrap();
             assert!(report.differs());
             assert_eq!(report.totals().created, 2, "{:?}", outcomes(&report));
             let st = crate::ops::status::status(&mut s, &loaded).unwrap();
@@ -680,7 +691,7 @@ spec:
             apply_all(&mut s, &loaded);
         }
         let mut s = session(&src, Access::Read);
-        let report = crate::ops::diff::live(&mut s, &loaded, &Selection::default()).unwrap();
+        let report = crate::ops::diff::live(&mut s, &loaded, &Selection::default(), None).unwrap();
         assert!(!report.differs());
         let st = crate::ops::status::status(&mut s, &loaded).unwrap();
         assert!(st.clusters.iter().all(|l| l.state == "in-sync"));
@@ -691,7 +702,7 @@ spec:
             clusters: vec!["mars".into()],
             ..Selection::default()
         };
-        let err = crate::ops::diff::live(&mut s, &loaded, &bad)
+        let err = crate::ops::diff::live(&mut s, &loaded, &bad, None)
             .unwrap_err()
             .to_string();
         assert!(

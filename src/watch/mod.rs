@@ -120,6 +120,8 @@ pub struct Watch<'a> {
     applied: HashMap<String, u64>,
     /// Per cluster, the revision it was last reconciled at.
     at_revision: HashMap<String, String>,
+    /// Where the first round counts its clusters (taken by it).
+    first_progress: Option<Arc<crate::ops::progress::Progress>>,
 }
 
 impl<'a> Watch<'a> {
@@ -134,7 +136,15 @@ impl<'a> Watch<'a> {
             seen: None,
             applied: HashMap::new(),
             at_revision: HashMap::new(),
+            first_progress: None,
         }
+    }
+
+    /// Counts the first round's clusters in `progress` (later rounds touch
+    /// few clusters and are logged).
+    pub fn first_round_progress(mut self, progress: Arc<crate::ops::progress::Progress>) -> Self {
+        self.first_progress = Some(progress);
+        self
     }
 
     /// Reads the records of `dir` for a watch: a corrupt one is warned
@@ -478,6 +488,7 @@ impl<'a> Watch<'a> {
         let opts = apply::Options {
             dry_run,
             targets: Some(targets.clone()),
+            progress: self.first_progress.take(),
             ..self.opts.apply.clone()
         };
         let desired = self.session.render(&placed, opts.targets.as_ref())?;

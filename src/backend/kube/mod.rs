@@ -1,8 +1,14 @@
 //! The Kubernetes backend: server-side apply through kube-rs.
 //!
-//! One [`KubeFleet`] per run owns a Tokio runtime and a client per cluster;
-//! apply's worker threads call in and block on their cluster's requests, so
-//! the rest of canopy stays synchronous. Per cluster:
+//! One [`KubeFleet`] owns a Tokio runtime and a client per cluster for as
+//! long as its session lives (a `watch` keeps it across rounds); apply's
+//! worker threads call in and block on their cluster's requests, so the rest
+//! of canopy stays synchronous. Here: the fleet, each cluster's requests and
+//! the `ClusterBackend` over them; beside it `discovery.rs` (kind → resource,
+//! cached), `errors.rs` (failures as typed `BackendError`s, the one conflict
+//! parser), `connect.rs`, `noop.rs`, `health.rs`, `retry.rs`,
+//! `inventory.rs`; the write waves are `core::kinds::write_waves`, next to
+//! apply order. Per cluster:
 //! - **read**: the inventory, then one paginated list per kind, by the
 //!   ownership label (`canopy.dev/fleet`);
 //! - **preview**: an object that is provably unchanged costs nothing (see
@@ -15,6 +21,8 @@
 //!   request rate-limited and retried on 429/5xx/transport failures only.
 
 pub mod connect;
+mod discovery;
+mod errors;
 pub mod health;
 pub mod inventory;
 pub mod noop;
@@ -35,12 +43,12 @@ use kube::core::params::{
 use kube::core::Request;
 use serde_json::Value;
 
-use super::{
-    ApiFailure, ApplyMeta, BackendError, ClusterBackend, FieldConflict, Planned, TypeRef,
-    WriteFailure,
-};
+use super::{ApplyMeta, BackendError, ClusterBackend, Planned, TypeRef, WriteFailure};
 use crate::core::diff::{Change, ServerView};
+use crate::core::kinds;
 use crate::core::model::{Connection, ObjectKey, LABEL_FLEET};
+use discovery::{Resource, Served};
+use errors::{field_conflicts, only_updates};
 use health::Health;
 use inventory::Inventory;
 
@@ -198,54 +206,6 @@ impl ClusterBackend for Unusable {
     }
 }
 
-/// Where the objects of one kind live: its resource name and scope.
-#[derive(Debug, Clone)]
-struct Resource {
-    api_version: String,
-    plural: String,
-    namespaced: bool,
-}
-
-impl Resource {
-    /// The collection path, in a namespace for namespaced kinds (all
-    /// namespaces when `namespace` is `None`).
-    fn path(&self, namespace: Option<&str>) -> String {
-        let base = if self.api_version.contains('/') {
-            format!("/apis/{}", self.api_version)
-        } else {
-            format!("/api/{}", self.api_version)
-        };
-        match namespace.filter(|_| self.namespaced) {
-            Some(ns) => format!("{base}/namespaces/{ns}/{}", self.plural),
-            None => format!("{base}/{}", self.plural),
-        }
-    }
-
-    /// An object's collection path and name: where to send requests
-    /// about it.
-    fn locate<'v>(&self, obj: &'v Value) -> (String, &'v str) {
-        let name = obj
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        (self.path_of(obj), name)
-    }
-
-    /// The collection path of one object.
-    fn path_of(&self, obj: &Value) -> String {
-        let ns = obj
-            .pointer("/metadata/namespace")
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .unwrap_or("default");
-        self.path(Some(ns))
-    }
-}
-
-/// Kinds of one apiVersion, as discovery served them (`None`: the server
-/// does not serve that apiVersion).
-type Served = Option<Arc<HashMap<String, Resource>>>;
-
 pub struct KubeCluster {
     name: String,
     fleet: String,
@@ -309,153 +269,8 @@ impl KubeCluster {
         }
     }
 
-    /// The error for a failed request, naming the cluster, its context and
-    /// the object.
-    fn error(&self, about: Option<&ObjectKey>, error: kube::Error) -> BackendError {
-        let object = about.map(|k| format!("{k}: ")).unwrap_or_default();
-        match error {
-            kube::Error::Api(s) => {
-                let conflicts = field_conflicts(&s);
-                if s.code == 409 && !conflicts.is_empty() {
-                    return BackendError::Conflict {
-                        cluster: self.name.clone(),
-                        context: format!("context {}", self.context),
-                        object,
-                        conflicts,
-                    };
-                }
-                let help = match s.code {
-                    401 => Some("the credentials of this context were rejected; refresh them (they may have expired)"),
-                    403 => Some("the context's user needs RBAC permission for this (get, list, patch and delete on the kinds canopy applies)"),
-                    _ => None,
-                };
-                BackendError::Api(Box::new(ApiFailure {
-                    cluster: self.name.clone(),
-                    context: format!("context {}", self.context),
-                    object,
-                    detail: format!("{} ({} {})", s.message, s.code, s.reason),
-                    code: Some(s.code),
-                    help: help.map(str::to_string),
-                }))
-            }
-            kube::Error::HyperError(_) | kube::Error::Service(_) => BackendError::Unreachable {
-                cluster: self.name.clone(),
-                reason: format!("context {}: {object}{}", self.context, error),
-            },
-            e => BackendError::Api(Box::new(ApiFailure {
-                cluster: self.name.clone(),
-                context: format!("context {}", self.context),
-                object,
-                detail: e.to_string(),
-                code: None,
-                help: None,
-            })),
-        }
-    }
-
     fn block_on<T>(&self, f: impl std::future::Future<Output = T>) -> T {
         self.handle.block_on(f)
-    }
-
-    /// The kinds an apiVersion serves, fetched once while cached.
-    async fn served(&self, api_version: &str) -> Result<Served, kube::Error> {
-        if let Some(s) = self.discovery.lock().expect("discovery").get(api_version) {
-            return Ok(s.clone());
-        }
-        let path = if api_version.contains('/') {
-            format!("/apis/{api_version}")
-        } else {
-            format!("/api/{api_version}")
-        };
-        let served = match self
-            .send(|| {
-                http::Request::get(&path)
-                    .body(Vec::new())
-                    .map_err(kube::core::request::Error::BuildRequest)
-            })
-            .await
-        {
-            Ok(list) => {
-                let mut kinds = HashMap::new();
-                for r in list["resources"].as_array().into_iter().flatten() {
-                    let (Some(plural), Some(kind)) = (r["name"].as_str(), r["kind"].as_str())
-                    else {
-                        continue;
-                    };
-                    if plural.contains('/') {
-                        continue; // a subresource
-                    }
-                    kinds.insert(
-                        kind.to_string(),
-                        Resource {
-                            api_version: api_version.to_string(),
-                            plural: plural.to_string(),
-                            namespaced: r["namespaced"].as_bool().unwrap_or(true),
-                        },
-                    );
-                }
-                Some(Arc::new(kinds))
-            }
-            Err(kube::Error::Api(s)) if s.code == 404 => None,
-            Err(e) => return Err(e),
-        };
-        self.discovery
-            .lock()
-            .expect("discovery")
-            .insert(api_version.to_string(), served.clone());
-        Ok(served)
-    }
-
-    /// The resource of a kind. A kind discovery did not list is asked for
-    /// once more: the cache lives as long as the backend (across `watch`
-    /// rounds), and a CRD may have been installed since it was filled.
-    async fn resource(&self, t: &TypeRef) -> Result<Option<Resource>, kube::Error> {
-        let known = |served: Served| served.and_then(|kinds| kinds.get(&t.kind).cloned());
-        if let Some(r) = known(self.served(&t.api_version).await?) {
-            return Ok(Some(r));
-        }
-        self.discovery
-            .lock()
-            .expect("discovery")
-            .remove(&t.api_version);
-        Ok(known(self.served(&t.api_version).await?))
-    }
-
-    /// A resource that must exist: an unknown kind is an error naming the
-    /// object.
-    async fn resource_of(&self, key: &ObjectKey, obj: &Value) -> Result<Resource, BackendError> {
-        // Refused as the server would refuse them: 400 for an object
-        // without a kind, 404 for a kind discovery does not list.
-        let t = TypeRef::of(obj).ok_or_else(|| {
-            self.api_error(key, 400, "the object has no apiVersion or kind", None)
-        })?;
-        match self.resource(&t).await {
-            Ok(Some(r)) => Ok(r),
-            Ok(None) => Err(self.api_error(
-                key,
-                404,
-                &format!("the server does not serve kind {} in {}", t.kind, t.api_version),
-                Some("install its CustomResourceDefinition first, or add the CRD to a workload so canopy applies it before its objects"),
-            )),
-            Err(e) => Err(self.error(Some(key), e)),
-        }
-    }
-
-    fn api_error(
-        &self,
-        key: &ObjectKey,
-        code: u16,
-        detail: &str,
-        help: Option<&str>,
-    ) -> BackendError {
-        BackendError::Api(Box::new(ApiFailure {
-            cluster: self.name.clone(),
-            context: format!("context {}", self.context),
-            object: format!("{key}: "),
-            detail: detail.to_string(),
-            code: Some(code),
-            help: help.map(str::to_string),
-        }))
     }
 
     async fn read_inventory(&self) -> Result<Inventory, BackendError> {
@@ -733,7 +548,11 @@ impl KubeCluster {
                 .await
                 .map_err(|e| fail(e, &changed))?;
         }
-        for wave in waves(changes) {
+        let class = |c: &Change| {
+            let delete = matches!(c, Change::Delete { .. });
+            (delete, kinds::write_stage(&c.key().kind))
+        };
+        for wave in kinds::write_waves(changes, class) {
             let results: Vec<(&Change, Result<bool, BackendError>)> = stream::iter(
                 wave.iter()
                     .map(|ch| async move { (ch, self.change(ch).await) }),
@@ -826,69 +645,6 @@ impl KubeCluster {
         .await;
         views.into_iter().collect()
     }
-}
-
-/// The fields a 409 from server-side apply names, with their managers:
-/// the one place a FieldManagerConflict is read.
-fn field_conflicts(s: &kube::core::response::Status) -> Vec<FieldConflict> {
-    s.details
-        .iter()
-        .flat_map(|d| &d.causes)
-        .filter(|c| c.reason == "FieldManagerConflict")
-        .map(|c| FieldConflict {
-            field: c.field.clone(),
-            manager: c
-                .message
-                .split('"')
-                .nth(1)
-                .unwrap_or("another manager")
-                .to_string(),
-        })
-        .collect()
-}
-
-/// Whether every `managedFields` entry of `manager` is an Update (an
-/// imperative write), none an Apply.
-fn only_updates(live: &Value, manager: &str) -> bool {
-    let entries: Vec<&Value> = live
-        .pointer("/metadata/managedFields")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter(|e| e.get("manager").and_then(Value::as_str) == Some(manager))
-        .collect();
-    !entries.is_empty()
-        && entries
-            .iter()
-            .all(|e| e.get("operation").and_then(Value::as_str) == Some("Update"))
-}
-
-/// The stages of a write, like Flux's: Namespaces, then CRDs (which are
-/// then waited on), then everything else at once; deletions the other way
-/// round. Each wave is written in parallel (started in apply order), waves
-/// one after another. Only Namespaces and CRDs must exist before what
-/// depends on them; everything else Kubernetes reconciles in any order, so
-/// waiting between, say, ConfigMaps and Deployments would only add time.
-fn waves(changes: &[Change]) -> Vec<&[Change]> {
-    let class = |c: &Change| {
-        let stage = match c.key().kind.as_str() {
-            "Namespace" => 0,
-            "CustomResourceDefinition" => 1,
-            _ => 2,
-        };
-        (matches!(c, Change::Delete { .. }), stage)
-    };
-    let mut out = Vec::new();
-    let mut start = 0;
-    for i in 1..=changes.len() {
-        if i == changes.len() || class(&changes[i]) != class(&changes[start]) {
-            if start < i {
-                out.push(&changes[start..i]);
-            }
-            start = i;
-        }
-    }
-    out
 }
 
 impl ClusterBackend for Arc<KubeCluster> {
@@ -996,66 +752,5 @@ impl ClusterBackend for Arc<KubeCluster> {
             return Ok(inv.applied.clone());
         }
         self.block_on(self.read_inventory()).map(|i| i.applied)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn change(kind: &str, name: &str, delete: bool) -> Change {
-        let key = ObjectKey {
-            group: String::new(),
-            kind: kind.into(),
-            namespace: "ns".into(),
-            name: name.into(),
-        };
-        if delete {
-            Change::Delete {
-                key,
-                live: json!({}),
-            }
-        } else {
-            Change::Create {
-                key,
-                desired: json!({}),
-            }
-        }
-    }
-
-    #[test]
-    fn waves_split_namespaces_crds_rest_and_direction() {
-        let changes = vec![
-            change("Namespace", "a", false),
-            change("ConfigMap", "a", false),
-            change("ConfigMap", "b", false),
-            change("Deployment", "a", false),
-            change("Deployment", "b", true),
-            change("ConfigMap", "c", true),
-        ];
-        let sizes: Vec<usize> = waves(&changes).iter().map(|w| w.len()).collect();
-        assert_eq!(sizes, vec![1, 3, 2]);
-        assert!(waves(&[]).is_empty());
-    }
-
-    #[test]
-    fn resource_paths() {
-        let r = Resource {
-            api_version: "apps/v1".into(),
-            plural: "deployments".into(),
-            namespaced: true,
-        };
-        assert_eq!(r.path(None), "/apis/apps/v1/deployments");
-        assert_eq!(
-            r.path_of(&json!({"metadata": {"namespace": "shop"}})),
-            "/apis/apps/v1/namespaces/shop/deployments"
-        );
-        let ns = Resource {
-            api_version: "v1".into(),
-            plural: "namespaces".into(),
-            namespaced: false,
-        };
-        assert_eq!(ns.path_of(&json!({"metadata": {}})), "/api/v1/namespaces");
     }
 }
