@@ -754,3 +754,83 @@ impl ClusterBackend for Arc<KubeCluster> {
         self.block_on(self.read_inventory()).map(|i| i.applied)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A kubeconfig with contexts `a` and `b` (a client is made without a
+    /// request, so no server needs to listen).
+    fn kubeconfig(dir: &std::path::Path) -> String {
+        let path = dir.join("kubeconfig");
+        std::fs::write(
+            &path,
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {server: 'https://127.0.0.1:1', insecure-skip-tls-verify: true}\nusers:\n- name: u\n  user: {token: t}\ncontexts:\n- name: a\n  context: {cluster: c, user: u}\n- name: b\n  context: {cluster: c, user: u}\ncurrent-context: a\n",
+        )
+        .unwrap();
+        path.to_string_lossy().into_owned()
+    }
+
+    fn cached(kf: &KubeFleet) -> Vec<(String, bool)> {
+        kf.clusters
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(n, (_, c))| (n.clone(), c.is_ok()))
+            .collect()
+    }
+
+    fn client_of(kf: &KubeFleet, name: &str) -> *const KubeCluster {
+        match &kf.clusters.lock().unwrap()[name].1 {
+            Ok(c) => Arc::as_ptr(c),
+            Err(_) => panic!("{name} has no client"),
+        }
+    }
+
+    /// What a `watch` relies on across rounds: a cluster keeps its client
+    /// (and with it its rate limiter and discovery cache) while its
+    /// connection stays; a changed connection, a cluster that left and a
+    /// kubeconfig that could not be used are connected afresh.
+    #[test]
+    fn clients_are_kept_until_their_connection_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let kf = KubeFleet::new("f", dir.path().to_path_buf(), KubeOptions::default()).unwrap();
+        let conn = |context: &str| Connection {
+            kubeconfig: Some(kubeconfig(dir.path())),
+            context: Some(context.into()),
+        };
+        let broken = Connection {
+            kubeconfig: Some(dir.path().join("missing").to_string_lossy().into_owned()),
+            context: None,
+        };
+        let _ = kf.cluster("x", &conn("a"));
+        let _ = kf.cluster("y", &conn("a"));
+        let _ = kf.cluster("z", &broken);
+        assert_eq!(
+            cached(&kf),
+            vec![("x".into(), true), ("y".into(), true), ("z".into(), false)]
+        );
+        let x = client_of(&kf, "x");
+
+        let same: BTreeMap<String, Connection> = [
+            ("x".to_string(), conn("a")),
+            ("y".to_string(), conn("a")),
+            ("z".to_string(), broken.clone()),
+        ]
+        .into();
+        kf.keep_only(&same);
+        assert_eq!(
+            cached(&kf),
+            vec![("x".into(), true), ("y".into(), true)],
+            "an unusable kubeconfig is tried again"
+        );
+        let _ = kf.cluster("x", &conn("a"));
+        assert_eq!(client_of(&kf, "x"), x, "the same client");
+
+        let moved: BTreeMap<String, Connection> = [("x".to_string(), conn("b"))].into();
+        kf.keep_only(&moved);
+        assert!(cached(&kf).is_empty(), "x changed context, y left");
+        let _ = kf.cluster("x", &conn("b"));
+        assert_eq!(cached(&kf), vec![("x".into(), true)]);
+    }
+}
