@@ -287,9 +287,21 @@ fn a_manual_pause_waits_for_rollout_continue_and_a_timed_one_for_its_time() {
         ("v1".into(), "v1".into())
     );
     assert!(!state.join("clusters/r3.json").exists());
-    let (code, out, _) = run(&["rollout", "continue", d, "app", "--state", st]);
+    let (code, out, _) = run(&["rollout", "continue", d, "app", "--state", st, "-o", "json"]);
     assert_eq!(code, 0, "{out}");
     assert_eq!(at(&state, "r3"), "v1");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        v["rollouts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["workload"] == "app"
+                && e["message"] == "continued: stage-3"
+                && e["failed"] == false),
+        "{v}"
+    );
+    assert_eq!(v["summary"]["created"], 1, "r3's ConfigMap");
     assert_eq!(status_json(home.path(), d, st)["phase"], "complete");
     let (code, _, err) = run(&["rollout", "continue", d, "app", "--state", st]);
     assert_eq!(code, 2);

@@ -252,6 +252,10 @@ pub enum RolloutCommand {
         /// Clusters of one tree level reconciled at once.
         #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
         concurrency: u16,
+        /// `json`: `{"requested", "watchPid"}` when a watch goes on with it,
+        /// else the apply's report as `apply -o json` gives it.
+        #[arg(short, long, value_enum, default_value_t = TextOrJson::Text)]
+        output: TextOrJson,
         #[command(flatten)]
         kube: KubeArgs,
     },

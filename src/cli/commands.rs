@@ -581,6 +581,7 @@ fn rollout(cmd: RolloutCommand, name: Option<&str>, quiet: bool) -> Result<(), F
             workload,
             state,
             concurrency,
+            output: fmt,
             kube,
         } => {
             let workload = workload_arg(
@@ -592,9 +593,14 @@ fn rollout(cmd: RolloutCommand, name: Option<&str>, quiet: bool) -> Result<(), F
             let loaded = load(&src, name)?;
             let state = src.state_dir(state.as_ref());
             match crate::ops::rollout::request_continue(&loaded, &state, &workload)? {
-                Some(pid) => stdout(&format!(
-                    "continue of {workload} requested; canopy watch (pid {pid}) goes on with it\n"
-                )),
+                Some(pid) => match fmt {
+                    TextOrJson::Text => stdout(&format!(
+                        "continue of {workload} requested; canopy watch (pid {pid}) goes on with it\n"
+                    )),
+                    TextOrJson::Json => {
+                        json_out(&serde_json::json!({"requested": workload, "watchPid": pid}))
+                    }
+                },
                 None => {
                     let target = Target {
                         clusters: Vec::new(),
@@ -605,10 +611,7 @@ fn rollout(cmd: RolloutCommand, name: Option<&str>, quiet: bool) -> Result<(), F
                         concurrency: usize::from(concurrency),
                         ..Options::default()
                     };
-                    let shown = Shown {
-                        fmt: TextOrJson::Text,
-                        quiet,
-                    };
+                    let shown = Shown { fmt, quiet };
                     apply(&src, &loaded, &target, opts, kube_options(&kube), shown)
                 }
             }
