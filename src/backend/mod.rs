@@ -58,6 +58,16 @@ pub struct ApplyMeta {
     pub at: String,
 }
 
+impl ApplyMeta {
+    /// What an apply of `revision` at `at` records.
+    pub fn new(revision: impl ToString, at: std::time::SystemTime) -> ApplyMeta {
+        ApplyMeta {
+            revision: revision.to_string(),
+            at: humantime::format_rfc3339_seconds(at).to_string(),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
     #[error("cluster {cluster} is unreachable: {reason}")]

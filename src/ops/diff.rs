@@ -59,10 +59,7 @@ pub fn against_base(
     } else {
         Vec::new()
     };
-    let meta = ApplyMeta {
-        revision: loaded.revision.to_string(),
-        at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-    };
+    let meta = ApplyMeta::new(&loaded.revision, std::time::SystemTime::now());
     let report = apply::run(&r, &base_state, &orphans, &meta, &opts).map_err(OpsError::Render)?;
     Ok((report, warnings))
 }

@@ -569,10 +569,7 @@ fn rollback(
             None => absent.push(n.clone()),
         }
     }
-    let meta = ApplyMeta {
-        revision: base.revision.clone(),
-        at: state::rfc3339(ctx.now),
-    };
+    let meta = ApplyMeta::new(&base.revision, ctx.now);
     let back_opts = Options {
         dry_run: false,
         prune: true,

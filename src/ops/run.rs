@@ -325,10 +325,7 @@ impl<'i> Session<'i> {
         orphans: &[String],
         opts: &Options,
     ) -> Result<(Report, Vec<Event>), OpsError> {
-        let meta = ApplyMeta {
-            revision: revision.to_string(),
-            at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
-        };
+        let meta = ApplyMeta::new(revision, SystemTime::now());
         let ctx = rollout::Ctx {
             input: self.input,
             revision,
