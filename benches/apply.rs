@@ -24,7 +24,7 @@ use std::time::Instant;
 use canopy::backend::local::LocalStore;
 use canopy::backend::ApplyMeta;
 use canopy::core::render::Renderer;
-use canopy::ops::apply::{self, Options};
+use canopy::ops::apply::{self, Options, Pass};
 use canopy::ops::base::render_at_revision;
 use canopy::source::input::load_checked;
 
@@ -40,7 +40,15 @@ fn child_apply(fleet: &Path, state: &Path) {
     let (checked, _) = load_checked(fleet, Some("bench")).expect("valid fleet");
     let r = Renderer::new(&checked);
     let store = LocalStore::open(state).expect("state");
-    let report = apply::run(&r, &store, &[], &meta(), &Options::default()).expect("renders");
+    let report = apply::run(
+        &r,
+        &store,
+        &[],
+        &meta(),
+        &Options::default(),
+        &Pass::default(),
+    )
+    .expect("renders");
     let secs = t.elapsed().as_secs_f64();
     let tt = report.totals();
     assert_eq!(tt.failed + tt.skipped, 0, "every cluster applies");
@@ -81,7 +89,7 @@ fn child_diff_base(fleet: &Path, rev: &str) {
         keep_values: true,
         ..Options::default()
     };
-    let report = apply::run(&r, &base, &[], &meta(), &opts).expect("renders");
+    let report = apply::run(&r, &base, &[], &meta(), &opts, &Pass::default()).expect("renders");
     let tt = report.totals();
     println!(
         "RESULT secs={:.4} changed_clusters={} updated={} peak_mib={:.1}",

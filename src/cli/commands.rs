@@ -132,9 +132,9 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                 None => {
                     let mut s = session(&src, &target.state, Access::Read, kube_options(&kube))?;
                     let progress = Arc::new(Progress::default());
+                    s.progress = Some(progress.clone());
                     let ticker = Ticker::start(&progress, "diffing", quiet);
-                    let report =
-                        crate::ops::diff::live(&mut s, &loaded, &selection, Some(progress));
+                    let report = crate::ops::diff::live(&mut s, &loaded, &selection);
                     drop(ticker);
                     (report?, "live".to_string())
                 }
@@ -457,7 +457,7 @@ fn apply(
     src: &FleetSource,
     loaded: &Loaded,
     target: &Target,
-    mut opts: Options,
+    opts: Options,
     kube: KubeOptions,
     shown: Shown,
 ) -> Result<(), Failure> {
@@ -469,7 +469,7 @@ fn apply(
     let dry_run = opts.dry_run;
     let mut s = session(src, &target.state, access, kube)?;
     let progress = Arc::new(Progress::default());
-    opts.progress = Some(progress.clone());
+    s.progress = Some(progress.clone());
     let ticker = Ticker::start(&progress, "applying", shown.quiet);
     let run = s.run(loaded, &selection(target), opts, true);
     drop(ticker);

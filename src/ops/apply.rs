@@ -20,6 +20,8 @@ use crate::core::model::ObjectKey;
 use crate::core::render::{render_map, Rendered, Renderer};
 use serde_json::Value;
 
+/// What a run was asked to do (the command's flags), the same for every
+/// pass of the run.
 #[derive(Debug, Clone)]
 pub struct Options {
     /// Compute and report, write nothing.
@@ -30,8 +32,6 @@ pub struct Options {
     pub prune_clusters: bool,
     /// Clusters of one level reconciled at once.
     pub concurrency: usize,
-    /// Only these clusters (indexes); `None` for all.
-    pub targets: Option<BTreeSet<usize>>,
     /// Keep each change's objects in the report (for diffs); otherwise only
     /// actions and identities are kept.
     pub keep_values: bool,
@@ -39,12 +39,22 @@ pub struct Options {
     /// its desired objects to be healthy; an unhealthy cluster fails and
     /// its subtree is skipped.
     pub wait: Option<std::time::Duration>,
-    /// Set (by a signal handler) to stop between clusters: a cluster being
-    /// reconciled finishes, the ones not started are reported as skipped.
-    pub cancel: Option<Arc<AtomicBool>>,
+}
+
+/// How the operation running the executor steers one pass over the
+/// rendered clusters: which of them, which workloads where, when to stop,
+/// and where to count. A staged rollout makes several passes (waves) of one
+/// run with the same [`Options`].
+#[derive(Debug, Clone, Default)]
+pub struct Pass {
+    /// Only these clusters (indexes) of those rendered; `None` for all.
+    pub targets: Option<BTreeSet<usize>>,
     /// Which workloads' objects are reconciled where (a staged rollout
     /// holds some back).
     pub scope: Scope,
+    /// Set (by a signal handler) to stop between clusters: a cluster being
+    /// reconciled finishes, the ones not started are reported as skipped.
+    pub cancel: Option<Arc<AtomicBool>>,
     /// Counted as clusters are done, for a progress line.
     pub progress: Option<Arc<super::progress::Progress>>,
 }
@@ -81,12 +91,8 @@ impl Default for Options {
             prune: true,
             prune_clusters: false,
             concurrency: 8,
-            targets: None,
             keep_values: false,
             wait: None,
-            cancel: None,
-            scope: Scope::All,
-            progress: None,
         }
     }
 }
@@ -282,21 +288,24 @@ impl Desired {
     }
 }
 
-/// Renders, then reconciles every targeted cluster down the tree, then the
-/// `orphans` (clusters with state that left the fleet).
+/// Renders the clusters of `pass.targets`, then reconciles them down the
+/// tree, then the `orphans` (clusters with state that left the fleet).
 pub fn run(
     r: &Renderer<'_>,
     backends: &dyn Backends,
     orphans: &[String],
     meta: &ApplyMeta,
     opts: &Options,
+    pass: &Pass,
 ) -> Result<Report, Diagnostics> {
-    let desired = Desired::render(r, opts.targets.as_ref())?;
-    Ok(run_rendered(r, &desired, backends, orphans, meta, opts))
+    let desired = Desired::render(r, pass.targets.as_ref())?;
+    Ok(run_rendered(
+        r, &desired, backends, orphans, meta, opts, pass,
+    ))
 }
 
-/// Reconciles the targeted clusters of `desired` down the tree, then the
-/// `orphans`. A cluster of `opts.targets` that `desired` lacks is left out.
+/// Reconciles the clusters of `desired` (those of `pass.targets`, if
+/// given) down the tree, then the `orphans`.
 pub fn run_rendered(
     r: &Renderer<'_>,
     desired: &Desired,
@@ -304,6 +313,7 @@ pub fn run_rendered(
     orphans: &[String],
     meta: &ApplyMeta,
     opts: &Options,
+    pass: &Pass,
 ) -> Report {
     let checked = r.checked;
     let topo = &checked.topo;
@@ -319,16 +329,16 @@ pub fn run_rendered(
         .map(|level| {
             level
                 .into_iter()
-                .filter(|&c| desired.has(c) && opts.targets.as_ref().is_none_or(|t| t.contains(&c)))
+                .filter(|&c| desired.has(c) && pass.targets.as_ref().is_none_or(|t| t.contains(&c)))
                 .collect::<Vec<usize>>()
         })
         .filter(|members| !members.is_empty())
         .collect();
-    if let Some(p) = &opts.progress {
+    if let Some(p) = &pass.progress {
         p.begin(levels.iter().map(Vec::len).sum(), levels.len());
     }
     for (i, members) in levels.into_iter().enumerate() {
-        if let Some(p) = &opts.progress {
+        if let Some(p) = &pass.progress {
             p.level(i + 1);
         }
         let results: Vec<(usize, Outcome)> = pool.install(|| {
@@ -346,7 +356,7 @@ pub fn run_rendered(
                         };
                         return (c, Outcome::Skipped { reason });
                     }
-                    if opts
+                    if pass
                         .cancel
                         .as_ref()
                         .is_some_and(|f| f.load(Ordering::SeqCst))
@@ -362,13 +372,16 @@ pub fn run_rendered(
                     // Workloads a staged rollout holds back here stay out.
                     let packed: Vec<&Packed> = desired.clusters[&c]
                         .iter()
-                        .filter(|o| !opts.scope.excludes(name, workloads[o.workload].name()))
+                        .filter(|o| !pass.scope.excludes(name, workloads[o.workload].name()))
                         .collect();
                     let backend = backends.backend(name);
-                    (c, reconcile(r, backend.as_ref(), name, &packed, meta, opts))
+                    (
+                        c,
+                        reconcile(r, backend.as_ref(), name, &packed, meta, opts, &pass.scope),
+                    )
                 })
                 .inspect(|_| {
-                    if let Some(p) = &opts.progress {
+                    if let Some(p) = &pass.progress {
                         p.cluster_done();
                     }
                 })
@@ -453,6 +466,7 @@ fn reconcile(
     packed: &[&Packed],
     meta: &ApplyMeta,
     opts: &Options,
+    scope: &Scope,
 ) -> Outcome {
     let fleet = &r.checked.fleet;
     let failed = |e: BackendError| Outcome::failed(e, Vec::new());
@@ -475,14 +489,14 @@ fn reconcile(
         Ok(l) => l,
         Err(e) => return failed(e),
     };
-    if !matches!(opts.scope, Scope::All) {
+    if !matches!(scope, Scope::All) {
         live.retain(|l| {
             let w = l
                 .pointer("/metadata/labels")
                 .and_then(|ls| ls.get(crate::core::model::LABEL_WORKLOAD))
                 .and_then(serde_json::Value::as_str)
                 .unwrap_or("");
-            !opts.scope.excludes(cluster, w)
+            !scope.excludes(cluster, w)
         });
     }
     let live_by_key: BTreeMap<ObjectKey, &serde_json::Value> = live

@@ -2,7 +2,7 @@
 //! run through the same sequence, rollouts included) or against the fleet
 //! at another Git revision (no cluster, no credentials: pull requests).
 
-use super::apply::{self, Options, Report};
+use super::apply::{self, Options, Pass, Report};
 use super::error::OpsError;
 use super::run::{FleetSource, Selection, Session};
 use crate::backend::ApplyMeta;
@@ -16,12 +16,10 @@ pub fn live(
     session: &mut Session<'_>,
     loaded: &Loaded,
     selection: &Selection,
-    progress: Option<std::sync::Arc<super::progress::Progress>>,
 ) -> Result<Report, OpsError> {
     let opts = Options {
         dry_run: true,
         keep_values: true,
-        progress,
         ..Options::default()
     };
     Ok(session.run(loaded, selection, opts, true)?.report)
@@ -39,17 +37,20 @@ pub fn against_base(
     let c = &loaded.checked;
     let opts = Options {
         dry_run: true,
-        targets: selection.resolve_strict(c)?,
         keep_values: true,
         ..Options::default()
+    };
+    let pass = Pass {
+        targets: selection.resolve_strict(c)?,
+        ..Pass::default()
     };
     let r = Renderer::new(c);
     if r.diagnostics.has_errors() {
         return Err(OpsError::Place(r.diagnostics.clone()));
     }
     let (base_state, warnings) =
-        super::base::render_at_revision(&src.input, base, c, opts.targets.as_ref())?;
-    let orphans: Vec<String> = if opts.targets.is_none() {
+        super::base::render_at_revision(&src.input, base, c, pass.targets.as_ref())?;
+    let orphans: Vec<String> = if pass.targets.is_none() {
         base_state
             .clusters
             .keys()
@@ -60,6 +61,7 @@ pub fn against_base(
         Vec::new()
     };
     let meta = ApplyMeta::new(&loaded.revision, std::time::SystemTime::now());
-    let report = apply::run(&r, &base_state, &orphans, &meta, &opts).map_err(OpsError::Render)?;
+    let report =
+        apply::run(&r, &base_state, &orphans, &meta, &opts, &pass).map_err(OpsError::Render)?;
     Ok((report, warnings))
 }

@@ -28,7 +28,7 @@ use crate::backend::fleet::Backends;
 use crate::backend::ApplyMeta;
 use crate::core::model::{RollbackPolicy, Rollout};
 use crate::core::render::Renderer;
-use crate::ops::apply::{self, Desired, Options, Outcome, Report, Scope};
+use crate::ops::apply::{self, Desired, Options, Outcome, Pass, Report, Scope};
 use crate::source::input::Input;
 use crate::source::input::Loaded;
 use crate::source::Revision;
@@ -274,6 +274,7 @@ pub fn apply(
     orphans: &[String],
     meta: &ApplyMeta,
     opts: &Options,
+    pass: &Pass,
     rollouts: &mut Rollouts,
     ctx: &Ctx<'_>,
 ) -> Result<(Report, Vec<Event>), StateError> {
@@ -287,7 +288,7 @@ pub fn apply(
     }
     let topo = &r.checked.topo;
     let mut report: Option<Report> = None;
-    let mut wave: Option<BTreeSet<usize>> = opts.targets.clone();
+    let mut wave: Option<BTreeSet<usize>> = pass.targets.clone();
     let mut first = true;
     loop {
         // Clusters of the stages this wave starts are applying.
@@ -307,10 +308,10 @@ pub fn apply(
         if !opts.dry_run && !plans.is_empty() {
             rollouts.save(ctx.state)?;
         }
-        let wave_opts = Options {
+        let wave_pass = Pass {
             targets: wave.clone(),
             scope: Scope::Hold(std::sync::Arc::new(holds(&plans, rollouts, r))),
-            ..opts.clone()
+            ..pass.clone()
         };
         let got = apply::run_rendered(
             r,
@@ -318,7 +319,8 @@ pub fn apply(
             backends,
             if first { orphans } else { &[] },
             meta,
-            &wave_opts,
+            opts,
+            &wave_pass,
         );
         first = false;
         let outcomes: BTreeMap<String, Outcome> = got
@@ -386,6 +388,7 @@ pub fn apply(
                             rec,
                             &names,
                             opts,
+                            pass,
                             ctx,
                         ));
                     } else {
@@ -401,7 +404,7 @@ pub fn apply(
                 }
             }
         }
-        let cancelled = opts
+        let cancelled = pass
             .cancel
             .as_ref()
             .is_some_and(|f| f.load(std::sync::atomic::Ordering::SeqCst));
@@ -423,7 +426,8 @@ pub fn apply(
             })
             .unwrap_or_default();
         next.retain(|&c| {
-            opts.targets.as_ref().is_none_or(|t| t.contains(&c))
+            desired.has(c)
+                && pass.targets.as_ref().is_none_or(|t| t.contains(&c))
                 && !blocked.iter().any(|&b| topo.in_subtree(c, b))
         });
         if next.is_empty() {
@@ -530,6 +534,7 @@ fn gate(
 
 /// Applies the failed stage's clusters again, this workload alone, at the
 /// revision the rollout started from. Returns what happened, in words.
+#[allow(clippy::too_many_arguments)]
 fn rollback(
     backends: &dyn Backends,
     fleet: &str,
@@ -537,6 +542,7 @@ fn rollback(
     rec: &mut Record,
     members: &[String],
     opts: &Options,
+    pass: &Pass,
     ctx: &Ctx<'_>,
 ) -> String {
     let Some(base) = rec.from.clone() else {
@@ -574,13 +580,17 @@ fn rollback(
         dry_run: false,
         prune: true,
         prune_clusters: false,
-        targets: Some(targets),
         keep_values: false,
         wait: None,
-        scope: Scope::Only(name.clone()),
         ..opts.clone()
     };
-    let report = match apply::run(&old_r, backends, &[], &meta, &back_opts) {
+    let back = Pass {
+        targets: Some(targets),
+        scope: Scope::Only(name.clone()),
+        cancel: pass.cancel.clone(),
+        progress: None,
+    };
+    let report = match apply::run(&old_r, backends, &[], &meta, &back_opts, &back) {
         Ok(rep) => rep,
         Err(d) => {
             return format!(

@@ -16,10 +16,13 @@
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::SystemTime;
 
-use super::apply::{Desired, Options, Report};
+use super::apply::{Desired, Options, Pass, Report};
 use super::error::OpsError;
+use super::progress::Progress;
 use super::rollout::{self, Event};
 use crate::backend::fleet::FleetBackends;
 use crate::backend::kube::KubeOptions;
@@ -224,6 +227,10 @@ pub struct Session<'i> {
     pub backends: FleetBackends,
     pub health: Health,
     pub rollouts: Rollouts,
+    /// Set by a signal handler: runs stop between clusters.
+    pub cancel: Option<Arc<AtomicBool>>,
+    /// Where runs count the clusters they are done with.
+    pub progress: Option<Arc<Progress>>,
 }
 
 impl<'i> Session<'i> {
@@ -272,6 +279,8 @@ impl<'i> Session<'i> {
             state,
             health,
             rollouts,
+            cancel: None,
+            progress: None,
         })
     }
 
@@ -314,9 +323,9 @@ impl<'i> Session<'i> {
     }
 
     /// Applies (or, with `dry_run`, computes) the rendered fleet down the
-    /// tree with staged rollouts: the rollout records decide which
-    /// workloads are held back where, and are saved as they move unless
-    /// this is a dry run.
+    /// tree with staged rollouts: every cluster of `desired`, the rollout
+    /// records deciding which workloads are held back where (and saved as
+    /// they move unless this is a dry run).
     pub fn apply(
         &mut self,
         placed: &Placed<'_>,
@@ -326,6 +335,11 @@ impl<'i> Session<'i> {
         opts: &Options,
     ) -> Result<(Report, Vec<Event>), OpsError> {
         let meta = ApplyMeta::new(revision, SystemTime::now());
+        let pass = Pass {
+            cancel: self.cancel.clone(),
+            progress: self.progress.clone(),
+            ..Pass::default()
+        };
         let ctx = rollout::Ctx {
             input: self.input,
             revision,
@@ -339,6 +353,7 @@ impl<'i> Session<'i> {
             orphans,
             &meta,
             opts,
+            &pass,
             &mut self.rollouts,
             &ctx,
         )?)
@@ -359,19 +374,19 @@ impl<'i> Session<'i> {
         &mut self,
         loaded: &'c Loaded,
         selection: &Selection,
-        mut opts: Options,
+        opts: Options,
         orphans: bool,
     ) -> Result<Run<'c>, OpsError> {
         let checked = &loaded.checked;
         let placed = self.place(checked)?;
-        opts.targets = selection.resolve_strict(checked)?;
-        let orphans = if orphans && opts.targets.is_none() {
+        let targets = selection.resolve_strict(checked)?;
+        let orphans = if orphans && targets.is_none() {
             self.orphans(checked)?
         } else {
             Vec::new()
         };
         let desired = self
-            .render(&placed, opts.targets.as_ref())
+            .render(&placed, targets.as_ref())
             .map_err(OpsError::Render)?;
         let (report, events) = self.apply(&placed, &desired, &loaded.revision, &orphans, &opts)?;
         if !opts.dry_run {
@@ -533,12 +548,10 @@ spec:
         );
 
         // A run counts its clusters as they are done, level by level.
-        let progress = std::sync::Arc::new(crate::ops::progress::Progress::default());
-        let opts = Options {
-            progress: Some(progress.clone()),
-            ..Options::default()
-        };
-        s.run(&loaded, &Selection::default(), opts, true).unwrap();
+        let progress = Arc::new(Progress::default());
+        s.progress = Some(progress.clone());
+        apply_all(&mut s, &loaded);
+        s.progress = None;
         let p = progress.snapshot();
         assert_eq!((p.done, p.total, p.level, p.levels), (4, 4, 3, 3));
 
@@ -673,8 +686,7 @@ spec:
         let loaded = src.load(None).unwrap();
         let before_apply = {
             let mut s = session(&src, Access::Read);
-            let report =
-                crate::ops::diff::live(&mut s, &loaded, &Selection::default(), None).unwrap();
+            let report = crate::ops::diff::live(&mut s, &loaded, &Selection::default()).unwrap();
             assert!(report.differs());
             assert_eq!(report.totals().created, 2, "{:?}", outcomes(&report));
             let st = crate::ops::status::status(&mut s, &loaded).unwrap();
@@ -688,7 +700,7 @@ spec:
             apply_all(&mut s, &loaded);
         }
         let mut s = session(&src, Access::Read);
-        let report = crate::ops::diff::live(&mut s, &loaded, &Selection::default(), None).unwrap();
+        let report = crate::ops::diff::live(&mut s, &loaded, &Selection::default()).unwrap();
         assert!(!report.differs());
         let st = crate::ops::status::status(&mut s, &loaded).unwrap();
         assert!(st.clusters.iter().all(|l| l.state == "in-sync"));
@@ -699,7 +711,7 @@ spec:
             clusters: vec!["mars".into()],
             ..Selection::default()
         };
-        let err = crate::ops::diff::live(&mut s, &loaded, &bad, None)
+        let err = crate::ops::diff::live(&mut s, &loaded, &bad)
             .unwrap_err()
             .to_string();
         assert!(

@@ -169,7 +169,7 @@ impl<'a> Watch<'a> {
     /// Runs until `stop` is set or an [`Event::Stop`] arrives. The first
     /// round reconciles every cluster.
     pub fn run(&mut self, events: &Receiver<Event>, stop: &Arc<AtomicBool>) {
-        self.opts.apply.cancel = Some(stop.clone());
+        self.session.cancel = Some(stop.clone());
         let remote = matches!(self.session.input, Input::Git(r) if r.is_remote());
         self.round(Trigger::Start);
         let mut next_poll = remote.then(|| Instant::now() + self.opts.poll);
@@ -487,11 +487,11 @@ impl<'a> Watch<'a> {
         let dry_run = trigger == Trigger::Drift && !self.opts.correct_drift;
         let opts = apply::Options {
             dry_run,
-            targets: Some(targets.clone()),
-            progress: self.first_progress.take(),
             ..self.opts.apply.clone()
         };
-        let desired = self.session.render(&placed, opts.targets.as_ref())?;
+        let desired = self.session.render(&placed, Some(&targets))?;
+        // Only the first round that applies counts its clusters.
+        self.session.progress = self.first_progress.take();
         let (report, events) = match self.session.apply(
             &placed,
             &desired,
