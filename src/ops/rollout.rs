@@ -298,7 +298,9 @@ pub fn apply(
                 continue;
             }
             for c in p.assigned.members(topo, rec.stage) {
-                if wave.as_ref().is_none_or(|w| w.contains(&c)) {
+                // The run's clusters are those it rendered (`--cluster`
+                // and `--subtree` narrow it); a wave narrows it further.
+                if desired.has(c) && wave.as_ref().is_none_or(|w| w.contains(&c)) {
                     if let Some(cr) = rec.cluster_mut(topo.name(c)) {
                         cr.state = ClusterPhase::Applying;
                     }
