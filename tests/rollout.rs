@@ -397,3 +397,46 @@ fn a_rollout_recorded_with_the_old_hash_restarts_once_and_writes_nothing() {
         Some(target.as_str())
     );
 }
+
+/// A run narrowed by `--cluster` touches only those clusters: a stage
+/// member outside it stays pending, and the stage's gate waits for a run
+/// that covers the stage.
+#[test]
+fn a_selected_run_leaves_the_rest_of_a_stage_pending() {
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path().join("fleet");
+    let state = home.path().join("state");
+    let (d, st) = (s(&dir), s(&state));
+    fleet_repo(&dir, THREE_STAGES, &[]);
+    let (code, out, err) = canopy_in(
+        home.path(),
+        &[],
+        &["apply", d, "--state", st, "--cluster", "hub"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(at(&state, "hub"), "v1");
+    assert_eq!(at(&state, "r1"), "-", "r1 was not selected");
+    let v = status_json(home.path(), d, st);
+    let canary: Vec<(String, String)> = v["stages"][0]["clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["cluster"].as_str().unwrap().to_string(),
+                c["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        canary,
+        vec![
+            ("hub".to_string(), "applying".to_string()),
+            ("r1".to_string(), "pending".to_string())
+        ]
+    );
+    // The whole fleet: the canary passes and the rollout completes.
+    let (code, out, err) = canopy_in(home.path(), &[], &["apply", d, "--state", st]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(status_json(home.path(), d, st)["phase"], "complete");
+}
