@@ -17,8 +17,7 @@ use super::progress::Ticker;
 use crate::backend::kube::KubeOptions;
 use crate::core::diag::Diagnostics;
 use crate::core::failover::Health;
-use crate::core::render::{render_all, render_map, Renderer};
-use crate::core::validate::Checked;
+use crate::core::render::{render_all, render_map};
 use crate::core::{explain, schema};
 use crate::ops::apply::Options;
 use crate::ops::progress::Progress;
@@ -41,7 +40,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         } => {
             let loaded = load(&open(&source)?, name)?;
             // The fleet as placed with every cluster healthy.
-            let r = placed_healthy(&loaded.checked)?;
+            let r = crate::ops::run::placed_healthy(&loaded.checked)?;
             match fmt {
                 TextOrJson::Text => stdout(&output::tree_text(&r)),
                 TextOrJson::Json => json_out(&output::tree_json(&r)),
@@ -311,15 +310,6 @@ fn kube_options(k: &KubeArgs) -> KubeOptions {
     }
 }
 
-/// Scheduled as if every cluster were healthy (`tree`, `render`).
-fn placed_healthy(c: &Checked) -> Result<Renderer<'_>, Failure> {
-    let r = Renderer::new(c);
-    if r.diagnostics.has_errors() {
-        return Err(OpsError::Place(r.diagnostics.clone()).into());
-    }
-    Ok(r)
-}
-
 fn stdout(text: &str) -> Result<(), Failure> {
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
@@ -399,7 +389,7 @@ fn render(
         )
     };
     // The fleet as placed with every cluster healthy.
-    let r = placed_healthy(&c)?;
+    let r = crate::ops::run::placed_healthy(&c)?;
     let fail = |d: Diagnostics| {
         print_diags(&d);
         Failure::user(format!("render failed: {}", summary(&d)))

@@ -7,7 +7,6 @@ use super::error::OpsError;
 use super::run::{FleetSource, Selection, Session};
 use crate::backend::ApplyMeta;
 use crate::core::diag::Diagnostics;
-use crate::core::render::Renderer;
 use crate::source::input::Loaded;
 
 /// Against the clusters: what apply would do now. Workloads a rollout
@@ -44,10 +43,7 @@ pub fn against_base(
         targets: selection.resolve_strict(c)?,
         ..Pass::default()
     };
-    let r = Renderer::new(c);
-    if r.diagnostics.has_errors() {
-        return Err(OpsError::Place(r.diagnostics.clone()));
-    }
+    let r = super::run::placed_healthy(c)?;
     let (base_state, warnings) =
         super::base::render_at_revision(&src.input, base, c, pass.targets.as_ref())?;
     let orphans: Vec<String> = if pass.targets.is_none() {

@@ -262,10 +262,10 @@ pub fn holds(
 }
 
 /// Applies the fleet with staged rollouts: waves of
-/// [`apply::run_rendered`] over the run's `desired` objects (rendered once
-/// for `opts.targets`), health gates between stages, rollback of a failed
-/// stage. `rollouts` is updated (and, unless this is a dry run, saved as it
-/// goes).
+/// [`apply::run_rendered`] over the run's `desired` objects (rendered once;
+/// the run's clusters are those it holds, `pass.targets` narrows them),
+/// health gates between stages, rollback of a failed stage. `rollouts` is
+/// updated (and, unless this is a dry run, saved as it goes).
 #[allow(clippy::too_many_arguments)]
 pub fn apply(
     r: &Renderer<'_>,
@@ -834,19 +834,9 @@ pub fn plan_of(r: &Renderer<'_>, name: &str) -> Result<Plan, OpsError> {
     }
 }
 
-/// The fleet placed as if every cluster were healthy: what a rollout's
-/// stages are shown against.
-fn healthy(loaded: &Loaded) -> Result<Renderer<'_>, OpsError> {
-    let r = Renderer::new(&loaded.checked);
-    if r.diagnostics.has_errors() {
-        return Err(OpsError::Place(r.diagnostics.clone()));
-    }
-    Ok(r)
-}
-
 /// `canopy rollout status`: `workload`'s rollout as recorded in `state`.
 pub fn status(loaded: &Loaded, state: &Path, workload: &str) -> Result<View, OpsError> {
-    let r = healthy(loaded)?;
+    let r = super::run::placed_healthy(&loaded.checked)?;
     let p = plan_of(&r, workload)?;
     let rollouts = Rollouts::load(state)?;
     Ok(view(&p, rollouts.workloads.get(workload), &r))
@@ -862,7 +852,7 @@ pub fn request_continue(
     state: &Path,
     workload: &str,
 ) -> Result<Option<String>, OpsError> {
-    let r = healthy(loaded)?;
+    let r = super::run::placed_healthy(&loaded.checked)?;
     let p = plan_of(&r, workload)?;
     let rollouts = Rollouts::load(state)?;
     let Some(rec) = rollouts.workloads.get(workload) else {

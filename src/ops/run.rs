@@ -182,6 +182,16 @@ impl Selection {
     }
 }
 
+/// The fleet placed as if every cluster were healthy: what `render`, `tree`,
+/// `diff --base` and a rollout's stages show, with no cluster asked.
+pub fn placed_healthy(checked: &Checked) -> Result<Renderer<'_>, OpsError> {
+    let r = Renderer::new(checked);
+    if r.diagnostics.has_errors() {
+        return Err(OpsError::Place(r.diagnostics.clone()));
+    }
+    Ok(r)
+}
+
 /// The fleet placed for one run: the render, and the time the health
 /// records were read at (failover and the records written after).
 pub struct Placed<'c> {

@@ -51,8 +51,8 @@ pub struct WatchOptions {
     pub resync: Option<Duration>,
     /// Put drift back (otherwise only report it).
     pub correct_drift: bool,
-    /// prune, prune_clusters, concurrency (targets and dry_run are set per
-    /// round).
+    /// prune, prune_clusters, concurrency (dry_run is set per round, and
+    /// each round renders only the clusters it reconciles).
     pub apply: apply::Options,
     /// `--cluster` / `--subtree` names, looked up in every revision.
     pub selection: Selection,
