@@ -89,10 +89,10 @@ pub fn load(dir: &Path, name: Option<&str>) -> Result<(Fleet, Diagnostics), Load
     }
     let mut diags = Diagnostics::default();
     let found = walk(&root, &mut diags);
-    let files: Vec<(String, String)> = found
+    let files: Vec<(String, Vec<u8>)> = found
         .into_iter()
-        .filter_map(|f| match std::fs::read_to_string(&f.abs) {
-            Ok(text) => Some((f.rel, text)),
+        .filter_map(|f| match std::fs::read(&f.abs) {
+            Ok(bytes) => Some((f.rel, bytes)),
             Err(e) => {
                 diags.push(
                     Diagnostic::error(format!("cannot read file: {e}"))
@@ -114,18 +114,42 @@ pub fn load(dir: &Path, name: Option<&str>) -> Result<(Fleet, Diagnostics), Load
 /// Reads a fleet from `(repo-relative path, text)` pairs, wherever they came
 /// from (the working tree, or a Git revision): the files below dot-folders
 /// must already be left out, as [`load`] does.
-pub fn load_files(name: String, files: Vec<(String, String)>) -> (Fleet, Diagnostics) {
+pub fn load_files(name: String, files: Vec<(String, Vec<u8>)>) -> (Fleet, Diagnostics) {
     let mut diags = Diagnostics::default();
     let results: Vec<FileResult> = files
         .into_par_iter()
         .filter(|(rel, _)| rel.ends_with(".yaml") || rel.ends_with(".yml"))
-        .map(|(rel, text)| {
-            let wdir = workload_dir_of(&rel);
-            read_file(rel, text, wdir)
+        .map(|(rel, bytes)| match decode(&rel, bytes) {
+            Ok(text) => {
+                let wdir = workload_dir_of(&rel);
+                read_file(rel, text, wdir)
+            }
+            Err(d) => FileResult {
+                file: Some(rel),
+                broken: true,
+                diags: vec![d],
+                ..FileResult::default()
+            },
         })
         .collect();
     let fleet = assemble(name, results, &mut diags);
     (fleet, diags)
+}
+
+/// A fleet file's bytes as text. The rule is the same for a folder and a
+/// Git revision: UTF-8, or an error at the first invalid byte (replacing it
+/// would make one commit load differently from its checkout). A NUL byte is
+/// refused where the YAML is read.
+fn decode(rel: &str, bytes: Vec<u8>) -> Result<String, Diagnostic> {
+    String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let line = e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+        Diagnostic::error(format!(
+            "not UTF-8 text: invalid byte at offset {at} (line {line})"
+        ))
+        .in_file(rel, line)
+        .hint("save the file as UTF-8, or move it out of the fleet")
+    })
 }
 
 /// A label-safe fleet name from the folder name.

@@ -22,7 +22,8 @@ use crate::core::model::*;
 use crate::core::schedule::{self, WorkloadPlacement};
 use crate::core::validate::Checked;
 use crate::core::yaml::{
-    parse_stream, parse_template_slots, plain_scalar, value_at_mut, ScalarStyle, Seg, YamlPath,
+    depth, parse_stream, parse_template_slots, plain_scalar, value_at_mut, ScalarStyle, Seg,
+    YamlPath, MAX_DEPTH,
 };
 
 /// How a template file is rendered for each cluster.
@@ -503,6 +504,7 @@ impl<'a> Renderer<'a> {
             }
             // 3. overrides, ascending priority then name
             let before = ObjectKey::of(&obj).unwrap_or(key);
+            let mut patched_by = None;
             for (oi, o) in fleet.overrides.iter().enumerate() {
                 if !self.override_on[oi][c] || !override_targets(o, w.name(), &before) {
                     continue;
@@ -510,6 +512,20 @@ impl<'a> Renderer<'a> {
                 if let Err(d) = apply_override(o, &mut obj, &before, cluster.name()) {
                     errors.push(d);
                 }
+                patched_by = Some(o);
+            }
+            // A patch places a value (read within the limit) at a path:
+            // together they may nest deeper than canopy reads back.
+            if let Some(o) = patched_by.filter(|_| depth(&obj) > MAX_DEPTH) {
+                errors.push(
+                    Diagnostic::error(format!(
+                        "overrides make {before} on cluster {} nest deeper than {MAX_DEPTH} levels (canopy's limit)",
+                        cluster.name()
+                    ))
+                    .at(&o.source.loc(&YamlPath::parse("spec.patches")))
+                    .hint("patch a shallower path, or flatten the patched value"),
+                );
+                continue;
             }
             // 4. ownership
             let Some(key) = ObjectKey::of(&obj) else {

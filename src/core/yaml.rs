@@ -16,6 +16,37 @@ use serde_json::{Map, Number, Value};
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser, Tag};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
 
+/// The deepest nesting of mappings and sequences canopy reads, block and
+/// flow style alike. It is below serde_json's recursion limit (128) with
+/// room for what rendering and the state files add around an object, so
+/// anything canopy accepts it can write and read back; real manifests (the
+/// largest CRD schemas included) nest a few dozen levels.
+pub const MAX_DEPTH: usize = 100;
+
+/// The most nodes that YAML aliases may add to one file. Aliases copy the
+/// node they name, so ten levels of `[*a, *a, …]` make a file of a few
+/// hundred bytes expand to billions of nodes ("billion laughs"); the
+/// Kubernetes API server's decoder bounds the same thing. Manifests rarely
+/// use aliases at all.
+pub const MAX_ALIAS_NODES: usize = 100_000;
+
+/// How deeply `v`'s mappings and sequences nest (a scalar is 0), without
+/// recursion: the value may come from anywhere.
+pub fn depth(v: &Value) -> usize {
+    let mut deepest = 0;
+    let mut todo = vec![(v, 0)];
+    while let Some((v, d)) = todo.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match v {
+            Value::Object(m) => Box::new(m.values()),
+            Value::Array(a) => Box::new(a.iter()),
+            _ => continue,
+        };
+        deepest = deepest.max(d + 1);
+        todo.extend(children.map(|c| (c, d + 1)));
+    }
+    deepest
+}
+
 /// One segment of a path into a YAML document.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Seg {
@@ -154,20 +185,48 @@ pub struct SyntaxError {
 /// render path skips it because rendered manifests are parsed by the hundred
 /// thousand and only need a line for syntax errors.
 pub fn parse_stream(text: &str, index: bool) -> Result<Vec<Doc>, SyntaxError> {
+    if let Some(err) = nul_byte(text) {
+        return Err(err);
+    }
     let mut b = Builder {
         index,
         ..Builder::default()
     };
     let mut parser = Parser::new_from_str(text);
-    parser.load(&mut b, true).map_err(|e| SyntaxError {
-        line: e.marker().line(),
-        col: e.marker().col(),
-        message: e.info().to_string(),
-    })?;
-    if let Some(err) = b.error {
+    let loaded = parser.load(&mut b, true);
+    // The first problem in the text wins: the builder stops taking events
+    // at its own, while the scanner may read on to a later one.
+    if let Some(err) = b.error.take() {
         return Err(err);
     }
+    loaded.map_err(|e| SyntaxError {
+        line: e.marker().line(),
+        col: e.marker().col(),
+        // The scanner's own bound on flow-style nesting, said as canopy's.
+        message: if e.info() == "recursion limit exceeded" {
+            format!("mappings and sequences nest deeper than {MAX_DEPTH} levels here (canopy's limit); flatten the structure")
+        } else {
+            e.info().to_string()
+        },
+    })?;
     Ok(b.docs)
+}
+
+/// A NUL byte, as a syntax error at its position. The YAML reader would
+/// take it for the end of the text and silently drop every document after
+/// it, so it is refused wherever YAML is read.
+pub fn nul_byte(text: &str) -> Option<SyntaxError> {
+    let at = text.find('\0')?;
+    let before = &text[..at];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count());
+    Some(SyntaxError {
+        line,
+        col,
+        message: format!(
+            "a NUL byte (at byte {at}) cannot be in YAML text; is this a binary file, or was it saved broken?"
+        ),
+    })
 }
 
 enum Frame {
@@ -176,10 +235,13 @@ enum Frame {
         /// The key whose value comes next, with the key's line.
         pending_key: Option<(String, usize)>,
         anchor: usize,
+        /// Nodes inside, itself included (what an alias to it would copy).
+        nodes: usize,
     },
     Seq {
         items: Vec<Value>,
         anchor: usize,
+        nodes: usize,
     },
 }
 
@@ -221,6 +283,9 @@ pub fn parse_template_slots(text: &str) -> Option<(Vec<Doc>, Vec<TemplateSlot>)>
         slots: Some(Vec::new()),
         ..Builder::default()
     };
+    if text.contains('\0') {
+        return None;
+    }
     let mut parser = Parser::new_from_str(text);
     parser.load(&mut b, true).ok()?;
     if b.error.is_some() || b.template_in_key {
@@ -245,7 +310,10 @@ struct Builder {
     docs: Vec<Doc>,
     stack: Vec<Frame>,
     path: Vec<Seg>,
-    anchors: HashMap<usize, Value>,
+    /// Each anchored node, with its node count.
+    anchors: HashMap<usize, (Value, usize)>,
+    /// Nodes added by aliases so far in this text.
+    aliased: usize,
     lines: HashMap<YamlPath, usize>,
     doc_line: usize,
     error: Option<SyntaxError>,
@@ -297,9 +365,14 @@ impl Builder {
         }
     }
 
-    fn finish_node(&mut self, v: Value, anchor: usize) {
+    fn finish_node(&mut self, v: Value, anchor: usize, nodes: usize) {
         if anchor > 0 {
-            self.anchors.insert(anchor, v.clone());
+            self.anchors.insert(anchor, (v.clone(), nodes));
+        }
+        if let Some(Frame::Map { nodes: n, .. } | Frame::Seq { nodes: n, .. }) =
+            self.stack.last_mut()
+        {
+            *n += nodes;
         }
         match self.stack.last_mut() {
             None => {
@@ -431,7 +504,7 @@ impl MarkedEventReceiver for Builder {
                         line: mark.line(),
                     });
                 }
-                self.finish_node(v, anchor);
+                self.finish_node(v, anchor, 1);
             }
             Event::Alias(id) => {
                 // An alias could copy a templated scalar where no slot records
@@ -439,14 +512,25 @@ impl MarkedEventReceiver for Builder {
                 if self.slots.is_some() {
                     self.template_in_key = true;
                 }
-                let Some(v) = self.anchors.get(&id).cloned() else {
+                let Some(&(_, nodes)) = self.anchors.get(&id) else {
                     return self.fail(mark, "alias to an unknown anchor".into());
                 };
                 if self.next_is_key() {
                     return self.fail(mark, "an alias cannot be a mapping key".into());
                 }
+                // Counted before the copy is made, so a bomb never is.
+                self.aliased += nodes;
+                if self.aliased > MAX_ALIAS_NODES {
+                    return self.fail(
+                        mark,
+                        format!(
+                            "aliases here expand to more than {MAX_ALIAS_NODES} nodes (canopy's limit on YAML alias expansion); write the values out instead of repeating anchors"
+                        ),
+                    );
+                }
+                let v = self.anchors[&id].0.clone();
                 self.enter_node(mark);
-                self.finish_node(v, 0);
+                self.finish_node(v, 0, nodes);
             }
             Event::MappingStart(anchor, _) | Event::SequenceStart(anchor, _)
                 if self.next_is_key() =>
@@ -454,12 +538,21 @@ impl MarkedEventReceiver for Builder {
                 let _ = anchor;
                 self.fail(mark, "a mapping key must be a scalar".into())
             }
+            Event::MappingStart(..) | Event::SequenceStart(..) if self.stack.len() >= MAX_DEPTH => {
+                self.fail(
+                    mark,
+                    format!(
+                        "mappings and sequences nest deeper than {MAX_DEPTH} levels here (canopy's limit); flatten the structure"
+                    ),
+                )
+            }
             Event::MappingStart(anchor, _) => {
                 self.enter_node(mark);
                 self.stack.push(Frame::Map {
                     map: Map::new(),
                     pending_key: None,
                     anchor,
+                    nodes: 1,
                 });
             }
             Event::SequenceStart(anchor, _) => {
@@ -467,16 +560,25 @@ impl MarkedEventReceiver for Builder {
                 self.stack.push(Frame::Seq {
                     items: Vec::new(),
                     anchor,
+                    nodes: 1,
                 });
             }
             Event::MappingEnd => {
-                if let Some(Frame::Map { map, anchor, .. }) = self.stack.pop() {
-                    self.finish_node(Value::Object(map), anchor);
+                if let Some(Frame::Map {
+                    map, anchor, nodes, ..
+                }) = self.stack.pop()
+                {
+                    self.finish_node(Value::Object(map), anchor, nodes);
                 }
             }
             Event::SequenceEnd => {
-                if let Some(Frame::Seq { items, anchor }) = self.stack.pop() {
-                    self.finish_node(Value::Array(items), anchor);
+                if let Some(Frame::Seq {
+                    items,
+                    anchor,
+                    nodes,
+                }) = self.stack.pop()
+                {
+                    self.finish_node(Value::Array(items), anchor, nodes);
                 }
             }
             Event::StreamStart | Event::StreamEnd | Event::DocumentEnd | Event::Nothing => {}
@@ -535,6 +637,59 @@ mod tests {
         let err = parse_stream("a: 1\na: 2\n", false).unwrap_err();
         assert_eq!(err.line, 2);
         assert!(err.message.contains("duplicate key"));
+    }
+
+    #[test]
+    fn alias_expansion_is_bounded() {
+        // Nine levels of ten aliases each: a billion leaves from a few
+        // hundred bytes. Refused at the alias that crosses the budget.
+        let mut text = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..10 {
+            let refs = vec![format!("*a{}", i - 1); 10].join(", ");
+            text.push_str(&format!("a{i}: &a{i} [{refs}]\n"));
+        }
+        let err = parse_stream(&text, false).unwrap_err();
+        assert!(err.message.contains("more than 100000 nodes"), "{err:?}");
+        assert_eq!(err.line, 5, "the first alias over the budget: {err:?}");
+        // Aliases within the budget still work.
+        let docs = parse_stream("a: &a [1, 2]\nb: [*a, *a]\n", false).unwrap();
+        assert_eq!(docs[0].value, json!({"a": [1, 2], "b": [[1, 2], [1, 2]]}));
+    }
+
+    #[test]
+    fn nesting_is_bounded_in_block_and_flow_style() {
+        let flow = |n: usize| format!("{}{}\n", "[".repeat(n), "]".repeat(n));
+        assert!(parse_stream(&flow(MAX_DEPTH), false).is_ok());
+        let err = parse_stream(&flow(MAX_DEPTH + 1), false).unwrap_err();
+        assert!(err.message.contains("deeper than 100 levels"), "{err:?}");
+        let block = |n: usize| {
+            (0..n)
+                .map(|i| format!("{}k{i}:\n", "  ".repeat(i)))
+                .collect::<String>()
+                + &"  ".repeat(n)
+                + "v: 1\n"
+        };
+        assert!(parse_stream(&block(MAX_DEPTH - 1), false).is_ok());
+        let err = parse_stream(&block(MAX_DEPTH), true).unwrap_err();
+        assert_eq!(err.line, MAX_DEPTH + 1, "{err:?}");
+        // Far deeper input fails the same way, without exhausting the stack.
+        assert!(parse_stream(&flow(100_000), false).is_err());
+        // What canopy accepts, serde_json reads back with room to spare.
+        let deepest = parse_stream(&flow(MAX_DEPTH), false).unwrap();
+        assert_eq!(depth(&deepest[0].value), MAX_DEPTH);
+        assert_eq!(depth(&json!({"a": [1, {"b": 2}], "c": 3})), 3);
+        assert_eq!(depth(&json!(1)), 0);
+        let wrapped = json!({"objects": {"id": deepest[0].value}});
+        let text = serde_json::to_string(&wrapped).unwrap();
+        assert!(serde_json::from_str::<Value>(&text).is_ok());
+    }
+
+    #[test]
+    fn a_nul_byte_is_an_error_where_it_is() {
+        let err = parse_stream("a: 1\n---\nb: 2\0\n---\nc: 3\n", false).unwrap_err();
+        assert_eq!((err.line, err.col), (3, 4), "{err:?}");
+        assert!(err.message.contains("NUL byte (at byte 13)"), "{err:?}");
+        assert!(parse_template_slots("a: '{{ x }}'\0").is_none());
     }
 
     #[test]

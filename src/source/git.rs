@@ -99,7 +99,7 @@ fn known_list(known: &[String]) -> String {
 pub struct FleetAtRevision {
     /// `(path relative to the fleet folder, text)` of every YAML file
     /// outside dot-folders, sorted.
-    pub files: Vec<(String, String)>,
+    pub files: Vec<(String, Vec<u8>)>,
     /// The commit the revision names.
     pub commit: String,
     /// Symbolic links, which are not followed at a revision.
@@ -173,7 +173,9 @@ pub fn read_tree_files(
             return git2::TreeWalkResult::Ok;
         }
         match repo.find_blob(entry.id()) {
-            Ok(blob) => files.push((path, String::from_utf8_lossy(blob.content()).into_owned())),
+            // Bytes as they are: load refuses invalid UTF-8, as it does
+            // for a folder.
+            Ok(blob) => files.push((path, blob.content().to_vec())),
             Err(e) => {
                 failure = Some(e);
                 return git2::TreeWalkResult::Abort;

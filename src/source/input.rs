@@ -65,7 +65,7 @@ pub fn check_all(
 /// Loads and validates a fleet from `(path, text)` pairs (a Git revision).
 pub fn check_files(
     name: String,
-    files: Vec<(String, String)>,
+    files: Vec<(String, Vec<u8>)>,
 ) -> Result<(Checked, Diagnostics), PipelineError> {
     let (fleet, diags) = load::load_files(name, files);
     validated(fleet, diags)

@@ -1,0 +1,163 @@
+//! Hostile and careless input (issue 13), through the real binary: each case
+//! is refused with its file, line and limit, and nothing is applied or
+//! pruned. Cases 1–3 and 8 of the issue; each reproduced the failure on
+//! the code before the limits (a 3 GiB alias bomb, a panic on 127 levels, a
+//! NUL byte that silently dropped four clusters, bytes read differently
+//! from a folder and from Git).
+
+mod common;
+use common::*;
+
+use std::path::Path;
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 path")
+}
+
+/// fleet-example copied, applied once into `state`; returns the copy.
+fn applied_example(state: &Path) -> (tempfile::TempDir, std::path::PathBuf) {
+    let (tmp, dir) = example_copy();
+    let (code, out, err) = canopy(&["apply", s(&dir), "--state", s(state)]);
+    assert_eq!(code, 0, "{out}{err}");
+    (tmp, dir)
+}
+
+/// `apply --prune-clusters` of `dir` is refused with `expected` on stderr,
+/// and no state byte changes.
+fn refused_without_a_write(dir: &Path, state: &Path, expected: &[&str]) {
+    let before = state_files(state);
+    assert!(!before.is_empty());
+    for cmd in [
+        vec!["validate", s(dir)],
+        vec!["apply", s(dir), "--state", s(state), "--prune-clusters"],
+    ] {
+        let (code, out, err) = canopy(&cmd);
+        assert_eq!(code, 2, "{cmd:?}: {out}{err}");
+        for e in expected {
+            assert!(err.contains(e), "{cmd:?} should say {e:?}:\n{err}");
+        }
+    }
+    assert_eq!(state_files(state), before, "nothing applied or pruned");
+}
+
+#[test]
+fn an_alias_bomb_is_refused_at_the_alias_that_crosses_the_limit() {
+    let state = tempfile::tempdir().unwrap();
+    let (_tmp, dir) = applied_example(state.path());
+    // Ten levels of ten aliases in a cluster's values: 10^10 nodes from
+    // about 600 bytes.
+    let mut values = String::from("    l0: &l0 [x, x, x, x, x, x, x, x, x, x]\n");
+    for i in 1..10 {
+        let refs = vec![format!("*l{}", i - 1); 10].join(", ");
+        values.push_str(&format!("    l{i}: &l{i} [{refs}]\n"));
+    }
+    let path = dir.join("clusters/bomb.yaml");
+    std::fs::write(
+        &path,
+        format!("apiVersion: canopy.dev/v1alpha1\nkind: Cluster\nmetadata: {{name: bomb}}\nspec:\n  parent: hub\n  values:\n{values}"),
+    )
+    .unwrap();
+    refused_without_a_write(
+        &dir,
+        state.path(),
+        &[
+            "error: clusters/bomb.yaml:11: malformed YAML: aliases here expand to more than 100000 nodes (canopy's limit on YAML alias expansion)",
+        ],
+    );
+}
+
+#[test]
+fn deep_nesting_is_refused_in_block_and_flow_style_without_a_crash() {
+    let state = tempfile::tempdir().unwrap();
+    let (_tmp, dir) = applied_example(state.path());
+    let manifest = dir.join("workloads/web/deep.yaml");
+    // 130 levels in block style: applied and then unreadable (or a panic)
+    // before the limit.
+    let mut block =
+        String::from("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: deep}\ndata:\n");
+    let mut nest = String::new();
+    for i in 0..130 {
+        nest.push_str(&format!("{}k{i}:\n", "  ".repeat(i + 1)));
+    }
+    block.push_str(&nest);
+    std::fs::write(&manifest, &block).unwrap();
+    refused_without_a_write(
+        &dir,
+        state.path(),
+        &[
+            "workloads/web/deep.yaml:",
+            "nest deeper than 100 levels here (canopy's limit)",
+        ],
+    );
+    // 100,000 levels in flow style overflowed the stack before.
+    let flow = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: deep}}\nx: {}{}\n",
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    std::fs::write(&manifest, flow).unwrap();
+    refused_without_a_write(
+        &dir,
+        state.path(),
+        &["workloads/web/deep.yaml:4:", "deeper than 100 levels"],
+    );
+}
+
+#[test]
+fn a_nul_byte_is_an_error_and_no_cluster_silently_vanishes() {
+    let state = tempfile::tempdir().unwrap();
+    let (_tmp, dir) = applied_example(state.path());
+    // A NUL after the first document of clusters/eu.yaml: the reader used
+    // to stop there, the other clusters of the file vanished from the fleet,
+    // and --prune-clusters deleted their objects.
+    let path = dir.join("clusters/eu.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let cut = text.find("\n---").expect("several documents");
+    let mut bytes = text.as_bytes().to_vec();
+    bytes.insert(cut, 0);
+    std::fs::write(&path, &bytes).unwrap();
+    let line = text[..cut].matches('\n').count() + 1;
+    refused_without_a_write(
+        &dir,
+        state.path(),
+        &[&format!(
+            "error: clusters/eu.yaml:{line}: malformed YAML: a NUL byte (at byte {cut}) cannot be in YAML text"
+        )],
+    );
+}
+
+#[test]
+fn invalid_utf8_is_the_same_error_from_a_folder_and_from_git() {
+    let home = tempfile::tempdir().unwrap();
+    let repo_dir = home.path().join("repo");
+    let (repo, _) = repo_with_fleet(&repo_dir);
+    let path = repo_dir.join("fleet/clusters/hub.yaml");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes.len();
+    bytes.extend_from_slice(b"# caf\xe9\n");
+    std::fs::write(&path, &bytes).unwrap();
+    commit_all(&repo, "latin-1");
+    let line = bytes[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+    let expected = format!(
+        "error: clusters/hub.yaml:{line}: not UTF-8 text: invalid byte at offset {} (line {line})",
+        at + 5
+    );
+    let fleet = repo_dir.join("fleet");
+    let from_git = vec![
+        "validate",
+        "--repo",
+        s(&repo_dir),
+        "--ref",
+        "main",
+        "--path",
+        "fleet",
+    ];
+    for args in [vec!["validate", s(&fleet)], from_git] {
+        let (code, out, err) = canopy_in(home.path(), &[], &args);
+        assert_eq!(code, 2, "{args:?}: {out}{err}");
+        assert!(
+            err.contains(&expected),
+            "{args:?} should say {expected:?}:\n{err}"
+        );
+    }
+}
