@@ -161,3 +161,64 @@ fn invalid_utf8_is_the_same_error_from_a_folder_and_from_git() {
         );
     }
 }
+
+/// A template's loop of loops, or a template that writes gigabytes, is a
+/// render error naming the file, the cluster and the limit, found by
+/// `validate` too (it renders every cluster); nothing is applied.
+#[test]
+fn templates_are_bounded_in_steps_and_output() {
+    let state = tempfile::tempdir().unwrap();
+    let (_tmp, dir) = applied_example(state.path());
+    let file = dir.join("workloads/web/loop.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: loop}\ndata:\n  n: \"{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}\"\n",
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    refused_without_a_write(
+        &dir,
+        state.path(),
+        &[
+            "workloads/web/loop.yaml:5: template error while rendering for cluster",
+            "the template took more than 5000000 steps (canopy's limit per render)",
+        ],
+    );
+    // Two runs of the binary, each stopped by the limit: seconds, not the
+    // hours the loop would take.
+    assert!(started.elapsed() < std::time::Duration::from_secs(60));
+    std::fs::write(
+        &file,
+        "{% for i in range(200) %}# {{ 'x' * 1000000 }}\n{% endfor %}apiVersion: v1\nkind: ConfigMap\nmetadata: {name: big}\n",
+    )
+    .unwrap();
+    refused_without_a_write(
+        &dir,
+        state.path(),
+        &["the rendered text passed 16 MiB (canopy's limit per manifest file)"],
+    );
+}
+
+/// A rendered Secret that is not valid YAML is reported by its line
+/// number; the line, which may hold the value, is not printed.
+#[test]
+fn a_broken_rendered_secret_is_reported_without_its_value() {
+    let state = tempfile::tempdir().unwrap();
+    let (_tmp, dir) = applied_example(state.path());
+    std::fs::write(
+        dir.join("workloads/web/secret.yaml"),
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: db}\nstringData:\n  password: {{ 'hunter2: \"oops' }}\n",
+    )
+    .unwrap();
+    let (code, out, err) = canopy(&["validate", s(&dir)]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains("rendered manifest is not valid YAML for cluster")
+            && err.contains("(not shown: this file renders a Secret)"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("hunter2") && !out.contains("hunter2"),
+        "{err}"
+    );
+}

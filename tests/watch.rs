@@ -580,3 +580,76 @@ fn a_rollout_waits_at_a_manual_pause_until_continue_reaches_the_running_watch() 
     let (code, _) = w.terminate();
     assert_eq!(code, 0);
 }
+
+/// Hostile commits under a running watch (issue 13): an endless template
+/// loop, an alias bomb, deep nesting and a NUL byte are each a bad revision,
+/// logged with its file and skipped; the fixing commit after them is
+/// applied, and the watch stops at the first SIGTERM.
+#[test]
+fn hostile_commits_are_skipped_and_the_fix_after_them_applies() {
+    let tmp = tempfile::tempdir().unwrap();
+    let origin = tmp.path().join("origin");
+    let (repo, sha1) = repo_with_fleet(&origin);
+    let state = tmp.path().join("st");
+    let mut w = Watcher::start(
+        tmp.path(),
+        &[
+            on_repo("watch", s(&origin), "main", s(&state)),
+            vec!["--resync", "0s"],
+        ]
+        .concat(),
+    );
+    w.reconciled("start", &sha1);
+    let before = state_files(&state);
+    let bad = origin.join("fleet/workloads/web/bad.yaml");
+    let mut bombs = String::from("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: bomb}\ndata:\n  l0: &l0 [x, x, x, x, x, x, x, x, x, x]\n");
+    for i in 1..10 {
+        let refs = vec![format!("*l{}", i - 1); 10].join(", ");
+        bombs.push_str(&format!("  l{i}: &l{i} [{refs}]\n"));
+    }
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "loop",
+            b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: loop}\ndata:\n  n: \"{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}\"\n".to_vec(),
+            "steps (canopy's limit per render)",
+        ),
+        ("aliases", bombs.into_bytes(), "more than 100000 nodes"),
+        (
+            "nesting",
+            format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: deep}}\nx: {}{}\n", "[".repeat(5000), "]".repeat(5000)).into_bytes(),
+            "deeper than 100 levels",
+        ),
+        (
+            "nul",
+            b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: nul}\n\0data: {}\n".to_vec(),
+            "NUL byte",
+        ),
+    ];
+    for (what, bytes, says) in cases {
+        std::fs::write(&bad, bytes).unwrap();
+        let sha = commit_all(&repo, what);
+        w.wait_for(&format!("the {what} revision skipped"), |v| {
+            v["revision"] == sha.as_str()
+                && v["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("skipped, nothing of it applied or pruned"))
+        });
+        w.wait_for(&format!("why the {what} revision is bad"), |v| {
+            v["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("workloads/web/bad.yaml") && m.contains(says))
+        });
+        assert_eq!(state_files(&state), before, "{what}: nothing written");
+    }
+    std::fs::remove_file(&bad).unwrap();
+    replace_in(
+        &origin.join("fleet/workloads/web/deployment.yaml"),
+        "replicas: 12",
+        "replicas: 16",
+    );
+    let fix = commit_all(&repo, "fix");
+    let round = w.reconciled("change", &fix);
+    assert_eq!(round["failed"], 0, "{round}");
+    let (code, _) = w.terminate();
+    assert_eq!(code, 0);
+}

@@ -187,6 +187,7 @@ impl<'a> Renderer<'a> {
 
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_fuel(Some(TEMPLATE_FUEL));
         env.set_keep_trailing_newline(true);
         // minijinja would JSON-escape `.yaml` templates (quoting every value);
         // manifests want plain substitution, as Helm users expect.
@@ -609,7 +610,7 @@ impl<'a> Renderer<'a> {
                 .env
                 .get_template(&s.template)
                 .map_err(|e| template_diag(file, Some(cluster), &e))?;
-            let text = tmpl.render(ctx).map_err(|e| {
+            let text = render_bounded(&tmpl, ctx).map_err(|e| {
                 let mut d = template_diag(file, Some(cluster), &e);
                 d.line = s.line;
                 d
@@ -636,11 +637,20 @@ impl<'a> Renderer<'a> {
             .env
             .get_template(&m.path)
             .map_err(|e| template_diag(&m.path, Some(cluster), &e))?;
-        let text = tmpl
-            .render(ctx)
-            .map_err(|e| template_diag(&m.path, Some(cluster), &e))?;
+        let text =
+            render_bounded(&tmpl, ctx).map_err(|e| template_diag(&m.path, Some(cluster), &e))?;
         let docs = parse_stream(&text, false).map_err(|e| {
-            let shown = text.lines().nth(e.line.saturating_sub(1)).unwrap_or("").trim();
+            // The rendered line helps, unless the file renders a Secret:
+            // then it may hold the value, and only its number is given.
+            let shown = if renders_secret(&text) {
+                "(not shown: this file renders a Secret)".to_string()
+            } else {
+                text.lines()
+                    .nth(e.line.saturating_sub(1))
+                    .unwrap_or("")
+                    .trim()
+                    .to_string()
+            };
             Diagnostic::error(format!(
                 "rendered manifest is not valid YAML for cluster {cluster}: {} at rendered line {}: {shown}",
                 e.message, e.line
@@ -657,10 +667,68 @@ impl<'a> Renderer<'a> {
     }
 }
 
+/// Steps one render of one template may take (minijinja's fuel): far more
+/// than any manifest needs, and a loop of loops stops in well under a
+/// second instead of running until killed.
+pub const TEMPLATE_FUEL: u64 = 5_000_000;
+
+/// The most text one render of one manifest file may produce.
+pub const TEMPLATE_OUTPUT: usize = 16 << 20;
+
+/// A writer that refuses to grow past [`TEMPLATE_OUTPUT`].
+struct Bounded(Vec<u8>);
+
+impl std::io::Write for Bounded {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.0.len() + buf.len() > TEMPLATE_OUTPUT {
+            return Err(std::io::Error::other(OUTPUT_LIMIT));
+        }
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+const OUTPUT_LIMIT: &str = "the rendered text passed 16 MiB (canopy's limit per manifest file)";
+
+/// Renders `tmpl` within canopy's limits on steps and output.
+fn render_bounded(
+    tmpl: &minijinja::Template<'_, '_>,
+    ctx: &minijinja::Value,
+) -> Result<String, minijinja::Error> {
+    let mut out = Bounded(Vec::new());
+    tmpl.render_captured_to(ctx, &mut out)?;
+    String::from_utf8(out.0).map_err(|_| {
+        minijinja::Error::new(
+            minijinja::ErrorKind::BadSerialization,
+            "the template rendered text that is not UTF-8",
+        )
+    })
+}
+
+/// Whether rendered text holds a Secret (any spelling YAML allows for the
+/// kind), so that an error about it quotes none of it.
+fn renders_secret(text: &str) -> bool {
+    text.lines().any(|l| {
+        let l = l.trim_start_matches(['-', ' ']);
+        l.strip_prefix("kind:")
+            .or_else(|| l.strip_prefix("\"kind\":"))
+            .is_some_and(|k| k.trim().trim_matches(['"', '\'', ',']) == "Secret")
+    })
+}
+
 fn template_diag(file: &str, cluster: Option<&str>, e: &minijinja::Error) -> Diagnostic {
-    let what = e
-        .detail()
-        .map_or_else(|| e.kind().to_string(), |d| format!("{}: {d}", e.kind()));
+    let what = match e.kind() {
+        minijinja::ErrorKind::OutOfFuel => format!(
+            "the template took more than {TEMPLATE_FUEL} steps (canopy's limit per render); look for loops over large ranges"
+        ),
+        minijinja::ErrorKind::WriteFailure => OUTPUT_LIMIT.to_string(),
+        _ => e
+            .detail()
+            .map_or_else(|| e.kind().to_string(), |d| format!("{}: {d}", e.kind())),
+    };
     let msg = match cluster {
         Some(c) => format!("template error while rendering for cluster {c}: {what}"),
         None => format!("template error: {what}"),

@@ -43,8 +43,9 @@ fn validated(
 }
 
 /// Everything `canopy validate` reports: load and validation diagnostics,
-/// then placement problems (such as all weights zero) when the fleet is
-/// otherwise valid. The fleet comes back when there is no error.
+/// then placement problems (such as all weights zero) and render errors
+/// (templates, limits, duplicate objects) of every cluster when the fleet
+/// is otherwise valid. The fleet comes back when there is no error.
 pub fn check_all(
     input: &Input,
     name: Option<&str>,
@@ -54,7 +55,14 @@ pub fn check_all(
     diags.extend(more);
     if let Some(c) = &checked {
         if !diags.has_errors() {
-            diags.extend(Renderer::new(c).diagnostics);
+            let r = Renderer::new(c);
+            diags.extend(r.diagnostics.clone());
+            // The whole render, dry: a fleet that validates renders.
+            if !r.diagnostics.has_errors() {
+                if let Err(d) = crate::core::render::render_map(&r, None, |_, _| ()) {
+                    diags.extend(d);
+                }
+            }
         }
     }
     let diags = diags.sorted();
