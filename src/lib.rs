@@ -21,6 +21,8 @@
 //!   thin functions over it.
 //! - [`watch`]: the long-running loop of rounds over [`ops`].
 //! - [`cli`]: clap types and printers; `main.rs` only dispatches.
+//! - [`sys`]: beside `core` at the bottom, the filesystem primitives for
+//!   canopy's own files (private, atomic, durable, no links followed).
 //!
 //! Diagnostics are collected, never fail-fast, and each names the file, line
 //! and YAML path it is about.
@@ -31,4 +33,5 @@ pub mod core;
 pub mod ops;
 pub mod source;
 pub mod state;
+pub mod sys;
 pub mod watch;

@@ -222,3 +222,57 @@ fn a_broken_rendered_secret_is_reported_without_its_value() {
         "{err}"
     );
 }
+
+/// Case 6: a repository that commits links in its state folder cannot send
+/// canopy's writes elsewhere; case 5's last part and case 7's: the state
+/// is private, and temporary files an interrupted run left are swept.
+#[cfg(unix)]
+#[test]
+fn the_state_folder_is_canopys_own_private_and_swept() {
+    use std::os::unix::fs::{symlink, PermissionsExt};
+    let (tmp, dir) = example_copy();
+    let outside = tmp.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::write(outside.join("precious"), "keep").unwrap();
+    let state = dir.join(".canopy/state");
+    std::fs::create_dir_all(&state).unwrap();
+
+    symlink(&outside, state.join("clusters")).unwrap();
+    let (code, out, err) = canopy(&["apply", s(&dir)]);
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(
+        err.contains(
+            "clusters is a symbolic link, and canopy does not follow links in its state folder"
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&outside).unwrap().count(),
+        1,
+        "nothing written there"
+    );
+
+    std::fs::remove_file(state.join("clusters")).unwrap();
+    symlink(outside.join("precious"), state.join("lock")).unwrap();
+    let (code, out, err) = canopy(&["apply", s(&dir)]);
+    assert_eq!(code, 3, "{out}{err}");
+    assert_eq!(
+        std::fs::read_to_string(outside.join("precious")).unwrap(),
+        "keep"
+    );
+
+    std::fs::remove_file(state.join("lock")).unwrap();
+    let (code, out, err) = canopy(&["apply", s(&dir)]);
+    assert_eq!(code, 0, "{out}{err}");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&state.join("clusters/hub.json")), 0o600);
+    assert_eq!(mode(&state.join("clusters")), 0o700);
+    assert_eq!(mode(&state.join("health.json")), 0o600);
+
+    // An interrupted run's temporary files go at the next run.
+    let stale = state.join("clusters/.hub.json.tmp-4242");
+    std::fs::write(&stale, "{").unwrap();
+    let (code, _, _) = canopy(&["apply", s(&dir)]);
+    assert_eq!(code, 0);
+    assert!(!stale.exists());
+}

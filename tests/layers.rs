@@ -10,7 +10,15 @@ use std::path::Path;
 const FORBIDDEN: &[(&str, &[&str])] = &[
     (
         "core",
-        &["backend", "source", "state", "ops", "watch", "agent", "cli"],
+        &[
+            "backend", "source", "state", "ops", "watch", "agent", "cli", "sys",
+        ],
+    ),
+    (
+        "sys",
+        &[
+            "core", "backend", "source", "state", "ops", "watch", "agent", "cli",
+        ],
     ),
     (
         "backend",

@@ -62,9 +62,11 @@ impl LocalStore {
             let path = path.to_path_buf();
             move |source| BackendError::Io { path, source }
         };
-        std::fs::create_dir_all(dir.join("clusters")).map_err(io(dir))?;
+        // The folder is canopy's own: private, and no link in it is followed.
+        crate::sys::files::own_dir(dir).map_err(io(dir))?;
+        crate::sys::files::own_dir(&dir.join("clusters")).map_err(io(dir))?;
         let lock_path = dir.join("lock");
-        let mut lock = std::fs::OpenOptions::new()
+        let mut lock = crate::sys::files::private()
             .read(true)
             .write(true)
             .create(true)
@@ -91,6 +93,10 @@ impl LocalStore {
         lock.set_len(0).map_err(io(&lock_path))?;
         writeln!(lock, "{}", std::process::id()).map_err(io(&lock_path))?;
         lock.sync_all().map_err(io(&lock_path))?;
+        // Under the lock no other writer is at work: what temporary files
+        // remain are an interrupted run's.
+        crate::sys::files::sweep(&dir.join("clusters"));
+        crate::sys::files::sweep(dir);
         Ok(LocalStore {
             dir: dir.to_path_buf(),
             lock: Some(lock),
@@ -152,7 +158,7 @@ pub struct LocalCluster {
 
 impl LocalCluster {
     fn load(&self) -> Result<ClusterState, BackendError> {
-        let bytes = match std::fs::read(&self.path) {
+        let bytes = match crate::sys::files::read(&self.path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Ok(ClusterState::default())
@@ -186,20 +192,8 @@ impl LocalCluster {
             path: self.path.clone(),
             source,
         };
-        let tmp = self
-            .dir
-            .join(format!(".{}.json.tmp-{}", self.name, std::process::id()));
         let body = serde_json::to_vec(st).expect("state serializes");
-        let mut f = File::create(&tmp).map_err(io)?;
-        f.write_all(&body).map_err(io)?;
-        f.sync_all().map_err(io)?;
-        drop(f);
-        std::fs::rename(&tmp, &self.path).map_err(io)?;
-        // The rename itself must reach the disk before we report success.
-        if let Ok(d) = File::open(&self.dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
+        crate::sys::files::replace(&self.dir, &format!("{}.json", self.name), &body).map_err(io)
     }
 
     /// Marks the cluster (un)reachable: the local backend's fault switch,

@@ -29,7 +29,7 @@ pub enum StateError {
 /// Reads `dir/name`; a missing file is the default (nothing recorded yet).
 pub fn load<T: DeserializeOwned + Default>(dir: &Path, name: &str) -> Result<T, StateError> {
     let path = dir.join(name);
-    match std::fs::read(&path) {
+    match crate::sys::files::read(&path) {
         Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StateError::Corrupt {
             path,
             detail: e.to_string(),
@@ -39,18 +39,15 @@ pub fn load<T: DeserializeOwned + Default>(dir: &Path, name: &str) -> Result<T, 
     }
 }
 
-/// Replaces `dir/name` with `bytes` atomically (a temporary file renamed
-/// over it), creating `dir`.
+/// Replaces `dir/name` with `bytes` atomically and durably, creating `dir`
+/// private ([`crate::sys::files`]).
 pub fn replace(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StateError> {
-    let path = dir.join(name);
     let io = |source| StateError::Io {
-        path: path.clone(),
+        path: dir.join(name),
         source,
     };
-    std::fs::create_dir_all(dir).map_err(io)?;
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    std::fs::write(&tmp, bytes).map_err(io)?;
-    std::fs::rename(&tmp, &path).map_err(io)
+    crate::sys::files::own_dir(dir).map_err(io)?;
+    crate::sys::files::replace(dir, name, bytes).map_err(io)
 }
 
 /// Replaces `dir/name` with `value` as pretty JSON.
