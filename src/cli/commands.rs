@@ -472,6 +472,9 @@ fn apply(
         ))?,
         TextOrJson::Json => json_out(&output::apply_json(&run.report, &run.events, dry_run))?,
     }
+    if let Some(e) = run.unrecorded {
+        return Err(e.into());
+    }
     if run.failed() {
         return Err(Failure::silent(EXIT_CLUSTERS));
     }

@@ -206,6 +206,9 @@ pub struct Run<'c> {
     pub desired: Desired,
     pub report: Report,
     pub events: Vec<Event>,
+    /// The health records could not be saved after the clusters were
+    /// written: the report stands, and this is said after it.
+    pub unrecorded: Option<OpsError>,
 }
 
 impl Run<'_> {
@@ -399,14 +402,19 @@ impl<'i> Session<'i> {
             .render(&placed, targets.as_ref())
             .map_err(OpsError::Render)?;
         let (report, events) = self.apply(&placed, &desired, &loaded.revision, &orphans, &opts)?;
-        if !opts.dry_run {
-            self.record(&placed, &report)?;
-        }
+        // Clusters were written: a record that cannot be saved (a full
+        // disk) must not take the report of what was written with it.
+        let unrecorded = if opts.dry_run {
+            None
+        } else {
+            self.record(&placed, &report).err()
+        };
         Ok(Run {
             placed,
             desired,
             report,
             events,
+            unrecorded,
         })
     }
 }
@@ -599,6 +607,32 @@ spec:
             s.health,
             "the record was saved"
         );
+    }
+
+    /// Issue 13, case 7: a health record that cannot be written after the
+    /// clusters were (as on a full disk) leaves the report whole, with the
+    /// error beside it, and no temporary file.
+    #[test]
+    fn a_record_that_cannot_be_written_loses_no_report() {
+        let d = fleet();
+        let src = source(d.path());
+        let loaded = src.load(None).unwrap();
+        let mut s = session(&src, Access::Write);
+        std::fs::create_dir_all(s.state.join("health.json")).unwrap();
+        let run = apply_all(&mut s, &loaded);
+        assert_eq!(run.report.totals().created, 2, "the clusters were written");
+        let err = run
+            .unrecorded
+            .as_ref()
+            .expect("the record failed")
+            .to_string();
+        assert!(err.contains("health.json"), "{err}");
+        let leftovers: Vec<String> = std::fs::read_dir(&s.state)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(".tmp-"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
     }
 
     #[test]
