@@ -14,36 +14,58 @@ use serde_json::Value;
 /// included; masked like the data itself.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
+/// A Secret, whatever its apiVersion is spelled: masking one object too
+/// many is harmless, one too few is a leak.
 fn is_secret(v: &Value) -> bool {
     v.get("kind").and_then(Value::as_str) == Some("Secret")
-        && v.get("apiVersion").and_then(Value::as_str) == Some("v1")
 }
 
-/// Masks every Secret among `objs` in place; other objects are untouched.
+/// A `List` (or `SecretList`, …): objects in `items`, as `kubectl get -o
+/// yaml` writes them and as some upstream manifests ship.
+fn is_list(v: &Value) -> bool {
+    v.get("kind")
+        .and_then(Value::as_str)
+        .is_some_and(|k| k.ends_with("List"))
+        && v.get("items").is_some_and(Value::is_array)
+}
+
+/// Masks every Secret among `objs` in place, the items of lists included;
+/// other objects are untouched.
 pub fn mask_secrets(objs: &mut [&mut Value]) {
     let mut runs: HashMap<String, usize> = HashMap::new();
     for obj in objs.iter_mut() {
-        if !is_secret(obj) {
-            continue;
-        }
-        for field in ["data", "stringData"] {
-            if let Some(Value::Object(map)) = obj.get_mut(field) {
-                // serde_json maps iterate in key order: assignment is stable.
-                for v in map.values_mut() {
-                    let text = match &*v {
-                        Value::String(s) => s.clone(),
-                        other => other.to_string(),
-                    };
-                    let next = runs.len();
-                    let n = *runs.entry(text).or_insert(next);
-                    *v = Value::String("+".repeat(8 + n));
-                }
+        mask_one(obj, &mut runs);
+    }
+}
+
+fn mask_one(obj: &mut Value, runs: &mut HashMap<String, usize>) {
+    if is_list(obj) {
+        if let Some(Value::Array(items)) = obj.get_mut("items") {
+            for item in items {
+                mask_one(item, runs);
             }
         }
-        if let Some(Value::Object(ann)) = obj.pointer_mut("/metadata/annotations") {
-            if let Some(v) = ann.get_mut(LAST_APPLIED) {
-                *v = Value::String("++++++++ (masked: holds Secret data)".into());
+    }
+    if !is_secret(obj) {
+        return;
+    }
+    for field in ["data", "stringData"] {
+        if let Some(Value::Object(map)) = obj.get_mut(field) {
+            // serde_json maps iterate in key order: assignment is stable.
+            for v in map.values_mut() {
+                let text = match &*v {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                let next = runs.len();
+                let n = *runs.entry(text).or_insert(next);
+                *v = Value::String("+".repeat(8 + n));
             }
+        }
+    }
+    if let Some(Value::Object(ann)) = obj.pointer_mut("/metadata/annotations") {
+        if let Some(v) = ann.get_mut(LAST_APPLIED) {
+            *v = Value::String("++++++++ (masked: holds Secret data)".into());
         }
     }
 }
@@ -76,5 +98,27 @@ mod tests {
         for secret in ["c2VjcmV0", "b3RoZXI=", "plain", "Y2hhbmdlZA=="] {
             assert!(!text.contains(secret));
         }
+    }
+
+    /// Issue 13, case 5: a Secret inside a List, or spelled with another
+    /// apiVersion, is masked like any other.
+    #[test]
+    fn secrets_in_lists_and_any_api_version_are_masked() {
+        let mut list = json!({"apiVersion": "v1", "kind": "List", "items": [
+            {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "a"}, "stringData": {"pw": "hunter2"}},
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "b"}, "data": {"k": "v"}}
+        ]});
+        let mut odd = json!({"apiVersion": "core/v1", "kind": "Secret", "metadata": {"name": "c"}, "data": {"pw": "aHVudGVyMg=="}});
+        mask_secrets(&mut [&mut list, &mut odd]);
+        let text = format!("{list}{odd}");
+        assert!(
+            !text.contains("hunter2") && !text.contains("aHVudGVyMg=="),
+            "{text}"
+        );
+        assert_eq!(list["items"][0]["stringData"]["pw"], "++++++++");
+        assert_eq!(
+            list["items"][1]["data"]["k"], "v",
+            "a ConfigMap is left alone"
+        );
     }
 }
