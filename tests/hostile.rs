@@ -44,13 +44,8 @@ fn refused_without_a_write(dir: &Path, state: &Path, expected: &[&str]) {
 fn an_alias_bomb_is_refused_at_the_alias_that_crosses_the_limit() {
     let state = tempfile::tempdir().unwrap();
     let (_tmp, dir) = applied_example(state.path());
-    // Ten levels of ten aliases in a cluster's values: 10^10 nodes from
-    // about 600 bytes.
-    let mut values = String::from("    l0: &l0 [x, x, x, x, x, x, x, x, x, x]\n");
-    for i in 1..10 {
-        let refs = vec![format!("*l{}", i - 1); 10].join(", ");
-        values.push_str(&format!("    l{i}: &l{i} [{refs}]\n"));
-    }
+    // Ten levels of ten aliases in a cluster's values.
+    let values = alias_bomb("    ");
     let path = dir.join("clusters/bomb.yaml");
     std::fs::write(
         &path,

@@ -602,11 +602,10 @@ fn hostile_commits_are_skipped_and_the_fix_after_them_applies() {
     w.reconciled("start", &sha1);
     let before = state_files(&state);
     let bad = origin.join("fleet/workloads/web/bad.yaml");
-    let mut bombs = String::from("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: bomb}\ndata:\n  l0: &l0 [x, x, x, x, x, x, x, x, x, x]\n");
-    for i in 1..10 {
-        let refs = vec![format!("*l{}", i - 1); 10].join(", ");
-        bombs.push_str(&format!("  l{i}: &l{i} [{refs}]\n"));
-    }
+    let bombs = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: bomb}}\ndata:\n{}",
+        alias_bomb("  ")
+    );
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         (
             "loop",

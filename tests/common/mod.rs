@@ -239,3 +239,15 @@ pub fn repo_with_fleet(dir: &Path) -> (git2::Repository, String) {
     let sha = commit_all(&repo, "fleet");
     (repo, sha)
 }
+
+/// A "billion laughs" YAML mapping: ten anchors `l0`…`l9`, each a list of
+/// ten aliases to the one before (10^10 leaves from about 600 bytes), each
+/// line indented by `indent`.
+pub fn alias_bomb(indent: &str) -> String {
+    let mut text = format!("{indent}l0: &l0 [x, x, x, x, x, x, x, x, x, x]\n");
+    for i in 1..10 {
+        let refs = vec![format!("*l{}", i - 1); 10].join(", ");
+        text.push_str(&format!("{indent}l{i}: &l{i} [{refs}]\n"));
+    }
+    text
+}
