@@ -130,9 +130,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             let (report, old) = match &base {
                 None => {
                     let mut s = session(&src, &target.state, Access::Read, kube_options(&kube))?;
-                    let progress = Arc::new(Progress::default());
-                    s.progress = Some(progress.clone());
-                    let ticker = Ticker::start(&progress, "diffing", quiet);
+                    let ticker = progress_line(&mut s, "diffing", quiet);
                     let report = crate::ops::diff::live(&mut s, &loaded, &selection);
                     drop(ticker);
                     (report?, "live".to_string())
@@ -291,6 +289,14 @@ fn session<'i>(
         src.base.clone(),
         kube,
     )?)
+}
+
+/// Counts the session's runs and draws them on a terminal until the
+/// returned ticker is dropped.
+fn progress_line(s: &mut Session<'_>, verb: &'static str, quiet: bool) -> Option<Ticker> {
+    let progress = Arc::new(Progress::default());
+    s.progress = Some(progress.clone());
+    Ticker::start(&progress, verb, quiet)
 }
 
 fn selection(t: &Target) -> Selection {
@@ -458,9 +464,7 @@ fn apply(
     };
     let dry_run = opts.dry_run;
     let mut s = session(src, &target.state, access, kube)?;
-    let progress = Arc::new(Progress::default());
-    s.progress = Some(progress.clone());
-    let ticker = Ticker::start(&progress, "applying", shown.quiet);
+    let ticker = progress_line(&mut s, "applying", shown.quiet);
     let run = s.run(loaded, &selection(target), opts, true);
     drop(ticker);
     let run = run?;

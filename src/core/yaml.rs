@@ -36,13 +36,12 @@ pub fn depth(v: &Value) -> usize {
     let mut deepest = 0;
     let mut todo = vec![(v, 0)];
     while let Some((v, d)) = todo.pop() {
-        let children: Box<dyn Iterator<Item = &Value>> = match v {
-            Value::Object(m) => Box::new(m.values()),
-            Value::Array(a) => Box::new(a.iter()),
+        match v {
+            Value::Object(m) => todo.extend(m.values().map(|c| (c, d + 1))),
+            Value::Array(a) => todo.extend(a.iter().map(|c| (c, d + 1))),
             _ => continue,
-        };
+        }
         deepest = deepest.max(d + 1);
-        todo.extend(children.map(|c| (c, d + 1)));
     }
     deepest
 }
