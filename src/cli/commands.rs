@@ -496,15 +496,12 @@ fn watch(
 ) -> Result<(), Failure> {
     use crate::watch::{metrics, trigger};
     let state = src.state_dir(state.as_ref());
-    let (health, rollouts) = crate::watch::Watch::records(&state);
-    let session = Session::with_records(
+    let session = Session::open_lenient(
         &src.input,
         state.clone(),
         Access::Write,
         src.base.clone(),
         kube,
-        health,
-        rollouts,
     )?;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (tx, rx) = std::sync::mpsc::channel();

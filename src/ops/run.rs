@@ -256,35 +256,48 @@ impl<'i> Session<'i> {
         base: PathBuf,
         kube: KubeOptions,
     ) -> Result<Self, OpsError> {
-        let mut s = Self::with_records(
-            input,
-            state,
-            access,
-            base,
-            kube,
-            Health::default(),
-            Rollouts::default(),
-        )?;
-        s.health = Health::load(&s.state)?;
-        s.rollouts = Rollouts::load(&s.state)?;
-        Ok(s)
+        Self::opened(input, state, access, base, kube, true)
     }
 
-    /// Opens the state folder with records read by the caller (`watch`
-    /// starts afresh from a corrupt record instead of stopping).
-    #[allow(clippy::too_many_arguments)]
-    pub fn with_records(
+    /// As [`Session::open`], but a corrupt record is warned about and
+    /// started afresh, so that it cannot stop a long-running loop (`watch`).
+    pub fn open_lenient(
         input: &'i Input,
         state: PathBuf,
         access: Access,
         base: PathBuf,
         kube: KubeOptions,
-        health: Health,
-        rollouts: Rollouts,
+    ) -> Result<Self, OpsError> {
+        Self::opened(input, state, access, base, kube, false)
+    }
+
+    fn opened(
+        input: &'i Input,
+        state: PathBuf,
+        access: Access,
+        base: PathBuf,
+        kube: KubeOptions,
+        strict: bool,
     ) -> Result<Self, OpsError> {
         let store = match access {
             Access::Write => LocalStore::open(&state)?,
             Access::Read => LocalStore::open_read_only(&state),
+        };
+        let health = match Health::load(&state) {
+            Ok(h) => h,
+            Err(e) if !strict => {
+                tracing::warn!(error = %e, "cannot read the health records; every cluster counts as healthy");
+                Health::default()
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let rollouts = match Rollouts::load(&state) {
+            Ok(r) => r,
+            Err(e) if !strict => {
+                tracing::warn!(error = %e, "cannot read the rollout records; rollouts start over");
+                Rollouts::default()
+            }
+            Err(e) => return Err(e.into()),
         };
         Ok(Session {
             input,

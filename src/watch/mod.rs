@@ -147,25 +147,6 @@ impl<'a> Watch<'a> {
         self
     }
 
-    /// Reads the records of `dir` for a watch: a corrupt one is warned
-    /// about and started afresh, so that it cannot stop the loop.
-    pub fn records(
-        dir: &std::path::Path,
-    ) -> (
-        crate::core::failover::Health,
-        crate::state::rollouts::Rollouts,
-    ) {
-        let health = crate::core::failover::Health::load(dir).unwrap_or_else(|e| {
-            warn!(error = %e, "cannot read the health records; every cluster counts as healthy");
-            Default::default()
-        });
-        let rollouts = crate::state::rollouts::Rollouts::load(dir).unwrap_or_else(|e| {
-            warn!(error = %e, "cannot read the rollout records; rollouts start over");
-            Default::default()
-        });
-        (health, rollouts)
-    }
-
     /// Runs until `stop` is set or an [`Event::Stop`] arrives. The first
     /// round reconciles every cluster.
     pub fn run(&mut self, events: &Receiver<Event>, stop: &Arc<AtomicBool>) {
