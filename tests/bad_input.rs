@@ -254,6 +254,50 @@ fn symlink_out_of_the_repo_is_refused() {
     );
 }
 
+/// A loop of links, a dangling link and a FIFO each get their own error
+/// (they used to be "points outside the fleet repository", or for the
+/// FIFO, nothing), and reading never blocks on the FIFO.
+#[cfg(unix)]
+#[test]
+fn links_that_cannot_be_read_and_fifos_are_named_for_what_they_are() {
+    use std::os::unix::fs::symlink;
+    let dir = with(&[]);
+    let web = dir.path().join("workloads/web");
+    symlink(web.join("a.yaml"), web.join("a.yaml")).unwrap();
+    let e = the_error(dir.path());
+    assert!(
+        e.starts_with("error: workloads/web/a.yaml: symbolic link cannot be followed:")
+            && e.contains("loop of links"),
+        "{e}"
+    );
+    std::fs::remove_file(web.join("a.yaml")).unwrap();
+    symlink(web.join("missing.yaml"), web.join("b.yaml")).unwrap();
+    let e = the_error(dir.path());
+    assert!(
+        e.starts_with("error: workloads/web/b.yaml: symbolic link cannot be followed:")
+            && e.contains("dangling"),
+        "{e}"
+    );
+    std::fs::remove_file(web.join("b.yaml")).unwrap();
+    let fifo = std::ffi::CString::new(web.join("pipe.yaml").to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+    assert_eq!(
+        the_error(dir.path()),
+        "error: workloads/web/pipe.yaml: not a regular file (a FIFO, socket or device)\n  help: canopy reads only regular files; remove it or rename it away from .yaml"
+    );
+    symlink(web.join("pipe.yaml"), web.join("to-pipe.yaml")).unwrap();
+    std::fs::remove_file(web.join("pipe.yaml")).unwrap();
+    std::fs::create_dir(web.join("dir.yaml")).unwrap();
+    std::fs::remove_file(web.join("to-pipe.yaml")).unwrap();
+    symlink(web.join("dir.yaml"), web.join("to-dir.yaml")).unwrap();
+    let e = the_error(dir.path());
+    assert!(
+        e.starts_with("error: workloads/web/to-dir.yaml: symbolic link points to something that is not a regular file"),
+        "{e}"
+    );
+}
+
 #[test]
 fn divided_workload_without_replicas_field() {
     let dir = with(&[

@@ -203,19 +203,39 @@ fn walk(root: &Path, diags: &mut Diagnostics) -> Vec<Found> {
         }
         let rel = rel_path(root, path);
         if entry.path_is_symlink() {
-            // A link may point anywhere; only targets inside the repo are read.
-            match path.canonicalize() {
-                Ok(target) if target.starts_with(root) && target.is_file() => {}
-                Ok(_) | Err(_) => {
-                    diags.push(
-                        Diagnostic::error("symbolic link points outside the fleet repository")
-                            .in_file(&rel, 0)
-                            .hint("canopy only reads files inside the repo root; copy the file in or remove the link"),
-                    );
-                    continue;
-                }
+            // A link may point anywhere; only regular files inside the repo
+            // are read.
+            let refused = match path.canonicalize() {
+                Ok(target) if !target.starts_with(root) => Some((
+                    "symbolic link points outside the fleet repository".to_string(),
+                    "canopy only reads files inside the repo root; copy the file in or remove the link",
+                )),
+                Ok(target) if !target.is_file() => Some((
+                    "symbolic link points to something that is not a regular file (a folder, FIFO, socket or device)".to_string(),
+                    "link a regular YAML file, or remove the link",
+                )),
+                Ok(_) => None,
+                Err(e) => Some((
+                    format!("symbolic link cannot be followed: {e}"),
+                    "the link is dangling or part of a loop of links; point it at a file in the repo or remove it",
+                )),
+            };
+            if let Some((what, hint)) = refused {
+                diags.push(Diagnostic::error(what).in_file(&rel, 0).hint(hint));
+                continue;
             }
+        } else if entry.file_type().is_dir() {
+            continue;
         } else if !entry.file_type().is_file() {
+            // Reading a FIFO would wait forever; a device or socket is no
+            // manifest. Git cannot hold them, so this is a local folder.
+            diags.push(
+                Diagnostic::error("not a regular file (a FIFO, socket or device)")
+                    .in_file(&rel, 0)
+                    .hint(
+                        "canopy reads only regular files; remove it or rename it away from .yaml",
+                    ),
+            );
             continue;
         }
         out.push(Found {
