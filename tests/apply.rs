@@ -312,6 +312,35 @@ fn corrupt_state_is_named_and_nothing_else_is_touched() {
         state_files(state.path()),
         "a dry run writes nothing"
     );
+    // status shows the cluster's record as unreadable (not "never
+    // applied") and exits 3, a state error, after printing everything.
+    let (code, out, _) = canopy(&["status", "fleet-example", "--state", st]);
+    assert_eq!(code, 3, "{out}");
+    let us = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("us "))
+        .unwrap();
+    assert!(
+        us.contains("error")
+            && us.contains("last apply unknown")
+            && us.contains("us.json is corrupt"),
+        "{out}"
+    );
+    assert!(
+        out.contains("staging "),
+        "the other clusters are still shown: {out}"
+    );
+    let (code, out, _) = canopy(&["status", "fleet-example", "--state", st, "-o", "json"]);
+    assert_eq!(code, 3);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let flagged: Vec<&str> = v["clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["record_unreadable"] == json!(true))
+        .map(|c| c["cluster"].as_str().unwrap())
+        .collect();
+    assert_eq!(flagged, ["us"]);
     let (code, out, _) = canopy(&["apply", "fleet-example", "--state", st]);
     assert_eq!(code, 4);
     assert!(

@@ -10,7 +10,7 @@ use super::args::{
     Cli, Command, DiffFormat, KubeArgs, RolloutCommand, SourceArgs, Target, TextOrJson, YamlOrJson,
 };
 use super::exit::{
-    git_failure, load_failure, print_diags, summary, Failure, EXIT_CLUSTERS, EXIT_DIFF,
+    git_failure, load_failure, print_diags, summary, Failure, EXIT_CLUSTERS, EXIT_DIFF, EXIT_IO,
 };
 use super::output;
 use super::progress::Ticker;
@@ -180,7 +180,13 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                     output::workloads_text(&st.workloads)
                 )),
                 TextOrJson::Json => json_out(&st),
+            }?;
+            // The report is out; a state file canopy cannot read is still a
+            // state error (exit 3), not a healthy fleet.
+            if st.clusters.iter().any(|l| l.record_unreadable) {
+                return Err(Failure::silent(EXIT_IO));
             }
+            Ok(())
         }
         Command::Watch {
             source,

@@ -623,6 +623,7 @@ pub fn status_text(lines: &[StatusLine]) -> String {
         };
         let rev = match (&l.revision, &l.applied_at) {
             (Some(r), Some(at)) => format!("revision {} at {at}", short_rev(r)),
+            _ if l.record_unreadable || !l.reachable => "last apply unknown".to_string(),
             _ => "never applied".to_string(),
         };
         let _ = write!(out, "{name:<width$}  {state:<16}  {rev}");

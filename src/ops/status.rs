@@ -102,6 +102,11 @@ pub struct StatusLine {
     pub detail: Option<String>,
     pub revision: Option<String>,
     pub applied_at: Option<String>,
+    /// canopy's own record of this cluster could not be read (corrupt or
+    /// unreadable state file): what was last applied is unknown, not
+    /// "never". `status` then exits 3, as for any state error.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub record_unreadable: bool,
 }
 
 /// What `canopy status` shows.
@@ -119,7 +124,12 @@ pub fn clusters(report: &Report, backends: &dyn Backends) -> Vec<StatusLine> {
         .iter()
         .map(|cr| {
             let backend = backends.backend(&cr.cluster);
-            let last = backend.last_applied().ok().flatten();
+            // Only canopy's own record failing is a state error; a cluster
+            // that does not answer has a record canopy cannot see.
+            let (last, record_unreadable) = match backend.last_applied() {
+                Ok(last) => (last, false),
+                Err(e) => (None, e.reason() == FailReason::State),
+            };
             let (reachable, state, drifted, detail) = match &cr.outcome {
                 Outcome::Unchanged(_) => (true, "in-sync", 0, None),
                 Outcome::Changed(ch) => {
@@ -156,6 +166,7 @@ pub fn clusters(report: &Report, backends: &dyn Backends) -> Vec<StatusLine> {
                 detail,
                 revision: last.as_ref().map(|m| m.revision.clone()),
                 applied_at: last.map(|m| m.at),
+                record_unreadable,
             }
         })
         .collect()
