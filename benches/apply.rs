@@ -13,7 +13,7 @@
 //! state file: the floor of any no-op check against this state.
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: canopy::alloc::Canopy = canopy::alloc::Canopy;
 
 mod support;
 use support::{field, peak_rss_mib, run_child};

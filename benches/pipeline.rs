@@ -9,7 +9,7 @@
 //! Options (after `--`): `--sizes 1000,10000`, `--workloads 20`.
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: canopy::alloc::Canopy = canopy::alloc::Canopy;
 
 mod support;
 use support::{field, peak_rss_mib, run_child};

@@ -23,10 +23,13 @@
 //! - [`cli`]: clap types and printers; `main.rs` only dispatches.
 //! - [`sys`]: beside `core` at the bottom, the filesystem primitives for
 //!   canopy's own files (private, atomic, durable, no links followed).
+//! - [`alloc`]: below all of them, the binary's allocator and the memory
+//!   allowance a template render runs under.
 //!
 //! Diagnostics are collected, never fail-fast, and each names the file, line
 //! and YAML path it is about.
 
+pub mod alloc;
 pub mod backend;
 pub mod cli;
 pub mod core;

@@ -2,11 +2,12 @@
 //! outcome to an exit code. The commands live in `canopy::cli`, the run
 //! sequence in `canopy::ops`.
 
-/// mimalloc: rendering allocates millions of small JSON nodes, and with the
-/// system allocator a 1,000-cluster render took 922 ms against 554 ms with
-/// mimalloc (`cargo bench --bench pipeline`, same machine, same run shape).
+/// mimalloc underneath: rendering allocates millions of small JSON nodes,
+/// and with the system allocator a 1,000-cluster render took 922 ms against
+/// 554 ms with mimalloc (`cargo bench --bench pipeline`, same machine, same
+/// run shape). `canopy::alloc` adds the per-render memory allowance.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: canopy::alloc::Canopy = canopy::alloc::Canopy;
 
 use std::process::ExitCode;
 

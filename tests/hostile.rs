@@ -176,7 +176,22 @@ fn templates_are_bounded_in_steps_and_output() {
         state.path(),
         &[
             "workloads/web/loop.yaml:5: template error while rendering for cluster",
-            "the template took more than 5000000 steps (canopy's limit per render)",
+            "the template used more than 300000 fuel (canopy's limit per render",
+        ],
+    );
+    // A string doubled in a loop: few steps, gigabytes of data. Fuel
+    // charges the bytes, so it stops at about 64 MB.
+    std::fs::write(
+        &file,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: double}\ndata:\n  n: \"{% set ns = namespace(x='x' * 1000000) %}{% for i in range(40) %}{% set ns.x = ns.x ~ ns.x %}{% endfor %}{{ ns.x | length }}\"\n",
+    )
+    .unwrap();
+    refused_without_a_write(
+        &dir,
+        state.path(),
+        &[
+            "workloads/web/loop.yaml:5: template error while rendering for cluster",
+            "the template used more than 300000 fuel (canopy's limit per render",
         ],
     );
     // Two runs of the binary, each stopped by the limit: seconds, not the
@@ -184,13 +199,16 @@ fn templates_are_bounded_in_steps_and_output() {
     assert!(started.elapsed() < std::time::Duration::from_secs(60));
     std::fs::write(
         &file,
-        "{% for i in range(200) %}# {{ 'x' * 1000000 }}\n{% endfor %}apiVersion: v1\nkind: ConfigMap\nmetadata: {name: big}\n",
+        format!(
+            "{{% for i in range(10000) %}}# {}\n{{% endfor %}}apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: big}}\n",
+            "x".repeat(1000)
+        ),
     )
     .unwrap();
     refused_without_a_write(
         &dir,
         state.path(),
-        &["the rendered text passed 16 MiB (canopy's limit per manifest file)"],
+        &["the rendered text passed 8 MiB (canopy's limit per manifest file)"],
     );
 }
 
@@ -270,4 +288,105 @@ fn the_state_folder_is_canopys_own_private_and_swept() {
     let (code, _, _) = canopy(&["apply", s(&dir)]);
     assert_eq!(code, 0);
     assert!(!stale.exists());
+}
+
+/// Object names and namespaces are checked per kind as the API server
+/// would (issue 13, case 9): a path, a slash, 300 characters, a bad
+/// namespace and a terminal escape are each refused before anything is
+/// written, and the escape is shown escaped, never sent to the terminal.
+#[test]
+fn object_names_are_checked_as_the_api_server_would() {
+    let state = tempfile::tempdir().unwrap();
+    let (_tmp, dir) = applied_example(state.path());
+    let file = dir.join("workloads/web/named.yaml");
+    let long = "a".repeat(300);
+    let cases: Vec<(String, String)> = vec![
+        (
+            "kind: ConfigMap\nmetadata: {name: ../..}".into(),
+            "ConfigMap \"../..\" rendered for cluster".into(),
+        ),
+        (
+            "kind: ConfigMap\nmetadata: {name: a/b}".into(),
+            "metadata.name is not valid: it must be a DNS-1123 subdomain".into(),
+        ),
+        (
+            format!("kind: ConfigMap\nmetadata: {{name: {long}}}"),
+            "metadata.name is not valid: it is longer than 253 characters".into(),
+        ),
+        (
+            "kind: Service\nmetadata: {name: 1api}".into(),
+            "metadata.name is not valid: it must be a DNS-1035 label".into(),
+        ),
+        (
+            "kind: ConfigMap\nmetadata: {name: ok, namespace: My_NS}".into(),
+            "metadata.namespace \"My_NS\" is not valid".into(),
+        ),
+        (
+            "kind: ConfigMap\nmetadata: {name: \"x\\e[2J\"}".into(),
+            "ConfigMap \"x\\u{1b}[2J\" rendered for cluster".into(),
+        ),
+    ];
+    for (doc, expected) in cases {
+        std::fs::write(&file, format!("apiVersion: v1\n{doc}\n")).unwrap();
+        refused_without_a_write(
+            &dir,
+            state.path(),
+            &["workloads/web/named.yaml: ", &expected],
+        );
+        let (_, _, err) = canopy(&["validate", s(&dir)]);
+        assert!(
+            !err.contains('\u{1b}'),
+            "an escape reached the terminal: {err:?}"
+        );
+    }
+    // What the API server allows passes: RBAC names with ':' and capitals.
+    std::fs::write(
+        &file,
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: \"system:canopy:Reader\"}\nrules: []\n",
+    )
+    .unwrap();
+    let (code, out, err) = canopy(&["validate", s(&dir)]);
+    assert_eq!(code, 0, "{out}{err}");
+}
+
+/// A template includes only templates of its own workload (issue 13, case
+/// 5): `{% include %}` of another workload's Secret file into a ConfigMap
+/// is refused by name, and the Secret's value is printed nowhere. An
+/// include within the workload still works.
+#[test]
+fn a_template_cannot_include_another_workloads_file() {
+    let state = tempfile::tempdir().unwrap();
+    let (_tmp, dir) = applied_example(state.path());
+    std::fs::write(
+        dir.join("workloads/api/secret.yaml"),
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: db-{{ cluster.name }}}\nstringData:\n  password: hunter2-s3cret\n",
+    )
+    .unwrap();
+    let leak = dir.join("workloads/web/leak.yaml");
+    std::fs::write(
+        &leak,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: leak}\ndata:\n  copied: |\n{% filter indent(4, true) %}{% include \"workloads/api/secret.yaml\" %}{% endfilter %}\n",
+    )
+    .unwrap();
+    refused_without_a_write(
+        &dir,
+        state.path(),
+        &[
+            "workloads/web/leak.yaml:6: template error while rendering for cluster",
+            "tried to include non-existing template 'workloads/api/secret.yaml'",
+            "help: a template includes (imports, extends) only templated files of its own workload",
+        ],
+    );
+    let (_, out, err) = canopy(&["validate", s(&dir)]);
+    assert!(!format!("{out}{err}").contains("hunter2"), "{out}{err}");
+    // Within its own workload the same file can be included: the refusal
+    // is the workload boundary, not a missing file.
+    std::fs::remove_file(&leak).unwrap();
+    std::fs::write(
+        dir.join("workloads/api/uses.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: uses}\ndata:\n  copied: |\n{% filter indent(4, true) %}{% include \"workloads/api/secret.yaml\" %}{% endfilter %}\n",
+    )
+    .unwrap();
+    let (code, out, err) = canopy(&["validate", s(&dir)]);
+    assert_eq!(code, 0, "{out}{err}");
 }

@@ -610,7 +610,12 @@ fn hostile_commits_are_skipped_and_the_fix_after_them_applies() {
         (
             "loop",
             b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: loop}\ndata:\n  n: \"{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}\"\n".to_vec(),
-            "steps (canopy's limit per render)",
+            "fuel (canopy's limit per render",
+        ),
+        (
+            "doubling",
+            b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: double}\ndata:\n  n: \"{% set ns = namespace(x='x' * 1000000) %}{% for i in range(40) %}{% set ns.x = ns.x ~ ns.x %}{% endfor %}{{ ns.x | length }}\"\n".to_vec(),
+            "fuel (canopy's limit per render",
         ),
         ("aliases", bombs.into_bytes(), "more than 100000 nodes"),
         (

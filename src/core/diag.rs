@@ -86,8 +86,12 @@ impl Diagnostic {
     }
 }
 
+/// Every part is shown with control characters escaped
+/// ([`crate::core::names::shown`]): file names, YAML paths and messages can
+/// carry text from the repository, and a terminal must not obey it.
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use crate::core::names::{shown, shown_text};
         let sev = match self.severity {
             Severity::Error => "error",
             Severity::Warning => "warning",
@@ -95,17 +99,17 @@ impl fmt::Display for Diagnostic {
         write!(f, "{sev}: ")?;
         if let Some(file) = &self.file {
             if self.line > 0 {
-                write!(f, "{file}:{}: ", self.line)?;
+                write!(f, "{}:{}: ", shown(file), self.line)?;
             } else {
-                write!(f, "{file}: ")?;
+                write!(f, "{}: ", shown(file))?;
             }
         }
         if let Some(path) = &self.path {
-            write!(f, "{path}: ")?;
+            write!(f, "{}: ", shown(path))?;
         }
-        f.write_str(&self.message)?;
+        f.write_str(&shown_text(&self.message))?;
         if let Some(h) = &self.hint {
-            write!(f, "\n  help: {h}")?;
+            write!(f, "\n  help: {}", shown_text(h))?;
         }
         Ok(())
     }

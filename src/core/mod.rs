@@ -21,6 +21,7 @@ pub mod kinds;
 pub mod load;
 pub mod mask;
 pub mod model;
+pub mod names;
 pub mod pointer;
 pub mod render;
 pub mod retain;

@@ -188,10 +188,46 @@ impl<'a> Renderer<'a> {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_fuel(Some(TEMPLATE_FUEL));
-        env.set_keep_trailing_newline(true);
+        env.set_syntax(
+            minijinja::syntax::SyntaxConfig::builder()
+                .keep_trailing_newline(true)
+                .build()
+                .expect("the default delimiters are valid"),
+        );
         // minijinja would JSON-escape `.yaml` templates (quoting every value);
         // manifests want plain substitution, as Helm users expect.
         env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+        // A template may include (import, extend) only templates of its own
+        // workload: another workload's file may be a Secret its owners did
+        // not mean to share, and a ConfigMap including it would publish it.
+        let owner: Arc<HashMap<String, usize>> = Arc::new(
+            fleet
+                .workloads
+                .iter()
+                .enumerate()
+                .flat_map(|(wi, w)| w.manifests.iter().map(move |m| (m.path.clone(), wi)))
+                .collect(),
+        );
+        env.set_path_join_callback(move |name, parent| {
+            // Structural slots are registered as `path#n`.
+            let of = |t: &str| {
+                owner
+                    .get(t)
+                    .or_else(|| {
+                        let (path, n) = t.rsplit_once('#')?;
+                        n.parse::<usize>().ok().and(owner.get(path))
+                    })
+                    .copied()
+            };
+            match (of(name), of(parent)) {
+                // No template has this name: the include fails as not
+                // found, and the diagnostic's hint says why.
+                (Some(a), Some(b)) if a != b => {
+                    std::borrow::Cow::Owned(format!("{name} (of another workload)"))
+                }
+                _ => std::borrow::Cow::Borrowed(name),
+            }
+        });
         let mut plans = Vec::with_capacity(fleet.workloads.len());
         for w in &fleet.workloads {
             let mut wp = Vec::with_capacity(w.manifests.len());
@@ -250,7 +286,7 @@ impl<'a> Renderer<'a> {
                     "values": values[c],
                 });
                 (
-                    minijinja::Value::from_serialize(&ctx),
+                    minijinja::Value::from(minijinja::value::Serde(&ctx)),
                     crate::core::hash::json(&ctx),
                 )
             })
@@ -259,11 +295,11 @@ impl<'a> Renderer<'a> {
             .workloads
             .iter()
             .map(|w| {
-                minijinja::Value::from_serialize(json!({
+                minijinja::Value::from(minijinja::value::Serde(json!({
                     "name": w.name(),
                     "namespace": w.spec.namespace,
                     "labels": w.meta.labels,
-                }))
+                })))
             })
             .collect();
         let override_on = fleet
@@ -540,6 +576,10 @@ impl<'a> Renderer<'a> {
                 );
                 continue;
             };
+            if let Some(d) = name_problem(&key, file, cluster.name()) {
+                errors.push(d);
+                continue;
+            }
             label(&mut obj, &fleet.name, w.name(), cluster.name(), file);
             out.push(Rendered {
                 key,
@@ -610,7 +650,7 @@ impl<'a> Renderer<'a> {
                 .env
                 .get_template(&s.template)
                 .map_err(|e| template_diag(file, Some(cluster), &e))?;
-            let text = render_bounded(&tmpl, ctx).map_err(|e| {
+            let text = render_bounded(&tmpl, ctx, file, cluster).map_err(|e| {
                 let mut d = template_diag(file, Some(cluster), &e);
                 d.line = s.line;
                 d
@@ -637,8 +677,8 @@ impl<'a> Renderer<'a> {
             .env
             .get_template(&m.path)
             .map_err(|e| template_diag(&m.path, Some(cluster), &e))?;
-        let text =
-            render_bounded(&tmpl, ctx).map_err(|e| template_diag(&m.path, Some(cluster), &e))?;
+        let text = render_bounded(&tmpl, ctx, &m.path, cluster)
+            .map_err(|e| template_diag(&m.path, Some(cluster), &e))?;
         let docs = parse_stream(&text, false).map_err(|e| {
             // The rendered line helps, unless the file renders a Secret:
             // then it may hold the value, and only its number is given.
@@ -667,13 +707,16 @@ impl<'a> Renderer<'a> {
     }
 }
 
-/// Steps one render of one template may take (minijinja's fuel): far more
-/// than any manifest needs, and a loop of loops stops in well under a
-/// second instead of running until killed.
-pub const TEMPLATE_FUEL: u64 = 5_000_000;
+/// The work one render of one template may do, in minijinja fuel: one unit
+/// per step and one per 64 bytes of data the template makes (strings built
+/// with `~` or `+`, filter results, output). So it bounds time and memory
+/// alike: at most about 19 MB per render, which keeps a template that
+/// doubles a string in a loop from taking gigabytes, and a loop of loops
+/// stops in well under a second. Ordinary manifests use a few thousand.
+pub const TEMPLATE_FUEL: u64 = 300_000;
 
 /// The most text one render of one manifest file may produce.
-pub const TEMPLATE_OUTPUT: usize = 16 << 20;
+pub const TEMPLATE_OUTPUT: usize = 8 << 20;
 
 /// A writer that refuses to grow past [`TEMPLATE_OUTPUT`].
 struct Bounded(Vec<u8>);
@@ -691,15 +734,34 @@ impl std::io::Write for Bounded {
     }
 }
 
-const OUTPUT_LIMIT: &str = "the rendered text passed 16 MiB (canopy's limit per manifest file)";
+const OUTPUT_LIMIT: &str = "the rendered text passed 8 MiB (canopy's limit per manifest file)";
 
-/// Renders `tmpl` within canopy's limits on steps and output.
+/// The memory one render of one template may acquire, counted by the
+/// binary's allocator ([`crate::alloc`]): a backstop behind fuel, for paths
+/// minijinja does not charge. Fuel stops ordinary templates at about 19 MB
+/// of data, but a string or list is allocated before it is charged, so the
+/// last doubling can take as much again: over three times fuel's bound
+/// keeps this from firing before fuel's clearer error. Running out ends
+/// the process (exit 2) with a message naming the file and cluster. Two
+/// renders at once (this machine's two cores) stay under 256 MiB.
+pub const TEMPLATE_MEMORY: usize = 64 << 20;
+
+/// Renders `tmpl` within canopy's limits on fuel, output and memory.
 fn render_bounded(
     tmpl: &minijinja::Template<'_, '_>,
     ctx: &minijinja::Value,
+    file: &str,
+    cluster: &str,
 ) -> Result<String, minijinja::Error> {
+    let message = format!(
+        "error: {file}: rendering for cluster {cluster} took more than {} MiB of memory (canopy's limit per template render); canopy stopped before applying anything of this revision\n  help: look for lists or strings built up in a loop (`x = x + x`)\n",
+        TEMPLATE_MEMORY >> 20
+    );
     let mut out = Bounded(Vec::new());
-    tmpl.render_captured_to(ctx, &mut out)?;
+    {
+        let _allowance = crate::alloc::allow(TEMPLATE_MEMORY, &message);
+        tmpl.render_captured_to(ctx, &mut out)?;
+    }
     String::from_utf8(out.0).map_err(|_| {
         minijinja::Error::new(
             minijinja::ErrorKind::BadSerialization,
@@ -722,7 +784,7 @@ fn renders_secret(text: &str) -> bool {
 fn template_diag(file: &str, cluster: Option<&str>, e: &minijinja::Error) -> Diagnostic {
     let what = match e.kind() {
         minijinja::ErrorKind::OutOfFuel => format!(
-            "the template took more than {TEMPLATE_FUEL} steps (canopy's limit per render); look for loops over large ranges"
+            "the template used more than {TEMPLATE_FUEL} fuel (canopy's limit per render: one per step and one per 64 bytes of data it makes); look for loops over large ranges or strings built up in a loop"
         ),
         minijinja::ErrorKind::WriteFailure => OUTPUT_LIMIT.to_string(),
         _ => e
@@ -733,9 +795,38 @@ fn template_diag(file: &str, cluster: Option<&str>, e: &minijinja::Error) -> Dia
         Some(c) => format!("template error while rendering for cluster {c}: {what}"),
         None => format!("template error: {what}"),
     };
+    let hint = match e.kind() {
+        minijinja::ErrorKind::TemplateNotFound => "a template includes (imports, extends) only templated files of its own workload, named by their path from the repository root",
+        _ => "templates see `cluster` (name, labels, parent, path, depth, values) and `workload` (name, namespace, labels); undefined names are errors",
+    };
     Diagnostic::error(msg)
         .in_file(file, e.line().unwrap_or(0))
-        .hint("templates see `cluster` (name, labels, parent, path, depth, values) and `workload` (name, namespace, labels); undefined names are errors")
+        .hint(hint)
+}
+
+/// An error when a rendered object's name or namespace is one the API
+/// server would refuse (see [`crate::core::names`]); the name is shown with
+/// its control characters escaped.
+fn name_problem(key: &ObjectKey, file: &str, cluster: &str) -> Option<Diagnostic> {
+    use crate::core::names::{problem, rule_for, shown, Rule};
+    let what = match problem(rule_for(&key.group, &key.kind), &key.name) {
+        Some(why) => format!("metadata.name is not valid: {why}"),
+        None if key.namespace.is_empty() => return None,
+        None => format!(
+            "metadata.namespace \"{}\" is not valid: {}",
+            shown(&key.namespace),
+            problem(Rule::Label, &key.namespace)?
+        ),
+    };
+    Some(
+        Diagnostic::error(format!(
+            "{} \"{}\" rendered for cluster {cluster}: {what}",
+            key.kind,
+            shown(&key.name)
+        ))
+        .in_file(file, 0)
+        .hint("Kubernetes would refuse this object; fix the name in the manifest, the template or the override that sets it"),
+    )
 }
 
 /// Custom kinds a CustomResourceDefinition in this render declares

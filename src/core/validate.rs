@@ -168,13 +168,7 @@ fn dedupe<T>(
 /// DNS-1123 label: what Kubernetes requires of namespace names and what canopy
 /// requires of cluster and workload names (they become label values).
 pub fn is_dns1123_label(s: &str) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && b.len() <= 63
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-        && b[0] != b'-'
-        && b[b.len() - 1] != b'-'
+    crate::core::names::problem(crate::core::names::Rule::Label, s).is_none()
 }
 
 fn check_name(kind: &str, source: &Source, name: &str, d: &mut Diagnostics) {
