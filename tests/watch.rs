@@ -657,3 +657,85 @@ fn hostile_commits_are_skipped_and_the_fix_after_them_applies() {
     let (code, _) = w.terminate();
     assert_eq!(code, 0);
 }
+
+/// A template that passes canopy's memory limit per render ends the
+/// process (an allocator cannot fail a render another way). Under a
+/// supervisor that restarts it, the revision gets one more try, and after
+/// the second death it is skipped: the third process stays up, logs why,
+/// and applies the fix that comes next. No crash loop.
+#[test]
+fn a_revision_that_kills_the_watch_twice_is_skipped_after_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let origin = tmp.path().join("origin");
+    let (repo, sha1) = repo_with_fleet(&origin);
+    let state = tmp.path().join("st");
+    let args = [
+        on_repo("watch", s(&origin), "main", s(&state)),
+        vec!["--resync", "0s"],
+    ]
+    .concat();
+    let mut w = Watcher::start(tmp.path(), &args);
+    w.reconciled("start", &sha1);
+    let before = state_files(&state);
+    // minijinja flattens a chain of more than 32 list `+` without charging
+    // fuel for it: the allocator's limit is what stops this one.
+    std::fs::write(
+        origin.join("fleet/workloads/web/bad.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: lists}\ndata:\n  n: \"{% set ns = namespace(x=['x' * 1000]) %}{% for i in range(40) %}{% set ns.x = ns.x + ns.x %}{% endfor %}{{ ns.x | join(',') | length }}\"\n",
+    )
+    .unwrap();
+    let bad = commit_all(&repo, "bad");
+
+    // Waits for the watch to exit by itself; its exit code and stderr.
+    let died = |mut w: Watcher| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = w.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "the watch is still up");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        while let Ok(line) = w.lines.recv_timeout(Duration::from_millis(200)) {
+            w.seen.push(line);
+        }
+        (status.code(), std::mem::take(&mut w.seen).join("\n"))
+    };
+    let limit = "workloads/web/bad.yaml: rendering for cluster";
+    let (code, log) = died(w);
+    assert_eq!(code, Some(2), "{log}");
+    assert!(
+        log.contains(limit) && log.contains("of memory (canopy's limit per template render)"),
+        "{log}"
+    );
+    // The supervisor restarts it: one more try, since a death may have
+    // had another cause.
+    let (code, log) = died(Watcher::start(tmp.path(), &args));
+    assert_eq!(code, Some(2), "{log}");
+    assert!(log.contains(limit), "{log}");
+    assert_eq!(state_files(&state), before, "nothing of it was applied");
+
+    let mut w = Watcher::start(tmp.path(), &args);
+    w.wait_for("the killing revision skipped", |v| {
+        v["revision"] == bad.as_str()
+            && v["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("ended the watch process each time it was rendered"))
+    });
+    std::fs::remove_file(origin.join("fleet/workloads/web/bad.yaml")).unwrap();
+    replace_in(
+        &origin.join("fleet/workloads/web/deployment.yaml"),
+        "replicas: 12",
+        "replicas: 16",
+    );
+    let fix = commit_all(&repo, "fix");
+    let round = w.reconciled("change", &fix);
+    assert_eq!(round["failed"], 0, "{round}");
+    assert_ne!(state_files(&state), before, "the fix was applied");
+    assert!(
+        !state.join("rendering.json").exists(),
+        "a finished render leaves no record"
+    );
+    let (code, _) = w.terminate();
+    assert_eq!(code, 0);
+}

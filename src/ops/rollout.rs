@@ -266,6 +266,11 @@ pub fn holds(
 /// the run's clusters are those it holds, `pass.targets` narrows them),
 /// health gates between stages, rollback of a failed stage. `rollouts` is
 /// updated (and, unless this is a dry run, saved as it goes).
+///
+/// A record that cannot be saved (a full disk) stops the rollout before
+/// its next wave, since a wave whose start is not recorded must not be
+/// written; what was written so far stays in the report, and the error is
+/// returned beside it, never instead of it.
 #[allow(clippy::too_many_arguments)]
 pub fn apply(
     r: &Renderer<'_>,
@@ -277,8 +282,9 @@ pub fn apply(
     pass: &Pass,
     rollouts: &mut Rollouts,
     ctx: &Ctx<'_>,
-) -> Result<(Report, Vec<Event>), StateError> {
+) -> Applied {
     let plans = plans(r);
+    let mut unsaved: Option<StateError> = None;
     let requests = state::pending_requests(ctx.state);
     let mut events = sync(rollouts, &plans, r, ctx.revision, &requests, ctx.now);
     if !opts.dry_run {
@@ -308,7 +314,10 @@ pub fn apply(
             }
         }
         if !opts.dry_run && !plans.is_empty() {
-            rollouts.save(ctx.state)?;
+            if let Err(e) = rollouts.save(ctx.state) {
+                unsaved = Some(e);
+                break;
+            }
         }
         let wave_pass = Pass {
             targets: wave.clone(),
@@ -458,10 +467,25 @@ pub fn apply(
             });
         }
     }
-    if !opts.dry_run && !plans.is_empty() {
-        rollouts.save(ctx.state)?;
+    if unsaved.is_none() && !opts.dry_run && !plans.is_empty() {
+        unsaved = rollouts.save(ctx.state).err();
     }
-    Ok((report.unwrap_or_default(), events))
+    Applied {
+        report: report.unwrap_or_default(),
+        events,
+        unsaved,
+    }
+}
+
+/// What [`apply`] did.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// Every cluster written (or computed, on a dry run), wave by wave.
+    pub report: Report,
+    pub events: Vec<Event>,
+    /// The rollout record could not be saved: the rollout stopped before
+    /// its next wave, and `report` still says what was written.
+    pub unsaved: Option<StateError>,
 }
 
 /// The health gate of `rec`'s current stage: each cluster applied in this

@@ -351,7 +351,8 @@ impl<'i> Session<'i> {
     /// Applies (or, with `dry_run`, computes) the rendered fleet down the
     /// tree with staged rollouts: every cluster of `desired`, the rollout
     /// records deciding which workloads are held back where (and saved as
-    /// they move unless this is a dry run).
+    /// they move unless this is a dry run). A record that cannot be saved
+    /// is in [`rollout::Applied::unsaved`], beside the report.
     pub fn apply(
         &mut self,
         placed: &Placed<'_>,
@@ -359,7 +360,7 @@ impl<'i> Session<'i> {
         revision: &Revision,
         orphans: &[String],
         opts: &Options,
-    ) -> Result<(Report, Vec<Event>), OpsError> {
+    ) -> rollout::Applied {
         let meta = ApplyMeta::new(revision, SystemTime::now());
         let pass = Pass {
             cancel: self.cancel.clone(),
@@ -372,7 +373,7 @@ impl<'i> Session<'i> {
             state: &self.state,
             now: placed.at,
         };
-        Ok(rollout::apply(
+        rollout::apply(
             &placed.renderer,
             desired,
             &self.backends,
@@ -382,7 +383,7 @@ impl<'i> Session<'i> {
             &pass,
             &mut self.rollouts,
             &ctx,
-        )?)
+        )
     }
 
     /// After a run that wrote: who answered and who did not, saved.
@@ -414,14 +415,19 @@ impl<'i> Session<'i> {
         let desired = self
             .render(&placed, targets.as_ref())
             .map_err(OpsError::Render)?;
-        let (report, events) = self.apply(&placed, &desired, &loaded.revision, &orphans, &opts)?;
+        let rollout::Applied {
+            report,
+            events,
+            unsaved,
+        } = self.apply(&placed, &desired, &loaded.revision, &orphans, &opts);
         // Clusters were written: a record that cannot be saved (a full
         // disk) must not take the report of what was written with it.
-        let unrecorded = if opts.dry_run {
-            None
+        let recorded = if opts.dry_run {
+            Ok(())
         } else {
-            self.record(&placed, &report).err()
+            self.record(&placed, &report)
         };
+        let unrecorded = unsaved.map(OpsError::from).or(recorded.err());
         Ok(Run {
             placed,
             desired,
@@ -646,6 +652,85 @@ spec:
             .filter(|n| n.contains(".tmp-"))
             .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    /// Issue 13, case 7, for rollouts: the rollout record fails to save
+    /// between two waves (the disk filled while the canary was applied).
+    /// The rollout stops before its next wave, and the report still holds
+    /// the canary cluster that was written, with the error beside it.
+    #[test]
+    fn a_rollout_record_that_fails_between_waves_loses_no_report() {
+        use crate::backend::{fleet::Backends, ClusterBackend};
+        use std::sync::atomic::{AtomicBool, Ordering};
+
+        /// The local backend, but the first time a cluster is reached
+        /// (during the first wave) `rollouts.json` becomes a folder, so
+        /// the next save fails.
+        struct Obstruct<'a> {
+            inner: &'a dyn Backends,
+            file: std::path::PathBuf,
+            done: AtomicBool,
+        }
+        impl Backends for Obstruct<'_> {
+            fn backend(&self, cluster: &str) -> Box<dyn ClusterBackend + '_> {
+                if !self.done.swap(true, Ordering::SeqCst) {
+                    let _ = std::fs::remove_file(&self.file);
+                    std::fs::create_dir(&self.file).unwrap();
+                }
+                self.inner.backend(cluster)
+            }
+        }
+
+        let d = fleet();
+        write(
+            d.path(),
+            "workloads/app/workload.yaml",
+            &format!(
+                "{APP}  rollout:\n    stages:\n      - {{name: canary, clusters: {{names: [us]}}}}\n      - {{name: rest, percent: 100}}\n"
+            ),
+        );
+        let src = source(d.path());
+        let loaded = src.load(None).unwrap();
+        let mut s = session(&src, Access::Write);
+        let placed = s.place(&loaded.checked).unwrap();
+        let desired = s.render(&placed, None).unwrap();
+        let obstruct = Obstruct {
+            inner: &s.backends,
+            file: s.state.join("rollouts.json"),
+            done: AtomicBool::new(false),
+        };
+        let ctx = rollout::Ctx {
+            input: s.input,
+            revision: &loaded.revision,
+            state: &s.state,
+            now: placed.at,
+        };
+        let applied = rollout::apply(
+            &placed.renderer,
+            &desired,
+            &obstruct,
+            &[],
+            &ApplyMeta::new(&loaded.revision, placed.at),
+            &Options::default(),
+            &Pass::default(),
+            &mut s.rollouts,
+            &ctx,
+        );
+        let err = applied.unsaved.expect("the second save failed").to_string();
+        assert!(err.contains("rollouts.json"), "{err}");
+        let written: Vec<(String, String)> = outcomes(&applied.report)
+            .into_iter()
+            .filter(|(_, o)| o == "changed")
+            .collect();
+        assert!(
+            written.contains(&("us".to_string(), "changed".to_string())),
+            "the canary's write is in the report: {:?}",
+            outcomes(&applied.report)
+        );
+        assert!(
+            !written.iter().any(|(c, _)| c == "eu-1"),
+            "the next wave did not start: {written:?}"
+        );
     }
 
     #[test]

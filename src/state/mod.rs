@@ -4,6 +4,7 @@
 //! crash leaves the old file or the new one and never a torn one.
 
 pub mod health;
+pub mod rendering;
 pub mod rollouts;
 
 use std::path::Path;

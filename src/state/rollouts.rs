@@ -174,7 +174,7 @@ pub fn pending_requests(dir: &Path) -> BTreeMap<String, String> {
 }
 
 pub fn clear_request(dir: &Path, workload: &str) {
-    let _ = std::fs::remove_file(requests(dir).join(workload));
+    let _ = crate::sys::files::remove(&requests(dir), workload);
 }
 
 impl Record {

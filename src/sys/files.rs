@@ -83,6 +83,17 @@ pub fn replace(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
     written
 }
 
+/// Removes `dir/name` if it is there; a link is removed, never followed.
+/// The removal is fsynced like a replace, so a record that says "done" by
+/// being gone stays gone after a crash.
+pub fn remove(dir: &Path, name: &str) -> io::Result<()> {
+    match std::fs::remove_file(dir.join(name)) {
+        Ok(()) => File::open(dir)?.sync_all(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// Removes the temporary files an interrupted writer left in `dir`. Call it
 /// only while holding the folder's lock: no other writer is then at work.
 pub fn sweep(dir: &Path) {

@@ -37,6 +37,7 @@ use crate::ops::apply::{self, Outcome, Skip};
 use crate::ops::{OpsError, Selection, Session};
 use crate::source::input::Input;
 use crate::source::Revision;
+use crate::state::rendering::Rendering;
 
 use backoff::Backoff;
 use metrics::{ClusterLabels, Metrics, RoundLabels};
@@ -122,12 +123,27 @@ pub struct Watch<'a> {
     at_revision: HashMap<String, String>,
     /// Where the first round counts its clusters (taken by it).
     first_progress: Option<Arc<crate::ops::progress::Progress>>,
+    /// What an earlier process was rendering when it died, until a render
+    /// of this one finishes (see [`crate::state::rendering`]).
+    died_rendering: Option<Rendering>,
 }
 
 impl<'a> Watch<'a> {
     /// A loop over `session`, which holds the state folder's lock.
     pub fn new(session: Session<'a>, opts: WatchOptions, metrics: Metrics) -> Self {
+        let died_rendering = Rendering::left_behind(&session.state).unwrap_or_else(|e| {
+            warn!(error = %e, "cannot read which revision the last watch was rendering");
+            None
+        });
+        if let Some(d) = &died_rendering {
+            warn!(
+                revision = d.revision.as_str(),
+                deaths = d.attempts,
+                "an earlier watch process ended while rendering this revision (canopy's memory limit per template render, or killed)"
+            );
+        }
         Watch {
+            died_rendering,
             session,
             backoff: Backoff::new(opts.max_backoff),
             opts,
@@ -350,6 +366,16 @@ impl<'a> Watch<'a> {
                 return Some(self.skipped(text));
             }
         };
+        if self.died_rendering.as_ref().is_some_and(|d| d.kills(&text)) {
+            if first_look {
+                error!(
+                    revision = text.as_str(),
+                    deaths = crate::state::rendering::DEATHS_BEFORE_SKIP,
+                    "revision ended the watch process each time it was rendered (canopy's memory limit per template render, or the kernel's OOM killer): skipped, nothing of it applied or pruned; `canopy validate` names the template"
+                );
+            }
+            return Some(self.skipped(text));
+        }
         let good = Good { checked, revision };
         match self.reconcile(&good, trigger) {
             Ok(s) => {
@@ -470,25 +496,41 @@ impl<'a> Watch<'a> {
             dry_run,
             ..self.opts.apply.clone()
         };
-        let desired = self.session.render(&placed, Some(&targets))?;
+        // Recorded while it renders: if this process dies of the render,
+        // the next one knows which revision it was.
+        if let Err(e) =
+            Rendering::start(&self.session.state, &revision, self.died_rendering.as_ref())
+        {
+            warn!(error = %e, "cannot record the revision being rendered");
+        }
+        let desired = self.session.render(&placed, Some(&targets));
+        if let Err(e) = Rendering::finish(&self.session.state) {
+            warn!(error = %e, "cannot clear the record of the revision being rendered");
+        }
+        // A render of the revision that killed a process finished: it was
+        // not the cause (or no longer is).
+        if self
+            .died_rendering
+            .as_ref()
+            .is_some_and(|d| d.revision == revision)
+        {
+            self.died_rendering = None;
+        }
+        let desired = desired?;
         // Only the first round that applies counts its clusters.
         self.session.progress = self.first_progress.take();
-        let (report, events) = match self.session.apply(
-            &placed,
-            &desired,
-            &good.revision,
-            &orphans,
-            &opts,
-        ) {
-            Ok(x) => x,
-            Err(e) => {
-                error!(error = %e, "cannot write the rollout records; nothing more is applied this round");
-                return Ok(RoundSummary {
-                    revision,
-                    ..RoundSummary::default()
-                });
-            }
-        };
+        let crate::ops::rollout::Applied {
+            report,
+            events,
+            unsaved,
+        } = self
+            .session
+            .apply(&placed, &desired, &good.revision, &orphans, &opts);
+        // The clusters written before the record failed are still
+        // recorded and logged below; the next round tries again.
+        if let Some(e) = &unsaved {
+            error!(error = %e, "cannot write the rollout records; the rollout stopped before its next wave");
+        }
         for e in &events {
             if e.failed {
                 warn!(workload = e.workload.as_str(), "rollout: {}", e.message);
