@@ -29,8 +29,9 @@ pub fn tree_text(r: &Renderer<'_>) -> String {
         fleet.overrides.len()
     );
     let roots = topo.roots();
+    let by = crate::core::relay::reconcilers(checked);
     for (i, &root) in roots.iter().enumerate() {
-        tree_node(r, root, "", i + 1 == roots.len(), true, &mut out);
+        tree_node(r, &by, root, "", i + 1 == roots.len(), true, &mut out);
     }
     out
 }
@@ -42,6 +43,7 @@ pub fn tree_json(r: &Renderer<'_>) -> Value {
     let checked = r.checked;
     let topo = &checked.topo;
     let fleet = &checked.fleet;
+    let reconcilers = crate::core::relay::reconcilers(checked);
     let clusters: Vec<Value> = topo
         .preorder()
         .iter()
@@ -66,6 +68,8 @@ pub fn tree_json(r: &Renderer<'_>) -> Value {
                 "labels": cl.meta.labels,
                 "taints": cl.spec.taints.iter().map(taint_text).collect::<Vec<_>>(),
                 "kubernetes": cl.spec.connection.is_some(),
+                "relay": cl.spec.relay.is_some(),
+                "reconciledBy": reconcilers[c].map(|r| topo.name(r)),
                 "workloads": workloads,
             })
         })
@@ -78,7 +82,17 @@ pub fn tree_json(r: &Renderer<'_>) -> Value {
     })
 }
 
-fn tree_node(r: &Renderer<'_>, c: usize, prefix: &str, last: bool, top: bool, out: &mut String) {
+/// One cluster of `tree`, then its children. `by` is each cluster's
+/// reconciling relay ([`crate::core::relay::reconcilers`]).
+fn tree_node(
+    r: &Renderer<'_>,
+    by: &[Option<usize>],
+    c: usize,
+    prefix: &str,
+    last: bool,
+    top: bool,
+    out: &mut String,
+) {
     let checked = r.checked;
     let topo = &checked.topo;
     let cl = checked.cluster(c);
@@ -103,6 +117,12 @@ fn tree_node(r: &Renderer<'_>, c: usize, prefix: &str, last: bool, top: bool, ou
     if cl.spec.connection.is_some() {
         head.push_str("  (kubeconfig)");
     }
+    if cl.spec.relay.is_some() {
+        head.push_str("  (relay: reconciles its subtree)");
+    }
+    if let Some(relay) = by[c] {
+        let _ = write!(head, "  via relay {}", topo.name(relay));
+    }
     let _ = writeln!(out, "{head}");
     let child_prefix = format!("{prefix}{cont}");
     let kids = topo.children(c);
@@ -125,7 +145,7 @@ fn tree_node(r: &Renderer<'_>, c: usize, prefix: &str, last: bool, top: bool, ou
     };
     let _ = writeln!(out, "{child_prefix}{bar}workloads: {list}");
     for (i, &k) in kids.iter().enumerate() {
-        tree_node(r, k, &child_prefix, i + 1 == kids.len(), false, out);
+        tree_node(r, by, k, &child_prefix, i + 1 == kids.len(), false, out);
     }
 }
 

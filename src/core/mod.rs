@@ -23,6 +23,7 @@ pub mod mask;
 pub mod model;
 pub mod names;
 pub mod pointer;
+pub mod relay;
 pub mod render;
 pub mod retain;
 pub mod rollout_plan;

@@ -158,17 +158,48 @@ impl<'a> Renderer<'a> {
     /// Divided replicas of workload `wi` move to their healthy siblings
     /// ([`failed_over`]; an empty slice: none).
     pub fn with_failover(checked: &'a Checked, failed: &[Vec<bool>]) -> Renderer<'a> {
-        let mut diagnostics = Diagnostics::default();
-        let fleet = &checked.fleet;
-        let topo = &checked.topo;
-
-        let placements: Vec<Option<WorkloadPlacement>> = (0..fleet.workloads.len())
+        let placed = (0..checked.fleet.workloads.len())
             .into_par_iter()
             .map(|wi| {
                 let f = failed.get(wi).map(Vec::as_slice).unwrap_or_default();
                 schedule::place(checked, wi, false, f)
             })
-            .collect::<Vec<_>>()
+            .collect();
+        Self::build(checked, placed)
+    }
+
+    /// The renderer a relay runs for the subtree of `root`: each workload
+    /// placed there alone ([`schedule::place_subtree`]), a Divided one with
+    /// the share its parent level gave the subtree (`shares`, by workload;
+    /// absent: none). For the subtree's clusters it renders exactly what
+    /// the full fleet's renderer renders.
+    pub fn for_subtree(
+        checked: &'a Checked,
+        root: usize,
+        shares: &BTreeMap<String, u32>,
+    ) -> Renderer<'a> {
+        let placed = (0..checked.fleet.workloads.len())
+            .into_par_iter()
+            .map(|wi| {
+                let share = shares
+                    .get(checked.fleet.workloads[wi].name())
+                    .copied()
+                    .unwrap_or(0);
+                schedule::place_subtree(checked, wi, root, share)
+            })
+            .collect();
+        Self::build(checked, placed)
+    }
+
+    /// Compiles every template once over the placements given.
+    fn build(
+        checked: &'a Checked,
+        placed: Vec<Result<WorkloadPlacement, schedule::ScheduleError>>,
+    ) -> Renderer<'a> {
+        let mut diagnostics = Diagnostics::default();
+        let fleet = &checked.fleet;
+        let topo = &checked.topo;
+        let placements: Vec<Option<WorkloadPlacement>> = placed
             .into_iter()
             .enumerate()
             .map(|(wi, r)| match r {
@@ -321,6 +352,11 @@ impl<'a> Renderer<'a> {
             plans,
             diagnostics,
         }
+    }
+
+    /// Whether override `o` selects cluster `c`.
+    pub fn override_on(&self, o: usize, c: usize) -> bool {
+        self.override_on[o][c]
     }
 
     /// Renders every template file as text, never structurally: the

@@ -528,6 +528,41 @@ pub fn place(
     }
 }
 
+/// Places workload `wi` on the subtree of `root` alone, as a relay does for
+/// the clusters it reconciles: the clusters chosen there, and for Divided,
+/// the `share` its parent level gave the subtree divided as [`place`]
+/// divides it. Clusters outside the subtree are not this level's and get
+/// nothing.
+pub fn place_subtree(
+    checked: &Checked,
+    wi: usize,
+    root: usize,
+    share: u32,
+) -> Result<WorkloadPlacement, ScheduleError> {
+    let w = &checked.fleet.workloads[wi];
+    let topo = &checked.topo;
+    let mut chosen = choose(checked, w);
+    for (c, ch) in chosen.iter_mut().enumerate() {
+        *ch = *ch && topo.in_subtree(c, root);
+    }
+    let mode = w.spec.placement.replicas.mode;
+    let (weight, assignment) = match mode {
+        ReplicaMode::Duplicated => (vec![0; chosen.len()], None),
+        ReplicaMode::Divided => {
+            let weight = weights(checked, w, &chosen);
+            let a = divide_subtree(topo, &chosen, &weight, root, share, false)?;
+            (weight, Some(a))
+        }
+    };
+    Ok(WorkloadPlacement {
+        chosen,
+        mode,
+        weight,
+        assignment,
+        failed_over: Vec::new(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

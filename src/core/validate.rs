@@ -67,7 +67,10 @@ pub fn check(mut fleet: Fleet) -> (Option<Checked>, Diagnostics) {
         &mut d,
     );
 
-    let names: BTreeSet<&str> = fleet.clusters.iter().map(Cluster::name).collect();
+    let names = Known {
+        set: fleet.clusters.iter().map(Cluster::name).collect(),
+        slice: fleet.slice,
+    };
     for c in &fleet.clusters {
         check_cluster(c, &mut d);
     }
@@ -92,7 +95,10 @@ pub fn check(mut fleet: Fleet) -> (Option<Checked>, Diagnostics) {
         );
     }
 
-    let workload_names: BTreeSet<&str> = fleet.workloads.iter().map(Workload::name).collect();
+    let workload_names = Known {
+        set: fleet.workloads.iter().map(Workload::name).collect(),
+        slice: fleet.slice,
+    };
     let mut facts = Vec::with_capacity(fleet.workloads.len());
     for w in &fleet.workloads {
         facts.push(check_workload(w, &names, &mut d));
@@ -183,6 +189,17 @@ fn check_name(kind: &str, source: &Source, name: &str, d: &mut Diagnostics) {
 
 fn check_cluster(c: &Cluster, d: &mut Diagnostics) {
     check_name("Cluster", &c.source, c.name(), d);
+    if c.spec.relay.is_some() {
+        // Said until `canopy agent` lands, so that nobody believes a
+        // subtree is served from its relay while this process serves it.
+        d.push(
+            Diagnostic::warning(
+                "relay: the relay's agent (`canopy agent`) is not part of this build yet, so its subtree is still reconciled by the process that reaches it",
+            )
+            .at(&c.source.loc_str("spec.relay"))
+            .hint("keep the mark: `canopy tree` shows the relay's subtree, and the handoff to the agent is cut from it"),
+        );
+    }
     let cap = &c.spec.capacity;
     for (field, q) in [
         ("cpu", &cap.cpu),
@@ -280,9 +297,23 @@ fn edit_distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
+/// The names a reference may use. In a relay's slice of a fleet, a name
+/// outside the slice belongs to the full fleet, which the root validated,
+/// so every name is taken as known there (and selects nothing).
+struct Known<'a> {
+    set: BTreeSet<&'a str>,
+    slice: bool,
+}
+
+impl Known<'_> {
+    fn has(&self, name: &str) -> bool {
+        self.slice || self.set.contains(name)
+    }
+}
+
 /// Checks `spec.rollout` (of a Workload or of Defaults): each stage is a
 /// selector or a percentage, percentages grow, durations parse.
-fn check_rollout(r: &Rollout, src: &Source, names: &BTreeSet<&str>, d: &mut Diagnostics) {
+fn check_rollout(r: &Rollout, src: &Source, names: &Known<'_>, d: &mut Diagnostics) {
     let base = YamlPath::parse("spec.rollout");
     let mut last_percent = 0;
     let mut stage_names = BTreeSet::new();
@@ -362,17 +393,17 @@ fn check_selector(
     sel: &ClusterSelector,
     base: &YamlPath,
     src: &Source,
-    names: &BTreeSet<&str>,
+    names: &Known<'_>,
     d: &mut Diagnostics,
 ) {
     let unknown = |n: &str, path: YamlPath, d: &mut Diagnostics| {
-        if !names.contains(n) {
+        if !names.has(n) {
             d.push(
                 Diagnostic::error(format!("unknown cluster {n:?}"))
                     .at(&src.loc(&path))
                     .hint(suggest(
                         n,
-                        names.iter().copied(),
+                        names.set.iter().copied(),
                         "name a Cluster defined in the fleet",
                     )),
             );
@@ -414,7 +445,7 @@ fn check_selector(
     }
 }
 
-fn check_workload(w: &Workload, names: &BTreeSet<&str>, d: &mut Diagnostics) -> WorkloadFacts {
+fn check_workload(w: &Workload, names: &Known<'_>, d: &mut Diagnostics) -> WorkloadFacts {
     let src = &w.source;
     check_name("Workload", src, w.name(), d);
     if let Some(ns) = &w.spec.namespace {
@@ -658,25 +689,20 @@ fn divided_total(w: &Workload, facts: &WorkloadFacts, d: &mut Diagnostics) -> Op
     total.and_then(|t| u32::try_from(t).ok())
 }
 
-fn check_override(
-    o: &Override,
-    names: &BTreeSet<&str>,
-    workloads: &BTreeSet<&str>,
-    d: &mut Diagnostics,
-) {
+fn check_override(o: &Override, names: &Known<'_>, workloads: &Known<'_>, d: &mut Diagnostics) {
     let src = &o.source;
     check_name("Override", src, o.name(), d);
     if let Some(sel) = &o.spec.clusters {
         check_selector(sel, &YamlPath::parse("spec.clusters"), src, names, d);
     }
     for (i, w) in o.spec.workloads.iter().flatten().enumerate() {
-        if !workloads.contains(w.as_str()) {
+        if !workloads.has(w) {
             d.push(
                 Diagnostic::error(format!("unknown workload {w:?}"))
                     .at(&src.loc(&YamlPath::parse("spec.workloads").index(i)))
                     .hint(suggest(
                         w,
-                        workloads.iter().copied(),
+                        workloads.set.iter().copied(),
                         "name a Workload defined in the fleet",
                     )),
             );

@@ -75,7 +75,17 @@ pub struct ClusterSpec {
     /// Template values, deep-merged down the tree (nearest ancestor wins).
     #[serde(default)]
     pub values: Map<String, Value>,
+    /// A canopy agent runs in this cluster and reconciles its descendants
+    /// from the handoff its parent level writes there; the cluster itself
+    /// is reconciled by whoever reaches its parent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay: Option<Relay>,
 }
+
+/// A relay's settings (none yet: `relay: {}` marks the cluster).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Relay {}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -755,6 +765,10 @@ pub struct Fleet {
     /// Some document could not be read (its error is already reported), so
     /// errors about what is missing would only repeat it.
     pub incomplete: bool,
+    /// A relay's slice of a fleet (see [`crate::core::relay`]): selectors
+    /// may name clusters outside it, which the full fleet has and which
+    /// select nothing here.
+    pub slice: bool,
 }
 
 impl Fleet {

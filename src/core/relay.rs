@@ -1,0 +1,380 @@
+//! Relays: clusters marked `spec.relay` run `canopy agent` and reconcile
+//! their descendants, and a parent level hands each relay child what it
+//! needs to do so.
+//!
+//! Who reconciles a cluster: its nearest relay ancestor, or the root
+//! process when it has none. A relay itself is reconciled by whoever
+//! reaches its parent ([`reconcilers`]).
+//!
+//! What a relay gets is a [`Handoff`]: one full snapshot per parent→child
+//! edge, not one object per workload × cluster, and not a stream of events
+//! (Karmada's `Work` objects and argocd-agent's event sync are the lessons).
+//! It holds:
+//! - the fleet *slice* the subtree needs, as fleet files: the Cluster
+//!   documents of the relay's subtree and of its ancestors (their labels,
+//!   values and names feed templates, inheritance and `subtreeOf`), the
+//!   workloads that land below the relay with their manifest files, the
+//!   overrides that select a cluster below it, and the Defaults;
+//! - per Divided workload, the replicas the parent level gave the relay's
+//!   subtree. The scheduler is idempotent per subtree
+//!   ([`schedule::divide_subtree`]), so the relay divides that share
+//!   exactly as the root would;
+//! - a digest over all of it, so a relay can refuse a handoff that was
+//!   damaged on the way and keep its last good one.
+//!
+//! The promise, checked by a property test on random trees with random and
+//! nested relays: what a relay renders from its handoff is byte for byte
+//! what the root's full render gives those clusters.
+//!
+//! Not in the handoff yet: failover decisions taken above the relay and
+//! the rollout stage the subtree may go to.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::core::diag::{Diagnostic, Diagnostics};
+use crate::core::hash::StableHasher;
+use crate::core::model::ReplicaMode;
+use crate::core::render::Renderer;
+use crate::core::validate::Checked;
+
+/// For each cluster, the relay that reconciles it: its nearest relay
+/// ancestor (not itself), or `None` for the root process.
+pub fn reconcilers(checked: &Checked) -> Vec<Option<usize>> {
+    let topo = &checked.topo;
+    let mut out = vec![None; topo.len()];
+    for &c in topo.preorder() {
+        out[c] = topo.parent(c).and_then(|p| {
+            if checked.cluster(p).spec.relay.is_some() {
+                Some(p)
+            } else {
+                out[p]
+            }
+        });
+    }
+    out
+}
+
+/// What a parent level hands a relay child (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Handoff {
+    /// The fleet's name (the `canopy.dev/fleet` label on every object).
+    pub fleet: String,
+    /// The relay cluster this is for.
+    pub relay: String,
+    /// The fleet revision the slice was cut from.
+    pub revision: String,
+    /// The slice, as fleet files by path: canopy documents written as one
+    /// JSON document each, manifest files as they are in the repository.
+    pub files: BTreeMap<String, String>,
+    /// Per Divided workload landing below the relay: the replicas its
+    /// parent level gave the relay's subtree.
+    pub shares: BTreeMap<String, u32>,
+    /// Hex of the stable hash over everything above.
+    pub digest: String,
+}
+
+impl Handoff {
+    /// The digest of this handoff's content (its `digest` field aside).
+    pub fn compute_digest(&self) -> String {
+        let mut h = StableHasher::new();
+        h.str(&self.fleet).str(&self.relay).str(&self.revision);
+        h.usize(self.files.len());
+        for (path, text) in &self.files {
+            h.str(path).str(text);
+        }
+        h.usize(self.shares.len());
+        for (w, n) in &self.shares {
+            h.str(w).u64(u64::from(*n));
+        }
+        format!("{:016x}", h.finish())
+    }
+}
+
+/// Cuts the handoff for relay `relay` from a renderer of the level above
+/// (the root's full renderer, or a relay's own for a nested relay).
+pub fn handoff<'a>(r: &Renderer<'a>, relay: usize, revision: &str) -> Handoff {
+    let checked = r.checked;
+    let fleet = &checked.fleet;
+    let topo = &checked.topo;
+    let below: Vec<usize> = topo
+        .subtree(relay)
+        .iter()
+        .copied()
+        .filter(|&c| c != relay)
+        .collect();
+
+    // Documents by file, each with its line so a file keeps its order.
+    let mut docs: BTreeMap<&str, Vec<(usize, &serde_json::Value)>> = BTreeMap::new();
+    let mut add = |source: &'a crate::core::model::Source| {
+        docs.entry(source.file.as_str())
+            .or_default()
+            .push((source.doc.line, &source.doc.value));
+    };
+    let mut chain = Vec::new();
+    let mut at = Some(relay);
+    while let Some(c) = at {
+        chain.push(c);
+        at = topo.parent(c);
+    }
+    for &c in chain.iter().chain(&below) {
+        add(&checked.cluster(c).source);
+    }
+    let mut files: BTreeMap<String, String> = BTreeMap::new();
+    let mut shares = BTreeMap::new();
+    for (wi, w) in fleet.workloads.iter().enumerate() {
+        let Some(p) = r.placements[wi].as_ref() else {
+            continue;
+        };
+        if !below.iter().any(|&c| p.lands_on(c)) {
+            continue;
+        }
+        add(&w.source);
+        for m in &w.manifests {
+            files.insert(m.path.clone(), m.text.clone());
+        }
+        if p.mode == ReplicaMode::Divided {
+            if let Some(a) = &p.assignment {
+                shares.insert(w.name().to_string(), a.share[relay]);
+            }
+        }
+    }
+    for (oi, o) in fleet.overrides.iter().enumerate() {
+        if below.iter().any(|&c| r.override_on(oi, c)) {
+            add(&o.source);
+        }
+    }
+    for d in &fleet.defaults {
+        add(&d.source);
+    }
+    for (file, mut list) in docs {
+        list.sort_by_key(|(line, _)| *line);
+        let text: Vec<String> = list
+            .iter()
+            .map(|(_, v)| serde_json::to_string(v).expect("JSON values serialize"))
+            .collect();
+        files.insert(file.to_string(), text.join("\n---\n") + "\n");
+    }
+    let mut h = Handoff {
+        fleet: fleet.name.clone(),
+        relay: topo.name(relay).to_string(),
+        revision: revision.to_string(),
+        files,
+        shares,
+        digest: String::new(),
+    };
+    h.digest = h.compute_digest();
+    h
+}
+
+/// What a relay works from: its handoff's slice, checked, and where the
+/// relay is in it.
+pub struct Opened {
+    pub checked: Checked,
+    pub relay: usize,
+}
+
+/// Opens a handoff on the relay's side: checks its digest, loads and
+/// validates the slice (names outside it are the full fleet's), and finds
+/// the relay. A bad handoff is refused whole, with why.
+pub fn open(h: &Handoff) -> Result<Opened, Diagnostics> {
+    let refuse = |msg: String, hint: &str| {
+        let mut d = Diagnostics::default();
+        d.push(Diagnostic::error(msg).hint(hint));
+        d
+    };
+    let digest = h.compute_digest();
+    if digest != h.digest {
+        return Err(refuse(
+            format!(
+                "the handoff for relay {} at revision {} does not match its digest (says {}, content is {digest})",
+                h.relay, h.revision, h.digest
+            ),
+            "the handoff was damaged or cut short on the way; the relay keeps its last good one until its parent writes it again",
+        ));
+    }
+    let files = h
+        .files
+        .iter()
+        .map(|(p, t)| (p.clone(), t.clone().into_bytes()))
+        .collect();
+    let (mut fleet, mut diags) = crate::core::load::load_files(h.fleet.clone(), files);
+    fleet.slice = true;
+    let (checked, more) = crate::core::validate::check(fleet);
+    diags.extend(more);
+    let checked = match checked.filter(|_| !diags.has_errors()) {
+        Some(c) => c,
+        None => return Err(diags),
+    };
+    let Some(relay) = checked.topo.get(&h.relay) else {
+        return Err(refuse(
+            format!(
+                "the handoff for relay {} does not hold its Cluster",
+                h.relay
+            ),
+            "the parent level cut a wrong slice; this is a bug in canopy",
+        ));
+    };
+    Ok(Opened { checked, relay })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::render::Rendered;
+    use proptest::prelude::*;
+
+    /// What a render gives one cluster, independent of workload indices.
+    fn objects(r: &Renderer<'_>, c: usize) -> Vec<(String, String, String)> {
+        r.render_cluster(c)
+            .unwrap_or_else(|e| panic!("{e:?}"))
+            .into_iter()
+            .map(|o: Rendered| {
+                (
+                    r.checked.fleet.workloads[o.workload].name().to_string(),
+                    o.source,
+                    serde_json::to_string(&o.value).unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    fn synth_fleet(clusters: usize, workloads: usize) -> (tempfile::TempDir, Checked) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("fleet");
+        crate::core::synth::generate(
+            &root,
+            crate::core::synth::Spec {
+                clusters,
+                workloads,
+            },
+        )
+        .unwrap();
+        let (fleet, d) = crate::core::load::load(&root, Some("synth")).unwrap();
+        assert!(!d.has_errors(), "{d:?}");
+        let (checked, d) = crate::core::validate::check(fleet);
+        (dir, checked.unwrap_or_else(|| panic!("{d:?}")))
+    }
+
+    /// Marks `relays` (by index) in a copy of `checked`'s fleet, in the
+    /// model and in the documents a handoff carries.
+    fn with_relays(checked: &Checked, relays: &[usize]) -> Checked {
+        let mut fleet = checked.fleet.clone();
+        for &c in relays {
+            let cl = &mut fleet.clusters[c];
+            cl.spec.relay = Some(Default::default());
+            let mut src = (*cl.source).clone();
+            src.doc.value["spec"]["relay"] = serde_json::json!({});
+            cl.source = std::sync::Arc::new(src);
+        }
+        crate::core::validate::check(fleet).0.unwrap()
+    }
+
+    #[test]
+    fn each_cluster_is_reconciled_by_its_nearest_relay_ancestor() {
+        let (_d, checked) = synth_fleet(40, 2);
+        let topo = &checked.topo;
+        let r1 = topo.children(topo.roots()[0])[0];
+        let r2 = topo.children(r1)[0];
+        let checked = with_relays(&checked, &[r1, r2]);
+        let by = reconcilers(&checked);
+        let topo = &checked.topo;
+        for (c, got) in by.iter().enumerate() {
+            let want = if topo.in_subtree(c, r2) && c != r2 {
+                Some(r2)
+            } else if topo.in_subtree(c, r1) && c != r1 {
+                Some(r1)
+            } else {
+                None
+            };
+            assert_eq!(*got, want, "{}", topo.name(c));
+        }
+    }
+
+    #[test]
+    fn a_damaged_handoff_is_refused() {
+        let (_d, checked) = synth_fleet(30, 3);
+        let r = Renderer::new(&checked);
+        let relay = checked.topo.children(checked.topo.roots()[0])[0];
+        let mut h = handoff(&r, relay, "rev1");
+        assert!(open(&h).is_ok());
+        let (path, text) = h
+            .files
+            .iter()
+            .next()
+            .map(|(p, t)| (p.clone(), t.clone()))
+            .unwrap();
+        h.files.insert(path, text[..text.len() / 2].to_string());
+        let err = format!("{:?}", open(&h).err().expect("refused"));
+        assert!(err.contains("does not match its digest"), "{err}");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+        /// Equivalence: for random synthetic fleets and random relays
+        /// (nested too), a relay's render of each cluster it reconciles,
+        /// from its handoff alone (the handoff of a nested relay cut from
+        /// its outer relay's slice), equals the full fleet's render.
+        #[test]
+        fn a_relay_renders_what_the_root_would(
+            clusters in 8usize..80,
+            workloads in 1usize..8,
+            picks in proptest::collection::vec(any::<prop::sample::Index>(), 1..4),
+        ) {
+            let (_d, plain) = synth_fleet(clusters, workloads);
+            // Relays among the clusters with children (a leaf relay has
+            // nothing to reconcile).
+            let inner: Vec<usize> = (0..plain.topo.len())
+                .filter(|&c| !plain.topo.children(c).is_empty())
+                .collect();
+            let relays: Vec<usize> = picks.iter().map(|i| inner[i.index(inner.len())]).collect();
+            let mut compared = 0;
+            let checked = with_relays(&plain, &relays);
+            let full = Renderer::new(&checked);
+            prop_assert!(!full.diagnostics.has_errors(), "{:?}", full.diagnostics);
+            let by = reconcilers(&checked);
+            for &relay in &relays {
+                // The relay's handoff: from the root, or through each relay
+                // above it, level by level.
+                let mut chain = vec![relay];
+                while let Some(up) = by[*chain.last().unwrap()] {
+                    chain.push(up);
+                }
+                chain.reverse();
+                let mut opened: Option<(Opened, Handoff)> = None;
+                for &level in &chain {
+                    let name = checked.topo.name(level);
+                    let h = match &opened {
+                        None => handoff(&full, level, "rev"),
+                        Some((o, oh)) => {
+                            let up = Renderer::for_subtree(&o.checked, o.relay, &oh.shares);
+                            handoff(&up, o.checked.topo.get(name).unwrap(), "rev")
+                        }
+                    };
+                    let o = open(&h).unwrap_or_else(|d| panic!("{d:?}"));
+                    opened = Some((o, h));
+                }
+                let (o, h) = opened.unwrap();
+                let mine = Renderer::for_subtree(&o.checked, o.relay, &h.shares);
+                // A relay's slice holds fewer clusters than the fleet, unless
+                // it is under a root's only child.
+                prop_assert!(o.checked.topo.len() <= checked.topo.len());
+                prop_assert!(!mine.diagnostics.has_errors(), "{:?}", mine.diagnostics);
+                for &c in checked.topo.subtree(relay) {
+                    if c == relay {
+                        continue;
+                    }
+                    let name = checked.topo.name(c);
+                    let local = o.checked.topo.get(name).expect("the slice holds the subtree");
+                    let want = objects(&full, c);
+                    compared += want.len();
+                    prop_assert_eq!(objects(&mine, local), want, "cluster {} under relay {}", name, checked.topo.name(relay));
+                }
+            }
+            prop_assert!(compared > 0, "the relays reconcile some objects");
+        }
+    }
+}
