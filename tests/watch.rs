@@ -658,6 +658,27 @@ fn hostile_commits_are_skipped_and_the_fix_after_them_applies() {
     assert_eq!(code, 0);
 }
 
+/// Waits (up to 30 s) for a watch to exit by itself: its exit code and
+/// what it wrote to stderr.
+fn exits_by_itself(mut w: Watcher) -> (Option<i32>, String) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = w.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the watch is still up");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    while let Ok(line) = w.lines.recv_timeout(Duration::from_millis(200)) {
+        w.seen.push(line);
+    }
+    (status.code(), std::mem::take(&mut w.seen).join("\n"))
+}
+
+/// A template minijinja's fuel does not stop (a list doubled 40 times):
+/// canopy's allowance per render ends the process.
+const KILLING_TEMPLATE: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: lists}\ndata:\n  n: \"{% set ns = namespace(x=['x' * 1000]) %}{% for i in range(40) %}{% set ns.x = ns.x + ns.x %}{% endfor %}{{ ns.x | join(',') | length }}\"\n";
+
 /// A template that passes canopy's memory limit per render ends the
 /// process (an allocator cannot fail a render another way). Under a
 /// supervisor that restarts it, the revision gets one more try, and after
@@ -677,32 +698,15 @@ fn a_revision_that_kills_the_watch_twice_is_skipped_after_restart() {
     let mut w = Watcher::start(tmp.path(), &args);
     w.reconciled("start", &sha1);
     let before = state_files(&state);
-    // minijinja flattens a chain of more than 32 list `+` without charging
-    // fuel for it: the allocator's limit is what stops this one.
     std::fs::write(
         origin.join("fleet/workloads/web/bad.yaml"),
-        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: lists}\ndata:\n  n: \"{% set ns = namespace(x=['x' * 1000]) %}{% for i in range(40) %}{% set ns.x = ns.x + ns.x %}{% endfor %}{{ ns.x | join(',') | length }}\"\n",
+        KILLING_TEMPLATE,
     )
     .unwrap();
     let bad = commit_all(&repo, "bad");
 
-    // Waits for the watch to exit by itself; its exit code and stderr.
-    let died = |mut w: Watcher| {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let status = loop {
-            if let Some(status) = w.child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(Instant::now() < deadline, "the watch is still up");
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        while let Ok(line) = w.lines.recv_timeout(Duration::from_millis(200)) {
-            w.seen.push(line);
-        }
-        (status.code(), std::mem::take(&mut w.seen).join("\n"))
-    };
     let limit = "workloads/web/bad.yaml: rendering for cluster";
-    let (code, log) = died(w);
+    let (code, log) = exits_by_itself(w);
     assert_eq!(code, Some(2), "{log}");
     assert!(
         log.contains(limit) && log.contains("of memory (canopy's limit per template render)"),
@@ -710,7 +714,7 @@ fn a_revision_that_kills_the_watch_twice_is_skipped_after_restart() {
     );
     // The supervisor restarts it: one more try, since a death may have
     // had another cause.
-    let (code, log) = died(Watcher::start(tmp.path(), &args));
+    let (code, log) = exits_by_itself(Watcher::start(tmp.path(), &args));
     assert_eq!(code, Some(2), "{log}");
     assert!(log.contains(limit), "{log}");
     assert_eq!(state_files(&state), before, "nothing of it was applied");
@@ -720,7 +724,12 @@ fn a_revision_that_kills_the_watch_twice_is_skipped_after_restart() {
         v["revision"] == bad.as_str()
             && v["message"]
                 .as_str()
-                .is_some_and(|m| m.contains("ended the watch process each time it was rendered"))
+                .is_some_and(|m| m.contains("skipped, nothing of it applied or pruned"))
+    });
+    w.wait_for("why it was skipped", |v| {
+        v["message"].as_str().is_some_and(|m| {
+            m.contains("this revision ended the watch process each time it was rendered (2 times")
+        })
     });
     std::fs::remove_file(origin.join("fleet/workloads/web/bad.yaml")).unwrap();
     replace_in(
@@ -736,6 +745,44 @@ fn a_revision_that_kills_the_watch_twice_is_skipped_after_restart() {
         !state.join("rendering.json").exists(),
         "a finished render leaves no record"
     );
+    let (code, _) = w.terminate();
+    assert_eq!(code, 0);
+}
+
+/// The same in a folder outside Git, where every revision is
+/// `unversioned`: the record names the content too, so after the killing
+/// edit is skipped, the next edit is not mistaken for it and applies.
+#[test]
+fn a_killing_edit_in_a_folder_is_skipped_and_the_next_edit_applies() {
+    let (_tmp, fleet) = example_copy();
+    let home = fleet.parent().unwrap().to_path_buf();
+    let state = fleet.join(".canopy/state");
+    let args = ["watch", s(&fleet), "--resync", "0s"];
+    let mut w = Watcher::start(&home, &args);
+    w.reconciled("start", "unversioned");
+    let bad = fleet.join("workloads/web/bad.yaml");
+    std::fs::write(&bad, KILLING_TEMPLATE).unwrap();
+    let (code, log) = exits_by_itself(w);
+    assert_eq!(code, Some(2), "{log}");
+    let (code, log) = exits_by_itself(Watcher::start(&home, &args));
+    assert_eq!(code, Some(2), "{log}");
+    let mut w = Watcher::start(&home, &args);
+    w.wait_for("why it was skipped", |v| {
+        v["message"].as_str().is_some_and(|m| {
+            m.contains("this revision ended the watch process each time it was rendered")
+        })
+    });
+    std::fs::remove_file(&bad).unwrap();
+    replace_in(
+        &fleet.join("workloads/web/deployment.yaml"),
+        "replicas: 12",
+        "replicas: 16",
+    );
+    let round = w.wait_for("the fix applied", |v| {
+        v["message"] == "reconciled" && v["trigger"] == "change" && v["changed"].as_u64() > Some(0)
+    });
+    assert_eq!(round["failed"], 0, "{round}");
+    assert!(!state.join("rendering.json").exists());
     let (code, _) = w.terminate();
     assert_eq!(code, 0);
 }

@@ -26,6 +26,8 @@ pub const DEATHS_BEFORE_SKIP: u32 = 2;
 /// A render in progress.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rendering {
+    /// What is rendered: the revision, and a hash of the content (a folder
+    /// outside Git is `unversioned` whatever it holds).
     pub revision: String,
     /// Processes that started rendering this revision, this one included.
     pub attempts: u32,

@@ -366,16 +366,6 @@ impl<'a> Watch<'a> {
                 return Some(self.skipped(text));
             }
         };
-        if self.died_rendering.as_ref().is_some_and(|d| d.kills(&text)) {
-            if first_look {
-                error!(
-                    revision = text.as_str(),
-                    deaths = crate::state::rendering::DEATHS_BEFORE_SKIP,
-                    "revision ended the watch process each time it was rendered (canopy's memory limit per template render, or the kernel's OOM killer): skipped, nothing of it applied or pruned; `canopy validate` names the template"
-                );
-            }
-            return Some(self.skipped(text));
-        }
         let good = Good { checked, revision };
         match self.reconcile(&good, trigger) {
             Ok(s) => {
@@ -440,6 +430,31 @@ impl<'a> Watch<'a> {
         };
         let r = &placed.renderer;
         let fingerprints = r.fingerprints();
+        // What this round renders, by content: a folder outside Git is
+        // always `unversioned`, so the revision alone does not tell one
+        // edit from the next.
+        let rendering = {
+            let mut h = crate::core::hash::StableHasher::new();
+            for f in &fingerprints {
+                h.u64(*f);
+            }
+            format!("{}#{:016x}", good.revision, h.finish())
+        };
+        if self
+            .died_rendering
+            .as_ref()
+            .is_some_and(|d| d.kills(&rendering))
+        {
+            let mut d = Diagnostics::default();
+            d.push(
+                crate::core::diag::Diagnostic::error(format!(
+                    "this revision ended the watch process each time it was rendered ({} times: canopy's memory limit per template render, or the kernel's OOM killer)",
+                    crate::state::rendering::DEATHS_BEFORE_SKIP
+                ))
+                .hint("`canopy validate` names the template; the next commit is applied"),
+            );
+            return Err(d);
+        }
         let scope = self.scope(checked);
         let now = Instant::now();
         let mut blocked = vec![false; topo.len()];
@@ -498,9 +513,11 @@ impl<'a> Watch<'a> {
         };
         // Recorded while it renders: if this process dies of the render,
         // the next one knows which revision it was.
-        if let Err(e) =
-            Rendering::start(&self.session.state, &revision, self.died_rendering.as_ref())
-        {
+        if let Err(e) = Rendering::start(
+            &self.session.state,
+            &rendering,
+            self.died_rendering.as_ref(),
+        ) {
             warn!(error = %e, "cannot record the revision being rendered");
         }
         let desired = self.session.render(&placed, Some(&targets));
@@ -512,7 +529,7 @@ impl<'a> Watch<'a> {
         if self
             .died_rendering
             .as_ref()
-            .is_some_and(|d| d.revision == revision)
+            .is_some_and(|d| d.revision == rendering)
         {
             self.died_rendering = None;
         }
