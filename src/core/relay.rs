@@ -26,8 +26,11 @@
 //! nested relays: what a relay renders from its handoff is byte for byte
 //! what the root's full render gives those clusters.
 //!
-//! Not in the handoff yet: failover decisions taken above the relay and
-//! the rollout stage the subtree may go to.
+//! Failover inside the subtree is the relay's own: the scheduler keeps a
+//! subtree's share while any of it is healthy, so the relay divides around
+//! its failed clusters ([`Renderer::for_subtree`] with `failed`) and
+//! nothing outside moves. Not in the handoff yet: failover decisions taken
+//! above the relay and the rollout stage the subtree may go to.
 
 use std::collections::BTreeMap;
 
@@ -350,7 +353,7 @@ mod tests {
                     let h = match &opened {
                         None => handoff(&full, level, "rev"),
                         Some((o, oh)) => {
-                            let up = Renderer::for_subtree(&o.checked, o.relay, &oh.shares);
+                            let up = Renderer::for_subtree(&o.checked, o.relay, &oh.shares, &[]);
                             handoff(&up, o.checked.topo.get(name).unwrap(), "rev")
                         }
                     };
@@ -358,7 +361,7 @@ mod tests {
                     opened = Some((o, h));
                 }
                 let (o, h) = opened.unwrap();
-                let mine = Renderer::for_subtree(&o.checked, o.relay, &h.shares);
+                let mine = Renderer::for_subtree(&o.checked, o.relay, &h.shares, &[]);
                 // A relay's slice holds fewer clusters than the fleet, unless
                 // it is under a root's only child.
                 prop_assert!(o.checked.topo.len() <= checked.topo.len());

@@ -173,10 +173,14 @@ impl<'a> Renderer<'a> {
     /// the share its parent level gave the subtree (`shares`, by workload;
     /// absent: none). For the subtree's clusters it renders exactly what
     /// the full fleet's renderer renders.
+    /// `failed[wi]` are the subtree's clusters whose Divided replicas of
+    /// workload `wi` move to their healthy siblings inside it (an empty
+    /// slice: none).
     pub fn for_subtree(
         checked: &'a Checked,
         root: usize,
         shares: &BTreeMap<String, u32>,
+        failed: &[Vec<bool>],
     ) -> Renderer<'a> {
         let placed = (0..checked.fleet.workloads.len())
             .into_par_iter()
@@ -185,7 +189,8 @@ impl<'a> Renderer<'a> {
                     .get(checked.fleet.workloads[wi].name())
                     .copied()
                     .unwrap_or(0);
-                schedule::place_subtree(checked, wi, root, share)
+                let f = failed.get(wi).map(Vec::as_slice).unwrap_or_default();
+                schedule::place_subtree(checked, wi, root, share, f)
             })
             .collect();
         Self::build(checked, placed)

@@ -267,17 +267,22 @@ pub fn divide_failover(
 }
 
 /// Divides `share` over the subtree of `root` alone: the scheduler a parent
-/// level runs for its own children. Equal, on that subtree, to [`divide`]'s
-/// result whenever `share` is what [`divide`] gave the subtree.
+/// level runs for its own children, with the `failed` clusters of the
+/// subtree taking none (failover inside it; may be empty). Equal, on that
+/// subtree, to [`divide_failover`]'s result whenever `share` is what it gave
+/// the subtree: failures inside a subtree that still has a healthy weighted
+/// cluster never change its share, so a relay fails over among its own
+/// clusters and nothing outside moves.
 pub fn divide_subtree(
     topo: &Topology,
     chosen: &[bool],
     weight: &[u64],
+    failed: &[bool],
     root: usize,
     share: u32,
     trace: bool,
 ) -> Result<Assignment, ScheduleError> {
-    let inputs = Inputs::new(topo, chosen, weight, &[], trace);
+    let inputs = Inputs::new(topo, chosen, weight, failed, trace);
     let mut a = Assignment::empty(topo.len());
     if share > 0 && inputs.sums[root] == 0 {
         return Err(if topo.subtree(root).iter().any(|&c| chosen[c]) {
@@ -285,6 +290,10 @@ pub fn divide_subtree(
         } else {
             ScheduleError::NoClusters { total: share }
         });
+    }
+    if share > 0 && inputs.healthy[root] == 0 {
+        // The level above must divide around this subtree.
+        return Err(ScheduleError::AllFailed { total: share });
     }
     inputs.descend(root, share, &mut a);
     Ok(a)
@@ -538,6 +547,7 @@ pub fn place_subtree(
     wi: usize,
     root: usize,
     share: u32,
+    failed: &[bool],
 ) -> Result<WorkloadPlacement, ScheduleError> {
     let w = &checked.fleet.workloads[wi];
     let topo = &checked.topo;
@@ -550,16 +560,22 @@ pub fn place_subtree(
         ReplicaMode::Duplicated => (vec![0; chosen.len()], None),
         ReplicaMode::Divided => {
             let weight = weights(checked, w, &chosen);
-            let a = divide_subtree(topo, &chosen, &weight, root, share, false)?;
+            let a = divide_subtree(topo, &chosen, &weight, failed, root, share, false)?;
             (weight, Some(a))
         }
+    };
+    let failed_over = match mode {
+        ReplicaMode::Duplicated => Vec::new(),
+        ReplicaMode::Divided => (0..chosen.len())
+            .map(|c| chosen[c] && weight[c] > 0 && failed.get(c).copied().unwrap_or(false))
+            .collect(),
     };
     Ok(WorkloadPlacement {
         chosen,
         mode,
         weight,
         assignment,
-        failed_over: Vec::new(),
+        failed_over,
     })
 }
 
@@ -741,10 +757,50 @@ mod tests {
             let t = topo_of(&pairs);
             let Ok(full) = divide(&t, &chosen, &weight, total, false) else { return Ok(()) };
             for r in 0..t.len() {
-                let sub = divide_subtree(&t, &chosen, &weight, r, full.share[r], false);
+                let sub = divide_subtree(&t, &chosen, &weight, &[], r, full.share[r], false);
                 let sub = sub.expect("a share the full run gave is divisible");
                 for &c in t.subtree(r) {
                     prop_assert_eq!(sub.replicas[c], full.replicas[c], "cluster {} under {}", t.name(c), t.name(r));
+                }
+            }
+        }
+
+        /// A relay fails over inside its subtree: with failures only there
+        /// (and a healthy weighted cluster left in it), the full run's
+        /// failover gives the subtree the share it had, divides it as the
+        /// subtree's own re-run does, and moves nothing outside it.
+        #[test]
+        fn failover_inside_a_subtree_stays_inside_it(
+            (pairs, chosen, weight, total) in arb_forest(),
+            seed in any::<u64>(),
+        ) {
+            let t = topo_of(&pairs);
+            let Ok(plain) = divide(&t, &chosen, &weight, total, false) else { return Ok(()) };
+            for r in 0..t.len() {
+                let failed: Vec<bool> = (0..t.len())
+                    .map(|c| t.in_subtree(c, r) && (seed >> (c % 64)) & 1 == 1)
+                    .collect();
+                let healthy_left = t
+                    .subtree(r)
+                    .iter()
+                    .any(|&c| chosen[c] && weight[c] > 0 && !failed[c]);
+                if !healthy_left {
+                    continue;
+                }
+                let full = divide_failover(&t, &chosen, &weight, &failed, total, false)
+                    .expect("a healthy cluster is left");
+                prop_assert_eq!(full.share[r], plain.share[r], "the share of {}", t.name(r));
+                let sub = divide_subtree(&t, &chosen, &weight, &failed, r, full.share[r], false)
+                    .expect("the subtree has a healthy weighted cluster");
+                for (c, &down) in failed.iter().enumerate() {
+                    if t.in_subtree(c, r) {
+                        prop_assert_eq!(sub.replicas[c], full.replicas[c], "{} under {}", t.name(c), t.name(r));
+                        if down {
+                            prop_assert_eq!(full.replicas[c], 0);
+                        }
+                    } else {
+                        prop_assert_eq!(full.replicas[c], plain.replicas[c], "{} outside {} moved", t.name(c), t.name(r));
+                    }
                 }
             }
         }
