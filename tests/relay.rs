@@ -1,5 +1,6 @@
 //! Relays through the `canopy` binary: which clusters a relay reconciles
-//! (`tree`), and what `validate` says while the agent is not built.
+//! (`tree`, `explain`, `status`), and what `validate` says while the agent
+//! is not built.
 
 mod common;
 use common::*;
@@ -50,6 +51,47 @@ fn tree_says_which_relay_reconciles_each_cluster() {
         out.contains("eu-west-1") && out.contains("via relay eu"),
         "{out}"
     );
+
+    // explain and status say it too.
+    let (code, out, err) = canopy(&["explain", dir.to_str().unwrap(), "web"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let line = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("eu-west-1 "))
+        .unwrap();
+    assert!(line.contains("; reconciled by relay eu"), "{out}");
+    let hub = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("hub "))
+        .unwrap();
+    assert!(!hub.contains("relay"), "{out}");
+    let state = tmp.path().join("state");
+    let (code, out, err) = canopy(&[
+        "status",
+        dir.to_str().unwrap(),
+        "--state",
+        state.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let line = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("eu-edge-paris "))
+        .unwrap();
+    assert!(line.ends_with("via relay eu"), "{out}");
+    let (_, out, _) = canopy(&[
+        "status",
+        dir.to_str().unwrap(),
+        "--state",
+        state.to_str().unwrap(),
+        "-o",
+        "json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    for c in v["clusters"].as_array().unwrap() {
+        let name = c["cluster"].as_str().unwrap();
+        let want = name.starts_with("eu-").then_some("eu");
+        assert_eq!(c["via_relay"].as_str(), want, "{name}");
+    }
 
     let (code, out, err) = canopy(&["validate", dir.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}{err}");

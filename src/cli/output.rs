@@ -647,6 +647,9 @@ pub fn status_text(lines: &[StatusLine]) -> String {
             _ => "never applied".to_string(),
         };
         let _ = write!(out, "{name:<width$}  {state:<16}  {rev}");
+        if let Some(relay) = &l.via_relay {
+            let _ = write!(out, "  via relay {relay}");
+        }
         if let Some(d) = &l.detail {
             let _ = write!(out, "  ({d})");
         }

@@ -81,6 +81,7 @@ pub fn explain(
         .and_then(|ws| ws.dynamic)
         .is_some_and(|d| d == DynamicWeight::Capacity);
     let mut clusters = Vec::new();
+    let by = crate::core::relay::reconcilers(checked);
     for &c in topo.preorder() {
         if only.is_some_and(|o| o != c) {
             continue;
@@ -130,6 +131,9 @@ pub fn explain(
         }
         if replicas == Some(0) && !(divided && failed[c]) {
             reason.push_str("; given no replicas, so nothing lands here");
+        }
+        if let Some(relay) = by[c] {
+            reason.push_str(&format!("; reconciled by relay {}", topo.name(relay)));
         }
         clusters.push(ClusterLine {
             cluster: cl.name().to_string(),

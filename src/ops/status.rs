@@ -107,6 +107,10 @@ pub struct StatusLine {
     /// "never". `status` then exits 3, as for any state error.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub record_unreadable: bool,
+    /// The relay that reconciles this cluster (`spec.relay` on an
+    /// ancestor); absent for the clusters the root process reaches.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub via_relay: Option<String>,
 }
 
 /// What `canopy status` shows.
@@ -167,6 +171,7 @@ pub fn clusters(report: &Report, backends: &dyn Backends) -> Vec<StatusLine> {
                 revision: last.as_ref().map(|m| m.revision.clone()),
                 applied_at: last.map(|m| m.at),
                 record_unreadable,
+                via_relay: None,
             }
         })
         .collect()
@@ -181,7 +186,16 @@ pub fn status(session: &mut Session<'_>, loaded: &Loaded) -> Result<Status, OpsE
         ..Options::default()
     };
     let run = session.run(loaded, &Selection::default(), opts, false)?;
-    let clusters = clusters(&run.report, &session.backends);
+    let mut clusters = clusters(&run.report, &session.backends);
+    let checked = &loaded.checked;
+    let by = crate::core::relay::reconcilers(checked);
+    for line in &mut clusters {
+        line.via_relay = checked
+            .topo
+            .get(&line.cluster)
+            .and_then(|c| by[c])
+            .map(|r| checked.topo.name(r).to_string());
+    }
     let workloads = workloads(&run.placed.renderer, &run.desired, &session.backends);
     Ok(Status {
         clusters,
