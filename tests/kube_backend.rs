@@ -949,3 +949,60 @@ fn failover_counts_a_cluster_with_no_ready_node_as_down() {
     assert_eq!(get(1, &deploy)["spec"]["replicas"], 2, "{out}");
     assert_eq!(on_n("GET", &deploy, None).unwrap()["spec"]["replicas"], 2);
 }
+
+/// A relay cluster gets its handoff through its API server: the CRD, the
+/// chunk Secrets and the `Handoff` index (in `canopy-system`, which the
+/// backend keeps for its inventory) are applied with the rest, read back from the server they decode to a
+/// handoff that opens on the relay's side, and a re-apply writes nothing.
+#[test]
+fn a_relay_cluster_gets_its_handoff_through_its_api_server() {
+    use canopy::core::{chunks, relay};
+    let ns = "t-relay";
+    let (k0, k1, k2) = (kubeconfig(0), kubeconfig(1), kubeconfig(2));
+    let f = fleet(
+        &[
+            ("root", None, &k0),
+            ("a", Some("root"), &k1),
+            ("b", Some("root"), &k2),
+        ],
+        &[
+            ("workloads/app/workload.yaml", &workload(ns)),
+            ("workloads/app/objects.yaml", &objects(ns, "green")),
+        ],
+    );
+    // root is the relay.
+    let clusters = f.path().join("clusters.yaml");
+    let text = std::fs::read_to_string(&clusters).unwrap();
+    let marked = text.replacen("name: root\nspec:\n", "name: root\nspec:\n  relay: {}\n", 1);
+    assert_ne!(marked, text);
+    std::fs::write(&clusters, marked).unwrap();
+
+    let (code, out, err) = canopy_on(f.path(), "relayed", &["apply", "DIR"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let index = get(
+        0,
+        "/apis/canopy.dev/v1alpha1/namespaces/canopy-system/handoffs/handoff",
+    );
+    assert_eq!(index["spec"]["relay"], "root", "{index}");
+    assert_eq!(index["metadata"]["labels"]["canopy.dev/fleet"], "relayed");
+    let secrets: std::collections::BTreeMap<String, Value> = chunks::chunk_names(&index)
+        .unwrap()
+        .into_iter()
+        .map(|n| {
+            let s = get(0, &format!("/api/v1/namespaces/canopy-system/secrets/{n}"));
+            (n, s)
+        })
+        .collect();
+    let h = chunks::decode(&index, &secrets).expect("the handoff reads back from the server");
+    let opened = relay::open(&h).unwrap_or_else(|d| panic!("{d:?}"));
+    assert!(opened.checked.topo.get("a").is_some() && opened.checked.topo.get("b").is_some());
+    // Only the relay's server has the kind.
+    assert!(!exists(
+        1,
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/handoffs.canopy.dev"
+    ));
+
+    let (code, out, _) = canopy_on(f.path(), "relayed", &["apply", "DIR"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.ends_with("no changes: 3 cluster(s) in sync\n"), "{out}");
+}

@@ -78,9 +78,22 @@ fn hash_hex(bytes: &[u8]) -> String {
     format!("{:016x}", StableHasher::new().bytes(bytes).finish())
 }
 
+/// What the chunks hold: the slice and the shares, not the revision. A
+/// commit that leaves a relay's slice as it was then rewrites only the
+/// index, and every chunk keeps its name.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Body {
+    files: BTreeMap<String, String>,
+    shares: BTreeMap<String, u32>,
+}
+
 /// Stores `h` as chunks and an index.
 pub fn encode(h: &Handoff) -> Stored {
-    let json = serde_json::to_vec(h).expect("a handoff serializes");
+    let body = Body {
+        files: h.files.clone(),
+        shares: h.shares.clone(),
+    };
+    let json = serde_json::to_vec(&body).expect("a handoff serializes");
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     gz.write_all(&json).expect("writing to memory");
     let packed = gz.finish().expect("writing to memory");
@@ -187,18 +200,89 @@ fn decode_within(
     if json.len() as u64 > limit {
         return Err(ChunkError::TooLarge { limit });
     }
-    let h: Handoff =
+    let body: Body =
         serde_json::from_slice(&json).map_err(|e| ChunkError::Inflate(e.to_string()))?;
-    let want = index
-        .pointer("/spec/digest")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
+    let field = |k: &str| {
+        index
+            .pointer(&format!("/spec/{k}"))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| ChunkError::Index(format!("spec.{k} is not a string")))
+    };
+    let want = field("digest")?;
+    let mut h = Handoff {
+        fleet: field("fleet")?,
+        relay: field("relay")?,
+        revision: field("revision")?,
+        files: body.files,
+        shares: body.shares,
+        digest: String::new(),
+    };
     let got = h.compute_digest();
-    if got != want || h.digest != want {
+    if got != want {
         return Err(ChunkError::Digest { want, got });
     }
+    h.digest = want;
     Ok(h)
+}
+
+/// The CustomResourceDefinition of the `Handoff` index: a namespaced kind
+/// whose spec names the chunks, with a status the relay writes back.
+pub fn crd() -> Value {
+    let string = json!({"type": "string"});
+    json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "handoffs.canopy.dev"},
+        "spec": {
+            "group": "canopy.dev",
+            "scope": "Namespaced",
+            "names": {
+                "kind": "Handoff",
+                "plural": "handoffs",
+                "singular": "handoff",
+                "listKind": "HandoffList",
+            },
+            "versions": [{
+                "name": "v1alpha1",
+                "served": true,
+                "storage": true,
+                "subresources": {"status": {}},
+                "schema": {"openAPIV3Schema": {
+                    "type": "object",
+                    "properties": {
+                        "spec": {
+                            "type": "object",
+                            "required": ["fleet", "relay", "revision", "digest", "encoding", "chunks"],
+                            "properties": {
+                                "fleet": string,
+                                "relay": string,
+                                "revision": string,
+                                "digest": string,
+                                "encoding": {"type": "string", "enum": ["json+gzip"]},
+                                "chunks": {
+                                    "type": "array",
+                                    "items": {
+                                        "type": "object",
+                                        "required": ["name", "hash", "bytes"],
+                                        "properties": {
+                                            "name": string,
+                                            "hash": string,
+                                            "bytes": {"type": "integer", "minimum": 0},
+                                        },
+                                    },
+                                },
+                            },
+                        },
+                        "status": {
+                            "type": "object",
+                            "x-kubernetes-preserve-unknown-fields": true,
+                        },
+                    },
+                }},
+            }],
+        },
+    })
 }
 
 #[cfg(test)]
@@ -255,8 +339,16 @@ mod tests {
         }
         assert_eq!(chunk_names(&s.index).unwrap().len(), s.chunks.len());
         assert_eq!(decode(&s.index, &by_name(&s)).unwrap(), h);
-        // The same content stores under the same names.
+        // The same content stores under the same names, and a new revision
+        // of the same slice changes the index alone.
         assert_eq!(encode(&h), s);
+        let mut next = h.clone();
+        next.revision = "r2".into();
+        next.digest = next.compute_digest();
+        let s2 = encode(&next);
+        assert_eq!(s2.chunks, s.chunks);
+        assert_ne!(s2.index, s.index);
+        assert_eq!(decode(&s2.index, &by_name(&s)).unwrap(), next);
     }
 
     #[test]
@@ -302,7 +394,7 @@ mod tests {
         let packed = gz.finish().unwrap();
         let hash = hash_hex(&packed);
         let b64 = base64::engine::general_purpose::STANDARD;
-        let index = json!({"spec": {"encoding": "json+gzip", "digest": "x",
+        let index = json!({"spec": {"encoding": "json+gzip", "digest": "x", "fleet": "f", "relay": "r", "revision": "v",
             "chunks": [{"name": "c", "hash": hash}]}});
         let chunks = BTreeMap::from([(
             "c".to_string(),

@@ -393,7 +393,7 @@ impl<'a> Renderer<'a> {
             .iter()
             .map(|o| crate::core::hash::json(&json!({"meta": o.meta, "spec": o.spec})))
             .collect();
-        (0..self.checked.topo.len())
+        let own = (0..self.checked.topo.len())
             .into_par_iter()
             .map(|c| {
                 let mut h = StableHasher::new();
@@ -410,7 +410,22 @@ impl<'a> Renderer<'a> {
                 }
                 h.finish()
             })
-            .collect()
+            .collect::<Vec<u64>>();
+        // A relay also holds its subtree's handoff, which changes whenever
+        // a render below it does.
+        let topo = &self.checked.topo;
+        let mut out = own.clone();
+        for (c, fp) in out.iter_mut().enumerate() {
+            if self.checked.cluster(c).spec.relay.is_some() {
+                let mut h = StableHasher::new();
+                h.u64(*fp);
+                for &d in topo.subtree(c) {
+                    h.u64(own[d]);
+                }
+                *fp = h.finish();
+            }
+        }
+        out
     }
 
     /// A hash of workload `wi`'s document and manifest files. Where it lands

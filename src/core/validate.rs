@@ -197,7 +197,7 @@ fn check_cluster(c: &Cluster, d: &mut Diagnostics) {
                 "relay: the relay's agent (`canopy agent`) is not part of this build yet, so its subtree is still reconciled by the process that reaches it",
             )
             .at(&c.source.loc_str("spec.relay"))
-            .hint("keep the mark: `canopy tree` shows the relay's subtree, and the handoff to the agent is cut from it"),
+            .hint("keep the mark: `canopy tree` shows the relay's subtree, and `apply` already writes the relay's handoff into it for the agent"),
         );
     }
     let cap = &c.spec.capacity;

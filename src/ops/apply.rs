@@ -265,8 +265,36 @@ impl Desired {
         self.clusters.contains_key(&c)
     }
 
-    /// Cluster `c`'s objects: (workload index, identity, object).
-    pub fn objects(&self, c: usize) -> impl Iterator<Item = (usize, &ObjectKey, Value)> + '_ {
+    /// Adds objects canopy itself puts on cluster `c` (a relay's handoff),
+    /// which belong to no workload, and keeps the cluster's apply order.
+    pub fn add(&mut self, c: usize, objects: Vec<(ObjectKey, Value)>) {
+        let list = self.clusters.entry(c).or_default();
+        for (key, value) in objects {
+            // The fleet's own object of that identity stands (a workload
+            // may declare the `canopy-system` Namespace itself).
+            if list.iter().any(|p| p.key == key) {
+                continue;
+            }
+            list.push(Packed {
+                key,
+                workload: None,
+                json: serde_json::to_vec(&value)
+                    .expect("JSON values serialize")
+                    .into_boxed_slice(),
+            });
+        }
+        list.sort_by(|a, b| {
+            (crate::core::kinds::apply_rank(&a.key.kind), &a.key)
+                .cmp(&(crate::core::kinds::apply_rank(&b.key.kind), &b.key))
+        });
+    }
+
+    /// Cluster `c`'s objects: (workload index, none for canopy's own,
+    /// identity, object).
+    pub fn objects(
+        &self,
+        c: usize,
+    ) -> impl Iterator<Item = (Option<usize>, &ObjectKey, Value)> + '_ {
         self.clusters
             .get(&c)
             .into_iter()
@@ -276,7 +304,7 @@ impl Desired {
 
     /// Each rendered cluster with its objects' identities and workloads
     /// (values are unpacked only where asked for, with [`Desired::value`]).
-    pub fn clusters(&self) -> impl Iterator<Item = (usize, Vec<(usize, &ObjectKey)>)> + '_ {
+    pub fn clusters(&self) -> impl Iterator<Item = (usize, Vec<(Option<usize>, &ObjectKey)>)> + '_ {
         self.clusters
             .iter()
             .map(|(&c, objs)| (c, objs.iter().map(|p| (p.workload, &p.key)).collect()))
@@ -372,7 +400,10 @@ pub fn run_rendered(
                     // Workloads a staged rollout holds back here stay out.
                     let packed: Vec<&Packed> = desired.clusters[&c]
                         .iter()
-                        .filter(|o| !pass.scope.excludes(name, workloads[o.workload].name()))
+                        .filter(|o| {
+                            let w = o.workload.map_or("", |w| workloads[w].name());
+                            !pass.scope.excludes(name, w)
+                        })
                         .collect();
                     let backend = backends.backend(name);
                     (
@@ -438,7 +469,8 @@ pub fn place_in_scope(scopes: &BTreeMap<TypeRef, bool>, key: &mut ObjectKey, v: 
 /// A rendered object waiting for its cluster's turn, as compact JSON.
 struct Packed {
     key: ObjectKey,
-    workload: usize,
+    /// `None` for canopy's own objects (a relay's handoff).
+    workload: Option<usize>,
     json: Box<[u8]>,
 }
 
@@ -446,7 +478,7 @@ impl Packed {
     fn new(o: Rendered) -> Packed {
         Packed {
             key: o.key,
-            workload: o.workload,
+            workload: Some(o.workload),
             json: serde_json::to_vec(&o.value)
                 .expect("JSON values serialize")
                 .into_boxed_slice(),
@@ -507,7 +539,9 @@ fn reconcile(
     // and the revision that last wrote it (a new one is stamped on write).
     for ((o, key), v) in packed.iter().zip(&keys).zip(values.iter_mut()) {
         if let Some(l) = live_by_key.get(key) {
-            crate::core::retain::retain(v, l, key, &fleet.workloads[o.workload].spec.retain);
+            if let Some(w) = o.workload {
+                crate::core::retain::retain(v, l, key, &fleet.workloads[w].spec.retain);
+            }
             keep_revision(v, l);
         }
     }
@@ -532,7 +566,9 @@ fn reconcile(
         .map(|(((o, key), value), server)| diff::Desired {
             key,
             value,
-            ignore: &fleet.workloads[o.workload].spec.ignore_differences,
+            ignore: o
+                .workload
+                .map_or(&[][..], |w| &fleet.workloads[w].spec.ignore_differences),
             server,
         })
         .collect();

@@ -8,6 +8,7 @@ pub mod apply;
 pub mod base;
 pub mod diff;
 pub mod error;
+pub mod handoff;
 pub mod health;
 pub mod progress;
 pub mod rollout;

@@ -515,7 +515,7 @@ fn gate(
                     // The objects this run applied, not a second render.
                     let objects: Vec<serde_json::Value> = desired
                         .objects(c)
-                        .filter(|(w, _, _)| *w == p.workload)
+                        .filter(|(w, _, _)| *w == Some(p.workload))
                         .map(|(_, _, v)| v)
                         .collect();
                     let refs: Vec<&serde_json::Value> = objects.iter().collect();

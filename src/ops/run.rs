@@ -344,8 +344,11 @@ impl<'i> Session<'i> {
         &self,
         placed: &Placed<'_>,
         targets: Option<&BTreeSet<usize>>,
+        revision: &Revision,
     ) -> Result<Desired, Diagnostics> {
-        Desired::render(&placed.renderer, targets)
+        let mut desired = Desired::render(&placed.renderer, targets)?;
+        super::handoff::add_to(&mut desired, &placed.renderer, &revision.to_string());
+        Ok(desired)
     }
 
     /// Applies (or, with `dry_run`, computes) the rendered fleet down the
@@ -413,7 +416,7 @@ impl<'i> Session<'i> {
             Vec::new()
         };
         let desired = self
-            .render(&placed, targets.as_ref())
+            .render(&placed, targets.as_ref(), &loaded.revision)
             .map_err(OpsError::Render)?;
         let rollout::Applied {
             report,
@@ -693,7 +696,7 @@ spec:
         let loaded = src.load(None).unwrap();
         let mut s = session(&src, Access::Write);
         let placed = s.place(&loaded.checked).unwrap();
-        let desired = s.render(&placed, None).unwrap();
+        let desired = s.render(&placed, None, &loaded.revision).unwrap();
         let obstruct = Obstruct {
             inner: &s.backends,
             file: s.state.join("rollouts.json"),

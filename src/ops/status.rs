@@ -35,7 +35,7 @@ pub fn workloads(
     let checked = r.checked;
     let fleet = &checked.fleet;
     let topo = &checked.topo;
-    let clusters: Vec<(usize, Vec<(usize, &ObjectKey)>)> = desired.clusters().collect();
+    let clusters: Vec<_> = desired.clusters().collect();
     let per_cluster: Vec<(usize, BTreeMap<String, Counts>)> = clusters
         .into_par_iter()
         .filter_map(|(c, objs)| {
@@ -43,6 +43,7 @@ pub fn workloads(
                 .into_iter()
                 .enumerate()
                 .filter_map(|(i, (wi, key))| {
+                    let wi = wi?;
                     let w = &fleet.workloads[wi];
                     let ptr = kinds::replica_pointer(
                         &key.group,

@@ -520,7 +520,7 @@ impl<'a> Watch<'a> {
         ) {
             warn!(error = %e, "cannot record the revision being rendered");
         }
-        let desired = self.session.render(&placed, Some(&targets));
+        let desired = self.session.render(&placed, Some(&targets), &good.revision);
         if let Err(e) = Rendering::finish(&self.session.state) {
             warn!(error = %e, "cannot clear the record of the revision being rendered");
         }
