@@ -296,6 +296,77 @@ mod tests {
         }
     }
 
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+        /// Failover inside a relay's subtree, rendered: with clusters below
+        /// the relay down, the relay's render from its handoff (the shares
+        /// the full run gave) equals the full run's failover render below
+        /// it, and no cluster outside its subtree renders differently from
+        /// a run without the failures.
+        #[test]
+        fn a_relay_fails_over_inside_its_subtree_as_the_root_would(
+            clusters in 12usize..80,
+            workloads in 1usize..8,
+            pick in any::<prop::sample::Index>(),
+            seed in any::<u64>(),
+        ) {
+            let (_d, plain) = synth_fleet(clusters, workloads);
+            let inner: Vec<usize> = (0..plain.topo.len())
+                .filter(|&c| plain.topo.children(c).len() > 1)
+                .collect();
+            prop_assume!(!inner.is_empty());
+            let relay = inner[pick.index(inner.len())];
+            let checked = with_relays(&plain, &[relay]);
+            let topo = &checked.topo;
+            let down: Vec<bool> = (0..topo.len())
+                .map(|c| c != relay && topo.in_subtree(c, relay) && (seed >> (c % 64)) & 1 == 1)
+                .collect();
+            let before = Renderer::new(&checked);
+            // Every Divided workload keeps a healthy weighted cluster below
+            // the relay, or has none there: else the level above re-divides.
+            for p in before.placements.iter().flatten() {
+                let weighted: Vec<usize> = topo
+                    .subtree(relay)
+                    .iter()
+                    .copied()
+                    .filter(|&c| p.chosen[c] && p.weight[c] > 0)
+                    .collect();
+                prop_assume!(weighted.is_empty() || weighted.iter().any(|&c| !down[c]));
+            }
+            let failed = vec![down.clone(); checked.fleet.workloads.len()];
+            let full = Renderer::with_failover(&checked, &failed);
+            prop_assert!(!full.diagnostics.has_errors(), "{:?}", full.diagnostics);
+            let h = handoff(&full, relay, "rev");
+            let o = open(&h).unwrap_or_else(|d| panic!("{d:?}"));
+            let local_down: Vec<bool> = (0..o.checked.topo.len())
+                .map(|l| down[topo.get(o.checked.topo.name(l)).unwrap()])
+                .collect();
+            let mine = Renderer::for_subtree(
+                &o.checked,
+                o.relay,
+                &h.shares,
+                &vec![local_down; o.checked.fleet.workloads.len()],
+            );
+            prop_assert!(!mine.diagnostics.has_errors(), "{:?}", mine.diagnostics);
+            for c in 0..topo.len() {
+                let name = topo.name(c);
+                if c == relay {
+                    // The relay is a party of its own subtree's division
+                    // (it may take a failed child's replicas); the level
+                    // above reconciles it.
+                    continue;
+                }
+                if topo.in_subtree(c, relay) {
+                    let local = o.checked.topo.get(name).unwrap();
+                    prop_assert_eq!(objects(&mine, local), objects(&full, c), "{} under {}", name, topo.name(relay));
+                } else {
+                    prop_assert_eq!(objects(&full, c), objects(&before, c), "{} outside {} moved", name, topo.name(relay));
+                }
+            }
+        }
+    }
+
     #[test]
     fn a_damaged_handoff_is_refused() {
         let (_d, checked) = synth_fleet(30, 3);
