@@ -291,6 +291,34 @@ fn a_failing_parent_skips_its_subtree_and_the_next_apply_completes() {
     );
 }
 
+/// `diff` only reads, so a parent that cannot be diffed hides nothing
+/// below it (issue 16, item 4): its children's drift is still shown, and
+/// the parent's failure beside it, with exit 4. `apply` still skips them.
+#[test]
+fn diff_reads_the_children_of_a_parent_that_failed() {
+    let state = tempfile::tempdir().unwrap();
+    let st = s(state.path());
+    assert_eq!(canopy(&["apply", "fleet-example", "--state", st]).0, 0);
+    std::fs::write(state.path().join("clusters/us.json"), "{\"objects\": [").unwrap();
+    edit_state(state.path(), "us-east-1", |v| {
+        v["objects"][obj_id("apps", "Deployment", "shop", "web")]["spec"]["replicas"] = json!(1);
+    });
+    let (code, out, _) = canopy(&["diff", "fleet-example", "--state", st]);
+    assert_eq!(code, 4, "{out}");
+    assert!(out.contains("# us: cannot diff: state file"), "{out}");
+    assert!(
+        out.contains("us-east-1") && out.contains("-  replicas: 1"),
+        "the child's drift is shown: {out}"
+    );
+    assert!(out.contains("1 failed, 0 skipped"), "{out}");
+    let (code, out, _) = canopy(&["apply", "fleet-example", "--state", st, "--dry-run"]);
+    assert_eq!(code, 4, "{out}");
+    assert!(
+        out.contains("us-east-1: skipped: parent us failed"),
+        "{out}"
+    );
+}
+
 #[test]
 fn corrupt_state_is_named_and_nothing_else_is_touched() {
     let state = tempfile::tempdir().unwrap();

@@ -39,6 +39,11 @@ pub struct Options {
     /// its desired objects to be healthy; an unhealthy cluster fails and
     /// its subtree is skipped.
     pub wait: Option<std::time::Duration>,
+    /// A dry run that only reads (`diff`, `status`) still looks at the
+    /// children of a parent that failed, and reports the parent's failure
+    /// beside them: reading a child needs nothing of its parent. Apply, its
+    /// dry run included, skips them, as writing would.
+    pub read_under_failed_parents: bool,
 }
 
 /// How the operation running the executor steers one pass over the
@@ -93,6 +98,7 @@ impl Default for Options {
             concurrency: 8,
             keep_values: false,
             wait: None,
+            read_under_failed_parents: false,
         }
     }
 }
@@ -376,7 +382,8 @@ pub fn run_rendered(
                     let parent = topo
                         .parent(c)
                         .and_then(|p| outcomes.get(&p).map(|o| (p, o)));
-                    if let Some((p, o)) = parent.filter(|(_, o)| o.blocks_children()) {
+                    let reads_on = opts.dry_run && opts.read_under_failed_parents;
+                    if let Some((p, o)) = parent.filter(|(_, o)| o.blocks_children() && !reads_on) {
                         let p = topo.name(p).to_string();
                         let reason = match o {
                             Outcome::Failed { .. } => Skip::ParentFailed(p),

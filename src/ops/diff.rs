@@ -19,6 +19,7 @@ pub fn live(
     let opts = Options {
         dry_run: true,
         keep_values: true,
+        read_under_failed_parents: true,
         ..Options::default()
     };
     Ok(session.run(loaded, selection, opts, true)?.report)
