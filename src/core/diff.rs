@@ -243,7 +243,7 @@ pub fn diff_cluster(desired: &[Desired<'_>], live: &[Value], prune: bool) -> Clu
         }
     }
     out.changes
-        .sort_by(|a, b| order(a.key()).cmp(&order(b.key())));
+        .sort_by(|a, b| kinds::apply_order(a.key()).cmp(&kinds::apply_order(b.key())));
     let mut deletes: Vec<Change> = Vec::new();
     for (k, l) in live_by_key {
         if prune && !prune_disabled(l) {
@@ -256,13 +256,9 @@ pub fn diff_cluster(desired: &[Desired<'_>], live: &[Value], prune: bool) -> Clu
         }
     }
     // Deletions in reverse apply order: workloads before their Namespace.
-    deletes.sort_by(|a, b| order(b.key()).cmp(&order(a.key())));
+    deletes.sort_by(|a, b| kinds::apply_order(b.key()).cmp(&kinds::apply_order(a.key())));
     out.changes.extend(deletes);
     out
-}
-
-fn order(k: &ObjectKey) -> (usize, &ObjectKey) {
-    (kinds::apply_rank(&k.kind), k)
 }
 
 fn comparable(v: &Value, key: &ObjectKey, ignore: &[FieldRule]) -> Value {

@@ -5,7 +5,7 @@
 //! Render and plan both sort with [`apply_rank`], so the order a user sees in
 //! `canopy render` is the order `apply` writes in.
 
-use crate::core::model::ReplicaPath;
+use crate::core::model::{ObjectKey, ReplicaPath};
 
 /// Built-in cluster-scoped kinds, by (group, kind). Custom resources are
 /// namespaced unless a CustomResourceDefinition in the same render says
@@ -105,6 +105,13 @@ const ORDER: &[&str] = &[
 /// Rank of a kind in apply order; lower applies first.
 pub fn apply_rank(kind: &str) -> usize {
     ORDER.iter().position(|k| *k == kind).unwrap_or(ORDER.len())
+}
+
+/// The sort key of an object in apply order: its kind's rank, then its
+/// identity (group, kind, namespace, name). Render, diff and the objects
+/// a run adds to a cluster all sort by it.
+pub fn apply_order(key: &ObjectKey) -> (usize, &ObjectKey) {
+    (apply_rank(&key.kind), key)
 }
 
 /// Which stage of a write a kind is in: Namespaces (0), then CRDs (1,

@@ -975,9 +975,7 @@ fn label(obj: &mut Value, fleet: &str, workload: &str, cluster: &str, file: &str
 /// Apply order: kind rank (Namespaces, CRDs first), then group, kind,
 /// namespace, name.
 pub fn sort_objects(objs: &mut [Rendered]) {
-    objs.sort_by(|a, b| {
-        (kinds::apply_rank(&a.key.kind), &a.key).cmp(&(kinds::apply_rank(&b.key.kind), &b.key))
-    });
+    objs.sort_by(|a, b| kinds::apply_order(&a.key).cmp(&kinds::apply_order(&b.key)));
 }
 
 /// The rendered fleet: clusters in tree order with their objects.

@@ -290,8 +290,7 @@ impl Desired {
             });
         }
         list.sort_by(|a, b| {
-            (crate::core::kinds::apply_rank(&a.key.kind), &a.key)
-                .cmp(&(crate::core::kinds::apply_rank(&b.key.kind), &b.key))
+            crate::core::kinds::apply_order(&a.key).cmp(&crate::core::kinds::apply_order(&b.key))
         });
     }
 
