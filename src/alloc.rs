@@ -27,9 +27,9 @@ thread_local! {
     /// allowance. Const-initialised without a destructor, so reading it
     /// from inside the allocator allocates nothing.
     static LEFT: Cell<usize> = const { Cell::new(usize::MAX) };
-    /// The message to print when the allowance runs out (borrowed from the
-    /// live [`Allowance`]).
-    static WHAT: Cell<(*const u8, usize)> = const { Cell::new((std::ptr::null(), 0)) };
+    /// The pieces of the message to print when the allowance runs out
+    /// (borrowed from the live [`Allowance`]).
+    static WHAT: Cell<(*const &'static str, usize)> = const { Cell::new((std::ptr::null(), 0)) };
 }
 
 /// Counts `n` bytes against this thread's allowance, if it has one.
@@ -50,18 +50,21 @@ fn charge(n: usize) {
 /// Prints the allowance's message and ends the process. Allocates nothing.
 #[cold]
 fn exhausted() -> ! {
-    let (ptr, len) = WHAT.try_with(Cell::get).unwrap_or((std::ptr::null(), 0));
-    let fallback: &[u8] = b"canopy: error: a render passed canopy's memory limit\n";
-    let (ptr, len) = if ptr.is_null() {
-        (fallback.as_ptr(), fallback.len())
+    let (ptr, n) = WHAT.try_with(Cell::get).unwrap_or((std::ptr::null(), 0));
+    let fallback: &[&str] = &["canopy: error: a render passed canopy's memory limit\n"];
+    // SAFETY: `ptr`/`n` come from the slice the live `Allowance` borrows,
+    // whose pieces it borrows too (or the static fallback).
+    let parts: &[&str] = if ptr.is_null() {
+        fallback
     } else {
-        (ptr, len)
+        unsafe { std::slice::from_raw_parts(ptr, n) }
     };
-    // SAFETY: `ptr`/`len` come from a `&str` that the live `Allowance`
-    // borrows (or the static fallback); write(2) and _exit(2) are
-    // async-signal-safe and allocate nothing.
+    // SAFETY: write(2) and _exit(2) are async-signal-safe and allocate
+    // nothing.
     unsafe {
-        libc::write(2, ptr.cast(), len);
+        for p in parts {
+            libc::write(2, p.as_ptr().cast(), p.len());
+        }
         libc::_exit(2)
     }
 }
@@ -101,18 +104,23 @@ unsafe impl GlobalAlloc for Canopy {
 /// tests).
 pub struct Allowance<'m> {
     allowed: usize,
-    outer: (usize, (*const u8, usize)),
+    outer: (usize, (*const &'static str, usize)),
     /// Borrows the message and stays on its thread.
-    _message: PhantomData<(&'m str, *const ())>,
+    _message: PhantomData<(&'m [&'m str], *const ())>,
 }
 
-/// Takes an allowance of `bytes` for this thread. `message` is printed as
-/// is (end it with a newline) if the allowance runs out.
-pub fn allow(bytes: usize, message: &str) -> Allowance<'_> {
+/// Takes an allowance of `bytes` for this thread. `message` is printed,
+/// piece after piece, if the allowance runs out (end it with a newline).
+/// In pieces so that a caller names what it renders without formatting a
+/// message for every render, nearly all of which never need it.
+pub fn allow<'m>(bytes: usize, message: &'m [&'m str]) -> Allowance<'m> {
     let allowed = bytes.min(usize::MAX - 1);
+    // The lifetime is erased only for the thread-local; the Allowance
+    // borrows `message` for 'm and takes the pointer back when dropped.
+    let ptr = message.as_ptr().cast::<&'static str>();
     let outer = (
         LEFT.with(|l| l.replace(allowed)),
-        WHAT.with(|w| w.replace((message.as_ptr(), message.len()))),
+        WHAT.with(|w| w.replace((ptr, message.len()))),
     );
     Allowance {
         allowed,
@@ -153,17 +161,17 @@ mod tests {
     fn allowances_nest_and_restore() {
         assert_eq!(LEFT.with(Cell::get), usize::MAX);
         {
-            let _outer = allow(1000, "outer\n");
+            let _outer = allow(1000, &["outer", "\n"]);
             charge(100);
             assert_eq!(LEFT.with(Cell::get), 900);
             {
-                let _inner = allow(50, "inner\n");
+                let _inner = allow(50, &["inner\n"]);
                 charge(10);
                 assert_eq!(LEFT.with(Cell::get), 40);
-                assert_eq!(WHAT.with(Cell::get).1, "inner\n".len());
+                assert_eq!(WHAT.with(Cell::get).1, 1);
             }
             assert_eq!(LEFT.with(Cell::get), 900);
-            assert_eq!(WHAT.with(Cell::get).1, "outer\n".len());
+            assert_eq!(WHAT.with(Cell::get).1, 2);
         }
         assert_eq!(LEFT.with(Cell::get), usize::MAX);
         charge(usize::MAX - 1);

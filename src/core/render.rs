@@ -802,6 +802,15 @@ const OUTPUT_LIMIT: &str = "the rendered text passed 8 MiB (canopy's limit per m
 /// renders at once (this machine's two cores) stay under 256 MiB.
 pub const TEMPLATE_MEMORY: usize = 64 << 20;
 
+/// The end of the message when a render passes [`TEMPLATE_MEMORY`]
+/// (formatted once, not for every render).
+static MEMORY_LIMIT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        " took more than {} MiB of memory (canopy's limit per template render); canopy stopped before applying anything of this revision\n  help: look for lists or strings built up in a loop (`x = x + x`)\n",
+        TEMPLATE_MEMORY >> 20
+    )
+});
+
 /// Renders `tmpl` within canopy's limits on fuel, output and memory.
 fn render_bounded(
     tmpl: &minijinja::Template<'_, '_>,
@@ -809,10 +818,13 @@ fn render_bounded(
     file: &str,
     cluster: &str,
 ) -> Result<String, minijinja::Error> {
-    let message = format!(
-        "error: {file}: rendering for cluster {cluster} took more than {} MiB of memory (canopy's limit per template render); canopy stopped before applying anything of this revision\n  help: look for lists or strings built up in a loop (`x = x + x`)\n",
-        TEMPLATE_MEMORY >> 20
-    );
+    let message = [
+        "error: ",
+        file,
+        ": rendering for cluster ",
+        cluster,
+        MEMORY_LIMIT.as_str(),
+    ];
     let mut out = Bounded(Vec::new());
     {
         let _allowance = crate::alloc::allow(TEMPLATE_MEMORY, &message);
