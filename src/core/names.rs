@@ -118,40 +118,31 @@ pub fn is_unsafe(c: char) -> bool {
 /// `s` with every unsafe character written as a `\u{..}` escape, so a
 /// hostile name or file name is shown, not obeyed, by a terminal.
 pub fn shown(s: &str) -> Cow<'_, str> {
-    if !s.chars().any(is_unsafe) {
-        return Cow::Borrowed(s);
-    }
-    Cow::Owned(
-        s.chars()
-            .map(|c| {
-                if is_unsafe(c) {
-                    c.escape_unicode().to_string()
-                } else {
-                    c.to_string()
-                }
-            })
-            .collect(),
-    )
+    escaped(s, is_unsafe)
 }
 
 /// [`shown`] for text that may hold line breaks and tabs of its own (a
 /// message with its hint): those are kept, every other unsafe character is
 /// escaped.
 pub fn shown_text(s: &str) -> Cow<'_, str> {
-    if !s.chars().any(|c| is_unsafe(c) && c != '\n' && c != '\t') {
+    escaped(s, |c| is_unsafe(c) && c != '\n' && c != '\t')
+}
+
+/// `s` with each character `escape` picks written as a `\u{..}` escape;
+/// borrowed when there is none.
+fn escaped(s: &str, escape: impl Fn(char) -> bool) -> Cow<'_, str> {
+    if !s.chars().any(&escape) {
         return Cow::Borrowed(s);
     }
-    Cow::Owned(
-        s.chars()
-            .map(|c| {
-                if is_unsafe(c) && c != '\n' && c != '\t' {
-                    c.escape_unicode().to_string()
-                } else {
-                    c.to_string()
-                }
-            })
-            .collect(),
-    )
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if escape(c) {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
 }
 
 #[cfg(test)]
