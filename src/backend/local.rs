@@ -186,6 +186,27 @@ impl LocalCluster {
         Ok(())
     }
 
+    /// Holds this cluster's own lock until dropped. The store's lock keeps
+    /// two canopy runs from writing one state folder; this one orders the
+    /// writes to one cluster's file of that run and of a relay agent
+    /// writing its report and Lease there (an API server orders them the
+    /// same way), so neither loses the other's update.
+    fn hold(&self) -> Result<File, BackendError> {
+        let path = self.dir.join(format!(".{}.lock", self.name));
+        let io = |source| BackendError::Io {
+            path: path.clone(),
+            source,
+        };
+        let f = crate::sys::files::private()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io)?;
+        f.lock().map_err(io)?;
+        Ok(f)
+    }
+
     /// Replaces the file atomically.
     fn store(&self, st: &ClusterState) -> Result<(), BackendError> {
         let io = |source| BackendError::Io {
@@ -199,9 +220,38 @@ impl LocalCluster {
     /// Marks the cluster (un)reachable: the local backend's fault switch,
     /// used by tests and by `canopy` users rehearsing an outage.
     pub fn set_unreachable(&self, unreachable: bool) -> Result<(), BackendError> {
+        let _held = self.hold()?;
         let mut st = self.load()?;
         st.unreachable = unreachable;
         self.store(&st)
+    }
+}
+
+impl LocalCluster {
+    /// Gives `obj`, about to be stored as `id`, the metadata a server
+    /// sets: a new resourceVersion, and the uid, creation time and
+    /// generation it keeps or starts.
+    fn stamp(&self, st: &mut ClusterState, id: &str, obj: &mut Value) {
+        st.resource_version += 1;
+        let rv = st.resource_version;
+        let (uid, created, generation) = match st.objects.get(id) {
+            Some(old) => {
+                let m = &old["metadata"];
+                let gen = m["generation"].as_u64().unwrap_or(1);
+                let bumped = if spec_part(old) != spec_part(obj) {
+                    gen + 1
+                } else {
+                    gen
+                };
+                (m["uid"].clone(), m["creationTimestamp"].clone(), bumped)
+            }
+            None => (json!(new_uid(&self.name, id, rv)), json!(now_rfc3339()), 1),
+        };
+        let m = &mut obj["metadata"];
+        m["uid"] = uid;
+        m["creationTimestamp"] = created;
+        m["generation"] = json!(generation);
+        m["resourceVersion"] = json!(rv.to_string());
     }
 }
 
@@ -318,34 +368,22 @@ impl ClusterBackend for LocalCluster {
             return Ok(());
         }
         assert!(self.writable, "write on a read-only local store");
+        let _held = self.hold().map_err(fail)?;
         let mut st = self.load().map_err(fail)?;
         self.check_reachable(&st).map_err(fail)?;
-        let now = now_rfc3339();
         for ch in changes {
             let id = object_id(ch.key());
             match ch {
                 Change::Create { desired, .. } | Change::Update { desired, .. } => {
-                    st.resource_version += 1;
-                    let rv = st.resource_version;
                     let mut obj = desired.clone();
-                    let (uid, created, generation) = match st.objects.get(&id) {
-                        Some(old) => {
-                            let m = &old["metadata"];
-                            let gen = m["generation"].as_u64().unwrap_or(1);
-                            let bumped = if spec_part(old) != spec_part(&obj) {
-                                gen + 1
-                            } else {
-                                gen
-                            };
-                            (m["uid"].clone(), m["creationTimestamp"].clone(), bumped)
+                    // As an API server does for a kind with a status
+                    // subresource: a write of the object keeps its status.
+                    if obj.get("status").is_none() {
+                        if let Some(status) = st.objects.get(&id).and_then(|o| o.get("status")) {
+                            obj["status"] = status.clone();
                         }
-                        None => (json!(new_uid(&self.name, &id, rv)), json!(now.clone()), 1),
-                    };
-                    let m = &mut obj["metadata"];
-                    m["uid"] = uid;
-                    m["creationTimestamp"] = created;
-                    m["generation"] = json!(generation);
-                    m["resourceVersion"] = json!(rv.to_string());
+                    }
+                    self.stamp(&mut st, &id, &mut obj);
                     st.objects.insert(id, obj);
                 }
                 Change::Delete { .. } => {
@@ -360,6 +398,71 @@ impl ClusterBackend for LocalCluster {
 
     fn last_applied(&self) -> Result<Option<ApplyMeta>, BackendError> {
         Ok(self.load()?.last_applied)
+    }
+
+    fn get(&self, _t: &super::TypeRef, key: &ObjectKey) -> Result<Option<Value>, BackendError> {
+        let mut st = self.load()?;
+        self.check_reachable(&st)?;
+        Ok(st.objects.remove(&object_id(key)))
+    }
+
+    /// Allowed on a store opened read-only: a relay agent writes its report
+    /// into its own cluster, which lives in its parent's state folder, while
+    /// the parent's run may hold that folder's lock.
+    fn set_status(
+        &self,
+        _t: &super::TypeRef,
+        key: &ObjectKey,
+        status: &Value,
+    ) -> Result<(), BackendError> {
+        let _held = self.hold()?;
+        let mut st = self.load()?;
+        self.check_reachable(&st)?;
+        let id = object_id(key);
+        let Some(mut obj) = st.objects.get(&id).cloned() else {
+            return Err(BackendError::Io {
+                path: self.path.clone(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("{key} is not in cluster {}", self.name),
+                ),
+            });
+        };
+        obj["status"] = status.clone();
+        self.stamp(&mut st, &id, &mut obj);
+        st.objects.insert(id, obj);
+        self.store(&st)
+    }
+
+    /// Allowed on a store opened read-only, as [`Self::set_status`].
+    fn put(&self, obj: &Value) -> Result<Option<Value>, BackendError> {
+        let key = ObjectKey::of(obj).ok_or_else(|| BackendError::Io {
+            path: self.path.clone(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "an object without kind or name",
+            ),
+        })?;
+        let _held = self.hold()?;
+        let mut st = self.load()?;
+        self.check_reachable(&st)?;
+        let id = object_id(&key);
+        let expected = obj
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str);
+        let live = st
+            .objects
+            .get(&id)
+            .and_then(|o| o.pointer("/metadata/resourceVersion"))
+            .and_then(Value::as_str);
+        if expected != live {
+            return Ok(None);
+        }
+        let mut obj = obj.clone();
+        self.stamp(&mut st, &id, &mut obj);
+        st.objects.insert(id, obj.clone());
+        self.store(&st)?;
+        Ok(Some(obj))
     }
 }
 
@@ -425,6 +528,69 @@ mod tests {
         assert_eq!(m["uid"], uid, "uid survives updates");
         assert!(c.list_owned("other-fleet", &[]).unwrap().is_empty());
         assert_eq!(c.last_applied().unwrap().unwrap().revision, "r1");
+    }
+
+    /// What a relay agent writes into its parent's state folder while the
+    /// parent's run holds the folder's lock: a status that the parent's
+    /// next write of the object keeps, and a Lease written only over the
+    /// version read.
+    #[test]
+    fn status_and_compare_and_swap_writes_beside_a_locked_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        let c = store.cluster("a");
+        c.write(
+            &[Change::Create {
+                key: key("x"),
+                desired: cm("x", "1"),
+            }],
+            &meta(),
+        )
+        .unwrap();
+        let t = crate::backend::TypeRef {
+            api_version: "v1".into(),
+            kind: "ConfigMap".into(),
+        };
+        // Another process's view: read-only, no store lock.
+        let other = LocalStore::open_read_only(dir.path()).cluster("a");
+        other
+            .set_status(&t, &key("x"), &json!({"seen": 1}))
+            .unwrap();
+        assert!(other.set_status(&t, &key("y"), &json!({})).is_err());
+        let live = c.get(&t, &key("x")).unwrap().unwrap();
+        assert_eq!(live["status"]["seen"], 1);
+        c.write(
+            &[Change::Update {
+                key: key("x"),
+                live: live.clone(),
+                desired: cm("x", "2"),
+                merged: None,
+            }],
+            &meta(),
+        )
+        .unwrap();
+        let live = c.get(&t, &key("x")).unwrap().unwrap();
+        assert_eq!(
+            (live["data"]["k"].clone(), live["status"]["seen"].clone()),
+            (json!("2"), json!(1))
+        );
+
+        let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": "l", "namespace": "ns"}, "spec": {"holderIdentity": "p"}});
+        let made = other.put(&lease).unwrap().expect("created");
+        assert_eq!(
+            other.put(&lease).unwrap(),
+            None,
+            "it exists: a create loses"
+        );
+        let mut next = made.clone();
+        next["spec"]["holderIdentity"] = json!("q");
+        let taken = other.put(&next).unwrap().expect("the version read is live");
+        assert_ne!(
+            taken["metadata"]["resourceVersion"],
+            made["metadata"]["resourceVersion"]
+        );
+        assert_eq!(other.put(&next).unwrap(), None, "a stale version loses");
     }
 
     #[test]

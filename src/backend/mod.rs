@@ -280,6 +280,20 @@ pub trait ClusterBackend: Send + Sync {
     }
     /// What the last successful apply recorded.
     fn last_applied(&self) -> Result<Option<ApplyMeta>, BackendError>;
+    /// One object by kind and identity, `None` when there is none (or its
+    /// kind is not served). canopy's own records are read this way: a
+    /// relay's handoff and its agent's Lease, which belong to no fleet
+    /// listing.
+    fn get(&self, t: &TypeRef, key: &ObjectKey) -> Result<Option<Value>, BackendError>;
+    /// Replaces the `status` of an existing object and nothing else (its
+    /// status subresource): a relay reports on its handoff this way, and a
+    /// parent's apply of the handoff never takes the report away.
+    fn set_status(&self, t: &TypeRef, key: &ObjectKey, status: &Value) -> Result<(), BackendError>;
+    /// Creates `obj`, or, when it carries `metadata.resourceVersion`,
+    /// replaces the object if that is still its live version. `Ok(None)`
+    /// when another writer came first (the object exists, or has changed):
+    /// the compare-and-swap leader election needs.
+    fn put(&self, obj: &Value) -> Result<Option<Value>, BackendError>;
     /// Whether controllers run the objects and report their readiness in
     /// `status` (a real cluster). Without them (the local backend), an
     /// object held counts as ready as written.

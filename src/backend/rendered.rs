@@ -44,6 +44,31 @@ impl ClusterBackend for RenderedCluster<'_> {
     fn last_applied(&self) -> Result<Option<ApplyMeta>, BackendError> {
         Ok(None)
     }
+
+    fn get(
+        &self,
+        _t: &super::TypeRef,
+        key: &crate::core::model::ObjectKey,
+    ) -> Result<Option<Value>, BackendError> {
+        Ok(self
+            .objects
+            .iter()
+            .find(|o| crate::core::model::ObjectKey::of(o).as_ref() == Some(key))
+            .cloned())
+    }
+
+    fn set_status(
+        &self,
+        _t: &super::TypeRef,
+        _key: &crate::core::model::ObjectKey,
+        _status: &Value,
+    ) -> Result<(), BackendError> {
+        unreachable!("a rendered base is only compared with, never written")
+    }
+
+    fn put(&self, _obj: &Value) -> Result<Option<Value>, BackendError> {
+        unreachable!("a rendered base is only compared with, never written")
+    }
 }
 
 impl Backends for RenderedState {

@@ -37,8 +37,8 @@ use std::time::{Duration, Instant};
 use futures::{stream, StreamExt};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use kube::core::params::{
-    DeleteParams, GetParams, ListParams, Patch, PatchParams, Preconditions, PropagationPolicy,
-    ValidationDirective,
+    DeleteParams, GetParams, ListParams, Patch, PatchParams, PostParams, Preconditions,
+    PropagationPolicy, ValidationDirective,
 };
 use kube::core::Request;
 use serde_json::Value;
@@ -202,6 +202,15 @@ impl ClusterBackend for Unusable {
         })
     }
     fn last_applied(&self) -> Result<Option<ApplyMeta>, BackendError> {
+        Err(self.error())
+    }
+    fn get(&self, _: &TypeRef, _: &ObjectKey) -> Result<Option<Value>, BackendError> {
+        Err(self.error())
+    }
+    fn set_status(&self, _: &TypeRef, _: &ObjectKey, _: &Value) -> Result<(), BackendError> {
+        Err(self.error())
+    }
+    fn put(&self, _: &Value) -> Result<Option<Value>, BackendError> {
         Err(self.error())
     }
 }
@@ -753,8 +762,100 @@ impl ClusterBackend for Arc<KubeCluster> {
         }
         self.block_on(self.read_inventory()).map(|i| i.applied)
     }
+
+    fn get(&self, t: &TypeRef, key: &ObjectKey) -> Result<Option<Value>, BackendError> {
+        self.block_on(async {
+            let fail = |error| self.error(Some(key), error);
+            let Some(r) = self.resource(t).await.map_err(fail)? else {
+                return Ok(None);
+            };
+            match KubeCluster::get(self, &r, &locator(t, key)).await {
+                Ok(mut v) => {
+                    v["kind"] = Value::String(t.kind.clone());
+                    Ok(Some(v))
+                }
+                Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
+                Err(e) => Err(fail(e)),
+            }
+        })
+    }
+
+    fn set_status(&self, t: &TypeRef, key: &ObjectKey, status: &Value) -> Result<(), BackendError> {
+        self.block_on(async {
+            let fail = |error| self.error(Some(key), error);
+            let obj = locator(t, key);
+            let r = self.resource_of(key, &obj).await?;
+            let (path, name) = r.locate(&obj);
+            let body = serde_json::json!({ "status": status });
+            self.send(|| {
+                Request::new(&path).patch_subresource(
+                    "status",
+                    name,
+                    &PatchParams {
+                        field_manager: Some(FIELD_MANAGER.to_string()),
+                        ..PatchParams::default()
+                    },
+                    &Patch::Merge(&body),
+                )
+            })
+            .await
+            .map(|_| ())
+            .map_err(fail)
+        })
+    }
+
+    fn put(&self, obj: &Value) -> Result<Option<Value>, BackendError> {
+        let Some(key) = ObjectKey::of(obj) else {
+            return Err(BackendError::Api(Box::new(super::ApiFailure {
+                cluster: self.name.clone(),
+                context: format!("context {}", self.context),
+                object: String::new(),
+                detail: "an object without apiVersion, kind or name".into(),
+                code: Some(400),
+                help: None,
+            })));
+        };
+        self.block_on(async {
+            let fail = |error| self.error(Some(&key), error);
+            let r = self.resource_of(&key, obj).await?;
+            let (path, name) = r.locate(obj);
+            let pp = PostParams {
+                field_manager: Some(FIELD_MANAGER.to_string()),
+                ..PostParams::default()
+            };
+            let body = serde_json::to_vec(obj).expect("JSON values serialize");
+            let replace = obj.pointer("/metadata/resourceVersion").is_some();
+            let sent = self
+                .send(|| {
+                    if replace {
+                        Request::new(&path).replace(name, &pp, body.clone())
+                    } else {
+                        Request::new(&path).create(&pp, body.clone())
+                    }
+                })
+                .await;
+            match sent {
+                Ok(mut v) => {
+                    v["apiVersion"] = obj["apiVersion"].clone();
+                    v["kind"] = obj["kind"].clone();
+                    Ok(Some(v))
+                }
+                Err(kube::Error::Api(s)) if s.code == 409 => Ok(None),
+                Err(e) => Err(fail(e)),
+            }
+        })
+    }
 }
 
+/// The smallest object that names `key` of kind `t`: what finding its
+/// path needs.
+fn locator(t: &TypeRef, key: &ObjectKey) -> Value {
+    serde_json::json!({
+        "apiVersion": t.api_version,
+        "kind": t.kind,
+        "metadata": {"name": key.name, "namespace": key.namespace},
+    })
+}
 #[cfg(test)]
 mod tests {
     use super::*;
