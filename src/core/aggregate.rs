@@ -13,7 +13,7 @@ use crate::core::model::ObjectKey;
 use crate::core::topology::Topology;
 
 /// Replicas that should run, and replicas that are ready.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Counts {
     pub desired: u64,
     pub ready: u64,

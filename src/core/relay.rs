@@ -32,7 +32,7 @@
 //! nothing outside moves. Not in the handoff yet: failover decisions taken
 //! above the relay and the rollout stage the subtree may go to.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -57,6 +57,17 @@ pub fn reconcilers(checked: &Checked) -> Vec<Option<usize>> {
         });
     }
     out
+}
+
+/// The clusters the level `by` reconciles (`None`: the root process):
+/// those whose reconciler it is. `None` when that is every cluster of the
+/// fleet, as for the root of a fleet without relays.
+pub fn reconciled_by(checked: &Checked, by: Option<usize>) -> Option<BTreeSet<usize>> {
+    let all = reconcilers(checked);
+    if by.is_none() && all.iter().all(Option::is_none) {
+        return None;
+    }
+    Some((0..all.len()).filter(|&c| all[c] == by).collect())
 }
 
 /// What a parent level hands a relay child (see the module docs).
@@ -294,6 +305,15 @@ mod tests {
             };
             assert_eq!(*got, want, "{}", topo.name(c));
         }
+        // Each cluster is reconciled by exactly one level.
+        let root = reconciled_by(&checked, None).unwrap();
+        let one = reconciled_by(&checked, Some(r1)).unwrap();
+        let two = reconciled_by(&checked, Some(r2)).unwrap();
+        assert!(root.contains(&r1) && one.contains(&r2) && !one.contains(&r1));
+        assert_eq!(root.len() + one.len() + two.len(), topo.len());
+        assert!(root.is_disjoint(&one) && one.is_disjoint(&two) && root.is_disjoint(&two));
+        let (_d, plain) = synth_fleet(10, 1);
+        assert_eq!(reconciled_by(&plain, None), None, "no relays: everyone");
     }
 
     proptest! {

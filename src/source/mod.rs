@@ -34,6 +34,29 @@ impl std::fmt::Display for Revision {
     }
 }
 
+impl Revision {
+    /// Reads back what [`Revision`]'s `Display` wrote: how a relay learns
+    /// the revision its handoff was cut from.
+    pub fn parse(text: &str) -> Revision {
+        if text == "unversioned" {
+            return Revision::default();
+        }
+        let (text, dirty) = match text.strip_suffix("-dirty") {
+            Some(t) => (t, true),
+            None => (text, false),
+        };
+        let (tag, commit) = match text.rsplit_once('@') {
+            Some((t, c)) => (Some(t.to_string()), c),
+            None => (None, text),
+        };
+        Revision {
+            commit: Some(commit.to_string()),
+            tag,
+            dirty,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -53,5 +76,14 @@ mod tests {
         );
         assert_eq!(r(None, true).to_string(), format!("{sha}-dirty"));
         assert_eq!(Revision::default().to_string(), "unversioned");
+        for r in [
+            r(None, false),
+            r(Some("v1.0.0"), false),
+            r(Some("release@2"), true),
+            r(None, true),
+            Revision::default(),
+        ] {
+            assert_eq!(Revision::parse(&r.to_string()), r);
+        }
     }
 }
