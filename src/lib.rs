@@ -29,6 +29,7 @@
 //! Diagnostics are collected, never fail-fast, and each names the file, line
 //! and YAML path it is about.
 
+pub mod agent;
 pub mod alloc;
 pub mod backend;
 pub mod cli;

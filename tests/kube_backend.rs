@@ -17,7 +17,8 @@ use serde_json::{json, Value};
 
 fn servers() -> &'static [apiserver::ApiServer] {
     static SERVERS: OnceLock<Vec<apiserver::ApiServer>> = OnceLock::new();
-    SERVERS.get_or_init(|| apiserver::start_many(3))
+    // Server 3 is only the relay of the relay tests.
+    SERVERS.get_or_init(|| apiserver::start_many(4))
 }
 
 fn kubeconfig(i: usize) -> PathBuf {
@@ -977,8 +978,13 @@ fn a_relay_cluster_gets_its_handoff_through_its_api_server() {
     assert_ne!(marked, text);
     std::fs::write(&clusters, marked).unwrap();
 
-    let (code, out, err) = canopy_on(f.path(), "relayed", &["apply", "DIR"]);
-    assert_eq!(code, 0, "{out}{err}");
+    // No agent runs: the root writes the handoff and reports the wait.
+    let (code, out, err) = canopy_on(f.path(), "relayed", &["apply", "DIR", "--timeout", "0s"]);
+    assert_eq!(code, 4, "{out}{err}");
+    assert!(
+        out.contains("root (via relay, 2 cluster(s) below): no report"),
+        "{out}"
+    );
     let index = get(
         0,
         "/apis/canopy.dev/v1alpha1/namespaces/canopy-system/handoffs/handoff",
@@ -1002,7 +1008,192 @@ fn a_relay_cluster_gets_its_handoff_through_its_api_server() {
         "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/handoffs.canopy.dev"
     ));
 
-    let (code, out, _) = canopy_on(f.path(), "relayed", &["apply", "DIR"]);
-    assert_eq!(code, 0, "{out}");
-    assert!(out.ends_with("no changes: 3 cluster(s) in sync\n"), "{out}");
+    let (code, out, _) = canopy_on(f.path(), "relayed", &["apply", "DIR", "--timeout", "0s"]);
+    assert_eq!(code, 4, "{out}");
+    assert!(
+        out.contains("no changes: 1 cluster(s) in sync\n"),
+        "the root reconciles root alone:\n{out}"
+    );
+}
+
+/// Runs canopy with only the environment given (beside PATH and HOME):
+/// what a process on another machine would have.
+fn canopy_env(envs: &[(&str, &Path)], args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(canopy_bin())
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", std::env::var_os("HOME").unwrap_or_default())
+        .envs(envs.iter().map(|(k, v)| (k, v.as_os_str())))
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Issue 14 on four real API servers: root (server 0) → relay (server 3)
+/// → leaves a and b (servers 1 and 2). The leaves' kubeconfigs are named
+/// through variables that only the agent's environment sets, so the root
+/// process cannot reach a leaf at all; it writes the relay's handoff, the
+/// agent applies the leaves and reports, the root reads the report. With
+/// the root process gone, drift on a leaf is corrected by the agent, and
+/// a new commit reaches both leaves through a running agent.
+#[test]
+fn a_relay_agent_reconciles_leaves_only_it_can_reach() {
+    let ns = "t-relayed";
+    let (k0, k1, k2, k3) = (kubeconfig(0), kubeconfig(1), kubeconfig(2), kubeconfig(3));
+    let clusters = format!(
+        "apiVersion: canopy.dev/v1alpha1\nkind: Cluster\nmetadata: {{name: root}}\nspec: {{connection: {{kubeconfig: {}}}}}\n---\napiVersion: canopy.dev/v1alpha1\nkind: Cluster\nmetadata: {{name: relay}}\nspec: {{parent: root, relay: {{}}, connection: {{kubeconfig: {}}}}}\n---\napiVersion: canopy.dev/v1alpha1\nkind: Cluster\nmetadata: {{name: a}}\nspec: {{parent: relay, connection: {{kubeconfig: \"${{LEAF_A}}\"}}}}\n---\napiVersion: canopy.dev/v1alpha1\nkind: Cluster\nmetadata: {{name: b}}\nspec: {{parent: relay, connection: {{kubeconfig: \"${{LEAF_B}}\"}}}}\n",
+        k0.display(),
+        k3.display()
+    );
+    // The app lands on the leaves only.
+    let wl = format!(
+        "{}  placement:\n    clusters: {{names: [a, b]}}\n",
+        workload(ns)
+    );
+    let f = common::fleet(&[
+        ("clusters.yaml", &clusters),
+        ("workloads/app/workload.yaml", &wl),
+        ("workloads/app/objects.yaml", &objects(ns, "green")),
+    ]);
+    let tmp = tempfile::tempdir().unwrap();
+    let (root_state, agent_state) = (tmp.path().join("root"), tmp.path().join("agent"));
+    let d = f.path().to_str().unwrap();
+    let root = |extra: &[&str]| {
+        let mut args = vec!["--fleet-name", "relayed-kube", "apply", d, "--state"];
+        args.push(root_state.to_str().unwrap());
+        args.extend_from_slice(extra);
+        canopy_env(&[], &args)
+    };
+    let agent_args: Vec<String> = [
+        "agent",
+        "--cluster",
+        "relay",
+        "--kubeconfig",
+        k3.to_str().unwrap(),
+        "--state",
+        agent_state.to_str().unwrap(),
+        "--identity",
+        "relay-agent",
+        "--lease-duration",
+        "3s",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let leaves: [(&str, &Path); 2] = [("LEAF_A", &k1), ("LEAF_B", &k2)];
+    let agent_once = || {
+        let mut args: Vec<&str> = agent_args.iter().map(String::as_str).collect();
+        args.push("--once");
+        canopy_env(&leaves, &args)
+    };
+
+    let (code, out, err) = root(&["--timeout", "0s"]);
+    assert_eq!(code, 4, "no agent has reported yet\n{out}{err}");
+    assert!(
+        out.contains("relay (via relay, 2 cluster(s) below): no report"),
+        "{out}{err}"
+    );
+    assert!(!exists(1, &cm_path(ns, "settings")) && !exists(2, &cm_path(ns, "settings")));
+
+    let (code, out, err) = agent_once();
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.starts_with("reconciled revision unversioned: 2 cluster(s): 2 applied (0 in sync)"),
+        "{out}"
+    );
+    for leaf in [1, 2] {
+        assert_eq!(
+            get(leaf, &cm_path(ns, "settings"))["data"]["color"],
+            "green"
+        );
+    }
+    let (code, out, err) = root(&["--timeout", "0s"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(
+            "relay (via relay, 2 cluster(s) below): revision unversioned: 2 cluster(s): 2 applied"
+        ),
+        "{out}"
+    );
+    // The report and the Lease are on the relay's server.
+    let index = get(
+        3,
+        "/apis/canopy.dev/v1alpha1/namespaces/canopy-system/handoffs/handoff",
+    );
+    assert_eq!(index["status"]["clusters"]["applied"], 2, "{index}");
+    let lease = get(
+        3,
+        "/apis/coordination.k8s.io/v1/namespaces/canopy-system/leases/canopy-agent",
+    );
+    assert_eq!(lease["spec"]["holderIdentity"], "relay-agent");
+
+    // Drift on a leaf, the root process gone: the agent puts it back.
+    request(
+        1,
+        "PATCH",
+        &format!("{}?fieldManager=kubectl-edit", cm_path(ns, "settings")),
+        Some((
+            "application/merge-patch+json",
+            json!({"data": {"color": "red"}}),
+        )),
+    )
+    .unwrap();
+    let (code, out, err) = agent_once();
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("2 applied (1 in sync)"), "{out}");
+    assert_eq!(get(1, &cm_path(ns, "settings"))["data"]["color"], "green");
+
+    // A new commit through a running agent: apply waits for its report.
+    std::fs::write(
+        f.path().join("workloads/app/objects.yaml"),
+        objects(ns, "blue"),
+    )
+    .unwrap();
+    let child = std::process::Command::new(canopy_bin())
+        .args(&agent_args)
+        .env("LEAF_A", &k1)
+        .env("LEAF_B", &k2)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _agent = Kill(child);
+    let (code, out, err) = root(&["--timeout", "60s"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("2 cluster(s): 2 applied"), "{out}");
+    for leaf in [1, 2] {
+        assert_eq!(get(leaf, &cm_path(ns, "settings"))["data"]["color"], "blue");
+    }
+    let (code, out, err) = canopy_env(
+        &[],
+        &[
+            "--fleet-name",
+            "relayed-kube",
+            "status",
+            d,
+            "--state",
+            root_state.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let a = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("a "))
+        .unwrap();
+    assert!(
+        a.contains("in-sync") && a.contains("via relay relay"),
+        "{out}"
+    );
 }

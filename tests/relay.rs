@@ -1,6 +1,8 @@
-//! Relays through the `canopy` binary: which clusters a relay reconciles
-//! (`tree`, `explain`, `status`), and what `validate` says while the agent
-//! is not built; and the handoff `apply` writes into a relay cluster.
+//! Relays through the `canopy` binary, on the embedded local backend:
+//! which clusters a relay reconciles (`tree`, `explain`, `status`), the
+//! handoff `apply` writes into a relay cluster, and `canopy agent`
+//! reconciling the relay's subtree from it and reporting back: drift,
+//! refused handoffs, nested relays and leader election.
 
 mod common;
 use common::*;
@@ -82,7 +84,11 @@ fn tree_says_which_relay_reconciles_each_cluster() {
         .lines()
         .find(|l| l.trim_start().starts_with("eu-edge-paris "))
         .unwrap();
-    assert!(line.ends_with("via relay eu"), "{out}");
+    assert!(
+        line.contains("pending") && line.contains("via relay eu"),
+        "{out}"
+    );
+    assert!(line.contains("relay eu has not reported yet"), "{out}");
     let (_, out, _) = canopy(&[
         "status",
         dir.to_str().unwrap(),
@@ -101,10 +107,8 @@ fn tree_says_which_relay_reconciles_each_cluster() {
     let (code, out, err) = canopy(&["validate", dir.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(
-        err.contains(
-            "spec.relay: relay: the relay's agent (`canopy agent`) is not part of this build yet"
-        ),
-        "{err}"
+        !err.contains("relay"),
+        "the agent is built: no warning\n{err}"
     );
 }
 
@@ -119,8 +123,18 @@ fn apply_writes_the_handoff_into_the_relay_cluster() {
     let (tmp, dir) = example_with_eu_relay();
     let state = tmp.path().join("state");
     let (d, st) = (dir.to_str().unwrap(), state.to_str().unwrap());
-    let (code, out, err) = canopy(&["apply", d, "--state", st]);
-    assert_eq!(code, 0, "{out}{err}");
+    // No agent runs: the handoff is written, and apply says it waited.
+    let (code, out, err) = canopy(&["apply", d, "--state", st, "--timeout", "300ms"]);
+    assert_eq!(code, 4, "{out}{err}");
+    assert!(
+        out.contains("eu (via relay, 4 cluster(s) below): no report on revision unversioned after")
+            && out.contains("is `canopy agent --cluster eu` running?"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("eu-west-1"),
+        "the root does not reconcile below the relay:\n{out}"
+    );
 
     // The relay's stored objects.
     let stored = |cluster: &str| -> Vec<serde_json::Value> {
@@ -175,16 +189,16 @@ fn apply_writes_the_handoff_into_the_relay_cluster() {
     // Only the relay holds a handoff.
     assert!(!stored("us").iter().any(|o| o["kind"] == "Handoff"));
 
-    let (code, out, _) = canopy(&["apply", d, "--state", st]);
-    assert_eq!(code, 0);
+    let (code, out, _) = canopy(&["apply", d, "--state", st, "--timeout", "0s"]);
+    assert_eq!(code, 4);
     assert!(out.contains("  eu: no changes"), "{out}");
 
     // A change below eu: a new slice, a new index; the old chunks go.
     let file = dir.join("workloads/web/deployment.yaml");
     let text = std::fs::read_to_string(&file).unwrap();
     std::fs::write(&file, text.replace("web:1.4.2", "web:1.4.3")).unwrap();
-    let (code, out, err) = canopy(&["apply", d, "--state", st]);
-    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = canopy(&["apply", d, "--state", st, "--timeout", "0s"]);
+    assert_eq!(code, 4, "{out}{err}");
     let (next, chunk_count) = read_back(&stored("eu"));
     assert_ne!(next.digest, got.digest);
     assert!(next.files.values().any(|t| t.contains("web:1.4.3")));
@@ -193,4 +207,409 @@ fn apply_writes_the_handoff_into_the_relay_cluster() {
         chunks::encode(&next).chunks.len(),
         "only the new slice's chunks are kept"
     );
+}
+
+/// The objects a cluster holds in a local state folder, by identity,
+/// without what the store sets itself (uid, resourceVersion, times).
+fn held(
+    state: &std::path::Path,
+    cluster: &str,
+) -> std::collections::BTreeMap<String, serde_json::Value> {
+    let Ok(text) = std::fs::read(state.join(format!("clusters/{cluster}.json"))) else {
+        return Default::default();
+    };
+    let v: serde_json::Value = serde_json::from_slice(&text).unwrap();
+    v["objects"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, o)| {
+            let mut o = o.clone();
+            let m = o["metadata"].as_object_mut().unwrap();
+            for f in ["uid", "resourceVersion", "creationTimestamp", "generation"] {
+                m.remove(f);
+            }
+            (k.clone(), o)
+        })
+        .collect()
+}
+
+/// `canopy agent --once` for `relay`, its cluster in `home`, its own state
+/// in `own`.
+fn agent_once(
+    relay: &str,
+    home: &std::path::Path,
+    own: &std::path::Path,
+    extra: &[&str],
+) -> (i32, String, String) {
+    let mut args = vec![
+        "agent",
+        "--cluster",
+        relay,
+        "--local",
+        home.to_str().unwrap(),
+        "--state",
+        own.to_str().unwrap(),
+        "--once",
+        "--lease-duration",
+        "10m",
+        "--identity",
+        "once",
+    ];
+    args.extend_from_slice(extra);
+    canopy(&args)
+}
+
+fn image_of(state: &std::path::Path, cluster: &str, name: &str) -> Option<String> {
+    held(state, cluster)
+        .get(&obj_id("apps", "Deployment", "shop", name))?
+        .pointer("/spec/template/spec/containers/0/image")?
+        .as_str()
+        .map(str::to_string)
+}
+
+/// Issue 14: the agent reconciles the relay's subtree from its handoff,
+/// exactly as a direct apply of the fleet would (same objects, cluster by
+/// cluster), the root process never writes below the relay, the root's
+/// apply and status read the relay's report, and with the root process
+/// gone the agent corrects drift and takes a new handoff.
+#[test]
+fn an_agent_reconciles_its_subtree_as_a_direct_apply_would() {
+    let (tmp, dir) = example_with_eu_relay();
+    let (root, own) = (tmp.path().join("root"), tmp.path().join("eu"));
+    let (d, st) = (dir.to_str().unwrap(), root.to_str().unwrap());
+    let (code, out, err) = canopy(&["apply", d, "--state", st, "--timeout", "0s"]);
+    assert_eq!(code, 4, "no agent has reported yet\n{out}{err}");
+
+    let (code, out, err) = agent_once("eu", &root, &own, &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.starts_with("reconciled revision unversioned: 4 cluster(s): 4 applied (0 in sync)\n"),
+        "{out}"
+    );
+    assert!(out.contains("  web: 5/5 replicas ready"), "{out}");
+
+    // The same fleet without the relay, applied directly.
+    let (flat_tmp, flat_dir) = example_copy();
+    let flat = flat_tmp.path().join("flat");
+    let (code, out, _) = canopy(&[
+        "apply",
+        flat_dir.to_str().unwrap(),
+        "--state",
+        flat.to_str().unwrap(),
+        "--fleet-name",
+        "fleet",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    for c in [
+        "eu-west-1",
+        "eu-central-1",
+        "eu-edge-paris",
+        "eu-edge-berlin",
+    ] {
+        assert!(
+            !root.join(format!("clusters/{c}.json")).exists(),
+            "the root wrote {c}"
+        );
+        let (got, want) = (held(&own, c), held(&flat, c));
+        assert!(!want.is_empty(), "{c}");
+        assert_eq!(got, want, "{c}: the relay's objects are the direct apply's");
+    }
+
+    // The root's apply now reads the report on the handoff it wrote.
+    let (code, out, err) = canopy(&["apply", d, "--state", st, "--timeout", "0s"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("eu (via relay, 4 cluster(s) below): revision unversioned: 4 cluster(s): 4 applied (0 in sync)"),
+        "{out}"
+    );
+    let (code, out, _) = canopy(&["apply", d, "--state", st, "--timeout", "0s", "-o", "json"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["relays"][0]["status"], "reported", "{v}");
+    assert_eq!(v["relays"][0]["report"]["clusters"]["applied"], 4, "{v}");
+    let (code, out, _) = canopy(&["status", d, "--state", st]);
+    assert_eq!(code, 0);
+    let paris = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("eu-edge-paris "))
+        .unwrap();
+    assert!(
+        paris.contains("in-sync") && paris.contains("via relay eu"),
+        "{out}"
+    );
+
+    // Drift below the relay, with no root process: the agent puts it back.
+    edit_state(&own, "eu-west-1", |v| {
+        v["objects"][obj_id("apps", "Deployment", "shop", "api")]["spec"]["replicas"] = 7.into();
+    });
+    let (code, out, err) = agent_once("eu", &root, &own, &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("4 applied (3 in sync)"), "{out}");
+    assert_eq!(held(&own, "eu-west-1"), held(&flat, "eu-west-1"));
+
+    // A new revision: the root hands it down, the agent takes it.
+    let file = dir.join("workloads/web/deployment.yaml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, text.replace("web:1.4.2", "web:1.4.3")).unwrap();
+    let (code, out, _) = canopy(&["apply", d, "--state", st, "--timeout", "0s"]);
+    assert_eq!(code, 4, "{out}");
+    assert!(
+        out.contains("last report: revision unversioned at"),
+        "{out}"
+    );
+    assert!(image_of(&own, "eu-west-1", "web")
+        .unwrap()
+        .ends_with("/web:1.4.2"));
+    let (code, out, err) = agent_once("eu", &root, &own, &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(image_of(&own, "eu-west-1", "web")
+        .unwrap()
+        .ends_with("/web:1.4.3"));
+}
+
+/// Issue 14: a handoff whose chunk does not match its hash is refused:
+/// the agent keeps working from its last good handoff, says why, and the
+/// root's apply reports the refusal. Once the parent writes the handoff
+/// again, the agent takes it.
+#[test]
+fn a_damaged_handoff_is_refused_and_the_last_good_one_kept() {
+    let (tmp, dir) = example_with_eu_relay();
+    let (root, own) = (tmp.path().join("root"), tmp.path().join("eu"));
+    let (d, st) = (dir.to_str().unwrap(), root.to_str().unwrap());
+    canopy(&["apply", d, "--state", st, "--timeout", "0s"]);
+    let (code, out, err) = agent_once("eu", &root, &own, &[]);
+    assert_eq!(code, 0, "{out}{err}");
+
+    let file = dir.join("workloads/web/deployment.yaml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, text.replace("web:1.4.2", "web:1.4.3")).unwrap();
+    canopy(&["apply", d, "--state", st, "--timeout", "0s"]);
+    // One byte of the stored chunk changes on the way.
+    edit_state(&root, "eu", |v| {
+        let objects = v["objects"].as_object_mut().unwrap();
+        let chunk = objects
+            .iter_mut()
+            .find(|(k, _)| k.starts_with("/Secret/canopy-system/"))
+            .unwrap()
+            .1;
+        let data = chunk["data"]["chunk"].as_str().unwrap().to_string();
+        let flipped = if data.starts_with('A') { "B" } else { "A" };
+        chunk["data"]["chunk"] = format!("{flipped}{}", &data[1..]).into();
+    });
+    let (code, out, err) = agent_once("eu", &root, &own, &[]);
+    assert_eq!(code, 4, "{out}{err}");
+    assert!(
+        out.starts_with("REFUSED the handoff of revision unversioned: chunk canopy-handoff-"),
+        "{out}"
+    );
+    assert!(out.contains("working from the last good one"), "{out}");
+    assert!(
+        image_of(&own, "eu-west-1", "web")
+            .unwrap()
+            .ends_with("/web:1.4.2"),
+        "the last good handoff stays applied"
+    );
+    // The root reports the refusal, and writes the chunk again.
+    let (code, out, _) = canopy(&["apply", d, "--state", st, "--timeout", "0s"]);
+    assert_eq!(code, 4, "{out}");
+    assert!(out.contains("eu (via relay, 4 cluster(s) below): REFUSED the handoff of revision unversioned: chunk canopy-handoff-"), "{out}");
+    assert!(
+        out.contains("~ Secret canopy-system/"),
+        "the chunk is written again:\n{out}"
+    );
+    let (code, out, err) = agent_once("eu", &root, &own, &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(image_of(&own, "eu-west-1", "web")
+        .unwrap()
+        .ends_with("/web:1.4.3"));
+
+    // The agent keeps its last good handoff across a restart, even when
+    // its parent's copy is gone.
+    let kept = std::fs::read(own.join("handoff.json")).unwrap();
+    edit_state(&root, "eu", |v| {
+        v["objects"]
+            .as_object_mut()
+            .unwrap()
+            .retain(|k, _| !k.contains("canopy-system"));
+    });
+    edit_state(&own, "eu-west-1", |v| {
+        v["objects"].as_object_mut().unwrap().clear();
+    });
+    let (code, out, err) = agent_once("eu", &root, &own, &[]);
+    // The report cannot be written (its index is gone), but the subtree
+    // is put back from the kept handoff.
+    assert!(out.contains("4 applied"), "{code} {out}{err}");
+    assert!(image_of(&own, "eu-west-1", "web")
+        .unwrap()
+        .ends_with("/web:1.4.3"));
+    assert_eq!(std::fs::read(own.join("handoff.json")).unwrap(), kept);
+}
+
+/// Issue 14: nested relays (root → eu → eu-west-1 → eu-edge-paris): each
+/// agent reconciles its own clusters and hands down to the relay below,
+/// and the outer relay's report folds the inner one's in.
+#[test]
+fn nested_relays_hand_down_and_report_up() {
+    let (tmp, dir) = example_with_eu_relay();
+    let eu = dir.join("clusters/eu.yaml");
+    let text = std::fs::read_to_string(&eu).unwrap();
+    let marked = text.replacen(
+        "name: eu-west-1\n  labels: {env: prod, tier: workload, provider: aws, region: eu}\nspec:\n",
+        "name: eu-west-1\n  labels: {env: prod, tier: workload, provider: aws, region: eu}\nspec:\n  relay: {}\n",
+        1,
+    );
+    assert_ne!(marked, text);
+    std::fs::write(&eu, marked).unwrap();
+    let root = tmp.path().join("root");
+    let (outer, inner) = (tmp.path().join("eu"), tmp.path().join("eu-west-1"));
+    let (d, st) = (dir.to_str().unwrap(), root.to_str().unwrap());
+    let (code, _, _) = canopy(&["apply", d, "--state", st, "--timeout", "0s"]);
+    assert_eq!(code, 4);
+
+    // eu reconciles eu-west-1 (handing it its handoff), eu-central-1 and
+    // eu-edge-berlin; eu-edge-paris waits for eu-west-1's agent.
+    let (code, out, err) = agent_once("eu", &root, &outer, &["--relay-timeout", "0s"]);
+    assert_eq!(code, 4, "{out}{err}");
+    assert!(
+        out.contains("4 cluster(s): 3 applied (0 in sync), 1 pending below a relay"),
+        "{out}"
+    );
+    assert!(
+        out.contains("eu-west-1: pending: no report on revision unversioned"),
+        "{out}"
+    );
+    assert!(held(&outer, "eu-edge-paris").is_empty());
+
+    let (code, out, err) = agent_once("eu-west-1", &outer, &inner, &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.starts_with("reconciled revision unversioned: 1 cluster(s): 1 applied"),
+        "{out}"
+    );
+
+    let (code, out, err) = agent_once("eu", &root, &outer, &["--relay-timeout", "0s"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("4 cluster(s): 4 applied (3 in sync)"), "{out}");
+    let (code, out, _) = canopy(&["apply", d, "--state", st, "--timeout", "0s"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("4 cluster(s): 4 applied"), "{out}");
+
+    // eu-edge-paris holds what a direct apply gives it.
+    let (flat_tmp, flat_dir) = example_copy();
+    let flat = flat_tmp.path().join("flat");
+    canopy(&[
+        "apply",
+        flat_dir.to_str().unwrap(),
+        "--state",
+        flat.to_str().unwrap(),
+        "--fleet-name",
+        "fleet",
+    ]);
+    assert_eq!(held(&inner, "eu-edge-paris"), held(&flat, "eu-edge-paris"));
+    assert!(!held(&flat, "eu-edge-paris").is_empty());
+}
+
+/// A running `canopy agent`, killed when dropped.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_agent(home: &std::path::Path, own: &std::path::Path, identity: &str) -> Running {
+    let child = std::process::Command::new(canopy_bin())
+        .args([
+            "agent",
+            "--cluster",
+            "eu",
+            "--local",
+            home.to_str().unwrap(),
+            "--state",
+            own.to_str().unwrap(),
+            "--identity",
+            identity,
+            "--lease-duration",
+            "2s",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    Running(child)
+}
+
+/// The holder of the agent's Lease in the relay's cluster.
+fn lease_holder(root: &std::path::Path) -> Option<String> {
+    let text = std::fs::read(root.join("clusters/eu.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&text).ok()?;
+    v["objects"]["coordination.k8s.io/Lease/canopy-system/canopy-agent"]["spec"]["holderIdentity"]
+        .as_str()
+        .map(str::to_string)
+}
+
+fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !f() {
+        assert!(
+            std::time::Instant::now() < end,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// Issue 14: two replicas of an agent elect one leader through the Lease;
+/// only the leader writes. Killed, the leader is replaced within the
+/// lease's duration by the other, which had written nothing; and the root's
+/// apply waits for the running agent's report.
+#[test]
+fn two_agents_elect_one_leader_and_the_other_takes_over() {
+    let (tmp, dir) = example_with_eu_relay();
+    let root = tmp.path().join("root");
+    let (a_state, b_state) = (tmp.path().join("a"), tmp.path().join("b"));
+    let (d, st) = (dir.to_str().unwrap(), root.to_str().unwrap());
+    canopy(&["apply", d, "--state", st, "--timeout", "0s"]);
+
+    let a = start_agent(&root, &a_state, "a");
+    eventually("a to reconcile", || !held(&a_state, "eu-west-1").is_empty());
+    assert_eq!(lease_holder(&root).as_deref(), Some("a"));
+    let b = start_agent(&root, &b_state, "b");
+    // b stands by through several of a's renewals.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert_eq!(lease_holder(&root).as_deref(), Some("a"));
+    assert!(
+        state_files(&b_state).is_empty(),
+        "the follower wrote nothing"
+    );
+
+    // The root's apply with the leader running: a takes the new handoff.
+    let file = dir.join("workloads/web/deployment.yaml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, text.replace("web:1.4.2", "web:1.4.3")).unwrap();
+    let (code, out, err) = canopy(&["apply", d, "--state", st, "--timeout", "30s"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(
+            "eu (via relay, 4 cluster(s) below): revision unversioned: 4 cluster(s): 4 applied"
+        ),
+        "{out}"
+    );
+    assert!(image_of(&a_state, "eu-west-1", "web")
+        .unwrap()
+        .ends_with("/web:1.4.3"));
+
+    // The leader dies without releasing its Lease: b takes over once it
+    // expires and reconciles the subtree.
+    drop(a);
+    eventually("b to take over", || {
+        lease_holder(&root).as_deref() == Some("b")
+    });
+    eventually("b to reconcile", || {
+        image_of(&b_state, "eu-west-1", "web").is_some_and(|i| i.ends_with("/web:1.4.3"))
+    });
+    drop(b);
 }

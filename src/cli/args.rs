@@ -111,7 +111,8 @@ pub enum Command {
         /// (rolled out, complete, established) before its children.
         #[arg(long)]
         wait: bool,
-        /// How long --wait waits per cluster, e.g. 90s or 5m.
+        /// How long --wait waits per cluster, e.g. 90s or 5m; and how long
+        /// apply waits for each relay child's report on its handoff.
         #[arg(long, default_value = "5m", value_parser = humantime::parse_duration, value_name = "DURATION")]
         timeout: std::time::Duration,
         #[arg(short, long, value_enum, default_value_t = TextOrJson::Text)]
@@ -194,6 +195,69 @@ pub enum Command {
         /// 127.0.0.1:9464.
         #[arg(long, value_name = "ADDR")]
         listen: Option<std::net::SocketAddr>,
+        #[command(flatten)]
+        kube: KubeArgs,
+    },
+    /// Run a relay: follow the handoff its parent level writes into the
+    /// relay's own cluster, reconcile the relay's subtree from it as `apply`
+    /// does, and report back into the handoff's status. Replicas elect one
+    /// leader through a Lease.
+    #[command(after_help = "Examples:
+  canopy agent --cluster eu --kubeconfig /etc/canopy/eu.kubeconfig --state /var/lib/canopy
+  canopy agent --cluster eu --local fleet-example/.canopy/state --state eu-state --once
+
+Kubeconfig paths of the subtree's clusters (their spec.connection) are read in this agent's environment, relative to the current folder; ${VAR} in them is expanded here.
+
+Exit codes: 0 stopped by a signal (or, with --once, the subtree reconciled, or another replica leads); 2 usage error; 3 the state folder cannot be used, or the round failed; 4 (--once) some cluster of the subtree failed.")]
+    Agent {
+        /// The relay cluster this agent runs for.
+        #[arg(long, value_name = "CLUSTER")]
+        cluster: String,
+        /// The relay's own cluster is in the embedded local backend, in this
+        /// state folder (its parent level's).
+        #[arg(long, value_name = "DIR", conflicts_with_all = ["kubeconfig", "context"], required_unless_present = "kubeconfig")]
+        local: Option<PathBuf>,
+        /// The kubeconfig that reaches the relay's own cluster.
+        #[arg(long, value_name = "FILE")]
+        kubeconfig: Option<String>,
+        /// The context of --kubeconfig (default: its current context).
+        #[arg(long, value_name = "NAME", requires = "kubeconfig")]
+        context: Option<String>,
+        /// The agent's own state folder: the subtree's local-backend
+        /// clusters, health and rollout records, the last good handoff.
+        #[arg(long, value_name = "DIR")]
+        state: PathBuf,
+        /// One round, then exit (a report on stdout).
+        #[arg(long)]
+        once: bool,
+        /// Reconcile the whole subtree at least this often (drift).
+        #[arg(long, default_value = "1m", value_parser = humantime::parse_duration, value_name = "DURATION")]
+        resync: std::time::Duration,
+        /// How long a leader's Lease lasts without renewal; it is renewed
+        /// (and the handoff looked at) every third of it.
+        #[arg(long, default_value = "15s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+        lease_duration: std::time::Duration,
+        /// This replica's name in the Lease (default: host name and pid).
+        /// A `--once` run holds the Lease for --lease-duration after it
+        /// ends, as its heartbeat: give runs from cron one fixed name.
+        #[arg(long, value_name = "NAME")]
+        identity: Option<String>,
+        /// How long to wait for the report of a relay below.
+        #[arg(long, default_value = "1m", value_parser = humantime::parse_duration, value_name = "DURATION")]
+        relay_timeout: std::time::Duration,
+        /// Delete owned objects that are no longer rendered.
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+        prune: bool,
+        /// Clusters of one tree level reconciled at once.
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+        concurrency: u16,
+        /// Take over fields another field manager owns.
+        #[arg(long)]
+        force_conflicts: bool,
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
+        #[arg(short, long, value_enum, default_value_t = TextOrJson::Text)]
+        output: TextOrJson,
         #[command(flatten)]
         kube: KubeArgs,
     },

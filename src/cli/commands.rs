@@ -111,6 +111,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                 prune_clusters,
                 concurrency: usize::from(concurrency),
                 wait: wait.then_some(timeout),
+                relay_wait: Some(timeout),
                 ..Options::default()
             };
             let src = open(&source)?;
@@ -221,6 +222,51 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                 fleet_name: name.map(str::to_string),
             };
             watch(&src, &target.state, opts, kube, listen, quiet)
+        }
+        Command::Agent {
+            cluster,
+            local,
+            kubeconfig,
+            context,
+            state,
+            once,
+            resync,
+            lease_duration,
+            identity,
+            relay_timeout,
+            prune,
+            concurrency,
+            force_conflicts,
+            log_format,
+            output,
+            kube,
+        } => {
+            init_logs(log_format);
+            let mut kube = kube_options(&kube);
+            kube.force_conflicts = force_conflicts;
+            let home = match local {
+                Some(dir) => crate::agent::Home::Local(dir),
+                None => crate::agent::Home::Kube(crate::core::model::Connection {
+                    kubeconfig,
+                    context,
+                }),
+            };
+            let cfg = crate::agent::Config {
+                relay: cluster,
+                home,
+                state,
+                base: std::env::current_dir().unwrap_or_default(),
+                kube,
+                identity: identity.unwrap_or_else(default_identity),
+                lease: lease_duration,
+                apply: Options {
+                    prune,
+                    concurrency: usize::from(concurrency),
+                    relay_wait: Some(relay_timeout),
+                    ..Options::default()
+                },
+            };
+            agent(cfg, once, resync, output)
         }
         Command::Rollout(cmd) => rollout(cmd, name, quiet),
         Command::Schema { out } => {
@@ -476,11 +522,16 @@ fn apply(
     let run = run?;
     match shown.fmt {
         TextOrJson::Text => stdout(&format!(
-            "{}{}",
+            "{}{}{}",
             output::apply_text(&run.report, dry_run),
+            output::relays_text(&run.relays),
             output::rollout_events_text(&run.events)
         ))?,
-        TextOrJson::Json => json_out(&output::apply_json(&run.report, &run.events, dry_run))?,
+        TextOrJson::Json => {
+            let mut v = output::apply_json(&run.report, &run.events, dry_run);
+            v["relays"] = output::relays_json(&run.relays);
+            json_out(&v)?
+        }
     }
     if let Some(e) = run.unrecorded {
         return Err(e.into());
@@ -551,6 +602,51 @@ fn watch(
     if let Some(h) = server {
         let _ = h.join();
     }
+    Ok(())
+}
+
+/// This replica's default name in the Lease: the host and the pid, as
+/// client-go's leader election names replicas.
+fn default_identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "canopy".into());
+    format!("{host}_{}", std::process::id())
+}
+
+/// `canopy agent`: one round (`--once`), or rounds until a signal.
+fn agent(
+    cfg: crate::agent::Config,
+    once: bool,
+    resync: std::time::Duration,
+    fmt: TextOrJson,
+) -> Result<(), Failure> {
+    use crate::agent::{Agent, Follow, Round};
+    let tick = (cfg.lease / 3).max(std::time::Duration::from_millis(200));
+    let mut a = Agent::open(cfg)?;
+    if once {
+        let round = a.round();
+        match fmt {
+            TextOrJson::Text => stdout(&output::agent_round_text(&round))?,
+            TextOrJson::Json => json_out(&output::agent_round_json(&round))?,
+        }
+        return match round {
+            Round::Standby { .. } | Round::NoHandoff => Ok(()),
+            Round::Reconciled { report, .. }
+                if report.applied.is_some() && report.refused.is_none() =>
+            {
+                Ok(())
+            }
+            Round::Reconciled { .. } => Err(Failure::silent(EXIT_CLUSTERS)),
+            Round::Failed(_) => Err(Failure::silent(EXIT_IO)),
+        };
+    }
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (tx, _rx) = std::sync::mpsc::channel();
+    crate::watch::trigger::on_signals(stop.clone(), tx)
+        .map_err(|e| Failure::io(format!("error: cannot handle signals: {e}")))?;
+    a.cancel_on(stop.clone());
+    a.follow(&Follow { tick, resync }, &stop);
     Ok(())
 }
 

@@ -773,3 +773,193 @@ pub fn rollout_text(v: &crate::ops::rollout::View) -> String {
     }
     out
 }
+
+// ---------------------------------------------------------------- relays
+
+use crate::core::relay_report::RelayReport;
+use crate::ops::relays::{RelayOutcome, RelayResult};
+
+/// A report's counts in words: "3 cluster(s): 2 applied (1 in sync), 1 failed".
+fn tally_text(r: &RelayReport) -> String {
+    let c = r.clusters;
+    let mut parts = vec![format!("{} applied ({} in sync)", c.applied, c.in_sync)];
+    for (n, what) in [
+        (c.failed, "failed"),
+        (c.skipped, "skipped"),
+        (c.pending, "pending below a relay"),
+    ] {
+        if n > 0 {
+            parts.push(format!("{n} {what}"));
+        }
+    }
+    format!("{} cluster(s): {}", c.total, parts.join(", "))
+}
+
+/// The failures a report names, one per line under `pad`, and how many
+/// it does not name.
+fn failures_text(out: &mut String, r: &RelayReport, pad: &str) {
+    for f in &r.failed {
+        let msg = f.message.lines().collect::<Vec<_>>().join(" ");
+        let _ = writeln!(out, "{pad}{}: {}: {msg}", f.cluster, f.outcome);
+    }
+    let more = r.unnamed_failures();
+    if more > 0 {
+        let _ = writeln!(out, "{pad}… and {more} more");
+    }
+}
+
+/// `apply` through relays: one paragraph per relay child, from its report.
+pub fn relays_text(relays: &[RelayResult]) -> String {
+    let mut out = String::new();
+    for r in relays {
+        let head = format!("{} (via relay, {} cluster(s) below)", r.relay, r.below);
+        let rev = short_rev(&r.handed.revision);
+        match &r.outcome {
+            RelayOutcome::Reported(rep) => {
+                let _ = writeln!(out, "{head}: revision {rev}: {}", tally_text(rep));
+                failures_text(&mut out, rep, "    ");
+            }
+            RelayOutcome::Refused(why) => {
+                let _ = writeln!(
+                    out,
+                    "{head}: REFUSED the handoff of revision {rev}: {why}\n    the relay keeps working from its last good handoff"
+                );
+            }
+            RelayOutcome::Waiting { waited, last } => {
+                let _ = writeln!(
+                    out,
+                    "{head}: no report on revision {rev} after {}",
+                    humantime::format_duration(std::time::Duration::from_secs(waited.as_secs()))
+                );
+                match last
+                    .as_ref()
+                    .and_then(|l| l.observed.as_ref().map(|o| (l, o)))
+                {
+                    Some((l, o)) => {
+                        let _ = writeln!(
+                            out,
+                            "    last report: revision {} at {}: {}",
+                            short_rev(&o.revision),
+                            l.at,
+                            tally_text(l)
+                        );
+                    }
+                    None => {
+                        let _ = writeln!(out, "    no report yet");
+                    }
+                }
+                let _ = writeln!(
+                    out,
+                    "    help: is `canopy agent --cluster {}` running? Its handoff is written; it takes it when it runs (or raise --timeout)",
+                    r.relay
+                );
+            }
+            RelayOutcome::Unreadable(e) => {
+                let _ = writeln!(out, "{head}: cannot read its report: {e}");
+            }
+        }
+    }
+    out
+}
+
+/// The same for scripts.
+pub fn relays_json(relays: &[RelayResult]) -> Value {
+    Value::Array(
+        relays
+            .iter()
+            .map(|r| {
+                let mut v = json!({
+                    "relay": r.relay,
+                    "below": r.below,
+                    "handed": r.handed,
+                    "failed": r.failed(),
+                });
+                match &r.outcome {
+                    RelayOutcome::Reported(rep) => {
+                        v["status"] = json!("reported");
+                        v["report"] = json!(rep);
+                    }
+                    RelayOutcome::Refused(why) => {
+                        v["status"] = json!("refused");
+                        v["reason"] = json!(why);
+                    }
+                    RelayOutcome::Waiting { waited, last } => {
+                        v["status"] = json!("waiting");
+                        v["waitedSeconds"] = json!(waited.as_secs_f64());
+                        v["lastReport"] = json!(last);
+                    }
+                    RelayOutcome::Unreadable(e) => {
+                        v["status"] = json!("unreadable");
+                        v["reason"] = json!(e);
+                    }
+                }
+                v
+            })
+            .collect(),
+    )
+}
+
+/// `canopy agent --once`: what the round did.
+pub fn agent_round_text(round: &crate::agent::Round) -> String {
+    use crate::agent::Round;
+    let mut out = String::new();
+    match round {
+        Round::Standby { holder } => {
+            let _ = writeln!(out, "another replica leads ({holder}); this one stands by");
+        }
+        Round::NoHandoff => {
+            let _ = writeln!(
+                out,
+                "no handoff in the relay's cluster yet: nothing to reconcile until its parent level applies"
+            );
+        }
+        Round::Reconciled {
+            seen,
+            report,
+            unreported,
+        } => {
+            if let Some(r) = &report.refused {
+                let _ = writeln!(
+                    out,
+                    "REFUSED the handoff of revision {}: {}\n    working from the last good one",
+                    short_rev(&r.handoff.revision),
+                    r.reason
+                );
+            }
+            let _ = writeln!(
+                out,
+                "reconciled revision {}: {}",
+                short_rev(&seen.revision),
+                tally_text(report)
+            );
+            failures_text(&mut out, report, "    ");
+            for (w, n) in &report.workloads {
+                let _ = writeln!(out, "  {w}: {}/{} replicas ready", n.ready, n.desired);
+            }
+            if let Some(e) = unreported {
+                let _ = writeln!(out, "warning: the report could not be written: {e}");
+            }
+        }
+        Round::Failed(why) => {
+            let _ = writeln!(out, "error: the round failed: {why}");
+        }
+    }
+    out
+}
+
+/// The same for scripts.
+pub fn agent_round_json(round: &crate::agent::Round) -> Value {
+    use crate::agent::Round;
+    match round {
+        Round::Standby { holder } => json!({"round": "standby", "holder": holder}),
+        Round::NoHandoff => json!({"round": "no-handoff"}),
+        Round::Reconciled {
+            seen,
+            report,
+            unreported,
+        } => {
+            json!({"round": "reconciled", "handoff": seen, "report": report, "unreported": unreported})
+        }
+        Round::Failed(why) => json!({"round": "failed", "error": why}),
+    }
+}

@@ -189,17 +189,6 @@ fn check_name(kind: &str, source: &Source, name: &str, d: &mut Diagnostics) {
 
 fn check_cluster(c: &Cluster, d: &mut Diagnostics) {
     check_name("Cluster", &c.source, c.name(), d);
-    if c.spec.relay.is_some() {
-        // Said until `canopy agent` lands, so that nobody believes a
-        // subtree is served from its relay while this process serves it.
-        d.push(
-            Diagnostic::warning(
-                "relay: the relay's agent (`canopy agent`) is not part of this build yet, so its subtree is still reconciled by the process that reaches it",
-            )
-            .at(&c.source.loc_str("spec.relay"))
-            .hint("keep the mark: `canopy tree` shows the relay's subtree, and `apply` already writes the relay's handoff into it for the agent"),
-        );
-    }
     let cap = &c.spec.capacity;
     for (field, q) in [
         ("cpu", &cap.cpu),

@@ -44,6 +44,9 @@ pub struct Options {
     /// beside them: reading a child needs nothing of its parent. Apply, its
     /// dry run included, skips them, as writing would.
     pub read_under_failed_parents: bool,
+    /// After writing the handoff of a relay child, wait this long for the
+    /// relay's report on it (`None`: do not wait; a dry run never does).
+    pub relay_wait: Option<std::time::Duration>,
 }
 
 /// How the operation running the executor steers one pass over the
@@ -99,6 +102,7 @@ impl Default for Options {
             keep_values: false,
             wait: None,
             read_under_failed_parents: false,
+            relay_wait: None,
         }
     }
 }

@@ -15,14 +15,22 @@
 //! index is written, since deletions come last.
 //!
 //! These objects belong to no workload: a rollback of one workload leaves
-//! them alone, and a staged rollout does not hold them back. Until
-//! `canopy agent` reads them, they are written but nothing acts on them.
+//! them alone, and a staged rollout does not hold them back.
+//!
+//! On the relay's side, [`read`] takes the handoff back out of the relay's
+//! cluster (the agent), and the relay's report goes into the index's
+//! status ([`write_report`]), where the level above reads it
+//! ([`read_report`]).
+
+use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use crate::core::chunks;
+use crate::backend::{BackendError, ClusterBackend, TypeRef};
+use crate::core::chunks::{self, ChunkError};
 use crate::core::model::{ObjectKey, ANNOTATION_SOURCE, LABEL_CLUSTER, LABEL_FLEET};
-use crate::core::relay;
+use crate::core::relay::{self, Handoff};
+use crate::core::relay_report::{RelayReport, Seen};
 use crate::core::render::Renderer;
 
 use super::apply::Desired;
@@ -59,4 +67,135 @@ pub fn add_to(desired: &mut Desired, r: &Renderer<'_>, revision: &str) {
             desired.add(c, objects(r, c, revision));
         }
     }
+}
+
+/// The kind of the index object.
+fn index_type() -> TypeRef {
+    TypeRef {
+        api_version: "canopy.dev/v1alpha1".into(),
+        kind: "Handoff".into(),
+    }
+}
+
+fn index_key() -> ObjectKey {
+    ObjectKey {
+        group: "canopy.dev".into(),
+        kind: "Handoff".into(),
+        namespace: chunks::NAMESPACE.into(),
+        name: chunks::INDEX_NAME.into(),
+    }
+}
+
+/// The kind and identity of the relay agent's Lease
+/// ([`crate::core::lease`]), beside the handoff.
+pub fn lease_ref() -> (TypeRef, ObjectKey) {
+    (
+        TypeRef {
+            api_version: "coordination.k8s.io/v1".into(),
+            kind: "Lease".into(),
+        },
+        ObjectKey {
+            group: "coordination.k8s.io".into(),
+            kind: "Lease".into(),
+            namespace: chunks::NAMESPACE.into(),
+            name: crate::core::lease::NAME.into(),
+        },
+    )
+}
+
+/// A handoff found in a relay's cluster: which one the index names, and
+/// the handoff itself, or why its stored objects do not make one.
+pub struct Found {
+    pub seen: Seen,
+    pub handoff: Result<Handoff, ChunkError>,
+}
+
+/// The handoff stored in a relay's cluster, `None` when none is there yet.
+/// Chunks are written before their index and pruned after a newer one, so
+/// a chunk missing here is most likely a handoff being replaced: the next
+/// read finds the new one whole.
+pub fn read(backend: &dyn ClusterBackend) -> Result<Option<Found>, BackendError> {
+    let Some(index) = backend.get(&index_type(), &index_key())? else {
+        return Ok(None);
+    };
+    let spec = |k: &str| {
+        index
+            .pointer(&format!("/spec/{k}"))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let seen = Seen {
+        revision: spec("revision"),
+        digest: spec("digest"),
+    };
+    let names = match chunks::chunk_names(&index) {
+        Ok(n) => n,
+        Err(e) => {
+            return Ok(Some(Found {
+                seen,
+                handoff: Err(e),
+            }))
+        }
+    };
+    let secret = TypeRef {
+        api_version: "v1".into(),
+        kind: "Secret".into(),
+    };
+    let mut found = BTreeMap::new();
+    for name in names {
+        let key = ObjectKey {
+            group: String::new(),
+            kind: "Secret".into(),
+            namespace: chunks::NAMESPACE.into(),
+            name: name.clone(),
+        };
+        if let Some(chunk) = backend.get(&secret, &key)? {
+            found.insert(name, chunk);
+        }
+    }
+    Ok(Some(Found {
+        seen,
+        handoff: chunks::decode(&index, &found),
+    }))
+}
+
+/// The digest the stored index names, `None` without one: whether there
+/// is anything new to read, for one request.
+pub fn stored_digest(backend: &dyn ClusterBackend) -> Result<Option<String>, BackendError> {
+    Ok(backend.get(&index_type(), &index_key())?.and_then(|i| {
+        i.pointer("/spec/digest")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    }))
+}
+
+/// The report of the relay whose cluster this is, with the digest of the
+/// handoff it was written on; `None` before the relay's first report (or
+/// before any handoff).
+pub fn read_report(
+    backend: &dyn ClusterBackend,
+) -> Result<Option<(String, RelayReport)>, BackendError> {
+    let Some(index) = backend.get(&index_type(), &index_key())? else {
+        return Ok(None);
+    };
+    let digest = index
+        .pointer("/spec/digest")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let report = index
+        .get("status")
+        .filter(|s| s.as_object().is_some_and(|m| !m.is_empty()))
+        .and_then(|s| serde_json::from_value::<RelayReport>(s.clone()).ok());
+    Ok(report.map(|r| (digest, r)))
+}
+
+/// Writes the relay's report into its handoff's status.
+pub fn write_report(
+    backend: &dyn ClusterBackend,
+    report: &RelayReport,
+) -> Result<(), BackendError> {
+    let status = serde_json::to_value(report).expect("a report serializes");
+    backend.set_status(&index_type(), &index_key(), &status)
 }

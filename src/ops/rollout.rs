@@ -125,7 +125,8 @@ pub fn plans(r: &Renderer<'_>) -> Vec<Plan> {
 /// What a run needs beyond an apply's arguments.
 pub struct Ctx<'a> {
     /// Where an old revision is read from, for a rollback.
-    pub input: &'a Input,
+    /// `None` for a relay agent: no history to render a rollback from.
+    pub input: Option<&'a Input>,
     /// The revision being applied.
     pub revision: &'a Revision,
     /// The state folder (`rollouts.json`, continue requests).
@@ -581,7 +582,13 @@ fn rollback(
         );
     };
     let name = &p.name;
-    let (old, _, _) = match crate::ops::base::checked_at(ctx.input, &commit, fleet) {
+    let Some(input) = ctx.input else {
+        return format!(
+            "a relay has no Git history to render {} from, so the stage is left as it is; the root process rolls back",
+            base.revision
+        );
+    };
+    let (old, _, _) = match crate::ops::base::checked_at(input, &commit, fleet) {
         Ok(x) => x,
         Err(e) => {
             return format!(

@@ -182,6 +182,14 @@ impl Selection {
     }
 }
 
+/// The clusters both in `a` and in `b`, where `None` is every cluster.
+fn within(a: Option<BTreeSet<usize>>, b: Option<BTreeSet<usize>>) -> Option<BTreeSet<usize>> {
+    match (a, b) {
+        (None, x) | (x, None) => x,
+        (Some(a), Some(b)) => Some(a.intersection(&b).copied().collect()),
+    }
+}
+
 /// The fleet placed as if every cluster were healthy: what `render`, `tree`,
 /// `diff --base` and a rollout's stages show, with no cluster asked.
 pub fn placed_healthy(checked: &Checked) -> Result<Renderer<'_>, OpsError> {
@@ -209,6 +217,8 @@ pub struct Run<'c> {
     /// The health records could not be saved after the clusters were
     /// written: the report stands, and this is said after it.
     pub unrecorded: Option<OpsError>,
+    /// Per relay child written to: what its report says of its subtree.
+    pub relays: Vec<super::relays::RelayResult>,
 }
 
 impl Run<'_> {
@@ -227,6 +237,7 @@ impl Run<'_> {
                 .iter()
                 .any(|o| matches!(o.outcome, O::Failed { .. }))
             || self.events.iter().any(|e| e.failed)
+            || self.relays.iter().any(|r| r.failed())
     }
 }
 
@@ -235,7 +246,9 @@ impl Run<'_> {
 /// each rollout stands). A one-shot command opens one; `watch` keeps one
 /// across rounds.
 pub struct Session<'i> {
-    pub input: &'i Input,
+    /// Where the fleet is read from; `None` for a relay agent, which is
+    /// handed its fleet and has no Git history to roll back to.
+    pub input: Option<&'i Input>,
     pub state: PathBuf,
     pub backends: FleetBackends,
     pub health: Health,
@@ -256,7 +269,7 @@ impl<'i> Session<'i> {
         base: PathBuf,
         kube: KubeOptions,
     ) -> Result<Self, OpsError> {
-        Self::opened(input, state, access, base, kube, true)
+        Self::opened(Some(input), state, access, base, kube, true)
     }
 
     /// As [`Session::open`], but a corrupt record is warned about and
@@ -268,11 +281,19 @@ impl<'i> Session<'i> {
         base: PathBuf,
         kube: KubeOptions,
     ) -> Result<Self, OpsError> {
-        Self::opened(input, state, access, base, kube, false)
+        Self::opened(Some(input), state, access, base, kube, false)
+    }
+
+    /// A relay agent's session: its own state folder (locked) for the
+    /// clusters of its subtree that live in the local backend and for its
+    /// records; no fleet source, since the fleet is handed to it.
+    /// Kubeconfig paths of its subtree's clusters start at `base`.
+    pub fn for_relay(state: PathBuf, base: PathBuf, kube: KubeOptions) -> Result<Self, OpsError> {
+        Self::opened(None, state, Access::Write, base, kube, false)
     }
 
     fn opened(
-        input: &'i Input,
+        input: Option<&'i Input>,
         state: PathBuf,
         access: Access,
         base: PathBuf,
@@ -321,6 +342,29 @@ impl<'i> Session<'i> {
         let at = SystemTime::now();
         let failed = failed_over(checked, &self.health, at);
         let renderer = Renderer::with_failover(checked, &failed);
+        if renderer.diagnostics.has_errors() {
+            return Err(OpsError::Place(renderer.diagnostics.clone()));
+        }
+        Ok(Placed { renderer, at })
+    }
+
+    /// As [`Session::place`], for a relay: the subtree of `relay` alone,
+    /// each Divided workload with the share its parent level gave it
+    /// (`shares`), failing over among the subtree's clusters as this
+    /// relay's own records say.
+    pub fn place_subtree<'c>(
+        &mut self,
+        checked: &'c Checked,
+        relay: usize,
+        shares: &std::collections::BTreeMap<String, u32>,
+    ) -> Result<Placed<'c>, OpsError> {
+        self.backends
+            .follow(&checked.fleet)
+            .map_err(OpsError::Runtime)?;
+        super::health::recheck(&mut self.health, &self.backends);
+        let at = SystemTime::now();
+        let failed = failed_over(checked, &self.health, at);
+        let renderer = Renderer::for_subtree(checked, relay, shares, &failed);
         if renderer.diagnostics.has_errors() {
             return Err(OpsError::Place(renderer.diagnostics.clone()));
         }
@@ -409,20 +453,38 @@ impl<'i> Session<'i> {
     ) -> Result<Run<'c>, OpsError> {
         let checked = &loaded.checked;
         let placed = self.place(checked)?;
-        let targets = selection.resolve_strict(checked)?;
-        let orphans = if orphans && targets.is_none() {
+        let orphans = if orphans && selection.is_all() {
             self.orphans(checked)?
         } else {
             Vec::new()
         };
+        // The clusters below a relay are its agent's to reconcile.
+        let targets = within(
+            selection.resolve_strict(checked)?,
+            crate::core::relay::reconciled_by(checked, None),
+        );
+        self.run_placed(placed, targets, &loaded.revision, &orphans, opts)
+    }
+
+    /// The run after placing: render `targets` (`None`: all), apply with
+    /// rollouts, record health unless this is a dry run, and wait for the
+    /// reports of the relays written to. What a relay agent runs too.
+    pub fn run_placed<'c>(
+        &mut self,
+        placed: Placed<'c>,
+        targets: Option<BTreeSet<usize>>,
+        revision: &Revision,
+        orphans: &[String],
+        opts: Options,
+    ) -> Result<Run<'c>, OpsError> {
         let desired = self
-            .render(&placed, targets.as_ref(), &loaded.revision)
+            .render(&placed, targets.as_ref(), revision)
             .map_err(OpsError::Render)?;
         let rollout::Applied {
             report,
             events,
             unsaved,
-        } = self.apply(&placed, &desired, &loaded.revision, &orphans, &opts);
+        } = self.apply(&placed, &desired, revision, orphans, &opts);
         // Clusters were written: a record that cannot be saved (a full
         // disk) must not take the report of what was written with it.
         let recorded = if opts.dry_run {
@@ -431,12 +493,24 @@ impl<'i> Session<'i> {
             self.record(&placed, &report)
         };
         let unrecorded = unsaved.map(OpsError::from).or(recorded.err());
+        let relays = match opts.relay_wait.filter(|_| !opts.dry_run) {
+            Some(timeout) => super::relays::wait(
+                &placed.renderer,
+                &report,
+                &self.backends,
+                &revision.to_string(),
+                timeout,
+                self.cancel.as_ref(),
+            ),
+            None => Vec::new(),
+        };
         Ok(Run {
             placed,
             desired,
             report,
             events,
             unrecorded,
+            relays,
         })
     }
 }

@@ -189,6 +189,27 @@ pub fn status(session: &mut Session<'_>, loaded: &Loaded) -> Result<Status, OpsE
     let run = session.run(loaded, &Selection::default(), opts, false)?;
     let mut clusters = clusters(&run.report, &session.backends);
     let checked = &loaded.checked;
+    // The clusters below relays, from each relay's report, in tree order.
+    let relayed = relayed_lines(
+        &run.placed.renderer,
+        &run.report,
+        &session.backends,
+        &loaded.revision.to_string(),
+        std::time::SystemTime::now(),
+    );
+    if !relayed.is_empty() {
+        let mut by_name: BTreeMap<String, StatusLine> = clusters
+            .drain(..)
+            .chain(relayed)
+            .map(|l| (l.cluster.clone(), l))
+            .collect();
+        clusters = checked
+            .topo
+            .preorder()
+            .iter()
+            .filter_map(|&c| by_name.remove(checked.topo.name(c)))
+            .collect();
+    }
     let by = crate::core::relay::reconcilers(checked);
     for line in &mut clusters {
         line.via_relay = checked
@@ -202,4 +223,130 @@ pub fn status(session: &mut Session<'_>, loaded: &Loaded) -> Result<Status, OpsE
         clusters,
         workloads,
     })
+}
+
+/// The status lines of the clusters below the relays this run reconciles,
+/// from what each relay reports: its report is bounded, so a cluster is
+/// `in-sync` when the relay reports the current handoff applied (or names
+/// other clusters as every failure), `error` or `skipped` when the report
+/// names it, `unknown` when failures go unnamed, `behind` while the relay
+/// works from an older handoff, `stale` when the relay's agent stopped
+/// renewing its Lease, and `pending` before any report.
+pub fn relayed_lines(
+    r: &Renderer<'_>,
+    report: &Report,
+    backends: &dyn Backends,
+    revision: &str,
+    now: std::time::SystemTime,
+) -> Vec<StatusLine> {
+    use crate::core::relay_report::Seen;
+    let checked = r.checked;
+    let topo = &checked.topo;
+    let mut out = Vec::new();
+    for cr in &report.clusters {
+        let Some(relay) = topo.get(&cr.cluster) else {
+            continue;
+        };
+        if checked.cluster(relay).spec.relay.is_none() {
+            continue;
+        }
+        let backend = backends.backend(&cr.cluster);
+        let handed = {
+            let h = crate::core::relay::handoff(r, relay, revision);
+            Seen {
+                revision: h.revision,
+                digest: h.digest,
+            }
+        };
+        let rep = super::handoff::read_report(backend.as_ref());
+        let (lease_type, lease_key) = super::handoff::lease_ref();
+        let lease = backend.get(&lease_type, &lease_key).ok().flatten();
+        let alive = lease
+            .as_ref()
+            .and_then(|l| crate::core::lease::live_until(l, now))
+            .is_some();
+        let renewed = lease
+            .as_ref()
+            .and_then(|l| l.pointer("/spec/renewTime"))
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        for &c in topo.subtree(relay).iter().filter(|&&c| c != relay) {
+            let name = topo.name(c);
+            let (state, detail, last) = match &rep {
+                Err(e) => (
+                    "unknown",
+                    Some(format!("cannot read relay {}'s report: {e}", cr.cluster)),
+                    None,
+                ),
+                Ok(None) => (
+                    "pending",
+                    Some(format!("relay {} has not reported yet", cr.cluster)),
+                    None,
+                ),
+                Ok(Some((_, rep))) => {
+                    let named = rep.failed.iter().find(|f| f.cluster == name);
+                    let line = if !alive {
+                        (
+                            "stale",
+                            Some(match &renewed {
+                                Some(t) => format!(
+                                    "relay {}'s agent has not renewed its lease since {t}",
+                                    cr.cluster
+                                ),
+                                None => format!("relay {}'s agent holds no lease", cr.cluster),
+                            }),
+                        )
+                    } else if rep.observed.as_ref() != Some(&handed) {
+                        (
+                            "behind",
+                            Some(format!(
+                                "relay {} works from revision {}",
+                                cr.cluster,
+                                rep.observed
+                                    .as_ref()
+                                    .map(|o| o.revision.as_str())
+                                    .unwrap_or("(none)")
+                            )),
+                        )
+                    } else if let Some(f) = named {
+                        (
+                            if f.outcome == "skipped" {
+                                "skipped"
+                            } else {
+                                "error"
+                            },
+                            Some(f.message.clone()),
+                        )
+                    } else if rep.unnamed_failures() > 0 {
+                        (
+                            "unknown",
+                            Some(format!(
+                                "relay {} reports {} failures it does not name",
+                                cr.cluster,
+                                rep.unnamed_failures()
+                            )),
+                        )
+                    } else {
+                        ("in-sync", None)
+                    };
+                    (line.0, line.1, Some(rep))
+                }
+            };
+            out.push(StatusLine {
+                cluster: name.to_string(),
+                depth: topo.depth(c),
+                reachable: state != "stale",
+                state: state.to_string(),
+                drifted: 0,
+                detail,
+                revision: last
+                    .and_then(|l| l.observed.as_ref())
+                    .map(|o| o.revision.clone()),
+                applied_at: last.map(|l| l.at.clone()),
+                record_unreadable: false,
+                via_relay: None,
+            });
+        }
+    }
+    out
 }

@@ -167,7 +167,7 @@ impl<'a> Watch<'a> {
     /// round reconciles every cluster.
     pub fn run(&mut self, events: &Receiver<Event>, stop: &Arc<AtomicBool>) {
         self.session.cancel = Some(stop.clone());
-        let remote = matches!(self.session.input, Input::Git(r) if r.is_remote());
+        let remote = matches!(self.session.input, Some(Input::Git(r)) if r.is_remote());
         self.round(Trigger::Start);
         let mut next_poll = remote.then(|| Instant::now() + self.opts.poll);
         let mut next_resync = self.opts.resync.map(|d| Instant::now() + d);
@@ -316,7 +316,7 @@ impl<'a> Watch<'a> {
     /// incrementally, a bad one is reported once and skipped.
     fn change_round(&mut self, trigger: Trigger) -> Option<RoundSummary> {
         let name = self.opts.fleet_name.clone();
-        let read = match self.session.input {
+        let read = match self.session.input.expect("a watch follows a fleet source") {
             Input::Git(repo) => {
                 if let Err(e) = repo.fetch() {
                     error!(error = %e, "cannot fetch the repository; the last good revision stays applied");
@@ -337,11 +337,7 @@ impl<'a> Watch<'a> {
                     .map(|(f, d)| (f, d, revision))
                     .map_err(|e| e.to_string())
             }
-            Input::Dir(_) => self
-                .session
-                .input
-                .read(name.as_deref())
-                .map_err(|e| e.to_string()),
+            input @ Input::Dir(_) => input.read(name.as_deref()).map_err(|e| e.to_string()),
         };
         let (fleet, diags, revision) = match read {
             Ok(x) => x,

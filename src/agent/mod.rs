@@ -1,0 +1,429 @@
+//! `canopy agent`: a relay cluster's own reconciler.
+//!
+//! A relay (`spec.relay` on its Cluster) is handed, by whoever reconciles
+//! it, a snapshot of what its subtree needs ([`crate::core::relay`]),
+//! stored in the relay's own cluster. The agent runs next to it and, round
+//! by round:
+//!
+//! 1. holds the Lease ([`crate::core::lease`]): of several replicas only
+//!    the leader goes on, and the Lease's renewals are the heartbeat the
+//!    level above reads;
+//! 2. reads the handoff ([`crate::ops::handoff::read`]). One that does not
+//!    match its digest, or whose slice does not validate, is refused and
+//!    the agent keeps working from its last good one, which it keeps in its
+//!    state folder so that it survives a restart while its parent is cut
+//!    off;
+//! 3. reconciles the clusters it is the reconciler of with the same run
+//!    sequence `apply` uses ([`Session::place_subtree`] then
+//!    [`Session::run_placed`]): levels, gating, server-side apply, prune,
+//!    retain, health records and failover among its own clusters, and the
+//!    handoffs of relays below it, whose reports it waits for;
+//! 4. writes its report, bounded, into the handoff's status
+//!    ([`report::of_run`]).
+//!
+//! Autonomy falls out of the order: a relay cut off from its parent keeps
+//! its last handoff and keeps correcting drift from it. It never advances
+//! to a revision it was not handed, and it never prunes a cluster for
+//! being absent from an old handoff (clusters that left are orphans,
+//! deleted only by an explicit `--prune-clusters` at the root).
+
+pub mod report;
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use crate::backend::kube::{KubeFleet, KubeOptions};
+use crate::backend::local::LocalStore;
+use crate::backend::{BackendError, ClusterBackend};
+use crate::core::lease::{self, Decision};
+use crate::core::model::Connection;
+use crate::core::relay::{self, Handoff};
+use crate::core::relay_report::{Refused, RelayReport, Seen};
+use crate::ops::apply::Options;
+use crate::ops::error::OpsError;
+use crate::ops::handoff;
+use crate::ops::run::Session;
+use crate::source::Revision;
+
+/// Where the relay's own cluster is: the one its handoff is stored in.
+pub enum Home {
+    /// A cluster of the embedded local backend, in the state folder of
+    /// the level above.
+    Local(PathBuf),
+    /// A Kubernetes cluster.
+    Kube(Connection),
+}
+
+/// The relay's own cluster, opened.
+enum HomeBackend {
+    Local(LocalStore),
+    Kube(Box<KubeFleet>, Connection),
+}
+
+impl HomeBackend {
+    fn backend(&self, relay: &str) -> Box<dyn ClusterBackend + '_> {
+        match self {
+            HomeBackend::Local(store) => Box::new(store.cluster(relay)),
+            HomeBackend::Kube(k, conn) => k.cluster(relay, conn),
+        }
+    }
+}
+
+/// How an agent runs.
+pub struct Config {
+    /// The relay cluster's name.
+    pub relay: String,
+    pub home: Home,
+    /// The agent's own state folder: its subtree's local-backend clusters,
+    /// its health and rollout records, and its last good handoff.
+    pub state: PathBuf,
+    /// Where relative kubeconfig paths of its subtree's clusters start.
+    pub base: PathBuf,
+    pub kube: KubeOptions,
+    /// This replica's name in the Lease.
+    pub identity: String,
+    pub lease: Duration,
+    /// How clusters are applied; `relay_wait` bounds the wait for relays
+    /// below.
+    pub apply: Options,
+}
+
+/// What one round did.
+#[derive(Debug)]
+pub enum Round {
+    /// Another replica leads.
+    Standby { holder: String },
+    /// No handoff has been written into the relay's cluster yet, and none
+    /// was kept.
+    NoHandoff,
+    /// The subtree was reconciled from the handoff at `seen`, and reported.
+    Reconciled {
+        seen: Seen,
+        report: Box<RelayReport>,
+        /// The report could not be written (the relay's cluster did not
+        /// answer): the level above sees the last one.
+        unreported: Option<String>,
+    },
+    /// The round could not reconcile (the handoff kept cannot be placed or
+    /// rendered, the state folder failed).
+    Failed(String),
+}
+
+/// A running agent: its session over its subtree, kept across rounds.
+pub struct Agent {
+    cfg: Config,
+    home: HomeBackend,
+    session: Session<'static>,
+    /// The handoff worked from, and its digest as the index names it.
+    current: Option<Handoff>,
+}
+
+/// The file in the agent's state folder holding its last good handoff.
+const KEPT: &str = "handoff.json";
+
+impl Agent {
+    /// Opens the agent's state folder (locked: one agent per folder) and
+    /// its relay's cluster, and takes up the handoff it kept, if any.
+    pub fn open(cfg: Config) -> Result<Agent, OpsError> {
+        let session = Session::for_relay(cfg.state.clone(), cfg.base.clone(), cfg.kube.clone())?;
+        let home = match &cfg.home {
+            Home::Local(dir) => HomeBackend::Local(LocalStore::open_read_only(dir)),
+            Home::Kube(conn) => HomeBackend::Kube(
+                Box::new(
+                    KubeFleet::new("", cfg.base.clone(), cfg.kube.clone())
+                        .map_err(OpsError::Runtime)?,
+                ),
+                conn.clone(),
+            ),
+        };
+        let current = crate::sys::files::read(&cfg.state.join(KEPT))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Handoff>(&b).ok())
+            .filter(|h| h.relay == cfg.relay && h.compute_digest() == h.digest);
+        Ok(Agent {
+            cfg,
+            home,
+            session,
+            current,
+        })
+    }
+
+    /// Sets the flag a signal handler raises to stop a round between
+    /// clusters.
+    pub fn cancel_on(&mut self, flag: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+        self.session.cancel = Some(flag);
+    }
+
+    /// Takes or renews the Lease. `Err` with the holder when another
+    /// replica leads.
+    pub fn lead(&self, now: SystemTime) -> Result<Result<(), String>, BackendError> {
+        let home = self.home.backend(&self.cfg.relay);
+        let (t, key) = handoff::lease_ref();
+        let live = home.get(&t, &key)?;
+        match lease::decide(live.as_ref(), &self.cfg.identity, now, self.cfg.lease) {
+            Decision::Follow { holder, .. } => Ok(Err(holder)),
+            Decision::Write { lease, took_over } => match home.put(&lease)? {
+                Some(_) => {
+                    if took_over {
+                        tracing::info!(identity = %self.cfg.identity, "took over the lease");
+                    }
+                    Ok(Ok(()))
+                }
+                // Another replica wrote first.
+                None => Ok(Err(home
+                    .get(&t, &key)?
+                    .and_then(|l| lease::held(&l))
+                    .map(|(h, _)| h)
+                    .unwrap_or_default())),
+            },
+        }
+    }
+
+    /// Gives the Lease up if this replica holds it, so that another
+    /// replica takes over at once (a clean stop).
+    pub fn release(&self) {
+        let home = self.home.backend(&self.cfg.relay);
+        let (t, key) = handoff::lease_ref();
+        if let Ok(Some(live)) = home.get(&t, &key) {
+            if let Some(freed) = lease::release(&live, &self.cfg.identity) {
+                if let Err(e) = home.put(&freed) {
+                    tracing::warn!(error = %e, "cannot release the lease; it expires by itself");
+                }
+            }
+        }
+    }
+
+    /// The digest of the handoff the relay's cluster holds now (cheap: the
+    /// index only), to tell whether a round has anything new to take.
+    pub fn handed_digest(&self) -> Option<String> {
+        let home = self.home.backend(&self.cfg.relay);
+        handoff::stored_digest(home.as_ref()).ok().flatten()
+    }
+
+    /// The digest of the handoff worked from.
+    pub fn current_digest(&self) -> Option<&str> {
+        self.current.as_ref().map(|h| h.digest.as_str())
+    }
+
+    /// One round: lead, read, reconcile, report.
+    pub fn round(&mut self) -> Round {
+        let now = SystemTime::now();
+        match self.lead(now) {
+            Ok(Ok(())) => {}
+            Ok(Err(holder)) => return Round::Standby { holder },
+            // The relay's own cluster does not answer: the agent cannot
+            // know whether another replica leads, so it writes nothing.
+            Err(e) => {
+                return Round::Failed(format!(
+                    "cannot reach the relay's own cluster for its lease: {e}"
+                ))
+            }
+        }
+        let refused = self.take_newest();
+        let Some(h) = self.current.clone() else {
+            return match refused {
+                Some(r) => Round::Failed(format!(
+                    "the handoff at revision {} was refused and there is no earlier one: {}",
+                    r.handoff.revision, r.reason
+                )),
+                None => Round::NoHandoff,
+            };
+        };
+        let seen = Seen {
+            revision: h.revision.clone(),
+            digest: h.digest.clone(),
+        };
+        let opened = match relay::open(&h) {
+            Ok(o) => o,
+            Err(d) => {
+                return Round::Failed(format!("the kept handoff does not open: {}", text_of(&d)))
+            }
+        };
+        let checked = &opened.checked;
+        let placed = match self.session.place_subtree(checked, opened.relay, &h.shares) {
+            Ok(p) => p,
+            Err(e) => return Round::Failed(e.to_string()),
+        };
+        let targets = relay::reconciled_by(checked, Some(opened.relay));
+        // Clusters that left an old handoff are orphans: never deleted
+        // here, whatever the age of the handoff.
+        let orphans = match self.session.orphans(checked) {
+            Ok(o) => o,
+            Err(e) => return Round::Failed(e.to_string()),
+        };
+        let revision = Revision::parse(&h.revision);
+        let run = match self.session.run_placed(
+            placed,
+            targets,
+            &revision,
+            &orphans,
+            self.cfg.apply.clone(),
+        ) {
+            Ok(run) => run,
+            Err(e) => return Round::Failed(e.to_string()),
+        };
+        let mut rep = report::of_run(&run, &self.session.backends, &seen);
+        rep.refused = refused;
+        rep.at = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+        let home = self.home.backend(&self.cfg.relay);
+        let unreported = handoff::write_report(home.as_ref(), &rep)
+            .err()
+            .map(|e| e.to_string());
+        Round::Reconciled {
+            seen,
+            report: Box::new(rep),
+            unreported,
+        }
+    }
+
+    /// Reads the handoff in the relay's cluster and takes it when it is new
+    /// and good (kept in the state folder). What it refused, if anything.
+    fn take_newest(&mut self) -> Option<Refused> {
+        let home = self.home.backend(&self.cfg.relay);
+        let found = match handoff::read(home.as_ref()) {
+            Ok(Some(f)) => f,
+            // None written yet, or the index is gone: keep what we have.
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the handoff; working from the last good one");
+                return None;
+            }
+        };
+        if self.current.as_ref().map(|h| &h.digest) == Some(&found.seen.digest) {
+            return None;
+        }
+        let refuse = |reason: String| {
+            tracing::warn!(revision = %found.seen.revision, %reason, "refused the handoff; working from the last good one");
+            Some(Refused {
+                handoff: found.seen.clone(),
+                reason,
+            })
+        };
+        let h = match found.handoff {
+            Ok(h) => h,
+            Err(e) => return refuse(e.to_string()),
+        };
+        if h.relay != self.cfg.relay {
+            return refuse(format!(
+                "the handoff is for relay {:?}, and this agent runs relay {:?}",
+                h.relay, self.cfg.relay
+            ));
+        }
+        if let Err(d) = relay::open(&h) {
+            return refuse(format!("its slice does not validate: {}", text_of(&d)));
+        }
+        let body = serde_json::to_vec(&h).expect("a handoff serializes");
+        if let Err(e) = crate::sys::files::replace(&self.cfg.state, KEPT, &body) {
+            tracing::warn!(error = %e, "cannot keep the handoff in the state folder; it is used, but not kept across a restart");
+        }
+        tracing::info!(revision = %h.revision, digest = %h.digest, "took a new handoff");
+        self.current = Some(h);
+        None
+    }
+}
+
+/// How often a running agent looks.
+pub struct Follow {
+    /// How often the Lease is renewed and the handoff's index looked at:
+    /// a new handoff is taken within this.
+    pub tick: Duration,
+    /// How often the whole subtree is reconciled even when nothing new
+    /// was handed down: drift is corrected within this.
+    pub resync: Duration,
+}
+
+impl Agent {
+    /// Runs rounds until `stop` is set: a round as soon as a new handoff is
+    /// written, else every `resync`; after a round that failed, again
+    /// after a wait that doubles up to `resync`.
+    pub fn follow(&mut self, every: &Follow, stop: &std::sync::atomic::AtomicBool) {
+        use std::sync::atomic::Ordering;
+        use std::time::Instant;
+        let mut last: Option<Instant> = None;
+        let mut backoff = Duration::ZERO;
+        let mut standby: Option<String> = None;
+        while !stop.load(Ordering::SeqCst) {
+            let due = match last {
+                None => true,
+                Some(at) => {
+                    let wait = if backoff.is_zero() {
+                        every.resync
+                    } else {
+                        backoff
+                    };
+                    at.elapsed() >= wait || self.handed_digest().as_deref() != self.current_digest()
+                }
+            };
+            let mut failed = false;
+            if due {
+                match self.round() {
+                    Round::Standby { holder } => {
+                        if standby.as_deref() != Some(holder.as_str()) {
+                            tracing::info!(%holder, "another replica leads; standing by");
+                        }
+                        standby = Some(holder);
+                        // Not a round: look again at the next tick.
+                        sleep_unless(stop, every.tick);
+                        continue;
+                    }
+                    Round::NoHandoff => {
+                        tracing::info!("no handoff written yet; waiting for the parent level");
+                    }
+                    Round::Reconciled {
+                        seen,
+                        report,
+                        unreported,
+                    } => {
+                        let c = report.clusters;
+                        failed = report.applied.is_none();
+                        tracing::info!(
+                            revision = %seen.revision,
+                            clusters = c.total,
+                            applied = c.applied,
+                            failed = c.failed,
+                            skipped = c.skipped,
+                            pending = c.pending,
+                            "reconciled the subtree"
+                        );
+                        if let Some(e) = unreported {
+                            tracing::warn!(error = %e, "cannot write the report");
+                        }
+                    }
+                    Round::Failed(why) => {
+                        failed = true;
+                        tracing::error!(error = %why, "round failed");
+                    }
+                }
+                standby = None;
+                last = Some(Instant::now());
+                backoff = if failed {
+                    (backoff * 2).clamp(Duration::from_secs(1), every.resync)
+                } else {
+                    Duration::ZERO
+                };
+            } else if let Err(e) = self.lead(SystemTime::now()) {
+                tracing::warn!(error = %e, "cannot renew the lease");
+            }
+            sleep_unless(stop, every.tick);
+        }
+        self.release();
+    }
+}
+
+/// Sleeps `d`, waking early when `stop` is set.
+fn sleep_unless(stop: &std::sync::atomic::AtomicBool, d: Duration) {
+    let end = std::time::Instant::now() + d;
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        let left = end.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(100)));
+    }
+}
+
+/// Diagnostics as one line each, joined.
+fn text_of(d: &crate::core::diag::Diagnostics) -> String {
+    let lines: Vec<String> = d.errors().map(ToString::to_string).collect();
+    lines.join("; ")
+}

@@ -1,0 +1,160 @@
+//! The level above a relay: after writing a relay's handoff, wait (bounded)
+//! for the relay's report on it, and say per relay subtree how it went.
+//!
+//! A relay writes its report at the end of each round, into the status of
+//! the `Handoff` object its parent level wrote ([`super::handoff`]). The
+//! report names the handoff it is about by revision and digest, so the
+//! parent knows it is about *this* handoff and not the last one: the
+//! acknowledgement that Open Cluster Management's and argocd-agent's users
+//! find stuck when it is an event instead of a state.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::apply::{Outcome, Report};
+use super::handoff;
+use crate::backend::fleet::Backends;
+use crate::core::relay;
+use crate::core::relay_report::{RelayReport, Seen};
+use crate::core::render::Renderer;
+
+/// How one relay's subtree went.
+#[derive(Debug, Clone)]
+pub struct RelayResult {
+    pub relay: String,
+    /// Clusters below the relay in the fleet.
+    pub below: usize,
+    /// The handoff written to it in this run.
+    pub handed: Seen,
+    pub outcome: RelayOutcome,
+}
+
+#[derive(Debug, Clone)]
+pub enum RelayOutcome {
+    /// The relay reconciled its subtree from the handoff (its report may
+    /// still name failed clusters).
+    Reported(RelayReport),
+    /// The relay refused the handoff and keeps its last good one.
+    Refused(String),
+    /// No report on this handoff within the wait; the last report, if any.
+    Waiting {
+        waited: Duration,
+        last: Option<RelayReport>,
+    },
+    /// The report could not be read.
+    Unreadable(String),
+}
+
+impl RelayResult {
+    /// Whether the subtree is not wholly reconciled from the handoff.
+    pub fn failed(&self) -> bool {
+        match &self.outcome {
+            RelayOutcome::Reported(r) => {
+                let c = r.clusters;
+                c.failed + c.skipped + c.pending > 0
+            }
+            _ => true,
+        }
+    }
+}
+
+/// The relays `report` wrote a handoff to, each with the handoff written.
+pub fn handed(r: &Renderer<'_>, report: &Report, revision: &str) -> Vec<(usize, Seen)> {
+    let checked = r.checked;
+    report
+        .clusters
+        .iter()
+        .filter(|c| matches!(c.outcome, Outcome::Changed(_) | Outcome::Unchanged(_)))
+        .filter_map(|c| checked.topo.get(&c.cluster))
+        .filter(|&c| checked.cluster(c).spec.relay.is_some())
+        .map(|c| {
+            let h = relay::handoff(r, c, revision);
+            (
+                c,
+                Seen {
+                    revision: h.revision,
+                    digest: h.digest,
+                },
+            )
+        })
+        .collect()
+}
+
+/// What the relay's report says about `handed`, `None` while it says
+/// nothing about it yet.
+fn judge(report: &RelayReport, handed: &Seen) -> Option<RelayOutcome> {
+    if let Some(refused) = report.refused.as_ref().filter(|r| r.handoff == *handed) {
+        return Some(RelayOutcome::Refused(refused.reason.clone()));
+    }
+    (report.observed.as_ref() == Some(handed)).then(|| RelayOutcome::Reported(report.clone()))
+}
+
+/// Waits up to `timeout` for each relay's report on the handoff it was
+/// given, asking every relay still silent about once a second (sooner at
+/// first). Stops early when `cancel` is set.
+pub fn wait(
+    r: &Renderer<'_>,
+    report: &Report,
+    backends: &dyn Backends,
+    revision: &str,
+    timeout: Duration,
+    cancel: Option<&Arc<AtomicBool>>,
+) -> Vec<RelayResult> {
+    let topo = &r.checked.topo;
+    let start = Instant::now();
+    // Each relay with its place in the report (tree order).
+    let mut pending: Vec<(usize, Seen, Option<RelayReport>)> = handed(r, report, revision)
+        .into_iter()
+        .map(|(c, s)| (c, s, None))
+        .collect();
+    let order: Vec<usize> = pending.iter().map(|(c, _, _)| *c).collect();
+    let mut done: Vec<(usize, RelayResult)> = Vec::new();
+    let mut pause = Duration::from_millis(50);
+    loop {
+        pending.retain_mut(|(c, seen, last)| {
+            let backend = backends.backend(topo.name(*c));
+            let outcome = match handoff::read_report(backend.as_ref()) {
+                Ok(Some((_, rep))) => {
+                    let judged = judge(&rep, seen);
+                    *last = Some(rep);
+                    judged
+                }
+                Ok(None) => None,
+                Err(e) => Some(RelayOutcome::Unreadable(e.to_string())),
+            };
+            match outcome {
+                Some(outcome) => {
+                    done.push((*c, result(r, *c, seen.clone(), outcome)));
+                    false
+                }
+                None => true,
+            }
+        });
+        let stopped = cancel.is_some_and(|c| c.load(Ordering::SeqCst));
+        if pending.is_empty() || stopped || start.elapsed() >= timeout {
+            break;
+        }
+        std::thread::sleep(pause.min(timeout.saturating_sub(start.elapsed())));
+        pause = (pause * 2).min(Duration::from_secs(1));
+    }
+    let waited = start.elapsed();
+    for (c, seen, last) in pending {
+        done.push((
+            c,
+            result(r, c, seen, RelayOutcome::Waiting { waited, last }),
+        ));
+    }
+    done.sort_by_key(|(c, _)| order.iter().position(|o| o == c));
+    done.into_iter().map(|(_, res)| res).collect()
+}
+
+fn result(r: &Renderer<'_>, c: usize, handed: Seen, outcome: RelayOutcome) -> RelayResult {
+    let topo = &r.checked.topo;
+    RelayResult {
+        relay: topo.name(c).to_string(),
+        below: topo.subtree(c).len() - 1,
+        handed,
+        outcome,
+    }
+}
