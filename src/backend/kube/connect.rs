@@ -73,6 +73,16 @@ pub async fn connect(
             "set the variable, or write the path out in the cluster's spec.connection.kubeconfig",
         )
     })?;
+    if matches!(src, Source::Default) && in_pod() {
+        // A relay agent in its own cluster: the pod's ServiceAccount.
+        let config = kube::Config::incluster().map_err(|e| {
+            fail(
+                format!("the in-cluster configuration cannot be used: {e}"),
+                "run the agent with a ServiceAccount token mounted (the default), or give it --kubeconfig",
+            )
+        })?;
+        return client(config, "in-cluster".into(), timeout, &fail);
+    }
     let kc = match &src {
         Source::File(p) => Kubeconfig::read_from(p),
         Source::Default => Kubeconfig::read(),
@@ -115,7 +125,7 @@ pub async fn connect(
         context: Some(context.clone()),
         ..KubeConfigOptions::default()
     };
-    let mut config = kube::Config::from_custom_kubeconfig(kc, &opts)
+    let config = kube::Config::from_custom_kubeconfig(kc, &opts)
         .await
         .map_err(|e| {
             fail(
@@ -123,6 +133,28 @@ pub async fn connect(
                 "fix the context's cluster and user entries (kubectl --context <name> cluster-info shows the same problem)",
             )
         })?;
+    client(config, context, timeout, &fail)
+}
+
+/// Whether canopy runs in a pod with no kubeconfig of its own: no
+/// `$KUBECONFIG`, no `~/.kube/config`, and the service host Kubernetes
+/// sets in every pod.
+fn in_pod() -> bool {
+    let home_config = std::env::var_os("HOME")
+        .map(|h| Path::new(&h).join(".kube/config").exists())
+        .unwrap_or(false);
+    std::env::var_os("KUBECONFIG").is_none()
+        && !home_config
+        && std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
+}
+
+/// The client of a configuration, with canopy's timeouts.
+fn client(
+    mut config: kube::Config,
+    context: String,
+    timeout: Duration,
+    fail: &dyn Fn(String, &str) -> BackendError,
+) -> Result<Connected, BackendError> {
     config.connect_timeout = Some(timeout.min(Duration::from_secs(10)));
     config.read_timeout = Some(timeout);
     config.write_timeout = Some(timeout);
