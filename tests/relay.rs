@@ -251,11 +251,12 @@ fn agent_once(
         "--state",
         own.to_str().unwrap(),
         "--once",
-        "--lease-duration",
-        "10m",
         "--identity",
         "once",
     ];
+    if !extra.contains(&"--lease-duration") {
+        args.extend_from_slice(&["--lease-duration", "10m"]);
+    }
     args.extend_from_slice(extra);
     canopy(&args)
 }
@@ -612,4 +613,60 @@ fn two_agents_elect_one_leader_and_the_other_takes_over() {
         image_of(&b_state, "eu-west-1", "web").is_some_and(|i| i.ends_with("/web:1.4.3"))
     });
     drop(b);
+}
+
+fn replicas_of(state: &std::path::Path, cluster: &str, name: &str) -> Option<u64> {
+    held(state, cluster)
+        .get(&obj_id("apps", "Deployment", "shop", name))?
+        .pointer("/spec/replicas")?
+        .as_u64()
+}
+
+/// Issue 14, item 6: when the root stops hearing from a relay (its agent's
+/// Lease expired) for a workload's `failover.after`, the relay's subtree
+/// counts as down and its Divided replicas move around it; once the agent
+/// renews its Lease they come back.
+#[test]
+fn a_silent_relay_subtree_is_failed_over_around() {
+    let (tmp, dir) = example_with_eu_relay();
+    let web = dir.join("workloads/web/workload.yaml");
+    let text = std::fs::read_to_string(&web).unwrap();
+    std::fs::write(&web, format!("{text}  failover: {{after: 1s}}\n")).unwrap();
+    let (root, own) = (tmp.path().join("root"), tmp.path().join("eu"));
+    let (d, st) = (dir.to_str().unwrap(), root.to_str().unwrap());
+    // The agent runs (and renews) before the first apply that counts.
+    canopy(&["apply", d, "--state", st, "--timeout", "0s"]);
+    let (code, out, err) = agent_once("eu", &root, &own, &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, _) = canopy(&["apply", d, "--state", st, "--timeout", "0s"]);
+    assert_eq!(code, 0, "{out}");
+    let before = replicas_of(&root, "us-east-1", "web").unwrap();
+    let eu_before = replicas_of(&own, "eu-west-1", "web");
+    assert!(eu_before.is_some_and(|n| n > 0));
+
+    // The agent goes silent: its Lease runs out.
+    let (code, out, err) = agent_once("eu", &root, &own, &["--lease-duration", "1s"]);
+    assert_eq!(code, 0, "{out}{err}");
+    std::thread::sleep(std::time::Duration::from_millis(2200));
+    let (code, out, _) = canopy(&["status", d, "--state", st]);
+    assert_eq!(code, 0);
+    assert!(out.contains("stale"), "{out}");
+    // The first apply records since when; past failover.after, the next
+    // moves web's replicas off eu's subtree.
+    canopy(&["apply", d, "--state", st, "--timeout", "0s"]);
+    let (_, out, _) = canopy(&["apply", d, "--state", st, "--timeout", "0s"]);
+    let after = replicas_of(&root, "us-east-1", "web").unwrap();
+    assert!(
+        after > before,
+        "us-east-1 took eu's share: {before} -> {after}\n{out}"
+    );
+
+    // The agent is back: its subtree counts again, and the share returns.
+    let (code, out, err) = agent_once("eu", &root, &own, &[]);
+    assert!(code == 0 || code == 4, "{out}{err}");
+    canopy(&["apply", d, "--state", st, "--timeout", "0s"]);
+    assert_eq!(replicas_of(&root, "us-east-1", "web"), Some(before));
+    let (code, out, err) = agent_once("eu", &root, &own, &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(replicas_of(&own, "eu-west-1", "web"), eu_before);
 }

@@ -338,7 +338,7 @@ impl<'i> Session<'i> {
         self.backends
             .follow(&checked.fleet)
             .map_err(OpsError::Runtime)?;
-        super::health::recheck(&mut self.health, &self.backends);
+        self.hear(checked, None);
         let at = SystemTime::now();
         let failed = failed_over(checked, &self.health, at);
         let renderer = Renderer::with_failover(checked, &failed);
@@ -361,7 +361,7 @@ impl<'i> Session<'i> {
         self.backends
             .follow(&checked.fleet)
             .map_err(OpsError::Runtime)?;
-        super::health::recheck(&mut self.health, &self.backends);
+        self.hear(checked, Some(relay));
         let at = SystemTime::now();
         let failed = failed_over(checked, &self.health, at);
         let renderer = Renderer::for_subtree(checked, relay, shares, &failed);
@@ -369,6 +369,24 @@ impl<'i> Session<'i> {
             return Err(OpsError::Place(renderer.diagnostics.clone()));
         }
         Ok(Placed { renderer, at })
+    }
+
+    /// Brings the health records up to date before placing, for the level
+    /// `level` (`None`: the root process): the clusters it reaches that
+    /// were down are asked again, and the relays it hands down to are
+    /// heard through their Leases.
+    fn hear(&mut self, checked: &Checked, level: Option<usize>) {
+        let by = crate::core::relay::reconcilers(checked);
+        let topo = &checked.topo;
+        let mine = |c: &str| topo.get(c).is_none_or(|i| by[i] == level);
+        super::health::recheck(&mut self.health, &self.backends, mine);
+        super::health::hear_relays(
+            &mut self.health,
+            checked,
+            level,
+            &self.backends,
+            SystemTime::now(),
+        );
     }
 
     /// Clusters with local state that `checked` no longer has.
