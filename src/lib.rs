@@ -3,7 +3,7 @@
 //! Folders are layers, and imports point one way (a test scans them):
 //!
 //! ```text
-//! cli ──▶ watch ──▶ ops ──▶ backend, source, state ──▶ core
+//! cli ──▶ watch, agent ──▶ ops ──▶ backend, source, state ──▶ core
 //! ```
 //!
 //! - [`core`]: the pure stages, load → validate → schedule → render → diff,
@@ -20,6 +20,8 @@
 //!   backends, places and renders once; apply, diff, status and rollout are
 //!   thin functions over it.
 //! - [`watch`]: the long-running loop of rounds over [`ops`].
+//! - [`agent`]: a relay's own loop over [`ops`]: follow the handoff its
+//!   parent level writes, reconcile the relay's subtree, report back.
 //! - [`cli`]: clap types and printers; `main.rs` only dispatches.
 //! - [`sys`]: beside `core` at the bottom, the filesystem primitives for
 //!   canopy's own files (private, atomic, durable, no links followed).
