@@ -1132,6 +1132,75 @@ fn a_relay_agent_reconciles_leaves_only_it_can_reach() {
     );
     assert_eq!(lease["spec"]["holderIdentity"], "relay-agent");
 
+    // From here on the agent runs as the ServiceAccount `canopy agent
+    // manifests` sets up, with its Role alone: what it needs in its own
+    // cluster, it is allowed.
+    let (code, out, err) = canopy(&["agent", "manifests", "--cluster", "relay", "-o", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let manifests: Vec<Value> = serde_json::from_str(&out).unwrap();
+    for m in &manifests {
+        let name = m["metadata"]["name"].as_str().unwrap();
+        let path = match m["kind"].as_str().unwrap() {
+            "Namespace" => format!("/api/v1/namespaces/{name}"),
+            "CustomResourceDefinition" => {
+                format!("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")
+            }
+            "ServiceAccount" => format!("/api/v1/namespaces/canopy-system/serviceaccounts/{name}"),
+            "Role" => {
+                format!("/apis/rbac.authorization.k8s.io/v1/namespaces/canopy-system/roles/{name}")
+            }
+            "RoleBinding" => format!(
+                "/apis/rbac.authorization.k8s.io/v1/namespaces/canopy-system/rolebindings/{name}"
+            ),
+            "Deployment" => format!("/apis/apps/v1/namespaces/canopy-system/deployments/{name}"),
+            k => panic!("unexpected kind {k}"),
+        };
+        request(
+            3,
+            "PATCH",
+            &format!("{path}?fieldManager=operator&force=true"),
+            Some(("application/apply-patch+yaml", m.clone())),
+        )
+        .unwrap_or_else(|e| panic!("{path}: {e}"));
+    }
+    let mut kc: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(&k3).unwrap()).unwrap();
+    let user = &mut kc["users"][0]["user"];
+    user["as"] = "system:serviceaccount:canopy-system:canopy-agent".into();
+    user["as-groups"] =
+        serde_yaml::to_value(["system:serviceaccounts", "system:authenticated"]).unwrap();
+    let as_agent = tmp.path().join("agent-kubeconfig");
+    std::fs::write(&as_agent, serde_yaml::to_string(&kc).unwrap()).unwrap();
+    // The control: another ServiceAccount, without the Role, is refused.
+    kc["users"][0]["user"]["as"] = "system:serviceaccount:canopy-system:nobody".into();
+    let as_nobody = tmp.path().join("nobody-kubeconfig");
+    std::fs::write(&as_nobody, serde_yaml::to_string(&kc).unwrap()).unwrap();
+    let mut args: Vec<&str> = agent_args.iter().map(String::as_str).collect();
+    let k3_at = args
+        .iter()
+        .position(|a| *a == k3.to_str().unwrap())
+        .unwrap();
+    args[k3_at] = as_nobody.to_str().unwrap();
+    args.push("--once");
+    let (code, out, err) = canopy_env(&leaves, &args);
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(out.contains("forbidden"), "{out}{err}");
+    let agent_args: Vec<String> = agent_args
+        .iter()
+        .map(|a| {
+            if a == k3.to_str().unwrap() {
+                as_agent.to_str().unwrap().to_string()
+            } else {
+                a.clone()
+            }
+        })
+        .collect();
+    let agent_once = || {
+        let mut args: Vec<&str> = agent_args.iter().map(String::as_str).collect();
+        args.push("--once");
+        canopy_env(&leaves, &args)
+    };
+
     // Drift on a leaf, the root process gone: the agent puts it back.
     request(
         1,

@@ -201,65 +201,18 @@ pub enum Command {
     /// Run a relay: follow the handoff its parent level writes into the
     /// relay's own cluster, reconcile the relay's subtree from it as `apply`
     /// does, and report back into the handoff's status. Replicas elect one
-    /// leader through a Lease.
-    #[command(after_help = "Examples:
-  canopy agent --cluster eu --kubeconfig /etc/canopy/eu.kubeconfig --state /var/lib/canopy
-  canopy agent --cluster eu --local fleet-example/.canopy/state --state eu-state --once
-
-Kubeconfig paths of the subtree's clusters (their spec.connection) are read in this agent's environment, relative to the current folder; ${VAR} in them is expanded here.
-
-Exit codes: 0 stopped by a signal (or, with --once, the subtree reconciled, or another replica leads); 2 usage error; 3 the state folder cannot be used, or the round failed; 4 (--once) some cluster of the subtree failed.")]
+    /// leader through a Lease. `canopy agent manifests` prints what runs it
+    /// in a cluster.
+    #[command(
+        args_conflicts_with_subcommands = true,
+        subcommand_negates_reqs = true,
+        after_help = "Examples:\n  canopy agent --cluster eu --kubeconfig /etc/canopy/eu.kubeconfig --state /var/lib/canopy\n  canopy agent --cluster eu --local fleet-example/.canopy/state --state eu-state --once\n  canopy agent manifests --cluster eu --image registry.example.com/canopy:0.1.0 | kubectl apply -f -\n\nKubeconfig paths of the subtree's clusters (their spec.connection) are read in this agent's environment, relative to the current folder; ${VAR} in them is expanded here.\n\nExit codes: 0 stopped by a signal (or, with --once, the subtree reconciled, or another replica leads); 2 usage error; 3 the state folder cannot be used, or the round failed; 4 (--once) some cluster of the subtree failed, or the newest handoff was refused."
+    )]
     Agent {
-        /// The relay cluster this agent runs for.
-        #[arg(long, value_name = "CLUSTER")]
-        cluster: String,
-        /// The relay's own cluster is in the embedded local backend, in this
-        /// state folder (its parent level's).
-        #[arg(long, value_name = "DIR", conflicts_with_all = ["kubeconfig", "context"], required_unless_present = "kubeconfig")]
-        local: Option<PathBuf>,
-        /// The kubeconfig that reaches the relay's own cluster.
-        #[arg(long, value_name = "FILE")]
-        kubeconfig: Option<String>,
-        /// The context of --kubeconfig (default: its current context).
-        #[arg(long, value_name = "NAME", requires = "kubeconfig")]
-        context: Option<String>,
-        /// The agent's own state folder: the subtree's local-backend
-        /// clusters, health and rollout records, the last good handoff.
-        #[arg(long, value_name = "DIR")]
-        state: PathBuf,
-        /// One round, then exit (a report on stdout).
-        #[arg(long)]
-        once: bool,
-        /// Reconcile the whole subtree at least this often (drift).
-        #[arg(long, default_value = "1m", value_parser = humantime::parse_duration, value_name = "DURATION")]
-        resync: std::time::Duration,
-        /// How long a leader's Lease lasts without renewal; it is renewed
-        /// (and the handoff looked at) every third of it.
-        #[arg(long, default_value = "15s", value_parser = humantime::parse_duration, value_name = "DURATION")]
-        lease_duration: std::time::Duration,
-        /// This replica's name in the Lease (default: host name and pid).
-        /// A `--once` run holds the Lease for --lease-duration after it
-        /// ends, as its heartbeat: give runs from cron one fixed name.
-        #[arg(long, value_name = "NAME")]
-        identity: Option<String>,
-        /// How long to wait for the report of a relay below.
-        #[arg(long, default_value = "1m", value_parser = humantime::parse_duration, value_name = "DURATION")]
-        relay_timeout: std::time::Duration,
-        /// Delete owned objects that are no longer rendered.
-        #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
-        prune: bool,
-        /// Clusters of one tree level reconciled at once.
-        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
-        concurrency: u16,
-        /// Take over fields another field manager owns.
-        #[arg(long)]
-        force_conflicts: bool,
-        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
-        log_format: LogFormat,
-        #[arg(short, long, value_enum, default_value_t = TextOrJson::Text)]
-        output: TextOrJson,
+        #[command(subcommand)]
+        command: Option<AgentCommand>,
         #[command(flatten)]
-        kube: KubeArgs,
+        run: AgentRun,
     },
     /// Staged rollouts: where each stands, and going on after a pause.
     #[command(subcommand)]
@@ -278,6 +231,85 @@ Exit codes: 0 stopped by a signal (or, with --once, the subtree reconciled, or a
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// Print the objects that run a relay's agent in its own cluster:
+    /// Namespace, the Handoff CRD, ServiceAccount, a Role that allows only
+    /// what the agent does there, RoleBinding, Deployment.
+    #[command(
+        after_help = "The clusters below the relay are reached with kubeconfigs from the Secret canopy-agent-kubeconfigs (mounted at /etc/canopy/kubeconfigs; write their spec.connection.kubeconfig as ${KUBECONFIGS}/NAME)."
+    )]
+    Manifests {
+        /// The relay cluster.
+        #[arg(long, value_name = "CLUSTER")]
+        cluster: String,
+        /// The agent's container image.
+        #[arg(long, value_name = "IMAGE", default_value = concat!("ghcr.io/canopy-dev/canopy:", env!("CARGO_PKG_VERSION")))]
+        image: String,
+        /// Replicas (one leads, the others stand by).
+        #[arg(long, default_value_t = 2)]
+        replicas: u32,
+        #[arg(short, long, value_enum, default_value_t = YamlOrJson::Yaml)]
+        output: YamlOrJson,
+    },
+}
+
+/// How `canopy agent` runs.
+#[derive(Debug, clap::Args)]
+pub struct AgentRun {
+    /// The relay cluster this agent runs for.
+    #[arg(long, value_name = "CLUSTER", required = true)]
+    pub cluster: Option<String>,
+    /// The relay's own cluster is in the embedded local backend, in this
+    /// state folder (its parent level's).
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["kubeconfig", "context"])]
+    pub local: Option<PathBuf>,
+    /// The kubeconfig that reaches the relay's own cluster (default:
+    /// $KUBECONFIG, ~/.kube/config, or inside a pod its ServiceAccount).
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<String>,
+    /// The context of the kubeconfig (default: its current context).
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
+    /// The agent's own state folder: the subtree's local-backend
+    /// clusters, health and rollout records, the last good handoff.
+    #[arg(long, value_name = "DIR", required = true)]
+    pub state: Option<PathBuf>,
+    /// One round, then exit (a report on stdout).
+    #[arg(long)]
+    pub once: bool,
+    /// Reconcile the whole subtree at least this often (drift).
+    #[arg(long, default_value = "1m", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub resync: std::time::Duration,
+    /// How long a leader's Lease lasts without renewal; it is renewed
+    /// (and the handoff looked at) every third of it.
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub lease_duration: std::time::Duration,
+    /// This replica's name in the Lease (default: host name and pid).
+    /// A `--once` run holds the Lease for --lease-duration after it
+    /// ends, as its heartbeat: give runs from cron one fixed name.
+    #[arg(long, value_name = "NAME")]
+    pub identity: Option<String>,
+    /// How long to wait for the report of a relay below.
+    #[arg(long, default_value = "1m", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub relay_timeout: std::time::Duration,
+    /// Delete owned objects that are no longer rendered.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub prune: bool,
+    /// Clusters of one tree level reconciled at once.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub concurrency: u16,
+    /// Take over fields another field manager owns.
+    #[arg(long)]
+    pub force_conflicts: bool,
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    #[arg(short, long, value_enum, default_value_t = TextOrJson::Text)]
+    pub output: TextOrJson,
+    #[command(flatten)]
+    pub kube: KubeArgs,
 }
 
 #[derive(Debug, Subcommand)]

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::args::{
-    Cli, Command, DiffFormat, KubeArgs, RolloutCommand, SourceArgs, Target, TextOrJson, YamlOrJson,
+    AgentCommand, Cli, Command, DiffFormat, KubeArgs, RolloutCommand, SourceArgs, Target,
+    TextOrJson, YamlOrJson,
 };
 use super::exit::{
     git_failure, load_failure, print_diags, summary, Failure, EXIT_CLUSTERS, EXIT_DIFF, EXIT_IO,
@@ -224,49 +225,61 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             watch(&src, &target.state, opts, kube, listen, quiet)
         }
         Command::Agent {
-            cluster,
-            local,
-            kubeconfig,
-            context,
-            state,
-            once,
-            resync,
-            lease_duration,
-            identity,
-            relay_timeout,
-            prune,
-            concurrency,
-            force_conflicts,
-            log_format,
-            output,
-            kube,
+            command:
+                Some(AgentCommand::Manifests {
+                    cluster,
+                    image,
+                    replicas,
+                    output: fmt,
+                }),
+            ..
         } => {
-            init_logs(log_format);
-            let mut kube = kube_options(&kube);
-            kube.force_conflicts = force_conflicts;
-            let home = match local {
+            let objs = crate::agent::manifests::objects(&crate::agent::manifests::Spec {
+                relay: &cluster,
+                image: &image,
+                replicas,
+            });
+            match fmt {
+                YamlOrJson::Yaml => {
+                    let docs: Vec<String> = objs
+                        .iter()
+                        .map(|o| serde_yaml::to_string(o).expect("JSON values serialize"))
+                        .collect();
+                    stdout(&format!("---\n{}", docs.join("---\n")))
+                }
+                YamlOrJson::Json => json_out(&objs),
+            }
+        }
+        Command::Agent {
+            command: None,
+            run: a,
+        } => {
+            init_logs(a.log_format);
+            let mut kube = kube_options(&a.kube);
+            kube.force_conflicts = a.force_conflicts;
+            let home = match a.local {
                 Some(dir) => crate::agent::Home::Local(dir),
                 None => crate::agent::Home::Kube(crate::core::model::Connection {
-                    kubeconfig,
-                    context,
+                    kubeconfig: a.kubeconfig,
+                    context: a.context,
                 }),
             };
             let cfg = crate::agent::Config {
-                relay: cluster,
+                relay: a.cluster.unwrap_or_default(),
                 home,
-                state,
+                state: a.state.unwrap_or_default(),
                 base: std::env::current_dir().unwrap_or_default(),
                 kube,
-                identity: identity.unwrap_or_else(default_identity),
-                lease: lease_duration,
+                identity: a.identity.unwrap_or_else(default_identity),
+                lease: a.lease_duration,
                 apply: Options {
-                    prune,
-                    concurrency: usize::from(concurrency),
-                    relay_wait: Some(relay_timeout),
+                    prune: a.prune,
+                    concurrency: usize::from(a.concurrency),
+                    relay_wait: Some(a.relay_timeout),
                     ..Options::default()
                 },
             };
-            agent(cfg, once, resync, output)
+            agent(cfg, a.once, a.resync, a.output)
         }
         Command::Rollout(cmd) => rollout(cmd, name, quiet),
         Command::Schema { out } => {
