@@ -325,9 +325,11 @@ impl Agent {
 
 /// How often a running agent looks.
 pub struct Follow {
-    /// How often the Lease is renewed and the handoff's index looked at:
-    /// a new handoff is taken within this.
-    pub tick: Duration,
+    /// How often the handoff's index is looked at: a new handoff is taken
+    /// within this (one small read each time).
+    pub poll: Duration,
+    /// How often the Lease is renewed (a third of its duration).
+    pub renew: Duration,
     /// How often the whole subtree is reconciled even when nothing new
     /// was handed down: drift is corrected within this.
     pub resync: Duration,
@@ -336,35 +338,37 @@ pub struct Follow {
 impl Agent {
     /// Runs rounds until `stop` is set: a round as soon as a new handoff is
     /// written, else every `resync`; after a round that failed, again
-    /// after a wait that doubles up to `resync`.
+    /// after a wait that doubles up to `resync`; while relays below have
+    /// not reported on what they were handed, again at the next poll, so
+    /// that the report up follows theirs.
     pub fn follow(&mut self, every: &Follow, stop: &std::sync::atomic::AtomicBool) {
         use std::sync::atomic::Ordering;
         use std::time::Instant;
         let mut last: Option<Instant> = None;
+        let mut renewed = Instant::now();
         let mut backoff = Duration::ZERO;
+        let mut again = every.resync;
         let mut standby: Option<String> = None;
         while !stop.load(Ordering::SeqCst) {
             let due = match last {
                 None => true,
                 Some(at) => {
-                    let wait = if backoff.is_zero() {
-                        every.resync
-                    } else {
-                        backoff
-                    };
-                    at.elapsed() >= wait || self.handed_digest().as_deref() != self.current_digest()
+                    at.elapsed() >= again
+                        || self.handed_digest().as_deref() != self.current_digest()
                 }
             };
-            let mut failed = false;
             if due {
+                renewed = Instant::now();
+                let mut failed = false;
+                let mut pending = false;
                 match self.round() {
                     Round::Standby { holder } => {
                         if standby.as_deref() != Some(holder.as_str()) {
                             tracing::info!(%holder, "another replica leads; standing by");
                         }
                         standby = Some(holder);
-                        // Not a round: look again at the next tick.
-                        sleep_unless(stop, every.tick);
+                        // Not a round: try to lead again at the next renewal.
+                        sleep_unless(stop, every.renew);
                         continue;
                     }
                     Round::NoHandoff => {
@@ -376,7 +380,8 @@ impl Agent {
                         unreported,
                     } => {
                         let c = report.clusters;
-                        failed = report.applied.is_none();
+                        pending = c.pending > 0;
+                        failed = c.failed + c.skipped > 0 || report.applied.is_none() && !pending;
                         tracing::info!(
                             revision = %seen.revision,
                             clusters = c.total,
@@ -402,10 +407,20 @@ impl Agent {
                 } else {
                     Duration::ZERO
                 };
-            } else if let Err(e) = self.lead(SystemTime::now()) {
-                tracing::warn!(error = %e, "cannot renew the lease");
+                again = if failed {
+                    backoff
+                } else if pending {
+                    every.poll
+                } else {
+                    every.resync
+                };
+            } else if renewed.elapsed() >= every.renew {
+                renewed = Instant::now();
+                if let Err(e) = self.lead(SystemTime::now()) {
+                    tracing::warn!(error = %e, "cannot renew the lease");
+                }
             }
-            sleep_unless(stop, every.tick);
+            sleep_unless(stop, every.poll.min(every.renew));
         }
         self.release();
     }

@@ -283,8 +283,12 @@ pub struct AgentRun {
     /// Reconcile the whole subtree at least this often (drift).
     #[arg(long, default_value = "1m", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub resync: std::time::Duration,
+    /// How often the handoff's index is looked at for a new handoff (one
+    /// small read of the relay's own cluster).
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub poll: std::time::Duration,
     /// How long a leader's Lease lasts without renewal; it is renewed
-    /// (and the handoff looked at) every third of it.
+    /// every third of it.
     #[arg(long, default_value = "15s", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub lease_duration: std::time::Duration,
     /// This replica's name in the Lease (default: host name and pid).

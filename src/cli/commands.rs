@@ -275,11 +275,24 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                 apply: Options {
                     prune: a.prune,
                     concurrency: usize::from(a.concurrency),
-                    relay_wait: Some(a.relay_timeout),
+                    // A running agent waits at most a third of its
+                    // lease for the relays below, so that the wait never
+                    // costs it the lease; the next poll folds in what came
+                    // later.
+                    relay_wait: Some(if a.once {
+                        a.relay_timeout
+                    } else {
+                        a.relay_timeout.min(a.lease_duration / 3)
+                    }),
                     ..Options::default()
                 },
             };
-            agent(cfg, a.once, a.resync, a.output)
+            let follow = crate::agent::Follow {
+                poll: a.poll,
+                renew: (a.lease_duration / 3).max(std::time::Duration::from_millis(100)),
+                resync: a.resync,
+            };
+            agent(cfg, a.once, follow, a.output)
         }
         Command::Rollout(cmd) => rollout(cmd, name, quiet),
         Command::Schema { out } => {
@@ -631,11 +644,10 @@ fn default_identity() -> String {
 fn agent(
     cfg: crate::agent::Config,
     once: bool,
-    resync: std::time::Duration,
+    follow: crate::agent::Follow,
     fmt: TextOrJson,
 ) -> Result<(), Failure> {
-    use crate::agent::{Agent, Follow, Round};
-    let tick = (cfg.lease / 3).max(std::time::Duration::from_millis(200));
+    use crate::agent::{Agent, Round};
     let mut a = Agent::open(cfg)?;
     if once {
         let round = a.round();
@@ -659,7 +671,7 @@ fn agent(
     crate::watch::trigger::on_signals(stop.clone(), tx)
         .map_err(|e| Failure::io(format!("error: cannot handle signals: {e}")))?;
     a.cancel_on(stop.clone());
-    a.follow(&Follow { tick, resync }, &stop);
+    a.follow(&follow, &stop);
     Ok(())
 }
 
