@@ -128,7 +128,10 @@ fn main() {
     let chains: [(&'static str, Vec<(&str, usize, bool)>); 3] = [
         ("direct", vec![("leaf", 4, false)]),
         ("one", vec![("r1", 1, true), ("leaf", 4, false)]),
-        ("two", vec![("r1", 2, true), ("r2", 3, true), ("leaf", 4, false)]),
+        (
+            "two",
+            vec![("r1", 2, true), ("r2", 3, true), ("leaf", 4, false)],
+        ),
     ];
     let mut scenarios = Vec::new();
     for (name, chain) in &chains {
@@ -200,7 +203,11 @@ fn main() {
             let t = Instant::now();
             let mut a = apply(s);
             while leaf.value(&ns).as_deref() != Some(value.as_str()) {
-                assert!(t.elapsed() < Duration::from_secs(60), "{}: round {round} never reached the leaf", s.name);
+                assert!(
+                    t.elapsed() < Duration::from_secs(60),
+                    "{}: round {round} never reached the leaf",
+                    s.name
+                );
                 std::thread::sleep(Duration::from_millis(10));
             }
             leaf_s[i].push(t.elapsed().as_secs_f64());
@@ -210,7 +217,10 @@ fn main() {
         }
     }
     println!("commit → leaf applied, {rounds} rounds, agents polling every {poll_ms} ms:");
-    println!("{:<8} {:>10} {:>10} {:>10} {:>12} {:>14}", "path", "median s", "min s", "max s", "× direct", "apply ran s");
+    println!(
+        "{:<8} {:>10} {:>10} {:>10} {:>12} {:>14}",
+        "path", "median s", "min s", "max s", "× direct", "apply ran s"
+    );
     let base = median(leaf_s[0].clone());
     for (i, (name, _)) in chains.iter().enumerate() {
         let v = &leaf_s[i];
