@@ -80,6 +80,9 @@ impl Drop for Scenario {
     }
 }
 
+/// A cluster of the chain below the root: (name, server, relay).
+type Link = (&'static str, usize, bool);
+
 fn cluster(name: &str, parent: Option<&str>, relay: bool, kc: &Path) -> String {
     let mut spec = format!("connection: {{kubeconfig: {}}}", kc.display());
     if let Some(p) = parent {
@@ -91,13 +94,12 @@ fn cluster(name: &str, parent: Option<&str>, relay: bool, kc: &Path) -> String {
     format!("---\napiVersion: canopy.dev/v1alpha1\nkind: Cluster\nmetadata: {{name: {name}}}\nspec: {{{spec}}}\n")
 }
 
-fn write_value(dir: &Path, ns: &str, value: &str) {
+fn write_value(dir: &Path, value: &str) {
     std::fs::write(
         dir.join("workloads/app/cm.yaml"),
         format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: bench\ndata:\n  value: \"{value}\"\n"),
     )
     .unwrap();
-    let _ = ns;
 }
 
 fn apply(s: &Scenario) -> Child {
@@ -124,8 +126,7 @@ fn main() {
     let tmp = tempfile::tempdir().unwrap();
     let leaf = Reader::new(&kc(4));
 
-    // (name, clusters of the chain below the root: (name, server, relay))
-    let chains: [(&'static str, Vec<(&str, usize, bool)>); 3] = [
+    let chains: [(&'static str, Vec<Link>); 3] = [
         ("direct", vec![("leaf", 4, false)]),
         ("one", vec![("r1", 1, true), ("leaf", 4, false)]),
         (
@@ -155,7 +156,7 @@ fn main() {
             format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n"),
         )
         .unwrap();
-        write_value(&dir, &ns, "start");
+        write_value(&dir, "start");
         let mut s = Scenario {
             name,
             state: tmp.path().join(name).join("state"),
@@ -199,7 +200,7 @@ fn main() {
             let s = &scenarios[i];
             let ns = format!("bench-{}", s.name);
             let value = format!("round-{round}");
-            write_value(&s.dir, &ns, &value);
+            write_value(&s.dir, &value);
             let t = Instant::now();
             let mut a = apply(s);
             while leaf.value(&ns).as_deref() != Some(value.as_str()) {
