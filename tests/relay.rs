@@ -178,7 +178,12 @@ fn apply_writes_the_handoff_into_the_relay_cluster() {
     let (checked, _) = canopy::source::input::check_all(&input, None).unwrap();
     let checked = checked.unwrap();
     let full = Renderer::new(&checked);
-    let want = relay::handoff(&full, checked.topo.get("eu").unwrap(), &got.revision);
+    let want = relay::handoff(
+        &full,
+        checked.topo.get("eu").unwrap(),
+        &got.revision,
+        &relay::Above::default(),
+    );
     assert_eq!(got, want);
     let opened = relay::open(&got).unwrap_or_else(|d| panic!("{d:?}"));
     assert!(opened.checked.topo.get("eu-edge-paris").is_some());
@@ -535,6 +540,8 @@ fn start_agent(home: &std::path::Path, own: &std::path::Path, identity: &str) ->
             identity,
             "--lease-duration",
             "2s",
+            "--poll",
+            "100ms",
         ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -669,4 +676,100 @@ fn a_silent_relay_subtree_is_failed_over_around() {
     let (code, out, err) = agent_once("eu", &root, &own, &[]);
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(replicas_of(&own, "eu-west-1", "web"), eu_before);
+}
+
+/// Issue 14: a staged rollout whose second stage lies below a relay. The
+/// root runs the rollout; its handoff holds the workload back below the
+/// relay until the stage is reached, and the stage's gate takes the
+/// relay's report. A relayed cluster that is unhealthy fails the gate, and
+/// the next stage does not start.
+#[test]
+fn a_rollout_stage_below_a_relay_waits_for_the_relays_gate() {
+    let (tmp, dir) = example_with_eu_relay();
+    let web = dir.join("workloads/web/workload.yaml");
+    let text = std::fs::read_to_string(&web).unwrap();
+    std::fs::write(
+        &web,
+        format!(
+            "{text}  rollout:\n    stages:\n      - {{name: canary, clusters: {{names: [us-east-1]}}}}\n      - {{name: eu, clusters: {{names: [eu-west-1, eu-central-1]}}}}\n      - {{name: rest, percent: 100}}\n"
+        ),
+    )
+    .unwrap();
+    let root = tmp.path().join("root");
+    let (d, st) = (dir.to_str().unwrap(), root.to_str().unwrap());
+    let own = tmp.path().join("eu");
+    let apply = || canopy(&["apply", d, "--state", st, "--timeout", "20s"]);
+
+    // Version 1, with the agent running: the canary, then eu below the
+    // relay (released by the next run's handoff), then the rest.
+    let (code, out, err) = canopy(&["apply", d, "--state", st, "--timeout", "0s"]);
+    assert_eq!(code, 4, "no agent yet: {out}{err}");
+    let _agent = start_agent(&root, &own, "a");
+    let mut done = false;
+    for _ in 0..4 {
+        let (code, out, err) = apply();
+        assert_eq!(code, 0, "{out}{err}");
+        if out.contains("rollout of") && out.contains("complete") {
+            done = true;
+            break;
+        }
+    }
+    assert!(done, "version 1 rolled out");
+    assert!(image_of(&own, "eu-west-1", "web")
+        .unwrap()
+        .ends_with("/web:1.4.2"));
+
+    // Version 2 is unhealthy on eu-west-1.
+    let file = dir.join("workloads/web/deployment.yaml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, text.replace("web:1.4.2", "web:1.4.3")).unwrap();
+    std::fs::write(
+        dir.join("overrides/bad-eu-west.yaml"),
+        "apiVersion: canopy.dev/v1alpha1\nkind: Override\nmetadata: {name: bad-eu-west}\nspec:\n  clusters: {names: [eu-west-1]}\n  resources: [{group: apps, kind: Deployment, name: web}]\n  patches:\n    - mergePatch: {metadata: {annotations: {canopy.dev/local-health: \"unhealthy: crash loop\"}}}\n",
+    )
+    .unwrap();
+    // The canary; the eu stage is still held back below the relay.
+    let (code, out, err) = apply();
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("eu reaches the clusters below relay eu with the next run's handoff"),
+        "{out}"
+    );
+    assert!(image_of(&root, "us-east-1", "web")
+        .unwrap()
+        .ends_with("/web:1.4.3"));
+    assert!(
+        image_of(&own, "eu-west-1", "web")
+            .unwrap()
+            .ends_with("/web:1.4.2"),
+        "held back"
+    );
+    // The eu stage: the relay applies it and reports eu-west-1 unhealthy.
+    let (code, out, err) = apply();
+    assert_eq!(code, 4, "{out}{err}");
+    assert!(
+        out.contains("rollout web FAILED: eu: 1 cluster(s) unhealthy")
+            && out.contains("stages after eu did not start"),
+        "{out}"
+    );
+    assert!(image_of(&own, "eu-west-1", "web")
+        .unwrap()
+        .ends_with("/web:1.4.3"));
+    assert!(
+        image_of(&root, "us-west-2", "web")
+            .unwrap()
+            .ends_with("/web:1.4.2"),
+        "the rest did not start"
+    );
+    let (_, out, _) = canopy(&["rollout", "status", d, "web", "--state", st]);
+    let line = out
+        .lines()
+        .skip_while(|l| !l.contains("eu-west-1"))
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        line.contains("failed") && line.contains("crash loop (reported by relay eu)"),
+        "{out}"
+    );
 }

@@ -241,7 +241,10 @@ impl Agent {
             }
         };
         let checked = &opened.checked;
-        let placed = match self.session.place_subtree(checked, opened.relay, &h.shares) {
+        let placed = match self
+            .session
+            .place_subtree(checked, opened.relay, &h.shares, &h.above)
+        {
             Ok(p) => p,
             Err(e) => return Round::Failed(e.to_string()),
         };
@@ -263,7 +266,7 @@ impl Agent {
             Ok(run) => run,
             Err(e) => return Round::Failed(e.to_string()),
         };
-        let mut rep = report::of_run(&run, &self.session.backends, &seen);
+        let mut rep = report::of_run(&run, &self.session.backends, &seen, &h.above);
         rep.refused = refused;
         rep.at = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
         let home = self.home.backend(&self.cfg.relay);

@@ -2,8 +2,11 @@
 //! the first failures, replicas per workload, with the reports of the
 //! relays below folded in.
 
+use rayon::prelude::*;
+
 use crate::backend::fleet::Backends;
-use crate::core::relay_report::{FailedCluster, RelayReport, Seen};
+use crate::core::relay::Above;
+use crate::core::relay_report::{FailedCluster, GateReport, RelayReport, Seen};
 use crate::ops::apply::Outcome;
 use crate::ops::relays::RelayOutcome;
 use crate::ops::run::Run;
@@ -11,7 +14,7 @@ use crate::ops::run::Run;
 /// The report of a round that reconciled from the handoff at `seen`.
 /// `applied` names it only when every cluster of the subtree, below relays
 /// included, was reconciled from it without failure.
-pub fn of_run(run: &Run<'_>, backends: &dyn Backends, seen: &Seen) -> RelayReport {
+pub fn of_run(run: &Run<'_>, backends: &dyn Backends, seen: &Seen, above: &Above) -> RelayReport {
     let mut rep = RelayReport {
         observed: Some(seen.clone()),
         ..RelayReport::default()
@@ -46,6 +49,7 @@ pub fn of_run(run: &Run<'_>, backends: &dyn Backends, seen: &Seen) -> RelayRepor
     for w in crate::ops::status::workloads(&run.placed.renderer, &run.desired, backends) {
         *rep.workloads.entry(w.workload).or_default() += w.total;
     }
+    rep.gates = gates(run, backends, above);
     for r in &run.relays {
         let silent = |rep: &mut RelayReport, outcome: &str, message: String| {
             rep.clusters.total += r.below;
@@ -76,4 +80,68 @@ pub fn of_run(run: &Run<'_>, backends: &dyn Backends, seen: &Seen) -> RelayRepor
         rep.applied = Some(seen.clone());
     }
     rep
+}
+
+/// The gate verdicts of the rollouts a level above runs (`above`): per
+/// such workload, each cluster of this run that holds it and does not
+/// hold it back is healthy within the rollout's health timeout, or not.
+fn gates(
+    run: &Run<'_>,
+    backends: &dyn Backends,
+    above: &Above,
+) -> std::collections::BTreeMap<String, GateReport> {
+    let r = &run.placed.renderer;
+    let checked = r.checked;
+    let fleet = &checked.fleet;
+    let mut out = std::collections::BTreeMap::new();
+    for (wi, w) in fleet.workloads.iter().enumerate() {
+        if !above.rolled.contains(w.name()) {
+            continue;
+        }
+        let timeout = fleet
+            .rollout_of(w)
+            .map(|ro| ro.health_timeout())
+            .unwrap_or_default();
+        let verdicts: Vec<(String, Result<(), String>)> = run
+            .report
+            .clusters
+            .par_iter()
+            .filter(|c| {
+                !above
+                    .held
+                    .get(&c.cluster)
+                    .is_some_and(|ws| ws.contains(w.name()))
+            })
+            .filter_map(|c| {
+                let i = checked.topo.get(&c.cluster)?;
+                let objects: Vec<serde_json::Value> = run
+                    .desired
+                    .objects(i)
+                    .filter(|(owner, _, _)| *owner == Some(wi))
+                    .map(|(_, _, v)| v)
+                    .collect();
+                if objects.is_empty() {
+                    return None;
+                }
+                let verdict = match &c.outcome {
+                    Outcome::Failed { error, .. } => Err(error.summary()),
+                    Outcome::Skipped { reason } => Err(format!("skipped: {reason}")),
+                    Outcome::Changed(_) | Outcome::Unchanged(_) => {
+                        let refs: Vec<&serde_json::Value> = objects.iter().collect();
+                        backends
+                            .backend(&c.cluster)
+                            .wait_healthy(&refs, timeout)
+                            .map_err(|e| e.summary())
+                    }
+                };
+                Some((c.cluster.clone(), verdict))
+            })
+            .collect();
+        let mut g = GateReport::default();
+        for (c, v) in verdicts {
+            g.note(&c, v);
+        }
+        out.insert(w.name().to_string(), g);
+    }
+    out
 }

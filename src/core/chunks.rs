@@ -85,6 +85,8 @@ fn hash_hex(bytes: &[u8]) -> String {
 struct Body {
     files: BTreeMap<String, String>,
     shares: BTreeMap<String, u32>,
+    #[serde(default)]
+    above: crate::core::relay::Above,
 }
 
 /// Stores `h` as chunks and an index.
@@ -92,6 +94,7 @@ pub fn encode(h: &Handoff) -> Stored {
     let body = Body {
         files: h.files.clone(),
         shares: h.shares.clone(),
+        above: h.above.clone(),
     };
     let json = serde_json::to_vec(&body).expect("a handoff serializes");
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
@@ -216,6 +219,7 @@ fn decode_within(
         revision: field("revision")?,
         files: body.files,
         shares: body.shares,
+        above: body.above,
         digest: String::new(),
     };
     let got = h.compute_digest();
@@ -310,6 +314,10 @@ mod tests {
             revision: "r1".into(),
             files,
             shares: BTreeMap::from([("web".to_string(), 7)]),
+            above: crate::core::relay::Above {
+                rolled: ["web".to_string()].into(),
+                held: BTreeMap::from([("eu-1".to_string(), ["web".to_string()].into())]),
+            },
             digest: String::new(),
         };
         h.digest = h.compute_digest();

@@ -29,8 +29,12 @@
 //! Failover inside the subtree is the relay's own: the scheduler keeps a
 //! subtree's share while any of it is healthy, so the relay divides around
 //! its failed clusters ([`Renderer::for_subtree`] with `failed`) and
-//! nothing outside moves. Not in the handoff yet: failover decisions taken
-//! above the relay and the rollout stage the subtree may go to.
+//! nothing outside moves. Failover above the relay reaches it as its share.
+//!
+//! Staged rollouts are the level above's: a rollout's stages span the
+//! fleet, so the handoff says which workloads that level rolls out and
+//! where each is held back ([`Above`]); the relay follows and reports the
+//! health of what it applied, which the level above's gate takes.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -86,8 +90,49 @@ pub struct Handoff {
     /// Per Divided workload landing below the relay: the replicas its
     /// parent level gave the relay's subtree.
     pub shares: BTreeMap<String, u32>,
+    /// The staged rollouts decided above the relay.
+    #[serde(default)]
+    pub above: Above,
     /// Hex of the stable hash over everything above.
     pub digest: String,
+}
+
+/// Staged rollouts as a level above a relay decides them. A rollout's
+/// stages span the whole fleet (a percent stage is a share of every
+/// cluster the workload lands on), so the level that runs the rollout
+/// decides, and a relay only follows: it runs no stages of its own for
+/// these workloads, holds them back where told, and reports the health of
+/// the clusters it applied them to (the gate verdict).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Above {
+    /// Workloads whose rollout a level above runs.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub rolled: BTreeSet<String>,
+    /// By cluster: the workloads held back there, their stage not reached.
+    /// The clusters keep what they run of them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub held: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl Above {
+    /// What of it concerns the clusters below `relay`.
+    pub fn below(&self, checked: &Checked, relay: usize) -> Above {
+        let topo = &checked.topo;
+        let held = self
+            .held
+            .iter()
+            .filter(|(c, _)| {
+                topo.get(c)
+                    .is_some_and(|i| i != relay && topo.in_subtree(i, relay))
+            })
+            .map(|(c, ws)| (c.clone(), ws.clone()))
+            .collect();
+        Above {
+            rolled: self.rolled.clone(),
+            held,
+        }
+    }
 }
 
 impl Handoff {
@@ -103,13 +148,25 @@ impl Handoff {
         for (w, n) in &self.shares {
             h.str(w).u64(u64::from(*n));
         }
+        h.usize(self.above.rolled.len());
+        for w in &self.above.rolled {
+            h.str(w);
+        }
+        h.usize(self.above.held.len());
+        for (c, ws) in &self.above.held {
+            h.str(c).usize(ws.len());
+            for w in ws {
+                h.str(w);
+            }
+        }
         format!("{:016x}", h.finish())
     }
 }
 
 /// Cuts the handoff for relay `relay` from a renderer of the level above
-/// (the root's full renderer, or a relay's own for a nested relay).
-pub fn handoff<'a>(r: &Renderer<'a>, relay: usize, revision: &str) -> Handoff {
+/// (the root's full renderer, or a relay's own for a nested relay), with
+/// the staged rollouts that level follows or runs (`above`).
+pub fn handoff<'a>(r: &Renderer<'a>, relay: usize, revision: &str, above: &Above) -> Handoff {
     let checked = r.checked;
     let fleet = &checked.fleet;
     let topo = &checked.topo;
@@ -177,6 +234,7 @@ pub fn handoff<'a>(r: &Renderer<'a>, relay: usize, revision: &str) -> Handoff {
         revision: revision.to_string(),
         files,
         shares,
+        above: above.below(checked, relay),
         digest: String::new(),
     };
     h.digest = h.compute_digest();
@@ -357,7 +415,7 @@ mod tests {
             let failed = vec![down.clone(); checked.fleet.workloads.len()];
             let full = Renderer::with_failover(&checked, &failed);
             prop_assert!(!full.diagnostics.has_errors(), "{:?}", full.diagnostics);
-            let h = handoff(&full, relay, "rev");
+            let h = handoff(&full, relay, "rev", &Above::default());
             let o = open(&h).unwrap_or_else(|d| panic!("{d:?}"));
             let local_down: Vec<bool> = (0..o.checked.topo.len())
                 .map(|l| down[topo.get(o.checked.topo.name(l)).unwrap()])
@@ -392,7 +450,7 @@ mod tests {
         let (_d, checked) = synth_fleet(30, 3);
         let r = Renderer::new(&checked);
         let relay = checked.topo.children(checked.topo.roots()[0])[0];
-        let mut h = handoff(&r, relay, "rev1");
+        let mut h = handoff(&r, relay, "rev1", &Above::default());
         assert!(open(&h).is_ok());
         let (path, text) = h
             .files
@@ -442,10 +500,10 @@ mod tests {
                 for &level in &chain {
                     let name = checked.topo.name(level);
                     let h = match &opened {
-                        None => handoff(&full, level, "rev"),
+                        None => handoff(&full, level, "rev", &Above::default()),
                         Some((o, oh)) => {
                             let up = Renderer::for_subtree(&o.checked, o.relay, &oh.shares, &[]);
-                            handoff(&up, o.checked.topo.get(name).unwrap(), "rev")
+                            handoff(&up, o.checked.topo.get(name).unwrap(), "rev", &Above::default())
                         }
                     };
                     let o = open(&h).unwrap_or_else(|d| panic!("{d:?}"));

@@ -49,6 +49,52 @@ pub struct RelayReport {
     /// Per workload: desired and ready replicas summed over the subtree.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub workloads: BTreeMap<String, Counts>,
+    /// Per workload whose staged rollout a level above runs: the health of
+    /// the clusters of the subtree it was applied to (not held back), the
+    /// verdict that level's health gate takes.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub gates: BTreeMap<String, GateReport>,
+}
+
+/// The health of a workload on the clusters of a subtree it was applied to.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GateReport {
+    /// Clusters checked.
+    pub checked: usize,
+    /// Of those, not healthy (failed, skipped, or objects not healthy in
+    /// the rollout's health timeout).
+    pub unhealthy: usize,
+    /// The first [`MAX_FAILED`] of them, and why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed: Vec<FailedCluster>,
+}
+
+impl GateReport {
+    /// Adds one cluster's verdict.
+    pub fn note(&mut self, cluster: &str, verdict: Result<(), String>) {
+        self.checked += 1;
+        if let Err(message) = verdict {
+            self.unhealthy += 1;
+            if self.failed.len() < MAX_FAILED {
+                self.failed.push(FailedCluster {
+                    cluster: cluster.to_string(),
+                    outcome: "unhealthy".into(),
+                    message,
+                });
+            }
+        }
+    }
+
+    fn add(&mut self, o: &GateReport) {
+        self.checked += o.checked;
+        self.unhealthy += o.unhealthy;
+        for f in &o.failed {
+            if self.failed.len() < MAX_FAILED {
+                self.failed.push(f.clone());
+            }
+        }
+    }
 }
 
 /// A handoff by revision and digest.
@@ -132,6 +178,11 @@ impl RelayReport {
         }
         for (w, n) in &below.workloads {
             *self.workloads.entry(w.clone()).or_default() += *n;
+        }
+        if current {
+            for (w, g) in &below.gates {
+                self.gates.entry(w.clone()).or_default().add(g);
+            }
         }
     }
 

@@ -38,9 +38,15 @@ use super::apply::Desired;
 /// The `canopy.dev/source` of the handoff's objects.
 pub const SOURCE: &str = "canopy: relay handoff";
 
-/// The objects that carry relay `relay`'s handoff at `revision`.
-pub fn objects(r: &Renderer<'_>, relay: usize, revision: &str) -> Vec<(ObjectKey, Value)> {
-    let h = relay::handoff(r, relay, revision);
+/// The objects that carry relay `relay`'s handoff at `revision`, with the
+/// staged rollouts decided above it.
+pub fn objects(
+    r: &Renderer<'_>,
+    relay: usize,
+    revision: &str,
+    above: &relay::Above,
+) -> Vec<(ObjectKey, Value)> {
+    let h = relay::handoff(r, relay, revision, above);
     let stored = chunks::encode(&h);
     let fleet = &r.checked.fleet.name;
     let cluster = r.checked.topo.name(relay);
@@ -60,11 +66,11 @@ pub fn objects(r: &Renderer<'_>, relay: usize, revision: &str) -> Vec<(ObjectKey
 }
 
 /// Adds the handoff of every relay cluster `desired` holds.
-pub fn add_to(desired: &mut Desired, r: &Renderer<'_>, revision: &str) {
+pub fn add_to(desired: &mut Desired, r: &Renderer<'_>, revision: &str, above: &relay::Above) {
     let checked = r.checked;
     for c in 0..checked.topo.len() {
         if desired.has(c) && checked.cluster(c).spec.relay.is_some() {
-            desired.add(c, objects(r, c, revision));
+            desired.add(c, objects(r, c, revision, above));
         }
     }
 }

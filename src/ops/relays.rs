@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::apply::{Outcome, Report};
+use super::apply::{Desired, Outcome, Report};
 use super::handoff;
 use crate::backend::fleet::Backends;
 use crate::core::relay;
@@ -60,7 +60,12 @@ impl RelayResult {
 }
 
 /// The relays `report` wrote a handoff to, each with the handoff written.
-pub fn handed(r: &Renderer<'_>, report: &Report, revision: &str) -> Vec<(usize, Seen)> {
+pub fn handed(
+    r: &Renderer<'_>,
+    report: &Report,
+    revision: &str,
+    above: &relay::Above,
+) -> Vec<(usize, Seen)> {
     let checked = r.checked;
     report
         .clusters
@@ -69,7 +74,7 @@ pub fn handed(r: &Renderer<'_>, report: &Report, revision: &str) -> Vec<(usize, 
         .filter_map(|c| checked.topo.get(&c.cluster))
         .filter(|&c| checked.cluster(c).spec.relay.is_some())
         .map(|c| {
-            let h = relay::handoff(r, c, revision);
+            let h = relay::handoff(r, c, revision, above);
             (
                 c,
                 Seen {
@@ -98,13 +103,14 @@ pub fn wait(
     report: &Report,
     backends: &dyn Backends,
     revision: &str,
+    above: &relay::Above,
     timeout: Duration,
     cancel: Option<&Arc<AtomicBool>>,
 ) -> Vec<RelayResult> {
     let topo = &r.checked.topo;
     let start = Instant::now();
     // Each relay with its place in the report (tree order).
-    let mut pending: Vec<(usize, Seen, Option<RelayReport>)> = handed(r, report, revision)
+    let mut pending: Vec<(usize, Seen, Option<RelayReport>)> = handed(r, report, revision, above)
         .into_iter()
         .map(|(c, s)| (c, s, None))
         .collect();
@@ -157,4 +163,107 @@ fn result(r: &Renderer<'_>, c: usize, handed: Seen, outcome: RelayOutcome) -> Re
         handed,
         outcome,
     }
+}
+
+/// The relay this run handed down to that reconciles cluster `c`: its
+/// nearest ancestor this run rendered that is a relay. `None` for a cluster
+/// this run reconciles itself (or reaches no relay above).
+pub fn relay_of(r: &Renderer<'_>, desired: &Desired, c: usize) -> Option<usize> {
+    let checked = r.checked;
+    if desired.has(c) {
+        return None;
+    }
+    let mut at = checked.topo.parent(c);
+    while let Some(a) = at {
+        if desired.has(a) && checked.cluster(a).spec.relay.is_some() {
+            return Some(a);
+        }
+        at = checked.topo.parent(a);
+    }
+    None
+}
+
+/// A health gate's verdicts on the clusters of a stage below relays, as
+/// the relays report them.
+#[derive(Debug, Default)]
+pub struct Verdicts {
+    /// Per cluster: healthy, or why not.
+    pub clusters: Vec<(String, Result<(), String>)>,
+    /// Unhealthy clusters the bounded reports do not name.
+    pub unnamed: usize,
+    /// Whether a relay applied anything of the stage (its pause then
+    /// applies, as for a stage that changed something).
+    pub changed: bool,
+}
+
+/// The gate verdicts of `workload` on `members` (clusters below relays
+/// this run handed down to), from each relay's report on the handoff it
+/// holds now, waiting at most `wait` for it. `Err` says what the gate
+/// still waits for: a report, or a member the handoff still held back
+/// (`down`; the next run's handoff releases it).
+#[allow(clippy::too_many_arguments)]
+pub fn gate_verdicts(
+    r: &Renderer<'_>,
+    desired: &Desired,
+    backends: &dyn Backends,
+    workload: &str,
+    members: &[usize],
+    down: &relay::Above,
+    wait: Option<Duration>,
+    cancel: Option<&Arc<AtomicBool>>,
+) -> Result<Verdicts, String> {
+    let topo = &r.checked.topo;
+    let mut by_relay: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
+    for &c in members {
+        let name = topo.name(c);
+        if down.held.get(name).is_some_and(|ws| ws.contains(workload)) {
+            return Err(format!(
+                "{name}, held back below its relay until the next run hands the stage down"
+            ));
+        }
+        if let Some(rl) = relay_of(r, desired, c) {
+            by_relay.entry(rl).or_default().push(c);
+        }
+    }
+    let mut out = Verdicts {
+        changed: !members.is_empty(),
+        ..Verdicts::default()
+    };
+    for (rl, cs) in by_relay {
+        let relay_name = topo.name(rl);
+        let backend = backends.backend(relay_name);
+        let start = Instant::now();
+        let mut pause = Duration::from_millis(50);
+        let report = loop {
+            let current = handoff::stored_digest(backend.as_ref())
+                .ok()
+                .flatten()
+                .zip(handoff::read_report(backend.as_ref()).ok().flatten())
+                .filter(|(digest, (_, rep))| {
+                    rep.observed.as_ref().is_some_and(|o| &o.digest == digest)
+                        && rep.clusters.pending == 0
+                })
+                .map(|(_, (_, rep))| rep);
+            if let Some(rep) = current {
+                break rep;
+            }
+            let left = wait.unwrap_or_default().saturating_sub(start.elapsed());
+            if left.is_zero() || cancel.is_some_and(|c| c.load(Ordering::SeqCst)) {
+                return Err(format!("relay {relay_name}'s report on its handoff"));
+            }
+            std::thread::sleep(pause.min(left));
+            pause = (pause * 2).min(Duration::from_secs(1));
+        };
+        let gate = report.gates.get(workload).cloned().unwrap_or_default();
+        out.unnamed += gate.unhealthy.saturating_sub(gate.failed.len());
+        for c in cs {
+            let name = topo.name(c);
+            let verdict = match gate.failed.iter().find(|f| f.cluster == name) {
+                Some(f) => Err(format!("{} (reported by relay {relay_name})", f.message)),
+                None => Ok(()),
+            };
+            out.clusters.push((name.to_string(), verdict));
+        }
+    }
+    Ok(out)
 }

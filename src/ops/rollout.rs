@@ -27,6 +27,7 @@ use super::error::OpsError;
 use crate::backend::fleet::Backends;
 use crate::backend::ApplyMeta;
 use crate::core::model::{RollbackPolicy, Rollout};
+use crate::core::relay::Above;
 use crate::core::render::Renderer;
 use crate::ops::apply::{self, Desired, Options, Outcome, Pass, Report, Scope};
 use crate::source::input::Input;
@@ -132,6 +133,39 @@ pub struct Ctx<'a> {
     /// The state folder (`rollouts.json`, continue requests).
     pub state: &'a Path,
     pub now: SystemTime,
+    /// A relay's run: the rollouts its parent level runs, which this run
+    /// follows (holds back where told) instead of running.
+    pub handed: Option<&'a Above>,
+    /// What this run hands down to its relays (where they hold back).
+    pub down: &'a Above,
+}
+
+/// The staged rollouts as this level decides them at the start of a run,
+/// for its relays' handoffs: which workloads it rolls out, and where each
+/// is held back. The records are brought in line with this revision on a
+/// copy (a new target starts at the first stage), so a relay never runs a
+/// stage the rollout has not reached. Empty without relays.
+pub fn above(r: &Renderer<'_>, rollouts: &Rollouts, state_dir: &Path, now: SystemTime) -> Above {
+    let checked = r.checked;
+    if !checked
+        .fleet
+        .clusters
+        .iter()
+        .any(|c| c.spec.relay.is_some())
+    {
+        return Above::default();
+    }
+    let plans = plans(r);
+    if plans.is_empty() {
+        return Above::default();
+    }
+    let mut copy = rollouts.clone();
+    let requests = state::pending_requests(state_dir);
+    sync(&mut copy, &plans, r, &Revision::default(), &requests, now);
+    Above {
+        rolled: plans.iter().map(|p| p.name.clone()).collect(),
+        held: holds(&plans, &copy, r),
+    }
 }
 
 /// One thing a rollout did or is waiting for, for the report.
@@ -284,7 +318,10 @@ pub fn apply(
     rollouts: &mut Rollouts,
     ctx: &Ctx<'_>,
 ) -> Applied {
-    let plans = plans(r);
+    let mut plans = plans(r);
+    if let Some(h) = ctx.handed {
+        plans.retain(|p| !h.rolled.contains(&p.name));
+    }
     let mut unsaved: Option<StateError> = None;
     let requests = state::pending_requests(ctx.state);
     let mut events = sync(rollouts, &plans, r, ctx.revision, &requests, ctx.now);
@@ -320,9 +357,17 @@ pub fn apply(
                 break;
             }
         }
+        let mut held = holds(&plans, rollouts, r);
+        if let Some(h) = ctx.handed {
+            for (c, ws) in &h.held {
+                held.entry(c.clone())
+                    .or_default()
+                    .extend(ws.iter().cloned());
+            }
+        }
         let wave_pass = Pass {
             targets: wave.clone(),
-            scope: Scope::Hold(std::sync::Arc::new(holds(&plans, rollouts, r))),
+            scope: Scope::Hold(std::sync::Arc::new(held)),
             ..pass.clone()
         };
         let got = apply::run_rendered(
@@ -354,16 +399,43 @@ pub fn apply(
                 continue;
             }
             let members = p.assigned.members(topo, rec.stage);
-            if members
+            // Members below a relay this run handed down to are judged by
+            // that relay's report.
+            let (relayed, own): (Vec<usize>, Vec<usize>) = members
                 .iter()
-                .any(|c| !outcomes.contains_key(topo.name(*c)))
-            {
+                .partition(|&&c| super::relays::relay_of(r, desired, c).is_some());
+            if own.iter().any(|c| !outcomes.contains_key(topo.name(*c))) {
                 // Not every cluster of the stage was in this apply (it was
                 // given --cluster or --subtree): the gate waits for a run
                 // that covers the stage.
                 continue;
             }
-            let decided = gate(r, desired, backends, p, rec, &members, &outcomes, ctx.now);
+            let verdicts = match super::relays::gate_verdicts(
+                r,
+                desired,
+                backends,
+                &p.name,
+                &relayed,
+                ctx.down,
+                opts.relay_wait,
+                pass.cancel.as_ref(),
+            ) {
+                Ok(v) => v,
+                Err(waiting) => {
+                    events.push(Event {
+                        workload: p.name.clone(),
+                        message: format!(
+                            "{} waits for {waiting}",
+                            rec.stages[rec.stage.min(rec.stages.len() - 1)].name
+                        ),
+                        failed: false,
+                    });
+                    continue;
+                }
+            };
+            let decided = gate(
+                r, desired, backends, p, rec, &own, &verdicts, &outcomes, ctx.now,
+            );
             let stage_name = rec.stages[rec.stage.min(rec.stages.len() - 1)].name.clone();
             match decided {
                 Gate::Next => {
@@ -376,7 +448,25 @@ pub fn apply(
                         ),
                         failed: false,
                     });
-                    next.extend(p.assigned.members(topo, rec.stage));
+                    let starting = p.assigned.members(topo, rec.stage);
+                    let below: Vec<&str> = starting
+                        .iter()
+                        .filter_map(|&c| super::relays::relay_of(r, desired, c))
+                        .map(|rl| topo.name(rl))
+                        .collect::<BTreeSet<_>>()
+                        .into_iter()
+                        .collect();
+                    if !below.is_empty() {
+                        events.push(Event {
+                            workload: p.name.clone(),
+                            message: format!(
+                                "{stage_name} reaches the clusters below relay {} with the next run's handoff",
+                                below.join(", ")
+                            ),
+                            failed: false,
+                        });
+                    }
+                    next.extend(starting);
                 }
                 Gate::Paused | Gate::Complete => events.push(Event {
                     workload: p.name.clone(),
@@ -500,6 +590,7 @@ fn gate(
     p: &Plan,
     rec: &mut Record,
     members: &[usize],
+    relayed: &super::relays::Verdicts,
     outcomes: &BTreeMap<String, Outcome>,
     now: SystemTime,
 ) -> Gate {
@@ -532,9 +623,13 @@ fn gate(
             (name, verdict, changed)
         })
         .collect();
-    let mut unhealthy = 0;
-    let mut changed = false;
-    for (name, verdict, ch) in checks {
+    let mut unhealthy = relayed.unnamed;
+    let mut changed = relayed.changed;
+    let relayed_checks = relayed
+        .clusters
+        .iter()
+        .map(|(c, v)| (c.clone(), v.clone(), false));
+    for (name, verdict, ch) in checks.into_iter().chain(relayed_checks) {
         changed |= ch;
         let cr = rec.cluster_mut(&name).expect("a member of the stage");
         match verdict {
@@ -553,7 +648,7 @@ fn gate(
         .spec
         .max_unavailable
         .as_ref()
-        .and_then(|m| m.of(members.len()))
+        .and_then(|m| m.of(members.len() + relayed.clusters.len()))
         .unwrap_or(0);
     let pause = p.spec.pause_after(rec.stage);
     rec.gate(unhealthy, allowed, changed, pause, now)

@@ -205,6 +205,12 @@ pub fn placed_healthy(checked: &Checked) -> Result<Renderer<'_>, OpsError> {
 pub struct Placed<'c> {
     pub renderer: Renderer<'c>,
     pub at: SystemTime,
+    /// The staged rollouts as this level hands them down to its relays:
+    /// the root's own, from its records; a relay's, as handed to it.
+    pub above: crate::core::relay::Above,
+    /// A relay follows the rollouts its parent level runs (`above`)
+    /// instead of running them.
+    pub handed: bool,
 }
 
 /// What one run did.
@@ -345,7 +351,13 @@ impl<'i> Session<'i> {
         if renderer.diagnostics.has_errors() {
             return Err(OpsError::Place(renderer.diagnostics.clone()));
         }
-        Ok(Placed { renderer, at })
+        let above = rollout::above(&renderer, &self.rollouts, &self.state, at);
+        Ok(Placed {
+            renderer,
+            at,
+            above,
+            handed: false,
+        })
     }
 
     /// As [`Session::place`], for a relay: the subtree of `relay` alone,
@@ -357,6 +369,7 @@ impl<'i> Session<'i> {
         checked: &'c Checked,
         relay: usize,
         shares: &std::collections::BTreeMap<String, u32>,
+        above: &crate::core::relay::Above,
     ) -> Result<Placed<'c>, OpsError> {
         self.backends
             .follow(&checked.fleet)
@@ -368,7 +381,12 @@ impl<'i> Session<'i> {
         if renderer.diagnostics.has_errors() {
             return Err(OpsError::Place(renderer.diagnostics.clone()));
         }
-        Ok(Placed { renderer, at })
+        Ok(Placed {
+            renderer,
+            at,
+            above: above.clone(),
+            handed: true,
+        })
     }
 
     /// Brings the health records up to date before placing, for the level
@@ -409,7 +427,12 @@ impl<'i> Session<'i> {
         revision: &Revision,
     ) -> Result<Desired, Diagnostics> {
         let mut desired = Desired::render(&placed.renderer, targets)?;
-        super::handoff::add_to(&mut desired, &placed.renderer, &revision.to_string());
+        super::handoff::add_to(
+            &mut desired,
+            &placed.renderer,
+            &revision.to_string(),
+            &placed.above,
+        );
         Ok(desired)
     }
 
@@ -437,6 +460,8 @@ impl<'i> Session<'i> {
             revision,
             state: &self.state,
             now: placed.at,
+            handed: placed.handed.then_some(&placed.above),
+            down: &placed.above,
         };
         rollout::apply(
             &placed.renderer,
@@ -517,6 +542,7 @@ impl<'i> Session<'i> {
                 &report,
                 &self.backends,
                 &revision.to_string(),
+                &placed.above,
                 timeout,
                 self.cancel.as_ref(),
             ),
@@ -799,6 +825,8 @@ spec:
             revision: &loaded.revision,
             state: &s.state,
             now: placed.at,
+            handed: None,
+            down: &placed.above,
         };
         let applied = rollout::apply(
             &placed.renderer,

@@ -192,6 +192,7 @@ pub fn status(session: &mut Session<'_>, loaded: &Loaded) -> Result<Status, OpsE
     // The clusters below relays, from each relay's report, in tree order.
     let relayed = relayed_lines(
         &run.placed.renderer,
+        &run.placed.above,
         &run.report,
         &session.backends,
         &loaded.revision.to_string(),
@@ -234,6 +235,7 @@ pub fn status(session: &mut Session<'_>, loaded: &Loaded) -> Result<Status, OpsE
 /// renewing its Lease, and `pending` before any report.
 pub fn relayed_lines(
     r: &Renderer<'_>,
+    above: &crate::core::relay::Above,
     report: &Report,
     backends: &dyn Backends,
     revision: &str,
@@ -252,7 +254,7 @@ pub fn relayed_lines(
         }
         let backend = backends.backend(&cr.cluster);
         let handed = {
-            let h = crate::core::relay::handoff(r, relay, revision);
+            let h = crate::core::relay::handoff(r, relay, revision, above);
             Seen {
                 revision: h.revision,
                 digest: h.digest,
