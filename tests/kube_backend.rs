@@ -982,7 +982,7 @@ fn a_relay_cluster_gets_its_handoff_through_its_api_server() {
     let (code, out, err) = canopy_on(f.path(), "relayed", &["apply", "DIR", "--timeout", "0s"]);
     assert_eq!(code, 4, "{out}{err}");
     assert!(
-        out.contains("root (via relay, 2 cluster(s) below): no report"),
+        out.contains("root (via relay, 2 cluster(s) below): no agent holds its Lease"),
         "{out}"
     );
     let index = get(
@@ -1095,7 +1095,7 @@ fn a_relay_agent_reconciles_leaves_only_it_can_reach() {
     let (code, out, err) = root(&["--timeout", "0s"]);
     assert_eq!(code, 4, "no agent has reported yet\n{out}{err}");
     assert!(
-        out.contains("relay (via relay, 2 cluster(s) below): no report"),
+        out.contains("relay (via relay, 2 cluster(s) below): no agent holds its Lease"),
         "{out}{err}"
     );
     assert!(!exists(1, &cm_path(ns, "settings")) && !exists(2, &cm_path(ns, "settings")));

@@ -305,6 +305,14 @@ impl Agent {
         };
         let h = match found.handoff {
             Ok(h) => h,
+            // Chunks are written before their index and pruned after a
+            // newer one: a chunk gone since the index was read is a handoff
+            // being replaced, not a damaged one. The next poll reads the
+            // new one whole.
+            Err(crate::core::chunks::ChunkError::Missing { name }) => {
+                tracing::info!(chunk = %name, "the handoff is being replaced; reading it again at the next poll");
+                return None;
+            }
             Err(e) => return refuse(e.to_string()),
         };
         if h.relay != self.cfg.relay {

@@ -72,6 +72,14 @@ pub fn of_run(run: &Run<'_>, backends: &dyn Backends, seen: &Seen, above: &Above
                     humantime::format_duration(std::time::Duration::from_secs(waited.as_secs()))
                 ),
             ),
+            RelayOutcome::Silent { .. } => silent(
+                &mut rep,
+                "pending",
+                format!(
+                    "no agent holds its Lease, so nothing takes revision {}",
+                    r.handed.revision
+                ),
+            ),
             RelayOutcome::Unreadable(e) => silent(&mut rep, "unreadable", e.clone()),
         }
     }

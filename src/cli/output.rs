@@ -854,6 +854,29 @@ pub fn relays_text(relays: &[RelayResult]) -> String {
                     r.relay
                 );
             }
+            RelayOutcome::Silent { last } => {
+                let _ = writeln!(
+                    out,
+                    "{head}: no agent holds its Lease, so nothing takes revision {rev}"
+                );
+                if let Some((l, o)) = last
+                    .as_ref()
+                    .and_then(|l| l.observed.as_ref().map(|o| (l, o)))
+                {
+                    let _ = writeln!(
+                        out,
+                        "    last report: revision {} at {}: {}",
+                        short_rev(&o.revision),
+                        l.at,
+                        tally_text(l)
+                    );
+                }
+                let _ = writeln!(
+                    out,
+                    "    help: start `canopy agent --cluster {}` (see `canopy agent manifests`); its handoff is written and waits for it",
+                    r.relay
+                );
+            }
             RelayOutcome::Unreadable(e) => {
                 let _ = writeln!(out, "{head}: cannot read its report: {e}");
             }
@@ -886,6 +909,10 @@ pub fn relays_json(relays: &[RelayResult]) -> Value {
                     RelayOutcome::Waiting { waited, last } => {
                         v["status"] = json!("waiting");
                         v["waitedSeconds"] = json!(waited.as_secs_f64());
+                        v["lastReport"] = json!(last);
+                    }
+                    RelayOutcome::Silent { last } => {
+                        v["status"] = json!("silent");
                         v["lastReport"] = json!(last);
                     }
                     RelayOutcome::Unreadable(e) => {

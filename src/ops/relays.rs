@@ -42,6 +42,9 @@ pub enum RelayOutcome {
         waited: Duration,
         last: Option<RelayReport>,
     },
+    /// No agent holds the relay's Lease (none runs, or it stopped renewing
+    /// it): not waited for. The last report, if any.
+    Silent { last: Option<RelayReport> },
     /// The report could not be read.
     Unreadable(String),
 }
@@ -116,6 +119,32 @@ pub fn wait(
         .collect();
     let order: Vec<usize> = pending.iter().map(|(c, _, _)| *c).collect();
     let mut done: Vec<(usize, RelayResult)> = Vec::new();
+    // A relay whose Lease no agent holds is not waited for: nothing would
+    // answer before the timeout.
+    let (lease_type, lease_key) = handoff::lease_ref();
+    let now = std::time::SystemTime::now();
+    pending.retain(|(c, seen, _)| {
+        let backend = backends.backend(topo.name(*c));
+        let alive = backend
+            .get(&lease_type, &lease_key)
+            .ok()
+            .flatten()
+            .and_then(|l| crate::core::lease::live_until(&l, now))
+            .is_some();
+        if alive {
+            return true;
+        }
+        let last = handoff::read_report(backend.as_ref()).ok().flatten();
+        let outcome = match last.as_ref().and_then(|(_, rep)| judge(rep, seen)) {
+            // It reported on this very handoff before it went silent.
+            Some(o) => o,
+            None => RelayOutcome::Silent {
+                last: last.map(|(_, rep)| rep),
+            },
+        };
+        done.push((*c, result(r, *c, seen.clone(), outcome)));
+        false
+    });
     let mut pause = Duration::from_millis(50);
     loop {
         pending.retain_mut(|(c, seen, last)| {
