@@ -8,6 +8,8 @@
 #[path = "support/apiserver.rs"]
 mod apiserver;
 mod common;
+#[path = "support/cut_proxy.rs"]
+mod cut_proxy;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -17,8 +19,8 @@ use serde_json::{json, Value};
 
 fn servers() -> &'static [apiserver::ApiServer] {
     static SERVERS: OnceLock<Vec<apiserver::ApiServer>> = OnceLock::new();
-    // Server 3 is only the relay of the relay tests.
-    SERVERS.get_or_init(|| apiserver::start_many(4))
+    // Servers 3 and 4 are only the relays of the relay tests.
+    SERVERS.get_or_init(|| apiserver::start_many(5))
 }
 
 fn kubeconfig(i: usize) -> PathBuf {
@@ -1265,4 +1267,150 @@ fn a_relay_agent_reconciles_leaves_only_it_can_reach() {
         a.contains("in-sync") && a.contains("via relay relay"),
         "{out}"
     );
+}
+
+/// Issue 14, autonomy on real API servers: root (server 0) → relay (server
+/// 4, which the root reaches through a proxy) → leaf a (server 1), and
+/// root → b (server 2). The proxy cuts the root off from the relay: the
+/// root's apply fails the relay and still takes b to the new commit; the
+/// relay's agent, which reaches its own server directly, keeps correcting
+/// drift on a from its last handoff and does not advance. Once the link
+/// heals, the next apply hands the commit down and a converges.
+#[test]
+fn a_relay_cut_off_from_its_parent_keeps_its_subtree_and_converges_after() {
+    let ns = "t-cut";
+    let (k0, k1, k2, k4) = (kubeconfig(0), kubeconfig(1), kubeconfig(2), kubeconfig(4));
+    let text = std::fs::read_to_string(&k4).unwrap();
+    let start =
+        text.find("server: https://127.0.0.1:").unwrap() + "server: https://127.0.0.1:".len();
+    let end = start + text[start..].find(|c: char| !c.is_ascii_digit()).unwrap();
+    let target: std::net::SocketAddr = format!("127.0.0.1:{}", &text[start..end]).parse().unwrap();
+    let proxy = cut_proxy::CutProxy::start(target);
+    let tmp = tempfile::tempdir().unwrap();
+    let via_proxy = tmp.path().join("relay-via-proxy");
+    std::fs::write(
+        &via_proxy,
+        format!("{}{}{}", &text[..start], proxy.port, &text[end..]),
+    )
+    .unwrap();
+
+    let clusters = format!(
+        "apiVersion: canopy.dev/v1alpha1\nkind: Cluster\nmetadata: {{name: root}}\nspec: {{connection: {{kubeconfig: {}}}}}\n---\napiVersion: canopy.dev/v1alpha1\nkind: Cluster\nmetadata: {{name: relay}}\nspec: {{parent: root, relay: {{}}, connection: {{kubeconfig: {}}}}}\n---\napiVersion: canopy.dev/v1alpha1\nkind: Cluster\nmetadata: {{name: a}}\nspec: {{parent: relay, connection: {{kubeconfig: {}}}}}\n---\napiVersion: canopy.dev/v1alpha1\nkind: Cluster\nmetadata: {{name: b}}\nspec: {{parent: root, connection: {{kubeconfig: {}}}}}\n",
+        k0.display(),
+        via_proxy.display(),
+        k1.display(),
+        k2.display()
+    );
+    let wl = format!(
+        "{}  placement:\n    clusters: {{names: [a, b]}}\n",
+        workload(ns)
+    );
+    let f = common::fleet(&[
+        ("clusters.yaml", &clusters),
+        ("workloads/app/workload.yaml", &wl),
+        ("workloads/app/objects.yaml", &objects(ns, "green")),
+    ]);
+    let root_state = tmp.path().join("root");
+    let d = f.path().to_str().unwrap();
+    let apply = |timeout: &str| {
+        canopy(&[
+            "--fleet-name",
+            "cut",
+            "apply",
+            d,
+            "--state",
+            root_state.to_str().unwrap(),
+            "--timeout",
+            timeout,
+            "--request-timeout",
+            "3s",
+        ])
+    };
+    // The agent reaches the relay's server directly, not through the proxy.
+    let child = std::process::Command::new(canopy_bin())
+        .args(["agent", "--cluster", "relay", "--kubeconfig"])
+        .arg(&k4)
+        .arg("--state")
+        .arg(tmp.path().join("agent"))
+        .args([
+            "--poll",
+            "200ms",
+            "--resync",
+            "1s",
+            "--lease-duration",
+            "6s",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _agent = Kill(child);
+    let color = |i: usize| {
+        request(i, "GET", &cm_path(ns, "settings"), None)
+            .ok()
+            .and_then(|v| v["data"]["color"].as_str().map(str::to_string))
+    };
+    let eventually = |what: &str, f: &dyn Fn() -> bool| {
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !f() {
+            assert!(
+                std::time::Instant::now() < end,
+                "timed out waiting for {what}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    // The agent may start after the first apply: it takes the handoff then.
+    let (code, out, err) = apply("60s");
+    assert!(code == 0 || code == 4, "{out}{err}");
+    eventually("a to get the first commit", &|| {
+        color(1).as_deref() == Some("green")
+    });
+    assert_eq!(color(2).as_deref(), Some("green"));
+
+    // The cut. A new commit reaches b; the relay fails, a keeps green.
+    proxy.cut();
+    std::fs::write(
+        f.path().join("workloads/app/objects.yaml"),
+        objects(ns, "blue"),
+    )
+    .unwrap();
+    let (code, out, err) = apply("5s");
+    assert_eq!(code, 4, "{out}{err}");
+    assert!(out.contains("relay: FAILED"), "{out}");
+    assert_eq!(color(2).as_deref(), Some("blue"));
+    // Drift on a: the relay corrects it from its last handoff (green),
+    // and does not advance to the commit it was not handed.
+    request(
+        1,
+        "PATCH",
+        &format!("{}?fieldManager=kubectl-edit", cm_path(ns, "settings")),
+        Some((
+            "application/merge-patch+json",
+            json!({"data": {"color": "red"}}),
+        )),
+    )
+    .unwrap();
+    eventually("the relay to correct the drift on a", &|| {
+        color(1).as_deref() == Some("green")
+    });
+
+    // Healed: the commit goes down, a converges and the relay reports.
+    proxy.heal();
+    let (code, out, err) = apply("60s");
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(
+            "relay (via relay, 1 cluster(s) below): revision unversioned: 1 cluster(s): 1 applied"
+        ),
+        "{out}"
+    );
+    assert_eq!(color(1).as_deref(), Some("blue"));
 }
