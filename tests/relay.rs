@@ -779,3 +779,60 @@ fn a_rollout_stage_below_a_relay_waits_for_the_relays_gate() {
         "{out}"
     );
 }
+
+/// Issue 14: a leaf below a relay goes down: failover is the relay's own.
+/// Its siblings below the same relay take its Divided replicas, and
+/// nothing outside the relay's subtree moves.
+#[test]
+fn a_down_leaf_below_a_relay_is_failed_over_by_the_relay_alone() {
+    let (tmp, dir) = example_with_eu_relay();
+    let web = dir.join("workloads/web/workload.yaml");
+    let text = std::fs::read_to_string(&web).unwrap();
+    std::fs::write(&web, format!("{text}  failover: {{after: 0s}}\n")).unwrap();
+    let (root, own) = (tmp.path().join("root"), tmp.path().join("eu"));
+    let (d, st) = (dir.to_str().unwrap(), root.to_str().unwrap());
+    // With failover at once, eu's subtree counts as down until its agent
+    // first holds its Lease: the second apply gives eu its share back.
+    for _ in 0..2 {
+        canopy(&["apply", d, "--state", st, "--timeout", "0s"]);
+        let (code, out, err) = agent_once("eu", &root, &own, &[]);
+        assert_eq!(code, 0, "{out}{err}");
+    }
+    let outside = |c: &str| replicas_of(&root, c, "web");
+    let before = (
+        outside("us-east-1"),
+        outside("us-west-2"),
+        outside("staging"),
+    );
+    let (west, central) = (
+        replicas_of(&own, "eu-west-1", "web").unwrap(),
+        replicas_of(&own, "eu-central-1", "web").unwrap_or(0),
+    );
+    assert!(west > 0);
+
+    // eu-west-1 stops answering; the agent records it, then moves its
+    // replicas to eu-central-1.
+    edit_state(&own, "eu-west-1", |v| v["unreachable"] = true.into());
+    let (code, out, _) = agent_once("eu", &root, &own, &[]);
+    assert_eq!(code, 4, "{out}");
+    assert!(out.contains("eu-west-1: failed:"), "{out}");
+    agent_once("eu", &root, &own, &[]);
+    assert_eq!(
+        replicas_of(&own, "eu-central-1", "web"),
+        Some(west + central)
+    );
+    // The root's view of eu's share is unchanged: nothing outside moves.
+    let (code, out, _) = canopy(&["apply", d, "--state", st, "--timeout", "0s"]);
+    assert!(
+        out.contains("no changes: 8 cluster(s) in sync"),
+        "{code} {out}"
+    );
+    assert_eq!(
+        (
+            outside("us-east-1"),
+            outside("us-west-2"),
+            outside("staging")
+        ),
+        before
+    );
+}
