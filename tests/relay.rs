@@ -338,6 +338,12 @@ fn an_agent_reconciles_its_subtree_as_a_direct_apply_would() {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["relays"][0]["status"], "reported", "{v}");
     assert_eq!(v["relays"][0]["report"]["clusters"]["applied"], 4, "{v}");
+    let (code, out, _) = canopy(&["diff", d, "--state", st]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("eu (via relay, 4 cluster(s) below): in sync with revision unversioned as of"),
+        "{out}"
+    );
     let (code, out, _) = canopy(&["status", d, "--state", st]);
     assert_eq!(code, 0);
     let paris = out
@@ -366,6 +372,13 @@ fn an_agent_reconciles_its_subtree_as_a_direct_apply_would() {
     assert_eq!(code, 4, "{out}");
     assert!(
         out.contains("last report: revision unversioned at"),
+        "{out}"
+    );
+    // diff through the relay: its subtree is not at what apply hands it.
+    let (code, out, _) = canopy(&["diff", d, "--state", st]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("eu (via relay, 4 cluster(s) below): DIFFERS: it works from revision unversioned, not from what apply would hand it now"),
         "{out}"
     );
     assert!(image_of(&own, "eu-west-1", "web")

@@ -50,6 +50,8 @@ pub fn of_run(run: &Run<'_>, backends: &dyn Backends, seen: &Seen, above: &Above
         *rep.workloads.entry(w.workload).or_default() += w.total;
     }
     rep.gates = gates(run, backends, above);
+    let t = run.report.totals();
+    rep.written = t.created + t.updated + t.deleted;
     for r in &run.relays {
         let silent = |rep: &mut RelayReport, outcome: &str, message: String| {
             rep.clusters.total += r.below;

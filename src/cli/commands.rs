@@ -129,19 +129,20 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             let src = open(&source)?;
             let loaded = load(&src, name)?;
             let selection = selection(&target);
-            let (report, old) = match &base {
+            let (report, old, relays) = match &base {
                 None => {
                     let mut s = session(&src, &target.state, Access::Read, kube_options(&kube))?;
                     let ticker = progress_line(&mut s, "diffing", quiet);
-                    let report = crate::ops::diff::live(&mut s, &loaded, &selection);
+                    let got = crate::ops::diff::live_through_relays(&mut s, &loaded, &selection);
                     drop(ticker);
-                    (report?, "live".to_string())
+                    let (report, relays) = got?;
+                    (report, "live".to_string(), relays)
                 }
                 Some(rev) => {
                     let (report, warnings) =
                         crate::ops::diff::against_base(&src, &loaded, rev, &selection)?;
                     print_diags(&warnings);
-                    (report, rev.clone())
+                    (report, rev.clone(), Vec::new())
                 }
             };
             let sides = crate::core::diff::Sides {
@@ -153,14 +154,26 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                 },
             };
             match fmt {
-                DiffFormat::Text => stdout(&output::diff_text(&report, sides))?,
-                DiffFormat::Json => json_out(&output::diff_json(&report, sides))?,
-                DiffFormat::Markdown => stdout(&output::diff_markdown(&report, sides))?,
+                DiffFormat::Text => stdout(&format!(
+                    "{}{}",
+                    output::diff_text(&report, sides),
+                    output::standings_text(&relays)
+                ))?,
+                DiffFormat::Json => {
+                    let mut v = output::diff_json(&report, sides);
+                    v["relays"] = output::standings_json(&relays);
+                    json_out(&v)?
+                }
+                DiffFormat::Markdown => stdout(&format!(
+                    "{}{}",
+                    output::diff_markdown(&report, sides),
+                    output::standings_text(&relays)
+                ))?,
             }
             if report.totals().failed > 0 {
                 return Err(Failure::silent(EXIT_CLUSTERS));
             }
-            if report.differs() {
+            if report.differs() || relays.iter().any(|r| r.differs()) {
                 return Err(Failure::silent(EXIT_DIFF));
             }
             Ok(())

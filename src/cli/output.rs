@@ -990,3 +990,70 @@ pub fn agent_round_json(round: &crate::agent::Round) -> Value {
         Round::Failed(why) => json!({"round": "failed", "error": why}),
     }
 }
+
+/// `diff` through relays: per relay, where its subtree stands against the
+/// handoff it would be given now.
+pub fn standings_text(relays: &[crate::ops::relays::Standing]) -> String {
+    use crate::ops::relays::RelayState;
+    let mut out = String::new();
+    for r in relays {
+        let head = format!("{} (via relay, {} cluster(s) below)", r.relay, r.below);
+        let rev = short_rev(&r.handing.revision);
+        match &r.state {
+            RelayState::InSync(rep) => {
+                let _ = writeln!(
+                    out,
+                    "{head}: in sync with revision {rev} as of {} ({}; its last round wrote {} object(s))",
+                    rep.at,
+                    tally_text(rep),
+                    rep.written
+                );
+            }
+            RelayState::Differs(rep) => {
+                let from = rep
+                    .observed
+                    .as_ref()
+                    .map_or("(none)".to_string(), |o| short_rev(&o.revision));
+                let why = if rep.observed.as_ref() == Some(&r.handing) {
+                    "its last round did not reconcile every cluster".to_string()
+                } else {
+                    format!("it works from revision {from}, not from what apply would hand it now")
+                };
+                let _ = writeln!(
+                    out,
+                    "{head}: DIFFERS: {why} (as of {}: {})",
+                    rep.at,
+                    tally_text(rep)
+                );
+                failures_text(&mut out, rep, "    ");
+            }
+            RelayState::Silent(_) => {
+                let _ = writeln!(out, "{head}: DIFFERS: no agent holds its Lease, so nothing below it is kept in sync");
+            }
+            RelayState::Unreported => {
+                let _ = writeln!(out, "{head}: DIFFERS: its agent has not reported yet");
+            }
+        }
+    }
+    out
+}
+
+/// The same for scripts.
+pub fn standings_json(relays: &[crate::ops::relays::Standing]) -> Value {
+    use crate::ops::relays::RelayState;
+    Value::Array(
+        relays
+            .iter()
+            .map(|r| {
+                let (state, report) = match &r.state {
+                    RelayState::InSync(rep) => ("in-sync", Some(rep)),
+                    RelayState::Differs(rep) => ("differs", Some(rep)),
+                    RelayState::Silent(rep) => ("silent", rep.as_ref()),
+                    RelayState::Unreported => ("unreported", None),
+                };
+                json!({"relay": r.relay, "below": r.below, "handing": r.handing,
+                    "state": state, "report": report})
+            })
+            .collect(),
+    )
+}

@@ -43,6 +43,10 @@ pub struct RelayReport {
     /// Clusters of the subtree (the relay itself not counted).
     #[serde(default)]
     pub clusters: ClusterTally,
+    /// Objects the round wrote (created, updated or deleted) over the
+    /// subtree: drift it corrected, or a new handoff it applied.
+    #[serde(default)]
+    pub written: usize,
     /// The first failed or skipped clusters, in tree order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failed: Vec<FailedCluster>,
@@ -169,6 +173,7 @@ impl RelayReport {
             below.applied.as_ref() == Some(handed) || below.observed.as_ref() == Some(handed);
         if current {
             self.clusters += below.clusters;
+            self.written += below.written;
             for f in &below.failed {
                 self.note_failed(f.clone());
             }

@@ -16,13 +16,32 @@ pub fn live(
     loaded: &Loaded,
     selection: &Selection,
 ) -> Result<Report, OpsError> {
+    Ok(live_through_relays(session, loaded, selection)?.0)
+}
+
+/// As [`live`], with where each relay's subtree stands: the clusters below
+/// a relay are not read from here, so their drift is what the relay
+/// reports against the handoff this level would write now.
+pub fn live_through_relays(
+    session: &mut Session<'_>,
+    loaded: &Loaded,
+    selection: &Selection,
+) -> Result<(Report, Vec<super::relays::Standing>), OpsError> {
     let opts = Options {
         dry_run: true,
         keep_values: true,
         read_under_failed_parents: true,
         ..Options::default()
     };
-    Ok(session.run(loaded, selection, opts, true)?.report)
+    let run = session.run(loaded, selection, opts, true)?;
+    let relays = super::relays::standings(
+        &run.placed.renderer,
+        &run.report,
+        &session.backends,
+        &loaded.revision.to_string(),
+        &run.placed.above,
+    );
+    Ok((run.report, relays))
 }
 
 /// Against the fleet at revision `base`, read from Git, both placed as if

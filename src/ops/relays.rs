@@ -296,3 +296,86 @@ pub fn gate_verdicts(
     }
     Ok(out)
 }
+
+/// Where a relay's subtree stands against what this level hands it now,
+/// as `diff` reports it: the clusters below a relay are not read from
+/// here, so drift below a relay is what the relay reports.
+#[derive(Debug, Clone)]
+pub struct Standing {
+    pub relay: String,
+    pub below: usize,
+    /// What this level would hand the relay now.
+    pub handing: Seen,
+    pub state: RelayState,
+}
+
+#[derive(Debug, Clone)]
+pub enum RelayState {
+    /// The relay applied this very handoff to its whole subtree.
+    InSync(RelayReport),
+    /// The relay works from another handoff, or its last round failed
+    /// somewhere; its report.
+    Differs(RelayReport),
+    /// No agent holds its Lease; its last report, if any.
+    Silent(Option<RelayReport>),
+    /// No report yet.
+    Unreported,
+}
+
+impl Standing {
+    pub fn differs(&self) -> bool {
+        !matches!(self.state, RelayState::InSync(_))
+    }
+}
+
+/// Each relay the run's report reached, against the handoff this level
+/// would write it now.
+pub fn standings(
+    r: &Renderer<'_>,
+    report: &Report,
+    backends: &dyn Backends,
+    revision: &str,
+    above: &relay::Above,
+) -> Vec<Standing> {
+    let topo = &r.checked.topo;
+    let (lease_type, lease_key) = handoff::lease_ref();
+    let now = std::time::SystemTime::now();
+    let mut out = Vec::new();
+    for cr in &report.clusters {
+        let Some(c) = topo.get(&cr.cluster) else {
+            continue;
+        };
+        if r.checked.cluster(c).spec.relay.is_none() {
+            continue;
+        }
+        let h = relay::handoff(r, c, revision, above);
+        let handing = Seen {
+            revision: h.revision,
+            digest: h.digest,
+        };
+        let backend = backends.backend(&cr.cluster);
+        let alive = backend
+            .get(&lease_type, &lease_key)
+            .ok()
+            .flatten()
+            .and_then(|l| crate::core::lease::live_until(&l, now))
+            .is_some();
+        let last = handoff::read_report(backend.as_ref())
+            .ok()
+            .flatten()
+            .map(|(_, rep)| rep);
+        let state = match (alive, last) {
+            (false, last) => RelayState::Silent(last),
+            (true, None) => RelayState::Unreported,
+            (true, Some(rep)) if rep.applied(&handing) => RelayState::InSync(rep),
+            (true, Some(rep)) => RelayState::Differs(rep),
+        };
+        out.push(Standing {
+            relay: cr.cluster.clone(),
+            below: topo.subtree(c).len() - 1,
+            handing,
+            state,
+        });
+    }
+    out
+}
