@@ -270,6 +270,11 @@ fn agent_once(
     canopy(&args)
 }
 
+/// Whether `cluster` runs web at `tag` in the state folder `state`.
+fn runs_web(state: &std::path::Path, cluster: &str, tag: &str) -> bool {
+    image_of(state, cluster, "web").is_some_and(|i| i.ends_with(&format!("/web:{tag}")))
+}
+
 fn image_of(state: &std::path::Path, cluster: &str, name: &str) -> Option<String> {
     held(state, cluster)
         .get(&obj_id("apps", "Deployment", "shop", name))?
@@ -381,14 +386,10 @@ fn an_agent_reconciles_its_subtree_as_a_direct_apply_would() {
         out.contains("eu (via relay, 4 cluster(s) below): DIFFERS: it works from revision unversioned, not from what apply would hand it now"),
         "{out}"
     );
-    assert!(image_of(&own, "eu-west-1", "web")
-        .unwrap()
-        .ends_with("/web:1.4.2"));
+    assert!(runs_web(&own, "eu-west-1", "1.4.2"));
     let (code, out, err) = agent_once("eu", &root, &own, &[]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(image_of(&own, "eu-west-1", "web")
-        .unwrap()
-        .ends_with("/web:1.4.3"));
+    assert!(runs_web(&own, "eu-west-1", "1.4.3"));
 }
 
 /// Issue 14: a handoff whose chunk does not match its hash is refused:
@@ -428,9 +429,7 @@ fn a_damaged_handoff_is_refused_and_the_last_good_one_kept() {
     );
     assert!(out.contains("working from the last good one"), "{out}");
     assert!(
-        image_of(&own, "eu-west-1", "web")
-            .unwrap()
-            .ends_with("/web:1.4.2"),
+        runs_web(&own, "eu-west-1", "1.4.2"),
         "the last good handoff stays applied"
     );
     // The root reports the refusal, and writes the chunk again.
@@ -443,9 +442,7 @@ fn a_damaged_handoff_is_refused_and_the_last_good_one_kept() {
     );
     let (code, out, err) = agent_once("eu", &root, &own, &[]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(image_of(&own, "eu-west-1", "web")
-        .unwrap()
-        .ends_with("/web:1.4.3"));
+    assert!(runs_web(&own, "eu-west-1", "1.4.3"));
 
     // The agent keeps its last good handoff across a restart, even when
     // its parent's copy is gone.
@@ -463,9 +460,7 @@ fn a_damaged_handoff_is_refused_and_the_last_good_one_kept() {
     // The report cannot be written (its index is gone), but the subtree
     // is put back from the kept handoff.
     assert!(out.contains("4 applied"), "{code} {out}{err}");
-    assert!(image_of(&own, "eu-west-1", "web")
-        .unwrap()
-        .ends_with("/web:1.4.3"));
+    assert!(runs_web(&own, "eu-west-1", "1.4.3"));
     assert_eq!(std::fs::read(own.join("handoff.json")).unwrap(), kept);
 }
 
@@ -625,9 +620,7 @@ fn two_agents_elect_one_leader_and_the_other_takes_over() {
         ),
         "{out}"
     );
-    assert!(image_of(&a_state, "eu-west-1", "web")
-        .unwrap()
-        .ends_with("/web:1.4.3"));
+    assert!(runs_web(&a_state, "eu-west-1", "1.4.3"));
 
     // The leader dies without releasing its Lease: b takes over once it
     // expires and reconciles the subtree.
@@ -636,7 +629,7 @@ fn two_agents_elect_one_leader_and_the_other_takes_over() {
         lease_holder(&root).as_deref() == Some("b")
     });
     eventually("b to reconcile", || {
-        image_of(&b_state, "eu-west-1", "web").is_some_and(|i| i.ends_with("/web:1.4.3"))
+        runs_web(&b_state, "eu-west-1", "1.4.3")
     });
     drop(b);
 }
@@ -734,9 +727,7 @@ fn a_rollout_stage_below_a_relay_waits_for_the_relays_gate() {
         }
     }
     assert!(done, "version 1 rolled out");
-    assert!(image_of(&own, "eu-west-1", "web")
-        .unwrap()
-        .ends_with("/web:1.4.2"));
+    assert!(runs_web(&own, "eu-west-1", "1.4.2"));
 
     // Version 2 is unhealthy on eu-west-1.
     let file = dir.join("workloads/web/deployment.yaml");
@@ -754,15 +745,8 @@ fn a_rollout_stage_below_a_relay_waits_for_the_relays_gate() {
         out.contains("eu reaches the clusters below relay eu with the next run's handoff"),
         "{out}"
     );
-    assert!(image_of(&root, "us-east-1", "web")
-        .unwrap()
-        .ends_with("/web:1.4.3"));
-    assert!(
-        image_of(&own, "eu-west-1", "web")
-            .unwrap()
-            .ends_with("/web:1.4.2"),
-        "held back"
-    );
+    assert!(runs_web(&root, "us-east-1", "1.4.3"));
+    assert!(runs_web(&own, "eu-west-1", "1.4.2"), "held back");
     // The eu stage: the relay applies it and reports eu-west-1 unhealthy.
     let (code, out, err) = apply();
     assert_eq!(code, 4, "{out}{err}");
@@ -771,13 +755,9 @@ fn a_rollout_stage_below_a_relay_waits_for_the_relays_gate() {
             && out.contains("stages after eu did not start"),
         "{out}"
     );
-    assert!(image_of(&own, "eu-west-1", "web")
-        .unwrap()
-        .ends_with("/web:1.4.3"));
+    assert!(runs_web(&own, "eu-west-1", "1.4.3"));
     assert!(
-        image_of(&root, "us-west-2", "web")
-            .unwrap()
-            .ends_with("/web:1.4.2"),
+        runs_web(&root, "us-west-2", "1.4.2"),
         "the rest did not start"
     );
     let (_, out, _) = canopy(&["rollout", "status", d, "web", "--state", st]);

@@ -808,11 +808,16 @@ fn failures_text(out: &mut String, r: &RelayReport, pad: &str) {
     }
 }
 
+/// How a relay's paragraph starts.
+fn relay_head(relay: &str, below: usize) -> String {
+    format!("{relay} (via relay, {below} cluster(s) below)")
+}
+
 /// `apply` through relays: one paragraph per relay child, from its report.
 pub fn relays_text(relays: &[RelayResult]) -> String {
     let mut out = String::new();
     for r in relays {
-        let head = format!("{} (via relay, {} cluster(s) below)", r.relay, r.below);
+        let head = relay_head(&r.relay, r.below);
         let rev = short_rev(&r.handed.revision);
         match &r.outcome {
             RelayOutcome::Reported(rep) => {
@@ -997,7 +1002,7 @@ pub fn standings_text(relays: &[crate::ops::relays::Standing]) -> String {
     use crate::ops::relays::RelayState;
     let mut out = String::new();
     for r in relays {
-        let head = format!("{} (via relay, {} cluster(s) below)", r.relay, r.below);
+        let head = relay_head(&r.relay, r.below);
         let rev = short_rev(&r.handing.revision);
         match &r.state {
             RelayState::InSync(rep) => {

@@ -109,6 +109,20 @@ pub fn lease_ref() -> (TypeRef, ObjectKey) {
     )
 }
 
+/// The relay agent's Lease in its cluster, `None` when there is none or it
+/// cannot be read (a relay its level above cannot hear).
+pub fn read_lease(backend: &dyn ClusterBackend) -> Option<Value> {
+    let (t, key) = lease_ref();
+    backend.get(&t, &key).ok().flatten()
+}
+
+/// Whether an agent holds the relay's Lease at `now`: someone serves it.
+pub fn lease_alive(backend: &dyn ClusterBackend, now: std::time::SystemTime) -> bool {
+    read_lease(backend)
+        .and_then(|l| crate::core::lease::live_until(&l, now))
+        .is_some()
+}
+
 /// A handoff found in a relay's cluster: which one the index names, and
 /// the handoff itself, or why its stored objects do not make one.
 pub struct Found {

@@ -81,16 +81,11 @@ pub fn hear_relays(
 ) {
     let topo = &checked.topo;
     let by = crate::core::relay::reconcilers(checked);
-    let (lease_type, lease_key) = super::handoff::lease_ref();
     for relay in (0..topo.len()).filter(|&c| by[c] == level) {
         if checked.cluster(relay).spec.relay.is_none() {
             continue;
         }
-        let lease = backends
-            .backend(topo.name(relay))
-            .get(&lease_type, &lease_key)
-            .ok()
-            .flatten();
+        let lease = super::handoff::read_lease(backends.backend(topo.name(relay)).as_ref());
         let heard = lease.as_ref().and_then(crate::core::lease::held);
         let below = topo.subtree(relay).iter().filter(|&&c| c != relay);
         match heard {

@@ -121,17 +121,10 @@ pub fn wait(
     let mut done: Vec<(usize, RelayResult)> = Vec::new();
     // A relay whose Lease no agent holds is not waited for: nothing would
     // answer before the timeout.
-    let (lease_type, lease_key) = handoff::lease_ref();
     let now = std::time::SystemTime::now();
     pending.retain(|(c, seen, _)| {
         let backend = backends.backend(topo.name(*c));
-        let alive = backend
-            .get(&lease_type, &lease_key)
-            .ok()
-            .flatten()
-            .and_then(|l| crate::core::lease::live_until(&l, now))
-            .is_some();
-        if alive {
+        if handoff::lease_alive(backend.as_ref(), now) {
             return true;
         }
         let last = handoff::read_report(backend.as_ref()).ok().flatten();
@@ -338,28 +331,11 @@ pub fn standings(
     above: &relay::Above,
 ) -> Vec<Standing> {
     let topo = &r.checked.topo;
-    let (lease_type, lease_key) = handoff::lease_ref();
     let now = std::time::SystemTime::now();
     let mut out = Vec::new();
-    for cr in &report.clusters {
-        let Some(c) = topo.get(&cr.cluster) else {
-            continue;
-        };
-        if r.checked.cluster(c).spec.relay.is_none() {
-            continue;
-        }
-        let h = relay::handoff(r, c, revision, above);
-        let handing = Seen {
-            revision: h.revision,
-            digest: h.digest,
-        };
-        let backend = backends.backend(&cr.cluster);
-        let alive = backend
-            .get(&lease_type, &lease_key)
-            .ok()
-            .flatten()
-            .and_then(|l| crate::core::lease::live_until(&l, now))
-            .is_some();
+    for (c, handing) in handed(r, report, revision, above) {
+        let backend = backends.backend(topo.name(c));
+        let alive = handoff::lease_alive(backend.as_ref(), now);
         let last = handoff::read_report(backend.as_ref())
             .ok()
             .flatten()
@@ -371,7 +347,7 @@ pub fn standings(
             (true, Some(rep)) => RelayState::Differs(rep),
         };
         out.push(Standing {
-            relay: cr.cluster.clone(),
+            relay: topo.name(c).to_string(),
             below: topo.subtree(c).len() - 1,
             handing,
             state,

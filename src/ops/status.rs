@@ -261,8 +261,7 @@ pub fn relayed_lines(
             }
         };
         let rep = super::handoff::read_report(backend.as_ref());
-        let (lease_type, lease_key) = super::handoff::lease_ref();
-        let lease = backend.get(&lease_type, &lease_key).ok().flatten();
+        let lease = super::handoff::read_lease(backend.as_ref());
         let alive = lease
             .as_ref()
             .and_then(|l| crate::core::lease::live_until(l, now))
