@@ -1018,6 +1018,33 @@ fn a_relay_cluster_gets_its_handoff_through_its_api_server() {
     );
 }
 
+/// A fleet of `clusters` (name, parent, relay, kubeconfig as written in
+/// the Cluster), with the app of [`objects`] in `ns` on clusters a and b.
+fn relayed_fleet(ns: &str, clusters: &[(&str, Option<&str>, bool, &str)]) -> tempfile::TempDir {
+    let mut text = String::new();
+    for (name, parent, relay, kc) in clusters {
+        let mut spec = format!("connection: {{kubeconfig: \"{kc}\"}}");
+        if let Some(p) = parent {
+            spec.push_str(&format!(", parent: {p}"));
+        }
+        if *relay {
+            spec.push_str(", relay: {}");
+        }
+        text.push_str(&format!(
+            "---\napiVersion: canopy.dev/v1alpha1\nkind: Cluster\nmetadata: {{name: {name}}}\nspec: {{{spec}}}\n"
+        ));
+    }
+    let wl = format!(
+        "{}  placement:\n    clusters: {{names: [a, b]}}\n",
+        workload(ns)
+    );
+    common::fleet(&[
+        ("clusters.yaml", &text),
+        ("workloads/app/workload.yaml", &wl),
+        ("workloads/app/objects.yaml", &objects(ns, "green")),
+    ])
+}
+
 /// Runs canopy with only the environment given (beside PATH and HOME):
 /// what a process on another machine would have.
 fn canopy_env(envs: &[(&str, &Path)], args: &[&str]) -> (i32, String, String) {
@@ -1047,21 +1074,15 @@ fn canopy_env(envs: &[(&str, &Path)], args: &[&str]) -> (i32, String, String) {
 fn a_relay_agent_reconciles_leaves_only_it_can_reach() {
     let ns = "t-relayed";
     let (k0, k1, k2, k3) = (kubeconfig(0), kubeconfig(1), kubeconfig(2), kubeconfig(3));
-    let clusters = format!(
-        "apiVersion: canopy.dev/v1alpha1\nkind: Cluster\nmetadata: {{name: root}}\nspec: {{connection: {{kubeconfig: {}}}}}\n---\napiVersion: canopy.dev/v1alpha1\nkind: Cluster\nmetadata: {{name: relay}}\nspec: {{parent: root, relay: {{}}, connection: {{kubeconfig: {}}}}}\n---\napiVersion: canopy.dev/v1alpha1\nkind: Cluster\nmetadata: {{name: a}}\nspec: {{parent: relay, connection: {{kubeconfig: \"${{LEAF_A}}\"}}}}\n---\napiVersion: canopy.dev/v1alpha1\nkind: Cluster\nmetadata: {{name: b}}\nspec: {{parent: relay, connection: {{kubeconfig: \"${{LEAF_B}}\"}}}}\n",
-        k0.display(),
-        k3.display()
+    let f = relayed_fleet(
+        ns,
+        &[
+            ("root", None, false, &k0.display().to_string()),
+            ("relay", Some("root"), true, &k3.display().to_string()),
+            ("a", Some("relay"), false, "${LEAF_A}"),
+            ("b", Some("relay"), false, "${LEAF_B}"),
+        ],
     );
-    // The app lands on the leaves only.
-    let wl = format!(
-        "{}  placement:\n    clusters: {{names: [a, b]}}\n",
-        workload(ns)
-    );
-    let f = common::fleet(&[
-        ("clusters.yaml", &clusters),
-        ("workloads/app/workload.yaml", &wl),
-        ("workloads/app/objects.yaml", &objects(ns, "green")),
-    ]);
     let tmp = tempfile::tempdir().unwrap();
     let (root_state, agent_state) = (tmp.path().join("root"), tmp.path().join("agent"));
     let d = f.path().to_str().unwrap();
@@ -1294,22 +1315,20 @@ fn a_relay_cut_off_from_its_parent_keeps_its_subtree_and_converges_after() {
     )
     .unwrap();
 
-    let clusters = format!(
-        "apiVersion: canopy.dev/v1alpha1\nkind: Cluster\nmetadata: {{name: root}}\nspec: {{connection: {{kubeconfig: {}}}}}\n---\napiVersion: canopy.dev/v1alpha1\nkind: Cluster\nmetadata: {{name: relay}}\nspec: {{parent: root, relay: {{}}, connection: {{kubeconfig: {}}}}}\n---\napiVersion: canopy.dev/v1alpha1\nkind: Cluster\nmetadata: {{name: a}}\nspec: {{parent: relay, connection: {{kubeconfig: {}}}}}\n---\napiVersion: canopy.dev/v1alpha1\nkind: Cluster\nmetadata: {{name: b}}\nspec: {{parent: root, connection: {{kubeconfig: {}}}}}\n",
-        k0.display(),
-        via_proxy.display(),
-        k1.display(),
-        k2.display()
+    let f = relayed_fleet(
+        ns,
+        &[
+            ("root", None, false, &k0.display().to_string()),
+            (
+                "relay",
+                Some("root"),
+                true,
+                &via_proxy.display().to_string(),
+            ),
+            ("a", Some("relay"), false, &k1.display().to_string()),
+            ("b", Some("root"), false, &k2.display().to_string()),
+        ],
     );
-    let wl = format!(
-        "{}  placement:\n    clusters: {{names: [a, b]}}\n",
-        workload(ns)
-    );
-    let f = common::fleet(&[
-        ("clusters.yaml", &clusters),
-        ("workloads/app/workload.yaml", &wl),
-        ("workloads/app/objects.yaml", &objects(ns, "green")),
-    ]);
     let root_state = tmp.path().join("root");
     let d = f.path().to_str().unwrap();
     let apply = |timeout: &str| {

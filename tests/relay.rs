@@ -270,6 +270,13 @@ fn agent_once(
     canopy(&args)
 }
 
+/// Appends `spec` lines to the web workload.
+fn add_to_web(dir: &std::path::Path, lines: &str) {
+    let web = dir.join("workloads/web/workload.yaml");
+    let text = std::fs::read_to_string(&web).unwrap();
+    std::fs::write(&web, format!("{text}{lines}")).unwrap();
+}
+
 /// Whether `cluster` runs web at `tag` in the state folder `state`.
 fn runs_web(state: &std::path::Path, cluster: &str, tag: &str) -> bool {
     image_of(state, cluster, "web").is_some_and(|i| i.ends_with(&format!("/web:{tag}")))
@@ -648,9 +655,7 @@ fn replicas_of(state: &std::path::Path, cluster: &str, name: &str) -> Option<u64
 #[test]
 fn a_silent_relay_subtree_is_failed_over_around() {
     let (tmp, dir) = example_with_eu_relay();
-    let web = dir.join("workloads/web/workload.yaml");
-    let text = std::fs::read_to_string(&web).unwrap();
-    std::fs::write(&web, format!("{text}  failover: {{after: 1s}}\n")).unwrap();
+    add_to_web(&dir, "  failover: {after: 1s}\n");
     let (root, own) = (tmp.path().join("root"), tmp.path().join("eu"));
     let (d, st) = (dir.to_str().unwrap(), root.to_str().unwrap());
     // The agent runs (and renews) before the first apply that counts.
@@ -698,15 +703,10 @@ fn a_silent_relay_subtree_is_failed_over_around() {
 #[test]
 fn a_rollout_stage_below_a_relay_waits_for_the_relays_gate() {
     let (tmp, dir) = example_with_eu_relay();
-    let web = dir.join("workloads/web/workload.yaml");
-    let text = std::fs::read_to_string(&web).unwrap();
-    std::fs::write(
-        &web,
-        format!(
-            "{text}  rollout:\n    stages:\n      - {{name: canary, clusters: {{names: [us-east-1]}}}}\n      - {{name: eu, clusters: {{names: [eu-west-1, eu-central-1]}}}}\n      - {{name: rest, percent: 100}}\n"
-        ),
-    )
-    .unwrap();
+    add_to_web(
+        &dir,
+        "  rollout:\n    stages:\n      - {name: canary, clusters: {names: [us-east-1]}}\n      - {name: eu, clusters: {names: [eu-west-1, eu-central-1]}}\n      - {name: rest, percent: 100}\n",
+    );
     let root = tmp.path().join("root");
     let (d, st) = (dir.to_str().unwrap(), root.to_str().unwrap());
     let own = tmp.path().join("eu");
@@ -779,9 +779,7 @@ fn a_rollout_stage_below_a_relay_waits_for_the_relays_gate() {
 #[test]
 fn a_down_leaf_below_a_relay_is_failed_over_by_the_relay_alone() {
     let (tmp, dir) = example_with_eu_relay();
-    let web = dir.join("workloads/web/workload.yaml");
-    let text = std::fs::read_to_string(&web).unwrap();
-    std::fs::write(&web, format!("{text}  failover: {{after: 0s}}\n")).unwrap();
+    add_to_web(&dir, "  failover: {after: 0s}\n");
     let (root, own) = (tmp.path().join("root"), tmp.path().join("eu"));
     let (d, st) = (dir.to_str().unwrap(), root.to_str().unwrap());
     // With failover at once, eu's subtree counts as down until its agent
