@@ -827,3 +827,45 @@ fn a_down_leaf_below_a_relay_is_failed_over_by_the_relay_alone() {
         before
     );
 }
+
+/// `watch` as the root: it writes the relay's handoff and never reaches
+/// below the relay; a running agent takes what it hands down.
+#[test]
+fn watch_as_the_root_hands_down_and_leaves_the_subtree_to_the_relay() {
+    let (tmp, dir) = example_with_eu_relay();
+    let (root, own) = (tmp.path().join("root"), tmp.path().join("eu"));
+    let watch = std::process::Command::new(canopy_bin())
+        .args([
+            "watch",
+            dir.to_str().unwrap(),
+            "--state",
+            root.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _watch = Running(watch);
+    let _agent = start_agent(&root, &own, "a");
+    eventually("the agent to apply what watch handed down", || {
+        runs_web(&own, "eu-west-1", "1.4.2")
+    });
+    let file = dir.join("workloads/web/deployment.yaml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, text.replace("web:1.4.2", "web:1.4.3")).unwrap();
+    eventually(
+        "a commit to reach eu-west-1 through watch and the agent",
+        || runs_web(&own, "eu-west-1", "1.4.3"),
+    );
+    for c in [
+        "eu-west-1",
+        "eu-central-1",
+        "eu-edge-paris",
+        "eu-edge-berlin",
+    ] {
+        assert!(
+            !root.join(format!("clusters/{c}.json")).exists(),
+            "watch wrote {c}"
+        );
+    }
+}

@@ -472,10 +472,13 @@ impl<'a> Watch<'a> {
                 })
         }) || trigger == Trigger::Rollout;
         let full = matches!(trigger, Trigger::Drift) || rolling;
+        // The clusters below a relay are its agent's.
+        let own = crate::core::relay::reconciled_by(checked, None);
         let targets: BTreeSet<usize> = topo
             .preorder()
             .iter()
             .copied()
+            .filter(|&c| own.as_ref().is_none_or(|o| o.contains(&c)))
             .filter(|&c| scope.as_ref().is_none_or(|s| s.contains(&c)) && !blocked[c])
             .filter(|&c| full || self.applied.get(topo.name(c)) != Some(&fingerprints[c]))
             .collect();
