@@ -338,6 +338,15 @@ fn an_agent_reconciles_its_subtree_as_a_direct_apply_would() {
         assert_eq!(got, want, "{c}: the relay's objects are the direct apply's");
     }
 
+    // A cluster below the relay cannot be named from the root.
+    let (code, _, err) = canopy(&["apply", d, "--state", st, "--cluster", "eu-west-1"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("error: cluster eu-west-1 is reconciled by relay eu, not from here")
+            && err.contains("`--subtree eu` hands eu its handoff"),
+        "{err}"
+    );
+
     // The root's apply now reads the report on the handoff it wrote.
     let (code, out, err) = canopy(&["apply", d, "--state", st, "--timeout", "0s"]);
     assert_eq!(code, 0, "{out}{err}");

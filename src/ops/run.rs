@@ -501,7 +501,17 @@ impl<'i> Session<'i> {
         } else {
             Vec::new()
         };
-        // The clusters below a relay are its agent's to reconcile.
+        // The clusters below a relay are its agent's to reconcile: one
+        // named here cannot be reached from this level.
+        let by = crate::core::relay::reconcilers(checked);
+        for name in selection.clusters.iter().chain(&selection.subtrees) {
+            if let Some(relay) = checked.topo.get(name).and_then(|c| by[c]) {
+                let relay = checked.topo.name(relay);
+                return Err(OpsError::Refused(format!(
+                    "cluster {name} is reconciled by relay {relay}, not from here\n  help: `--subtree {relay}` hands {relay} its handoff, and its agent reconciles {name}"
+                )));
+            }
+        }
         let targets = within(
             selection.resolve_strict(checked)?,
             crate::core::relay::reconciled_by(checked, None),
