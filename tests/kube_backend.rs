@@ -1433,3 +1433,79 @@ fn a_relay_cut_off_from_its_parent_keeps_its_subtree_and_converges_after() {
     );
     assert_eq!(color(1).as_deref(), Some("blue"));
 }
+
+/// A Namespace and a ConfigMap: healthy as soon as written, on a server
+/// that runs no controllers.
+fn settings(ns: &str, color: &str) -> String {
+    format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  color: {color}\n")
+}
+
+/// Issue 14, item 7: where the root is a Kubernetes cluster, the rollout
+/// and health records live in it too, so a run with an empty state folder
+/// (a fresh CI runner) continues a paused rollout instead of starting it
+/// over (which would find the canary done, skip its pause and roll the
+/// change out everywhere).
+#[test]
+fn run_state_in_the_root_cluster_carries_a_rollout_across_fresh_runners() {
+    let ns = "t-records";
+    let wl = format!(
+        "{}  placement:\n    clusters: {{names: [a, b]}}\n",
+        workload(ns)
+    );
+    let f = tree(&[
+        ("workloads/app/workload.yaml", &wl),
+        ("workloads/app/objects.yaml", &settings(ns, "green")),
+    ]);
+    let tmp = tempfile::tempdir().unwrap();
+    let d = f.path().to_str().unwrap();
+    let run = |state: &str, args: &[&str]| {
+        let st = tmp.path().join(state);
+        let mut all = vec!["--fleet-name", "records"];
+        all.extend(args.iter().map(|a| if *a == "DIR" { d } else { a }));
+        all.extend_from_slice(&["--state", st.to_str().unwrap()]);
+        canopy(&all)
+    };
+    let (code, out, err) = run("first", &["apply", "DIR"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let color = |i: usize| get(i, &cm_path(ns, "settings"))["data"]["color"].clone();
+
+    // A change with a rollout: the canary (a), then a manual pause.
+    std::fs::write(
+        f.path().join("workloads/app/workload.yaml"),
+        format!("{wl}  rollout:\n    stages:\n      - {{name: canary, clusters: {{names: [a]}}, pause: manual}}\n      - {{name: rest, percent: 100}}\n    healthTimeout: 30s\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        f.path().join("workloads/app/objects.yaml"),
+        settings(ns, "blue"),
+    )
+    .unwrap();
+    let (code, out, err) = run("first", &["apply", "DIR"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!((color(1), color(2)), (json!("blue"), json!("green")));
+    let records = get(
+        0,
+        "/api/v1/namespaces/canopy-system/configmaps/canopy-records-records",
+    );
+    assert!(
+        records["data"]["rollouts.json"]
+            .as_str()
+            .unwrap()
+            .contains("\"paused\""),
+        "{records}"
+    );
+
+    // Another runner, with an empty state folder: still paused.
+    let (code, out, err) = run("second", &["apply", "DIR"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        color(2),
+        json!("green"),
+        "the rest waits for the manual continue:\n{out}"
+    );
+    let (code, out, _) = run("third", &["rollout", "status", "DIR", "app"]);
+    assert!(out.contains("paused"), "{code} {out}");
+    let (code, out, err) = run("third", &["rollout", "continue", "DIR", "app"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(color(2), json!("blue"));
+}

@@ -703,8 +703,9 @@ fn rollout(cmd: RolloutCommand, name: Option<&str>, quiet: bool) -> Result<(), F
             )?;
             let src = open(&source)?;
             let loaded = load(&src, name)?;
-            let v =
-                crate::ops::rollout::status(&loaded, &src.state_dir(state.as_ref()), &workload)?;
+            let mut s = session(&src, &state, Access::Read, KubeOptions::default())?;
+            let rollouts = s.rollout_records(&loaded.checked)?;
+            let v = crate::ops::rollout::status(&loaded, rollouts, &workload)?;
             match fmt {
                 TextOrJson::Text => stdout(&output::rollout_text(&v)),
                 TextOrJson::Json => json_out(&v),
@@ -725,8 +726,18 @@ fn rollout(cmd: RolloutCommand, name: Option<&str>, quiet: bool) -> Result<(), F
             )?;
             let src = open(&source)?;
             let loaded = load(&src, name)?;
+            let requested = {
+                let mut s = session(&src, &state, Access::Read, kube_options(&kube))?;
+                let rollouts = s.rollout_records(&loaded.checked)?;
+                crate::ops::rollout::request_continue(
+                    &loaded,
+                    &src.state_dir(state.as_ref()),
+                    rollouts,
+                    &workload,
+                )?
+            };
             let state = src.state_dir(state.as_ref());
-            match crate::ops::rollout::request_continue(&loaded, &state, &workload)? {
+            match requested {
                 Some(pid) => match fmt {
                     TextOrJson::Text => stdout(&format!(
                         "continue of {workload} requested; canopy watch (pid {pid}) goes on with it\n"

@@ -77,9 +77,10 @@ impl From<OpsError> for Failure {
                 "render failed, so nothing was applied and nothing pruned".into(),
             ),
             OpsError::Base(e) => base_failure(e),
-            e @ (OpsError::State(_) | OpsError::Store(_) | OpsError::Runtime(_)) => {
-                Failure::io(format!("error: {e}"))
-            }
+            e @ (OpsError::State(_)
+            | OpsError::Store(_)
+            | OpsError::Runtime(_)
+            | OpsError::Records(_)) => Failure::io(format!("error: {e}")),
             e @ (OpsError::Unknown { .. } | OpsError::Refused(_)) => {
                 Failure::user(format!("error: {e}"))
             }

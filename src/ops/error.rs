@@ -45,6 +45,10 @@ pub enum OpsError {
         name: String,
         known: String,
     },
+    /// The records kept in the fleet's root cluster could not be read or
+    /// written (the message says which and why).
+    #[error("{0}")]
+    Records(String),
     /// The command cannot be done as asked (the message says why and what
     /// to do).
     #[error("{0}")]

@@ -11,6 +11,7 @@ pub mod error;
 pub mod handoff;
 pub mod health;
 pub mod progress;
+pub mod records;
 pub mod relays;
 pub mod rollout;
 pub mod run;

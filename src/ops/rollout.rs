@@ -961,10 +961,9 @@ pub fn plan_of(r: &Renderer<'_>, name: &str) -> Result<Plan, OpsError> {
 }
 
 /// `canopy rollout status`: `workload`'s rollout as recorded in `state`.
-pub fn status(loaded: &Loaded, state: &Path, workload: &str) -> Result<View, OpsError> {
+pub fn status(loaded: &Loaded, rollouts: &Rollouts, workload: &str) -> Result<View, OpsError> {
     let r = super::run::placed_healthy(&loaded.checked)?;
     let p = plan_of(&r, workload)?;
-    let rollouts = Rollouts::load(state)?;
     Ok(view(&p, rollouts.workloads.get(workload), &r))
 }
 
@@ -976,11 +975,11 @@ pub fn status(loaded: &Loaded, state: &Path, workload: &str) -> Result<View, Ops
 pub fn request_continue(
     loaded: &Loaded,
     state: &Path,
+    rollouts: &Rollouts,
     workload: &str,
 ) -> Result<Option<String>, OpsError> {
     let r = super::run::placed_healthy(&loaded.checked)?;
     let p = plan_of(&r, workload)?;
-    let rollouts = Rollouts::load(state)?;
     let Some(rec) = rollouts.workloads.get(workload) else {
         return Err(OpsError::Refused(format!(
             "no rollout of {workload} is recorded in {}\n  help: `canopy apply` starts it",

@@ -24,7 +24,7 @@ use super::apply::{Desired, Options, Pass, Report};
 use super::error::OpsError;
 use super::progress::Progress;
 use super::rollout::{self, Event};
-use crate::backend::fleet::FleetBackends;
+use crate::backend::fleet::{Backends, FleetBackends};
 use crate::backend::kube::KubeOptions;
 use crate::backend::local::LocalStore;
 use crate::backend::ApplyMeta;
@@ -263,6 +263,10 @@ pub struct Session<'i> {
     pub cancel: Option<Arc<AtomicBool>>,
     /// Where runs count the clusters they are done with.
     pub progress: Option<Arc<Progress>>,
+    /// The records in the fleet's root cluster ([`super::records`]):
+    /// `None` until read; then the version read or written (`None`: none
+    /// there yet) and the records as they were then.
+    records: Option<(Option<String>, (String, String))>,
 }
 
 impl<'i> Session<'i> {
@@ -334,6 +338,7 @@ impl<'i> Session<'i> {
             rollouts,
             cancel: None,
             progress: None,
+            records: None,
         })
     }
 
@@ -344,6 +349,7 @@ impl<'i> Session<'i> {
         self.backends
             .follow(&checked.fleet)
             .map_err(OpsError::Runtime)?;
+        self.read_records(checked)?;
         self.hear(checked, None);
         let at = SystemTime::now();
         let failed = failed_over(checked, &self.health, at);
@@ -476,11 +482,75 @@ impl<'i> Session<'i> {
         )
     }
 
-    /// After a run that wrote: who answered and who did not, saved.
+    /// After a run that wrote: who answered and who did not, saved; and,
+    /// where the fleet's root is a Kubernetes cluster, the health and
+    /// rollout records written there too ([`super::records`]).
     pub fn record(&mut self, placed: &Placed<'_>, report: &Report) -> Result<(), OpsError> {
-        let topo = &placed.renderer.checked.topo;
+        let checked = placed.renderer.checked;
+        let topo = &checked.topo;
         super::health::record(&mut self.health, report, topo, &self.backends, placed.at);
-        Ok(self.health.save(&self.state)?)
+        self.health.save(&self.state)?;
+        if placed.handed {
+            return Ok(());
+        }
+        let (Some(home), Some((read, was))) = (super::records::home(checked), self.records.clone())
+        else {
+            return Ok(());
+        };
+        let now = super::records::text(&self.health, &self.rollouts);
+        if read.is_some() && now == was {
+            return Ok(());
+        }
+        let backend = self.backends.backend(topo.name(home));
+        let written = super::records::save(
+            backend.as_ref(),
+            &checked.fleet.name,
+            &self.health,
+            &self.rollouts,
+            read.as_deref(),
+        )?;
+        self.records = Some((Some(written), now));
+        Ok(())
+    }
+
+    /// The rollout records as this fleet keeps them: the root cluster's
+    /// where it keeps them ([`super::records`]), else the state folder's.
+    pub fn rollout_records(&mut self, checked: &Checked) -> Result<&Rollouts, OpsError> {
+        self.backends
+            .follow(&checked.fleet)
+            .map_err(OpsError::Runtime)?;
+        self.read_records(checked)?;
+        Ok(&self.rollouts)
+    }
+
+    /// Once per session, before the first placing: the records the
+    /// fleet's root cluster keeps win over the state folder's. A root that
+    /// does not answer leaves the folder's, and is asked again next time.
+    fn read_records(&mut self, checked: &Checked) -> Result<(), OpsError> {
+        if self.records.is_some() {
+            return Ok(());
+        }
+        let Some(home) = super::records::home(checked) else {
+            return Ok(());
+        };
+        let backend = self.backends.backend(checked.topo.name(home));
+        match super::records::load(backend.as_ref(), &checked.fleet.name) {
+            Ok(Some(held)) => {
+                self.health = held.health;
+                self.rollouts = held.rollouts;
+                let was = super::records::text(&self.health, &self.rollouts);
+                self.records = Some((Some(held.version), was));
+            }
+            Ok(None) => {
+                let was = super::records::text(&self.health, &self.rollouts);
+                self.records = Some((None, was));
+            }
+            Err(OpsError::Store(e)) => {
+                tracing::warn!(error = %e, "cannot read the records in the root cluster; the state folder's are used");
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(())
     }
 
     /// The one-shot run: place, take the selected clusters (and, for the
