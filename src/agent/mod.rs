@@ -115,8 +115,11 @@ pub struct Agent {
     cfg: Config,
     home: HomeBackend,
     session: Session<'static>,
-    /// The handoff worked from, and its digest as the index names it.
+    /// The handoff worked from.
     current: Option<Handoff>,
+    /// Its chunks in the relay's cluster (unknown for a handoff kept from
+    /// before a restart until it is read again).
+    current_chunks: Vec<String>,
 }
 
 /// The file in the agent's state folder holding its last good handoff.
@@ -146,6 +149,7 @@ impl Agent {
             home,
             session,
             current,
+            current_chunks: Vec::new(),
         })
     }
 
@@ -268,6 +272,7 @@ impl Agent {
         };
         let mut rep = report::of_run(&run, &self.session.backends, &seen, &h.above);
         rep.refused = refused;
+        rep.chunks = self.current_chunks.clone();
         rep.at = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
         let home = self.home.backend(&self.cfg.relay);
         let unreported = handoff::write_report(home.as_ref(), &rep)
@@ -294,6 +299,7 @@ impl Agent {
             }
         };
         if self.current.as_ref().map(|h| &h.digest) == Some(&found.seen.digest) {
+            self.current_chunks = found.chunks;
             return None;
         }
         let refuse = |reason: String| {
@@ -330,6 +336,7 @@ impl Agent {
         }
         tracing::info!(revision = %h.revision, digest = %h.digest, "took a new handoff");
         self.current = Some(h);
+        self.current_chunks = found.chunks;
         None
     }
 }

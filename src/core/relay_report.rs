@@ -33,6 +33,10 @@ pub struct RelayReport {
     /// without failure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub applied: Option<Seen>,
+    /// The chunk Secrets of the handoff it works from, which the level
+    /// above keeps until the relay takes a newer one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chunks: Vec<String>,
     /// The newest handoff, when the relay refused it and keeps working
     /// from its last good one.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -531,6 +531,16 @@ fn reconcile(
         Ok(l) => l,
         Err(e) => return failed(e),
     };
+    // A relay's chunks that its agent still works from are not pruned
+    // until it has taken a newer handoff.
+    let acked = super::handoff::acknowledged_chunks(&live);
+    if !acked.is_empty() {
+        let wanted: BTreeSet<&ObjectKey> = keys.iter().collect();
+        live.retain(|l| {
+            !super::handoff::is_chunk_of(l, &acked)
+                || ObjectKey::of(l).is_some_and(|k| wanted.contains(&k))
+        });
+    }
     if !matches!(scope, Scope::All) {
         live.retain(|l| {
             let w = l

@@ -128,6 +128,8 @@ pub fn lease_alive(backend: &dyn ClusterBackend, now: std::time::SystemTime) -> 
 pub struct Found {
     pub seen: Seen,
     pub handoff: Result<Handoff, ChunkError>,
+    /// The chunks the index names.
+    pub chunks: Vec<String>,
 }
 
 /// The handoff stored in a relay's cluster, `None` when none is there yet.
@@ -155,6 +157,7 @@ pub fn read(backend: &dyn ClusterBackend) -> Result<Option<Found>, BackendError>
             return Ok(Some(Found {
                 seen,
                 handoff: Err(e),
+                chunks: Vec::new(),
             }))
         }
     };
@@ -163,7 +166,7 @@ pub fn read(backend: &dyn ClusterBackend) -> Result<Option<Found>, BackendError>
         kind: "Secret".into(),
     };
     let mut found = BTreeMap::new();
-    for name in names {
+    for name in names.iter().cloned() {
         let key = ObjectKey {
             group: String::new(),
             kind: "Secret".into(),
@@ -177,6 +180,7 @@ pub fn read(backend: &dyn ClusterBackend) -> Result<Option<Found>, BackendError>
     Ok(Some(Found {
         seen,
         handoff: chunks::decode(&index, &found),
+        chunks: names,
     }))
 }
 
@@ -188,6 +192,40 @@ pub fn stored_digest(backend: &dyn ClusterBackend) -> Result<Option<String>, Bac
             .and_then(Value::as_str)
             .map(str::to_string)
     }))
+}
+
+/// The chunks of the handoff a relay works from, as its report in the
+/// live index names them: they stay until the relay has taken a newer
+/// handoff, so a relay reading the index it last saw never finds its
+/// chunks gone. Empty for a cluster that is no relay, or whose agent has
+/// not reported.
+pub fn acknowledged_chunks(live: &[Value]) -> std::collections::BTreeSet<String> {
+    live.iter()
+        .find(|o| {
+            o["kind"] == "Handoff"
+                && o.pointer("/metadata/namespace").and_then(Value::as_str)
+                    == Some(chunks::NAMESPACE)
+                && o.pointer("/metadata/name").and_then(Value::as_str) == Some(chunks::INDEX_NAME)
+        })
+        .and_then(|i| i.pointer("/status/chunks"))
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Whether `obj` is one of the chunk Secrets named in `names`.
+pub fn is_chunk_of(obj: &Value, names: &std::collections::BTreeSet<String>) -> bool {
+    obj["kind"] == "Secret"
+        && obj.pointer("/metadata/namespace").and_then(Value::as_str) == Some(chunks::NAMESPACE)
+        && obj
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .is_some_and(|n| names.contains(n))
 }
 
 /// The report of the relay whose cluster this is, with the digest of the
