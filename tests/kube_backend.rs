@@ -1288,6 +1288,69 @@ fn a_relay_agent_reconciles_leaves_only_it_can_reach() {
         a.contains("in-sync") && a.contains("via relay relay"),
         "{out}"
     );
+
+    // The agent is gone, and its pod's state folder with it. A new commit
+    // arrives damaged (one byte of its chunk). A new agent, with an empty
+    // state folder, refuses it and takes up the last good handoff from
+    // what the relay's cluster keeps (its index in the agent's records,
+    // its chunks kept until a newer handoff is taken): it puts drift back.
+    drop(_agent);
+    std::fs::write(
+        f.path().join("workloads/app/objects.yaml"),
+        objects(ns, "purple"),
+    )
+    .unwrap();
+    let (code, out, err) = root(&["--timeout", "0s"]);
+    assert_eq!(code, 4, "{out}{err}");
+    let index = get(
+        3,
+        "/apis/canopy.dev/v1alpha1/namespaces/canopy-system/handoffs/handoff",
+    );
+    let chunk = index["spec"]["chunks"][0]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let secret = format!("/api/v1/namespaces/canopy-system/secrets/{chunk}");
+    let data = get(3, &secret)["data"]["chunk"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let flipped = if data.starts_with('A') { "B" } else { "A" };
+    request(
+        3,
+        "PATCH",
+        &secret,
+        Some((
+            "application/merge-patch+json",
+            json!({"data": {"chunk": format!("{flipped}{}", &data[1..])}}),
+        )),
+    )
+    .unwrap();
+    request(
+        1,
+        "PATCH",
+        &format!("{}?fieldManager=kubectl-edit", cm_path(ns, "settings")),
+        Some((
+            "application/merge-patch+json",
+            json!({"data": {"color": "red"}}),
+        )),
+    )
+    .unwrap();
+    let fresh = tmp.path().join("fresh-agent");
+    let mut args: Vec<&str> = agent_args.iter().map(String::as_str).collect();
+    let at = args
+        .iter()
+        .position(|a| *a == agent_state.to_str().unwrap())
+        .unwrap();
+    args[at] = fresh.to_str().unwrap();
+    args.push("--once");
+    let (code, out, err) = canopy_env(&leaves, &args);
+    assert_eq!(code, 4, "{out}{err}");
+    assert!(
+        out.starts_with("REFUSED the handoff of revision unversioned"),
+        "{out}"
+    );
+    assert_eq!(get(1, &cm_path(ns, "settings"))["data"]["color"], "blue");
 }
 
 /// Issue 14, autonomy on real API servers: root (server 0) → relay (server

@@ -2,7 +2,8 @@
 //!
 //! Least privilege: in the relay's cluster the agent only reads its
 //! handoff (the `Handoff` index and its chunk Secrets), writes the index's
-//! status (its report) and holds its Lease, all in `canopy-system`. It
+//! status (its report), holds its Lease and keeps its records (one
+//! ConfigMap), all in `canopy-system`. It
 //! writes nothing else there: the relay cluster itself is reconciled by
 //! the level above, and the clusters below are reached with their own
 //! credentials, mounted from a Secret the operator creates.
@@ -40,6 +41,9 @@ pub fn objects(s: &Spec<'_>) -> Vec<Value> {
             {"apiGroups": ["canopy.dev"], "resources": ["handoffs/status"], "verbs": ["patch"]},
             {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
             {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]},
+            // Its own records (health, last good handoff), one ConfigMap.
+            {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [super::records::NAME], "verbs": ["get", "update"]},
+            {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create"]},
         ]}),
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": meta(NAME),
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": NAME},
@@ -125,7 +129,10 @@ mod tests {
                 "secrets/get",
                 "leases/get",
                 "leases/create",
-                "leases/update"
+                "leases/update",
+                "configmaps/get",
+                "configmaps/update",
+                "configmaps/create"
             ]
         );
         let d = &objs[5];

@@ -28,6 +28,7 @@
 //! deleted only by an explicit `--prune-clusters` at the root).
 
 pub mod manifests;
+pub mod records;
 pub mod report;
 
 use std::path::PathBuf;
@@ -120,6 +121,11 @@ pub struct Agent {
     /// Its chunks in the relay's cluster (unknown for a handoff kept from
     /// before a restart until it is read again).
     current_chunks: Vec<String>,
+    /// Its index, as the records in the relay's cluster keep it.
+    current_index: Option<serde_json::Value>,
+    /// The records in the relay's own cluster ([`records`]), when it is a
+    /// Kubernetes cluster: the version and the text last written or read.
+    kept: Option<(Option<String>, String)>,
 }
 
 /// The file in the agent's state folder holding its last good handoff.
@@ -144,13 +150,99 @@ impl Agent {
             .ok()
             .and_then(|b| serde_json::from_slice::<Handoff>(&b).ok())
             .filter(|h| h.relay == cfg.relay && h.compute_digest() == h.digest);
-        Ok(Agent {
+        let mut agent = Agent {
             cfg,
             home,
             session,
             current,
             current_chunks: Vec::new(),
-        })
+            current_index: None,
+            kept: None,
+        };
+        agent.recover();
+        Ok(agent)
+    }
+
+    /// A relay in Kubernetes: takes up the records it keeps there (its
+    /// health records, and its last good handoff when its state folder has
+    /// none, as after a restart in a pod). A cluster that does not answer
+    /// leaves the state folder's.
+    fn recover(&mut self) {
+        if !matches!(self.home, HomeBackend::Kube(..)) {
+            return;
+        }
+        let home = self.home.backend(&self.cfg.relay);
+        let kept = match records::load(home.as_ref()) {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the agent's records in the relay's cluster; the state folder's are used");
+                return;
+            }
+        };
+        if let Some(h) = kept.health.clone() {
+            self.session.health = h;
+        }
+        if self.current.is_none() {
+            if let Some(index) = &kept.index {
+                match handoff::read_from(home.as_ref(), index) {
+                    Ok(found) => match found.handoff {
+                        Ok(h) if h.relay == self.cfg.relay && relay::open(&h).is_ok() => {
+                            tracing::info!(revision = %h.revision, "took up the last good handoff kept in the relay's cluster");
+                            self.current = Some(h);
+                            self.current_chunks = found.chunks;
+                            self.current_index = Some(found.index);
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::warn!(error = %e, "the handoff kept in the relay's cluster cannot be read")
+                        }
+                    },
+                    Err(e) => tracing::warn!(error = %e, "cannot read the kept handoff's chunks"),
+                }
+            }
+        }
+        let text = self.kept_text();
+        self.kept = Some((kept.version, text));
+    }
+
+    /// The records as [`records::save`] writes them, to tell a change.
+    fn kept_text(&self) -> String {
+        format!(
+            "{}\n{}",
+            serde_json::to_string(&self.session.health).expect("records serialize"),
+            self.current_index
+                .as_ref()
+                .map(|i| i["spec"].to_string())
+                .unwrap_or_default()
+        )
+    }
+
+    /// Writes the records into the relay's cluster when they changed.
+    fn keep(&mut self) {
+        let Some((version, was)) = self.kept.clone() else {
+            return;
+        };
+        let now = self.kept_text();
+        if version.is_some() && now == was {
+            return;
+        }
+        let home = self.home.backend(&self.cfg.relay);
+        match records::save(
+            home.as_ref(),
+            &self.session.health,
+            self.current_index.as_ref(),
+            version.as_deref(),
+        ) {
+            Ok(Some(v)) => self.kept = Some((Some(v), now)),
+            Ok(None) => {
+                // Another replica wrote since: take its version, write next round.
+                let v = records::load(home.as_ref()).ok().and_then(|k| k.version);
+                self.kept = Some((v, String::new()));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot write the agent's records in the relay's cluster")
+            }
+        }
     }
 
     /// Sets the flag a signal handler raises to stop a round between
@@ -278,6 +370,8 @@ impl Agent {
         let unreported = handoff::write_report(home.as_ref(), &rep)
             .err()
             .map(|e| e.to_string());
+        drop(home);
+        self.keep();
         Round::Reconciled {
             seen,
             report: Box::new(rep),
@@ -300,6 +394,7 @@ impl Agent {
         };
         if self.current.as_ref().map(|h| &h.digest) == Some(&found.seen.digest) {
             self.current_chunks = found.chunks;
+            self.current_index = Some(found.index);
             return None;
         }
         let refuse = |reason: String| {
@@ -337,6 +432,7 @@ impl Agent {
         tracing::info!(revision = %h.revision, digest = %h.digest, "took a new handoff");
         self.current = Some(h);
         self.current_chunks = found.chunks;
+        self.current_index = Some(found.index);
         None
     }
 }

@@ -130,6 +130,8 @@ pub struct Found {
     pub handoff: Result<Handoff, ChunkError>,
     /// The chunks the index names.
     pub chunks: Vec<String>,
+    /// The index itself, for a relay to keep.
+    pub index: Value,
 }
 
 /// The handoff stored in a relay's cluster, `None` when none is there yet.
@@ -140,6 +142,13 @@ pub fn read(backend: &dyn ClusterBackend) -> Result<Option<Found>, BackendError>
     let Some(index) = backend.get(&index_type(), &index_key())? else {
         return Ok(None);
     };
+    read_from(backend, &index).map(Some)
+}
+
+/// The handoff an index names, from its chunks in the relay's cluster:
+/// the live index, or one a relay kept (its last good handoff, whose
+/// chunks stay until it takes a newer one).
+pub fn read_from(backend: &dyn ClusterBackend, index: &Value) -> Result<Found, BackendError> {
     let spec = |k: &str| {
         index
             .pointer(&format!("/spec/{k}"))
@@ -151,14 +160,15 @@ pub fn read(backend: &dyn ClusterBackend) -> Result<Option<Found>, BackendError>
         revision: spec("revision"),
         digest: spec("digest"),
     };
-    let names = match chunks::chunk_names(&index) {
+    let names = match chunks::chunk_names(index) {
         Ok(n) => n,
         Err(e) => {
-            return Ok(Some(Found {
+            return Ok(Found {
                 seen,
                 handoff: Err(e),
                 chunks: Vec::new(),
-            }))
+                index: index.clone(),
+            })
         }
     };
     let secret = TypeRef {
@@ -177,11 +187,12 @@ pub fn read(backend: &dyn ClusterBackend) -> Result<Option<Found>, BackendError>
             found.insert(name, chunk);
         }
     }
-    Ok(Some(Found {
+    Ok(Found {
         seen,
-        handoff: chunks::decode(&index, &found),
+        handoff: chunks::decode(index, &found),
         chunks: names,
-    }))
+        index: index.clone(),
+    })
 }
 
 /// The digest the stored index names, `None` without one: whether there
