@@ -1572,3 +1572,54 @@ fn run_state_in_the_root_cluster_carries_a_rollout_across_fresh_runners() {
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(color(2), json!("blue"));
 }
+
+/// Issue 16, item 1: an octal file mode as upstream manifests write it
+/// (`defaultMode: 0644`) is 420 for the API server, and for canopy: the
+/// apply is accepted, and a re-apply finds nothing to change.
+#[test]
+fn octal_file_modes_are_read_as_the_api_server_reads_them() {
+    let ns = "t-octal";
+    let deployment = format!(
+        r#"apiVersion: v1
+kind: Namespace
+metadata:
+  name: {ns}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {{app: web}}
+  template:
+    metadata:
+      labels: {{app: web}}
+    spec:
+      containers:
+        - name: web
+          image: nginx:1.27
+          volumeMounts: [{{name: config, mountPath: /etc/web}}]
+      volumes:
+        - name: config
+          configMap:
+            name: web
+            defaultMode: 0644
+"#
+    );
+    let f = tree(&[
+        ("workloads/app/workload.yaml", &workload(ns)),
+        ("workloads/app/objects.yaml", &deployment),
+    ]);
+    let (code, out, err) = canopy_on(f.path(), "octal", &["apply", "DIR"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let live = get(1, &format!("/apis/apps/v1/namespaces/{ns}/deployments/web"));
+    assert_eq!(
+        live["spec"]["template"]["spec"]["volumes"][0]["configMap"]["defaultMode"],
+        420
+    );
+    let (code, out, _) = canopy_on(f.path(), "octal", &["apply", "DIR"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.ends_with("no changes: 3 cluster(s) in sync\n"), "{out}");
+}

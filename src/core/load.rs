@@ -24,7 +24,7 @@ use serde_json::Value;
 
 use crate::core::diag::{rel_path, Diagnostic, Diagnostics};
 use crate::core::model::*;
-use crate::core::yaml::{parse_stream, Doc, YamlPath};
+use crate::core::yaml::{parse_with, Doc, Schema, YamlPath};
 
 /// Why a fleet could not be read at all (as opposed to a fleet with problems,
 /// which is a [`Diagnostics`] list).
@@ -257,7 +257,7 @@ fn read_file(rel: String, text: String, workload_dir: Option<String>) -> FileRes
             return res;
         }
     }
-    let docs = match parse_stream(&text, true) {
+    let docs = match parse_with(&text, true, Schema::Core) {
         Ok(d) => d,
         Err(e) => {
             res.broken = true;

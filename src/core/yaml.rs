@@ -180,15 +180,34 @@ pub struct SyntaxError {
     pub message: String,
 }
 
-/// Parses every document of `text`. `index` asks for the path → line map; the
-/// render path skips it because rendered manifests are parsed by the hundred
-/// thousand and only need a line for syntax errors.
+/// How unquoted scalars are read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Schema {
+    /// Kubernetes manifests: as the API server's YAML reader reads them
+    /// (YAML 1.1 rules, [`plain_scalar`]).
+    #[default]
+    Kubernetes,
+    /// canopy's own documents: YAML 1.2's core schema, as they have always
+    /// been read (a cluster named `no` or `on` stays a name).
+    Core,
+}
+
+/// Parses every document of a manifest file (Kubernetes' reading of
+/// scalars). `index` asks for the path → line map; the render path skips it
+/// because rendered manifests are parsed by the hundred thousand and only
+/// need a line for syntax errors.
 pub fn parse_stream(text: &str, index: bool) -> Result<Vec<Doc>, SyntaxError> {
+    parse_with(text, index, Schema::Kubernetes)
+}
+
+/// Parses every document of `text`, its scalars read by `schema`.
+pub fn parse_with(text: &str, index: bool, schema: Schema) -> Result<Vec<Doc>, SyntaxError> {
     if let Some(err) = nul_byte(text) {
         return Err(err);
     }
     let mut b = Builder {
         index,
+        schema,
         ..Builder::default()
     };
     let mut parser = Parser::new_from_str(text);
@@ -303,6 +322,7 @@ pub fn parse_template_slots(text: &str) -> Option<(Vec<Doc>, Vec<TemplateSlot>)>
 #[derive(Default)]
 struct Builder {
     index: bool,
+    schema: Schema,
     /// Collects templated scalars when set.
     slots: Option<Vec<TemplateSlot>>,
     template_in_key: bool,
@@ -397,7 +417,16 @@ impl Builder {
     }
 }
 
-fn scalar_value(text: String, style: TScalarStyle, tag: &Option<Tag>) -> Result<Value, String> {
+fn scalar_value(
+    text: String,
+    style: TScalarStyle,
+    tag: &Option<Tag>,
+    schema: Schema,
+) -> Result<Value, String> {
+    let plain = |t: &str| match schema {
+        Schema::Kubernetes => plain_scalar(t),
+        Schema::Core => core_scalar(t),
+    };
     if let Some(tag) = tag {
         if tag.handle == "tag:yaml.org,2002:" || tag.handle == "!!" {
             return match tag.suffix.as_str() {
@@ -408,9 +437,7 @@ fn scalar_value(text: String, style: TScalarStyle, tag: &Option<Tag>) -> Result<
                     "false" | "False" | "FALSE" => Ok(Value::Bool(false)),
                     _ => Err(format!("{text:?} is not a !!bool")),
                 },
-                "int" | "float" => {
-                    plain_scalar(&text).ok_or_else(|| format!("{text:?} is not a number"))
-                }
+                "int" | "float" => plain(&text).ok_or_else(|| format!("{text:?} is not a number")),
                 other => Err(format!("unsupported tag !!{other}")),
             };
         }
@@ -422,12 +449,12 @@ fn scalar_value(text: String, style: TScalarStyle, tag: &Option<Tag>) -> Result<
     if style != TScalarStyle::Plain {
         return Ok(Value::String(text));
     }
-    Ok(plain_scalar(&text).unwrap_or(Value::String(text)))
+    Ok(plain(&text).unwrap_or(Value::String(text)))
 }
 
-/// YAML 1.2 core-schema resolution of an unquoted scalar (the same rules
-/// kubectl's YAML reader applies to `true`, `~`, `0x1F`, `1e3`).
-pub fn plain_scalar(text: &str) -> Option<Value> {
+/// YAML 1.2 core-schema resolution of an unquoted scalar: how canopy's own
+/// documents are read.
+fn core_scalar(text: &str) -> Option<Value> {
     use yaml_rust2::Yaml;
     match Yaml::from_str(text) {
         Yaml::Null => Some(Value::Null),
@@ -444,6 +471,116 @@ pub fn plain_scalar(text: &str) -> Option<Value> {
         }
         _ => None,
     }
+}
+
+/// What an unquoted scalar is, read as Kubernetes reads it: its YAML
+/// reader (sigs.k8s.io/yaml, on go-yaml v2) keeps YAML 1.1's rules, so a
+/// manifest means on canopy's side what it means on the API server's.
+/// `defaultMode: 0755` is the octal 493, not 755 (a YAML 1.2 reader's
+/// answer, which the API server then refuses); `yes`/`no`/`on`/`off`/`y`/`n`
+/// are booleans; `1_000` is 1000; `0x1F`, `0o17` and `0b101` are numbers.
+/// Sexagesimal `1:30` stays a string, as there. A `None` is a string
+/// (also infinities and NaN, which JSON cannot hold).
+pub fn plain_scalar(text: &str) -> Option<Value> {
+    match text {
+        "y" | "Y" | "yes" | "Yes" | "YES" | "true" | "True" | "TRUE" | "on" | "On" | "ON" => {
+            return Some(Value::Bool(true))
+        }
+        "n" | "N" | "no" | "No" | "NO" | "false" | "False" | "FALSE" | "off" | "Off" | "OFF" => {
+            return Some(Value::Bool(false))
+        }
+        "" | "~" | "null" | "Null" | "NULL" => return Some(Value::Null),
+        _ => {}
+    }
+    let first = text.as_bytes()[0];
+    if first == b'.' {
+        return float_of(text);
+    }
+    if !(first.is_ascii_digit() || first == b'+' || first == b'-') {
+        return None;
+    }
+    let plain = text.replace('_', "");
+    if let Some(n) = int_of(&plain) {
+        return Some(Value::Number(n));
+    }
+    float_of(&plain)
+}
+
+/// An integer as Go's `ParseInt(s, 0, 64)` reads it (and, when that
+/// overflows, `ParseUint`): a sign, then `0x`, `0o` or `0b` and digits of
+/// that base, or a leading `0` for octal, or decimal digits.
+fn int_of(s: &str) -> Option<Number> {
+    let (negative, body) = match s.as_bytes().first()? {
+        b'-' => (true, &s[1..]),
+        b'+' => (false, &s[1..]),
+        _ => (false, s),
+    };
+    let lower = body.to_ascii_lowercase();
+    let (radix, digits) = if let Some(d) = lower.strip_prefix("0x") {
+        (16, d)
+    } else if let Some(d) = lower.strip_prefix("0o") {
+        (8, d)
+    } else if let Some(d) = lower.strip_prefix("0b") {
+        (2, d)
+    } else if lower.len() > 1 && lower.starts_with('0') {
+        (8, &lower[1..])
+    } else {
+        (10, lower.as_str())
+    };
+    if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
+        return None;
+    }
+    let magnitude = u64::from_str_radix(digits, radix).ok()?;
+    if negative {
+        let n = i64::try_from(magnitude)
+            .map(|m| -m)
+            .ok()
+            .or((magnitude == 1 << 63).then_some(i64::MIN))?;
+        Some(n.into())
+    } else {
+        Some(magnitude.into())
+    }
+}
+
+/// A float in YAML's form (`[-+]?(.d+|d+(.d*)?)([eE][-+]?d+)?`), as a JSON
+/// number; `None` for anything else.
+fn float_of(s: &str) -> Option<Value> {
+    let b = s.as_bytes();
+    let mut i = usize::from(matches!(b.first(), Some(b'+' | b'-')));
+    let digits = |i: &mut usize| {
+        let start = *i;
+        while *i < b.len() && b[*i].is_ascii_digit() {
+            *i += 1;
+        }
+        *i - start
+    };
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        if digits(&mut i) == 0 {
+            return None;
+        }
+    } else {
+        if digits(&mut i) == 0 {
+            return None;
+        }
+        if b.get(i) == Some(&b'.') {
+            i += 1;
+            digits(&mut i);
+        }
+    }
+    if matches!(b.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(b.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        if digits(&mut i) == 0 {
+            return None;
+        }
+    }
+    if i != b.len() {
+        return None;
+    }
+    Number::from_f64(s.parse().ok()?).map(Value::Number)
 }
 
 fn key_text(v: &Value) -> String {
@@ -473,7 +610,7 @@ impl MarkedEventReceiver for Builder {
                     _ => ScalarStyle::Block,
                 };
                 let source = templated.then(|| text.clone());
-                let v = match scalar_value(text, style, &tag) {
+                let v = match scalar_value(text, style, &tag, self.schema) {
                     Ok(v) => v,
                     Err(m) => return self.fail(mark, m),
                 };
@@ -619,10 +756,75 @@ mod tests {
         assert_eq!(docs[0].line_of(&YamlPath::parse("b.missing")), 2);
     }
 
+    /// Issue 16, item 1: unquoted scalars read as the Kubernetes API
+    /// server's YAML reader (go-yaml v2, YAML 1.1 rules) reads them; quoted
+    /// ones stay strings.
+    #[test]
+    fn scalars_read_as_kubernetes_reads_them() {
+        let cases: &[(&str, Value)] = &[
+            ("0755", json!(493)),
+            ("0644", json!(420)),
+            ("0", json!(0)),
+            ("-017", json!(-15)),
+            ("08", json!(8.0)),
+            ("0x1F", json!(31)),
+            ("0o17", json!(15)),
+            ("0b101", json!(5)),
+            ("-0b101", json!(-5)),
+            ("1_000", json!(1000)),
+            ("+12", json!(12)),
+            ("18446744073709551615", json!(18446744073709551615u64)),
+            ("-9223372036854775808", json!(i64::MIN)),
+            ("1e3", json!(1000.0)),
+            ("2.5", json!(2.5)),
+            (".5", json!(0.5)),
+            ("5.", json!(5.0)),
+            ("yes", json!(true)),
+            ("Y", json!(true)),
+            ("On", json!(true)),
+            ("no", json!(false)),
+            ("n", json!(false)),
+            ("OFF", json!(false)),
+            ("True", json!(true)),
+            ("~", Value::Null),
+            ("1:30", json!("1:30")),
+            ("0x", json!("0x")),
+            ("1.2.3", json!("1.2.3")),
+            (".inf", json!(".inf")),
+            ("-.inf", json!("-.inf")),
+            (".nan", json!(".nan")),
+            ("nginx:1.27", json!("nginx:1.27")),
+            ("yesterday", json!("yesterday")),
+            ("1e", json!("1e")),
+        ];
+        for (text, want) in cases {
+            let docs = parse_stream(&format!("v: {text}\nq: '{text}'\n"), false).unwrap();
+            assert_eq!(&docs[0].value["v"], want, "{text}");
+            assert_eq!(docs[0].value["q"], json!(text), "quoted {text}");
+        }
+        // podinfo's CronJob volume, as the API server reads it.
+        let docs = parse_stream(
+            "volumes:\n  - name: config\n    configMap: {name: c, defaultMode: 0755}\n",
+            false,
+        )
+        .unwrap();
+        assert_eq!(docs[0].value["volumes"][0]["configMap"]["defaultMode"], 493);
+        // A key is resolved the same way, and written as JSON writes it.
+        let docs = parse_stream("on: push\n", false).unwrap();
+        assert_eq!(docs[0].value, json!({"true": "push"}));
+        // canopy's own documents keep YAML 1.2's core schema: a cluster
+        // named `no` stays a name.
+        let docs = parse_with("names: [no, on, y]\nn: 1_000\n", false, Schema::Core).unwrap();
+        assert_eq!(
+            docs[0].value,
+            json!({"names": ["no", "on", "y"], "n": "1_000"})
+        );
+    }
+
     #[test]
     fn anchors_resolve() {
-        let docs = parse_stream("x: &a {k: v}\ny: *a\n", false).unwrap();
-        assert_eq!(docs[0].value, json!({"x": {"k": "v"}, "y": {"k": "v"}}));
+        let docs = parse_stream("x: &a {k: v}\nz: *a\n", false).unwrap();
+        assert_eq!(docs[0].value, json!({"x": {"k": "v"}, "z": {"k": "v"}}));
     }
 
     #[test]
