@@ -254,6 +254,9 @@ impl Report {
 #[derive(Default)]
 pub struct Desired {
     clusters: BTreeMap<usize, Vec<Packed>>,
+    /// By relay cluster: the handoff its objects carry (revision and
+    /// digest), for the steps after the write that ask about it.
+    handoffs: BTreeMap<usize, crate::core::relay_report::Seen>,
 }
 
 impl Desired {
@@ -267,7 +270,20 @@ impl Desired {
         })?
         .into_iter()
         .collect();
-        Ok(Desired { clusters })
+        Ok(Desired {
+            clusters,
+            handoffs: BTreeMap::new(),
+        })
+    }
+
+    /// Records that relay cluster `c`'s objects carry the handoff `seen`.
+    pub fn note_handoff(&mut self, c: usize, seen: crate::core::relay_report::Seen) {
+        self.handoffs.insert(c, seen);
+    }
+
+    /// The handoff relay cluster `c`'s objects carry, if it is one.
+    pub fn handoff(&self, c: usize) -> Option<&crate::core::relay_report::Seen> {
+        self.handoffs.get(&c)
     }
 
     /// Whether cluster `c` was rendered.

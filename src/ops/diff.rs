@@ -37,9 +37,8 @@ pub fn live_through_relays(
     let relays = super::relays::standings(
         &run.placed.renderer,
         &run.report,
+        &run.desired,
         &session.backends,
-        &loaded.revision.to_string(),
-        &run.placed.above,
     );
     Ok((run.report, relays))
 }

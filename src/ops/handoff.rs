@@ -39,21 +39,26 @@ use super::apply::Desired;
 pub const SOURCE: &str = "canopy: relay handoff";
 
 /// The objects that carry relay `relay`'s handoff at `revision`, with the
-/// staged rollouts decided above it.
+/// staged rollouts decided above it; and which handoff that is.
 pub fn objects(
     r: &Renderer<'_>,
     relay: usize,
     revision: &str,
     above: &relay::Above,
-) -> Vec<(ObjectKey, Value)> {
+) -> (Seen, Vec<(ObjectKey, Value)>) {
     let h = relay::handoff(r, relay, revision, above);
     let stored = chunks::encode(&h);
+    let seen = Seen {
+        revision: h.revision,
+        digest: h.digest,
+    };
     let fleet = &r.checked.fleet.name;
     let cluster = r.checked.topo.name(relay);
     let mut all = vec![chunks::crd()];
     all.extend(stored.chunks);
     all.push(stored.index);
-    all.into_iter()
+    let objects = all
+        .into_iter()
         .map(|mut v| {
             let meta = &mut v["metadata"];
             meta["labels"][LABEL_FLEET] = Value::from(fleet.as_str());
@@ -62,7 +67,8 @@ pub fn objects(
             let key = ObjectKey::of(&v).expect("canopy's own objects have an identity");
             (key, v)
         })
-        .collect()
+        .collect();
+    (seen, objects)
 }
 
 /// Adds the handoff of every relay cluster `desired` holds.
@@ -70,7 +76,9 @@ pub fn add_to(desired: &mut Desired, r: &Renderer<'_>, revision: &str, above: &r
     let checked = r.checked;
     for c in 0..checked.topo.len() {
         if desired.has(c) && checked.cluster(c).spec.relay.is_some() {
-            desired.add(c, objects(r, c, revision, above));
+            let (seen, objects) = objects(r, c, revision, above);
+            desired.add(c, objects);
+            desired.note_handoff(c, seen);
         }
     }
 }

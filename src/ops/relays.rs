@@ -62,30 +62,16 @@ impl RelayResult {
     }
 }
 
-/// The relays `report` wrote a handoff to, each with the handoff written.
-pub fn handed(
-    r: &Renderer<'_>,
-    report: &Report,
-    revision: &str,
-    above: &relay::Above,
-) -> Vec<(usize, Seen)> {
-    let checked = r.checked;
+/// The relays `report` wrote a handoff to, each with the handoff written
+/// (as `desired` carried it).
+pub fn handed(r: &Renderer<'_>, report: &Report, desired: &Desired) -> Vec<(usize, Seen)> {
+    let topo = &r.checked.topo;
     report
         .clusters
         .iter()
         .filter(|c| matches!(c.outcome, Outcome::Changed(_) | Outcome::Unchanged(_)))
-        .filter_map(|c| checked.topo.get(&c.cluster))
-        .filter(|&c| checked.cluster(c).spec.relay.is_some())
-        .map(|c| {
-            let h = relay::handoff(r, c, revision, above);
-            (
-                c,
-                Seen {
-                    revision: h.revision,
-                    digest: h.digest,
-                },
-            )
-        })
+        .filter_map(|c| topo.get(&c.cluster))
+        .filter_map(|c| desired.handoff(c).map(|seen| (c, seen.clone())))
         .collect()
 }
 
@@ -104,16 +90,15 @@ fn judge(report: &RelayReport, handed: &Seen) -> Option<RelayOutcome> {
 pub fn wait(
     r: &Renderer<'_>,
     report: &Report,
+    desired: &Desired,
     backends: &dyn Backends,
-    revision: &str,
-    above: &relay::Above,
     timeout: Duration,
     cancel: Option<&Arc<AtomicBool>>,
 ) -> Vec<RelayResult> {
     let topo = &r.checked.topo;
     let start = Instant::now();
     // Each relay with its place in the report (tree order).
-    let mut pending: Vec<(usize, Seen, Option<RelayReport>)> = handed(r, report, revision, above)
+    let mut pending: Vec<(usize, Seen, Option<RelayReport>)> = handed(r, report, desired)
         .into_iter()
         .map(|(c, s)| (c, s, None))
         .collect();
@@ -322,18 +307,17 @@ impl Standing {
 }
 
 /// Each relay the run's report reached, against the handoff this level
-/// would write it now.
+/// would write it now (`desired`, rendered by the dry run).
 pub fn standings(
     r: &Renderer<'_>,
     report: &Report,
+    desired: &Desired,
     backends: &dyn Backends,
-    revision: &str,
-    above: &relay::Above,
 ) -> Vec<Standing> {
     let topo = &r.checked.topo;
     let now = std::time::SystemTime::now();
     let mut out = Vec::new();
-    for (c, handing) in handed(r, report, revision, above) {
+    for (c, handing) in handed(r, report, desired) {
         let backend = backends.backend(topo.name(c));
         let alive = handoff::lease_alive(backend.as_ref(), now);
         let last = handoff::read_report(backend.as_ref())

@@ -620,9 +620,8 @@ impl<'i> Session<'i> {
             Some(timeout) => super::relays::wait(
                 &placed.renderer,
                 &report,
+                &desired,
                 &self.backends,
-                &revision.to_string(),
-                &placed.above,
                 timeout,
                 self.cancel.as_ref(),
             ),

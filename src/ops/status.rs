@@ -192,10 +192,9 @@ pub fn status(session: &mut Session<'_>, loaded: &Loaded) -> Result<Status, OpsE
     // The clusters below relays, from each relay's report, in tree order.
     let relayed = relayed_lines(
         &run.placed.renderer,
-        &run.placed.above,
         &run.report,
+        &run.desired,
         &session.backends,
-        &loaded.revision.to_string(),
         std::time::SystemTime::now(),
     );
     if !relayed.is_empty() {
@@ -235,31 +234,22 @@ pub fn status(session: &mut Session<'_>, loaded: &Loaded) -> Result<Status, OpsE
 /// renewing its Lease, and `pending` before any report.
 pub fn relayed_lines(
     r: &Renderer<'_>,
-    above: &crate::core::relay::Above,
     report: &Report,
+    desired: &Desired,
     backends: &dyn Backends,
-    revision: &str,
     now: std::time::SystemTime,
 ) -> Vec<StatusLine> {
-    use crate::core::relay_report::Seen;
-    let checked = r.checked;
-    let topo = &checked.topo;
+    let topo = &r.checked.topo;
     let mut out = Vec::new();
     for cr in &report.clusters {
-        let Some(relay) = topo.get(&cr.cluster) else {
+        // The relays this run rendered, with the handoff they would get.
+        let Some((relay, handed)) = topo
+            .get(&cr.cluster)
+            .and_then(|c| desired.handoff(c).map(|h| (c, h.clone())))
+        else {
             continue;
         };
-        if checked.cluster(relay).spec.relay.is_none() {
-            continue;
-        }
         let backend = backends.backend(&cr.cluster);
-        let handed = {
-            let h = crate::core::relay::handoff(r, relay, revision, above);
-            Seen {
-                revision: h.revision,
-                digest: h.digest,
-            }
-        };
         let rep = super::handoff::read_report(backend.as_ref());
         let lease = super::handoff::read_lease(backend.as_ref());
         let alive = lease
