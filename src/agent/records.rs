@@ -6,30 +6,16 @@
 //! these it restarts with its failover timers and its last good handoff,
 //! whose chunks stay in the cluster until it takes a newer one.
 
+use std::collections::BTreeMap;
+
 use serde_json::{json, Value};
 
-use crate::backend::{BackendError, ClusterBackend, TypeRef};
-use crate::core::chunks::NAMESPACE;
+use crate::backend::{BackendError, ClusterBackend};
 use crate::core::failover::Health;
-use crate::core::model::ObjectKey;
+use crate::ops::records;
 
 /// The ConfigMap's name.
 pub const NAME: &str = "canopy-agent-records";
-
-fn refs() -> (TypeRef, ObjectKey) {
-    (
-        TypeRef {
-            api_version: "v1".into(),
-            kind: "ConfigMap".into(),
-        },
-        ObjectKey {
-            group: String::new(),
-            kind: "ConfigMap".into(),
-            namespace: NAMESPACE.into(),
-            name: NAME.into(),
-        },
-    )
-}
 
 /// What the ConfigMap holds, as written.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -44,22 +30,18 @@ pub struct Kept {
 /// Reads the records; a part that does not parse is left out (and
 /// rewritten by the next save).
 pub fn load(home: &dyn ClusterBackend) -> Result<Kept, BackendError> {
-    let (t, k) = refs();
-    let Some(cm) = home.get(&t, &k)? else {
+    let Some(map) = records::read_map(home, NAME)? else {
         return Ok(Kept::default());
     };
     let part = |key: &str| {
-        cm.pointer(&format!("/data/{key}"))
-            .and_then(Value::as_str)
+        map.data
+            .get(key)
             .and_then(|text| serde_json::from_str::<Value>(text).ok())
     };
     Ok(Kept {
         health: part("health.json").and_then(|v| serde_json::from_value(v).ok()),
         index: part("handoff-index.json"),
-        version: cm
-            .pointer("/metadata/resourceVersion")
-            .and_then(Value::as_str)
-            .map(str::to_string),
+        version: Some(map.version.clone()),
     })
 }
 
@@ -71,29 +53,14 @@ pub fn save(
     index: Option<&Value>,
     version: Option<&str>,
 ) -> Result<Option<String>, BackendError> {
-    let mut data = serde_json::Map::new();
-    data.insert(
-        "health.json".into(),
-        json!(serde_json::to_string(health).expect("records serialize")),
-    );
+    let mut data = BTreeMap::from([(
+        "health.json".to_string(),
+        serde_json::to_string(health).expect("records serialize"),
+    )]);
     if let Some(i) = index {
         // Only what names the handoff: its spec.
         let spec = json!({"spec": i.get("spec").cloned().unwrap_or(Value::Null)});
-        data.insert("handoff-index.json".into(), json!(spec.to_string()));
+        data.insert("handoff-index.json".into(), spec.to_string());
     }
-    let mut cm = json!({
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {"name": NAME, "namespace": NAMESPACE,
-            "labels": {"app.kubernetes.io/managed-by": "canopy"}},
-        "data": data,
-    });
-    if let Some(v) = version {
-        cm["metadata"]["resourceVersion"] = json!(v);
-    }
-    Ok(home.put(&cm)?.and_then(|w| {
-        w.pointer("/metadata/resourceVersion")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-    }))
+    records::write_map(home, NAME, &data, version)
 }

@@ -10,10 +10,12 @@
 //! changed by another runner since reports that and does not overwrite it.
 //! The local backend keeps its folder alone.
 
+use std::collections::BTreeMap;
+
 use serde_json::{json, Value};
 
 use super::error::OpsError;
-use crate::backend::{ClusterBackend, TypeRef};
+use crate::backend::{BackendError, ClusterBackend, TypeRef};
 use crate::core::chunks::NAMESPACE;
 use crate::core::failover::Health;
 use crate::core::model::ObjectKey;
@@ -36,20 +38,83 @@ pub fn home(checked: &Checked) -> Option<usize> {
         .find(|&r| checked.cluster(r).spec.connection.is_some())
 }
 
-fn configmap() -> TypeRef {
-    TypeRef {
-        api_version: "v1".into(),
-        kind: "ConfigMap".into(),
-    }
+fn configmap_ref(name: &str) -> (TypeRef, ObjectKey) {
+    (
+        TypeRef {
+            api_version: "v1".into(),
+            kind: "ConfigMap".into(),
+        },
+        ObjectKey {
+            group: String::new(),
+            kind: "ConfigMap".into(),
+            namespace: NAMESPACE.into(),
+            name: name.into(),
+        },
+    )
 }
 
-fn key(fleet: &str) -> ObjectKey {
-    ObjectKey {
-        group: String::new(),
-        kind: "ConfigMap".into(),
-        namespace: NAMESPACE.into(),
-        name: name(fleet),
+/// A ConfigMap of canopy's records in `canopy-system`, as read: its data
+/// and its version.
+pub struct RecordMap {
+    pub data: BTreeMap<String, String>,
+    pub version: String,
+}
+
+/// Reads the records ConfigMap `name`; `None` when there is none yet. The
+/// fleet's records here and a relay agent's ([`crate::agent::records`])
+/// are both kept this way.
+pub fn read_map(
+    backend: &dyn ClusterBackend,
+    name: &str,
+) -> Result<Option<RecordMap>, BackendError> {
+    let (t, k) = configmap_ref(name);
+    Ok(backend.get(&t, &k)?.map(|cm| RecordMap {
+        data: cm
+            .get("data")
+            .and_then(Value::as_object)
+            .map(|d| {
+                d.iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        version: cm
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+    }))
+}
+
+/// Writes the records ConfigMap `name` with `data`, over `version`
+/// (`None`: creates it). The version written, or `None` when another
+/// writer came first.
+pub fn write_map(
+    backend: &dyn ClusterBackend,
+    name: &str,
+    data: &BTreeMap<String, String>,
+    version: Option<&str>,
+) -> Result<Option<String>, BackendError> {
+    let mut cm = json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": name,
+            "namespace": NAMESPACE,
+            "labels": {"app.kubernetes.io/managed-by": "canopy"},
+        },
+        "data": data,
+    });
+    if let Some(v) = version {
+        cm["metadata"]["resourceVersion"] = json!(v);
     }
+    Ok(backend.put(&cm)?.map(|written| {
+        written
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    }))
 }
 
 /// What the cluster holds.
@@ -68,13 +133,16 @@ pub fn text(health: &Health, rollouts: &Rollouts) -> (String, String) {
 
 /// Reads the records from the home cluster; `None` when it holds none yet.
 pub fn load(backend: &dyn ClusterBackend, fleet: &str) -> Result<Option<Held>, OpsError> {
-    let Some(cm) = backend.get(&configmap(), &key(fleet))? else {
+    let Some(map) = read_map(backend, &name(fleet))? else {
         return Ok(None);
     };
-    let field = |k: &str| cm.pointer(&format!("/data/{}", k.replace('/', "~1")));
-    let parse = |k: &str| -> Result<Value, OpsError> {
-        match field(k).and_then(Value::as_str) {
-            None => Ok(Value::Null),
+    fn part<T: serde::de::DeserializeOwned + Default>(
+        map: &RecordMap,
+        fleet: &str,
+        k: &str,
+    ) -> Result<T, OpsError> {
+        match map.data.get(k) {
+            None => Ok(T::default()),
             Some(text) => serde_json::from_str(text).map_err(|e| {
                 OpsError::Records(format!(
                     "ConfigMap {NAMESPACE}/{} key {k} is corrupt: {e}; canopy left it untouched (delete the key to start this record afresh)",
@@ -82,30 +150,11 @@ pub fn load(backend: &dyn ClusterBackend, fleet: &str) -> Result<Option<Held>, O
                 ))
             }),
         }
-    };
-    let (h, r) = (parse("health.json")?, parse("rollouts.json")?);
-    let corrupt = |k: &str, e: serde_json::Error| {
-        OpsError::Records(format!(
-            "ConfigMap {NAMESPACE}/{} key {k} is corrupt: {e}",
-            name(fleet)
-        ))
-    };
+    }
     Ok(Some(Held {
-        health: if h.is_null() {
-            Health::default()
-        } else {
-            serde_json::from_value(h).map_err(|e| corrupt("health.json", e))?
-        },
-        rollouts: if r.is_null() {
-            Rollouts::default()
-        } else {
-            serde_json::from_value(r).map_err(|e| corrupt("rollouts.json", e))?
-        },
-        version: cm
-            .pointer("/metadata/resourceVersion")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string(),
+        health: part(&map, fleet, "health.json")?,
+        rollouts: part(&map, fleet, "rollouts.json")?,
+        version: map.version,
     }))
 }
 
@@ -118,38 +167,23 @@ pub fn save(
     rollouts: &Rollouts,
     version: Option<&str>,
 ) -> Result<String, OpsError> {
-    let mut cm = json!({
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {
-            "name": name(fleet),
-            "namespace": NAMESPACE,
-            "labels": {"app.kubernetes.io/managed-by": "canopy"},
-        },
-        "data": {
-            "health.json": text(health, rollouts).0,
-            "rollouts.json": text(health, rollouts).1,
-        },
-    });
-    if let Some(v) = version {
-        cm["metadata"]["resourceVersion"] = json!(v);
-    } else {
+    if version.is_none() {
         // The namespace, for a root that has had nothing written yet.
         let ns = json!({"apiVersion": "v1", "kind": "Namespace",
             "metadata": {"name": NAMESPACE, "labels": {"app.kubernetes.io/managed-by": "canopy"}}});
         backend.put(&ns)?;
     }
-    match backend.put(&cm)? {
-        Some(written) => Ok(written
-            .pointer("/metadata/resourceVersion")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string()),
-        None => Err(OpsError::Records(format!(
+    let (h, r) = text(health, rollouts);
+    let data = BTreeMap::from([
+        ("health.json".to_string(), h),
+        ("rollouts.json".to_string(), r),
+    ]);
+    write_map(backend, &name(fleet), &data, version)?.ok_or_else(|| {
+        OpsError::Records(format!(
             "ConfigMap {NAMESPACE}/{} was changed by another canopy run since this one read it, so this run's health and rollout records were not written there (the state folder has them); run again",
             name(fleet)
-        ))),
-    }
+        ))
+    })
 }
 
 /// Pretty JSON of a record, as the state folder writes it.
