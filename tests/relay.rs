@@ -7,6 +7,14 @@
 mod common;
 use common::*;
 
+/// The clusters below `eu` in fleet-example.
+const BELOW_EU: [&str; 4] = [
+    "eu-west-1",
+    "eu-central-1",
+    "eu-edge-paris",
+    "eu-edge-berlin",
+];
+
 /// A copy of fleet-example with `eu` marked a relay.
 fn example_with_eu_relay() -> (tempfile::TempDir, std::path::PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
@@ -323,12 +331,7 @@ fn an_agent_reconciles_its_subtree_as_a_direct_apply_would() {
         "fleet",
     ]);
     assert_eq!(code, 0, "{out}");
-    for c in [
-        "eu-west-1",
-        "eu-central-1",
-        "eu-edge-paris",
-        "eu-edge-berlin",
-    ] {
+    for c in BELOW_EU {
         assert!(
             !root.join(format!("clusters/{c}.json")).exists(),
             "the root wrote {c}"
@@ -887,12 +890,7 @@ fn watch_as_the_root_hands_down_and_leaves_the_subtree_to_the_relay() {
         "a commit to reach eu-west-1 through watch and the agent",
         || runs_web(&own, "eu-west-1", "1.4.3"),
     );
-    for c in [
-        "eu-west-1",
-        "eu-central-1",
-        "eu-edge-paris",
-        "eu-edge-berlin",
-    ] {
+    for c in BELOW_EU {
         assert!(
             !root.join(format!("clusters/{c}.json")).exists(),
             "watch wrote {c}"

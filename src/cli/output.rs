@@ -813,6 +813,22 @@ fn relay_head(relay: &str, below: usize) -> String {
     format!("{relay} (via relay, {below} cluster(s) below)")
 }
 
+/// A relay's last report in one line, if it has one on a handoff;
+/// whether it had.
+fn last_report(out: &mut String, last: Option<&RelayReport>) -> bool {
+    let Some((l, o)) = last.and_then(|l| l.observed.as_ref().map(|o| (l, o))) else {
+        return false;
+    };
+    let _ = writeln!(
+        out,
+        "    last report: revision {} at {}: {}",
+        short_rev(&o.revision),
+        l.at,
+        tally_text(l)
+    );
+    true
+}
+
 /// `apply` through relays: one paragraph per relay child, from its report.
 pub fn relays_text(relays: &[RelayResult]) -> String {
     let mut out = String::new();
@@ -836,22 +852,8 @@ pub fn relays_text(relays: &[RelayResult]) -> String {
                     "{head}: no report on revision {rev} after {}",
                     humantime::format_duration(std::time::Duration::from_secs(waited.as_secs()))
                 );
-                match last
-                    .as_ref()
-                    .and_then(|l| l.observed.as_ref().map(|o| (l, o)))
-                {
-                    Some((l, o)) => {
-                        let _ = writeln!(
-                            out,
-                            "    last report: revision {} at {}: {}",
-                            short_rev(&o.revision),
-                            l.at,
-                            tally_text(l)
-                        );
-                    }
-                    None => {
-                        let _ = writeln!(out, "    no report yet");
-                    }
+                if !last_report(&mut out, last.as_ref()) {
+                    let _ = writeln!(out, "    no report yet");
                 }
                 let _ = writeln!(
                     out,
@@ -864,18 +866,7 @@ pub fn relays_text(relays: &[RelayResult]) -> String {
                     out,
                     "{head}: no agent holds its Lease, so nothing takes revision {rev}"
                 );
-                if let Some((l, o)) = last
-                    .as_ref()
-                    .and_then(|l| l.observed.as_ref().map(|o| (l, o)))
-                {
-                    let _ = writeln!(
-                        out,
-                        "    last report: revision {} at {}: {}",
-                        short_rev(&o.revision),
-                        l.at,
-                        tally_text(l)
-                    );
-                }
+                last_report(&mut out, last.as_ref());
                 let _ = writeln!(
                     out,
                     "    help: start `canopy agent --cluster {}` (see `canopy agent manifests`); its handoff is written and waits for it",
