@@ -123,8 +123,7 @@ pub fn wait(
         done.push((*c, result(r, *c, seen.clone(), outcome)));
         false
     });
-    let mut pause = Duration::from_millis(50);
-    loop {
+    poll(timeout, cancel, || {
         pending.retain_mut(|(c, seen, last)| {
             let backend = backends.backend(topo.name(*c));
             let outcome = match handoff::read_report(backend.as_ref()) {
@@ -144,13 +143,8 @@ pub fn wait(
                 None => true,
             }
         });
-        let stopped = cancel.is_some_and(|c| c.load(Ordering::SeqCst));
-        if pending.is_empty() || stopped || start.elapsed() >= timeout {
-            break;
-        }
-        std::thread::sleep(pause.min(timeout.saturating_sub(start.elapsed())));
-        pause = (pause * 2).min(Duration::from_secs(1));
-    }
+        pending.is_empty().then_some(())
+    });
     let waited = start.elapsed();
     for (c, seen, last) in pending {
         done.push((
@@ -169,6 +163,28 @@ fn result(r: &Renderer<'_>, c: usize, handed: Seen, outcome: RelayOutcome) -> Re
         below: topo.subtree(c).len() - 1,
         handed,
         outcome,
+    }
+}
+
+/// Asks `f` until it answers, at most `timeout` (once when that is zero)
+/// and until `cancel` is set: sooner at first, then about once a second.
+fn poll<T>(
+    timeout: Duration,
+    cancel: Option<&Arc<AtomicBool>>,
+    mut f: impl FnMut() -> Option<T>,
+) -> Option<T> {
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(50);
+    loop {
+        if let Some(t) = f() {
+            return Some(t);
+        }
+        let left = timeout.saturating_sub(start.elapsed());
+        if left.is_zero() || cancel.is_some_and(|c| c.load(Ordering::SeqCst)) {
+            return None;
+        }
+        std::thread::sleep(pause.min(left));
+        pause = (pause * 2).min(Duration::from_secs(1));
     }
 }
 
@@ -239,10 +255,8 @@ pub fn gate_verdicts(
     for (rl, cs) in by_relay {
         let relay_name = topo.name(rl);
         let backend = backends.backend(relay_name);
-        let start = Instant::now();
-        let mut pause = Duration::from_millis(50);
-        let report = loop {
-            let current = handoff::stored_digest(backend.as_ref())
+        let current = || {
+            handoff::stored_digest(backend.as_ref())
                 .ok()
                 .flatten()
                 .zip(handoff::read_report(backend.as_ref()).ok().flatten())
@@ -250,16 +264,10 @@ pub fn gate_verdicts(
                     rep.observed.as_ref().is_some_and(|o| &o.digest == digest)
                         && rep.clusters.pending == 0
                 })
-                .map(|(_, (_, rep))| rep);
-            if let Some(rep) = current {
-                break rep;
-            }
-            let left = wait.unwrap_or_default().saturating_sub(start.elapsed());
-            if left.is_zero() || cancel.is_some_and(|c| c.load(Ordering::SeqCst)) {
-                return Err(format!("relay {relay_name}'s report on its handoff"));
-            }
-            std::thread::sleep(pause.min(left));
-            pause = (pause * 2).min(Duration::from_secs(1));
+                .map(|(_, (_, rep))| rep)
+        };
+        let Some(report) = poll(wait.unwrap_or_default(), cancel, current) else {
+            return Err(format!("relay {relay_name}'s report on its handoff"));
         };
         let gate = report.gates.get(workload).cloned().unwrap_or_default();
         out.unnamed += gate.unhealthy.saturating_sub(gate.failed.len());
