@@ -255,16 +255,16 @@ pub fn gate_verdicts(
     for (rl, cs) in by_relay {
         let relay_name = topo.name(rl);
         let backend = backends.backend(relay_name);
+        // One read of the index: its digest and the report in its status.
         let current = || {
-            handoff::stored_digest(backend.as_ref())
+            handoff::read_report(backend.as_ref())
                 .ok()
                 .flatten()
-                .zip(handoff::read_report(backend.as_ref()).ok().flatten())
-                .filter(|(digest, (_, rep))| {
+                .filter(|(digest, rep)| {
                     rep.observed.as_ref().is_some_and(|o| &o.digest == digest)
                         && rep.clusters.pending == 0
                 })
-                .map(|(_, (_, rep))| rep)
+                .map(|(_, rep)| rep)
         };
         let Some(report) = poll(wait.unwrap_or_default(), cancel, current) else {
             return Err(format!("relay {relay_name}'s report on its handoff"));
