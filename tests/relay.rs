@@ -195,6 +195,7 @@ fn apply_writes_the_handoff_into_the_relay_cluster() {
         checked.topo.get("eu").unwrap(),
         &got.revision,
         &relay::Above::default(),
+        &relay::Bases::new(),
     );
     assert_eq!(got, want);
     let opened = relay::open(&got).unwrap_or_else(|d| panic!("{d:?}"));
@@ -582,6 +583,16 @@ impl Drop for Running {
 }
 
 fn start_agent(home: &std::path::Path, own: &std::path::Path, identity: &str) -> Running {
+    start_agent_with(home, own, identity, &[])
+}
+
+/// As [`start_agent`], with more arguments.
+fn start_agent_with(
+    home: &std::path::Path,
+    own: &std::path::Path,
+    identity: &str,
+    more: &[&str],
+) -> Running {
     let child = std::process::Command::new(canopy_bin())
         .args([
             "agent",
@@ -598,6 +609,7 @@ fn start_agent(home: &std::path::Path, own: &std::path::Path, identity: &str) ->
             "--poll",
             "100ms",
         ])
+        .args(more)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -729,38 +741,45 @@ fn a_silent_relay_subtree_is_failed_over_around() {
     assert_eq!(replicas_of(&own, "eu-west-1", "web"), eu_before);
 }
 
-/// Issue 14: a staged rollout whose second stage lies below a relay. The
-/// root runs the rollout; its handoff holds the workload back below the
-/// relay until the stage is reached, and the stage's gate takes the
-/// relay's report. A relayed cluster that is unhealthy fails the gate, and
-/// the next stage does not start.
+/// Issue 14: a staged rollout whose second stage lies below a relay, with
+/// the fleet in Git. The stage goes down to the relay in the run that
+/// starts it (the run hands the relay a new handoff and waits for its gate
+/// verdict), and a stage the relay reports unhealthy fails and is rolled
+/// back by the relay: the level above hands it the old revision's slice,
+/// and the relay keeps the stage's clusters there, drift included, while
+/// nothing outside the stage moves.
 #[test]
-fn a_rollout_stage_below_a_relay_waits_for_the_relays_gate() {
+fn a_rollout_stage_below_a_relay_takes_the_relays_gate_and_is_rolled_back_by_it() {
     let (tmp, dir) = example_with_eu_relay();
     add_to_web(
         &dir,
-        "  rollout:\n    stages:\n      - {name: canary, clusters: {names: [us-east-1]}}\n      - {name: eu, clusters: {names: [eu-west-1, eu-central-1]}}\n      - {name: rest, percent: 100}\n",
+        "  rollout:\n    stages:\n      - {name: canary, clusters: {names: [us-east-1]}}\n      - {name: eu, clusters: {names: [eu-west-1, eu-central-1]}}\n      - {name: rest, percent: 100}\n    rollback: auto\n",
     );
+    let repo = init_main(&dir);
+    let v1 = commit_all(&repo, "v1");
     let root = tmp.path().join("root");
     let (d, st) = (dir.to_str().unwrap(), root.to_str().unwrap());
     let own = tmp.path().join("eu");
     let apply = || canopy(&["apply", d, "--state", st, "--timeout", "20s"]);
 
-    // Version 1, with the agent running: the canary, then eu below the
-    // relay (released by the next run's handoff), then the rest.
+    // Version 1, no agent yet: the canary passes, the eu stage goes down
+    // to the relay at once, and its gate waits for a report none gives.
     let (code, out, err) = canopy(&["apply", d, "--state", st, "--timeout", "0s"]);
     assert_eq!(code, 4, "no agent yet: {out}{err}");
-    let _agent = start_agent(&root, &own, "a");
-    let mut done = false;
-    for _ in 0..4 {
-        let (code, out, err) = apply();
-        assert_eq!(code, 0, "{out}{err}");
-        if out.contains("rollout of") && out.contains("complete") {
-            done = true;
-            break;
-        }
-    }
-    assert!(done, "version 1 rolled out");
+    assert!(
+        out.contains("eu goes down to the clusters below relay eu with a new handoff")
+            && out.contains("eu waits for relay eu's report on its handoff"),
+        "{out}"
+    );
+    // With the agent, one run takes the rollout through eu to the end.
+    // (It looks again every 300ms, so drift below is soon put back.)
+    let _agent = start_agent_with(&root, &own, "a", &["--resync", "300ms"]);
+    let (code, out, err) = apply();
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(&format!("rollout web: rollout of {v1} complete")),
+        "{out}"
+    );
     assert!(runs_web(&own, "eu-west-1", "1.4.2"));
 
     // Version 2 is unhealthy on eu-west-1.
@@ -772,29 +791,42 @@ fn a_rollout_stage_below_a_relay_waits_for_the_relays_gate() {
         "apiVersion: canopy.dev/v1alpha1\nkind: Override\nmetadata: {name: bad-eu-west}\nspec:\n  clusters: {names: [eu-west-1]}\n  resources: [{group: apps, kind: Deployment, name: web}]\n  patches:\n    - mergePatch: {metadata: {annotations: {canopy.dev/local-health: \"unhealthy: crash loop\"}}}\n",
     )
     .unwrap();
-    // The canary; the eu stage is still held back below the relay.
-    let (code, out, err) = apply();
-    assert_eq!(code, 0, "{out}{err}");
-    assert!(
-        out.contains("eu reaches the clusters below relay eu with the next run's handoff"),
-        "{out}"
-    );
-    assert!(runs_web(&root, "us-east-1", "1.4.3"));
-    assert!(runs_web(&own, "eu-west-1", "1.4.2"), "held back");
-    // The eu stage: the relay applies it and reports eu-west-1 unhealthy.
+    let v2 = commit_all(&repo, "v2");
+    // One run: the canary, then the eu stage through the relay, whose
+    // report fails the gate; the relay rolls the stage back.
     let (code, out, err) = apply();
     assert_eq!(code, 4, "{out}{err}");
     assert!(
-        out.contains("rollout web FAILED: eu: 1 cluster(s) unhealthy")
+        out.contains("rollout web: canary healthy; eu starts")
+            && out.contains("rollout web FAILED: eu: 1 cluster(s) unhealthy")
+            && out.contains(&format!("rolled back 0 cluster(s) of eu to {v1}; handed down to roll back: 2 below relay eu (the relay's report follows)"))
             && out.contains("stages after eu did not start"),
         "{out}"
     );
-    assert!(runs_web(&own, "eu-west-1", "1.4.3"));
+    assert!(runs_web(&root, "us-east-1", "1.4.3"), "the canary keeps v2");
+    for c in ["eu-west-1", "eu-central-1"] {
+        assert!(runs_web(&own, c, "1.4.2"), "{c} rolled back\n{out}");
+        let rev = held(&own, c)[&obj_id("apps", "Deployment", "shop", "web")]["metadata"]
+            ["annotations"]["canopy.dev/revision"]
+            .clone();
+        assert_eq!(rev, v1.as_str(), "{c} says the revision it runs");
+    }
     assert!(
         runs_web(&root, "us-west-2", "1.4.2"),
         "the rest did not start"
     );
+    assert!(
+        runs_web(&own, "eu-edge-paris", "1.4.2")
+            || image_of(&own, "eu-edge-paris", "web").is_none(),
+        "the rest below the relay did not start"
+    );
     let (_, out, _) = canopy(&["rollout", "status", d, "web", "--state", st]);
+    assert!(
+        out.starts_with(&format!(
+            "rollout of web: rolled back (revision {v2}, from {v1})"
+        )),
+        "{out}"
+    );
     let line = out
         .lines()
         .skip_while(|l| !l.contains("eu-west-1"))
@@ -802,9 +834,26 @@ fn a_rollout_stage_below_a_relay_waits_for_the_relays_gate() {
         .collect::<Vec<_>>()
         .join(" ");
     assert!(
-        line.contains("failed") && line.contains("crash loop (reported by relay eu)"),
+        line.contains("rolled back")
+            && line.contains("crash loop (reported by relay eu)")
+            && line.contains("by relay eu"),
         "{out}"
     );
+
+    // The relay keeps the rollback: drift on a rolled-back cluster is put
+    // back to the old revision, not to the failed one.
+    edit_state(&own, "eu-central-1", |v| {
+        v["objects"][obj_id("apps", "Deployment", "shop", "web")]["spec"]["template"]["spec"]
+            ["containers"][0]["image"] = "example/web:drifted".into();
+    });
+    eventually("the relay puts the rollback back", || {
+        runs_web(&own, "eu-central-1", "1.4.2")
+    });
+    // Running again changes nothing anywhere and still fails.
+    let (code, out, _) = apply();
+    assert_eq!(code, 4, "{out}");
+    assert!(out.contains("rollout web FAILED: eu of"), "{out}");
+    assert!(runs_web(&own, "eu-west-1", "1.4.2"));
 }
 
 /// Issue 14: a leaf below a relay goes down: failover is the relay's own.

@@ -336,15 +336,20 @@ impl Agent {
                 return Round::Failed(format!("the kept handoff does not open: {}", text_of(&d)))
             }
         };
-        let checked = &opened.checked;
+        let relay::Opened {
+            checked,
+            relay: me,
+            bases,
+        } = opened;
+        let checked = &checked;
         let placed = match self
             .session
-            .place_subtree(checked, opened.relay, &h.shares, &h.above)
+            .place_subtree(checked, me, &h.shares, &h.above, bases)
         {
             Ok(p) => p,
             Err(e) => return Round::Failed(e.to_string()),
         };
-        let targets = relay::reconciled_by(checked, Some(opened.relay));
+        let targets = relay::reconciled_by(checked, Some(me));
         // Clusters that left an old handoff are orphans: never deleted
         // here, whatever the age of the handoff.
         let orphans = match self.session.orphans(checked) {

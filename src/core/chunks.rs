@@ -87,6 +87,8 @@ struct Body {
     shares: BTreeMap<String, u32>,
     #[serde(default)]
     above: crate::core::relay::Above,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    bases: BTreeMap<String, crate::core::relay::Slice>,
 }
 
 /// Stores `h` as chunks and an index.
@@ -95,6 +97,7 @@ pub fn encode(h: &Handoff) -> Stored {
         files: h.files.clone(),
         shares: h.shares.clone(),
         above: h.above.clone(),
+        bases: h.bases.clone(),
     };
     let json = serde_json::to_vec(&body).expect("a handoff serializes");
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
@@ -220,6 +223,7 @@ fn decode_within(
         files: body.files,
         shares: body.shares,
         above: body.above,
+        bases: body.bases,
         digest: String::new(),
     };
     let got = h.compute_digest();
@@ -317,7 +321,22 @@ mod tests {
             above: crate::core::relay::Above {
                 rolled: ["web".to_string()].into(),
                 held: BTreeMap::from([("eu-1".to_string(), ["web".to_string()].into())]),
+                back: BTreeMap::from([(
+                    "api".to_string(),
+                    crate::core::relay::Back {
+                        revision: "r0".into(),
+                        commit: Some("abc".into()),
+                        clusters: ["eu-2".to_string()].into(),
+                    },
+                )]),
             },
+            bases: BTreeMap::from([(
+                "r0".to_string(),
+                crate::core::relay::Slice {
+                    files: BTreeMap::from([("workloads/api/w.yaml".to_string(), "x".to_string())]),
+                    shares: BTreeMap::new(),
+                },
+            )]),
             digest: String::new(),
         };
         h.digest = h.compute_digest();

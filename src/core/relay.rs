@@ -93,9 +93,43 @@ pub struct Handoff {
     /// The staged rollouts decided above the relay.
     #[serde(default)]
     pub above: Above,
+    /// By revision: the slice of the fleet at each revision a workload is
+    /// rolled back to below the relay ([`Above::back`]), holding just the
+    /// workloads rolled back to it. A relay has no Git history, so the
+    /// level above, which has, hands it the old fleet as it hands the new.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub bases: BTreeMap<String, Slice>,
     /// Hex of the stable hash over everything above.
     pub digest: String,
 }
+
+/// A fleet slice for a relay: fleet files by path, and per Divided
+/// workload the replicas its parent level gave the relay's subtree.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Slice {
+    pub files: BTreeMap<String, String>,
+    pub shares: BTreeMap<String, u32>,
+}
+
+/// A rollback decided above a relay: on `clusters` below it, the workload
+/// runs as it was at `revision`, rendered from the handoff's slice of that
+/// revision ([`Handoff::bases`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Back {
+    /// As the revision annotation writes it (`v1.0.0@<sha>`).
+    pub revision: String,
+    /// The commit the level above renders it from; the relay needs none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    pub clusters: BTreeSet<String>,
+}
+
+/// By revision: the fleet at each revision a rollback goes back to, as the
+/// level that hands down renders it (the root's full fleet at that commit;
+/// a relay's own base slice, placed for its subtree).
+pub type Bases<'a> = BTreeMap<String, Renderer<'a>>;
 
 /// Staged rollouts as a level above a relay decides them. A rollout's
 /// stages span the whole fleet (a percent stage is a share of every
@@ -113,6 +147,11 @@ pub struct Above {
     /// The clusters keep what they run of them.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub held: BTreeMap<String, BTreeSet<String>>,
+    /// By workload: where a failed stage was rolled back below the relay,
+    /// and to which revision. Those clusters run the workload as it was
+    /// then, and are not held back.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub back: BTreeMap<String, Back>,
 }
 
 impl Above {
@@ -128,10 +167,40 @@ impl Above {
             })
             .map(|(c, ws)| (c.clone(), ws.clone()))
             .collect();
+        let back = self
+            .back
+            .iter()
+            .filter_map(|(w, b)| {
+                let clusters: BTreeSet<String> = b
+                    .clusters
+                    .iter()
+                    .filter(|c| {
+                        topo.get(c)
+                            .is_some_and(|i| i != relay && topo.in_subtree(i, relay))
+                    })
+                    .cloned()
+                    .collect();
+                (!clusters.is_empty()).then(|| {
+                    (
+                        w.clone(),
+                        Back {
+                            clusters,
+                            ..b.clone()
+                        },
+                    )
+                })
+            })
+            .collect();
         Above {
             rolled: self.rolled.clone(),
             held,
+            back,
         }
+    }
+
+    /// Whether workload `w` on cluster `c` runs as an older revision.
+    pub fn rolled_back(&self, c: &str, w: &str) -> bool {
+        self.back.get(w).is_some_and(|b| b.clusters.contains(c))
     }
 }
 
@@ -159,14 +228,95 @@ impl Handoff {
                 h.str(w);
             }
         }
+        // Rollbacks are rare: a handoff without one keeps the digest it
+        // had before they were handed down.
+        if !self.above.back.is_empty() || !self.bases.is_empty() {
+            h.usize(self.above.back.len());
+            for (w, b) in &self.above.back {
+                h.str(w)
+                    .str(&b.revision)
+                    .str(b.commit.as_deref().unwrap_or(""));
+                h.usize(b.clusters.len());
+                for c in &b.clusters {
+                    h.str(c);
+                }
+            }
+            h.usize(self.bases.len());
+            for (rev, slice) in &self.bases {
+                h.str(rev).usize(slice.files.len());
+                for (path, text) in &slice.files {
+                    h.str(path).str(text);
+                }
+                h.usize(slice.shares.len());
+                for (w, n) in &slice.shares {
+                    h.str(w).u64(u64::from(*n));
+                }
+            }
+        }
         format!("{:016x}", h.finish())
     }
 }
 
 /// Cuts the handoff for relay `relay` from a renderer of the level above
 /// (the root's full renderer, or a relay's own for a nested relay), with
-/// the staged rollouts that level follows or runs (`above`).
-pub fn handoff<'a>(r: &Renderer<'a>, relay: usize, revision: &str, above: &Above) -> Handoff {
+/// the staged rollouts that level follows or runs (`above`) and the fleet
+/// at each revision it rolls back to (`bases`).
+pub fn handoff(
+    r: &Renderer<'_>,
+    relay: usize,
+    revision: &str,
+    above: &Above,
+    bases: &Bases<'_>,
+) -> Handoff {
+    let checked = r.checked;
+    let mut above = above.below(checked, relay);
+    let relay_name = checked.topo.name(relay);
+    // The workloads rolled back below the relay, by revision.
+    let mut wanted: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+    for (w, b) in &above.back {
+        wanted.entry(&b.revision).or_default().insert(w.clone());
+    }
+    let mut cut = BTreeMap::new();
+    for (rev, ws) in wanted {
+        let at = bases
+            .get(rev)
+            .and_then(|br| Some((br, br.checked.topo.get(relay_name)?)));
+        if let Some((br, rl)) = at {
+            cut.insert(rev.to_string(), slice(br, rl, Some(&ws)));
+        }
+    }
+    // A rollback whose fleet the level above could not give (the relay is
+    // not in it) leaves the clusters as they are: held back.
+    let unserved: Vec<String> = above
+        .back
+        .iter()
+        .filter(|(_, b)| !cut.contains_key(&b.revision))
+        .map(|(w, _)| w.clone())
+        .collect();
+    for w in unserved {
+        let b = above.back.remove(&w).expect("listed");
+        for c in b.clusters {
+            above.held.entry(c).or_default().insert(w.clone());
+        }
+    }
+    let Slice { files, shares } = slice(r, relay, None);
+    let mut h = Handoff {
+        fleet: checked.fleet.name.clone(),
+        relay: relay_name.to_string(),
+        revision: revision.to_string(),
+        files,
+        shares,
+        above,
+        bases: cut,
+        digest: String::new(),
+    };
+    h.digest = h.compute_digest();
+    h
+}
+
+/// The slice of `r`'s fleet that relay `relay`'s subtree needs (module
+/// docs); with `only`, of those workloads alone.
+fn slice<'a>(r: &Renderer<'a>, relay: usize, only: Option<&BTreeSet<String>>) -> Slice {
     let checked = r.checked;
     let fleet = &checked.fleet;
     let topo = &checked.topo;
@@ -199,7 +349,7 @@ pub fn handoff<'a>(r: &Renderer<'a>, relay: usize, revision: &str, above: &Above
         let Some(p) = r.placements[wi].as_ref() else {
             continue;
         };
-        if !below.iter().any(|&c| p.lands_on(c)) {
+        if only.is_some_and(|o| !o.contains(w.name())) || !below.iter().any(|&c| p.lands_on(c)) {
             continue;
         }
         add(&w.source);
@@ -228,17 +378,7 @@ pub fn handoff<'a>(r: &Renderer<'a>, relay: usize, revision: &str, above: &Above
             .collect();
         files.insert(file.to_string(), text.join("\n---\n") + "\n");
     }
-    let mut h = Handoff {
-        fleet: fleet.name.clone(),
-        relay: topo.name(relay).to_string(),
-        revision: revision.to_string(),
-        files,
-        shares,
-        above: above.below(checked, relay),
-        digest: String::new(),
-    };
-    h.digest = h.compute_digest();
-    h
+    Slice { files, shares }
 }
 
 /// What a relay works from: its handoff's slice, checked, and where the
@@ -246,11 +386,45 @@ pub fn handoff<'a>(r: &Renderer<'a>, relay: usize, revision: &str, above: &Above
 pub struct Opened {
     pub checked: Checked,
     pub relay: usize,
+    /// By revision: the slice of each fleet a rollback goes back to.
+    pub bases: BTreeMap<String, BaseFleet>,
+}
+
+/// The fleet at a revision a rollback goes back to, checked: the root's
+/// whole fleet at that commit, or a relay's base slice.
+pub struct BaseFleet {
+    pub checked: Checked,
+    /// The relay whose subtree a slice is for; `None` for a whole fleet.
+    pub relay: Option<usize>,
+    /// A slice's shares ([`Slice::shares`]).
+    pub shares: BTreeMap<String, u32>,
+}
+
+impl BaseFleet {
+    /// The whole fleet at an older commit, as the root renders it.
+    pub fn whole(checked: Checked) -> BaseFleet {
+        BaseFleet {
+            checked,
+            relay: None,
+            shares: BTreeMap::new(),
+        }
+    }
+
+    /// Placed as the level that holds it places it: the whole fleet as a
+    /// rollback renders it (no failover), a slice for its relay's subtree
+    /// with the shares handed down and the relay's own failover.
+    pub fn renderer(&self, failed: &[Vec<bool>]) -> Renderer<'_> {
+        match self.relay {
+            None => Renderer::new(&self.checked),
+            Some(rl) => Renderer::for_subtree(&self.checked, rl, &self.shares, failed),
+        }
+    }
 }
 
 /// Opens a handoff on the relay's side: checks its digest, loads and
-/// validates the slice (names outside it are the full fleet's), and finds
-/// the relay. A bad handoff is refused whole, with why.
+/// validates the slice (names outside it are the full fleet's) and each
+/// base slice, and finds the relay. A bad handoff is refused whole, with
+/// why.
 pub fn open(h: &Handoff) -> Result<Opened, Diagnostics> {
     let refuse = |msg: String, hint: &str| {
         let mut d = Diagnostics::default();
@@ -267,8 +441,33 @@ pub fn open(h: &Handoff) -> Result<Opened, Diagnostics> {
             "the handoff was damaged or cut short on the way; the relay keeps its last good one until its parent writes it again",
         ));
     }
-    let files = h
-        .files
+    let (checked, relay) = open_slice(h, &h.files, &h.revision)?;
+    let mut bases = BTreeMap::new();
+    for (rev, s) in &h.bases {
+        let (checked, relay) = open_slice(h, &s.files, rev)?;
+        bases.insert(
+            rev.clone(),
+            BaseFleet {
+                checked,
+                relay: Some(relay),
+                shares: s.shares.clone(),
+            },
+        );
+    }
+    Ok(Opened {
+        checked,
+        relay,
+        bases,
+    })
+}
+
+/// Loads and validates one slice of `h` (the fleet at `revision`).
+fn open_slice(
+    h: &Handoff,
+    files: &BTreeMap<String, String>,
+    revision: &str,
+) -> Result<(Checked, usize), Diagnostics> {
+    let files = files
         .iter()
         .map(|(p, t)| (p.clone(), t.clone().into_bytes()))
         .collect();
@@ -281,15 +480,17 @@ pub fn open(h: &Handoff) -> Result<Opened, Diagnostics> {
         None => return Err(diags),
     };
     let Some(relay) = checked.topo.get(&h.relay) else {
-        return Err(refuse(
-            format!(
-                "the handoff for relay {} does not hold its Cluster",
+        let mut d = Diagnostics::default();
+        d.push(
+            Diagnostic::error(format!(
+                "the handoff's slice at revision {revision} does not hold the Cluster of relay {}",
                 h.relay
-            ),
-            "the parent level cut a wrong slice; this is a bug in canopy",
-        ));
+            ))
+            .hint("the parent level cut a wrong slice; this is a bug in canopy"),
+        );
+        return Err(d);
     };
-    Ok(Opened { checked, relay })
+    Ok((checked, relay))
 }
 
 #[cfg(test)]
@@ -415,7 +616,7 @@ mod tests {
             let failed = vec![down.clone(); checked.fleet.workloads.len()];
             let full = Renderer::with_failover(&checked, &failed);
             prop_assert!(!full.diagnostics.has_errors(), "{:?}", full.diagnostics);
-            let h = handoff(&full, relay, "rev", &Above::default());
+            let h = handoff(&full, relay, "rev", &Above::default(), &Bases::new());
             let o = open(&h).unwrap_or_else(|d| panic!("{d:?}"));
             let local_down: Vec<bool> = (0..o.checked.topo.len())
                 .map(|l| down[topo.get(o.checked.topo.name(l)).unwrap()])
@@ -445,12 +646,102 @@ mod tests {
         }
     }
 
+    /// A rollback handed down through nested relays: each level cuts the
+    /// old fleet's slice from its own base (the root from the whole old
+    /// fleet, a relay from the base slice it was handed), holding only the
+    /// rolled-back workload, and the innermost relay renders that workload
+    /// on a leaf exactly as the root renders the old fleet there.
+    #[test]
+    fn a_rollback_handed_through_nested_relays_renders_the_old_fleet() {
+        let (_d, plain) = synth_fleet(60, 4);
+        let topo = &plain.topo;
+        let r1 = *topo
+            .children(topo.roots()[0])
+            .iter()
+            .find(|&&c| {
+                topo.children(c)
+                    .iter()
+                    .any(|&k| !topo.children(k).is_empty())
+            })
+            .expect("a child with grandchildren");
+        let r2 = *topo
+            .children(r1)
+            .iter()
+            .find(|&&k| !topo.children(k).is_empty())
+            .unwrap();
+        let new = with_relays(&plain, &[r1, r2]);
+        // The old fleet: as the new, without the relay marks.
+        let old = Renderer::new(&plain);
+        let full = Renderer::new(&new);
+        let leaf = topo.subtree(r2).iter().copied().find(|&c| c != r2).unwrap();
+        let (wi, w) = plain
+            .fleet
+            .workloads
+            .iter()
+            .enumerate()
+            .find(|(wi, _)| {
+                old.placements[*wi]
+                    .as_ref()
+                    .is_some_and(|p| p.lands_on(leaf))
+            })
+            .expect("a workload on the leaf");
+        let w = w.name().to_string();
+        let above = Above {
+            back: BTreeMap::from([(
+                w.clone(),
+                Back {
+                    revision: "v0".into(),
+                    commit: Some("c0".into()),
+                    clusters: [topo.name(leaf).to_string()].into(),
+                },
+            )]),
+            ..Above::default()
+        };
+        let bases = Bases::from([("v0".to_string(), Renderer::new(&plain))]);
+        let h1 = handoff(&full, r1, "v1", &above, &bases);
+        // The old slice holds the rolled-back workload alone.
+        let mut old_workloads = Vec::new();
+        for text in h1.bases["v0"].files.values() {
+            for doc in text.split("\n---\n") {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(doc.trim()) {
+                    if v["kind"] == "Workload" {
+                        old_workloads.push(v["metadata"]["name"].as_str().unwrap().to_string());
+                    }
+                }
+            }
+        }
+        assert_eq!(old_workloads, vec![w.clone()]);
+        let o1 = open(&h1).unwrap_or_else(|d| panic!("{d:?}"));
+        let base1 = &o1.bases["v0"];
+        let mine1 = Renderer::for_subtree(&o1.checked, o1.relay, &h1.shares, &[]);
+        let bases1 = Bases::from([("v0".to_string(), base1.renderer(&[]))]);
+        let r2_local = o1.checked.topo.get(topo.name(r2)).unwrap();
+        let h2 = handoff(&mine1, r2_local, "v1", &h1.above, &bases1);
+        assert_eq!(h2.above.back[&w].clusters.len(), 1);
+        let o2 = open(&h2).unwrap_or_else(|d| panic!("{d:?}"));
+        let base2 = &o2.bases["v0"];
+        let br = base2.renderer(&[]);
+        let got: Vec<_> = objects(&br, br.checked.topo.get(topo.name(leaf)).unwrap())
+            .into_iter()
+            .filter(|(name, _, _)| *name == w)
+            .collect();
+        let want: Vec<_> = objects(&old, leaf)
+            .into_iter()
+            .filter(|(name, _, _)| *name == w)
+            .collect();
+        assert!(!want.is_empty());
+        assert_eq!(got, want, "workload {w} (#{wi}) on {}", topo.name(leaf));
+        // A handoff without the rollback keeps its digest shape: no bases.
+        let plain_h = handoff(&full, r1, "v1", &Above::default(), &bases);
+        assert!(plain_h.bases.is_empty());
+    }
+
     #[test]
     fn a_damaged_handoff_is_refused() {
         let (_d, checked) = synth_fleet(30, 3);
         let r = Renderer::new(&checked);
         let relay = checked.topo.children(checked.topo.roots()[0])[0];
-        let mut h = handoff(&r, relay, "rev1", &Above::default());
+        let mut h = handoff(&r, relay, "rev1", &Above::default(), &Bases::new());
         assert!(open(&h).is_ok());
         let (path, text) = h
             .files
@@ -500,10 +791,10 @@ mod tests {
                 for &level in &chain {
                     let name = checked.topo.name(level);
                     let h = match &opened {
-                        None => handoff(&full, level, "rev", &Above::default()),
+                        None => handoff(&full, level, "rev", &Above::default(), &Bases::new()),
                         Some((o, oh)) => {
                             let up = Renderer::for_subtree(&o.checked, o.relay, &oh.shares, &[]);
-                            handoff(&up, o.checked.topo.get(name).unwrap(), "rev", &Above::default())
+                            handoff(&up, o.checked.topo.get(name).unwrap(), "rev", &Above::default(), &Bases::new())
                         }
                     };
                     let o = open(&h).unwrap_or_else(|d| panic!("{d:?}"));

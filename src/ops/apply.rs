@@ -257,6 +257,12 @@ pub struct Desired {
     /// By relay cluster: the handoff its objects carry (revision and
     /// digest), for the steps after the write that ask about it.
     handoffs: BTreeMap<usize, crate::core::relay_report::Seen>,
+    /// By cluster name: workloads to keep as they run there, beside the
+    /// rollouts' holds (a rollback a relay was handed and cannot render).
+    kept: BTreeMap<String, BTreeSet<String>>,
+    /// By cluster: objects rendered at another revision than the run's (a
+    /// rollback), stamped with that revision when written.
+    pinned: BTreeMap<usize, BTreeMap<ObjectKey, String>>,
 }
 
 impl Desired {
@@ -273,12 +279,66 @@ impl Desired {
         Ok(Desired {
             clusters,
             handoffs: BTreeMap::new(),
+            kept: BTreeMap::new(),
+            pinned: BTreeMap::new(),
         })
     }
 
-    /// Records that relay cluster `c`'s objects carry the handoff `seen`.
-    pub fn note_handoff(&mut self, c: usize, seen: crate::core::relay_report::Seen) {
+    /// Puts relay cluster `c`'s handoff `seen` among its objects, in place
+    /// of the one it carried (a run that hands down again after a stage
+    /// moved).
+    pub fn hand(
+        &mut self,
+        c: usize,
+        seen: crate::core::relay_report::Seen,
+        objects: Vec<(ObjectKey, Value)>,
+    ) {
+        // canopy's own objects on a cluster are its handoff's.
+        if self.handoffs.contains_key(&c) {
+            if let Some(list) = self.clusters.get_mut(&c) {
+                list.retain(|p| p.workload.is_some());
+            }
+        }
+        self.add(c, objects);
         self.handoffs.insert(c, seen);
+    }
+
+    /// Cluster `c`'s objects of workload `wi` become `objects`, rendered at
+    /// `revision` (a rollback), which is what their revision annotation
+    /// says when they are written.
+    pub fn replace_workload(
+        &mut self,
+        c: usize,
+        wi: usize,
+        objects: Vec<Rendered>,
+        revision: &str,
+    ) {
+        let pins = self.pinned.entry(c).or_default();
+        for o in &objects {
+            pins.insert(o.key.clone(), revision.to_string());
+        }
+        let list = self.clusters.entry(c).or_default();
+        list.retain(|p| p.workload != Some(wi));
+        list.extend(objects.into_iter().map(|o| Packed {
+            workload: Some(wi),
+            ..Packed::new(o)
+        }));
+        list.sort_by(|a, b| {
+            crate::core::kinds::apply_order(&a.key).cmp(&crate::core::kinds::apply_order(&b.key))
+        });
+    }
+
+    /// Keeps workload `w` on cluster `cluster` as it runs there.
+    pub fn keep(&mut self, cluster: &str, w: &str) {
+        self.kept
+            .entry(cluster.to_string())
+            .or_default()
+            .insert(w.to_string());
+    }
+
+    /// By cluster name, the workloads kept as they run ([`Desired::keep`]).
+    pub fn kept(&self) -> &BTreeMap<String, BTreeSet<String>> {
+        &self.kept
     }
 
     /// The handoff relay cluster `c`'s objects carry, if it is one.
@@ -432,9 +492,18 @@ pub fn run_rendered(
                         })
                         .collect();
                     let backend = backends.backend(name);
+                    let pins = desired.pinned.get(&c);
                     (
                         c,
-                        reconcile(r, backend.as_ref(), name, &packed, meta, opts, &pass.scope),
+                        reconcile(
+                            r,
+                            backend.as_ref(),
+                            name,
+                            (&packed, pins),
+                            meta,
+                            opts,
+                            &pass.scope,
+                        ),
                     )
                 })
                 .inspect(|_| {
@@ -517,11 +586,12 @@ impl Packed {
 }
 
 /// Diffs one cluster and, unless this is a dry run, writes the changes.
+/// `pins`: the objects rendered at another revision than the run's.
 fn reconcile(
     r: &Renderer<'_>,
     backend: &dyn ClusterBackend,
     cluster: &str,
-    packed: &[&Packed],
+    (packed, pins): (&[&Packed], Option<&BTreeMap<ObjectKey, String>>),
     meta: &ApplyMeta,
     opts: &Options,
     scope: &Scope,
@@ -543,6 +613,15 @@ fn reconcile(
     for (key, v) in keys.iter_mut().zip(values.iter_mut()) {
         place_in_scope(&scopes, key, v);
     }
+    let pinned: BTreeMap<&ObjectKey, &str> = pins
+        .map(|pins| {
+            packed
+                .iter()
+                .zip(&keys)
+                .filter_map(|(p, k)| Some((k, pins.get(&p.key)?.as_str())))
+                .collect()
+        })
+        .unwrap_or_default();
     let mut live = match backend.list_owned(&fleet.name, &kinds) {
         Ok(l) => l,
         Err(e) => return failed(e),
@@ -609,7 +688,7 @@ fn reconcile(
         })
         .collect();
     let changes = diff::diff_cluster(&desired, &live, opts.prune);
-    let outcome = write(backend, changes, meta, opts);
+    let outcome = write(backend, changes, meta, opts, &pinned);
     match (opts.wait, &outcome) {
         (Some(timeout), Outcome::Changed(_) | Outcome::Unchanged(_)) if !opts.dry_run => {
             let objects: Vec<&serde_json::Value> = values.iter().collect();
@@ -633,6 +712,7 @@ fn write(
     mut changes: ClusterChanges,
     meta: &ApplyMeta,
     opts: &Options,
+    pinned: &BTreeMap<&ObjectKey, &str>,
 ) -> Outcome {
     if changes.is_empty() {
         return Outcome::Unchanged(changes);
@@ -641,7 +721,7 @@ fn write(
     let written = if opts.dry_run {
         Ok(())
     } else {
-        stamp_revision(&mut changes.changes, &meta.revision);
+        stamp_revision(&mut changes.changes, &meta.revision, pinned);
         backend.write(&changes.changes, meta)
     };
     if !opts.keep_values {
@@ -680,13 +760,19 @@ fn keep_revision(desired: &mut serde_json::Value, live: &serde_json::Value) {
     }
 }
 
-/// Records `revision` on every object about to be created or changed.
-fn stamp_revision(changes: &mut [crate::core::diff::Change], revision: &str) {
+/// Records `revision` on every object about to be created or changed, or
+/// the revision it was rendered at where that is another (`pinned`).
+fn stamp_revision(
+    changes: &mut [crate::core::diff::Change],
+    revision: &str,
+    pinned: &BTreeMap<&ObjectKey, &str>,
+) {
     for ch in changes {
-        if let crate::core::diff::Change::Create { desired, .. }
-        | crate::core::diff::Change::Update { desired, .. } = ch
+        if let crate::core::diff::Change::Create { key, desired }
+        | crate::core::diff::Change::Update { key, desired, .. } = ch
         {
-            set_revision(desired, serde_json::Value::String(revision.to_string()));
+            let rev = pinned.get(&*key).copied().unwrap_or(revision);
+            set_revision(desired, serde_json::Value::String(rev.to_string()));
         }
     }
 }
@@ -713,5 +799,11 @@ fn reconcile_orphan(
             },
         };
     }
-    write(backend, diff::diff_cluster(&[], &live, true), meta, opts)
+    write(
+        backend,
+        diff::diff_cluster(&[], &live, true),
+        meta,
+        opts,
+        &BTreeMap::new(),
+    )
 }

@@ -39,14 +39,16 @@ use super::apply::Desired;
 pub const SOURCE: &str = "canopy: relay handoff";
 
 /// The objects that carry relay `relay`'s handoff at `revision`, with the
-/// staged rollouts decided above it; and which handoff that is.
+/// staged rollouts decided above it and the fleets its rollbacks go back
+/// to; and which handoff that is.
 pub fn objects(
     r: &Renderer<'_>,
     relay: usize,
     revision: &str,
     above: &relay::Above,
+    bases: &relay::Bases<'_>,
 ) -> (Seen, Vec<(ObjectKey, Value)>) {
-    let h = relay::handoff(r, relay, revision, above);
+    let h = relay::handoff(r, relay, revision, above, bases);
     let stored = chunks::encode(&h);
     let seen = Seen {
         revision: h.revision,
@@ -71,16 +73,27 @@ pub fn objects(
     (seen, objects)
 }
 
-/// Adds the handoff of every relay cluster `desired` holds.
-pub fn add_to(desired: &mut Desired, r: &Renderer<'_>, revision: &str, above: &relay::Above) {
+/// Adds the handoff of every relay cluster `desired` holds, or puts a new
+/// one in place of the one it carries. The relays whose handoff changed.
+pub fn add_to(
+    desired: &mut Desired,
+    r: &Renderer<'_>,
+    revision: &str,
+    above: &relay::Above,
+    bases: &relay::Bases<'_>,
+) -> Vec<usize> {
     let checked = r.checked;
+    let mut changed = Vec::new();
     for c in 0..checked.topo.len() {
         if desired.has(c) && checked.cluster(c).spec.relay.is_some() {
-            let (seen, objects) = objects(r, c, revision, above);
-            desired.add(c, objects);
-            desired.note_handoff(c, seen);
+            let (seen, objects) = objects(r, c, revision, above, bases);
+            if desired.handoff(c) != Some(&seen) {
+                desired.hand(c, seen, objects);
+                changed.push(c);
+            }
         }
     }
+    changed
 }
 
 /// The kind of the index object.

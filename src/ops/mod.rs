@@ -12,6 +12,7 @@ pub mod handoff;
 pub mod health;
 pub mod progress;
 pub mod records;
+pub mod relay_rollback;
 pub mod relays;
 pub mod rollout;
 pub mod run;

@@ -136,7 +136,8 @@ pub struct Ctx<'a> {
     /// A relay's run: the rollouts its parent level runs, which this run
     /// follows (holds back where told) instead of running.
     pub handed: Option<&'a Above>,
-    /// What this run hands down to its relays (where they hold back).
+    /// What this run hands down to its relays (where they hold back,
+    /// where they roll back), as placed.
     pub down: &'a Above,
 }
 
@@ -162,9 +163,57 @@ pub fn above(r: &Renderer<'_>, rollouts: &Rollouts, state_dir: &Path, now: Syste
     let mut copy = rollouts.clone();
     let requests = state::pending_requests(state_dir);
     sync(&mut copy, &plans, r, &Revision::default(), &requests, now);
+    handed_down(&plans, &copy, r)
+}
+
+/// What a level hands its relays of the rollouts it runs, as its records
+/// stand: the workloads, where each is held back, and where a stage that
+/// failed below a relay was rolled back (to the revision its rollout
+/// started from; those clusters are not held, they run that revision).
+fn handed_down(plans: &[Plan], rollouts: &Rollouts, r: &Renderer<'_>) -> Above {
+    let topo = &r.checked.topo;
+    let by = crate::core::relay::reconcilers(r.checked);
+    let mut held = holds(plans, rollouts, r);
+    let mut back = BTreeMap::new();
+    for p in plans {
+        let Some(rec) = rollouts.workloads.get(&p.name) else {
+            continue;
+        };
+        let Some(from) = rec.from.as_ref().filter(|f| f.commit.is_some()) else {
+            continue;
+        };
+        if rec.phase != Phase::RolledBack {
+            continue;
+        }
+        let clusters: BTreeSet<String> = rec.stages[rec.stage]
+            .clusters
+            .keys()
+            .filter(|c| topo.get(c).is_some_and(|i| by[i].is_some()))
+            .cloned()
+            .collect();
+        for c in &clusters {
+            if let Some(ws) = held.get_mut(c) {
+                ws.remove(&p.name);
+                if ws.is_empty() {
+                    held.remove(c);
+                }
+            }
+        }
+        if !clusters.is_empty() {
+            back.insert(
+                p.name.clone(),
+                crate::core::relay::Back {
+                    revision: from.revision.clone(),
+                    commit: from.commit.clone(),
+                    clusters,
+                },
+            );
+        }
+    }
     Above {
         rolled: plans.iter().map(|p| p.name.clone()).collect(),
-        held: holds(&plans, &copy, r),
+        held,
+        back,
     }
 }
 
@@ -309,7 +358,7 @@ pub fn holds(
 #[allow(clippy::too_many_arguments)]
 pub fn apply(
     r: &Renderer<'_>,
-    desired: &Desired,
+    desired: &mut Desired,
     backends: &dyn Backends,
     orphans: &[String],
     meta: &ApplyMeta,
@@ -334,6 +383,16 @@ pub fn apply(
     let mut report: Option<Report> = None;
     let mut wave: Option<BTreeSet<usize>> = pass.targets.clone();
     let mut first = true;
+    // What the relays are handed: as placed, and again when a stage moves.
+    let mut down = ctx.down.clone();
+    let mut down_raw = handed_down(&plans, rollouts, r);
+    let mut bases = BTreeMap::new();
+    let hands_down = r
+        .checked
+        .fleet
+        .clusters
+        .iter()
+        .any(|c| c.spec.relay.is_some());
     loop {
         // Clusters of the stages this wave starts are applying.
         for p in &plans {
@@ -358,6 +417,11 @@ pub fn apply(
             }
         }
         let mut held = holds(&plans, rollouts, r);
+        for (c, ws) in desired.kept() {
+            held.entry(c.clone())
+                .or_default()
+                .extend(ws.iter().cloned());
+        }
         if let Some(h) = ctx.handed {
             for (c, ws) in &h.held {
                 held.entry(c.clone())
@@ -372,7 +436,7 @@ pub fn apply(
         };
         let got = apply::run_rendered(
             r,
-            desired,
+            &*desired,
             backends,
             if first { orphans } else { &[] },
             meta,
@@ -416,7 +480,7 @@ pub fn apply(
                 backends,
                 &p.name,
                 &relayed,
-                ctx.down,
+                &down,
                 opts.relay_wait,
                 pass.cancel.as_ref(),
             ) {
@@ -460,7 +524,7 @@ pub fn apply(
                         events.push(Event {
                             workload: p.name.clone(),
                             message: format!(
-                                "{stage_name} reaches the clusters below relay {} with the next run's handoff",
+                                "{stage_name} goes down to the clusters below relay {} with a new handoff",
                                 below.join(", ")
                             ),
                             failed: false,
@@ -482,13 +546,20 @@ pub fn apply(
                         // Read under this fleet's name: object labels carry
                         // it, so the old render must own the same objects.
                         let names: Vec<String> =
-                            members.iter().map(|&c| topo.name(c).to_string()).collect();
+                            own.iter().map(|&c| topo.name(c).to_string()).collect();
+                        let below: BTreeMap<String, String> = relayed
+                            .iter()
+                            .filter_map(|&c| {
+                                let rl = super::relays::relay_of(r, desired, c)?;
+                                Some((topo.name(c).to_string(), topo.name(rl).to_string()))
+                            })
+                            .collect();
                         message.push_str(&rollback(
                             backends,
                             &r.checked.fleet.name,
                             p,
                             rec,
-                            &names,
+                            (&names, &below),
                             opts,
                             pass,
                             ctx,
@@ -504,6 +575,31 @@ pub fn apply(
                         failed: true,
                     });
                 }
+            }
+        }
+        // A stage that moved changes what the relays are handed (a stage
+        // that starts below one, a rollback below one): hand it down now,
+        // in this run, and take the relays into the next wave.
+        if ctx.handed.is_none() && hands_down {
+            let now = handed_down(&plans, rollouts, r);
+            if now != down_raw {
+                down_raw = now.clone();
+                down = now;
+                super::relay_rollback::load(
+                    ctx.input,
+                    &r.checked.fleet.name,
+                    &mut down,
+                    &mut bases,
+                );
+                let renderers = super::relay_rollback::renderers(&bases, |_| Vec::new());
+                let handed = super::handoff::add_to(
+                    desired,
+                    r,
+                    &ctx.revision.to_string(),
+                    &down,
+                    &renderers,
+                );
+                next.extend(handed);
             }
         }
         let cancelled = pass
@@ -654,15 +750,18 @@ fn gate(
     rec.gate(unhealthy, allowed, changed, pause, now)
 }
 
-/// Applies the failed stage's clusters again, this workload alone, at the
-/// revision the rollout started from. Returns what happened, in words.
+/// Applies the failed stage's clusters this level reaches again, this
+/// workload alone, at the revision the rollout started from; those below a
+/// relay (`below`: cluster → relay) are rolled back by the relay, with the
+/// handoff this run writes next ([`super::relay_rollback`]). Returns what
+/// happened, in words.
 #[allow(clippy::too_many_arguments)]
 fn rollback(
     backends: &dyn Backends,
     fleet: &str,
     p: &Plan,
     rec: &mut Record,
-    members: &[String],
+    (members, below): (&[String], &BTreeMap<String, String>),
     opts: &Options,
     pass: &Pass,
     ctx: &Ctx<'_>,
@@ -768,6 +867,22 @@ fn rollback(
             }
         }
     }
+    let mut relays: BTreeMap<&str, usize> = BTreeMap::new();
+    for (n, relay) in below {
+        if old.topo.get(n).is_none() {
+            absent.push(n.clone());
+            continue;
+        }
+        if let Some(rc) = rec.cluster_mut(n) {
+            rc.state = ClusterPhase::RolledBack;
+            rc.detail = Some(format!(
+                "{}; rolled back to {} by relay {relay}",
+                rc.detail.as_deref().unwrap_or("unhealthy"),
+                base.revision
+            ));
+            *relays.entry(relay).or_default() += 1;
+        }
+    }
     for n in &absent {
         if let Some(rc) = rec.cluster_mut(n) {
             rc.detail = Some(format!(
@@ -783,6 +898,16 @@ fn rollback(
     );
     if !written.is_empty() {
         msg.push_str(&format!(" ({})", written.join(", ")));
+    }
+    if !relays.is_empty() {
+        let each: Vec<String> = relays
+            .iter()
+            .map(|(rl, n)| format!("{n} below relay {rl}"))
+            .collect();
+        msg.push_str(&format!(
+            "; handed down to roll back: {} (the relay's report follows)",
+            each.join(", ")
+        ));
     }
     if !failed.is_empty() {
         msg.push_str(&format!("; rollback failed on {}", failed.join(", ")));

@@ -211,6 +211,9 @@ pub struct Placed<'c> {
     /// A relay follows the rollouts its parent level runs (`above`)
     /// instead of running them.
     pub handed: bool,
+    /// By revision: the fleets `above`'s rollbacks below relays go back
+    /// to (the root's from Git, a relay's from its handoff).
+    pub bases: std::collections::BTreeMap<String, crate::core::relay::BaseFleet>,
 }
 
 /// What one run did.
@@ -357,25 +360,30 @@ impl<'i> Session<'i> {
         if renderer.diagnostics.has_errors() {
             return Err(OpsError::Place(renderer.diagnostics.clone()));
         }
-        let above = rollout::above(&renderer, &self.rollouts, &self.state, at);
+        let mut above = rollout::above(&renderer, &self.rollouts, &self.state, at);
+        let mut bases = std::collections::BTreeMap::new();
+        super::relay_rollback::load(self.input, &checked.fleet.name, &mut above, &mut bases);
         Ok(Placed {
             renderer,
             at,
             above,
             handed: false,
+            bases,
         })
     }
 
     /// As [`Session::place`], for a relay: the subtree of `relay` alone,
     /// each Divided workload with the share its parent level gave it
     /// (`shares`), failing over among the subtree's clusters as this
-    /// relay's own records say.
+    /// relay's own records say; with the fleets the rollbacks handed to it
+    /// go back to (`bases`).
     pub fn place_subtree<'c>(
         &mut self,
         checked: &'c Checked,
         relay: usize,
         shares: &std::collections::BTreeMap<String, u32>,
         above: &crate::core::relay::Above,
+        bases: std::collections::BTreeMap<String, crate::core::relay::BaseFleet>,
     ) -> Result<Placed<'c>, OpsError> {
         self.backends
             .follow(&checked.fleet)
@@ -392,6 +400,7 @@ impl<'i> Session<'i> {
             at,
             above: above.clone(),
             handed: true,
+            bases,
         })
     }
 
@@ -433,11 +442,26 @@ impl<'i> Session<'i> {
         revision: &Revision,
     ) -> Result<Desired, Diagnostics> {
         let mut desired = Desired::render(&placed.renderer, targets)?;
+        // A relay places an old fleet's slice with its own failover; the
+        // root renders an old fleet whole, as its own rollback does.
+        let bases = super::relay_rollback::renderers(&placed.bases, |b| match b.relay {
+            Some(_) => crate::core::render::failed_over(&b.checked, &self.health, placed.at),
+            None => Vec::new(),
+        });
+        if placed.handed {
+            super::relay_rollback::substitute(
+                &mut desired,
+                &placed.renderer,
+                &placed.above,
+                &bases,
+            );
+        }
         super::handoff::add_to(
             &mut desired,
             &placed.renderer,
             &revision.to_string(),
             &placed.above,
+            &bases,
         );
         Ok(desired)
     }
@@ -450,7 +474,7 @@ impl<'i> Session<'i> {
     pub fn apply(
         &mut self,
         placed: &Placed<'_>,
-        desired: &Desired,
+        desired: &mut Desired,
         revision: &Revision,
         orphans: &[String],
         opts: &Options,
@@ -600,14 +624,14 @@ impl<'i> Session<'i> {
         orphans: &[String],
         opts: Options,
     ) -> Result<Run<'c>, OpsError> {
-        let desired = self
+        let mut desired = self
             .render(&placed, targets.as_ref(), revision)
             .map_err(OpsError::Render)?;
         let rollout::Applied {
             report,
             events,
             unsaved,
-        } = self.apply(&placed, &desired, revision, orphans, &opts);
+        } = self.apply(&placed, &mut desired, revision, orphans, &opts);
         // Clusters were written: a record that cannot be saved (a full
         // disk) must not take the report of what was written with it.
         let recorded = if opts.dry_run {
@@ -893,7 +917,7 @@ spec:
         let loaded = src.load(None).unwrap();
         let mut s = session(&src, Access::Write);
         let placed = s.place(&loaded.checked).unwrap();
-        let desired = s.render(&placed, None, &loaded.revision).unwrap();
+        let mut desired = s.render(&placed, None, &loaded.revision).unwrap();
         let obstruct = Obstruct {
             inner: &s.backends,
             file: s.state.join("rollouts.json"),
@@ -909,7 +933,7 @@ spec:
         };
         let applied = rollout::apply(
             &placed.renderer,
-            &desired,
+            &mut desired,
             &obstruct,
             &[],
             &ApplyMeta::new(&loaded.revision, placed.at),

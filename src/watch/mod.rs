@@ -532,7 +532,7 @@ impl<'a> Watch<'a> {
         {
             self.died_rendering = None;
         }
-        let desired = desired?;
+        let mut desired = desired?;
         // Only the first round that applies counts its clusters.
         self.session.progress = self.first_progress.take();
         let crate::ops::rollout::Applied {
@@ -541,7 +541,7 @@ impl<'a> Watch<'a> {
             unsaved,
         } = self
             .session
-            .apply(&placed, &desired, &good.revision, &orphans, &opts);
+            .apply(&placed, &mut desired, &good.revision, &orphans, &opts);
         // The clusters written before the record failed are still
         // recorded and logged below; the next round tries again.
         if let Some(e) = &unsaved {
