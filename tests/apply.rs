@@ -205,7 +205,7 @@ fn prune_deletes_only_what_canopy_owns_and_may_be_disabled() {
         let svc = &mut v["objects"][obj_id("", "Service", "shop", "web")];
         svc["metadata"]["annotations"]["canopy.dev/prune"] = json!("disabled");
     });
-    std::fs::remove_file(fleet.join("workloads/web/ingress.yaml")).unwrap();
+    std::fs::remove_file(fleet.join("workloads/web/ingress.yaml.j2")).unwrap();
     std::fs::remove_file(fleet.join("workloads/web/service.yaml")).unwrap();
     let (code, out, _) = canopy(&["apply", f, "--state", st, "--prune=false"]);
     assert_eq!(code, 0);
@@ -416,11 +416,11 @@ fn a_render_error_applies_and_prunes_nothing() {
     // One workload's template breaks; another's manifest is removed (a prune
     // candidate). Neither may reach the state.
     std::fs::write(
-        fleet.join("workloads/web/ingress.yaml"),
+        fleet.join("workloads/web/ingress.yaml.j2"),
         "host: \"{{ cluster.nope }}\"\n",
     )
     .unwrap();
-    std::fs::remove_file(fleet.join("workloads/node-agent/daemonset.yaml")).unwrap();
+    std::fs::remove_file(fleet.join("workloads/node-agent/daemonset.yaml.j2")).unwrap();
     let (code, out, err) = canopy(&["apply", f, "--state", st]);
     assert_eq!(code, 2, "{out}{err}");
     assert!(
@@ -428,7 +428,7 @@ fn a_render_error_applies_and_prunes_nothing() {
         "{err}"
     );
     assert!(
-        err.contains("workloads/web/ingress.yaml:1: template error"),
+        err.contains("workloads/web/ingress.yaml.j2:1: template error"),
         "{err}"
     );
     assert_eq!(before, state_files(state.path()));
@@ -800,4 +800,51 @@ fn failover_moves_divided_replicas_to_healthy_siblings_and_back() {
     assert_eq!(replicas("eu-west-1", &web), Some(3));
     let health = std::fs::read_to_string(state.join("health.json")).unwrap();
     assert!(!health.contains("eu-west-1"), "{health}");
+}
+
+/// Issue 16: templating is asked for by name. A plain manifest with
+/// another tool's `{{ … }}` (a Prometheus alert's `{{ $labels.instance }}`)
+/// is applied as written, a `.yaml.j2` file is rendered per cluster, and a
+/// plain manifest that uses canopy's own variables is applied as written
+/// with a warning that says how to make it a template.
+#[test]
+fn only_files_named_as_templates_are_rendered() {
+    let rule = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: alerts}\ndata:\n  summary: \"Instance {{ $labels.instance }} down\"\n  note: '{% raw %}kept{% endraw %}'\n";
+    let dir = with(&[
+        ("workloads/web/alerts.yaml", rule),
+        (
+            "workloads/web/site.yaml.j2",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: site}\ndata:\n  cluster: \"{{ cluster.name }}\"\n",
+        ),
+        (
+            "workloads/web/old.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: old}\ndata:\n  cluster: \"{{ cluster.name }}\"\n",
+        ),
+    ]);
+    let d = s(dir.path());
+    let (code, out, err) = canopy(&["validate", d]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        err.contains("warning: workloads/web/old.yaml:5: this manifest uses canopy's template variables (cluster, workload) but is not a template: it is applied as written")
+            && err.contains("help: rename it to old.yaml.j2 to render it per cluster"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("alerts.yaml"),
+        "another tool's braces are no warning: {err}"
+    );
+    let state = tempfile::tempdir().unwrap();
+    let (code, out, err) = canopy(&["apply", d, "--state", s(state.path())]);
+    assert_eq!(code, 0, "{out}{err}");
+    let edge: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(state.path().join("clusters/edge.json")).unwrap())
+            .unwrap();
+    let data = |name: &str| edge["objects"][obj_id("", "ConfigMap", "shop", name)]["data"].clone();
+    assert_eq!(
+        data("alerts")["summary"],
+        "Instance {{ $labels.instance }} down"
+    );
+    assert_eq!(data("alerts")["note"], "{% raw %}kept{% endraw %}");
+    assert_eq!(data("site")["cluster"], "edge");
+    assert_eq!(data("old")["cluster"], "{{ cluster.name }}");
 }

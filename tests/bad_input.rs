@@ -179,7 +179,7 @@ fn json_patch_that_does_not_apply_names_override_cluster_object_and_path() {
 #[test]
 fn template_error_names_file_line_and_cluster() {
     let dir = with(&[(
-        "workloads/web/config.yaml",
+        "workloads/web/config.yaml.j2",
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cfg\ndata:\n  region: \"{{ cluster.values.region }}\"\n",
     )]);
     let errs: Vec<String> = problems(dir.path())
@@ -189,7 +189,7 @@ fn template_error_names_file_line_and_cluster() {
     assert_eq!(errs.len(), 2, "one per cluster: {errs:#?}");
     assert!(
         errs[0].starts_with(
-            "error: workloads/web/config.yaml:6: template error while rendering for cluster "
+            "error: workloads/web/config.yaml.j2:6: template error while rendering for cluster "
         ),
         "{}",
         errs[0]
@@ -206,13 +206,13 @@ fn template_error_names_file_line_and_cluster() {
 fn template_error_inside_a_block_tag_still_has_its_line() {
     // `{% if %}` makes this a text template; the line comes from minijinja.
     let dir = with(&[(
-        "workloads/web/config.yaml",
+        "workloads/web/config.yaml.j2",
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cfg\ndata:\n{% if cluster.name == 'edge' %}\n  edge: \"{{ cluster.nope }}\"\n{% endif %}\n",
     )]);
     let e = the_error(dir.path());
     assert!(
         e.starts_with(
-            "error: workloads/web/config.yaml:7: template error while rendering for cluster edge"
+            "error: workloads/web/config.yaml.j2:7: template error while rendering for cluster edge"
         ),
         "{e}"
     );

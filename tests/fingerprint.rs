@@ -167,7 +167,7 @@ fn label_and_placement_changes_are_sound() {
     moved_by(|d| {
         edit(
             d,
-            "workloads/node-agent/daemonset.yaml",
+            "workloads/node-agent/daemonset.yaml.j2",
             "app: node-agent",
             "app: agent",
         )

@@ -136,7 +136,7 @@ proptest! {
             "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: t}}\ndata:\n  v: \"{}\"\n",
             body.replace('"', "'")
         );
-        let dir = with(&[("workloads/web/t.yaml", &manifest)]);
+        let dir = with(&[("workloads/web/t.yaml.j2", &manifest)]);
         let started = std::time::Instant::now();
         // Problems or none; what matters is that it returns, quickly.
         let _ = problems(dir.path());

@@ -259,7 +259,7 @@ fn structural_templating_equals_text_templating() {
                 &format!("apiVersion: canopy.dev/v1alpha1\nkind: Cluster\nmetadata: {{name: hub}}\nspec:\n  values: {{v: {value}}}\n"),
             ),
             (
-                "workloads/web/config.yaml",
+                "workloads/web/config.yaml.j2",
                 &format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cfg\ndata:\n  k: {template}\n"),
             ),
         ]);

@@ -164,7 +164,7 @@ fn invalid_utf8_is_the_same_error_from_a_folder_and_from_git() {
 fn templates_are_bounded_in_steps_and_output() {
     let state = tempfile::tempdir().unwrap();
     let (_tmp, dir) = applied_example(state.path());
-    let file = dir.join("workloads/web/loop.yaml");
+    let file = dir.join("workloads/web/loop.yaml.j2");
     std::fs::write(
         &file,
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: loop}\ndata:\n  n: \"{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}\"\n",
@@ -175,7 +175,7 @@ fn templates_are_bounded_in_steps_and_output() {
         &dir,
         state.path(),
         &[
-            "workloads/web/loop.yaml:5: template error while rendering for cluster",
+            "workloads/web/loop.yaml.j2:5: template error while rendering for cluster",
             "the template used more than 300000 fuel (canopy's limit per render",
         ],
     );
@@ -190,7 +190,7 @@ fn templates_are_bounded_in_steps_and_output() {
         &dir,
         state.path(),
         &[
-            "workloads/web/loop.yaml:5: template error while rendering for cluster",
+            "workloads/web/loop.yaml.j2:5: template error while rendering for cluster",
             "the template used more than 300000 fuel (canopy's limit per render",
         ],
     );
@@ -219,7 +219,7 @@ fn a_broken_rendered_secret_is_reported_without_its_value() {
     let state = tempfile::tempdir().unwrap();
     let (_tmp, dir) = applied_example(state.path());
     std::fs::write(
-        dir.join("workloads/web/secret.yaml"),
+        dir.join("workloads/web/secret.yaml.j2"),
         "apiVersion: v1\nkind: Secret\nmetadata: {name: db}\nstringData:\n  password: {{ 'hunter2: \"oops' }}\n",
     )
     .unwrap();
@@ -358,22 +358,22 @@ fn a_template_cannot_include_another_workloads_file() {
     let state = tempfile::tempdir().unwrap();
     let (_tmp, dir) = applied_example(state.path());
     std::fs::write(
-        dir.join("workloads/api/secret.yaml"),
+        dir.join("workloads/api/secret.yaml.j2"),
         "apiVersion: v1\nkind: Secret\nmetadata: {name: db-{{ cluster.name }}}\nstringData:\n  password: hunter2-s3cret\n",
     )
     .unwrap();
-    let leak = dir.join("workloads/web/leak.yaml");
+    let leak = dir.join("workloads/web/leak.yaml.j2");
     std::fs::write(
         &leak,
-        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: leak}\ndata:\n  copied: |\n{% filter indent(4, true) %}{% include \"workloads/api/secret.yaml\" %}{% endfilter %}\n",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: leak}\ndata:\n  copied: |\n{% filter indent(4, true) %}{% include \"workloads/api/secret.yaml.j2\" %}{% endfilter %}\n",
     )
     .unwrap();
     refused_without_a_write(
         &dir,
         state.path(),
         &[
-            "workloads/web/leak.yaml:6: template error while rendering for cluster",
-            "tried to include non-existing template 'workloads/api/secret.yaml'",
+            "workloads/web/leak.yaml.j2:6: template error while rendering for cluster",
+            "tried to include non-existing template 'workloads/api/secret.yaml.j2'",
             "help: a template includes (imports, extends) only templated files of its own workload",
         ],
     );
@@ -383,8 +383,8 @@ fn a_template_cannot_include_another_workloads_file() {
     // is the workload boundary, not a missing file.
     std::fs::remove_file(&leak).unwrap();
     std::fs::write(
-        dir.join("workloads/api/uses.yaml"),
-        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: uses}\ndata:\n  copied: |\n{% filter indent(4, true) %}{% include \"workloads/api/secret.yaml\" %}{% endfilter %}\n",
+        dir.join("workloads/api/uses.yaml.j2"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: uses}\ndata:\n  copied: |\n{% filter indent(4, true) %}{% include \"workloads/api/secret.yaml.j2\" %}{% endfilter %}\n",
     )
     .unwrap();
     let (code, out, err) = canopy(&["validate", s(&dir)]);

@@ -334,7 +334,7 @@ fn a_folder_is_watched_and_drift_is_only_reported_when_asked() {
     // An edited file is applied (no commit needed for a folder).
     let cm = obj_id("", "ConfigMap", "shop", "platform-config");
     let before = object(&state, "eu", &cm);
-    let file = fleet.join("workloads/platform-config/config.yaml");
+    let file = fleet.join("workloads/platform-config/config.yaml.j2");
     let text = std::fs::read_to_string(&file).unwrap();
     let edited = text.replacen("\ndata:\n", "\ndata:\n  added: \"yes\"\n", 1);
     assert_ne!(text, edited, "{text}");
@@ -379,7 +379,7 @@ fn a_failing_cluster_backs_off_without_holding_up_the_others() {
 
     edit_state(&state, "eu", |v| v["unreachable"] = serde_json::json!(true));
     let agent = obj_id("apps", "DaemonSet", "monitoring", "node-agent");
-    let ds = fleet.join("workloads/node-agent/daemonset.yaml");
+    let ds = fleet.join("workloads/node-agent/daemonset.yaml.j2");
     let text = std::fs::read_to_string(&ds).unwrap();
     let edited = text.replacen(
         "metadata:\n",
@@ -601,7 +601,7 @@ fn hostile_commits_are_skipped_and_the_fix_after_them_applies() {
     );
     w.reconciled("start", &sha1);
     let before = state_files(&state);
-    let bad = origin.join("fleet/workloads/web/bad.yaml");
+    let bad = origin.join("fleet/workloads/web/bad.yaml.j2");
     let bombs = format!(
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: bomb}}\ndata:\n{}",
         alias_bomb("  ")
@@ -641,7 +641,7 @@ fn hostile_commits_are_skipped_and_the_fix_after_them_applies() {
         w.wait_for(&format!("why the {what} revision is bad"), |v| {
             v["message"]
                 .as_str()
-                .is_some_and(|m| m.contains("workloads/web/bad.yaml") && m.contains(says))
+                .is_some_and(|m| m.contains("workloads/web/bad.yaml.j2") && m.contains(says))
         });
         assert_eq!(state_files(&state), before, "{what}: nothing written");
     }
@@ -699,13 +699,13 @@ fn a_revision_that_kills_the_watch_twice_is_skipped_after_restart() {
     w.reconciled("start", &sha1);
     let before = state_files(&state);
     std::fs::write(
-        origin.join("fleet/workloads/web/bad.yaml"),
+        origin.join("fleet/workloads/web/bad.yaml.j2"),
         KILLING_TEMPLATE,
     )
     .unwrap();
     let bad = commit_all(&repo, "bad");
 
-    let limit = "workloads/web/bad.yaml: rendering for cluster";
+    let limit = "workloads/web/bad.yaml.j2: rendering for cluster";
     let (code, log) = exits_by_itself(w);
     assert_eq!(code, Some(2), "{log}");
     assert!(
@@ -731,7 +731,7 @@ fn a_revision_that_kills_the_watch_twice_is_skipped_after_restart() {
             m.contains("this revision ended the watch process each time it was rendered (2 times")
         })
     });
-    std::fs::remove_file(origin.join("fleet/workloads/web/bad.yaml")).unwrap();
+    std::fs::remove_file(origin.join("fleet/workloads/web/bad.yaml.j2")).unwrap();
     replace_in(
         &origin.join("fleet/workloads/web/deployment.yaml"),
         "replicas: 12",
@@ -760,7 +760,7 @@ fn a_killing_edit_in_a_folder_is_skipped_and_the_next_edit_applies() {
     let args = ["watch", s(&fleet), "--resync", "0s"];
     let mut w = Watcher::start(&home, &args);
     w.reconciled("start", "unversioned");
-    let bad = fleet.join("workloads/web/bad.yaml");
+    let bad = fleet.join("workloads/web/bad.yaml.j2");
     std::fs::write(&bad, KILLING_TEMPLATE).unwrap();
     let (code, log) = exits_by_itself(w);
     assert_eq!(code, Some(2), "{log}");

@@ -2,11 +2,14 @@
 //! their lines, and attach each workload's manifest files to it.
 //!
 //! Rules (kept in one place so the README can state them exactly):
-//! - every `.yaml`/`.yml` file below the root is read, except in dot-folders;
+//! - every `.yaml`/`.yml` file below the root is read, except in dot-folders,
+//!   and every `.yaml.j2`/`.yml.j2` file below a workload folder
+//!   ([`is_fleet_file`]);
 //! - below `workloads/<name>/`, a file with an `apiVersion` line naming
 //!   `canopy.dev/` holds canopy documents and any other file is a candidate
-//!   manifest (it may be a template, so it is not parsed here); everywhere
-//!   else every document must be a canopy document;
+//!   manifest; a `.j2` file is always a manifest, and the only kind that is
+//!   a template ([`ManifestFile::is_template`]); everywhere else every
+//!   document must be a canopy document;
 //! - a `Workload` lives in `workloads/<name>/`, one per folder.
 //!
 //! Loading never stops at the first problem: each bad document becomes a
@@ -118,7 +121,7 @@ pub fn load_files(name: String, files: Vec<(String, Vec<u8>)>) -> (Fleet, Diagno
     let mut diags = Diagnostics::default();
     let results: Vec<FileResult> = files
         .into_par_iter()
-        .filter(|(rel, _)| rel.ends_with(".yaml") || rel.ends_with(".yml"))
+        .filter(|(rel, _)| is_fleet_file(rel))
         .map(|(rel, bytes)| match decode(&rel, bytes) {
             Ok(text) => {
                 let wdir = workload_dir_of(&rel);
@@ -194,14 +197,10 @@ fn walk(root: &Path, diags: &mut Diagnostics) -> Vec<Found> {
             }
         };
         let path = entry.path();
-        let is_yaml = matches!(
-            path.extension().and_then(|e| e.to_str()),
-            Some("yaml") | Some("yml")
-        );
-        if !is_yaml {
+        let rel = rel_path(root, path);
+        if !is_fleet_file(&rel) {
             continue;
         }
-        let rel = rel_path(root, path);
         if entry.path_is_symlink() {
             // A link may point anywhere; only regular files inside the repo
             // are read.
@@ -246,13 +245,31 @@ fn walk(root: &Path, diags: &mut Diagnostics) -> Vec<Found> {
     out
 }
 
+/// Whether the file at `rel` (relative to the fleet root, forward slashes)
+/// is part of the fleet: YAML (`.yaml`, `.yml`), or a manifest template
+/// (`.yaml.j2`, `.yml.j2`) below a workload folder. The folder, Git and
+/// `watch` readers all ask this.
+pub fn is_fleet_file(rel: &str) -> bool {
+    rel.ends_with(".yaml")
+        || rel.ends_with(".yml")
+        || (is_template_file(rel) && workload_dir_of(rel).is_some())
+}
+
+/// Whether a file is a minijinja template: its name ends in `.yaml.j2` or
+/// `.yml.j2`. Templating is asked for by name; every other manifest is
+/// applied as written, `{{ … }}` and all (Prometheus rules, Alertmanager
+/// and Grafana templates carry their own).
+pub fn is_template_file(rel: &str) -> bool {
+    rel.ends_with(".yaml.j2") || rel.ends_with(".yml.j2")
+}
+
 fn read_file(rel: String, text: String, workload_dir: Option<String>) -> FileResult {
     let mut res = FileResult {
         file: Some(rel.clone()),
         ..FileResult::default()
     };
     if let Some(dir) = &workload_dir {
-        if !declares_canopy_api(&text) {
+        if is_template_file(&rel) || !declares_canopy_api(&text) {
             res.manifest = Some((dir.clone(), ManifestFile { path: rel, text }));
             return res;
         }

@@ -160,8 +160,10 @@ fn write_workload(dir: &Path, w: usize) -> io::Result<()> {
     } else {
         "static"
     };
+    // Templating is asked for by name (`.yaml.j2`).
+    let ext = if templated { "yaml.j2" } else { "yaml" };
     std::fs::write(
-        wdir.join("app.yaml"),
+        wdir.join(format!("app.{ext}")),
         format!(
             "apiVersion: apps/v1\nkind: {kind}\nmetadata:\n  name: {name}\n  labels: {{app: {name}}}\nspec:{replicas}\n  selector:\n    matchLabels: {{app: {name}}}\n  template:\n    metadata:\n      labels: {{app: {name}}}\n    spec:\n      containers:\n        - name: main\n          image: ghcr.io/acme/{name}:1.0.{w}\n          env:\n            - {{name: CLUSTER, value: {env_value}}}\n          resources:\n            requests: {{cpu: 100m, memory: 128Mi}}\n            limits: {{cpu: 500m, memory: 256Mi}}\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n  selector: {{app: {name}}}\n  ports: [{{port: 80, targetPort: 8080}}]\n"
         ),
@@ -172,7 +174,7 @@ fn write_workload(dir: &Path, w: usize) -> io::Result<()> {
         "  DOMAIN: example.com\n  MODE: plain\n"
     };
     std::fs::write(
-        wdir.join("config.yaml"),
+        wdir.join(format!("config.{ext}")),
         format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}-config\ndata:\n{data}"),
     )?;
     Ok(())

@@ -578,6 +578,18 @@ fn check_workload(w: &Workload, names: &Known<'_>, d: &mut Diagnostics) -> Workl
             facts.parsed.push(None);
             continue;
         }
+        if let Some(line) = canopy_template_line(&m.text) {
+            d.push(
+                Diagnostic::warning(
+                    "this manifest uses canopy's template variables (cluster, workload) but is not a template: it is applied as written",
+                )
+                .in_file(&m.path, line)
+                .hint(format!(
+                    "rename it to {}.j2 to render it per cluster; a manifest whose {{{{ … }}}} is for another tool (Prometheus, Alertmanager, Grafana) stays as it is",
+                    m.path.rsplit('/').next().unwrap_or(&m.path)
+                )),
+            );
+        }
         match parse_stream(&m.text, false) {
             Ok(docs) => {
                 let values: Vec<Value> = docs
@@ -611,6 +623,27 @@ fn check_workload(w: &Workload, names: &Known<'_>, d: &mut Diagnostics) -> Workl
         facts.total = divided_total(w, &facts, d);
     }
     facts
+}
+
+/// The 1-based line of the first `{{ cluster… }}` or `{{ workload… }}` in a
+/// plain manifest: what was written as a canopy template before templating
+/// had to be asked for by name. Another tool's `{{ $labels.x }}` is not.
+fn canopy_template_line(text: &str) -> Option<usize> {
+    for (i, line) in text.lines().enumerate() {
+        let mut rest = line;
+        while let Some(at) = rest.find("{{") {
+            let inner = rest[at + 2..].trim_start_matches(['-', ' ']);
+            let word: String = inner
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if word == "cluster" || word == "workload" {
+                return Some(i + 1);
+            }
+            rest = &rest[at + 2..];
+        }
+    }
+    None
 }
 
 /// The total a Divided workload divides: `total`, or the `spec.replicas` its

@@ -163,8 +163,7 @@ pub fn read_tree_files(
             return git2::TreeWalkResult::Skip;
         }
         let path = format!("{parent}{name}");
-        if entry.kind() != Some(git2::ObjectType::Blob)
-            || !(name.ends_with(".yaml") || name.ends_with(".yml"))
+        if entry.kind() != Some(git2::ObjectType::Blob) || !crate::core::load::is_fleet_file(&path)
         {
             return git2::TreeWalkResult::Ok;
         }

@@ -32,6 +32,13 @@ pub fn fleet_path_matters(rel: &Path) -> bool {
         return false;
     }
     match rel.extension().and_then(|e| e.to_str()) {
+        Some("j2") => {
+            let slashed: Vec<String> = rel
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect();
+            crate::core::load::is_fleet_file(&slashed.join("/"))
+        }
         Some(ext) => ext == "yaml" || ext == "yml",
         None => true,
     }
@@ -104,6 +111,10 @@ mod tests {
     fn fleet_files_matter_state_does_not() {
         assert!(fleet_path_matters(Path::new("clusters/eu.yaml")));
         assert!(fleet_path_matters(Path::new("workloads/web/deploy.yml")));
+        assert!(fleet_path_matters(Path::new(
+            "workloads/web/deploy.yaml.j2"
+        )));
+        assert!(!fleet_path_matters(Path::new("notes/readme.j2")));
         assert!(fleet_path_matters(Path::new("workloads/new-folder")));
         assert!(!fleet_path_matters(Path::new(
             ".canopy/state/clusters/eu.json"

@@ -239,7 +239,7 @@ impl Toleration {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct WorkloadSpec {
-    /// Globs relative to the workload's folder; default: every other YAML file there.
+    /// Globs relative to the workload's folder; default: every other YAML file there. A file named *.yaml.j2 (or *.yml.j2) is a minijinja template rendered per cluster; every other manifest is applied as written.
     #[serde(default)]
     pub manifests: Vec<String>,
     /// Namespace for namespaced objects that do not name one.
@@ -715,10 +715,11 @@ pub struct ManifestFile {
 }
 
 impl ManifestFile {
-    /// Whether the file uses minijinja syntax; plain files are parsed once and
-    /// shared by every cluster instead of being rendered per cluster.
+    /// Whether the file is a template (named `*.yaml.j2`), rendered per
+    /// cluster with minijinja. Any other manifest is applied as written, so
+    /// it is parsed once and shared by every cluster.
     pub fn is_template(&self) -> bool {
-        self.text.contains("{{") || self.text.contains("{%") || self.text.contains("{#")
+        crate::core::load::is_template_file(&self.path)
     }
 }
 
