@@ -1623,3 +1623,143 @@ spec:
     assert_eq!(code, 0, "{out}");
     assert!(out.ends_with("no changes: 3 cluster(s) in sync\n"), "{out}");
 }
+
+/// Issue 16: `kubectl patch` of a key of a keyed list (a Service's port,
+/// an env var's name, a container's name) leaves an item owned by the
+/// edit beside canopy's under server-side apply alone. canopy takes the
+/// edit's fields over before it applies, so each edit is drift that
+/// `diff` reports and `apply` puts back; no `kubectl-*` manager is left.
+#[test]
+fn imperative_edits_of_list_keys_are_drift_that_apply_takes_back() {
+    let ns = "t-takeover";
+    let k = kubeconfig(1);
+    let objects = format!(
+        r#"apiVersion: v1
+kind: Namespace
+metadata:
+  name: {ns}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: redis
+spec:
+  selector: {{app: web}}
+  ports:
+    - {{name: redis, port: 6379, targetPort: 6379}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {{app: web}}
+  template:
+    metadata:
+      labels: {{app: web}}
+    spec:
+      containers:
+        - name: web
+          image: nginx:1.27
+          env:
+            - {{name: MODE, value: fast}}
+"#
+    );
+    let f = fleet(
+        &[("root", None, &k)],
+        &[
+            ("workloads/app/workload.yaml", &workload(ns)),
+            ("workloads/app/objects.yaml", &objects),
+        ],
+    );
+    let (code, out, err) = canopy_on(f.path(), "takeover", &["apply", "DIR"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let svc = format!("/api/v1/namespaces/{ns}/services/redis");
+    let deploy = format!("/apis/apps/v1/namespaces/{ns}/deployments/web");
+    let patch = |path: &str, ops: Value| {
+        request(
+            1,
+            "PATCH",
+            &format!("{path}?fieldManager=kubectl-patch"),
+            Some(("application/json-patch+json", ops)),
+        )
+        .unwrap_or_else(|e| panic!("patch {path}: {e}"));
+    };
+    let managers = |path: &str| -> Vec<String> {
+        get(1, path)["metadata"]["managedFields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["manager"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let ports = || -> Vec<u64> {
+        get(1, &svc)["spec"]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["port"].as_u64().unwrap())
+            .collect()
+    };
+    let container = || get(1, &deploy)["spec"]["template"]["spec"]["containers"].clone();
+
+    // The port, then an env var's name, each put back.
+    patch(
+        &svc,
+        json!([{"op": "replace", "path": "/spec/ports/0/port", "value": 6380}]),
+    );
+    patch(
+        &deploy,
+        json!([{"op": "replace", "path": "/spec/template/spec/containers/0/env/0/name", "value": "MODE2"}]),
+    );
+    assert_eq!(ports(), vec![6380]);
+    let (code, out, err) = canopy_on(f.path(), "takeover", &["diff", "DIR"]);
+    assert_eq!(code, 1, "drift is reported, not an error: {out}{err}");
+    // The port's dry run is refused (two ports named redis), so its
+    // preview is the sent port laid over the live Service: the defaulted
+    // protocol shows as removed there.
+    for line in [
+        "-    port: 6380",
+        "+    port: 6379",
+        "-        - name: MODE2",
+        "+        - name: MODE",
+    ] {
+        assert!(out.lines().any(|l| l == line), "{line:?} in\n{out}");
+    }
+    assert!(out.contains("# root: +0 ~2 -0"), "{out}");
+    let (code, out, err) = canopy_on(f.path(), "takeover", &["apply", "DIR"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(ports(), vec![6379]);
+    let env = container()[0]["env"].clone();
+    assert_eq!(env, json!([{"name": "MODE", "value": "fast"}]));
+    for path in [&svc, &deploy] {
+        let m = managers(path);
+        assert!(!m.iter().any(|m| m.starts_with("kubectl")), "{path}: {m:?}");
+    }
+    let (code, out, _) = canopy_on(f.path(), "takeover", &["diff", "DIR"]);
+    assert_eq!(code, 0, "in sync after: {out}");
+
+    // A container's name.
+    patch(
+        &deploy,
+        json!([{"op": "replace", "path": "/spec/template/spec/containers/0/name", "value": "web2"}]),
+    );
+    let (code, out, err) = canopy_on(f.path(), "takeover", &["diff", "DIR"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("-        name: web2\n+        name: web\n"),
+        "{out}"
+    );
+    let (code, out, err) = canopy_on(f.path(), "takeover", &["apply", "DIR"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let names: Vec<String> = container()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, vec!["web"]);
+    assert_eq!(canopy_on(f.path(), "takeover", &["diff", "DIR"]).0, 0);
+}

@@ -27,6 +27,7 @@ pub mod health;
 pub mod inventory;
 pub mod noop;
 pub mod retry;
+mod takeover;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::num::NonZeroU32;
@@ -404,6 +405,9 @@ impl KubeCluster {
         match ch {
             Change::Create { key, desired } | Change::Update { key, desired, .. } => {
                 let r = self.resource_of(key, desired).await?;
+                if let Change::Update { live, .. } = ch {
+                    self.take_over(&r, desired, live).await.map_err(fail)?;
+                }
                 match self
                     .apply(&r, desired, false, self.opts.force_conflicts)
                     .await
@@ -432,6 +436,52 @@ impl KubeCluster {
                 self.delete(&r, live).await.map_err(fail)
             }
         }
+    }
+
+    /// Moves the fields imperative edits own in `live` to canopy before it
+    /// applies `desired` ([`takeover`]), so the apply removes what they
+    /// added. The write names the resourceVersion it read: an object
+    /// changed since is read again once.
+    async fn take_over(
+        &self,
+        r: &Resource,
+        desired: &Value,
+        live: &Value,
+    ) -> Result<(), kube::Error> {
+        if !takeover::has_imperative(live) {
+            return Ok(());
+        }
+        let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+        let api_version = desired
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or(&r.api_version);
+        let mut live = live.clone();
+        for attempt in 0..2 {
+            let Some(fields) = takeover::takeover(&live, FIELD_MANAGER, api_version, &now) else {
+                return Ok(());
+            };
+            let body = serde_json::json!({"metadata": {
+                "resourceVersion": live.pointer("/metadata/resourceVersion").cloned().unwrap_or(Value::Null),
+                "managedFields": fields,
+            }});
+            let (path, name) = r.locate(desired);
+            let pp = PatchParams {
+                field_manager: Some(FIELD_MANAGER.to_string()),
+                ..PatchParams::default()
+            };
+            match self
+                .send(|| Request::new(&path).patch(name, &pp, &Patch::Merge(&body)))
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(kube::Error::Api(s)) if s.code == 409 && attempt == 0 => {
+                    live = self.get(r, desired).await?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// Waits until each CRD is Established, then forgets discovery so that
@@ -635,7 +685,10 @@ impl KubeCluster {
                 }
                 return Ok(ServerView::AsSent);
             };
-            if noop::apply_is_noop(p.desired, live, FIELD_MANAGER) {
+            // A field an imperative edit owns is drift the apply takes
+            // back, even where what canopy sends is all there.
+            let imperative = takeover::has_imperative(live);
+            if !imperative && noop::apply_is_noop(p.desired, live, FIELD_MANAGER) {
                 return Ok(ServerView::SameAsLive);
             }
             let r = self.resource_of(p.key, p.desired).await?;
@@ -644,7 +697,18 @@ impl KubeCluster {
             match self.apply(&r, p.desired, true, true).await {
                 Ok(mut merged) => {
                     merged["apiVersion"] = p.desired["apiVersion"].clone();
+                    if imperative {
+                        merged = takeover::without_imperative(&merged);
+                    }
                     Ok(ServerView::Merged(merged))
+                }
+                // The dry run merges what an edit added beside what canopy
+                // sends, which can be invalid (two ports named alike); the
+                // apply takes the edit's fields first, so it is not.
+                Err(kube::Error::Api(s)) if imperative && s.code == 422 => {
+                    let mut view = takeover::laid_over(live, p.desired);
+                    view["apiVersion"] = p.desired["apiVersion"].clone();
+                    Ok(ServerView::Merged(view))
                 }
                 Err(error) => Err(self.error(Some(p.key), error)),
             }
