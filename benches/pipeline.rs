@@ -30,7 +30,7 @@ fn yaml_files(dir: &Path) -> Vec<PathBuf> {
             let p = e.expect("entry").path();
             if p.is_dir() {
                 stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "yaml") {
+            } else if p.extension().is_some_and(|x| x == "yaml" || x == "j2") {
                 out.push(p);
             }
         }

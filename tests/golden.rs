@@ -161,12 +161,54 @@ fn render_out_dir_mirrors_the_tree() {
         std::fs::read_to_string(dir.join("hub/eu/eu-west-1/eu-edge-paris/manifests.yaml")).unwrap();
     assert!(paris.contains("registry.eu.example.com/acme/node-agent:0.9.0"));
     assert!(dir.join("staging/manifests.yaml").exists());
-    // A second run replaces the folder it wrote.
+    // A second run leaves every file as it is: same bytes, not rewritten.
+    let mtime = |p: &str| std::fs::metadata(dir.join(p)).unwrap().modified().unwrap();
+    let before = mtime("hub/eu/eu-west-1/eu-edge-paris/manifests.yaml");
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let o = run(&["render", "fleet-example", "--out", dir.to_str().unwrap()]);
+    assert!(o.status.success());
+    let said = String::from_utf8_lossy(&o.stderr).into_owned();
     assert!(
-        run(&["render", "fleet-example", "--out", dir.to_str().unwrap()])
-            .status
-            .success()
+        said.contains(
+            ": 0 cluster file(s) written, 12 unchanged, 0 stale file(s) or folder(s) removed"
+        ),
+        "{said}"
     );
+    assert_eq!(
+        mtime("hub/eu/eu-west-1/eu-edge-paris/manifests.yaml"),
+        before
+    );
+    // A cluster that leaves the fleet leaves the folder, and the others'
+    // files stay as they are.
+    let (_tmp, fleet) = example_copy();
+    remove_staging(&fleet);
+    let o = run(&[
+        "render",
+        fleet.to_str().unwrap(),
+        "--fleet-name",
+        "fleet-example",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!dir.join("staging").exists());
+    assert_eq!(
+        mtime("hub/eu/eu-west-1/eu-edge-paris/manifests.yaml"),
+        before
+    );
+    // Another format replaces the files of the first.
+    let o = run(&[
+        "render",
+        "fleet-example",
+        "--out",
+        dir.to_str().unwrap(),
+        "-o",
+        "json",
+    ]);
+    assert!(o.status.success());
+    assert!(dir.join("staging/manifests.json").exists());
+    assert!(!dir.join("staging/manifests.yaml").exists());
+    assert!(!dir.join("hub/manifests.yaml").exists());
 }
 
 /// The whole render of a fleet folder as YAML text, or its errors.

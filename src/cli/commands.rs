@@ -517,13 +517,19 @@ fn render(
     .map_err(fail)?;
     match out {
         Some(dir) => {
-            let n = output::write_out_dir(&c, &texts, &dir, json).map_err(|e| match e {
+            let done = output::write_out_dir(&c, &texts, &dir, json).map_err(|e| match e {
                 output::OutDirError::NotOurs { .. } => Failure::user(format!(
                     "error: {e}\n  help: choose a new or empty folder; canopy only replaces folders it wrote"
                 )),
                 output::OutDirError::Io { .. } => Failure::io(format!("error: {e}")),
             })?;
-            eprintln!("wrote {n} cluster folder(s) to {}", dir.display());
+            eprintln!(
+                "{}: {} cluster file(s) written, {} unchanged, {} stale file(s) or folder(s) removed",
+                dir.display(),
+                done.written,
+                done.unchanged,
+                done.removed
+            );
             Ok(())
         }
         None => stdout(&output::render_yaml(&c, &texts)),

@@ -216,16 +216,31 @@ pub enum OutDirError {
     },
 }
 
+/// What `render --out` did to the folder.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct OutDirWritten {
+    /// Cluster files written (new or changed).
+    pub written: usize,
+    /// Cluster files whose bytes were already right: not touched.
+    pub unchanged: usize,
+    /// Files and folders removed (clusters that left the fleet, the other
+    /// format's files).
+    pub removed: usize,
+}
+
 /// `canopy render --out DIR`: one folder per cluster, nested like the tree
 /// (`DIR/global/eu/eu-west-1/manifests.yaml`). A folder a previous render
-/// wrote is replaced whole, so clusters that left the fleet do not linger;
-/// any other non-empty folder is left untouched and reported.
+/// wrote is brought up to date in place: a file whose bytes are already
+/// right is not rewritten (its mtime stays, so tools that watch the folder
+/// see only what changed), and what the render no longer has (a cluster
+/// that left, the other format's file) is removed. Any other non-empty
+/// folder is left untouched and reported.
 pub fn write_out_dir(
     checked: &Checked,
     clusters: &[(usize, ClusterText)],
     dir: &Path,
     json: bool,
-) -> Result<usize, OutDirError> {
+) -> Result<OutDirWritten, OutDirError> {
     let io = |path: &Path| {
         let path = path.display().to_string();
         move |source| OutDirError::Io { path, source }
@@ -237,33 +252,59 @@ pub fn write_out_dir(
                 dir: dir.display().to_string(),
             });
         }
-        if nonempty {
-            std::fs::remove_dir_all(dir).map_err(io(dir))?;
-        }
     }
     std::fs::create_dir_all(dir).map_err(io(dir))?;
-    std::fs::write(
-        dir.join(OUT_MARKER),
-        "written by canopy render --out; replaced on every run\n",
-    )
-    .map_err(io(dir))?;
-    let mut files = 0;
+    let marker = dir.join(OUT_MARKER);
+    let marker_text = "written by canopy render --out; kept up to date in place on every run\n";
+    if std::fs::read(&marker).ok().as_deref() != Some(marker_text.as_bytes()) {
+        std::fs::write(&marker, marker_text).map_err(io(&marker))?;
+    }
     let name = if json {
         "manifests.json"
     } else {
         "manifests.yaml"
     };
+    let mut done = OutDirWritten::default();
+    let mut wanted: std::collections::BTreeSet<std::path::PathBuf> = Default::default();
+    wanted.insert(marker);
     for (c, body) in clusters {
         let mut folder = dir.to_path_buf();
         for part in checked.topo.path(*c) {
             folder.push(part);
+            wanted.insert(folder.clone());
         }
-        std::fs::create_dir_all(&folder).map_err(io(&folder))?;
         let file = folder.join(name);
-        std::fs::write(&file, &body.text).map_err(io(&file))?;
-        files += 1;
+        if std::fs::read(&file).ok().as_deref() == Some(body.text.as_bytes()) {
+            done.unchanged += 1;
+        } else {
+            std::fs::create_dir_all(&folder).map_err(io(&folder))?;
+            std::fs::write(&file, &body.text).map_err(io(&file))?;
+            done.written += 1;
+        }
+        wanted.insert(file);
     }
-    Ok(files)
+    // What the render no longer has; deepest first, so a folder is empty
+    // by the time it is looked at.
+    let mut found: Vec<walkdir::DirEntry> = walkdir::WalkDir::new(dir)
+        .min_depth(1)
+        .contents_first(true)
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .map_err(|e| OutDirError::Io {
+            path: dir.display().to_string(),
+            source: e.into(),
+        })?;
+    found.retain(|e| !wanted.contains(e.path()));
+    for e in found {
+        let path = e.path();
+        if e.file_type().is_dir() {
+            std::fs::remove_dir(path).map_err(io(path))?;
+        } else {
+            std::fs::remove_file(path).map_err(io(path))?;
+        }
+        done.removed += 1;
+    }
+    Ok(done)
 }
 
 /// `canopy explain` as text.

@@ -792,7 +792,10 @@ mod tests {
             // their text "for backward compatibility" (decode.go): the
             // API server stores the text.
             ("2001-12-14", json!("2001-12-14")),
-            ("2001-12-14T21:59:43.10-05:00", json!("2001-12-14T21:59:43.10-05:00")),
+            (
+                "2001-12-14T21:59:43.10-05:00",
+                json!("2001-12-14T21:59:43.10-05:00"),
+            ),
             ("0x", json!("0x")),
             ("1.2.3", json!("1.2.3")),
             (".inf", json!(".inf")),
