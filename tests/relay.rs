@@ -379,6 +379,50 @@ fn an_agent_reconciles_its_subtree_as_a_direct_apply_would() {
         paris.contains("in-sync") && paris.contains("via relay eu"),
         "{out}"
     );
+    // Per workload, the replicas below the relay are what it reported:
+    // the totals and eu's subtree line are the direct apply's.
+    let sums = |dir: &str, state: &str| {
+        let args = [
+            "status",
+            dir,
+            "--state",
+            state,
+            "--fleet-name",
+            "fleet",
+            "-o",
+            "json",
+        ];
+        let (code, out, _) = canopy(&args);
+        assert_eq!(code, 0, "{out}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v["workloads"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| {
+                let eu = w["clusters"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|l| l["cluster"] == "eu")
+                    .map(|l| l["subtree"].clone());
+                (
+                    w["workload"].as_str().unwrap().to_string(),
+                    w["total"].clone(),
+                    eu,
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let relayed = sums(d, st);
+    assert_eq!(
+        relayed,
+        sums(flat_dir.to_str().unwrap(), flat.to_str().unwrap())
+    );
+    assert!(
+        relayed.iter().any(|(w, _, eu)| w == "web" && eu.is_some()),
+        "{relayed:?}"
+    );
 
     // Drift below the relay, with no root process: the agent puts it back.
     edit_state(&own, "eu-west-1", |v| {

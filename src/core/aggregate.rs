@@ -48,19 +48,31 @@ pub struct WorkloadStatus {
 }
 
 /// Sums `own` (workload → cluster index → counts on that cluster) up the
-/// tree. Workloads come sorted by name, clusters in tree order, and only
-/// clusters whose subtree runs the workload are listed: the output is the
-/// same for the same input, whatever the order it was gathered in.
+/// tree, with `below` (workload → relay cluster index → counts its relay
+/// reports for the clusters below it, which this level does not read)
+/// added to each relay's subtree. Workloads come sorted by name, clusters
+/// in tree order, and only clusters whose subtree runs the workload are
+/// listed: the output is the same for the same input, whatever the order
+/// it was gathered in.
 pub fn aggregate(
     topo: &Topology,
     own: &BTreeMap<String, BTreeMap<usize, Counts>>,
+    below: &BTreeMap<String, BTreeMap<usize, Counts>>,
 ) -> Vec<WorkloadStatus> {
-    own.iter()
-        .map(|(workload, here)| {
+    let none = BTreeMap::new();
+    let names: std::collections::BTreeSet<&String> = own.keys().chain(below.keys()).collect();
+    names
+        .into_iter()
+        .map(|workload| {
+            let here = own.get(workload).unwrap_or(&none);
+            let relayed = below.get(workload).unwrap_or(&none);
             let mut subtree: Vec<Option<Counts>> = vec![None; topo.len()];
             // Children before parents: the reverse of a pre-order.
             for &c in topo.preorder().iter().rev() {
                 let mut sum = here.get(&c).copied();
+                if let Some(r) = relayed.get(&c) {
+                    *sum.get_or_insert_with(Counts::default) += *r;
+                }
                 for &child in topo.children(c) {
                     if let Some(s) = subtree[child] {
                         *sum.get_or_insert_with(Counts::default) += s;
@@ -87,7 +99,7 @@ pub fn aggregate(
                 })
                 .collect();
             WorkloadStatus {
-                workload: workload.clone(),
+                workload: (*workload).clone(),
                 total,
                 clusters,
             }
@@ -175,7 +187,7 @@ mod tests {
                 (at("staging"), c(3, 3)),
             ]),
         )]);
-        let s = &aggregate(&t, &own)[0];
+        let s = &aggregate(&t, &own, &BTreeMap::new())[0];
         assert_eq!(s.total, c(9, 7));
         let lines: Vec<(&str, Counts, Option<Counts>)> = s
             .clusters
@@ -193,6 +205,34 @@ mod tests {
             ],
             "us and us-a run no web and are not listed"
         );
+    }
+
+    /// A relay's report sums the clusters below it into its subtree line
+    /// (its own line keeps what runs on the relay itself), and up the tree.
+    #[test]
+    fn a_relays_report_adds_to_its_subtree() {
+        let t = topo();
+        let at = |n: &str| t.get(n).unwrap();
+        let own = BTreeMap::from([(
+            "web".to_string(),
+            BTreeMap::from([(at("eu"), c(1, 1)), (at("staging"), c(3, 3))]),
+        )]);
+        let below = BTreeMap::from([
+            ("web".to_string(), BTreeMap::from([(at("eu"), c(5, 4))])),
+            ("api".to_string(), BTreeMap::from([(at("eu"), c(2, 2))])),
+        ]);
+        let all = aggregate(&t, &own, &below);
+        let names: Vec<&str> = all.iter().map(|w| w.workload.as_str()).collect();
+        assert_eq!(
+            names,
+            vec!["api", "web"],
+            "a workload only relays run is listed"
+        );
+        let web = &all[1];
+        assert_eq!(web.total, c(9, 8));
+        let eu = web.clusters.iter().find(|l| l.cluster == "eu").unwrap();
+        assert_eq!((eu.subtree, eu.here), (c(6, 5), Some(c(1, 1))));
+        assert_eq!(all[0].total, c(2, 2));
     }
 
     #[test]
@@ -213,8 +253,9 @@ mod tests {
                 .or_insert_with(BTreeMap::new)
                 .insert(*i, *n);
         }
-        assert_eq!(aggregate(&t, &a), aggregate(&t, &b));
-        assert_eq!(aggregate(&t, &a)[0].workload, "api");
+        let none = BTreeMap::new();
+        assert_eq!(aggregate(&t, &a, &none), aggregate(&t, &b, &none));
+        assert_eq!(aggregate(&t, &a, &none)[0].workload, "api");
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! unreachable, failed, skipped) from a dry run, and per workload the
 //! replicas each cluster should run (from the render) and the replicas
 //! ready there (from the cluster), summed up the tree by
-//! [`crate::core::aggregate`].
+//! [`crate::core::aggregate`], with what each relay reports for the
+//! clusters below it.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -86,7 +87,26 @@ pub fn workloads(
             own.entry(w).or_default().insert(c, n);
         }
     }
-    aggregate(topo, &own)
+    // The clusters below a relay this run handed down to are not read from
+    // here: their sums are what the relay last reported.
+    let relays: Vec<usize> = (0..topo.len())
+        .filter(|&c| desired.handoff(c).is_some())
+        .collect();
+    let reported: Vec<(usize, BTreeMap<String, Counts>)> = relays
+        .into_par_iter()
+        .filter_map(|c| {
+            let backend = backends.backend(topo.name(c));
+            let (_, report) = super::handoff::read_report(backend.as_ref()).ok()??;
+            Some((c, report.workloads))
+        })
+        .collect();
+    let mut below: BTreeMap<String, BTreeMap<usize, Counts>> = BTreeMap::new();
+    for (c, sums) in reported {
+        for (w, n) in sums {
+            below.entry(w).or_default().insert(c, n);
+        }
+    }
+    aggregate(topo, &own, &below)
 }
 
 /// One line of `canopy status`.
