@@ -776,8 +776,15 @@ fn a_silent_relay_subtree_is_failed_over_around() {
     );
 
     // The agent is back: its subtree counts again, and the share returns.
+    // The handoff written while it was silent kept the subtree's share, so
+    // the returning agent scales nothing down in the meantime.
     let (code, out, err) = agent_once("eu", &root, &own, &[]);
     assert!(code == 0 || code == 4, "{out}{err}");
+    assert_eq!(
+        replicas_of(&own, "eu-west-1", "web"),
+        eu_before,
+        "no flap: {out}"
+    );
     canopy(&["apply", d, "--state", st, "--timeout", "0s"]);
     assert_eq!(replicas_of(&root, "us-east-1", "web"), Some(before));
     let (code, out, err) = agent_once("eu", &root, &own, &[]);

@@ -357,8 +357,8 @@ fn slice<'a>(r: &Renderer<'a>, relay: usize, only: Option<&BTreeSet<String>>) ->
             files.insert(m.path.clone(), m.text.clone());
         }
         if p.mode == ReplicaMode::Divided {
-            if let Some(a) = &p.assignment {
-                shares.insert(w.name().to_string(), a.share[relay]);
+            if let Some(n) = r.handed_share(wi, relay) {
+                shares.insert(w.name().to_string(), n);
             }
         }
     }

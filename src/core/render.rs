@@ -107,6 +107,9 @@ pub struct Renderer<'a> {
     plans: Vec<Vec<Option<Plan>>>,
     /// Diagnostics found while preparing (schedule errors, template syntax).
     pub diagnostics: Diagnostics,
+    /// By (workload, relay cluster) failed over here: the replicas the
+    /// relay's subtree would have without the failover ([`Self::handed_share`]).
+    unfailed: BTreeMap<(usize, usize), u32>,
 }
 
 /// Template values of every cluster: its ancestors' `spec.values` deep-merged
@@ -166,6 +169,7 @@ impl<'a> Renderer<'a> {
             })
             .collect();
         Self::build(checked, placed)
+            .note_unfailed(failed, |wi, f| schedule::place(checked, wi, false, f).ok())
     }
 
     /// The renderer a relay runs for the subtree of `root`: each workload
@@ -193,7 +197,13 @@ impl<'a> Renderer<'a> {
                 schedule::place_subtree(checked, wi, root, share, f)
             })
             .collect();
-        Self::build(checked, placed)
+        Self::build(checked, placed).note_unfailed(failed, |wi, f| {
+            let share = shares
+                .get(checked.fleet.workloads[wi].name())
+                .copied()
+                .unwrap_or(0);
+            schedule::place_subtree(checked, wi, root, share, f).ok()
+        })
     }
 
     /// Compiles every template once over the placements given.
@@ -356,7 +366,62 @@ impl<'a> Renderer<'a> {
             override_on,
             plans,
             diagnostics,
+            unfailed: BTreeMap::new(),
         }
+    }
+
+    /// For each relay whose subtree below is failed over for a Divided
+    /// workload (its agent went silent: every cluster below it counts as
+    /// down here), the share that subtree has with the same failures but
+    /// its own (placed again by `again`). Only workloads with such a relay
+    /// cost another placement.
+    fn note_unfailed(
+        mut self,
+        failed: &[Vec<bool>],
+        again: impl Fn(usize, &[bool]) -> Option<WorkloadPlacement>,
+    ) -> Self {
+        let checked = self.checked;
+        let topo = &checked.topo;
+        let relays: Vec<usize> = (0..topo.len())
+            .filter(|&c| checked.cluster(c).spec.relay.is_some() && topo.subtree(c).len() > 1)
+            .collect();
+        if relays.is_empty() {
+            return self;
+        }
+        for (wi, f) in failed.iter().enumerate() {
+            if self.placements.get(wi).and_then(Option::as_ref).is_none() {
+                continue;
+            }
+            for &rl in &relays {
+                let below = || topo.subtree(rl).iter().copied().filter(move |&c| c != rl);
+                if !below().all(|c| f.get(c).copied().unwrap_or(false)) {
+                    continue;
+                }
+                let mut without = f.clone();
+                for c in below() {
+                    without[c] = false;
+                }
+                if let Some(a) = again(wi, &without).and_then(|p| p.assignment) {
+                    self.unfailed.insert((wi, rl), a.share[rl]);
+                }
+            }
+        }
+        self
+    }
+
+    /// The replicas of Divided workload `wi` to hand relay `relay`'s
+    /// subtree: its share, or, where this level fails the relay's subtree
+    /// over (its agent went silent), the share it has without that
+    /// failover. The
+    /// replicas have moved to other clusters here either way; a returning
+    /// agent then keeps its subtree as it was instead of scaling it down
+    /// until the level above has heard it again and given the share back.
+    pub fn handed_share(&self, wi: usize, relay: usize) -> Option<u32> {
+        if let Some(&n) = self.unfailed.get(&(wi, relay)) {
+            return Some(n);
+        }
+        let p = self.placements.get(wi)?.as_ref()?;
+        Some(p.assignment.as_ref()?.share[relay])
     }
 
     /// Whether override `o` selects cluster `c`.
