@@ -311,6 +311,9 @@ pub fn write_out_dir(
 pub fn explain_text(e: &Explanation) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "workload {} ({})", e.workload, e.source);
+    if let Some(from) = &e.manifests_from {
+        let _ = writeln!(out, "manifests: {from}");
+    }
     let _ = write!(out, "replicas: {}", e.mode);
     if let Some((t, from)) = &e.total {
         let _ = write!(out, ", total {t} from {from}");

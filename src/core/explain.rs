@@ -35,6 +35,10 @@ pub struct Step {
 pub struct Explanation {
     pub workload: String,
     pub source: String,
+    /// Where the manifests come from when not the folder's files: a
+    /// kustomization, built once for every cluster.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub manifests_from: Option<String>,
     pub mode: String,
     /// Divided only: the total and where it came from.
     pub total: Option<(u32, String)>,
@@ -195,9 +199,17 @@ pub fn explain(
         }
         Some(_) => "dynamic: replicas that fit in each cluster's capacity".to_string(),
     });
+    let manifests_from = w.spec.kustomize.as_ref().map(|k| {
+        format!(
+            "kustomize build {}/{} (one build, shared by every cluster)",
+            w.dir,
+            k.path.trim_start_matches("./")
+        )
+    });
     Explanation {
         workload: w.name().to_string(),
         source: w.source.file.clone(),
+        manifests_from,
         mode: format!("{:?}", p.replicas.mode),
         total,
         weights,

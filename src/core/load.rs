@@ -494,6 +494,18 @@ fn assemble(name: String, results: Vec<FileResult>, diags: &mut Diagnostics) -> 
             continue;
         }
         seen_dirs.insert(w.dir.clone(), w.name().to_string());
+        if w.spec.kustomize.is_some() {
+            // The folder's files are kustomize's input; its output becomes
+            // the manifests (`source::kustomize`).
+            if !w.spec.manifests.is_empty() {
+                diags.push(
+                    Diagnostic::error("spec.manifests and spec.kustomize cannot both be set")
+                        .at(&w.source.loc_str("spec.manifests"))
+                        .hint("a kustomize workload's manifests are what `kustomize build` makes; list the files in the kustomization's resources instead"),
+                );
+            }
+            continue;
+        }
         let candidates = manifests.get(&w.dir).map(Vec::as_slice).unwrap_or(&[]);
         w.manifests = select_manifests(w, candidates, diags);
     }

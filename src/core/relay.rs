@@ -328,12 +328,16 @@ fn slice<'a>(r: &Renderer<'a>, relay: usize, only: Option<&BTreeSet<String>>) ->
         .collect();
 
     // Documents by file, each with its line so a file keeps its order.
-    let mut docs: BTreeMap<&str, Vec<(usize, &serde_json::Value)>> = BTreeMap::new();
-    let mut add = |source: &'a crate::core::model::Source| {
+    let mut docs: BTreeMap<&str, Vec<(usize, std::borrow::Cow<'a, serde_json::Value>)>> =
+        BTreeMap::new();
+    let mut add_doc = |source: &'a crate::core::model::Source,
+                       value: std::borrow::Cow<'a, serde_json::Value>| {
         docs.entry(source.file.as_str())
             .or_default()
-            .push((source.doc.line, &source.doc.value));
+            .push((source.doc.line, value));
     };
+    let as_is =
+        |source: &'a crate::core::model::Source| std::borrow::Cow::Borrowed(&source.doc.value);
     let mut chain = Vec::new();
     let mut at = Some(relay);
     while let Some(c) = at {
@@ -341,7 +345,8 @@ fn slice<'a>(r: &Renderer<'a>, relay: usize, only: Option<&BTreeSet<String>>) ->
         at = topo.parent(c);
     }
     for &c in chain.iter().chain(&below) {
-        add(&checked.cluster(c).source);
+        let src = &checked.cluster(c).source;
+        add_doc(src, as_is(src));
     }
     let mut files: BTreeMap<String, String> = BTreeMap::new();
     let mut shares = BTreeMap::new();
@@ -352,7 +357,21 @@ fn slice<'a>(r: &Renderer<'a>, relay: usize, only: Option<&BTreeSet<String>>) ->
         if only.is_some_and(|o| !o.contains(w.name())) || !below.iter().any(|&c| p.lands_on(c)) {
             continue;
         }
-        add(&w.source);
+        if w.spec.kustomize.is_some() {
+            // The relay gets kustomize's output as the workload's plain
+            // manifest (`source::kustomize`): it needs no kustomize, and
+            // renders what this level renders.
+            let mut doc = w.source.doc.value.clone();
+            if let Some(spec) = doc
+                .get_mut("spec")
+                .and_then(serde_json::Value::as_object_mut)
+            {
+                spec.remove("kustomize");
+            }
+            add_doc(&w.source, std::borrow::Cow::Owned(doc));
+        } else {
+            add_doc(&w.source, as_is(&w.source));
+        }
         for m in &w.manifests {
             files.insert(m.path.clone(), m.text.clone());
         }
@@ -364,11 +383,11 @@ fn slice<'a>(r: &Renderer<'a>, relay: usize, only: Option<&BTreeSet<String>>) ->
     }
     for (oi, o) in fleet.overrides.iter().enumerate() {
         if below.iter().any(|&c| r.override_on(oi, c)) {
-            add(&o.source);
+            add_doc(&o.source, as_is(&o.source));
         }
     }
     for d in &fleet.defaults {
-        add(&d.source);
+        add_doc(&d.source, as_is(&d.source));
     }
     for (file, mut list) in docs {
         list.sort_by_key(|(line, _)| *line);

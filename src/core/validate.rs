@@ -612,7 +612,8 @@ fn check_workload(w: &Workload, names: &Known<'_>, d: &mut Diagnostics) -> Workl
             }
         }
     }
-    if w.manifests.is_empty() {
+    // A kustomize workload whose build failed has its error already.
+    if w.manifests.is_empty() && w.spec.kustomize.is_none() {
         d.push(
             Diagnostic::warning(format!("workload {:?} has no manifests", w.name()))
                 .at(&src.loc_str("spec.manifests"))

@@ -35,7 +35,7 @@ pub fn checked_at(
     let at = input.files_at(rev)?;
     let commit = at.commit.clone();
     let warnings = link_warnings(&at.links, rev);
-    let (checked, _) = check_files(name.to_string(), at.files).map_err(|e| match e {
+    let (checked, _) = check_files(name.to_string(), at.files, &at.extra).map_err(|e| match e {
         PipelineError::Invalid(diags) => BaseError::Invalid {
             rev: rev.to_string(),
             commit: commit.clone(),

@@ -100,6 +100,9 @@ pub struct FleetAtRevision {
     /// `(path relative to the fleet folder, text)` of every YAML file
     /// outside dot-folders, sorted.
     pub files: Vec<(String, Vec<u8>)>,
+    /// Every other file of the workload folders (`workloads/<name>/…`):
+    /// what a kustomization there may read beside YAML.
+    pub extra: Vec<(String, Vec<u8>)>,
     /// The commit the revision names.
     pub commit: String,
     /// Symbolic links, which are not followed at a revision.
@@ -128,7 +131,13 @@ pub fn read_fleet_at(dir: &Path, rev: &str) -> Result<FleetAtRevision, GitError>
     read_tree_files(&repo, &commit, &prefix_in(&repo, dir), rev)
 }
 
-/// Every YAML file below `prefix` (outside dot-folders) in `commit`'s tree;
+/// The largest other file of a workload folder read at a revision: a
+/// kustomization's inputs are text, and a larger blob is left out (kustomize
+/// then names it as missing).
+const EXTRA_MAX: usize = 8 << 20;
+
+/// Every YAML file below `prefix` (outside dot-folders) in `commit`'s tree,
+/// and the other files of its workload folders;
 /// `rev` is how errors name the revision.
 pub fn read_tree_files(
     repo: &git2::Repository,
@@ -155,6 +164,7 @@ pub fn read_tree_files(
             .map_err(|_| missing())?
     };
     let mut files = Vec::new();
+    let mut extra = Vec::new();
     let mut links = Vec::new();
     let mut failure = None;
     tree.walk(git2::TreeWalkMode::PreOrder, |parent, entry| {
@@ -163,8 +173,27 @@ pub fn read_tree_files(
             return git2::TreeWalkResult::Skip;
         }
         let path = format!("{parent}{name}");
-        if entry.kind() != Some(git2::ObjectType::Blob) || !crate::core::load::is_fleet_file(&path)
-        {
+        if entry.kind() != Some(git2::ObjectType::Blob) {
+            return git2::TreeWalkResult::Ok;
+        }
+        if !crate::core::load::is_fleet_file(&path) {
+            // A workload folder's other files, for kustomize (links are
+            // not followed at a revision).
+            if path.starts_with("workloads/")
+                && path.matches('/').count() >= 2
+                && entry.filemode() != 0o120000
+            {
+                match repo.find_blob(entry.id()) {
+                    Ok(blob) if blob.size() <= EXTRA_MAX => {
+                        extra.push((path, blob.content().to_vec()))
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        failure = Some(e);
+                        return git2::TreeWalkResult::Abort;
+                    }
+                }
+            }
             return git2::TreeWalkResult::Ok;
         }
         if entry.filemode() == 0o120000 {
@@ -187,8 +216,10 @@ pub fn read_tree_files(
         return Err(read_err(e));
     }
     files.sort();
+    extra.sort();
     Ok(FleetAtRevision {
         files,
+        extra,
         commit: commit.id().to_string(),
         links,
     })

@@ -24,7 +24,11 @@ pub fn load_checked(
     dir: &Path,
     name: Option<&str>,
 ) -> Result<(Checked, Diagnostics), PipelineError> {
-    let (fleet, diags) = load::load(dir, name)?;
+    let (mut fleet, mut diags) = load::load(dir, name)?;
+    diags.extend(crate::source::kustomize::expand(
+        &mut fleet,
+        &crate::source::kustomize::OnDisk(dir),
+    ));
     validated(fleet, diags)
 }
 
@@ -70,12 +74,18 @@ pub fn check_all(
     Ok((checked, diags))
 }
 
-/// Loads and validates a fleet from `(path, text)` pairs (a Git revision).
+/// Loads and validates a fleet from `(path, text)` pairs (a Git revision),
+/// with the other files of its workload folders (`extra`, for kustomize).
 pub fn check_files(
     name: String,
     files: Vec<(String, Vec<u8>)>,
+    extra: &[(String, Vec<u8>)],
 ) -> Result<(Checked, Diagnostics), PipelineError> {
-    let (fleet, diags) = load::load_files(name, files);
+    let kept = crate::source::kustomize::workload_files(&files);
+    let (mut fleet, mut diags) = load::load_files(name, files);
+    diags.extend(crate::source::kustomize::expand_in_memory(
+        &mut fleet, kept, extra,
+    ));
     validated(fleet, diags)
 }
 
@@ -119,7 +129,11 @@ impl Input {
     > {
         match self {
             Input::Dir(dir) => {
-                let (fleet, diags) = load::load(dir, name).map_err(PipelineError::Load)?;
+                let (mut fleet, mut diags) = load::load(dir, name).map_err(PipelineError::Load)?;
+                diags.extend(crate::source::kustomize::expand(
+                    &mut fleet,
+                    &crate::source::kustomize::OnDisk(dir),
+                ));
                 Ok((fleet, diags, crate::source::git::revision(dir)))
             }
             Input::Git(repo) => {
@@ -181,7 +195,11 @@ pub fn read_git(
         };
         load::fleet_name_from_dir(Path::new(&last))
     });
-    let (fleet, mut diags) = load::load_files(name, at.files);
+    let kept = crate::source::kustomize::workload_files(&at.files);
+    let (mut fleet, mut diags) = load::load_files(name, at.files);
+    diags.extend(crate::source::kustomize::expand_in_memory(
+        &mut fleet, kept, &at.extra,
+    ));
     diags.extend(link_warnings(&at.links, &revision.to_string()));
     Ok((fleet, diags))
 }

@@ -3,6 +3,7 @@
 
 pub mod git;
 pub mod input;
+pub mod kustomize;
 pub mod remote;
 
 /// The revision a fleet was read at, as recorded with every apply (the

@@ -265,6 +265,26 @@ pub struct WorkloadSpec {
     /// at once.
     #[serde(default)]
     pub rollout: Option<Rollout>,
+    /// The workload's manifests are what `kustomize build` makes of a
+    /// kustomization in its folder (instead of the folder's YAML files),
+    /// then namespaced, divided, overridden and labelled like any others.
+    #[serde(default)]
+    pub kustomize: Option<KustomizeSource>,
+}
+
+/// A kustomization as a workload's source.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct KustomizeSource {
+    /// The folder of the kustomization, relative to the workload's folder
+    /// (default: the workload's folder itself). It, and every base,
+    /// component and file it uses, lies inside the workload's folder.
+    #[serde(default = "default_kustomize_path")]
+    pub path: String,
+}
+
+fn default_kustomize_path() -> String {
+    ".".into()
 }
 
 /// A staged rollout: a change of the workload reaches its clusters stage by

@@ -1,0 +1,17 @@
+//! The real command-line tools canopy drives, built by the suite from the
+//! Go modules pinned in `tests/tools` (as the API server is): `kustomize`.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// Builds `kustomize` once per test binary and returns its path.
+pub fn kustomize() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let module = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/tools");
+        let bin = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("canopy-test-kustomize");
+        super::apiserver::go_build(&module, "sigs.k8s.io/kustomize/kustomize/v5", &bin);
+        bin
+    })
+}

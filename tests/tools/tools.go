@@ -1,0 +1,9 @@
+//go:build tools
+
+// The real command-line tools canopy drives, built by the test suite from
+// these pinned modules (tests/support/tools.rs): kustomize.
+package tools
+
+import (
+	_ "sigs.k8s.io/kustomize/kustomize/v5"
+)
