@@ -132,7 +132,10 @@ fn drift_is_reported_exactly_and_apply_restores_it() {
     });
     let (code, out, _) = canopy(&["diff", "fleet-example", "--state", st]);
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("# us-east-1: +0 ~1 -0"), "{out}");
+    assert!(
+        out.contains("# ~ Deployment.apps shop/web on 1 cluster(s): us-east-1\n"),
+        "{out}"
+    );
     assert!(out.contains("-  replicas: 9\n+  replicas: 3\n"), "{out}");
     assert_eq!(
         out.matches("\n-  ").count() + out.matches("\n+  ").count(),
@@ -579,6 +582,40 @@ fn markdown_report_is_bounded() {
         s(state.path()),
         "-o",
         "markdown",
+    ]);
+    assert_eq!(code, 1);
+    // Grouped: each distinct object change once, with where it lands.
+    assert!(
+        md.starts_with("### canopy diff: 12 cluster(s) change (+66 ~0 -0) in "),
+        "{md}"
+    );
+    assert!(
+        md.contains("| `node-agent` | 12 | 24 | 0 | 0 | DaemonSet, Namespace |  | 12 | 0 |"),
+        "{md}"
+    );
+    let groups = md.matches("<details>").count();
+    assert!(
+        groups > 0 && groups < 66,
+        "{groups} groups for 66 changes\n{md}"
+    );
+    assert!(
+        md.contains("+ <code>Namespace monitoring</code> on 12 cluster(s): <code>hub</code> subtree (11), <code>staging</code>"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| `web` | 5 | 15 | 0 | 0 | Deployment, Ingress, Service | 0 → 12 | 5 | 0 |"),
+        "{md}"
+    );
+    assert!(md.len() < 65_536);
+    // --no-group: one section per cluster, as before.
+    let (code, md, _) = canopy(&[
+        "diff",
+        "fleet-example",
+        "--state",
+        s(state.path()),
+        "-o",
+        "markdown",
+        "--no-group",
     ]);
     assert_eq!(code, 1);
     assert!(

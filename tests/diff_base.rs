@@ -58,7 +58,15 @@ fn working_tree_changes_show_against_the_base() {
     assert!(out.contains("# staging (left the fleet): orphaned: the cluster left the fleet and still holds 8 object(s)"), "{out}");
     let (code, md, _) = canopy(&["diff", p(&fleet), "--base", "HEAD", "-o", "markdown"]);
     assert_eq!(code, 1);
-    assert!(md.contains("| `staging` | | | | skipped: orphaned"), "{md}");
+    assert!(
+        md.contains("- staging (left the fleet): orphaned: the cluster left the fleet and still holds 8 object(s)"),
+        "{md}"
+    );
+    // Scaling web divides 16 where it divided 12: the summary says so.
+    assert!(
+        md.contains("| `web` | 4 | 0 | 4 | 0 | Deployment | 9 → 16 |"),
+        "{md}"
+    );
     assert!(
         !md.contains("example-token"),
         "no Secret values in the PR comment"

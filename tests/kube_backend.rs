@@ -300,7 +300,10 @@ fn drift_by_an_imperative_edit_is_reported_exactly_and_restored() {
         })
         .collect();
     assert_eq!(changed, vec!["-  color: red", "+  color: blue"], "{out}");
-    assert!(out.contains("# a: +0 ~1 -0"), "{out}");
+    assert!(
+        out.contains("# ~ ConfigMap t-drift/settings on 1 cluster(s): a\n"),
+        "{out}"
+    );
     let (code, out, _) = canopy_on(f.path(), "drift", &["apply", "DIR"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("  a: applied +0 ~1 -0"), "{out}");
@@ -418,7 +421,15 @@ fn prune_deletes_what_canopy_owned_and_never_what_it_did_not() {
     write(f.path(), "workloads/app/objects.yaml", without_deploy);
     let (code, out, _) = canopy_on(f.path(), "prune", &["diff", "DIR"]);
     assert_eq!(code, 1);
-    assert!(out.contains("# root: +0 ~0 -2"), "{out}");
+    assert!(
+        out.contains("# - ConfigMap t-prune/extra on 1 cluster(s): root\n")
+            && out.contains("# - Deployment.apps t-prune/web on 1 cluster(s): root\n"),
+        "{out}"
+    );
+    assert!(
+        out.ends_with("1 cluster(s) differ: +0 ~0 -2; 0 in sync, 0 failed, 0 skipped\n"),
+        "{out}"
+    );
     let (code, out, _) = canopy_on(f.path(), "prune", &["apply", "DIR"]);
     assert_eq!(code, 0, "{out}");
     assert!(
@@ -1728,7 +1739,10 @@ spec:
     ] {
         assert!(out.lines().any(|l| l == line), "{line:?} in\n{out}");
     }
-    assert!(out.contains("# root: +0 ~2 -0"), "{out}");
+    assert!(
+        out.ends_with("1 cluster(s) differ: +0 ~2 -0; 0 in sync, 0 failed, 0 skipped\n"),
+        "{out}"
+    );
     let (code, out, err) = canopy_on(f.path(), "takeover", &["apply", "DIR"]);
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(ports(), vec![6379]);

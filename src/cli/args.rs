@@ -135,6 +135,10 @@ pub enum Command {
         /// live state: no cluster and no credentials needed (pull requests).
         #[arg(long, value_name = "REF")]
         base: Option<String>,
+        /// One section per cluster, as before, instead of each distinct
+        /// change once with the clusters it reaches.
+        #[arg(long)]
+        no_group: bool,
         #[command(flatten)]
         kube: KubeArgs,
     },

@@ -124,6 +124,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             target,
             output: fmt,
             base,
+            no_group,
             kube,
         } => {
             let src = open(&source)?;
@@ -153,20 +154,38 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                     "desired"
                 },
             };
-            match fmt {
-                DiffFormat::Text => stdout(&format!(
+            let checked = &loaded.checked;
+            let grouped =
+                (!no_group).then(|| super::review::review_of(&report, sides, &checked.topo));
+            let stages = first_stages(checked, grouped.as_ref());
+            let stage_of = |c: &str, w: &str| stages.get(&(c.to_string(), w.to_string())).cloned();
+            match (fmt, &grouped) {
+                (DiffFormat::Text, None) => stdout(&format!(
                     "{}{}",
                     output::diff_text(&report, sides),
                     output::standings_text(&relays)
                 ))?,
-                DiffFormat::Json => {
+                (DiffFormat::Text, Some(r)) => stdout(&format!(
+                    "{}{}",
+                    super::review::text(&report, r, &stage_of),
+                    output::standings_text(&relays)
+                ))?,
+                (DiffFormat::Json, r) => {
                     let mut v = output::diff_json(&report, sides);
                     v["relays"] = output::standings_json(&relays);
+                    if let Some(r) = r {
+                        v["review"] = super::review::json(r, &stage_of);
+                    }
                     json_out(&v)?
                 }
-                DiffFormat::Markdown => stdout(&format!(
+                (DiffFormat::Markdown, None) => stdout(&format!(
                     "{}{}",
                     output::diff_markdown(&report, sides),
+                    output::standings_text(&relays)
+                ))?,
+                (DiffFormat::Markdown, Some(r)) => stdout(&format!(
+                    "{}{}",
+                    super::review::markdown(&report, r, &stage_of),
                     output::standings_text(&relays)
                 ))?,
             }
@@ -534,6 +553,49 @@ fn render(
         }
         None => stdout(&output::render_yaml(&c, &texts)),
     }
+}
+
+/// For a grouped diff: the rollout stage (index, name) each changed
+/// cluster is in, per workload with a rollout; empty when no workload in
+/// the review has one (no placement is computed then).
+fn first_stages(
+    checked: &crate::core::validate::Checked,
+    review: Option<&crate::core::review::Review>,
+) -> std::collections::BTreeMap<(String, String), (usize, String)> {
+    let mut out = std::collections::BTreeMap::new();
+    let Some(review) = review else {
+        return out;
+    };
+    let fleet = &checked.fleet;
+    let rolled: std::collections::BTreeSet<&str> = review
+        .workloads
+        .iter()
+        .map(|w| w.workload.as_str())
+        .filter(|w| {
+            fleet
+                .workloads
+                .iter()
+                .any(|x| x.name() == *w && fleet.rollout_of(x).is_some())
+        })
+        .collect();
+    if rolled.is_empty() {
+        return out;
+    }
+    let r = crate::core::render::Renderer::new(checked);
+    for p in crate::ops::rollout::plans(&r) {
+        if !rolled.contains(p.name.as_str()) {
+            continue;
+        }
+        for (c, s) in p.assigned.stage.iter().enumerate() {
+            if let Some(s) = s {
+                out.insert(
+                    (checked.topo.name(c).to_string(), p.name.clone()),
+                    (*s, p.spec.stage_name(*s)),
+                );
+            }
+        }
+    }
+    out
 }
 
 /// `canopy apply` (and what `rollout continue` runs when no watch holds

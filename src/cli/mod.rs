@@ -8,3 +8,4 @@ pub mod commands;
 pub mod exit;
 pub mod output;
 pub mod progress;
+pub mod review;

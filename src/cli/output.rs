@@ -483,14 +483,19 @@ pub fn diff_text(report: &Report, sides: Sides<'_>) -> String {
             _ => {}
         }
     }
+    out.push_str(&diff_summary(report));
+    out
+}
+
+/// The last line of `canopy diff`'s text: the totals.
+pub fn diff_summary(report: &Report) -> String {
     let t = report.totals();
     let left = report
         .orphans
         .iter()
         .filter(|o| matches!(o.outcome, Outcome::Skipped { .. }))
         .count();
-    let _ = write!(
-        out,
+    let mut out = format!(
         "{} cluster(s) differ: +{} ~{} -{}; {} in sync, {} failed, {} skipped",
         t.changed,
         t.created,

@@ -29,6 +29,7 @@ pub mod relay;
 pub mod relay_report;
 pub mod render;
 pub mod retain;
+pub mod review;
 pub mod rollout_plan;
 pub mod schedule;
 pub mod schema;
