@@ -1,0 +1,212 @@
+//! Issue 18: the pull-request comment shows one change once, with the
+//! clusters it reaches. Golden Markdown on fleet-example for an image
+//! change, a replica change, a new workload, a removed cluster and a Secret
+//! change; and on a generated 1,000-cluster fleet, one group per registry
+//! variant, placed by subtree, under GitHub's size limit, the same groups in
+//! JSON.
+//!
+//! `UPDATE_GOLDEN=1 cargo test --test review` rewrites the snapshots.
+
+mod common;
+use common::*;
+
+use std::path::Path;
+
+fn golden(name: &str, actual: &str) {
+    let path = repo_root().join("tests/golden").join(name);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, actual).expect("write golden");
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+        panic!(
+            "{} missing: run UPDATE_GOLDEN=1 cargo test --test review",
+            path.display()
+        )
+    });
+    if expected != actual {
+        let diff = similar::TextDiff::from_lines(expected.as_str(), actual)
+            .unified_diff()
+            .header("golden", "actual")
+            .to_string();
+        panic!("{name} differs from its snapshot:\n{diff}");
+    }
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+/// fleet-example committed in a repository; the fleet folder.
+fn example_repo() -> (tempfile::TempDir, std::path::PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_repo, _) = repo_with_fleet(tmp.path());
+    let fleet = tmp.path().join("fleet");
+    (tmp, fleet)
+}
+
+fn edit(fleet: &Path, file: &str, from: &str, to: &str) {
+    let path = fleet.join(file);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let edited = text.replace(from, to);
+    assert_ne!(text, edited, "{file}: {from:?} not found");
+    std::fs::write(path, edited).unwrap();
+}
+
+/// `diff --base HEAD -o markdown`, which exits 1 when something differs.
+fn comment(fleet: &Path) -> String {
+    let (code, md, err) = canopy(&["diff", p(fleet), "--base", "HEAD", "-o", "markdown"]);
+    assert_eq!(code, 1, "{md}{err}");
+    assert!(md.len() < 65_536);
+    md
+}
+
+#[test]
+fn an_image_change_is_one_group_per_variant() {
+    let (_tmp, fleet) = example_repo();
+    edit(
+        &fleet,
+        "workloads/web/deployment.yaml",
+        "web:1.4.2",
+        "web:1.4.3",
+    );
+    let md = comment(&fleet);
+    // The EU registry mirror is one variant, the rest another.
+    assert_eq!(md.matches("<details>").count(), 2, "{md}");
+    golden("review-image.md", &md);
+}
+
+#[test]
+fn a_replica_change_shows_the_division() {
+    let (_tmp, fleet) = example_repo();
+    edit(
+        &fleet,
+        "workloads/web/deployment.yaml",
+        "replicas: 12",
+        "replicas: 18",
+    );
+    let md = comment(&fleet);
+    assert!(
+        md.contains("| `web` | 4 | 0 | 4 | 0 | Deployment | 10 → 16 |"),
+        "{md}"
+    );
+    golden("review-replicas.md", &md);
+}
+
+#[test]
+fn a_new_workload_joins_its_clusters() {
+    let (_tmp, fleet) = example_repo();
+    let dir = fleet.join("workloads/cache");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("workload.yaml"),
+        "apiVersion: canopy.dev/v1alpha1\nkind: Workload\nmetadata: {name: cache}\nspec:\n  namespace: shop\n  placement:\n    clusters: {selector: {matchLabels: {tier: workload}}}\n    replicas: {mode: Divided, total: 6}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("deployment.yaml"),
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: cache}\nspec:\n  replicas: 6\n  template:\n    spec:\n      containers: [{name: redis, image: redis:7}]\n",
+    )
+    .unwrap();
+    let md = comment(&fleet);
+    assert!(
+        md.contains("| `cache` | 5 | 5 | 0 | 0 | Deployment | 0 → 6 | 5 | 0 |"),
+        "{md}"
+    );
+    golden("review-new-workload.md", &md);
+}
+
+#[test]
+fn a_removed_cluster_is_said_and_its_share_moves() {
+    let (_tmp, fleet) = example_repo();
+    remove_staging(&fleet);
+    let md = comment(&fleet);
+    assert!(md.contains("- staging (left the fleet): orphaned"), "{md}");
+    golden("review-removed-cluster.md", &md);
+}
+
+#[test]
+fn a_secret_change_is_grouped_by_its_masked_text() {
+    let (_tmp, fleet) = example_repo();
+    edit(
+        &fleet,
+        "workloads/platform-config/config.yaml.j2",
+        "example-token-",
+        "example-token-v2-",
+    );
+    let md = comment(&fleet);
+    assert!(!md.contains("example-token"), "no Secret value: {md}");
+    assert!(md.contains("Secret shop/platform-secrets"), "{md}");
+    golden("review-secret.md", &md);
+}
+
+/// A generated 1,000-cluster fleet: one image change of a workload that
+/// lands everywhere is one group per registry variant (one override per
+/// region subtree), each placed as its subtree, and the comment stays
+/// small; JSON has the same groups for bots, and `--no-group` the old form.
+#[test]
+fn a_thousand_clusters_take_one_image_change_in_a_few_groups() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fleet = tmp.path().join("synth");
+    canopy::core::synth::generate(
+        &fleet,
+        canopy::core::synth::Spec {
+            clusters: 1000,
+            workloads: 6,
+        },
+    )
+    .unwrap();
+    let repo = init_main(&fleet);
+    commit_all(&repo, "synth");
+    // Workload w03 runs on every cluster but the hub (synth's placement
+    // kinds rotate); its image moves to the next patch.
+    let app = fleet.join("workloads/w03/app.yaml");
+    let text = std::fs::read_to_string(&app).unwrap();
+    std::fs::write(&app, text.replace(":1.0.3", ":1.0.4")).unwrap();
+    let (code, md, err) = canopy(&["diff", p(&fleet), "--base", "HEAD", "-o", "markdown"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(md.len() < 65_536, "{} characters", md.len());
+    let (code, json, _) = canopy(&["diff", p(&fleet), "--base", "HEAD", "-o", "json"]);
+    assert_eq!(code, 1);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let groups = v["review"]["groups"].as_array().unwrap();
+    let changed = v["summary"]["clustersDiffer"].as_u64().unwrap() as usize;
+    assert!(changed > 100, "{changed} clusters change");
+    let covered: usize = groups
+        .iter()
+        .map(|g| g["clusters"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(
+        covered, changed,
+        "each changed cluster in exactly one group"
+    );
+    assert!(
+        groups.len() <= 6,
+        "one group per registry variant, not per cluster: {}",
+        groups.len()
+    );
+    for g in groups {
+        let places = g["places"].as_array().unwrap();
+        assert!(
+            places.iter().any(|p| p["kind"] == "subtree"),
+            "{}",
+            serde_json::to_string(&g["places"]).unwrap()
+        );
+        assert!(places.len() <= 8, "placed compactly: {}", places.len());
+    }
+    assert_eq!(md.matches("<details>").count(), groups.len());
+    assert!(md.contains(" subtree ("), "{md}");
+    let (_, flat, _) = canopy(&[
+        "diff",
+        p(&fleet),
+        "--base",
+        "HEAD",
+        "-o",
+        "markdown",
+        "--no-group",
+    ]);
+    assert!(
+        flat.contains("omitted to keep this comment under GitHub's size limit"),
+        "the per-cluster form is what does not scale"
+    );
+}
