@@ -619,7 +619,13 @@ pub fn diff_markdown(report: &Report, sides: Sides<'_>) -> String {
                 .iter()
                 .map(|o| (o.cluster.as_str(), &o.outcome)),
         );
+    let mut rows_left_out = 0usize;
     for (name, o) in all.clone() {
+        // The table too stays within the comment's budget (half of it).
+        if out.len() > MD_BUDGET / 2 && !matches!(o, Outcome::Unchanged(_)) {
+            rows_left_out += 1;
+            continue;
+        }
         match o {
             Outcome::Changed(ch) => {
                 let (a, u, d) = ch.counts();
@@ -641,6 +647,12 @@ pub fn diff_markdown(report: &Report, sides: Sides<'_>) -> String {
             }
             Outcome::Unchanged(_) => {}
         }
+    }
+    if rows_left_out > 0 {
+        let _ = writeln!(
+            out,
+            "| … {rows_left_out} more cluster(s) | | | | left out to keep this comment under GitHub's size limit |"
+        );
     }
     if t.unchanged > 0 {
         let _ = writeln!(out, "\n{} cluster(s) in sync.", t.unchanged);
