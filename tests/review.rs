@@ -211,3 +211,61 @@ fn a_thousand_clusters_take_one_image_change_in_a_few_groups() {
     );
     assert!(flat.len() < 65_536, "{} characters", flat.len());
 }
+
+/// With a staged rollout, each group says which stage it reaches first;
+/// `apply --dry-run` lists each distinct change once with where it lands.
+#[test]
+fn groups_say_their_first_stage_and_a_dry_run_lists_them() {
+    let (_tmp, fleet) = example_repo();
+    let wl = fleet.join("workloads/web/workload.yaml");
+    let text = std::fs::read_to_string(&wl).unwrap();
+    std::fs::write(
+        &wl,
+        format!("{text}  rollout:\n    stages:\n      - {{name: canary, clusters: {{names: [staging]}}}}\n      - {{name: rest, percent: 100}}\n"),
+    )
+    .unwrap();
+    let repo = git2::Repository::open(fleet.parent().unwrap()).unwrap();
+    commit_all(&repo, "rollout");
+    edit(
+        &fleet,
+        "workloads/web/deployment.yaml",
+        "web:1.4.2",
+        "web:1.4.3",
+    );
+    let md = comment(&fleet);
+    assert!(
+        md.contains("Lands first in rollout stage `canary` of `web`."),
+        "{md}"
+    );
+    assert!(
+        md.contains("Lands first in rollout stage `rest` of `web`."),
+        "{md}"
+    );
+    let (code, text, _) = canopy(&["diff", p(&fleet), "--base", "HEAD"]);
+    assert_eq!(code, 1);
+    assert!(
+        text.contains("# ~ Deployment.apps shop/web (one of 2 variants) on 3 cluster(s): us subtree (2), staging; lands first in stage canary\n"),
+        "{text}"
+    );
+
+    let state = tempfile::tempdir().unwrap();
+    let (code, out, _) = canopy(&["apply", p(&fleet), "--state", p(state.path()), "--dry-run"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("would change, each distinct change once (9 in all):\n")
+            && out
+                .contains("  + Namespace monitoring on 12 cluster(s): hub subtree (11), staging\n"),
+        "{out}"
+    );
+    let (_, json, _) = canopy(&[
+        "apply",
+        p(&fleet),
+        "--state",
+        p(state.path()),
+        "--dry-run",
+        "-o",
+        "json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["review"]["groups"].as_array().unwrap().len(), 9);
+}

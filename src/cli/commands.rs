@@ -627,16 +627,28 @@ fn apply(
     let run = s.run(loaded, &selection(target), opts, true);
     drop(ticker);
     let run = run?;
+    // A dry run also says each distinct change once, with where it lands.
+    let grouped = dry_run.then(|| {
+        super::review::review_of(&run.report, crate::core::diff::LIVE, &loaded.checked.topo)
+    });
+    let none = |_: &str, _: &str| None;
     match shown.fmt {
         TextOrJson::Text => stdout(&format!(
-            "{}{}{}",
+            "{}{}{}{}",
             output::apply_text(&run.report, dry_run),
+            grouped
+                .as_ref()
+                .map(super::review::dry_run_text)
+                .unwrap_or_default(),
             output::relays_text(&run.relays),
             output::rollout_events_text(&run.events)
         ))?,
         TextOrJson::Json => {
             let mut v = output::apply_json(&run.report, &run.events, dry_run);
             v["relays"] = output::relays_json(&run.relays);
+            if let Some(r) = &grouped {
+                v["review"] = super::review::json(r, &none);
+            }
             json_out(&v)?
         }
     }

@@ -193,6 +193,22 @@ pub fn text(report: &Report, review: &Review, stage_of: StageOf<'_>) -> String {
     out
 }
 
+/// `apply --dry-run`: what would change, each distinct object change once
+/// with where it lands (`diff` shows how each changes).
+pub fn dry_run_text(review: &Review) -> String {
+    if review.groups.is_empty() {
+        return String::new();
+    }
+    let mut out = format!(
+        "would change, each distinct change once ({} in all):\n",
+        review.groups.len()
+    );
+    for g in &review.groups {
+        let _ = writeln!(out, "  {}: {}", head(g, false), places_text(g, false));
+    }
+    out
+}
+
 /// `canopy diff -o markdown` grouped: the summary per workload first, then
 /// each distinct change once, in a collapsible section naming where it
 /// lands; under [`MD_BUDGET`] characters for any fleet, saying what it
