@@ -269,3 +269,82 @@ fn groups_say_their_first_stage_and_a_dry_run_lists_them() {
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(v["review"]["groups"].as_array().unwrap().len(), 9);
 }
+
+/// The generated 1,000-cluster fleet with a replica change of a Divided
+/// workload, a new workload and a removed cluster in one diff: the summary
+/// says each, and the comment stays under the limit, saying what it left
+/// out. The image change alone is a golden comment.
+#[test]
+fn a_thousand_clusters_review_every_kind_of_change_within_the_limit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fleet = tmp.path().join("synth");
+    canopy::core::synth::generate(
+        &fleet,
+        canopy::core::synth::Spec {
+            clusters: 1000,
+            workloads: 6,
+        },
+    )
+    .unwrap();
+    let repo = init_main(&fleet);
+    commit_all(&repo, "synth");
+    let app = fleet.join("workloads/w03/app.yaml");
+    let text = std::fs::read_to_string(&app).unwrap();
+    std::fs::write(&app, text.replace(":1.0.3", ":1.0.4")).unwrap();
+    golden("review-1000-image.md", &comment(&fleet));
+    std::fs::write(&app, text).unwrap();
+
+    // w01 is Divided by static weights: 3000 replicas become 3600.
+    edit(
+        &fleet,
+        "workloads/w01/app.yaml",
+        "replicas: 3000",
+        "replicas: 3600",
+    );
+    // A new workload on every cluster.
+    let w9 = fleet.join("workloads/w99");
+    std::fs::create_dir_all(&w9).unwrap();
+    std::fs::write(
+        w9.join("workload.yaml"),
+        "apiVersion: canopy.dev/v1alpha1\nkind: Workload\nmetadata: {name: w99}\nspec:\n  namespace: ns-w99\n",
+    )
+    .unwrap();
+    std::fs::write(
+        w9.join("cm.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: w99}\ndata: {on: \"yes\"}\n",
+    )
+    .unwrap();
+    // The last cluster document of the last file: a leaf.
+    let mut files: Vec<_> = std::fs::read_dir(fleet.join("clusters"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let last = files.last().unwrap();
+    let text = std::fs::read_to_string(last).unwrap();
+    let cut = text.rfind("---\n").unwrap();
+    let gone = text[cut..]
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("name: "))
+        .unwrap()
+        .to_string();
+    std::fs::write(last, &text[..cut]).unwrap();
+
+    let md = comment(&fleet);
+    // w99 tolerates no taint: it joins every cluster without one.
+    assert!(
+        md.contains("| `w99` | 872 | 872 | 0 | 0 | ConfigMap |  | 872 | 0 |"),
+        "{md}"
+    );
+    let w01 = md.lines().find(|l| l.starts_with("| `w01` |")).unwrap();
+    assert!(w01.contains("→") && w01.contains("Deployment"), "{w01}");
+    assert!(
+        md.contains(&format!("- {gone} (left the fleet): orphaned")),
+        "{gone}: {md}"
+    );
+    // The removed leaf's share moved to its siblings (w02 divides by
+    // capacity over the edge), and few distinct changes cover it all.
+    assert!(md.lines().any(|l| l.starts_with("| `w02` |")), "{md}");
+    let groups = md.matches("<details>").count();
+    assert!((3..=12).contains(&groups), "{groups} groups\n{md}");
+}
