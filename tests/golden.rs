@@ -14,27 +14,6 @@ use std::path::Path;
 use canopy::core::render::{render_all, Renderer};
 use canopy::source::input::load_checked;
 
-fn golden(name: &str, actual: &str) {
-    let path = repo_root().join("tests/golden").join(name);
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::write(&path, actual).expect("write golden");
-        return;
-    }
-    let expected = std::fs::read_to_string(&path).unwrap_or_else(|_| {
-        panic!(
-            "{} missing: run UPDATE_GOLDEN=1 cargo test --test golden",
-            path.display()
-        )
-    });
-    if expected != actual {
-        let diff = similar::TextDiff::from_lines(expected.as_str(), actual)
-            .unified_diff()
-            .header("golden", "actual")
-            .to_string();
-        panic!("{name} differs from its snapshot:\n{diff}");
-    }
-}
-
 fn stdout_of(args: &[&str]) -> String {
     let out = run(args);
     assert!(

@@ -74,6 +74,15 @@ fn files() -> Vec<(&'static str, &'static str)> {
     ]
 }
 
+/// Writes [`files`] into `dir`, each text passed through `edit`.
+fn write_fleet(dir: &Path, edit: impl Fn(&str, &str) -> String) {
+    for (p, t) in files() {
+        let at = dir.join(p);
+        std::fs::create_dir_all(at.parent().unwrap()).unwrap();
+        std::fs::write(at, edit(p, t)).unwrap();
+    }
+}
+
 fn s(p: &Path) -> &str {
     p.to_str().expect("UTF-8 path")
 }
@@ -123,11 +132,7 @@ fn shop_on(state: &Path, cluster: &str) -> (serde_json::Value, String) {
 fn a_kustomization_is_built_once_and_then_placed_like_any_manifest() {
     let home = tempfile::tempdir().unwrap();
     let dir = home.path().join("fleet");
-    for (p, t) in files() {
-        let at = dir.join(p);
-        std::fs::create_dir_all(at.parent().unwrap()).unwrap();
-        std::fs::write(at, t).unwrap();
-    }
+    write_fleet(&dir, |_, t| t.to_string());
     let state = home.path().join("state");
     // A wrapper counts the builds.
     let log = home.path().join("builds.log");
@@ -285,11 +290,7 @@ fn a_relay_gets_the_build_and_renders_what_the_root_renders() {
     assert_eq!(code, 0, "{out}{err}");
     // The same fleet without the relay, applied directly.
     let flat_dir = home.path().join("flat-fleet");
-    for (p, t) in files() {
-        let at = flat_dir.join(p);
-        std::fs::create_dir_all(at.parent().unwrap()).unwrap();
-        std::fs::write(at, t).unwrap();
-    }
+    write_fleet(&flat_dir, |_, t| t.to_string());
     let (code, out, _) = run_k(
         home.path(),
         &[
@@ -311,11 +312,7 @@ fn a_relay_gets_the_build_and_renders_what_the_root_renders() {
 fn without_kustomize_or_with_a_base_from_outside_nothing_is_applied() {
     let home = tempfile::tempdir().unwrap();
     let dir = home.path().join("fleet");
-    for (p, t) in files() {
-        let at = dir.join(p);
-        std::fs::create_dir_all(at.parent().unwrap()).unwrap();
-        std::fs::write(at, t).unwrap();
-    }
+    write_fleet(&dir, |_, t| t.to_string());
     let state = home.path().join("state");
     let (code, out, err) = run_k(home.path(), &["apply", s(&dir), "--state", s(&state)]);
     assert_eq!(code, 0, "{out}{err}");

@@ -12,27 +12,6 @@ use common::*;
 
 use std::path::Path;
 
-fn golden(name: &str, actual: &str) {
-    let path = repo_root().join("tests/golden").join(name);
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::write(&path, actual).expect("write golden");
-        return;
-    }
-    let expected = std::fs::read_to_string(&path).unwrap_or_else(|_| {
-        panic!(
-            "{} missing: run UPDATE_GOLDEN=1 cargo test --test review",
-            path.display()
-        )
-    });
-    if expected != actual {
-        let diff = similar::TextDiff::from_lines(expected.as_str(), actual)
-            .unified_diff()
-            .header("golden", "actual")
-            .to_string();
-        panic!("{name} differs from its snapshot:\n{diff}");
-    }
-}
-
 fn p(path: &Path) -> &str {
     path.to_str().unwrap()
 }
@@ -59,6 +38,23 @@ fn comment(fleet: &Path) -> String {
     assert_eq!(code, 1, "{md}{err}");
     assert!(md.len() < 65_536);
     md
+}
+
+/// The generated 1,000-cluster fleet (6 workloads), committed; its folder.
+fn synth_repo() -> (tempfile::TempDir, std::path::PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let fleet = tmp.path().join("synth");
+    canopy::core::synth::generate(
+        &fleet,
+        canopy::core::synth::Spec {
+            clusters: 1000,
+            workloads: 6,
+        },
+    )
+    .unwrap();
+    let repo = init_main(&fleet);
+    commit_all(&repo, "synth");
+    (tmp, fleet)
 }
 
 #[test]
@@ -146,18 +142,7 @@ fn a_secret_change_is_grouped_by_its_masked_text() {
 /// small; JSON has the same groups for bots, and `--no-group` the old form.
 #[test]
 fn a_thousand_clusters_take_one_image_change_in_a_few_groups() {
-    let tmp = tempfile::tempdir().unwrap();
-    let fleet = tmp.path().join("synth");
-    canopy::core::synth::generate(
-        &fleet,
-        canopy::core::synth::Spec {
-            clusters: 1000,
-            workloads: 6,
-        },
-    )
-    .unwrap();
-    let repo = init_main(&fleet);
-    commit_all(&repo, "synth");
+    let (_tmp, fleet) = synth_repo();
     // Workload w03 runs on every cluster but the hub (synth's placement
     // kinds rotate); its image moves to the next patch.
     let app = fleet.join("workloads/w03/app.yaml");
@@ -276,18 +261,7 @@ fn groups_say_their_first_stage_and_a_dry_run_lists_them() {
 /// out. The image change alone is a golden comment.
 #[test]
 fn a_thousand_clusters_review_every_kind_of_change_within_the_limit() {
-    let tmp = tempfile::tempdir().unwrap();
-    let fleet = tmp.path().join("synth");
-    canopy::core::synth::generate(
-        &fleet,
-        canopy::core::synth::Spec {
-            clusters: 1000,
-            workloads: 6,
-        },
-    )
-    .unwrap();
-    let repo = init_main(&fleet);
-    commit_all(&repo, "synth");
+    let (_tmp, fleet) = synth_repo();
     let app = fleet.join("workloads/w03/app.yaml");
     let text = std::fs::read_to_string(&app).unwrap();
     std::fs::write(&app, text.replace(":1.0.3", ":1.0.4")).unwrap();

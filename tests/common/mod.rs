@@ -251,3 +251,27 @@ pub fn alias_bomb(indent: &str) -> String {
     }
     text
 }
+
+/// Compares `actual` with the snapshot `tests/golden/NAME`;
+/// `UPDATE_GOLDEN=1` rewrites it instead (review the diff before
+/// committing).
+pub fn golden(name: &str, actual: &str) {
+    let path = repo_root().join("tests/golden").join(name);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, actual).expect("write golden");
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+        panic!(
+            "{} missing: run the test with UPDATE_GOLDEN=1",
+            path.display()
+        )
+    });
+    if expected != actual {
+        let diff = similar::TextDiff::from_lines(expected.as_str(), actual)
+            .unified_diff()
+            .header("golden", "actual")
+            .to_string();
+        panic!("{name} differs from its snapshot:\n{diff}");
+    }
+}
