@@ -94,6 +94,25 @@ fn child_pipeline(dir: &Path) {
             schedule::divide(&checked.topo, &chosen, &weight, 10_000, false).expect("divides"),
         );
     });
+    // The same division bounded by capacity (each cluster's weight is
+    // what fits), with a total of 80% of what fits so the bounds bind,
+    // against the unbounded division of that total (same run).
+    let fits: u64 = weight.iter().sum();
+    let near = (fits * 4 / 5) as u32;
+    let bound = schedule::Bound::Capacity {
+        place_what_fits: false,
+    };
+    let unbounded_near = median(200, || {
+        std::hint::black_box(
+            schedule::divide(&checked.topo, &chosen, &weight, near, false).expect("divides"),
+        );
+    });
+    let bounded_near = median(200, || {
+        std::hint::black_box(
+            schedule::divide_bounded(&checked.topo, &chosen, &weight, &[], near, false, bound)
+                .expect("fits"),
+        );
+    });
     let wi = checked
         .fleet
         .workloads
@@ -104,7 +123,7 @@ fn child_pipeline(dir: &Path) {
         std::hint::black_box(schedule::place(&checked, wi, false, &[]).expect("places"));
     });
     println!(
-        "RESULT pipeline secs={:.4} load_validate={:.4} schedule={:.4} render={:.4} objects={objects} yaml_mib={:.1} divide_ms={:.3} place_ms={:.3} peak_mib={:.1}",
+        "RESULT pipeline secs={:.4} load_validate={:.4} schedule={:.4} render={:.4} objects={objects} yaml_mib={:.1} divide_ms={:.3} place_ms={:.3} unbounded_ms={:.3} bounded_ms={:.3} bounded_total={near} peak_mib={:.1}",
         total.as_secs_f64(),
         t_load.as_secs_f64(),
         t_sched.as_secs_f64(),
@@ -112,6 +131,8 @@ fn child_pipeline(dir: &Path) {
         bytes as f64 / 1048576.0,
         divide.as_secs_f64() * 1e3,
         place.as_secs_f64() * 1e3,
+        unbounded_near.as_secs_f64() * 1e3,
+        bounded_near.as_secs_f64() * 1e3,
         peak_rss_mib()
     );
 }
@@ -203,6 +224,17 @@ fn main() {
             field(pipe, "place_ms"),
             b,
             total / b
+        );
+    }
+    println!("\none Divided division over every cluster, capacity-bound (a total of 80% of what fits) against unbounded, same run:");
+    for (n, _, pipe) in &rows {
+        println!(
+            "{:>8} clusters: total {:.0}, unbounded {:.3} ms, bounded {:.3} ms ({:.2}×)",
+            n,
+            field(pipe, "bounded_total"),
+            field(pipe, "unbounded_ms"),
+            field(pipe, "bounded_ms"),
+            field(pipe, "bounded_ms") / field(pipe, "unbounded_ms")
         );
     }
     if rows.len() >= 2 {

@@ -885,3 +885,51 @@ fn only_files_named_as_templates_are_rendered() {
     assert_eq!(data("site")["cluster"], "edge");
     assert_eq!(data("old")["cluster"], "{{ cluster.name }}");
 }
+
+/// Issue 17: with `weights: {dynamic: capacity}`, capacity is a bound.
+/// Three clusters that each fit 3 pods and `total: 12`: `validate` fails
+/// and says what fits where; with `onShortfall: PlaceWhatFits`, 9 are
+/// placed, 3 per cluster, with a warning.
+#[test]
+fn capacity_bounds_a_division_and_a_shortfall_is_said() {
+    let clusters = "apiVersion: canopy.dev/v1alpha1\nkind: Cluster\nmetadata: {name: hub}\n---\napiVersion: canopy.dev/v1alpha1\nkind: Cluster\nmetadata: {name: a}\nspec: {parent: hub, capacity: {pods: \"3\"}}\n---\napiVersion: canopy.dev/v1alpha1\nkind: Cluster\nmetadata: {name: b}\nspec: {parent: hub, capacity: {pods: \"3\"}}\n---\napiVersion: canopy.dev/v1alpha1\nkind: Cluster\nmetadata: {name: c}\nspec: {parent: hub, capacity: {pods: \"3\"}}\n";
+    let workload = |extra: &str| {
+        format!("apiVersion: canopy.dev/v1alpha1\nkind: Workload\nmetadata: {{name: web}}\nspec:\n  namespace: shop\n  placement:\n    replicas:\n      mode: Divided\n      total: 12\n      weights: {{dynamic: capacity}}\n{extra}")
+    };
+    let deploy = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  replicas: 1\n  template: {spec: {containers: [{name: web, image: nginx}]}}\n";
+    let strict = workload("");
+    let dir = fleet(&[
+        ("clusters.yaml", clusters),
+        ("workloads/web/workload.yaml", &strict),
+        ("workloads/web/deployment.yaml", deploy),
+    ]);
+    let (code, _, err) = canopy(&["validate", s(dir.path())]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("workload \"web\": 12 replicas do not fit: the chosen clusters hold 9 (a fits 3, b fits 3, c fits 3)")
+            && err.contains("set `onShortfall: PlaceWhatFits` to place what fits"),
+        "{err}"
+    );
+    let lenient = workload("      onShortfall: PlaceWhatFits\n");
+    std::fs::write(dir.path().join("workloads/web/workload.yaml"), lenient).unwrap();
+    let (code, _, err) = canopy(&["validate", s(dir.path())]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("warning: workloads/web/workload.yaml:7: spec.placement.replicas: workload \"web\": 9 of 12 replicas placed"),
+        "{err}"
+    );
+    let state = tempfile::tempdir().unwrap();
+    let (code, out, err) = canopy(&["apply", s(dir.path()), "--state", s(state.path())]);
+    assert_eq!(code, 0, "{out}{err}");
+    for c in ["a", "b", "c"] {
+        let v: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(state.path().join(format!("clusters/{c}.json"))).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            v["objects"][obj_id("apps", "Deployment", "shop", "web")]["spec"]["replicas"],
+            3,
+            "{c}"
+        );
+    }
+}

@@ -197,7 +197,8 @@ pub fn explain(
         Some(ws) if ws.static_weights.is_some() => {
             "static rules (largest matching weight)".to_string()
         }
-        Some(_) => "dynamic: replicas that fit in each cluster's capacity".to_string(),
+        Some(_) => "dynamic: replicas that fit in each cluster's capacity, also the most it takes"
+            .to_string(),
     });
     let manifests_from = w.spec.kustomize.as_ref().map(|k| {
         format!(

@@ -218,13 +218,30 @@ impl<'a> Renderer<'a> {
             .into_iter()
             .enumerate()
             .map(|(wi, r)| match r {
-                Ok(p) => Some(p),
+                Ok(p) => {
+                    if let Some((want, placed)) = p.assignment.as_ref().and_then(|a| a.shortfall) {
+                        let w = &fleet.workloads[wi];
+                        diagnostics.push(
+                            Diagnostic::warning(format!(
+                                "workload {:?}: {placed} of {want} replicas placed: that is what fits in the chosen clusters' capacity",
+                                w.name()
+                            ))
+                            .at(&w.source.loc_str("spec.placement.replicas"))
+                            .hint("add capacity or clusters, or lower the total; `canopy explain` shows what fits where"),
+                        );
+                    }
+                    Some(p)
+                }
                 Err(e) => {
                     let w = &fleet.workloads[wi];
+                    let hint = match e {
+                        schedule::ScheduleError::Shortfall { .. } => "add capacity or clusters, lower the total, or set `onShortfall: PlaceWhatFits` to place what fits",
+                        _ => "widen spec.placement.clusters, add tolerations, or give the chosen clusters weight (static weights or capacity)",
+                    };
                     diagnostics.push(
                         Diagnostic::error(format!("workload {:?}: {e}", w.name()))
                             .at(&w.source.loc_str("spec.placement"))
-                            .hint("widen spec.placement.clusters, add tolerations, or give the chosen clusters weight (static weights or capacity)"),
+                            .hint(hint),
                     );
                     None
                 }

@@ -16,7 +16,7 @@
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
-use crate::core::model::{Capacity, DynamicWeight, ReplicaMode, Workload};
+use crate::core::model::{Capacity, DynamicWeight, OnShortfall, ReplicaMode, Workload};
 use crate::core::select;
 use crate::core::topology::Topology;
 use crate::core::validate::Checked;
@@ -29,6 +29,13 @@ pub enum ScheduleError {
     AllWeightsZero { total: u32 },
     #[error("every chosen cluster with weight has failed, so {total} replicas have nowhere to go")]
     AllFailed { total: u32 },
+    #[error("{total} replicas do not fit: the chosen clusters hold {fits} ({detail})")]
+    Shortfall {
+        total: u32,
+        fits: u64,
+        /// Where they fit, largest first, bounded.
+        detail: String,
+    },
 }
 
 /// Webster (Sainte-Laguë) apportionment of `seats` among parties with the
@@ -44,6 +51,14 @@ pub enum ScheduleError {
 /// assert_eq!(canopy::core::schedule::webster(&[(0, 0), (1, 1)], 3), vec![0, 3]);
 /// ```
 pub fn webster(parties: &[(u64, usize)], seats: u32) -> Vec<u32> {
+    webster_capped(parties, None, seats)
+}
+
+/// [`webster`] with a bound per party (`caps[i]`: the most party `i` may
+/// take): a party at its bound takes no more, and the next seat goes to the
+/// best of the others, by the same quotients. Seats no party can take are
+/// left over: the result then sums to less than `seats`.
+pub fn webster_capped(parties: &[(u64, usize)], caps: Option<&[u64]>, seats: u32) -> Vec<u32> {
     #[derive(PartialEq, Eq)]
     struct Entry {
         weight: u64,
@@ -66,11 +81,12 @@ pub fn webster(parties: &[(u64, usize)], seats: u32) -> Vec<u32> {
             Some(self.cmp(o))
         }
     }
+    let cap = |at: usize| caps.map_or(u64::MAX, |c| c[at]);
     let mut out = vec![0u32; parties.len()];
     let mut heap: BinaryHeap<Entry> = parties
         .iter()
         .enumerate()
-        .filter(|(_, (w, _))| *w > 0)
+        .filter(|&(at, (w, _))| *w > 0 && cap(at) > 0)
         .map(|(at, &(weight, tie))| Entry {
             weight,
             seats: 0,
@@ -78,13 +94,15 @@ pub fn webster(parties: &[(u64, usize)], seats: u32) -> Vec<u32> {
             at,
         })
         .collect();
-    if heap.is_empty() {
-        return out;
-    }
     for _ in 0..seats {
-        let mut top = heap.peek_mut().expect("non-empty heap");
+        let Some(mut top) = heap.peek_mut() else {
+            break;
+        };
         top.seats += 1;
         out[top.at] += 1;
+        if u64::from(top.seats) >= cap(top.at) {
+            std::collections::binary_heap::PeekMut::pop(top);
+        }
     }
     out
 }
@@ -119,6 +137,9 @@ pub struct Assignment {
     pub share: Vec<u32>,
     /// Division steps, top-down, when tracing was asked for.
     pub divisions: Vec<Division>,
+    /// Under a capacity bound with `onShortfall: PlaceWhatFits`: the
+    /// replicas asked for and those placed, when fewer fit.
+    pub shortfall: Option<(u32, u32)>,
 }
 
 impl Assignment {
@@ -127,6 +148,77 @@ impl Assignment {
             replicas: vec![0; n],
             share: vec![0; n],
             divisions: Vec::new(),
+            shortfall: None,
+        }
+    }
+}
+
+/// Whether a division is bounded by what fits in each cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Bound {
+    #[default]
+    Unbounded,
+    /// No cluster takes more replicas than its weight (the replicas that
+    /// fit in its capacity): the overflow goes to the other parties of the
+    /// same division. When the whole choice holds fewer than asked, an
+    /// error, or with `place_what_fits` what fits (and the shortfall said).
+    Capacity { place_what_fits: bool },
+}
+
+impl<'a> Inputs<'a> {
+    fn with_bound(self, bound: Bound) -> Self {
+        match bound {
+            Bound::Unbounded => self,
+            Bound::Capacity { .. } => self.bounded(),
+        }
+    }
+
+    /// `want` against what the subtrees `roots` hold under the bound: the
+    /// replicas to divide, and the shortfall if fewer fit and that is
+    /// allowed; an error if it is not.
+    fn fit(
+        &self,
+        roots: &[usize],
+        want: u32,
+        bound: Bound,
+    ) -> Result<(u32, Option<(u32, u32)>), ScheduleError> {
+        let Some(fits) = self.fits(roots) else {
+            return Ok((want, None));
+        };
+        if u64::from(want) <= fits {
+            return Ok((want, None));
+        }
+        match bound {
+            Bound::Capacity {
+                place_what_fits: true,
+            } => {
+                let placed = fits as u32;
+                Ok((placed, Some((want, placed))))
+            }
+            _ => {
+                let (own, _) = self.caps.as_ref().expect("bounded");
+                let mut holds: Vec<(u64, usize)> = (0..own.len())
+                    .filter(|&c| own[c] > 0 && roots.iter().any(|&r| self.topo.in_subtree(c, r)))
+                    .map(|c| (own[c], c))
+                    .collect();
+                holds.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+                let mut detail: Vec<String> = holds
+                    .iter()
+                    .take(5)
+                    .map(|&(n, c)| format!("{} fits {n}", self.topo.name(c)))
+                    .collect();
+                if holds.len() > 5 {
+                    detail.push(format!("{} more", holds.len() - 5));
+                }
+                if detail.is_empty() {
+                    detail.push("no chosen cluster has room".into());
+                }
+                Err(ScheduleError::Shortfall {
+                    total: want,
+                    fits,
+                    detail: detail.join(", "),
+                })
+            }
         }
     }
 }
@@ -143,6 +235,10 @@ struct Inputs<'a> {
     sums: Vec<u64>,
     /// Summed weight of the chosen clusters that have not failed.
     healthy: Vec<u64>,
+    /// With a capacity bound: the replicas each cluster can take (its
+    /// weight under `dynamic: capacity`; 0 once failed), and per subtree
+    /// their sum. `None`: unbounded.
+    caps: Option<(Vec<u64>, Vec<u64>)>,
     trace: bool,
 }
 
@@ -176,8 +272,49 @@ impl<'a> Inputs<'a> {
             failed,
             sums,
             healthy,
+            caps: None,
             trace,
         }
+    }
+
+    /// Bounds every cluster to the replicas its weight says fit.
+    fn bounded(mut self) -> Self {
+        let topo = self.topo;
+        let own: Vec<u64> = (0..topo.len())
+            .map(|c| {
+                if self.chosen[c] && !self.failed(c) {
+                    self.weight[c]
+                } else {
+                    0
+                }
+            })
+            .collect();
+        let mut sub = own.clone();
+        for &c in topo.preorder().iter().rev() {
+            if let Some(p) = topo.parent(c) {
+                sub[p] += sub[c];
+            }
+        }
+        self.caps = Some((own, sub));
+        self
+    }
+
+    /// What `parties` (own party first when `own`, then child subtrees)
+    /// may take at most, with a bound.
+    fn party_caps(&self, node: usize, own: bool, kids: &[usize]) -> Option<Vec<u64>> {
+        let (c, sub) = self.caps.as_ref()?;
+        let mut out = Vec::with_capacity(kids.len() + 1);
+        if own {
+            out.push(c[node]);
+        }
+        out.extend(kids.iter().map(|&k| sub[k]));
+        Some(out)
+    }
+
+    /// The most the forest (the roots `roots`) can take with a bound.
+    fn fits(&self, roots: &[usize]) -> Option<u64> {
+        let (_, sub) = self.caps.as_ref()?;
+        Some(roots.iter().map(|&r| sub[r]).sum())
     }
 
     fn failed(&self, c: usize) -> bool {
@@ -221,7 +358,22 @@ pub fn divide_failover(
     total: u32,
     trace: bool,
 ) -> Result<Assignment, ScheduleError> {
-    let inputs = Inputs::new(topo, chosen, weight, failed, trace);
+    divide_bounded(topo, chosen, weight, failed, total, trace, Bound::Unbounded)
+}
+
+/// [`divide_failover`] under a [`Bound`]: with a capacity bound every
+/// division is [`webster_capped`] by what each party holds (a subtree
+/// holds the sum of its clusters), so the subtree property still holds.
+pub fn divide_bounded(
+    topo: &Topology,
+    chosen: &[bool],
+    weight: &[u64],
+    failed: &[bool],
+    total: u32,
+    trace: bool,
+    bound: Bound,
+) -> Result<Assignment, ScheduleError> {
+    let inputs = Inputs::new(topo, chosen, weight, failed, trace).with_bound(bound);
     let sums = &inputs.sums;
     let mut a = Assignment::empty(topo.len());
     if total == 0 {
@@ -241,7 +393,13 @@ pub fn divide_failover(
     if roots.iter().all(|(w, _)| *w == 0) {
         return Err(ScheduleError::AllFailed { total });
     }
-    let seats = webster(&roots, total);
+    let (total, shortfall) = inputs.fit(topo.roots(), total, bound)?;
+    a.shortfall = shortfall;
+    let root_caps: Option<Vec<u64>> = inputs
+        .caps
+        .as_ref()
+        .map(|(_, sub)| roots.iter().map(|&(_, r)| sub[r]).collect());
+    let seats = webster_capped(&roots, root_caps.as_deref(), total);
     if trace {
         a.divisions.push(Division {
             node: None,
@@ -282,7 +440,32 @@ pub fn divide_subtree(
     share: u32,
     trace: bool,
 ) -> Result<Assignment, ScheduleError> {
-    let inputs = Inputs::new(topo, chosen, weight, failed, trace);
+    divide_subtree_bounded(
+        topo,
+        chosen,
+        weight,
+        failed,
+        root,
+        share,
+        trace,
+        Bound::Unbounded,
+    )
+}
+
+/// [`divide_subtree`] under a [`Bound`]: equal, on the subtree, to
+/// [`divide_bounded`] whenever `share` is what it gave the subtree.
+#[allow(clippy::too_many_arguments)]
+pub fn divide_subtree_bounded(
+    topo: &Topology,
+    chosen: &[bool],
+    weight: &[u64],
+    failed: &[bool],
+    root: usize,
+    share: u32,
+    trace: bool,
+    bound: Bound,
+) -> Result<Assignment, ScheduleError> {
+    let inputs = Inputs::new(topo, chosen, weight, failed, trace).with_bound(bound);
     let mut a = Assignment::empty(topo.len());
     if share > 0 && inputs.sums[root] == 0 {
         return Err(if topo.subtree(root).iter().any(|&c| chosen[c]) {
@@ -295,6 +478,9 @@ pub fn divide_subtree(
         // The level above must divide around this subtree.
         return Err(ScheduleError::AllFailed { total: share });
     }
+    // A relay's own failures can leave less room than its share.
+    let (share, shortfall) = inputs.fit(&[root], share, bound)?;
+    a.shortfall = shortfall;
     inputs.descend(root, share, &mut a);
     Ok(a)
 }
@@ -336,7 +522,8 @@ impl Inputs<'_> {
                 .filter(|&c| sums[c] > 0 || (trace && has_chosen(topo, chosen, c)))
                 .collect();
             parties.extend(kids.iter().map(|&c| (self.subtree_weight(c), c)));
-            let seats = webster(&parties, share);
+            let caps = self.party_caps(node, own, &kids);
+            let seats = webster_capped(&parties, caps.as_deref(), share);
             let mut at = 0;
             if own {
                 a.replicas[node] = seats[0];
@@ -499,6 +686,20 @@ pub fn capacity_weight(cap: &Capacity, per: Option<&Capacity>) -> (u64, &'static
     best.unwrap_or((0, "pods"))
 }
 
+/// The bound of workload `w`'s division: what fits in each cluster, with
+/// `weights: {dynamic: capacity}`, where a cluster's weight is just that.
+pub fn bound_of(w: &Workload) -> Bound {
+    let r = &w.spec.placement.replicas;
+    match &r.weights {
+        Some(ws) if ws.static_weights.is_none() && ws.dynamic == Some(DynamicWeight::Capacity) => {
+            Bound::Capacity {
+                place_what_fits: r.on_shortfall == OnShortfall::PlaceWhatFits,
+            }
+        }
+        _ => Bound::Unbounded,
+    }
+}
+
 /// Places workload `wi`: chooses clusters and, for Divided, divides its total
 /// among them, the `failed` ones (failover; may be empty) taking none.
 pub fn place(
@@ -521,8 +722,15 @@ pub fn place(
         ReplicaMode::Divided => {
             let weight = weights(checked, w, &chosen);
             let total = checked.facts[wi].total.unwrap_or(0);
-            let assignment =
-                divide_failover(&checked.topo, &chosen, &weight, failed, total, trace)?;
+            let assignment = divide_bounded(
+                &checked.topo,
+                &chosen,
+                &weight,
+                failed,
+                total,
+                trace,
+                bound_of(w),
+            )?;
             let failed_over = (0..chosen.len())
                 .map(|c| chosen[c] && weight[c] > 0 && failed.get(c).copied().unwrap_or(false))
                 .collect();
@@ -560,7 +768,16 @@ pub fn place_subtree(
         ReplicaMode::Duplicated => (vec![0; chosen.len()], None),
         ReplicaMode::Divided => {
             let weight = weights(checked, w, &chosen);
-            let a = divide_subtree(topo, &chosen, &weight, failed, root, share, false)?;
+            let a = divide_subtree_bounded(
+                topo,
+                &chosen,
+                &weight,
+                failed,
+                root,
+                share,
+                false,
+                bound_of(w),
+            )?;
             (weight, Some(a))
         }
     };
@@ -749,6 +966,7 @@ mod tests {
                 }
                 Err(ScheduleError::NoClusters { .. }) => prop_assert!(!chosen.iter().any(|&c| c)),
                 Err(ScheduleError::AllFailed { .. }) => prop_assert!(false, "nothing failed"),
+                Err(ScheduleError::Shortfall { .. }) => prop_assert!(false, "unbounded"),
             }
         }
 
@@ -921,6 +1139,103 @@ mod tests {
                     prop_assert_eq!(before.replicas[c], after.replicas[c2]);
                 }
             }
+        }
+    }
+
+    /// Three clusters that each fit 3 replicas and a total of 12: an error
+    /// that says what fits where; with `PlaceWhatFits`, 9 placed; with a
+    /// total that fits, no cluster over its bound and the overflow of a
+    /// small one taken by the others.
+    #[test]
+    fn capacity_bounds_the_division() {
+        // root → {a, b, c}, weights (replicas that fit) 3, 3, 3; root none.
+        let pairs: Vec<(String, Option<String>)> = ["a", "b", "c", "root"]
+            .iter()
+            .map(|n| (n.to_string(), (*n != "root").then(|| "root".to_string())))
+            .collect();
+        let t = topo_of(&pairs);
+        let at = |n: &str| t.get(n).unwrap();
+        let mut chosen = vec![true; t.len()];
+        chosen[at("root")] = false;
+        let mut weight = vec![3u64; t.len()];
+        weight[at("root")] = 0;
+        let strict = Bound::Capacity {
+            place_what_fits: false,
+        };
+        let err = divide_bounded(&t, &chosen, &weight, &[], 12, false, strict).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "12 replicas do not fit: the chosen clusters hold 9 (a fits 3, b fits 3, c fits 3)"
+        );
+        let lenient = Bound::Capacity {
+            place_what_fits: true,
+        };
+        let a = divide_bounded(&t, &chosen, &weight, &[], 12, false, lenient).unwrap();
+        assert_eq!(a.replicas.iter().sum::<u32>(), 9);
+        assert_eq!(a.shortfall, Some((12, 9)));
+        // Unbounded, as before: 4 each, more than fits.
+        assert_eq!(
+            divide(&t, &chosen, &weight, 12, false).unwrap().replicas[at("a")],
+            4
+        );
+        // a fits 1, b and c 5: 9 replicas weighted 1:5:5 would give a 1 (fine),
+        // but 10 by weight give b and c 5 each, a 0; with a bound of 1 on a
+        // and 20 replicas, a takes 1, and b and c take 5 each only: 11 fit.
+        weight[at("a")] = 1;
+        weight[at("b")] = 5;
+        weight[at("c")] = 5;
+        let a = divide_bounded(&t, &chosen, &weight, &[], 11, false, strict).unwrap();
+        assert_eq!(
+            (
+                a.replicas[at("a")],
+                a.replicas[at("b")],
+                a.replicas[at("c")]
+            ),
+            (1, 5, 5)
+        );
+        assert!(divide_bounded(&t, &chosen, &weight, &[], 12, false, strict).is_err());
+    }
+
+    proptest! {
+        /// Under a capacity bound, for random forests, weights and totals
+        /// that fit: no cluster takes more than its weight, the total is
+        /// placed, and a subtree re-run with its share gives the full run's
+        /// answer (the property relays rely on). A total that does not fit
+        /// is an error that says how many fit, or with `PlaceWhatFits`
+        /// exactly that many placed.
+        #[test]
+        fn bounded_divisions_hold_their_bounds_and_the_subtree_property(
+            (pairs, chosen, weight, _) in arb_forest(),
+            extra in 0u32..20,
+        ) {
+            let t = topo_of(&pairs);
+            let fits: u64 = (0..t.len()).filter(|&c| chosen[c]).map(|c| weight[c]).sum();
+            prop_assume!(fits > 0);
+            let strict = Bound::Capacity { place_what_fits: false };
+            for total in [fits as u32 / 2, fits as u32] {
+                let a = divide_bounded(&t, &chosen, &weight, &[], total, false, strict).unwrap();
+                prop_assert_eq!(a.replicas.iter().sum::<u32>(), total);
+                for c in 0..t.len() {
+                    let bound = if chosen[c] { weight[c] } else { 0 };
+                    prop_assert!(u64::from(a.replicas[c]) <= bound, "{} over its bound", t.name(c));
+                }
+                for c in 0..t.len() {
+                    let sub = divide_subtree_bounded(&t, &chosen, &weight, &[], c, a.share[c], false, strict);
+                    let Ok(sub) = sub else { prop_assert_eq!(a.share[c], 0); continue };
+                    for &d in t.subtree(c) {
+                        prop_assert_eq!(sub.replicas[d], a.replicas[d], "under {}", t.name(c));
+                    }
+                }
+            }
+            let over = fits as u32 + 1 + extra;
+            match divide_bounded(&t, &chosen, &weight, &[], over, false, strict) {
+                Err(ScheduleError::Shortfall { fits: f, .. }) => prop_assert_eq!(f, fits),
+                other => prop_assert!(false, "{:?}", other.map(|a| a.replicas)),
+            }
+            let lenient = Bound::Capacity { place_what_fits: true };
+            let a = divide_bounded(&t, &chosen, &weight, &[], over, false, lenient).unwrap();
+            prop_assert_eq!(u64::from(a.replicas.iter().sum::<u32>()), fits);
+            prop_assert_eq!(a.shortfall, Some((over, fits as u32)));
         }
     }
 }

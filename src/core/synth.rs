@@ -135,7 +135,7 @@ fn write_workload(dir: &Path, w: usize) -> io::Result<()> {
     let placement = match w % 4 {
         0 => "  placement:\n    tolerations: [{key: power, operator: Exists}]\n".to_string(),
         1 => "  placement:\n    clusters:\n      selector: {matchLabels: {env: prod}}\n    replicas:\n      mode: Divided\n      weights:\n        static:\n          - {clusters: {selector: {matchLabels: {provider: aws}}}, weight: 3}\n          - {clusters: {selector: {matchExpressions: [{key: provider, operator: In, values: [gcp, azure]}]}}, weight: 1}\n".to_string(),
-        2 => "  placement:\n    clusters:\n      selector: {matchExpressions: [{key: tier, operator: In, values: [zone, edge]}]}\n    replicas:\n      mode: Divided\n      total: 5000\n      weights: {dynamic: capacity, perReplica: {cpu: 500m, memory: 1Gi}}\n".to_string(),
+        2 => "  placement:\n    clusters:\n      selector: {matchExpressions: [{key: tier, operator: In, values: [zone, edge]}]}\n    replicas:\n      mode: Divided\n      total: 5000\n      onShortfall: PlaceWhatFits\n      weights: {dynamic: capacity, perReplica: {cpu: 500m, memory: 1Gi}}\n".to_string(),
         _ => "  placement:\n    clusters:\n      selector: {matchExpressions: [{key: tier, operator: NotIn, values: [hub]}]}\n".to_string(),
     };
     std::fs::write(

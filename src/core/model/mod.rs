@@ -529,6 +529,19 @@ pub struct ReplicaSpec {
     /// StatefulSet and ReplicaSet are built in).
     #[serde(default)]
     pub paths: Vec<ReplicaPath>,
+    /// With `weights: {dynamic: capacity}` no cluster gets more replicas
+    /// than fit; when the chosen clusters hold fewer than the total:
+    /// `Error` (the default) or `PlaceWhatFits` (a warning).
+    #[serde(default)]
+    pub on_shortfall: OnShortfall,
+}
+
+/// What a capacity-bound division does when the total does not fit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum OnShortfall {
+    #[default]
+    Error,
+    PlaceWhatFits,
 }
 
 /// Weights for `Divided`: either static rules or the clusters' capacity.
