@@ -99,9 +99,7 @@ fn child_pipeline(dir: &Path) {
     // against the unbounded division of that total (same run).
     let fits: u64 = weight.iter().sum();
     let near = (fits * 4 / 5) as u32;
-    let bound = schedule::Bound::Capacity {
-        place_what_fits: false,
-    };
+    let bound = &schedule::Bound::capacity(false);
     let unbounded_near = median(200, || {
         std::hint::black_box(
             schedule::divide(&checked.topo, &chosen, &weight, near, false).expect("divides"),

@@ -933,3 +933,65 @@ fn capacity_bounds_a_division_and_a_shortfall_is_said() {
         );
     }
 }
+
+/// Issue 17: `limits` bound each selected cluster's subtree. fleet-example's
+/// web (12 replicas, AWS weighted 2:1): at most 2 on us-east-1, at least 4
+/// in eu's subtree; a min above a max, and a total below the minimums, are
+/// errors that say so.
+#[test]
+fn limits_bound_the_division_down_the_tree() {
+    let (_tmp, fleet) = example_copy();
+    let wl = fleet.join("workloads/web/workload.yaml");
+    let text = std::fs::read_to_string(&wl).unwrap();
+    let with = |limits: &str| {
+        std::fs::write(
+            &wl,
+            text.replace(
+                "      mode: Divided\n",
+                &format!("      mode: Divided\n      limits:\n{limits}"),
+            ),
+        )
+        .unwrap();
+    };
+    with("        - {clusters: {names: [us-east-1]}, max: 2}\n        - {clusters: {names: [eu]}, min: 4}\n");
+    let state = tempfile::tempdir().unwrap();
+    let (code, out, err) = canopy(&["apply", s(&fleet), "--state", s(state.path())]);
+    assert_eq!(code, 0, "{out}{err}");
+    let replicas = |c: &str| -> u64 {
+        let v: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(state.path().join(format!("clusters/{c}.json"))).unwrap(),
+        )
+        .unwrap();
+        v["objects"][obj_id("apps", "Deployment", "shop", "web")]["spec"]["replicas"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    assert_eq!(replicas("us-east-1"), 2);
+    assert!(replicas("eu-west-1") + replicas("eu-central-1") >= 4);
+    let all: u64 = [
+        "us-east-1",
+        "us-west-2",
+        "eu-west-1",
+        "eu-central-1",
+        "staging",
+    ]
+    .iter()
+    .map(|c| replicas(c))
+    .sum();
+    assert_eq!(all, 12);
+
+    with("        - {clusters: {names: [staging]}, min: 5, max: 3}\n");
+    let (code, _, err) = canopy(&["validate", s(&fleet)]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("spec.placement.replicas.limits[0]: limit min 5 is above its max 3"),
+        "{err}"
+    );
+    with("        - {clusters: {selector: {matchLabels: {env: prod}}}, min: 4}\n");
+    let (code, _, err) = canopy(&["validate", s(&fleet)]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("workload \"web\": 12 replicas are fewer than the limits' minimums need"),
+        "{err}"
+    );
+}

@@ -29,6 +29,14 @@ pub enum ScheduleError {
     AllWeightsZero { total: u32 },
     #[error("every chosen cluster with weight has failed, so {total} replicas have nowhere to go")]
     AllFailed { total: u32 },
+    #[error("the limits of {cluster}'s subtree cannot all hold: it needs at least {least} replicas and takes at most {most}")]
+    LimitsConflict {
+        cluster: String,
+        least: u64,
+        most: u64,
+    },
+    #[error("{total} replicas are fewer than the limits' minimums need ({least})")]
+    BelowLimits { total: u32, least: u64 },
     #[error("{total} replicas do not fit: the chosen clusters hold {fits} ({detail})")]
     Shortfall {
         total: u32,
@@ -59,6 +67,19 @@ pub fn webster(parties: &[(u64, usize)], seats: u32) -> Vec<u32> {
 /// best of the others, by the same quotients. Seats no party can take are
 /// left over: the result then sums to less than `seats`.
 pub fn webster_capped(parties: &[(u64, usize)], caps: Option<&[u64]>, seats: u32) -> Vec<u32> {
+    webster_bounded(parties, None, caps, seats)
+}
+
+/// [`webster_capped`] where each party first takes its least (`floors[i]`,
+/// weight or not), and the seats left go by the Webster quotients of the
+/// seats each then holds. `seats` must cover the floors.
+pub fn webster_bounded(
+    parties: &[(u64, usize)],
+    floors: Option<&[u64]>,
+    caps: Option<&[u64]>,
+    seats: u32,
+) -> Vec<u32> {
+    let floor = |at: usize| floors.map_or(0, |f| f[at].min(u64::from(u32::MAX)) as u32);
     #[derive(PartialEq, Eq)]
     struct Entry {
         weight: u64,
@@ -82,19 +103,24 @@ pub fn webster_capped(parties: &[(u64, usize)], caps: Option<&[u64]>, seats: u32
         }
     }
     let cap = |at: usize| caps.map_or(u64::MAX, |c| c[at]);
-    let mut out = vec![0u32; parties.len()];
+    let mut out: Vec<u32> = (0..parties.len()).map(floor).collect();
+    let given: u32 = out.iter().sum();
+    debug_assert!(
+        given <= seats,
+        "the floors {given} exceed the seats {seats}"
+    );
     let mut heap: BinaryHeap<Entry> = parties
         .iter()
         .enumerate()
-        .filter(|&(at, (w, _))| *w > 0 && cap(at) > 0)
+        .filter(|&(at, (w, _))| *w > 0 && u64::from(out[at]) < cap(at))
         .map(|(at, &(weight, tie))| Entry {
             weight,
-            seats: 0,
+            seats: out[at],
             tie,
             at,
         })
         .collect();
-    for _ in 0..seats {
+    for _ in 0..seats.saturating_sub(given) {
         let Some(mut top) = heap.peek_mut() else {
             break;
         };
@@ -153,73 +179,157 @@ impl Assignment {
     }
 }
 
-/// Whether a division is bounded by what fits in each cluster.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Bound {
-    #[default]
-    Unbounded,
-    /// No cluster takes more replicas than its weight (the replicas that
-    /// fit in its capacity): the overflow goes to the other parties of the
-    /// same division. When the whole choice holds fewer than asked, an
-    /// error, or with `place_what_fits` what fits (and the shortfall said).
-    Capacity { place_what_fits: bool },
+/// What bounds a division: what fits in each cluster (its weight under
+/// `dynamic: capacity`), and per cluster the least and most replicas its
+/// subtree runs (`limits`). Unbounded by default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Bound {
+    /// No cluster takes more replicas than its weight.
+    pub capacity: bool,
+    /// When the chosen clusters hold fewer than the total: place what fits
+    /// (and say so) instead of an error.
+    pub place_what_fits: bool,
+    /// Per cluster (by index): the least and the most replicas its subtree
+    /// runs; `None` without limits.
+    pub limits: Option<Vec<(u32, Option<u32>)>>,
 }
 
-impl<'a> Inputs<'a> {
-    fn with_bound(self, bound: Bound) -> Self {
-        match bound {
-            Bound::Unbounded => self,
-            Bound::Capacity { .. } => self.bounded(),
+impl Bound {
+    /// What fits in each cluster, and nothing more.
+    pub fn capacity(place_what_fits: bool) -> Bound {
+        Bound {
+            capacity: true,
+            place_what_fits,
+            limits: None,
         }
     }
 
-    /// `want` against what the subtrees `roots` hold under the bound: the
+    fn is_bounded(&self) -> bool {
+        self.capacity || self.limits.is_some()
+    }
+}
+
+/// Per cluster under a [`Bound`]: the most its own party takes, and the
+/// least and most its subtree takes.
+struct Bounds {
+    own: Vec<u64>,
+    floor: Vec<u64>,
+    cap: Vec<u64>,
+}
+
+impl<'a> Inputs<'a> {
+    fn with_bound(mut self, bound: &Bound) -> Result<Self, ScheduleError> {
+        if !bound.is_bounded() {
+            return Ok(self);
+        }
+        let topo = self.topo;
+        let n = topo.len();
+        let own: Vec<u64> = (0..n)
+            .map(|c| {
+                // A party of weight 0 takes no replica beyond a least.
+                if !self.chosen[c] || self.failed(c) || self.weight[c] == 0 {
+                    0
+                } else if bound.capacity {
+                    self.weight[c]
+                } else {
+                    u64::MAX
+                }
+            })
+            .collect();
+        let mut floor = vec![0u64; n];
+        let mut cap = own.clone();
+        for &c in topo.preorder().iter().rev() {
+            for &k in topo.children(c) {
+                floor[c] += floor[k];
+                cap[c] = cap[c].saturating_add(cap[k]);
+            }
+            if let Some(l) = &bound.limits {
+                let (min, max) = l[c];
+                // A subtree nothing healthy can take replicas in has no
+                // least (a failed cluster's replicas move away).
+                if self.healthy[c] > 0 {
+                    floor[c] = floor[c].max(u64::from(min));
+                }
+                if let Some(max) = max {
+                    cap[c] = cap[c].min(u64::from(max));
+                }
+            }
+            if floor[c] > cap[c] {
+                return Err(ScheduleError::LimitsConflict {
+                    cluster: topo.name(c).to_string(),
+                    least: floor[c],
+                    most: cap[c],
+                });
+            }
+        }
+        self.bounds = Some(Bounds { own, floor, cap });
+        Ok(self)
+    }
+
+    /// The least and most each party of a division takes (own party first
+    /// when `own`, then the child subtrees), with a bound.
+    fn party_bounds(&self, node: usize, own: bool, kids: &[usize]) -> Option<(Vec<u64>, Vec<u64>)> {
+        let b = self.bounds.as_ref()?;
+        let mut floors = Vec::with_capacity(kids.len() + 1);
+        let mut caps = Vec::with_capacity(kids.len() + 1);
+        if own {
+            floors.push(0);
+            caps.push(b.own[node]);
+        }
+        for &k in kids {
+            floors.push(b.floor[k]);
+            caps.push(b.cap[k]);
+        }
+        Some((floors, caps))
+    }
+
+    /// `want` against what the subtrees `roots` take under the bound: the
     /// replicas to divide, and the shortfall if fewer fit and that is
     /// allowed; an error if it is not.
     fn fit(
         &self,
         roots: &[usize],
         want: u32,
-        bound: Bound,
+        bound: &Bound,
     ) -> Result<(u32, Option<(u32, u32)>), ScheduleError> {
-        let Some(fits) = self.fits(roots) else {
+        let Some(b) = self.bounds.as_ref() else {
             return Ok((want, None));
         };
+        let least: u64 = roots.iter().map(|&r| b.floor[r]).sum();
+        let fits: u64 = roots.iter().fold(0u64, |s, &r| s.saturating_add(b.cap[r]));
+        if u64::from(want) < least {
+            return Err(ScheduleError::BelowLimits { total: want, least });
+        }
         if u64::from(want) <= fits {
             return Ok((want, None));
         }
-        match bound {
-            Bound::Capacity {
-                place_what_fits: true,
-            } => {
-                let placed = fits as u32;
-                Ok((placed, Some((want, placed))))
-            }
-            _ => {
-                let (own, _) = self.caps.as_ref().expect("bounded");
-                let mut holds: Vec<(u64, usize)> = (0..own.len())
-                    .filter(|&c| own[c] > 0 && roots.iter().any(|&r| self.topo.in_subtree(c, r)))
-                    .map(|c| (own[c], c))
-                    .collect();
-                holds.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-                let mut detail: Vec<String> = holds
-                    .iter()
-                    .take(5)
-                    .map(|&(n, c)| format!("{} fits {n}", self.topo.name(c)))
-                    .collect();
-                if holds.len() > 5 {
-                    detail.push(format!("{} more", holds.len() - 5));
-                }
-                if detail.is_empty() {
-                    detail.push("no chosen cluster has room".into());
-                }
-                Err(ScheduleError::Shortfall {
-                    total: want,
-                    fits,
-                    detail: detail.join(", "),
-                })
-            }
+        if bound.place_what_fits {
+            let placed = fits as u32;
+            return Ok((placed, Some((want, placed))));
         }
+        let mut holds: Vec<(u64, usize)> = (0..b.own.len())
+            .filter(|&c| {
+                self.chosen[c] && b.own[c] > 0 && roots.iter().any(|&r| self.topo.in_subtree(c, r))
+            })
+            .map(|c| (b.own[c].min(b.cap[c]), c))
+            .collect();
+        holds.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        let mut detail: Vec<String> = holds
+            .iter()
+            .take(5)
+            .map(|&(n, c)| format!("{} fits {n}", self.topo.name(c)))
+            .collect();
+        if holds.len() > 5 {
+            detail.push(format!("{} more", holds.len() - 5));
+        }
+        if detail.is_empty() {
+            detail.push("no chosen cluster has room".into());
+        }
+        Err(ScheduleError::Shortfall {
+            total: want,
+            fits,
+            detail: detail.join(", "),
+        })
     }
 }
 
@@ -235,10 +345,8 @@ struct Inputs<'a> {
     sums: Vec<u64>,
     /// Summed weight of the chosen clusters that have not failed.
     healthy: Vec<u64>,
-    /// With a capacity bound: the replicas each cluster can take (its
-    /// weight under `dynamic: capacity`; 0 once failed), and per subtree
-    /// their sum. `None`: unbounded.
-    caps: Option<(Vec<u64>, Vec<u64>)>,
+    /// Under a [`Bound`]; `None`: unbounded.
+    bounds: Option<Bounds>,
     trace: bool,
 }
 
@@ -272,49 +380,9 @@ impl<'a> Inputs<'a> {
             failed,
             sums,
             healthy,
-            caps: None,
+            bounds: None,
             trace,
         }
-    }
-
-    /// Bounds every cluster to the replicas its weight says fit.
-    fn bounded(mut self) -> Self {
-        let topo = self.topo;
-        let own: Vec<u64> = (0..topo.len())
-            .map(|c| {
-                if self.chosen[c] && !self.failed(c) {
-                    self.weight[c]
-                } else {
-                    0
-                }
-            })
-            .collect();
-        let mut sub = own.clone();
-        for &c in topo.preorder().iter().rev() {
-            if let Some(p) = topo.parent(c) {
-                sub[p] += sub[c];
-            }
-        }
-        self.caps = Some((own, sub));
-        self
-    }
-
-    /// What `parties` (own party first when `own`, then child subtrees)
-    /// may take at most, with a bound.
-    fn party_caps(&self, node: usize, own: bool, kids: &[usize]) -> Option<Vec<u64>> {
-        let (c, sub) = self.caps.as_ref()?;
-        let mut out = Vec::with_capacity(kids.len() + 1);
-        if own {
-            out.push(c[node]);
-        }
-        out.extend(kids.iter().map(|&k| sub[k]));
-        Some(out)
-    }
-
-    /// The most the forest (the roots `roots`) can take with a bound.
-    fn fits(&self, roots: &[usize]) -> Option<u64> {
-        let (_, sub) = self.caps.as_ref()?;
-        Some(roots.iter().map(|&r| sub[r]).sum())
     }
 
     fn failed(&self, c: usize) -> bool {
@@ -358,7 +426,15 @@ pub fn divide_failover(
     total: u32,
     trace: bool,
 ) -> Result<Assignment, ScheduleError> {
-    divide_bounded(topo, chosen, weight, failed, total, trace, Bound::Unbounded)
+    divide_bounded(
+        topo,
+        chosen,
+        weight,
+        failed,
+        total,
+        trace,
+        &Bound::default(),
+    )
 }
 
 /// [`divide_failover`] under a [`Bound`]: with a capacity bound every
@@ -371,12 +447,14 @@ pub fn divide_bounded(
     failed: &[bool],
     total: u32,
     trace: bool,
-    bound: Bound,
+    bound: &Bound,
 ) -> Result<Assignment, ScheduleError> {
-    let inputs = Inputs::new(topo, chosen, weight, failed, trace).with_bound(bound);
+    let inputs = Inputs::new(topo, chosen, weight, failed, trace).with_bound(bound)?;
     let sums = &inputs.sums;
     let mut a = Assignment::empty(topo.len());
     if total == 0 {
+        // Nothing to divide, unless limits ask for some.
+        inputs.fit(topo.roots(), 0, bound)?;
         return Ok(a);
     }
     if !chosen.iter().any(|&c| c) {
@@ -395,11 +473,18 @@ pub fn divide_bounded(
     }
     let (total, shortfall) = inputs.fit(topo.roots(), total, bound)?;
     a.shortfall = shortfall;
-    let root_caps: Option<Vec<u64>> = inputs
-        .caps
-        .as_ref()
-        .map(|(_, sub)| roots.iter().map(|&(_, r)| sub[r]).collect());
-    let seats = webster_capped(&roots, root_caps.as_deref(), total);
+    let root_bounds: Option<(Vec<u64>, Vec<u64>)> = inputs.bounds.as_ref().map(|b| {
+        (
+            roots.iter().map(|&(_, r)| b.floor[r]).collect(),
+            roots.iter().map(|&(_, r)| b.cap[r]).collect(),
+        )
+    });
+    let seats = webster_bounded(
+        &roots,
+        root_bounds.as_ref().map(|(f, _)| f.as_slice()),
+        root_bounds.as_ref().map(|(_, c)| c.as_slice()),
+        total,
+    );
     if trace {
         a.divisions.push(Division {
             node: None,
@@ -448,7 +533,7 @@ pub fn divide_subtree(
         root,
         share,
         trace,
-        Bound::Unbounded,
+        &Bound::default(),
     )
 }
 
@@ -463,9 +548,9 @@ pub fn divide_subtree_bounded(
     root: usize,
     share: u32,
     trace: bool,
-    bound: Bound,
+    bound: &Bound,
 ) -> Result<Assignment, ScheduleError> {
-    let inputs = Inputs::new(topo, chosen, weight, failed, trace).with_bound(bound);
+    let inputs = Inputs::new(topo, chosen, weight, failed, trace).with_bound(bound)?;
     let mut a = Assignment::empty(topo.len());
     if share > 0 && inputs.sums[root] == 0 {
         return Err(if topo.subtree(root).iter().any(|&c| chosen[c]) {
@@ -522,8 +607,13 @@ impl Inputs<'_> {
                 .filter(|&c| sums[c] > 0 || (trace && has_chosen(topo, chosen, c)))
                 .collect();
             parties.extend(kids.iter().map(|&c| (self.subtree_weight(c), c)));
-            let caps = self.party_caps(node, own, &kids);
-            let seats = webster_capped(&parties, caps.as_deref(), share);
+            let b = self.party_bounds(node, own, &kids);
+            let seats = webster_bounded(
+                &parties,
+                b.as_ref().map(|(f, _)| f.as_slice()),
+                b.as_ref().map(|(_, c)| c.as_slice()),
+                share,
+            );
             let mut at = 0;
             if own {
                 a.replicas[node] = seats[0];
@@ -687,16 +777,31 @@ pub fn capacity_weight(cap: &Capacity, per: Option<&Capacity>) -> (u64, &'static
 }
 
 /// The bound of workload `w`'s division: what fits in each cluster, with
-/// `weights: {dynamic: capacity}`, where a cluster's weight is just that.
-pub fn bound_of(w: &Workload) -> Bound {
+/// `weights: {dynamic: capacity}`, where a cluster's weight is just that;
+/// and its `limits`, per cluster.
+pub fn bound_of(checked: &Checked, w: &Workload) -> Bound {
     let r = &w.spec.placement.replicas;
-    match &r.weights {
-        Some(ws) if ws.static_weights.is_none() && ws.dynamic == Some(DynamicWeight::Capacity) => {
-            Bound::Capacity {
-                place_what_fits: r.on_shortfall == OnShortfall::PlaceWhatFits,
+    let capacity = matches!(&r.weights, Some(ws) if ws.static_weights.is_none() && ws.dynamic == Some(DynamicWeight::Capacity));
+    let limits = (!r.limits.is_empty()).then(|| {
+        let topo = &checked.topo;
+        let mut out: Vec<(u32, Option<u32>)> = vec![(0, None); topo.len()];
+        for l in &r.limits {
+            let picked = checked.labels.select(Some(&l.clusters), topo);
+            for c in picked.ones() {
+                let (min, max) = &mut out[c];
+                *min = (*min).max(l.min.unwrap_or(0));
+                *max = match (*max, l.max) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
             }
         }
-        _ => Bound::Unbounded,
+        out
+    });
+    Bound {
+        capacity,
+        place_what_fits: r.on_shortfall == OnShortfall::PlaceWhatFits,
+        limits,
     }
 }
 
@@ -729,7 +834,7 @@ pub fn place(
                 failed,
                 total,
                 trace,
-                bound_of(w),
+                &bound_of(checked, w),
             )?;
             let failed_over = (0..chosen.len())
                 .map(|c| chosen[c] && weight[c] > 0 && failed.get(c).copied().unwrap_or(false))
@@ -776,7 +881,7 @@ pub fn place_subtree(
                 root,
                 share,
                 false,
-                bound_of(w),
+                &bound_of(checked, w),
             )?;
             (weight, Some(a))
         }
@@ -966,7 +1071,11 @@ mod tests {
                 }
                 Err(ScheduleError::NoClusters { .. }) => prop_assert!(!chosen.iter().any(|&c| c)),
                 Err(ScheduleError::AllFailed { .. }) => prop_assert!(false, "nothing failed"),
-                Err(ScheduleError::Shortfall { .. }) => prop_assert!(false, "unbounded"),
+                Err(
+                    ScheduleError::Shortfall { .. }
+                    | ScheduleError::LimitsConflict { .. }
+                    | ScheduleError::BelowLimits { .. },
+                ) => prop_assert!(false, "unbounded"),
             }
         }
 
@@ -1159,17 +1268,13 @@ mod tests {
         chosen[at("root")] = false;
         let mut weight = vec![3u64; t.len()];
         weight[at("root")] = 0;
-        let strict = Bound::Capacity {
-            place_what_fits: false,
-        };
+        let strict = &Bound::capacity(false);
         let err = divide_bounded(&t, &chosen, &weight, &[], 12, false, strict).unwrap_err();
         assert_eq!(
             err.to_string(),
             "12 replicas do not fit: the chosen clusters hold 9 (a fits 3, b fits 3, c fits 3)"
         );
-        let lenient = Bound::Capacity {
-            place_what_fits: true,
-        };
+        let lenient = &Bound::capacity(true);
         let a = divide_bounded(&t, &chosen, &weight, &[], 12, false, lenient).unwrap();
         assert_eq!(a.replicas.iter().sum::<u32>(), 9);
         assert_eq!(a.shortfall, Some((12, 9)));
@@ -1211,7 +1316,7 @@ mod tests {
             let t = topo_of(&pairs);
             let fits: u64 = (0..t.len()).filter(|&c| chosen[c]).map(|c| weight[c]).sum();
             prop_assume!(fits > 0);
-            let strict = Bound::Capacity { place_what_fits: false };
+            let strict = &Bound::capacity(false);
             for total in [fits as u32 / 2, fits as u32] {
                 let a = divide_bounded(&t, &chosen, &weight, &[], total, false, strict).unwrap();
                 prop_assert_eq!(a.replicas.iter().sum::<u32>(), total);
@@ -1232,10 +1337,104 @@ mod tests {
                 Err(ScheduleError::Shortfall { fits: f, .. }) => prop_assert_eq!(f, fits),
                 other => prop_assert!(false, "{:?}", other.map(|a| a.replicas)),
             }
-            let lenient = Bound::Capacity { place_what_fits: true };
+            let lenient = &Bound::capacity(true);
             let a = divide_bounded(&t, &chosen, &weight, &[], over, false, lenient).unwrap();
             prop_assert_eq!(u64::from(a.replicas.iter().sum::<u32>()), fits);
             prop_assert_eq!(a.shortfall, Some((over, fits as u32)));
+        }
+    }
+
+    /// Limits: at least 4 in each region and at most 3 on us-a: the small
+    /// region gets its minimum, us-a stops at 3 and us-b takes the rest.
+    /// Conflicting limits, and a total below the minimums, are errors.
+    #[test]
+    fn limits_bound_each_subtree() {
+        let pairs: Vec<(String, Option<String>)> = [
+            ("eu", Some("root")),
+            ("eu-a", Some("eu")),
+            ("eu-b", Some("eu")),
+            ("root", None),
+            ("us", Some("root")),
+            ("us-a", Some("us")),
+            ("us-b", Some("us")),
+        ]
+        .iter()
+        .map(|(n, p)| (n.to_string(), p.map(str::to_string)))
+        .collect();
+        let t = topo_of(&pairs);
+        let at = |n: &str| t.get(n).unwrap();
+        let leaves = ["eu-a", "eu-b", "us-a", "us-b"];
+        let chosen: Vec<bool> = (0..t.len()).map(|c| leaves.contains(&t.name(c))).collect();
+        let mut weight = vec![0u64; t.len()];
+        for (n, w) in [("eu-a", 1), ("eu-b", 1), ("us-a", 10), ("us-b", 10)] {
+            weight[at(n)] = w;
+        }
+        let plain = divide(&t, &chosen, &weight, 12, false).unwrap();
+        assert_eq!(plain.share[at("eu")], 1, "by weight alone eu gets 1");
+        let mut limits = vec![(0u32, None); t.len()];
+        limits[at("eu")].0 = 4;
+        limits[at("us")].0 = 4;
+        limits[at("us-a")].1 = Some(3);
+        let bound = Bound {
+            limits: Some(limits.clone()),
+            ..Bound::default()
+        };
+        let a = divide_bounded(&t, &chosen, &weight, &[], 12, false, &bound).unwrap();
+        let got: Vec<u32> = leaves.iter().map(|n| a.replicas[at(n)]).collect();
+        assert_eq!(got, vec![2, 2, 3, 5]);
+        let err = divide_bounded(&t, &chosen, &weight, &[], 6, false, &bound).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "6 replicas are fewer than the limits' minimums need (8)"
+        );
+        let mut conflict = limits;
+        conflict[at("us-a")].0 = 5;
+        let bound = Bound {
+            limits: Some(conflict),
+            ..Bound::default()
+        };
+        let err = divide_bounded(&t, &chosen, &weight, &[], 12, false, &bound).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the limits of us-a's subtree cannot all hold: it needs at least 5 replicas and takes at most 3"
+        );
+    }
+
+    proptest! {
+        /// Random forests with random limits: a division that succeeds
+        /// places the total, keeps every healthy subtree within its limits
+        /// and every cluster within its maximum, and a subtree re-run with
+        /// its share gives the same answer.
+        #[test]
+        fn limits_always_hold_and_keep_the_subtree_property(
+            (pairs, chosen, weight, total) in arb_forest(),
+            mins in proptest::collection::vec(proptest::option::weighted(0.3, 0u32..4), 40),
+            maxs in proptest::collection::vec(proptest::option::weighted(0.3, 0u32..12), 40),
+        ) {
+            let t = topo_of(&pairs);
+            let limits: Vec<(u32, Option<u32>)> =
+                (0..t.len()).map(|c| (mins[c].unwrap_or(0), maxs[c])).collect();
+            let bound = Bound { limits: Some(limits.clone()), ..Bound::default() };
+            let Ok(a) = divide_bounded(&t, &chosen, &weight, &[], total, false, &bound) else {
+                return Ok(());
+            };
+            prop_assert_eq!(a.replicas.iter().sum::<u32>(), total);
+            for (c, &(min, max)) in limits.iter().enumerate() {
+                let sub: u32 = t.subtree(c).iter().map(|&d| a.replicas[d]).sum();
+                let weighted = t.subtree(c).iter().any(|&d| chosen[d] && weight[d] > 0);
+                if weighted {
+                    prop_assert!(sub >= min, "{} holds {} < min {}", t.name(c), sub, min);
+                }
+                if let Some(max) = max {
+                    prop_assert!(sub <= max, "{} holds {} > max {}", t.name(c), sub, max);
+                }
+                let again = divide_subtree_bounded(&t, &chosen, &weight, &[], c, a.share[c], false, &bound);
+                if let Ok(again) = again {
+                    for &d in t.subtree(c) {
+                        prop_assert_eq!(again.replicas[d], a.replicas[d]);
+                    }
+                }
+            }
         }
     }
 }

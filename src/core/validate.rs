@@ -492,6 +492,35 @@ fn check_workload(w: &Workload, names: &Known<'_>, d: &mut Diagnostics) -> Workl
     }
     let rp = &placement.replicas;
     let rpath = YamlPath::parse("spec.placement.replicas");
+    for (i, l) in rp.limits.iter().enumerate() {
+        let lpath = rpath.key("limits").index(i);
+        check_selector(&l.clusters, &lpath.key("clusters"), src, names, d);
+        if let (Some(min), Some(max)) = (l.min, l.max) {
+            if min > max {
+                d.push(
+                    Diagnostic::error(format!("limit min {min} is above its max {max}"))
+                        .at(&src.loc(&lpath))
+                        .hint(
+                            "a limit bounds each selected cluster's subtree to min..=max replicas",
+                        ),
+                );
+            }
+        }
+        if l.min.is_none() && l.max.is_none() {
+            d.push(
+                Diagnostic::warning("this limit has neither min nor max")
+                    .at(&src.loc(&lpath))
+                    .hint("give it `min`, `max` or both"),
+            );
+        }
+    }
+    if !rp.limits.is_empty() && rp.mode == ReplicaMode::Duplicated {
+        d.push(
+            Diagnostic::warning("limits are ignored in mode Duplicated")
+                .at(&src.loc(&rpath.key("limits")))
+                .hint("set mode: Divided to divide replicas within these limits"),
+        );
+    }
     if let Some(weights) = &rp.weights {
         let wpath = rpath.key("weights");
         if rp.mode == ReplicaMode::Duplicated {

@@ -534,6 +534,24 @@ pub struct ReplicaSpec {
     /// `Error` (the default) or `PlaceWhatFits` (a warning).
     #[serde(default)]
     pub on_shortfall: OnShortfall,
+    /// The least and most replicas the subtree of each cluster a rule
+    /// selects runs (a leaf: the cluster itself), honoured by every level
+    /// of the division: "at least 2 in every region, at most 10 on each
+    /// edge cluster". A cluster several rules select takes the largest
+    /// `min` and the smallest `max`.
+    #[serde(default)]
+    pub limits: Vec<Limit>,
+}
+
+/// One rule of `placement.replicas.limits`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Limit {
+    pub clusters: ClusterSelector,
+    #[serde(default)]
+    pub min: Option<u32>,
+    #[serde(default)]
+    pub max: Option<u32>,
 }
 
 /// What a capacity-bound division does when the total does not fit.
