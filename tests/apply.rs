@@ -918,6 +918,13 @@ fn capacity_bounds_a_division_and_a_shortfall_is_said() {
         err.contains("warning: workloads/web/workload.yaml:7: spec.placement.replicas: workload \"web\": 9 of 12 replicas placed"),
         "{err}"
     );
+    let (code, out, _) = canopy(&["explain", s(dir.path()), "web"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("total 12 from spec.placement.replicas.total; 9 placed: what fits (onShortfall: PlaceWhatFits)")
+            && out.contains("subtree a [full: at most 3] (weight 3) → 3"),
+        "{out}"
+    );
     let state = tempfile::tempdir().unwrap();
     let (code, out, err) = canopy(&["apply", s(dir.path()), "--state", s(state.path())]);
     assert_eq!(code, 0, "{out}{err}");
@@ -967,6 +974,13 @@ fn limits_bound_the_division_down_the_tree() {
             .unwrap_or(0)
     };
     assert_eq!(replicas("us-east-1"), 2);
+    let (_, explained, _) = canopy(&["explain", s(&fleet), "web"]);
+    assert!(
+        explained.contains("; 2 limit rule(s) on subtrees")
+            && explained.contains("subtree us-east-1 [full: at most 2] (weight 2) → 2")
+            && explained.contains("subtree eu [at least 4] (weight 3) → 5"),
+        "{explained}"
+    );
     assert!(replicas("eu-west-1") + replicas("eu-central-1") >= 4);
     let all: u64 = [
         "us-east-1",

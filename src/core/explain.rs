@@ -176,6 +176,15 @@ pub fn explain(
                             if p.failed {
                                 label.push_str(" [failed over]");
                             }
+                            // Bounds said where they matter: a least that
+                            // raised the party, a most it reached (the
+                            // overflow went to its siblings).
+                            if p.floor > 0 {
+                                label.push_str(&format!(" [at least {}]", p.floor));
+                            }
+                            if let Some(cap) = p.cap.filter(|&c| c > 0 && u64::from(p.seats) >= c) {
+                                label.push_str(&format!(" [full: at most {cap}]"));
+                            }
                             (label, p.weight, p.seats)
                         })
                         .collect(),
@@ -190,16 +199,29 @@ pub fn explain(
         } else {
             "the manifest's spec.replicas".to_string()
         };
+        let from = match assignment.as_ref().and_then(|a| a.shortfall) {
+            Some((_, placed)) => {
+                format!("{from}; {placed} placed: what fits (onShortfall: PlaceWhatFits)")
+            }
+            None => from,
+        };
         (t, from)
     });
-    let weights = divided.then(|| match &p.replicas.weights {
-        None => "equal (1 per chosen cluster)".to_string(),
-        Some(ws) if ws.static_weights.is_some() => {
-            "static rules (largest matching weight)".to_string()
-        }
-        Some(_) => "dynamic: replicas that fit in each cluster's capacity, also the most it takes"
-            .to_string(),
-    });
+    let limits = (!p.replicas.limits.is_empty())
+        .then(|| format!("; {} limit rule(s) on subtrees", p.replicas.limits.len()))
+        .unwrap_or_default();
+    let weights = divided
+        .then(|| match &p.replicas.weights {
+            None => "equal (1 per chosen cluster)".to_string(),
+            Some(ws) if ws.static_weights.is_some() => {
+                "static rules (largest matching weight)".to_string()
+            }
+            Some(_) => {
+                "dynamic: replicas that fit in each cluster's capacity, also the most it takes"
+                    .to_string()
+            }
+        })
+        .map(|w| w + &limits);
     let manifests_from = w.spec.kustomize.as_ref().map(|k| {
         format!(
             "kustomize build {}/{} (one build, shared by every cluster)",

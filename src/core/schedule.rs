@@ -152,6 +152,11 @@ pub struct Party {
     /// The cluster (or every weighted cluster of the subtree) has failed:
     /// the party takes no replicas, and its siblings share what it held.
     pub failed: bool,
+    /// Under a bound: the least the party takes (its subtree's limits).
+    pub floor: u64,
+    /// Under a bound: the most it takes (what fits, its limits); `None`
+    /// when unbounded.
+    pub cap: Option<u64>,
 }
 
 /// Result of dividing replicas over a (sub)tree.
@@ -499,6 +504,12 @@ pub fn divide_bounded(
                     weight: w,
                     seats: s,
                     failed: inputs.healthy[r] == 0 && sums[r] > 0,
+                    floor: inputs.bounds.as_ref().map_or(0, |b| b.floor[r]),
+                    cap: inputs
+                        .bounds
+                        .as_ref()
+                        .map(|b| b.cap[r])
+                        .filter(|&c| c != u64::MAX),
                 })
                 .collect(),
         });
@@ -633,6 +644,8 @@ impl Inputs<'_> {
                         } else {
                             self.healthy[c] == 0 && sums[c] > 0
                         },
+                        floor: b.as_ref().map_or(0, |(f, _)| f[i]),
+                        cap: b.as_ref().map(|(_, cp)| cp[i]).filter(|&x| x != u64::MAX),
                     });
                 }
                 if ps.len() > 1 || !own {
