@@ -207,9 +207,11 @@ pub fn explain(
         };
         (t, from)
     });
-    let limits = (!p.replicas.limits.is_empty())
-        .then(|| format!("; {} limit rule(s) on subtrees", p.replicas.limits.len()))
-        .unwrap_or_default();
+    let limits = if p.replicas.limits.is_empty() {
+        String::new()
+    } else {
+        format!("; {} limit rule(s) on subtrees", p.replicas.limits.len())
+    };
     let weights = divided
         .then(|| match &p.replicas.weights {
             None => "equal (1 per chosen cluster)".to_string(),
