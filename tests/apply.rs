@@ -918,6 +918,9 @@ fn capacity_bounds_a_division_and_a_shortfall_is_said() {
         err.contains("warning: workloads/web/workload.yaml:7: spec.placement.replicas: workload \"web\": 9 of 12 replicas placed"),
         "{err}"
     );
+    let (code, out, _) = canopy(&["tree", s(dir.path())]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out.matches("web 3/12 (full)").count(), 3, "{out}");
     let (code, out, _) = canopy(&["explain", s(dir.path()), "web"]);
     assert_eq!(code, 0, "{out}");
     assert!(

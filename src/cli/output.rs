@@ -133,7 +133,21 @@ fn tree_node(
         .map(|(wi, reps)| {
             let name = checked.fleet.workloads[wi].name();
             match reps {
-                Some(n) => format!("{name} {n}/{}", checked.facts[wi].total.unwrap_or(0)),
+                Some(n) => {
+                    // Under a capacity bound, a cluster that holds all that
+                    // fits in it is full: more goes to its siblings.
+                    let full = r.placements[wi].as_ref().is_some_and(|p| {
+                        n > 0
+                            && crate::core::schedule::bound_of(
+                                checked,
+                                &checked.fleet.workloads[wi],
+                            )
+                            .capacity
+                            && u64::from(n) >= p.weight[c]
+                    });
+                    let mark = if full { " (full)" } else { "" };
+                    format!("{name} {n}/{}{mark}", checked.facts[wi].total.unwrap_or(0))
+                }
                 None => name.to_string(),
             }
         })

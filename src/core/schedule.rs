@@ -789,12 +789,19 @@ pub fn capacity_weight(cap: &Capacity, per: Option<&Capacity>) -> (u64, &'static
     best.unwrap_or((0, "pods"))
 }
 
+/// Whether workload `w`'s clusters take at most what fits in them: with
+/// `weights: {dynamic: capacity}`, where a cluster's weight is just that.
+pub fn capacity_bound(w: &Workload) -> bool {
+    matches!(&w.spec.placement.replicas.weights,
+        Some(ws) if ws.static_weights.is_none() && ws.dynamic == Some(DynamicWeight::Capacity))
+}
+
 /// The bound of workload `w`'s division: what fits in each cluster, with
 /// `weights: {dynamic: capacity}`, where a cluster's weight is just that;
 /// and its `limits`, per cluster.
 pub fn bound_of(checked: &Checked, w: &Workload) -> Bound {
     let r = &w.spec.placement.replicas;
-    let capacity = matches!(&r.weights, Some(ws) if ws.static_weights.is_none() && ws.dynamic == Some(DynamicWeight::Capacity));
+    let capacity = capacity_bound(w);
     let limits = (!r.limits.is_empty()).then(|| {
         let topo = &checked.topo;
         let mut out: Vec<(u32, Option<u32>)> = vec![(0, None); topo.len()];
