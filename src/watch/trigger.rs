@@ -20,9 +20,11 @@ pub enum Event {
 }
 
 /// Whether a path below the fleet folder can change the fleet: the loader
-/// reads `.yaml`/`.yml` files outside dot-folders (so canopy's own
-/// `.canopy/state` writes never wake the loop), and a folder may be added,
-/// moved or removed.
+/// reads `.yaml`/`.yml` files (and `.yaml.j2` templates) outside
+/// dot-folders (so canopy's own `.canopy/state` writes never wake the
+/// loop); a kustomize workload reads any file of its folder (a generator's
+/// `.env`), so every file below `workloads/<name>/` counts; and a folder may
+/// be added, moved or removed.
 pub fn fleet_path_matters(rel: &Path) -> bool {
     let hidden = rel.components().any(|c| match c {
         Component::Normal(n) => n.to_string_lossy().starts_with('.'),
@@ -31,14 +33,15 @@ pub fn fleet_path_matters(rel: &Path) -> bool {
     if hidden {
         return false;
     }
+    let parts: Vec<String> = rel
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    if parts.len() >= 3 && parts[0] == "workloads" {
+        return true;
+    }
     match rel.extension().and_then(|e| e.to_str()) {
-        Some("j2") => {
-            let slashed: Vec<String> = rel
-                .components()
-                .map(|c| c.as_os_str().to_string_lossy().into_owned())
-                .collect();
-            crate::core::load::is_fleet_file(&slashed.join("/"))
-        }
+        Some("j2") => crate::core::load::is_fleet_file(&parts.join("/")),
         Some(ext) => ext == "yaml" || ext == "yml",
         None => true,
     }
@@ -115,6 +118,14 @@ mod tests {
             "workloads/web/deploy.yaml.j2"
         )));
         assert!(!fleet_path_matters(Path::new("notes/readme.j2")));
+        // A kustomize workload's generator input.
+        assert!(fleet_path_matters(Path::new(
+            "workloads/shop/base/config.env"
+        )));
+        assert!(!fleet_path_matters(Path::new("docs/notes.txt")));
+        assert!(!fleet_path_matters(Path::new(
+            "workloads/shop/.cache/x.env"
+        )));
         assert!(fleet_path_matters(Path::new("workloads/new-folder")));
         assert!(!fleet_path_matters(Path::new(
             ".canopy/state/clusters/eu.json"
