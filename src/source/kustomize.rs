@@ -42,6 +42,8 @@ pub const BUILT: &str = "kustomize-build.yaml";
 const MAX_OUTPUT: usize = 64 << 20;
 /// How long one build may run.
 const TIMEOUT: Duration = Duration::from_secs(120);
+/// Outputs kept at most (all of them dropped when it is reached).
+const CACHE_ENTRIES: usize = 256;
 
 /// The files of a folder of the fleet, wherever the fleet is read from.
 pub trait FolderFiles: Sync {
@@ -408,7 +410,13 @@ pub fn expand(fleet: &mut Fleet, files: &dyn FolderFiles) -> Diagnostics {
                 None => {
                     BUILDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let r = build(tool, dir, &kdir, &files);
-                    cache().lock().expect("not poisoned").insert(key, r.clone());
+                    let mut c = cache().lock().expect("not poisoned");
+                    // A long `watch` sees many revisions: keep the cache
+                    // bounded (the current ones are built again once).
+                    if c.len() >= CACHE_ENTRIES {
+                        c.clear();
+                    }
+                    c.insert(key, r.clone());
                     r
                 }
             };
