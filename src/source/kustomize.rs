@@ -230,12 +230,6 @@ fn cache() -> &'static Mutex<HashMap<u64, Result<String, String>>> {
     CACHE.get_or_init(Default::default)
 }
 
-/// How many builds this process ran (not served from the cache).
-pub fn builds_run() -> usize {
-    BUILDS.load(std::sync::atomic::Ordering::Relaxed)
-}
-static BUILDS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
 /// Runs the build of `kdir` (relative to the fleet root) over the
 /// workload folder `dir`'s `files`, copied into a temporary folder.
 fn build(
@@ -408,7 +402,6 @@ pub fn expand(fleet: &mut Fleet, files: &dyn FolderFiles) -> Diagnostics {
             let built = match cached {
                 Some(r) => r,
                 None => {
-                    BUILDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let r = build(tool, dir, &kdir, &files);
                     let mut c = cache().lock().expect("not poisoned");
                     // A long `watch` sees many revisions: keep the cache
