@@ -655,10 +655,20 @@ fn start_agent_with(
         ])
         .args(more)
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        // Its log beside its state folder, for a failing test to show.
+        .stderr(std::fs::File::create(agent_log_path(own, identity)).unwrap())
         .spawn()
         .unwrap();
     Running(child)
+}
+
+fn agent_log_path(own: &std::path::Path, identity: &str) -> std::path::PathBuf {
+    own.with_file_name(format!("agent-{identity}.log"))
+}
+
+/// What the agent `identity` with state folder `own` logged so far.
+fn agent_log(own: &std::path::Path, identity: &str) -> String {
+    std::fs::read_to_string(agent_log_path(own, identity)).unwrap_or_default()
 }
 
 /// The holder of the agent's Lease in the relay's cluster.
@@ -826,7 +836,7 @@ fn a_rollout_stage_below_a_relay_takes_the_relays_gate_and_is_rolled_back_by_it(
     // (It looks again every 300ms, so drift below is soon put back.)
     let _agent = start_agent_with(&root, &own, "a", &["--resync", "300ms"]);
     let (code, out, err) = apply();
-    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(code, 0, "{out}{err}\nagent:\n{}", agent_log(&own, "a"));
     assert!(
         out.contains(&format!("rollout web: rollout of {v1} complete")),
         "{out}"
