@@ -1012,3 +1012,50 @@ fn limits_bound_the_division_down_the_tree() {
         "{err}"
     );
 }
+
+/// Issue 17: static weights can be bound by declared capacity too
+/// (`boundByCapacity`): a cluster that declares capacity takes no more
+/// than fits, its overflow goes to its siblings by the same weights, and a
+/// cluster that declares none is unbounded.
+#[test]
+fn static_weights_bound_by_declared_capacity() {
+    let clusters = "apiVersion: canopy.dev/v1alpha1\nkind: Cluster\nmetadata: {name: hub}\n---\napiVersion: canopy.dev/v1alpha1\nkind: Cluster\nmetadata: {name: a, labels: {provider: aws}}\nspec: {parent: hub, capacity: {pods: \"2\"}}\n---\napiVersion: canopy.dev/v1alpha1\nkind: Cluster\nmetadata: {name: b, labels: {provider: gcp}}\nspec: {parent: hub}\n";
+    let workload = |bound: bool| {
+        format!("apiVersion: canopy.dev/v1alpha1\nkind: Workload\nmetadata: {{name: web}}\nspec:\n  namespace: shop\n  placement:\n    clusters: {{names: [a, b]}}\n    replicas:\n      mode: Divided\n      total: 9\n      weights:\n        boundByCapacity: {bound}\n        static:\n          - {{clusters: {{selector: {{matchLabels: {{provider: aws}}}}}}, weight: 2}}\n          - {{clusters: {{selector: {{matchLabels: {{provider: gcp}}}}}}, weight: 1}}\n")
+    };
+    let deploy = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  replicas: 1\n  template: {spec: {containers: [{name: web, image: nginx}]}}\n";
+    let unbounded = workload(false);
+    let dir = fleet(&[
+        ("clusters.yaml", clusters),
+        ("workloads/web/workload.yaml", &unbounded),
+        ("workloads/web/deployment.yaml", deploy),
+    ]);
+    let replicas = |out: &str, c: &str| -> String {
+        out.lines()
+            .find(|l| l.trim_start().starts_with(&format!("{c} ")) && l.contains("replicas"))
+            .and_then(|l| l.rsplit("replicas ").next())
+            .unwrap_or("")
+            .trim()
+            .to_string()
+    };
+    let (code, out, err) = canopy(&["explain", s(dir.path()), "web"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        (replicas(&out, "a"), replicas(&out, "b")),
+        ("6".into(), "3".into()),
+        "{out}"
+    );
+    let bounded = workload(true);
+    std::fs::write(dir.path().join("workloads/web/workload.yaml"), bounded).unwrap();
+    let (code, out, err) = canopy(&["explain", s(dir.path()), "web"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        (replicas(&out, "a"), replicas(&out, "b")),
+        ("2".into(), "7".into()),
+        "{out}"
+    );
+    assert!(
+        out.contains("subtree a [full: at most 2] (weight 2) → 2"),
+        "{out}"
+    );
+}

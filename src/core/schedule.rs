@@ -197,6 +197,9 @@ pub struct Bound {
     /// Per cluster (by index): the least and the most replicas its subtree
     /// runs; `None` without limits.
     pub limits: Option<Vec<(u32, Option<u32>)>>,
+    /// Per cluster (by index): the most it takes, where that is not its
+    /// weight (static weights bound by declared capacity).
+    pub caps: Option<Vec<u64>>,
 }
 
 impl Bound {
@@ -206,11 +209,12 @@ impl Bound {
             capacity: true,
             place_what_fits,
             limits: None,
+            caps: None,
         }
     }
 
     fn is_bounded(&self) -> bool {
-        self.capacity || self.limits.is_some()
+        self.capacity || self.limits.is_some() || self.caps.is_some()
     }
 }
 
@@ -236,6 +240,8 @@ impl<'a> Inputs<'a> {
                     0
                 } else if bound.capacity {
                     self.weight[c]
+                } else if let Some(caps) = &bound.caps {
+                    caps[c]
                 } else {
                     u64::MAX
                 }
@@ -818,10 +824,28 @@ pub fn bound_of(checked: &Checked, w: &Workload) -> Bound {
         }
         out
     });
+    // Static weights bound by what each cluster that declares capacity fits.
+    let caps = r
+        .weights
+        .as_ref()
+        .filter(|ws| ws.static_weights.is_some() && ws.bound_by_capacity)
+        .map(|ws| {
+            (0..checked.topo.len())
+                .map(|c| {
+                    let cap = &checked.cluster(c).spec.capacity;
+                    if cap.cpu.is_none() && cap.memory.is_none() && cap.pods.is_none() {
+                        u64::MAX
+                    } else {
+                        capacity_weight(cap, ws.per_replica.as_ref()).0
+                    }
+                })
+                .collect()
+        });
     Bound {
         capacity,
         place_what_fits: r.on_shortfall == OnShortfall::PlaceWhatFits,
         limits,
+        caps,
     }
 }
 

@@ -552,10 +552,12 @@ fn check_workload(w: &Workload, names: &Known<'_>, d: &mut Diagnostics) -> Workl
                         d,
                     );
                 }
-                if weights.per_replica.is_some() {
+                if weights.per_replica.is_some() && !weights.bound_by_capacity {
                     d.push(
-                        Diagnostic::error("perReplica only applies to dynamic: capacity")
-                            .at(&src.loc(&wpath.key("perReplica"))),
+                        Diagnostic::error(
+                            "perReplica only applies to dynamic: capacity or boundByCapacity",
+                        )
+                        .at(&src.loc(&wpath.key("perReplica"))),
                     );
                 }
             }

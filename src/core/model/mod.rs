@@ -572,8 +572,14 @@ pub struct Weights {
     pub dynamic: Option<DynamicWeight>,
     /// With `dynamic: capacity`: what one replica needs. A cluster's weight is
     /// how many replicas fit in its capacity (default: one pod per replica).
+    /// With `static` and `boundByCapacity`: what bounds each cluster.
     #[serde(default)]
     pub per_replica: Option<Capacity>,
+    /// With `static` weights: a cluster that declares `capacity` takes no
+    /// more replicas than fit there (as `dynamic: capacity` always does);
+    /// one that declares none is unbounded.
+    #[serde(default)]
+    pub bound_by_capacity: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
