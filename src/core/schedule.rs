@@ -59,20 +59,15 @@ pub enum ScheduleError {
 /// assert_eq!(canopy::core::schedule::webster(&[(0, 0), (1, 1)], 3), vec![0, 3]);
 /// ```
 pub fn webster(parties: &[(u64, usize)], seats: u32) -> Vec<u32> {
-    webster_capped(parties, None, seats)
+    webster_bounded(parties, None, None, seats)
 }
 
-/// [`webster`] with a bound per party (`caps[i]`: the most party `i` may
-/// take): a party at its bound takes no more, and the next seat goes to the
-/// best of the others, by the same quotients. Seats no party can take are
-/// left over: the result then sums to less than `seats`.
-pub fn webster_capped(parties: &[(u64, usize)], caps: Option<&[u64]>, seats: u32) -> Vec<u32> {
-    webster_bounded(parties, None, caps, seats)
-}
-
-/// [`webster_capped`] where each party first takes its least (`floors[i]`,
-/// weight or not), and the seats left go by the Webster quotients of the
-/// seats each then holds. `seats` must cover the floors.
+/// [`webster`] with bounds per party: each party first takes its least
+/// (`floors[i]`, weight or not), and the seats left go by the Webster
+/// quotients of the seats each then holds; a party at its most (`caps[i]`)
+/// takes no more, and the next seat goes to the best of the others. Seats
+/// no party can take are left over: the result then sums to less than
+/// `seats`. `seats` must cover the floors.
 pub fn webster_bounded(
     parties: &[(u64, usize)],
     floors: Option<&[u64]>,
@@ -449,7 +444,7 @@ pub fn divide_failover(
 }
 
 /// [`divide_failover`] under a [`Bound`]: with a capacity bound every
-/// division is [`webster_capped`] by what each party holds (a subtree
+/// division is [`webster_bounded`] by what each party holds (a subtree
 /// holds the sum of its clusters), so the subtree property still holds.
 pub fn divide_bounded(
     topo: &Topology,
