@@ -63,6 +63,15 @@ pub fn reconcilers(checked: &Checked) -> Vec<Option<usize>> {
     out
 }
 
+/// Whether any cluster of the fleet is a relay.
+pub fn any_relay(checked: &Checked) -> bool {
+    checked
+        .fleet
+        .clusters
+        .iter()
+        .any(|c| c.spec.relay.is_some())
+}
+
 /// The clusters the level `by` reconciles (`None`: the root process):
 /// those whose reconciler it is. `None` when that is every cluster of the
 /// fleet, as for the root of a fleet without relays.

@@ -34,13 +34,15 @@ fn hold(above: &mut Above, w: &str, clusters: impl IntoIterator<Item = String>) 
 }
 
 /// For the level that runs the rollouts (it has the Git history): loads
-/// the fleet at each revision `above` rolls back to that `have` lacks, and
+/// into `have` the fleet at each revision `above` rolls back to that
+/// neither `known` (what the run already read) nor `have` holds, and
 /// settles `above` on what loaded. A revision that does not load, and a
 /// cluster the fleet did not have then, leave the workload held there.
 pub fn load(
     input: Option<&Input>,
     fleet: &str,
     above: &mut Above,
+    known: &BTreeMap<String, BaseFleet>,
     have: &mut BTreeMap<String, BaseFleet>,
 ) {
     let backs: Vec<(String, crate::core::relay::Back)> = above
@@ -49,7 +51,7 @@ pub fn load(
         .map(|(w, b)| (w.clone(), b.clone()))
         .collect();
     for (w, b) in backs {
-        if !have.contains_key(&b.revision) {
+        if !known.contains_key(&b.revision) && !have.contains_key(&b.revision) {
             let loaded = match (input, b.commit.as_deref()) {
                 (Some(input), Some(commit)) => {
                     crate::ops::base::checked_at(input, commit, fleet).map_err(|e| e.to_string())
@@ -69,7 +71,12 @@ pub fn load(
                 }
             }
         }
-        let base = &have[&b.revision].checked.topo;
+        let base = &known
+            .get(&b.revision)
+            .or_else(|| have.get(&b.revision))
+            .expect("loaded above")
+            .checked
+            .topo;
         let (known, gone): (Vec<String>, Vec<String>) =
             b.clusters.into_iter().partition(|c| base.get(c).is_some());
         hold(above, &w, gone);
@@ -84,13 +91,13 @@ pub fn load(
     }
 }
 
-/// The fleets `have` holds, placed for rendering (`failed_of` gives the
-/// failover a slice is placed with).
+/// The fleets `have` holds (by revision), placed for rendering
+/// (`failed_of` gives the failover a slice is placed with).
 pub fn renderers<'a>(
-    have: &'a BTreeMap<String, BaseFleet>,
+    have: impl IntoIterator<Item = (&'a String, &'a BaseFleet)>,
     failed_of: impl Fn(&BaseFleet) -> Vec<Vec<bool>>,
 ) -> Bases<'a> {
-    have.iter()
+    have.into_iter()
         .map(|(rev, b)| (rev.clone(), b.renderer(&failed_of(b))))
         .collect()
 }

@@ -139,6 +139,8 @@ pub struct Ctx<'a> {
     /// What this run hands down to its relays (where they hold back,
     /// where they roll back), as placed.
     pub down: &'a Above,
+    /// The fleets `down`'s rollbacks go back to, as placing read them.
+    pub bases: &'a BTreeMap<String, crate::core::relay::BaseFleet>,
 }
 
 /// The staged rollouts as this level decides them at the start of a run,
@@ -147,13 +149,7 @@ pub struct Ctx<'a> {
 /// copy (a new target starts at the first stage), so a relay never runs a
 /// stage the rollout has not reached. Empty without relays.
 pub fn above(r: &Renderer<'_>, rollouts: &Rollouts, state_dir: &Path, now: SystemTime) -> Above {
-    let checked = r.checked;
-    if !checked
-        .fleet
-        .clusters
-        .iter()
-        .any(|c| c.spec.relay.is_some())
-    {
+    if !crate::core::relay::any_relay(r.checked) {
         return Above::default();
     }
     let plans = plans(r);
@@ -383,16 +379,16 @@ pub fn apply(
     let mut report: Option<Report> = None;
     let mut wave: Option<BTreeSet<usize>> = pass.targets.clone();
     let mut first = true;
-    // What the relays are handed: as placed, and again when a stage moves.
+    // What the relays are handed: as placed, and again when a stage moves
+    // (a level that runs the rollouts, with relays to hand them to).
+    let hands_down = ctx.handed.is_none() && crate::core::relay::any_relay(r.checked);
     let mut down = ctx.down.clone();
-    let mut down_raw = handed_down(&plans, rollouts, r);
+    let mut down_raw = if hands_down {
+        handed_down(&plans, rollouts, r)
+    } else {
+        Above::default()
+    };
     let mut bases = BTreeMap::new();
-    let hands_down = r
-        .checked
-        .fleet
-        .clusters
-        .iter()
-        .any(|c| c.spec.relay.is_some());
     loop {
         // Clusters of the stages this wave starts are applying.
         for p in &plans {
@@ -562,7 +558,7 @@ pub fn apply(
                             (&names, &below),
                             opts,
                             pass,
-                            ctx,
+                            (ctx, &mut bases),
                         ));
                     } else {
                         message.push_str("; the stage is left as it is (rollback: none)");
@@ -580,7 +576,7 @@ pub fn apply(
         // A stage that moved changes what the relays are handed (a stage
         // that starts below one, a rollback below one): hand it down now,
         // in this run, and take the relays into the next wave.
-        if ctx.handed.is_none() && hands_down {
+        if hands_down {
             let now = handed_down(&plans, rollouts, r);
             if now != down_raw {
                 down_raw = now.clone();
@@ -589,9 +585,13 @@ pub fn apply(
                     ctx.input,
                     &r.checked.fleet.name,
                     &mut down,
+                    ctx.bases,
                     &mut bases,
                 );
-                let renderers = super::relay_rollback::renderers(&bases, |_| Vec::new());
+                let renderers =
+                    super::relay_rollback::renderers(ctx.bases.iter().chain(&bases), |_| {
+                        Vec::new()
+                    });
                 let handed = super::handoff::add_to(
                     desired,
                     r,
@@ -764,7 +764,10 @@ fn rollback(
     (members, below): (&[String], &BTreeMap<String, String>),
     opts: &Options,
     pass: &Pass,
-    ctx: &Ctx<'_>,
+    (ctx, bases): (
+        &Ctx<'_>,
+        &mut BTreeMap<String, crate::core::relay::BaseFleet>,
+    ),
 ) -> String {
     let Some(base) = rec.from.clone() else {
         return "no earlier complete rollout is recorded, so there is nothing to roll back to: the stage is left as it is".into();
@@ -911,6 +914,13 @@ fn rollback(
     }
     if !failed.is_empty() {
         msg.push_str(&format!("; rollback failed on {}", failed.join(", ")));
+    }
+    // The relays' handoffs this run writes next carry this fleet: it was
+    // read from Git once, here.
+    if !relays.is_empty() && !ctx.bases.contains_key(&base.revision) {
+        bases
+            .entry(base.revision.clone())
+            .or_insert_with(|| crate::core::relay::BaseFleet::whole(old));
     }
     msg
 }

@@ -362,7 +362,13 @@ impl<'i> Session<'i> {
         }
         let mut above = rollout::above(&renderer, &self.rollouts, &self.state, at);
         let mut bases = std::collections::BTreeMap::new();
-        super::relay_rollback::load(self.input, &checked.fleet.name, &mut above, &mut bases);
+        super::relay_rollback::load(
+            self.input,
+            &checked.fleet.name,
+            &mut above,
+            &std::collections::BTreeMap::new(),
+            &mut bases,
+        );
         Ok(Placed {
             renderer,
             at,
@@ -492,6 +498,7 @@ impl<'i> Session<'i> {
             now: placed.at,
             handed: placed.handed.then_some(&placed.above),
             down: &placed.above,
+            bases: &placed.bases,
         };
         rollout::apply(
             &placed.renderer,
@@ -930,6 +937,7 @@ spec:
             now: placed.at,
             handed: None,
             down: &placed.above,
+            bases: &placed.bases,
         };
         let applied = rollout::apply(
             &placed.renderer,
