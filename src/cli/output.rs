@@ -602,7 +602,12 @@ fn cluster_json(name: &str, outcome: &Outcome, sides: Option<Sides<'_>>) -> Valu
 /// Lines of diff kept per cluster in Markdown, and the whole comment's size
 /// budget (GitHub rejects comments over 65,536 characters).
 const MD_LINES_PER_CLUSTER: usize = 400;
-const MD_BUDGET: usize = 60_000;
+pub(crate) const MD_BUDGET: usize = 60_000;
+
+/// The whole comment when nothing differs; `in_sync` counts the clusters.
+pub(crate) fn md_no_changes(in_sync: impl std::fmt::Display) -> String {
+    format!("### canopy diff: no changes\n\nAll {in_sync} cluster(s) are in sync.\n")
+}
 
 /// `canopy diff -o markdown`: a summary table, then one collapsible section
 /// per changed cluster, long diffs cut with a count of what was cut.
@@ -610,12 +615,7 @@ pub fn diff_markdown(report: &Report, sides: Sides<'_>) -> String {
     let t = report.totals();
     let mut out = String::new();
     if t.changed == 0 && t.failed == 0 && t.skipped == 0 {
-        let _ = writeln!(
-            out,
-            "### canopy diff: no changes\n\nAll {} cluster(s) are in sync.",
-            t.unchanged
-        );
-        return out;
+        return md_no_changes(t.unchanged);
     }
     let _ = writeln!(
         out,

@@ -16,8 +16,7 @@ use crate::ops::apply::{Outcome, Report};
 /// stage name), by cluster name and workload; `None` without a rollout.
 pub type StageOf<'a> = &'a dyn Fn(&str, &str) -> Option<(usize, String)>;
 
-/// The Markdown comment stays under this many characters.
-const MD_BUDGET: usize = 60_000;
+use super::output::MD_BUDGET;
 /// Lines of one group's diff shown in Markdown.
 const MD_LINES: usize = 120;
 /// Places named for one group; the rest are counted.
@@ -217,12 +216,7 @@ pub fn markdown(report: &Report, review: &Review, stage_of: StageOf<'_>) -> Stri
     let t = report.totals();
     let mut out = String::new();
     if t.changed == 0 && t.failed == 0 && t.skipped == 0 {
-        let _ = writeln!(
-            out,
-            "### canopy diff: no changes\n\nAll {} cluster(s) are in sync.",
-            thousands(t.unchanged)
-        );
-        return out;
+        return super::output::md_no_changes(thousands(t.unchanged));
     }
     let _ = writeln!(
         out,

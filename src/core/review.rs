@@ -289,7 +289,6 @@ fn places(
     let whole =
         |a: usize| mine.get(&a).copied().unwrap_or(0) >= 2 && mine.get(&a) == theirs.get(&a);
     let mut out = Vec::new();
-    let mut covered: BTreeSet<usize> = BTreeSet::new();
     // Topmost first: a node is taken when it is whole and no ancestor was.
     let mut nodes: Vec<usize> = mine.keys().copied().collect();
     nodes.sort_by_key(|&a| (topo.depth(a), a));
@@ -312,7 +311,8 @@ fn places(
         let inside = clusters[i]
             .index
             .is_some_and(|c| taken.iter().any(|&t| topo.in_subtree(c, t)));
-        if !inside && covered.insert(i) {
+        // A cluster changes an object once: each is listed once.
+        if !inside {
             out.push(Place::Cluster {
                 name: clusters[i].name.to_string(),
             });
