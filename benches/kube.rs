@@ -25,7 +25,7 @@
 #[path = "../tests/support/apiserver.rs"]
 mod apiserver;
 mod support;
-use support::arg;
+use support::{arg, median};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -93,11 +93,6 @@ fn timed(cmd: &mut Command, expect: &str) -> f64 {
 
 fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 struct Round {

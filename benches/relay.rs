@@ -20,16 +20,11 @@
 #[path = "../tests/support/apiserver.rs"]
 mod apiserver;
 mod support;
-use support::arg;
+use support::{arg, median};
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 /// A kube client for one server, for reading the leaf.
 struct Reader {

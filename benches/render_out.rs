@@ -11,18 +11,15 @@
 //!
 //! Options (after `--`): `--clusters 1000`, `--workloads 20`.
 
+mod support;
 use std::path::Path;
 use std::time::Instant;
+use support::median;
 
 use canopy::cli::output::{self, ClusterText};
 use canopy::core::render::{render_all, Renderer};
 use canopy::core::synth;
 use canopy::source::input::load_checked;
-
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
-    xs[xs.len() / 2]
-}
 
 /// The previous `render --out`: the folder deleted and written whole.
 fn replace(checked: &canopy::core::validate::Checked, texts: &[(usize, ClusterText)], dir: &Path) {

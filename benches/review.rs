@@ -11,17 +11,14 @@
 //!
 //! Options (after `--`): `--clusters 10000`.
 
+mod support;
 use std::time::Instant;
+use support::median;
 
 use canopy::cli::{output, review};
 use canopy::core::diff::Sides;
 use canopy::core::synth;
 use canopy::ops::run::{FleetSource, Location, Selection};
-
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
-    xs[xs.len() / 2]
-}
 
 fn git(dir: &std::path::Path, args: &[&str]) {
     let ok = std::process::Command::new("git")

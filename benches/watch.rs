@@ -23,7 +23,7 @@ mod common;
 mod support;
 
 use common::{commit_all, init_main};
-use support::arg;
+use support::{arg, median};
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -138,11 +138,6 @@ fn set_total(workload: &Path, total: u32) {
         ),
     };
     std::fs::write(workload, text).unwrap();
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 fn main() {

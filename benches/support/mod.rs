@@ -1,4 +1,4 @@
-//! What both benchmarks share: each measured step runs in a child process of
+//! What the benchmarks share: each measured step runs in a child process of
 //! the bench binary (`--child MODE ARGS…`), so every step reports its own
 //! peak memory, and prints one `RESULT key=value …` line.
 #![allow(dead_code)]
@@ -52,4 +52,10 @@ pub fn arg(name: &str, default: usize) -> usize {
         .and_then(|i| args.get(i + 1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// The median of some measurements (the upper one of an even count).
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
+    v[v.len() / 2]
 }
