@@ -46,7 +46,8 @@ pub fn of_run(run: &Run<'_>, backends: &dyn Backends, seen: &Seen, above: &Above
             message,
         });
     }
-    for w in crate::ops::status::workloads(&run.placed.renderer, &run.desired, backends) {
+    let reports = crate::ops::status::relay_reports(&run.placed.renderer, &run.desired, backends);
+    for w in crate::ops::status::workloads(&run.placed.renderer, &run.desired, backends, &reports) {
         *rep.workloads.entry(w.workload).or_default() += w.total;
     }
     rep.gates = gates(run, backends, above);

@@ -25,13 +25,37 @@ use crate::source::input::Loaded;
 /// replica pointer, object).
 type Replicated = (usize, ObjectKey, String, Value);
 
+/// What each relay this run handed down to last reported (with the digest
+/// of the handoff its index names), read once per relay: by relay index,
+/// the report, none yet, or why it cannot be read.
+pub type RelayReports =
+    BTreeMap<usize, Result<Option<(String, crate::core::relay_report::RelayReport)>, String>>;
+
+/// Reads [`RelayReports`] from the relay clusters `desired` hands down to.
+pub fn relay_reports(r: &Renderer<'_>, desired: &Desired, backends: &dyn Backends) -> RelayReports {
+    let topo = &r.checked.topo;
+    let relays: Vec<usize> = (0..topo.len())
+        .filter(|&c| desired.handoff(c).is_some())
+        .collect();
+    relays
+        .into_par_iter()
+        .map(|c| {
+            let backend = backends.backend(topo.name(c));
+            let rep = super::handoff::read_report(backend.as_ref()).map_err(|e| e.to_string());
+            (c, rep)
+        })
+        .collect()
+}
+
 /// Every workload's desired and ready replicas, per cluster and per subtree,
 /// from the objects the run rendered. A cluster that cannot be read counts
-/// nothing as ready.
+/// nothing as ready. Below a relay, the sums its last report gives
+/// (`reports`).
 pub fn workloads(
     r: &Renderer<'_>,
     desired: &Desired,
     backends: &dyn Backends,
+    reports: &RelayReports,
 ) -> Vec<WorkloadStatus> {
     let checked = r.checked;
     let fleet = &checked.fleet;
@@ -89,21 +113,12 @@ pub fn workloads(
     }
     // The clusters below a relay this run handed down to are not read from
     // here: their sums are what the relay last reported.
-    let relays: Vec<usize> = (0..topo.len())
-        .filter(|&c| desired.handoff(c).is_some())
-        .collect();
-    let reported: Vec<(usize, BTreeMap<String, Counts>)> = relays
-        .into_par_iter()
-        .filter_map(|c| {
-            let backend = backends.backend(topo.name(c));
-            let (_, report) = super::handoff::read_report(backend.as_ref()).ok()??;
-            Some((c, report.workloads))
-        })
-        .collect();
     let mut below: BTreeMap<String, BTreeMap<usize, Counts>> = BTreeMap::new();
-    for (c, sums) in reported {
-        for (w, n) in sums {
-            below.entry(w).or_default().insert(c, n);
+    for (&c, rep) in reports {
+        if let Ok(Some((_, rep))) = rep {
+            for (w, n) in &rep.workloads {
+                below.entry(w.clone()).or_default().insert(c, *n);
+            }
         }
     }
     aggregate(topo, &own, &below)
@@ -209,12 +224,15 @@ pub fn status(session: &mut Session<'_>, loaded: &Loaded) -> Result<Status, OpsE
     let run = session.run(loaded, &Selection::default(), opts, false)?;
     let mut clusters = clusters(&run.report, &session.backends);
     let checked = &loaded.checked;
-    // The clusters below relays, from each relay's report, in tree order.
+    // The clusters below relays, from each relay's report (read once, for
+    // their lines and the replica sums), in tree order.
+    let reports = relay_reports(&run.placed.renderer, &run.desired, &session.backends);
     let relayed = relayed_lines(
         &run.placed.renderer,
         &run.report,
         &run.desired,
         &session.backends,
+        &reports,
         std::time::SystemTime::now(),
     );
     if !relayed.is_empty() {
@@ -238,7 +256,12 @@ pub fn status(session: &mut Session<'_>, loaded: &Loaded) -> Result<Status, OpsE
             .and_then(|c| by[c])
             .map(|r| checked.topo.name(r).to_string());
     }
-    let workloads = workloads(&run.placed.renderer, &run.desired, &session.backends);
+    let workloads = workloads(
+        &run.placed.renderer,
+        &run.desired,
+        &session.backends,
+        &reports,
+    );
     Ok(Status {
         clusters,
         workloads,
@@ -257,6 +280,7 @@ pub fn relayed_lines(
     report: &Report,
     desired: &Desired,
     backends: &dyn Backends,
+    reports: &RelayReports,
     now: std::time::SystemTime,
 ) -> Vec<StatusLine> {
     let topo = &r.checked.topo;
@@ -270,7 +294,10 @@ pub fn relayed_lines(
             continue;
         };
         let backend = backends.backend(&cr.cluster);
-        let rep = super::handoff::read_report(backend.as_ref());
+        let rep = reports
+            .get(&relay)
+            .cloned()
+            .unwrap_or_else(|| Err("not read".to_string()));
         let lease = super::handoff::read_lease(backend.as_ref());
         let alive = lease
             .as_ref()
