@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
+	"go.etcd.io/etcd/server/v3/storage/wal"
 	"k8s.io/kubernetes/cmd/kube-apiserver/app"
 )
 
@@ -51,7 +52,10 @@ func main() {
 	}
 	must(os.MkdirAll(*dir, 0o700))
 
-	// etcd, embedded, on loopback only.
+	// etcd, embedded, on loopback only. Its write-ahead log preallocates
+	// 64 MB segments by default; a test server writes a few megabytes, and
+	// a suite starts dozens of servers, so 4 MB segments keep the disk free.
+	wal.SegmentSizeBytes = 4 * 1000 * 1000
 	cfg := embed.NewConfig()
 	cfg.Dir = filepath.Join(*dir, "etcd")
 	cfg.LogLevel = "error"
@@ -151,5 +155,8 @@ current-context: test
 	// Test data is thrown away: stop etcd at once instead of draining the
 	// API server's watches (a graceful close takes seconds).
 	etcd.Server.HardStop()
+	// The folder is the test's: servers kept for a whole test binary (in a
+	// static) are never dropped, so the harness removes it itself.
+	os.RemoveAll(*dir)
 	os.Exit(0)
 }

@@ -1,7 +1,8 @@
 //! Real Kubernetes API servers for the tests: `tests/apiserver` (Go) starts
 //! an embedded etcd and a real kube-apiserver on 127.0.0.1 and writes a
 //! kubeconfig. The harness is built once per test binary (`go build`, cached
-//! in Go's build cache), and every server stops when its handle is dropped.
+//! in Go's build cache), and every server stops when its handle is dropped
+//! or the test binary exits; either way the harness removes its folder.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
@@ -96,7 +97,12 @@ pub fn harness() -> &'static Path {
 
 /// Starts one API server and waits until it is ready.
 pub fn start() -> ApiServer {
-    let dir = tempfile::tempdir().expect("temp dir");
+    // Named so that a stray folder (a test killed before its server) is
+    // easy to tell apart in the temp folder.
+    let dir = tempfile::Builder::new()
+        .prefix("canopy-apiserver-")
+        .tempdir()
+        .expect("temp dir");
     let mut child = Command::new(harness())
         .arg("--dir")
         .arg(dir.path())
