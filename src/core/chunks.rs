@@ -89,6 +89,8 @@ struct Body {
     above: crate::core::relay::Above,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     bases: BTreeMap<String, crate::core::relay::Slice>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    picks: crate::core::relay::Picks,
 }
 
 /// Stores `h` as chunks and an index.
@@ -98,6 +100,7 @@ pub fn encode(h: &Handoff) -> Stored {
         shares: h.shares.clone(),
         above: h.above.clone(),
         bases: h.bases.clone(),
+        picks: h.picks.clone(),
     };
     let json = serde_json::to_vec(&body).expect("a handoff serializes");
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
@@ -224,6 +227,7 @@ fn decode_within(
         shares: body.shares,
         above: body.above,
         bases: body.bases,
+        picks: body.picks,
         digest: String::new(),
     };
     let got = h.compute_digest();
@@ -335,7 +339,15 @@ mod tests {
                 crate::core::relay::Slice {
                     files: BTreeMap::from([("workloads/api/w.yaml".to_string(), "x".to_string())]),
                     shares: BTreeMap::new(),
+                    picks: BTreeMap::new(),
                 },
+            )]),
+            picks: BTreeMap::from([(
+                "chart".to_string(),
+                BTreeMap::from([(
+                    "eu-1".to_string(),
+                    "workloads/chart/helm-1.yaml".to_string(),
+                )]),
             )]),
             digest: String::new(),
         };

@@ -224,13 +224,35 @@ pub fn explain(
             }
         })
         .map(|w| w + &limits);
-    let manifests_from = w.spec.kustomize.as_ref().map(|k| {
-        format!(
-            "kustomize build {}/{} (one build, shared by every cluster)",
-            w.dir,
-            k.path.trim_start_matches("./")
-        )
-    });
+    let manifests_from = w
+        .spec
+        .kustomize
+        .as_ref()
+        .map(|k| {
+            format!(
+                "kustomize build {}/{} (one build, shared by every cluster)",
+                w.dir,
+                k.path.trim_start_matches("./")
+            )
+        })
+        .or_else(|| {
+            let h = w.spec.helm.as_ref()?;
+            let chart = match (&h.repo, &h.version) {
+                (Some(repo), Some(v)) => format!("{} {v} from {repo}", h.chart),
+                (None, Some(v)) => format!("{} {v}", h.chart),
+                _ => format!("{}/{}", w.dir, h.chart.trim_start_matches("./")),
+            };
+            let runs = w.manifests.len();
+            let clusters = checked.facts[wi]
+                .variant
+                .as_ref()
+                .map_or(0, |v| v.iter().flatten().count());
+            Some(format!(
+                "helm template {chart} ({runs} distinct render{} for {clusters} chosen cluster{})",
+                if runs == 1 { "" } else { "s" },
+                if clusters == 1 { "" } else { "s" },
+            ))
+        });
     Explanation {
         workload: w.name().to_string(),
         source: w.source.file.clone(),

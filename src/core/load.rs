@@ -376,6 +376,7 @@ fn read_doc(rel: &str, workload_dir: Option<&str>, doc: Doc, res: &mut FileResul
                     dir: dir.to_string(),
                     manifests: Vec::new(),
                     source: source.clone(),
+                    helm_inputs: Default::default(),
                 });
             }
         }
@@ -494,14 +495,34 @@ fn assemble(name: String, results: Vec<FileResult>, diags: &mut Diagnostics) -> 
             continue;
         }
         seen_dirs.insert(w.dir.clone(), w.name().to_string());
-        if w.spec.kustomize.is_some() {
-            // The folder's files are kustomize's input; its output becomes
-            // the manifests (`source::kustomize`).
+        if w.spec.kustomize.is_some() && w.spec.helm.is_some() {
+            diags.push(
+                Diagnostic::error("spec.kustomize and spec.helm cannot both be set")
+                    .at(&w.source.loc_str("spec.helm"))
+                    .hint("a workload has one source: split it into two workloads"),
+            );
+            continue;
+        }
+        if let Some(tool) = [
+            w.spec.kustomize.as_ref().map(|_| "kustomize"),
+            w.spec.helm.as_ref().map(|_| "helm"),
+        ]
+        .into_iter()
+        .flatten()
+        .next()
+        {
+            // The folder's files are the tool's input; its output becomes
+            // the manifests (`source::kustomize`, `source::helm`).
             if !w.spec.manifests.is_empty() {
+                let hint = if tool == "helm" {
+                    "a Helm workload's manifests are what `helm template` makes; put the files in the chart's templates/ instead"
+                } else {
+                    "a kustomize workload's manifests are what `kustomize build` makes; list the files in the kustomization's resources instead"
+                };
                 diags.push(
-                    Diagnostic::error("spec.manifests and spec.kustomize cannot both be set")
+                    Diagnostic::error(format!("spec.manifests and spec.{tool} cannot both be set"))
                         .at(&w.source.loc_str("spec.manifests"))
-                        .hint("a kustomize workload's manifests are what `kustomize build` makes; list the files in the kustomization's resources instead"),
+                        .hint(hint),
                 );
             }
             continue;

@@ -24,6 +24,7 @@ pub mod load;
 pub mod mask;
 pub mod model;
 pub mod names;
+pub mod paths;
 pub mod pointer;
 pub mod relay;
 pub mod relay_report;

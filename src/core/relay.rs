@@ -108,6 +108,12 @@ pub struct Handoff {
     /// level above, which has, hands it the old fleet as it hands the new.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub bases: BTreeMap<String, Slice>,
+    /// Per workload whose clusters get different manifests (Helm: one
+    /// output per distinct set of values), by cluster below the relay: the
+    /// manifest file it gets. The relay renders from these outputs and
+    /// needs no Helm.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub picks: Picks,
     /// Hex of the stable hash over everything above.
     pub digest: String,
 }
@@ -119,6 +125,26 @@ pub struct Handoff {
 pub struct Slice {
     pub files: BTreeMap<String, String>,
     pub shares: BTreeMap<String, u32>,
+    /// As [`Handoff::picks`].
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub picks: Picks,
+}
+
+/// By workload, by cluster: the manifest file (path) the cluster gets.
+pub type Picks = BTreeMap<String, BTreeMap<String, String>>;
+
+fn hash_picks(h: &mut StableHasher, picks: &Picks) {
+    // Most fleets have no Helm workload: their digest keeps its shape.
+    if picks.is_empty() {
+        return;
+    }
+    h.usize(picks.len());
+    for (w, by) in picks {
+        h.str(w).usize(by.len());
+        for (c, path) in by {
+            h.str(c).str(path);
+        }
+    }
 }
 
 /// A rollback decided above a relay: on `clusters` below it, the workload
@@ -260,8 +286,10 @@ impl Handoff {
                 for (w, n) in &slice.shares {
                     h.str(w).u64(u64::from(*n));
                 }
+                hash_picks(&mut h, &slice.picks);
             }
         }
+        hash_picks(&mut h, &self.picks);
         format!("{:016x}", h.finish())
     }
 }
@@ -308,7 +336,11 @@ pub fn handoff(
             above.held.entry(c).or_default().insert(w.clone());
         }
     }
-    let Slice { files, shares } = slice(r, relay, None);
+    let Slice {
+        files,
+        shares,
+        picks,
+    } = slice(r, relay, None);
     let mut h = Handoff {
         fleet: checked.fleet.name.clone(),
         relay: relay_name.to_string(),
@@ -317,6 +349,7 @@ pub fn handoff(
         shares,
         above,
         bases: cut,
+        picks,
         digest: String::new(),
     };
     h.digest = h.compute_digest();
@@ -359,6 +392,7 @@ fn slice<'a>(r: &Renderer<'a>, relay: usize, only: Option<&BTreeSet<String>>) ->
     }
     let mut files: BTreeMap<String, String> = BTreeMap::new();
     let mut shares = BTreeMap::new();
+    let mut picks = Picks::new();
     for (wi, w) in fleet.workloads.iter().enumerate() {
         let Some(p) = r.placements[wi].as_ref() else {
             continue;
@@ -366,23 +400,43 @@ fn slice<'a>(r: &Renderer<'a>, relay: usize, only: Option<&BTreeSet<String>>) ->
         if only.is_some_and(|o| !o.contains(w.name())) || !below.iter().any(|&c| p.lands_on(c)) {
             continue;
         }
-        if w.spec.kustomize.is_some() {
-            // The relay gets kustomize's output as the workload's plain
-            // manifest (`source::kustomize`): it needs no kustomize, and
-            // renders what this level renders.
+        if w.spec.kustomize.is_some() || w.spec.helm.is_some() {
+            // The relay gets kustomize's or Helm's output as the workload's
+            // plain manifests (`source::kustomize`, `source::helm`): it
+            // needs neither tool, and renders what this level renders.
             let mut doc = w.source.doc.value.clone();
             if let Some(spec) = doc
                 .get_mut("spec")
                 .and_then(serde_json::Value::as_object_mut)
             {
                 spec.remove("kustomize");
+                spec.remove("helm");
             }
             add_doc(&w.source, std::borrow::Cow::Owned(doc));
         } else {
             add_doc(&w.source, as_is(&w.source));
         }
-        for m in &w.manifests {
-            files.insert(m.path.clone(), m.text.clone());
+        match &checked.facts[wi].variant {
+            // Only the outputs the subtree's clusters get, and who gets which.
+            Some(v) => {
+                let by = picks.entry(w.name().to_string()).or_default();
+                for &c in &below {
+                    if let Some(m) = v
+                        .get(c)
+                        .copied()
+                        .flatten()
+                        .and_then(|mi| w.manifests.get(mi as usize))
+                    {
+                        by.insert(topo.name(c).to_string(), m.path.clone());
+                        files.insert(m.path.clone(), m.text.clone());
+                    }
+                }
+            }
+            None => {
+                for m in &w.manifests {
+                    files.insert(m.path.clone(), m.text.clone());
+                }
+            }
         }
         if p.mode == ReplicaMode::Divided {
             if let Some(n) = r.handed_share(wi, relay) {
@@ -406,7 +460,11 @@ fn slice<'a>(r: &Renderer<'a>, relay: usize, only: Option<&BTreeSet<String>>) ->
             .collect();
         files.insert(file.to_string(), text.join("\n---\n") + "\n");
     }
-    Slice { files, shares }
+    Slice {
+        files,
+        shares,
+        picks,
+    }
 }
 
 /// What a relay works from: its handoff's slice, checked, and where the
@@ -469,10 +527,10 @@ pub fn open(h: &Handoff) -> Result<Opened, Diagnostics> {
             "the handoff was damaged or cut short on the way; the relay keeps its last good one until its parent writes it again",
         ));
     }
-    let (checked, relay) = open_slice(h, &h.files, &h.revision)?;
+    let (checked, relay) = open_slice(h, &h.files, &h.picks, &h.revision)?;
     let mut bases = BTreeMap::new();
     for (rev, s) in &h.bases {
-        let (checked, relay) = open_slice(h, &s.files, rev)?;
+        let (checked, relay) = open_slice(h, &s.files, &s.picks, rev)?;
         bases.insert(
             rev.clone(),
             BaseFleet {
@@ -489,10 +547,43 @@ pub fn open(h: &Handoff) -> Result<Opened, Diagnostics> {
     })
 }
 
+/// Gives each cluster of a slice the manifest its handoff picked for it
+/// (a Helm workload's output for that cluster's values).
+fn apply_picks(checked: &mut Checked, picks: &Picks) -> Result<(), String> {
+    for (name, by) in picks {
+        let Some(wi) = checked
+            .fleet
+            .workloads
+            .iter()
+            .position(|w| w.name() == name)
+        else {
+            return Err(format!(
+                "picks name workload {name:?}, which the slice does not hold"
+            ));
+        };
+        let w = &checked.fleet.workloads[wi];
+        let mut v = vec![None; checked.topo.len()];
+        for (c, path) in by {
+            let (Some(ci), Some(mi)) = (
+                checked.topo.get(c),
+                w.manifests.iter().position(|m| &m.path == path),
+            ) else {
+                return Err(format!(
+                    "workload {name:?} on cluster {c} picks {path}, which the slice does not hold"
+                ));
+            };
+            v[ci] = Some(mi as u32);
+        }
+        checked.facts[wi].variant = Some(std::sync::Arc::new(v));
+    }
+    Ok(())
+}
+
 /// Loads and validates one slice of `h` (the fleet at `revision`).
 fn open_slice(
     h: &Handoff,
     files: &BTreeMap<String, String>,
+    picks: &Picks,
     revision: &str,
 ) -> Result<(Checked, usize), Diagnostics> {
     let files = files
@@ -503,10 +594,18 @@ fn open_slice(
     fleet.slice = true;
     let (checked, more) = crate::core::validate::check(fleet);
     diags.extend(more);
-    let checked = match checked.filter(|_| !diags.has_errors()) {
+    let mut checked = match checked.filter(|_| !diags.has_errors()) {
         Some(c) => c,
         None => return Err(diags),
     };
+    apply_picks(&mut checked, picks).map_err(|e| {
+        let mut d = Diagnostics::default();
+        d.push(
+            Diagnostic::error(format!("the handoff's slice at revision {revision}: {e}"))
+                .hint("the parent level cut a wrong slice; this is a bug in canopy"),
+        );
+        d
+    })?;
     let Some(relay) = checked.topo.get(&h.relay) else {
         let mut d = Diagnostics::default();
         d.push(

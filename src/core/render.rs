@@ -125,6 +125,36 @@ pub fn inherited_values(checked: &Checked) -> Vec<Map<String, Value>> {
     out
 }
 
+/// Every cluster's facts as templates see them (`cluster.*`): name,
+/// labels, parent, path from the root, depth and inherited values; made
+/// once per checked fleet.
+pub fn cluster_facts(checked: &Checked) -> Arc<Vec<Value>> {
+    checked
+        .cluster_facts
+        .get_or_init(|| {
+            let topo = &checked.topo;
+            let values = inherited_values(checked);
+            Arc::new(
+                values
+                    .into_iter()
+                    .enumerate()
+                    .map(|(c, values)| {
+                        let cl = checked.cluster(c);
+                        json!({
+                            "name": cl.name(),
+                            "labels": cl.meta.labels,
+                            "parent": cl.spec.parent,
+                            "path": topo.path(c),
+                            "depth": topo.depth(c),
+                            "values": values,
+                        })
+                    })
+                    .collect(),
+            )
+        })
+        .clone()
+}
+
 fn deep_merge(base: &mut Map<String, Value>, over: &Map<String, Value>) {
     for (k, v) in over {
         match (base.get_mut(k), v) {
@@ -336,21 +366,12 @@ impl<'a> Renderer<'a> {
             plans.push(wp);
         }
 
-        let values = inherited_values(checked);
-        let (cluster_ctx, cluster_hash) = (0..topo.len())
-            .map(|c| {
-                let cl = checked.cluster(c);
-                let ctx = json!({
-                    "name": cl.name(),
-                    "labels": cl.meta.labels,
-                    "parent": cl.spec.parent,
-                    "path": topo.path(c),
-                    "depth": topo.depth(c),
-                    "values": values[c],
-                });
+        let (cluster_ctx, cluster_hash) = cluster_facts(checked)
+            .iter()
+            .map(|ctx| {
                 (
-                    minijinja::Value::from(minijinja::value::Serde(&ctx)),
-                    crate::core::hash::json(&ctx),
+                    minijinja::Value::from(minijinja::value::Serde(ctx)),
+                    crate::core::hash::json(ctx),
                 )
             })
             .unzip();
@@ -470,6 +491,9 @@ impl<'a> Renderer<'a> {
         let workload_hash: Vec<u64> = (0..fleet.workloads.len())
             .map(|wi| self.workload_hash(wi, false))
             .collect();
+        let variant_hash: Vec<Vec<u64>> = (0..fleet.workloads.len())
+            .map(|wi| self.variant_hashes(wi, false))
+            .collect();
         let override_hash: Vec<u64> = fleet
             .overrides
             .iter()
@@ -483,6 +507,11 @@ impl<'a> Renderer<'a> {
                 for (wi, p) in self.placements.iter().enumerate() {
                     if let Some(p) = p.as_ref().filter(|p| p.lands_on(c)) {
                         h.usize(wi).u64(workload_hash[wi]).opt_u32(p.replicas(c));
+                        for mi in self.manifests_on(wi, c) {
+                            if let Some(&vh) = variant_hash[wi].get(mi) {
+                                h.u64(vh);
+                            }
+                        }
                     }
                 }
                 for (oi, on) in self.override_on.iter().enumerate() {
@@ -537,35 +566,67 @@ impl<'a> Renderer<'a> {
         };
         let mut h = StableHasher::new();
         h.json(&json!({"meta": w.meta, "spec": spec, "dir": w.dir}));
-        let divided = w.spec.placement.replicas.mode == crate::core::model::ReplicaMode::Divided;
-        for (mi, m) in w.manifests.iter().enumerate() {
-            h.str(&m.path);
-            match &self.checked.facts[wi].parsed[mi] {
-                // Render overwrites a Divided object's replicas with the
-                // cluster's share (hashed per cluster), so the manifest's own
-                // value never reaches a cluster: a new `spec.replicas` moves
-                // only the clusters whose share moves.
-                Some(docs) if divided || rollout => {
-                    for d in docs.iter() {
-                        let mut d = d.clone();
-                        if let Some(ptr) = ObjectKey::of(&d).and_then(|k| {
-                            kinds::replica_pointer(
-                                &k.group,
-                                &k.kind,
-                                &w.spec.placement.replicas.paths,
-                            )
-                        }) {
-                            crate::core::pointer::remove(&mut d, ptr);
-                        }
-                        h.json(&d);
-                    }
-                }
-                _ => {
-                    h.str(&m.text);
-                }
+        // A manifest that only some clusters get (a Helm output) is hashed
+        // per cluster ([`Self::variant_hashes`]).
+        if self.checked.facts[wi].variant.is_none() {
+            for mi in 0..w.manifests.len() {
+                h.u64(self.manifest_hash(wi, mi, rollout));
             }
         }
         h.finish()
+    }
+
+    /// A hash of manifest `mi` of workload `wi` (see [`Self::workload_hash`]).
+    fn manifest_hash(&self, wi: usize, mi: usize, rollout: bool) -> u64 {
+        let w = &self.checked.fleet.workloads[wi];
+        let m = &w.manifests[mi];
+        let divided = w.spec.placement.replicas.mode == crate::core::model::ReplicaMode::Divided;
+        let mut h = StableHasher::new();
+        h.str(&m.path);
+        match &self.checked.facts[wi].parsed[mi] {
+            // Render overwrites a Divided object's replicas with the
+            // cluster's share (hashed per cluster), so the manifest's own
+            // value never reaches a cluster: a new `spec.replicas` moves
+            // only the clusters whose share moves.
+            Some(docs) if divided || rollout => {
+                for d in docs.iter() {
+                    let mut d = d.clone();
+                    if let Some(ptr) = ObjectKey::of(&d).and_then(|k| {
+                        kinds::replica_pointer(&k.group, &k.kind, &w.spec.placement.replicas.paths)
+                    }) {
+                        crate::core::pointer::remove(&mut d, ptr);
+                    }
+                    h.json(&d);
+                }
+            }
+            _ => {
+                h.str(&m.text);
+            }
+        }
+        h.finish()
+    }
+
+    /// For a workload whose clusters get different manifests, the hash of
+    /// each manifest; empty for any other workload.
+    fn variant_hashes(&self, wi: usize, rollout: bool) -> Vec<u64> {
+        if self.checked.facts[wi].variant.is_none() {
+            return Vec::new();
+        }
+        (0..self.checked.fleet.workloads[wi].manifests.len())
+            .map(|mi| self.manifest_hash(wi, mi, rollout))
+            .collect()
+    }
+
+    /// The manifests of workload `wi` that cluster `c` gets.
+    fn manifests_on(&self, wi: usize, c: usize) -> std::ops::Range<usize> {
+        let n = self.checked.fleet.workloads[wi].manifests.len();
+        match &self.checked.facts[wi].variant {
+            None => 0..n,
+            Some(v) => match v.get(c).copied().flatten() {
+                Some(mi) => mi as usize..(mi as usize + 1).min(n),
+                None => 0..0,
+            },
+        }
     }
 
     /// Per cluster, a hash of what workload `wi` rolls out there (`None`
@@ -577,6 +638,7 @@ impl<'a> Renderer<'a> {
         let fleet = &self.checked.fleet;
         let name = fleet.workloads[wi].name();
         let content = self.workload_hash(wi, true);
+        let variant_hash = self.variant_hashes(wi, true);
         let overrides: Vec<(usize, u64)> = fleet
             .overrides
             .iter()
@@ -602,6 +664,11 @@ impl<'a> Renderer<'a> {
                 p.lands_on(c).then(|| {
                     let mut h = StableHasher::new();
                     h.str(&fleet.name).u64(content).u64(self.cluster_hash[c]);
+                    for mi in self.manifests_on(wi, c) {
+                        if let Some(&vh) = variant_hash.get(mi) {
+                            h.u64(vh);
+                        }
+                    }
                     for &(oi, oh) in &overrides {
                         if self.override_on[oi][c] {
                             h.usize(oi).u64(oh);
@@ -637,7 +704,8 @@ impl<'a> Renderer<'a> {
                 continue;
             }
             let w = &fleet.workloads[wi];
-            for (mi, m) in w.manifests.iter().enumerate() {
+            for mi in self.manifests_on(wi, c) {
+                let m = &w.manifests[mi];
                 match self.manifest_docs(wi, mi, c) {
                     Ok(docs) => raw.extend(docs.iter().cloned().map(|v| (wi, m.path.as_str(), v))),
                     Err(d) => errors.push(d),

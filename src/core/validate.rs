@@ -24,6 +24,11 @@ pub struct WorkloadFacts {
     pub total: Option<u32>,
     /// Per manifest file: its documents, parsed once, when it is not a template.
     pub parsed: Vec<Option<Arc<Vec<Value>>>>,
+    /// A workload whose manifests differ by cluster (Helm: one output per
+    /// distinct set of values): per cluster, the one manifest it gets
+    /// (`None`: none, the workload is not chosen there). `None`: every
+    /// cluster gets every manifest.
+    pub variant: Option<Arc<Vec<Option<u32>>>>,
 }
 
 /// A fleet without errors, with its tree built.
@@ -35,6 +40,10 @@ pub struct Checked {
     pub labels: LabelIndex,
     /// Parallel to `fleet.workloads`.
     pub facts: Vec<WorkloadFacts>,
+    /// Every cluster's template facts, made once when first asked for
+    /// ([`crate::core::render::cluster_facts`]): Helm's values and the
+    /// renderer both need them.
+    pub cluster_facts: std::sync::OnceLock<Arc<Vec<Value>>>,
 }
 
 impl Checked {
@@ -132,6 +141,7 @@ pub fn check(mut fleet: Fleet) -> (Option<Checked>, Diagnostics) {
                     topo,
                     labels,
                     facts,
+                    cluster_facts: Default::default(),
                 }),
                 d,
             )
@@ -643,8 +653,12 @@ fn check_workload(w: &Workload, names: &Known<'_>, d: &mut Diagnostics) -> Workl
             }
         }
     }
-    // A kustomize workload whose build failed has its error already.
-    if w.manifests.is_empty() && w.spec.kustomize.is_none() {
+    if let Some(h) = &w.spec.helm {
+        check_helm(w, h, d);
+    }
+    // A kustomize workload whose build failed has its error already; a
+    // Helm workload's manifests come after validation.
+    if w.manifests.is_empty() && w.spec.kustomize.is_none() && w.spec.helm.is_none() {
         d.push(
             Diagnostic::warning(format!("workload {:?} has no manifests", w.name()))
                 .at(&src.loc_str("spec.manifests"))
@@ -652,9 +666,98 @@ fn check_workload(w: &Workload, names: &Known<'_>, d: &mut Diagnostics) -> Workl
         );
     }
     if rp.mode == ReplicaMode::Divided {
-        facts.total = divided_total(w, &facts, d);
+        if w.spec.helm.is_some() && rp.total.is_none() {
+            d.push(
+                Diagnostic::error("a Divided Helm workload needs spec.placement.replicas.total")
+                    .at(&src.loc_str("spec.placement.replicas"))
+                    .hint("set replicas.total: the chart's objects are known only once Helm renders them for each cluster"),
+            );
+        } else {
+            facts.total = divided_total(w, &facts, d);
+        }
     }
     facts
+}
+
+/// One version, as `1.4.2`, `v2.0.0-rc.1` or `0.1.0+build.5`: no range,
+/// wildcard or constraint operator.
+fn is_exact_version(v: &str) -> bool {
+    let core = v.strip_prefix('v').unwrap_or(v);
+    let core = core.split(['-', '+']).next().unwrap_or("");
+    let parts: Vec<&str> = core.split('.').collect();
+    !v.contains([' ', ',', '|', '*', '^', '~', '<', '>', '='])
+        && (1..=3).contains(&parts.len())
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// What `spec.helm` must say before Helm runs: a local chart and values
+/// files inside the workload's folder, a remote chart at an exact version.
+fn check_helm(w: &Workload, h: &crate::core::model::HelmSource, d: &mut Diagnostics) {
+    let src = &w.source;
+    let remote = h.repo.is_some() || h.chart.starts_with("oci://");
+    if let Some(repo) = &h.repo {
+        if !(repo.starts_with("https://") || repo.starts_with("http://")) {
+            d.push(
+                Diagnostic::error(format!("spec.helm.repo {repo:?} is not an http(s) URL"))
+                    .at(&src.loc_str("spec.helm.repo"))
+                    .hint("name a chart repository (a URL that serves index.yaml), or write an oci:// reference in spec.helm.chart"),
+            );
+        }
+        if h.chart.contains('/') {
+            d.push(
+                Diagnostic::error(format!(
+                    "spec.helm.chart {:?} must be a chart's name in spec.helm.repo",
+                    h.chart
+                ))
+                .at(&src.loc_str("spec.helm.chart"))
+                .hint("write the chart's name as the repository's index.yaml lists it"),
+            );
+        }
+    }
+    if remote {
+        match h.version.as_deref() {
+            None | Some("") => d.push(
+                Diagnostic::error("a chart from a repository or registry needs spec.helm.version")
+                    .at(&src.loc_str("spec.helm"))
+                    .hint("pin the exact chart version, so a commit always deploys the same chart"),
+            ),
+            Some(v) if !is_exact_version(v) => d.push(
+                Diagnostic::error(format!("spec.helm.version {v:?} is not an exact version"))
+                    .at(&src.loc_str("spec.helm.version"))
+                    .hint("write one version (1.4.2), not a range: a range lets the same commit deploy different charts"),
+            ),
+            Some(_) => {}
+        }
+    } else {
+        if h.version.is_some() {
+            d.push(
+                Diagnostic::error("spec.helm.version applies to a chart from a repository or registry")
+                    .at(&src.loc_str("spec.helm.version"))
+                    .hint("a chart in the repository is at the version its Chart.yaml says; remove version"),
+            );
+        }
+        if crate::core::paths::inside(&w.dir, &h.chart).is_none() {
+            d.push(
+                Diagnostic::error(format!("chart folder {:?} leaves the workload's folder {}", h.chart, w.dir))
+                    .at(&src.loc_str("spec.helm.chart"))
+                    .hint("put the chart inside the workload's folder, or name a chart repository with spec.helm.repo"),
+            );
+        }
+    }
+    for (i, f) in h.values_files.iter().enumerate() {
+        if crate::core::paths::inside(&w.dir, f).is_none_or(|p| p == w.dir) {
+            d.push(
+                Diagnostic::error(format!(
+                    "values file {f:?} is not a file inside the workload's folder {}",
+                    w.dir
+                ))
+                .at(&src.loc(&YamlPath::parse("spec.helm.valuesFiles").index(i)))
+                .hint("values files live in the workload's folder"),
+            );
+        }
+    }
 }
 
 /// The 1-based line of the first `{{ cluster… }}` or `{{ workload… }}` in a

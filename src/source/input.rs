@@ -6,7 +6,7 @@ use std::path::Path;
 use crate::core::diag::Diagnostics;
 use crate::core::load::{self, LoadError};
 use crate::core::render::Renderer;
-use crate::core::validate::{self, Checked};
+use crate::core::validate::Checked;
 
 /// Why a pipeline stopped.
 #[derive(Debug, thiserror::Error)]
@@ -25,11 +25,37 @@ pub fn load_checked(
     name: Option<&str>,
 ) -> Result<(Checked, Diagnostics), PipelineError> {
     let (mut fleet, mut diags) = load::load(dir, name)?;
-    diags.extend(crate::source::kustomize::expand(
+    diags.extend(tool_inputs(
         &mut fleet,
         &crate::source::kustomize::OnDisk(dir),
     ));
     validated(fleet, diags)
+}
+
+/// What the outside tools make of a fleet read from a folder: kustomize
+/// workloads built, Helm workloads' folders read (Helm runs after
+/// validation, with each cluster's values).
+fn tool_inputs(
+    fleet: &mut crate::core::model::Fleet,
+    files: &dyn crate::source::kustomize::FolderFiles,
+) -> Diagnostics {
+    let mut diags = crate::source::kustomize::expand(fleet, files);
+    diags.extend(crate::source::helm::gather(fleet, files));
+    diags
+}
+
+/// [`tool_inputs`] for a fleet read from a Git revision: the YAML files of
+/// its workload folders (`held`) and their other files (`extra`).
+fn tool_inputs_in_memory(
+    fleet: &mut crate::core::model::Fleet,
+    held: Vec<(String, Vec<u8>)>,
+    extra: &[(String, Vec<u8>)],
+) -> Diagnostics {
+    let mut diags = crate::source::helm::gather_in_memory(fleet, &held, extra);
+    diags.extend(crate::source::kustomize::expand_in_memory(
+        fleet, held, extra,
+    ));
+    diags
 }
 
 /// Validates a loaded fleet; its load diagnostics and validation's together.
@@ -37,7 +63,7 @@ fn validated(
     fleet: crate::core::model::Fleet,
     mut diags: Diagnostics,
 ) -> Result<(Checked, Diagnostics), PipelineError> {
-    let (checked, more) = validate::check(fleet);
+    let (checked, more) = crate::source::helm::check(fleet);
     diags.extend(more);
     let diags = diags.sorted();
     match checked {
@@ -55,7 +81,7 @@ pub fn check_all(
     name: Option<&str>,
 ) -> Result<(Option<Checked>, Diagnostics), SourceError> {
     let (fleet, mut diags, _) = input.read(name)?;
-    let (checked, more) = validate::check(fleet);
+    let (checked, more) = crate::source::helm::check(fleet);
     diags.extend(more);
     if let Some(c) = &checked {
         if !diags.has_errors() {
@@ -83,9 +109,7 @@ pub fn check_files(
 ) -> Result<(Checked, Diagnostics), PipelineError> {
     let kept = crate::source::kustomize::workload_files(&files);
     let (mut fleet, mut diags) = load::load_files(name, files);
-    diags.extend(crate::source::kustomize::expand_in_memory(
-        &mut fleet, kept, extra,
-    ));
+    diags.extend(tool_inputs_in_memory(&mut fleet, kept, extra));
     validated(fleet, diags)
 }
 
@@ -130,7 +154,7 @@ impl Input {
         match self {
             Input::Dir(dir) => {
                 let (mut fleet, mut diags) = load::load(dir, name).map_err(PipelineError::Load)?;
-                diags.extend(crate::source::kustomize::expand(
+                diags.extend(tool_inputs(
                     &mut fleet,
                     &crate::source::kustomize::OnDisk(dir),
                 ));
@@ -197,9 +221,7 @@ pub fn read_git(
     });
     let kept = crate::source::kustomize::workload_files(&at.files);
     let (mut fleet, mut diags) = load::load_files(name, at.files);
-    diags.extend(crate::source::kustomize::expand_in_memory(
-        &mut fleet, kept, &at.extra,
-    ));
+    diags.extend(tool_inputs_in_memory(&mut fleet, kept, &at.extra));
     diags.extend(link_warnings(&at.links, &revision.to_string()));
     Ok((fleet, diags))
 }

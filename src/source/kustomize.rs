@@ -25,11 +25,9 @@
 //!   relay needs no kustomize and renders what the root renders.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 
@@ -38,10 +36,6 @@ use crate::core::model::{Fleet, ManifestFile};
 
 /// The file a kustomization's output is the text of, in its folder.
 pub const BUILT: &str = "kustomize-build.yaml";
-/// Most of a build's output kept (a larger one is an error).
-const MAX_OUTPUT: usize = 64 << 20;
-/// How long one build may run.
-const TIMEOUT: Duration = Duration::from_secs(120);
 /// Outputs kept at most (all of them dropped when it is reached).
 const CACHE_ENTRIES: usize = 256;
 
@@ -107,13 +101,6 @@ struct Tool {
     args: Vec<&'static str>,
 }
 
-fn on_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
-
 fn tool() -> Result<Tool, String> {
     if let Some(p) = std::env::var_os("CANOPY_KUSTOMIZE").filter(|p| !p.is_empty()) {
         let bin = PathBuf::from(p);
@@ -129,13 +116,13 @@ fn tool() -> Result<Tool, String> {
             ))
         };
     }
-    if let Some(bin) = on_path("kustomize") {
+    if let Some(bin) = super::run::on_path("kustomize") {
         return Ok(Tool {
             bin,
             args: vec!["build"],
         });
     }
-    if let Some(bin) = on_path("kubectl") {
+    if let Some(bin) = super::run::on_path("kubectl") {
         return Ok(Tool {
             bin,
             args: vec!["kustomize"],
@@ -144,29 +131,10 @@ fn tool() -> Result<Tool, String> {
     Err("no kustomize binary: neither `kustomize` nor `kubectl` is on PATH".into())
 }
 
-/// `a/b/../c` → `a/c`; `None` when it climbs above its start.
-fn normalize(path: &str) -> Option<String> {
-    let mut parts: Vec<&str> = Vec::new();
-    for p in path.split('/') {
-        match p {
-            "" | "." => {}
-            ".." => {
-                parts.pop()?;
-            }
-            p => parts.push(p),
-        }
-    }
-    Some(parts.join("/"))
-}
-
 /// The folder of the kustomization of a workload in `dir`, relative to
 /// the fleet root; `None` when `path` leaves the workload's folder.
 pub fn kustomization_dir(dir: &str, path: &str) -> Option<String> {
-    if path.starts_with('/') {
-        return None;
-    }
-    let joined = normalize(&format!("{dir}/{path}"))?;
-    (joined == dir || joined.starts_with(&format!("{dir}/"))).then_some(joined)
+    crate::core::paths::inside(dir, path)
 }
 
 const KUSTOMIZATION_NAMES: [&str; 3] = ["kustomization.yaml", "kustomization.yml", "Kustomization"];
@@ -205,7 +173,7 @@ fn outside_references(dir: &str, files: &[(String, Vec<u8>)]) -> Vec<(String, St
                     || entry.starts_with("gitlab.com/")
                     || entry.starts_with("bitbucket.org/");
                 let inside = !entry.starts_with('/')
-                    && normalize(&format!("{folder}/{entry}"))
+                    && crate::core::paths::normalize(&format!("{folder}/{entry}"))
                         .is_some_and(|p| p == dir || p.starts_with(&format!("{dir}/")));
                 if remote {
                     out.push((
@@ -242,81 +210,12 @@ fn build(
     // The copy is named as the workload's folder, so kustomize's messages
     // name the repository's paths once the temporary prefix is cut.
     let base = tmp.path();
-    for (path, bytes) in files {
-        let to = base.join(path);
-        if let Some(parent) = to.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
-        }
-        std::fs::write(&to, bytes).map_err(|e| format!("{}: {e}", to.display()))?;
-    }
-    let target = base.join(kdir);
-    let mut child = Command::new(&tool.bin)
-        .args(&tool.args)
-        .arg(&target)
-        .current_dir(base.join(dir))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run {}: {e}", tool.bin.display()))?;
-    let mut stdout = child.stdout.take().expect("piped");
-    let mut stderr = child.stderr.take().expect("piped");
-    let out_reader = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let n = (&mut stdout)
-            .take(MAX_OUTPUT as u64 + 1)
-            .read_to_end(&mut buf);
-        // Drain the rest so the child is not blocked on a full pipe.
-        let _ = std::io::copy(&mut stdout, &mut std::io::sink());
-        n.map(|_| buf)
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = (&mut stderr).take(1 << 20).read_to_end(&mut buf);
-        let _ = std::io::copy(&mut stderr, &mut std::io::sink());
-        buf
-    });
-    let started = Instant::now();
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(s)) => break s,
-            Ok(None) if started.elapsed() > TIMEOUT => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!(
-                    "kustomize ran longer than {}s and was stopped",
-                    TIMEOUT.as_secs()
-                ));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
-            Err(e) => return Err(format!("waiting for kustomize: {e}")),
-        }
-    };
-    let out = out_reader
-        .join()
-        .map_err(|_| "reading kustomize's output".to_string())?
-        .map_err(|e| format!("reading kustomize's output: {e}"))?;
-    let err = err_reader.join().unwrap_or_default();
-    let shown = |bytes: &[u8]| {
-        String::from_utf8_lossy(bytes)
-            .replace(&format!("{}/", base.display()), "")
-            .replace(&base.display().to_string(), ".")
-            .trim()
-            .lines()
-            .take(20)
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
-    if !status.success() {
-        return Err(format!("kustomize build failed: {}", shown(&err)));
-    }
-    if out.len() > MAX_OUTPUT {
-        return Err(format!(
-            "kustomize wrote more than {} MiB",
-            MAX_OUTPUT >> 20
-        ));
-    }
-    String::from_utf8(out).map_err(|_| "kustomize's output is not UTF-8".to_string())
+    super::run::write_tree(base, files)?;
+    let mut cmd = Command::new(&tool.bin);
+    cmd.args(&tool.args)
+        .arg(base.join(kdir))
+        .current_dir(base.join(dir));
+    super::run::bounded(cmd, "kustomize build", base)
 }
 
 /// The YAML files of a revision's workload folders, kept for kustomize
@@ -434,25 +333,6 @@ pub fn expand(fleet: &mut Fleet, files: &dyn FolderFiles) -> Diagnostics {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_kustomization_stays_in_its_workload_folder() {
-        assert_eq!(
-            kustomization_dir("workloads/app", ".").as_deref(),
-            Some("workloads/app")
-        );
-        assert_eq!(
-            kustomization_dir("workloads/app", "overlays/prod").as_deref(),
-            Some("workloads/app/overlays/prod")
-        );
-        assert_eq!(
-            kustomization_dir("workloads/app", "overlays/../base").as_deref(),
-            Some("workloads/app/base")
-        );
-        assert_eq!(kustomization_dir("workloads/app", "../other"), None);
-        assert_eq!(kustomization_dir("workloads/app", "/etc"), None);
-        assert_eq!(kustomization_dir("workloads/app", "../../.."), None);
-    }
 
     #[test]
     fn references_out_of_the_folder_are_found() {

@@ -2,9 +2,11 @@
 //! repository (local or remote) at a ref.
 
 pub mod git;
+pub mod helm;
 pub mod input;
 pub mod kustomize;
 pub mod remote;
+pub mod run;
 
 /// The revision a fleet was read at, as recorded with every apply (the
 /// `canopy.dev/revision` annotation, `status`).

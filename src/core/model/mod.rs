@@ -270,6 +270,49 @@ pub struct WorkloadSpec {
     /// then namespaced, divided, overridden and labelled like any others.
     #[serde(default)]
     pub kustomize: Option<KustomizeSource>,
+    /// The workload's manifests are what `helm template` makes of a chart
+    /// (a folder in the workload's folder, a chart repository or an
+    /// `oci://` reference) with values rendered per cluster, then
+    /// namespaced, divided, overridden and labelled like any others.
+    #[serde(default)]
+    pub helm: Option<HelmSource>,
+}
+
+/// A Helm chart as a workload's source.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HelmSource {
+    /// The chart: a folder relative to the workload's folder (`chart`),
+    /// a chart's name in the repository `repo`, or an `oci://` reference.
+    pub chart: String,
+    /// A chart repository's URL (one with an `index.yaml`); `chart` is then
+    /// the chart's name there.
+    #[serde(default)]
+    pub repo: Option<String>,
+    /// The exact version of a chart from a repository or registry (a
+    /// range would let the same commit deploy different charts).
+    #[serde(default)]
+    pub version: Option<String>,
+    /// The release name Helm renders with (`.Release.Name`); default: the
+    /// workload's name.
+    #[serde(default)]
+    pub release_name: Option<String>,
+    /// Values files in the workload's folder, in order (later ones win).
+    #[serde(default)]
+    pub values_files: Vec<String>,
+    /// Values, given last. Every string is a template with the cluster's
+    /// facts (`cluster.name`, `cluster.labels`, `cluster.values`, …); a
+    /// string that is one `{{ expression }}` takes the expression's value
+    /// with its type (a number stays a number).
+    #[serde(default)]
+    pub values: Map<String, Value>,
+    /// Render the chart's `crds/` folder too (default: yes).
+    #[serde(default = "yes")]
+    pub include_crds: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// A kustomization as a workload's source.
@@ -788,6 +831,9 @@ pub struct Workload {
     pub dir: String,
     pub manifests: Vec<ManifestFile>,
     pub source: Arc<Source>,
+    /// A Helm workload's files as read (its folder: a local chart and the
+    /// values files), kept for `helm template` after validation.
+    pub helm_inputs: Arc<Vec<(String, Vec<u8>)>>,
 }
 
 impl Workload {
