@@ -96,9 +96,9 @@ pub struct Renderer<'a> {
     pub checked: &'a Checked,
     pub placements: Vec<Option<WorkloadPlacement>>,
     env: Environment<'a>,
-    cluster_ctx: Vec<minijinja::Value>,
-    /// A hash of each cluster's template context (for [`Self::fingerprints`]).
-    cluster_hash: Vec<u64>,
+    /// Each cluster's template context and its hash (for
+    /// [`Self::fingerprints`]).
+    cluster_facts: Arc<ClusterFacts>,
     workload_ctx: Vec<minijinja::Value>,
     /// `override_on[o][c]`: override `o` selects cluster `c`.
     override_on: Vec<Vec<bool>>,
@@ -125,32 +125,47 @@ pub fn inherited_values(checked: &Checked) -> Vec<Map<String, Value>> {
     out
 }
 
-/// Every cluster's facts as templates see them (`cluster.*`): name,
-/// labels, parent, path from the root, depth and inherited values; made
-/// once per checked fleet.
-pub fn cluster_facts(checked: &Checked) -> Arc<Vec<Value>> {
+/// Every cluster's facts as templates see them (`cluster.*`: name,
+/// labels, parent, path from the root, depth and inherited values), ready
+/// for minijinja, with a hash of each.
+pub struct ClusterFacts {
+    pub ctx: Vec<minijinja::Value>,
+    pub hash: Vec<u64>,
+}
+
+impl std::fmt::Debug for ClusterFacts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ClusterFacts({} clusters)", self.hash.len())
+    }
+}
+
+/// [`ClusterFacts`] of a checked fleet, made once per fleet.
+pub fn cluster_facts(checked: &Checked) -> Arc<ClusterFacts> {
     checked
         .cluster_facts
         .get_or_init(|| {
             let topo = &checked.topo;
             let values = inherited_values(checked);
-            Arc::new(
-                values
-                    .into_iter()
-                    .enumerate()
-                    .map(|(c, values)| {
-                        let cl = checked.cluster(c);
-                        json!({
-                            "name": cl.name(),
-                            "labels": cl.meta.labels,
-                            "parent": cl.spec.parent,
-                            "path": topo.path(c),
-                            "depth": topo.depth(c),
-                            "values": values,
-                        })
-                    })
-                    .collect(),
-            )
+            let (ctx, hash) = values
+                .into_par_iter()
+                .enumerate()
+                .map(|(c, values)| {
+                    let cl = checked.cluster(c);
+                    let facts = json!({
+                        "name": cl.name(),
+                        "labels": cl.meta.labels,
+                        "parent": cl.spec.parent,
+                        "path": topo.path(c),
+                        "depth": topo.depth(c),
+                        "values": values,
+                    });
+                    (
+                        minijinja::Value::from(minijinja::value::Serde(&facts)),
+                        crate::core::hash::json(&facts),
+                    )
+                })
+                .unzip();
+            Arc::new(ClusterFacts { ctx, hash })
         })
         .clone()
 }
@@ -366,15 +381,7 @@ impl<'a> Renderer<'a> {
             plans.push(wp);
         }
 
-        let (cluster_ctx, cluster_hash) = cluster_facts(checked)
-            .iter()
-            .map(|ctx| {
-                (
-                    minijinja::Value::from(minijinja::value::Serde(ctx)),
-                    crate::core::hash::json(ctx),
-                )
-            })
-            .unzip();
+        let cluster_facts = cluster_facts(checked);
         let workload_ctx = fleet
             .workloads
             .iter()
@@ -398,8 +405,7 @@ impl<'a> Renderer<'a> {
             checked,
             placements,
             env,
-            cluster_ctx,
-            cluster_hash,
+            cluster_facts,
             workload_ctx,
             override_on,
             plans,
@@ -503,7 +509,7 @@ impl<'a> Renderer<'a> {
             .into_par_iter()
             .map(|c| {
                 let mut h = StableHasher::new();
-                h.str(&fleet.name).u64(self.cluster_hash[c]);
+                h.str(&fleet.name).u64(self.cluster_facts.hash[c]);
                 for (wi, p) in self.placements.iter().enumerate() {
                     if let Some(p) = p.as_ref().filter(|p| p.lands_on(c)) {
                         h.usize(wi).u64(workload_hash[wi]).opt_u32(p.replicas(c));
@@ -663,7 +669,9 @@ impl<'a> Renderer<'a> {
             .map(|c| {
                 p.lands_on(c).then(|| {
                     let mut h = StableHasher::new();
-                    h.str(&fleet.name).u64(content).u64(self.cluster_hash[c]);
+                    h.str(&fleet.name)
+                        .u64(content)
+                        .u64(self.cluster_facts.hash[c]);
                     for mi in self.manifests_on(wi, c) {
                         if let Some(&vh) = variant_hash.get(mi) {
                             h.u64(vh);
@@ -830,7 +838,7 @@ impl<'a> Renderer<'a> {
         let m = &w.manifests[mi];
         let cluster = self.checked.cluster(c).name();
         let ctx = minijinja::context! {
-            cluster => self.cluster_ctx[c].clone(),
+            cluster => self.cluster_facts.ctx[c].clone(),
             workload => self.workload_ctx[wi].clone(),
         };
         if let Some(Some(Plan::Structural { docs, slots })) = self.plans[wi].get(mi) {

@@ -43,7 +43,7 @@ pub struct Checked {
     /// Every cluster's template facts, made once when first asked for
     /// ([`crate::core::render::cluster_facts`]): Helm's values and the
     /// renderer both need them.
-    pub cluster_facts: std::sync::OnceLock<Arc<Vec<Value>>>,
+    pub cluster_facts: std::sync::OnceLock<Arc<crate::core::render::ClusterFacts>>,
 }
 
 impl Checked {
