@@ -96,6 +96,18 @@ fn unknown_field_is_denied_with_its_path_and_line() {
 }
 
 #[test]
+fn live_capacity_needs_a_kubernetes_cluster() {
+    let dir = with(&[(
+        "clusters.yaml",
+        "apiVersion: canopy.dev/v1alpha1\nkind: Cluster\nmetadata:\n  name: hub\nspec:\n  liveCapacity: true\n",
+    )]);
+    assert_eq!(
+        the_error(dir.path()),
+        "error: clusters.yaml:6: spec.liveCapacity: liveCapacity needs a Kubernetes cluster (spec.connection)\n  help: a cluster in the local backend has no nodes to read: give it spec.capacity instead"
+    );
+}
+
+#[test]
 fn unknown_parent_suggests_the_right_name() {
     let dir = with(&[(
         "clusters.yaml",

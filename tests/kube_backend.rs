@@ -1777,3 +1777,121 @@ spec:
     assert_eq!(names, vec!["web"]);
     assert_eq!(canopy_on(f.path(), "takeover", &["diff", "DIR"]).0, 0);
 }
+
+#[test]
+fn live_capacity_is_read_from_nodes_and_pods_and_divides_the_replicas() {
+    let ns = "t-capacity";
+    let x = apiserver::start();
+    let on_x = |method: &str, path: &str, body: Option<(&str, Value)>| {
+        request_at(&x.kubeconfig, method, path, body)
+    };
+    let post = |path: &str, obj: Value| {
+        on_x("POST", path, Some(("application/json", obj))).unwrap();
+    };
+    // Cluster a: one node that takes 5 pods and 4 cores, two pods on it
+    // (one of them finished), and a cordoned node that counts for nothing.
+    for (name, cordoned) in [("node-1", false), ("node-2", true)] {
+        post(
+            "/api/v1/nodes",
+            json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name},
+                   "spec": {"unschedulable": cordoned}}),
+        );
+        on_x(
+            "PATCH",
+            &format!("/api/v1/nodes/{name}/status"),
+            Some((
+                "application/merge-patch+json",
+                json!({"status": {"allocatable": {"cpu": "4", "memory": "8Gi", "pods": "5"},
+                                  "capacity": {"cpu": "4", "memory": "8Gi", "pods": "5"},
+                                  "conditions": [{"type": "Ready", "status": "True",
+                                      "reason": "Test", "message": "set by the test",
+                                      "lastHeartbeatTime": "2026-01-01T00:00:00Z",
+                                      "lastTransitionTime": "2026-01-01T00:00:00Z"}]}}),
+            )),
+        )
+        .unwrap();
+    }
+    // No controller makes the default ServiceAccount that pods need.
+    post(
+        "/api/v1/namespaces/default/serviceaccounts",
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}}),
+    );
+    let pod = |name: &str, cpu: &str| {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+               "spec": {"nodeName": "node-1", "automountServiceAccountToken": false,
+                        "containers": [{"name": "c", "image": "busybox",
+                                        "resources": {"requests": {"cpu": cpu}}}]}})
+    };
+    post("/api/v1/namespaces/default/pods", pod("busy-1", "1"));
+    post("/api/v1/namespaces/default/pods", pod("busy-2", "500m"));
+    post("/api/v1/namespaces/default/pods", pod("done", "2"));
+    on_x(
+        "PATCH",
+        "/api/v1/namespaces/default/pods/done/status",
+        Some((
+            "application/merge-patch+json",
+            json!({"status": {"phase": "Succeeded"}}),
+        )),
+    )
+    .unwrap();
+
+    // Git says a holds 1 pod; b holds 3. Six replicas fit only with what a
+    // really has free (5 − 2 = 3 pods).
+    let (k0, k1) = (kubeconfig(0), kubeconfig(1));
+    let clusters = format!(
+        "apiVersion: canopy.dev/v1alpha1\nkind: Cluster\nmetadata: {{name: root}}\nspec: {{connection: {{kubeconfig: {}}}}}\n---\n\
+         apiVersion: canopy.dev/v1alpha1\nkind: Cluster\nmetadata: {{name: a}}\nspec: {{parent: root, liveCapacity: true, capacity: {{pods: 1}}, connection: {{kubeconfig: {}}}}}\n---\n\
+         apiVersion: canopy.dev/v1alpha1\nkind: Cluster\nmetadata: {{name: b}}\nspec: {{parent: root, capacity: {{pods: 3}}, connection: {{kubeconfig: {}}}}}\n",
+        k0.display(),
+        x.kubeconfig.display(),
+        k1.display()
+    );
+    let app = format!(
+        "apiVersion: canopy.dev/v1alpha1\nkind: Workload\nmetadata:\n  name: app\nspec:\n  namespace: {ns}\n  placement:\n    clusters: {{names: [a, b]}}\n    replicas:\n      mode: Divided\n      total: 6\n      weights: {{dynamic: capacity}}\n"
+    );
+    let objs = objects(ns, "blue");
+    let f = common::fleet(&[
+        ("clusters.yaml", &clusters),
+        ("workloads/app/workload.yaml", &app),
+        ("workloads/app/objects.yaml", &objs),
+    ]);
+    // Before any read, the division is Git's: 4 of 6 fit.
+    let (code, _, err) = canopy_on(f.path(), "capacity", &["render", "DIR"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("6 replicas do not fit: the chosen clusters hold 4"),
+        "{err}"
+    );
+
+    let deploy = format!("/apis/apps/v1/namespaces/{ns}/deployments/web");
+    let (code, out, err) = canopy_on(f.path(), "capacity", &["apply", "DIR"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(on_x("GET", &deploy, None).unwrap()["spec"]["replicas"], 3);
+    assert_eq!(get(1, &deploy)["spec"]["replicas"], 3);
+    // explain divides by the recorded read and says how old it is; the
+    // cordoned node and the finished pod count for nothing.
+    let (code, out, err) = canopy_on(f.path(), "capacity", &["explain", "DIR", "app"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("live capacity read") && out.contains("cpu 2.5, memory 8589934592, pods 3"),
+        "{out}"
+    );
+
+    // A pod goes away: the next apply reads 4 free pods on a.
+    // (No kubelet confirms a graceful delete: the pod goes at once.)
+    on_x(
+        "DELETE",
+        "/api/v1/namespaces/default/pods/busy-2?gracePeriodSeconds=0",
+        None,
+    )
+    .unwrap();
+    let (code, out, err) = canopy_on(f.path(), "capacity", &["apply", "DIR"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (_, out, _) = canopy_on(f.path(), "capacity", &["explain", "DIR", "app"]);
+    assert!(out.contains("cpu 3, memory 8589934592, pods 4"), "{out}");
+    let on_a = on_x("GET", &deploy, None).unwrap()["spec"]["replicas"]
+        .as_u64()
+        .unwrap();
+    let on_b = get(1, &deploy)["spec"]["replicas"].as_u64().unwrap();
+    assert_eq!((on_a + on_b, on_a >= on_b), (6, true));
+}

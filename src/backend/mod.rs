@@ -306,6 +306,12 @@ pub trait ClusterBackend: Send + Sync {
     fn not_ready(&self) -> Option<String> {
         None
     }
+    /// What the cluster can still hold (its nodes' allocatable resources
+    /// minus its running pods' requests), for a cluster with
+    /// `liveCapacity`; `None` when the backend has no nodes to read.
+    fn free_capacity(&self) -> Result<Option<crate::core::model::Capacity>, BackendError> {
+        Ok(None)
+    }
 }
 
 #[cfg(test)]

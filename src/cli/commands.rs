@@ -383,6 +383,9 @@ fn open(a: &SourceArgs) -> Result<FleetSource, Failure> {
 fn load(src: &FleetSource, name: Option<&str>) -> Result<Loaded, Failure> {
     let loaded = src.load(name)?;
     print_diags(&loaded.warnings);
+    // Commands that do not read clusters divide by the live capacity the
+    // last run recorded; a run that reads clusters reads it afresh.
+    crate::ops::capacity::from_record(&loaded.checked, &src.state_dir(None));
     Ok(loaded)
 }
 

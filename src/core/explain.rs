@@ -117,8 +117,11 @@ pub fn explain(
                 .weights
                 .as_ref()
                 .and_then(|ws| ws.per_replica.as_ref());
-            let (_, limit) = schedule::capacity_weight(&cl.spec.capacity, per);
+            let (_, limit) = schedule::capacity_weight(&checked.capacity(c), per);
             reason.push_str(&format!("; capacity weight limited by {limit}"));
+            if cl.spec.live_capacity {
+                reason.push_str(&live_text(checked.measured.get(cl.name()).as_ref(), now));
+            }
         }
         let replicas = assignment.as_ref().filter(|_| ok).map(|a| a.replicas[c]);
         if let Some(down) = health.down_for(cl.name(), now) {
@@ -264,4 +267,28 @@ pub fn explain(
         steps,
         error,
     }
+}
+
+/// How `explain` tells where a live capacity comes from and how old it is.
+fn live_text(
+    live: Option<&crate::core::model::LiveCapacity>,
+    now: std::time::SystemTime,
+) -> String {
+    let Some(l) = live else {
+        return "; live capacity not read yet (spec.capacity used)".into();
+    };
+    let q = |q: &Option<crate::core::model::Quantity>| {
+        q.as_ref()
+            .and_then(|q| q.value().ok())
+            .map_or("-".to_string(), |v| format!("{v}"))
+    };
+    let at = std::time::UNIX_EPOCH + Duration::from_secs(l.read_at);
+    let age = now.duration_since(at).unwrap_or_default().as_secs();
+    format!(
+        "; live capacity read {} ago: cpu {}, memory {}, pods {}",
+        humantime::format_duration(Duration::from_secs(age)),
+        q(&l.capacity.cpu),
+        q(&l.capacity.memory),
+        q(&l.capacity.pods)
+    )
 }

@@ -738,7 +738,6 @@ pub fn weights(checked: &Checked, w: &Workload, chosen: &[bool]) -> Vec<u64> {
             if !chosen[i] {
                 return 0;
             }
-            let c = checked.cluster(i);
             match spec {
                 None => 1,
                 Some(ws) => match (&ws.static_weights, ws.dynamic) {
@@ -749,7 +748,7 @@ pub fn weights(checked: &Checked, w: &Workload, chosen: &[bool]) -> Vec<u64> {
                         .max()
                         .unwrap_or(0),
                     (None, Some(DynamicWeight::Capacity)) => {
-                        capacity_weight(&c.spec.capacity, ws.per_replica.as_ref()).0
+                        capacity_weight(&checked.capacity(i), ws.per_replica.as_ref()).0
                     }
                     (None, None) => 1,
                 },
@@ -827,11 +826,11 @@ pub fn bound_of(checked: &Checked, w: &Workload) -> Bound {
         .map(|ws| {
             (0..checked.topo.len())
                 .map(|c| {
-                    let cap = &checked.cluster(c).spec.capacity;
+                    let cap = checked.capacity(c);
                     if cap.cpu.is_none() && cap.memory.is_none() && cap.pods.is_none() {
                         u64::MAX
                     } else {
-                        capacity_weight(cap, ws.per_replica.as_ref()).0
+                        capacity_weight(&cap, ws.per_replica.as_ref()).0
                     }
                 })
                 .collect()

@@ -44,11 +44,59 @@ pub struct Checked {
     /// ([`crate::core::render::cluster_facts`]): Helm's values and the
     /// renderer both need them.
     pub cluster_facts: std::sync::OnceLock<Arc<crate::core::render::ClusterFacts>>,
+    /// The live capacity of the clusters that ask for it, as the run last
+    /// read it ([`Self::capacity`]); set by the run before it places.
+    pub measured: Measured,
 }
 
 impl Checked {
     pub fn cluster(&self, i: usize) -> &Cluster {
         &self.fleet.clusters[i]
+    }
+
+    /// What cluster `c` can hold, as the division uses it: its live
+    /// capacity when it asks for it and the run has read it, else its
+    /// `spec.capacity`.
+    pub fn capacity(&self, c: usize) -> std::borrow::Cow<'_, Capacity> {
+        let cl = self.cluster(c);
+        if cl.spec.live_capacity {
+            if let Some(live) = self.measured.get(cl.name()) {
+                return std::borrow::Cow::Owned(live.capacity);
+            }
+        }
+        std::borrow::Cow::Borrowed(&cl.spec.capacity)
+    }
+}
+
+/// Live capacities by cluster name, replaced whole by each run that reads
+/// them (the fleet itself is shared by the run's stages and, in `watch`,
+/// kept across rounds).
+#[derive(Default)]
+pub struct Measured(std::sync::RwLock<Arc<BTreeMap<String, LiveCapacity>>>);
+
+impl Measured {
+    pub fn set(&self, m: BTreeMap<String, LiveCapacity>) {
+        *self.0.write().expect("not poisoned") = Arc::new(m);
+    }
+
+    pub fn get(&self, cluster: &str) -> Option<LiveCapacity> {
+        self.0.read().expect("not poisoned").get(cluster).cloned()
+    }
+
+    pub fn all(&self) -> Arc<BTreeMap<String, LiveCapacity>> {
+        self.0.read().expect("not poisoned").clone()
+    }
+}
+
+impl Clone for Measured {
+    fn clone(&self) -> Self {
+        Measured(std::sync::RwLock::new(self.all()))
+    }
+}
+
+impl std::fmt::Debug for Measured {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Measured({} clusters)", self.all().len())
     }
 }
 
@@ -142,6 +190,7 @@ pub fn check(mut fleet: Fleet) -> (Option<Checked>, Diagnostics) {
                     labels,
                     facts,
                     cluster_facts: Default::default(),
+                    measured: Default::default(),
                 }),
                 d,
             )
@@ -199,6 +248,13 @@ fn check_name(kind: &str, source: &Source, name: &str, d: &mut Diagnostics) {
 
 fn check_cluster(c: &Cluster, d: &mut Diagnostics) {
     check_name("Cluster", &c.source, c.name(), d);
+    if c.spec.live_capacity && c.spec.connection.is_none() {
+        d.push(
+            Diagnostic::error("liveCapacity needs a Kubernetes cluster (spec.connection)")
+                .at(&c.source.loc_str("spec.liveCapacity"))
+                .hint("a cluster in the local backend has no nodes to read: give it spec.capacity instead"),
+        );
+    }
     let cap = &c.spec.capacity;
     for (field, q) in [
         ("cpu", &cap.cpu),

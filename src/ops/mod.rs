@@ -6,6 +6,7 @@
 
 pub mod apply;
 pub mod base;
+pub mod capacity;
 pub mod diff;
 pub mod error;
 pub mod handoff;

@@ -270,6 +270,8 @@ pub struct Session<'i> {
     /// `None` until read; then the version read or written (`None`: none
     /// there yet) and the records as they were then.
     records: Option<(Option<String>, (String, String))>,
+    /// Whether the run may write the state folder (its records).
+    access: Access,
 }
 
 impl<'i> Session<'i> {
@@ -342,6 +344,7 @@ impl<'i> Session<'i> {
             cancel: None,
             progress: None,
             records: None,
+            access,
         })
     }
 
@@ -354,6 +357,13 @@ impl<'i> Session<'i> {
             .map_err(OpsError::Runtime)?;
         self.read_records(checked)?;
         self.hear(checked, None);
+        super::capacity::measure(
+            checked,
+            None,
+            &self.backends,
+            &self.state,
+            self.access == Access::Write,
+        );
         let at = SystemTime::now();
         let failed = failed_over(checked, &self.health, at);
         let renderer = Renderer::with_failover(checked, &failed);
@@ -395,6 +405,13 @@ impl<'i> Session<'i> {
             .follow(&checked.fleet)
             .map_err(OpsError::Runtime)?;
         self.hear(checked, Some(relay));
+        super::capacity::measure(
+            checked,
+            Some(relay),
+            &self.backends,
+            &self.state,
+            self.access == Access::Write,
+        );
         let at = SystemTime::now();
         let failed = failed_over(checked, &self.health, at);
         let renderer = Renderer::for_subtree(checked, relay, shares, &failed);

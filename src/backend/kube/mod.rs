@@ -20,6 +20,7 @@
 //!   in reverse), each wave's requests in parallel up to a bound, every
 //!   request rate-limited and retried on 429/5xx/transport failures only.
 
+mod capacity;
 pub mod connect;
 mod discovery;
 mod errors;
@@ -736,6 +737,28 @@ impl ClusterBackend for Arc<KubeCluster> {
                 .await
                 .ok()?;
             health::nodes_down(&nodes)
+        })
+    }
+
+    fn free_capacity(&self) -> Result<Option<crate::core::model::Capacity>, BackendError> {
+        self.block_on(async {
+            let get = |path: &'static str| {
+                self.send(move || {
+                    http::Request::get(path)
+                        .body(Vec::new())
+                        .map_err(kube::core::request::Error::BuildRequest)
+                })
+            };
+            let nodes = get("/api/v1/nodes")
+                .await
+                .map_err(|error| self.error(None, error))?;
+            // Pods that finished hold nothing; the server leaves them out.
+            let pods = get(
+                "/api/v1/pods?fieldSelector=status.phase%21%3DSucceeded%2Cstatus.phase%21%3DFailed",
+            )
+            .await
+            .map_err(|error| self.error(None, error))?;
+            Ok(Some(capacity::free(&nodes, &pods)))
         })
     }
 

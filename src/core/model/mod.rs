@@ -69,6 +69,13 @@ pub struct ClusterSpec {
     /// What the cluster can hold; used by `weights: {dynamic: capacity}`.
     #[serde(default)]
     pub capacity: Capacity,
+    /// Read what the cluster can still hold from the cluster itself (its
+    /// nodes' allocatable resources minus what its running pods request)
+    /// on every `apply`, `diff` and `watch` round, and divide by that
+    /// instead of `capacity`, which stays the value until the first read
+    /// and whenever a read fails. Kubernetes clusters only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub live_capacity: bool,
     /// Taints keep workloads off the cluster unless they tolerate them.
     #[serde(default)]
     pub taints: Vec<Taint>,
@@ -80,6 +87,15 @@ pub struct ClusterSpec {
     /// is reconciled by whoever reaches its parent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub relay: Option<Relay>,
+}
+
+/// What a cluster could still hold when it was last asked (live capacity).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LiveCapacity {
+    pub capacity: Capacity,
+    /// When it was read, in seconds since the Unix epoch.
+    pub read_at: u64,
 }
 
 /// A relay's settings (none yet: `relay: {}` marks the cluster).
