@@ -1059,3 +1059,77 @@ fn static_weights_bound_by_declared_capacity() {
         "{out}"
     );
 }
+
+/// Calm rescheduling through the binary (the fleet's own state folder):
+/// a new cluster takes no replicas until the total grows, a larger total
+/// goes where replicas are short by the weights, a smaller one comes off
+/// without moving any, and `explain` says what a fresh division would give.
+#[test]
+fn calm_rescheduling_keeps_replicas_where_they_are() {
+    let cluster = |name: &str, parent: Option<&str>| {
+        let p = parent.map_or(String::new(), |p| format!("spec: {{parent: {p}}}\n"));
+        let tier = if parent.is_some() { "edge" } else { "hub" };
+        format!("apiVersion: canopy.dev/v1alpha1\nkind: Cluster\nmetadata: {{name: {name}, labels: {{tier: {tier}}}}}\n{p}---\n")
+    };
+    let clusters = |names: &[&str]| {
+        let mut t = cluster("hub", None);
+        for n in names {
+            t.push_str(&cluster(n, Some("hub")));
+        }
+        t
+    };
+    let workload = |total: u32| {
+        format!("apiVersion: canopy.dev/v1alpha1\nkind: Workload\nmetadata: {{name: web}}\nspec:\n  namespace: shop\n  placement:\n    clusters: {{selector: {{matchLabels: {{tier: edge}}}}}}\n    replicas: {{mode: Divided, total: {total}, rescheduling: Calm}}\n")
+    };
+    let deployment = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  replicas: 1\n  template:\n    spec:\n      containers: [{name: web, image: nginx}]\n";
+    let dir = fleet(&[
+        ("clusters.yaml", &clusters(&["a", "b"])),
+        ("workloads/web/workload.yaml", &workload(6)),
+        ("workloads/web/deployment.yaml", deployment),
+    ]);
+    let d = s(dir.path());
+    let state = dir.path().join(".canopy/state");
+    let replicas = |cluster: &str| -> Option<u64> {
+        let text = std::fs::read(state.join(format!("clusters/{cluster}.json"))).ok()?;
+        let v: serde_json::Value = serde_json::from_slice(&text).unwrap();
+        v["objects"][obj_id("apps", "Deployment", "shop", "web")]["spec"]["replicas"].as_u64()
+    };
+    let (code, out, err) = canopy(&["apply", d]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!((replicas("a"), replicas("b")), (Some(3), Some(3)));
+
+    // A third cluster joins: nothing moves, it takes none yet; a fresh
+    // division would give each 2.
+    std::fs::write(dir.path().join("clusters.yaml"), clusters(&["a", "b", "c"])).unwrap();
+    let (code, out, err) = canopy(&["explain", d, "web"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("calm: keeps the replicas last applied and divides only the difference; a fresh division would give a 2 (calm 3), b 2 (calm 3), c 2 (calm 0)"),
+        "{out}"
+    );
+    let (code, out, err) = canopy(&["apply", d]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        (replicas("a"), replicas("b"), replicas("c")),
+        (Some(3), Some(3), None)
+    );
+
+    // The total grows by 3: they go where replicas are short (c).
+    std::fs::write(dir.path().join("workloads/web/workload.yaml"), workload(9)).unwrap();
+    let (code, out, err) = canopy(&["apply", d]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        (replicas("a"), replicas("b"), replicas("c")),
+        (Some(3), Some(3), Some(3))
+    );
+    // It shrinks to 5: four come off, none moves to another cluster.
+    std::fs::write(dir.path().join("workloads/web/workload.yaml"), workload(5)).unwrap();
+    let (code, out, err) = canopy(&["apply", d]);
+    assert_eq!(code, 0, "{out}{err}");
+    let now: Vec<u64> = ["a", "b", "c"]
+        .iter()
+        .map(|c| replicas(c).unwrap())
+        .collect();
+    assert_eq!(now.iter().sum::<u64>(), 5);
+    assert!(now.iter().all(|&n| n <= 3), "{now:?}");
+}

@@ -386,6 +386,7 @@ fn load(src: &FleetSource, name: Option<&str>) -> Result<Loaded, Failure> {
     // Commands that do not read clusters divide by the live capacity the
     // last run recorded; a run that reads clusters reads it afresh.
     crate::ops::capacity::from_record(&loaded.checked, &src.state_dir(None));
+    crate::ops::calm::previous(&loaded.checked, &src.state_dir(None));
     Ok(loaded)
 }
 

@@ -336,6 +336,9 @@ pub fn explain_text(e: &Explanation) -> String {
         let _ = write!(out, ", weights {w}");
     }
     out.push('\n');
+    if let Some(calm) = &e.calm {
+        let _ = writeln!(out, "{calm}");
+    }
     if let Some(err) = &e.error {
         let _ = writeln!(out, "error: {err}");
     }

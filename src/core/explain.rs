@@ -46,6 +46,10 @@ pub struct Explanation {
     pub clusters: Vec<ClusterLine>,
     pub steps: Vec<Step>,
     pub error: Option<String>,
+    /// Calm rescheduling: what it kept, and where a fresh division would
+    /// differ.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub calm: Option<String>,
 }
 
 /// Explains workload `wi`; with `only`, the steps are those on that
@@ -256,6 +260,7 @@ pub fn explain(
                 if clusters == 1 { "" } else { "s" },
             ))
         });
+    let calm = calm_text(checked, wi, &failed, &placed);
     Explanation {
         workload: w.name().to_string(),
         source: w.source.file.clone(),
@@ -266,7 +271,57 @@ pub fn explain(
         clusters,
         steps,
         error,
+        calm,
     }
+}
+
+/// For a calm workload: where its replicas come from, and the clusters a
+/// fresh division would give a different number (bounded).
+fn calm_text(
+    checked: &Checked,
+    wi: usize,
+    failed: &[bool],
+    placed: &Result<schedule::WorkloadPlacement, schedule::ScheduleError>,
+) -> Option<String> {
+    let w = &checked.fleet.workloads[wi];
+    let r = &w.spec.placement.replicas;
+    if r.rescheduling != crate::core::model::Rescheduling::Calm
+        || r.mode != crate::core::model::ReplicaMode::Divided
+    {
+        return None;
+    }
+    let held = checked.previous.all();
+    if !held.contains_key(w.name()) {
+        return Some("calm, nothing applied yet: a fresh division".into());
+    }
+    let calm = placed.as_ref().ok()?.assignment.as_ref()?;
+    let fresh = schedule::place_fresh(checked, wi, failed).ok()?;
+    let fresh = fresh.assignment.as_ref()?;
+    let differ: Vec<String> = (0..checked.topo.len())
+        .filter(|&c| calm.replicas[c] != fresh.replicas[c])
+        .map(|c| {
+            format!(
+                "{} {} (calm {})",
+                checked.topo.name(c),
+                fresh.replicas[c],
+                calm.replicas[c]
+            )
+        })
+        .collect();
+    Some(if differ.is_empty() {
+        "calm: keeps the replicas last applied and divides only the difference; a fresh division gives the same".into()
+    } else {
+        let shown = differ.len().min(10);
+        let more = if differ.len() > shown {
+            format!(", {} more", differ.len() - shown)
+        } else {
+            String::new()
+        };
+        format!(
+            "calm: keeps the replicas last applied and divides only the difference; a fresh division would give {}{more}",
+            differ[..shown].join(", ")
+        )
+    })
 }
 
 /// How `explain` tells where a live capacity comes from and how old it is.

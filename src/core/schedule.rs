@@ -128,6 +128,110 @@ pub fn webster_bounded(
     out
 }
 
+/// Calm division of `seats` among `parties` that held `prev[i]` before:
+/// each keeps what it held (no more than its cap; nothing when its weight
+/// is 0), and only the difference moves, by the same Webster quotients
+/// from what each holds: a seat added goes to the highest
+/// weight/(2·held+1), as [`webster_bounded`] gives it; a seat taken away
+/// comes off the lowest weight/(2·held−1), the party its last seat was
+/// least due to, never below its floor. Where that cannot keep every
+/// bound, or nothing was held before, the division is the fresh one.
+pub fn calm_split(
+    parties: &[(u64, usize)],
+    floors: Option<&[u64]>,
+    caps: Option<&[u64]>,
+    seats: u32,
+    prev: &[u64],
+) -> Vec<u32> {
+    let fresh = || webster_bounded(parties, floors, caps, seats);
+    if prev.iter().all(|&p| p == 0) {
+        return fresh();
+    }
+    let floor = |i: usize| floors.map_or(0, |f| f[i]);
+    let cap = |i: usize| caps.map_or(u64::MAX, |c| c[i]);
+    let keep: Vec<u64> = (0..parties.len())
+        .map(|i| {
+            if parties[i].0 == 0 {
+                0
+            } else {
+                prev[i].min(cap(i)).max(floor(i))
+            }
+        })
+        .collect();
+    let kept: u64 = keep.iter().sum();
+    let out: Vec<u64> = if u64::from(seats) >= kept {
+        webster_bounded(parties, Some(&keep), caps, seats)
+            .into_iter()
+            .map(u64::from)
+            .collect()
+    } else {
+        webster_remove(parties, keep, floors, (kept - u64::from(seats)) as u32)
+    };
+    let holds = out.iter().sum::<u64>() == u64::from(seats)
+        && (0..parties.len()).all(|i| out[i] >= floor(i) && out[i] <= cap(i));
+    if !holds {
+        return fresh();
+    }
+    out.into_iter().map(|n| n as u32).collect()
+}
+
+/// Takes `cut` seats away from `held`, each from the party whose last
+/// seat has the lowest Webster quotient weight/(2·held−1) (a party of
+/// weight 0 first), never below its floor; ties take from the party with
+/// more seats, then the later one.
+fn webster_remove(
+    parties: &[(u64, usize)],
+    mut held: Vec<u64>,
+    floors: Option<&[u64]>,
+    cut: u32,
+) -> Vec<u64> {
+    #[derive(PartialEq, Eq)]
+    struct Entry {
+        weight: u64,
+        seats: u64,
+        tie: usize,
+        at: usize,
+    }
+    impl Ord for Entry {
+        // The max of the heap is the party to take from: the lowest quotient.
+        fn cmp(&self, o: &Self) -> Ordering {
+            let a = u128::from(self.weight) * u128::from(2 * o.seats - 1);
+            let b = u128::from(o.weight) * u128::from(2 * self.seats - 1);
+            b.cmp(&a)
+                .then_with(|| self.seats.cmp(&o.seats))
+                .then_with(|| self.tie.cmp(&o.tie))
+        }
+    }
+    impl PartialOrd for Entry {
+        fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+            Some(self.cmp(o))
+        }
+    }
+    let floor = |i: usize| floors.map_or(0, |f| f[i]);
+    let mut heap: BinaryHeap<Entry> = parties
+        .iter()
+        .enumerate()
+        .filter(|&(at, _)| held[at] > floor(at))
+        .map(|(at, &(weight, tie))| Entry {
+            weight,
+            seats: held[at],
+            tie,
+            at,
+        })
+        .collect();
+    for _ in 0..cut {
+        let Some(mut top) = heap.peek_mut() else {
+            break;
+        };
+        top.seats -= 1;
+        held[top.at] -= 1;
+        if top.seats <= floor(top.at) {
+            std::collections::binary_heap::PeekMut::pop(top);
+        }
+    }
+    held
+}
+
 /// One division step, kept for `canopy explain`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Division {
@@ -195,6 +299,10 @@ pub struct Bound {
     /// Per cluster (by index): the most it takes, where that is not its
     /// weight (static weights bound by declared capacity).
     pub caps: Option<Vec<u64>>,
+    /// Calm rescheduling: per cluster (by index), the replicas the last
+    /// apply gave it; every division keeps what its parties held and moves
+    /// only the difference ([`calm_split`]). `None`: fresh divisions.
+    pub previous: Option<Vec<u32>>,
 }
 
 impl Bound {
@@ -205,6 +313,7 @@ impl Bound {
             place_what_fits,
             limits: None,
             caps: None,
+            previous: None,
         }
     }
 
@@ -223,6 +332,19 @@ struct Bounds {
 
 impl<'a> Inputs<'a> {
     fn with_bound(mut self, bound: &Bound) -> Result<Self, ScheduleError> {
+        if let Some(prev) = &bound.previous {
+            let topo = self.topo;
+            let own: Vec<u64> = (0..topo.len())
+                .map(|c| u64::from(prev.get(c).copied().unwrap_or(0)))
+                .collect();
+            let mut sums = own.clone();
+            for &c in topo.preorder().iter().rev() {
+                if let Some(p) = topo.parent(c) {
+                    sums[p] += sums[c];
+                }
+            }
+            self.prev = Some((own, sums));
+        }
         if !bound.is_bounded() {
             return Ok(self);
         }
@@ -270,6 +392,29 @@ impl<'a> Inputs<'a> {
         }
         self.bounds = Some(Bounds { own, floor, cap });
         Ok(self)
+    }
+
+    /// Divides `seats` among `parties` of the division at `node` (`None`:
+    /// the roots; a party keyed by `node` itself is its own party): fresh,
+    /// or calm when the bound says so.
+    fn split(
+        &self,
+        node: Option<usize>,
+        parties: &[(u64, usize)],
+        floors: Option<&[u64]>,
+        caps: Option<&[u64]>,
+        seats: u32,
+    ) -> Vec<u32> {
+        match &self.prev {
+            None => webster_bounded(parties, floors, caps, seats),
+            Some((own, sums)) => {
+                let prev: Vec<u64> = parties
+                    .iter()
+                    .map(|&(_, c)| if Some(c) == node { own[c] } else { sums[c] })
+                    .collect();
+                calm_split(parties, floors, caps, seats, &prev)
+            }
+        }
     }
 
     /// The least and most each party of a division takes (own party first
@@ -353,6 +498,9 @@ struct Inputs<'a> {
     healthy: Vec<u64>,
     /// Under a [`Bound`]; `None`: unbounded.
     bounds: Option<Bounds>,
+    /// Calm rescheduling: what each cluster held before, and what each
+    /// subtree held; `None`: fresh divisions.
+    prev: Option<(Vec<u64>, Vec<u64>)>,
     trace: bool,
 }
 
@@ -387,6 +535,7 @@ impl<'a> Inputs<'a> {
             sums,
             healthy,
             bounds: None,
+            prev: None,
             trace,
         }
     }
@@ -485,7 +634,8 @@ pub fn divide_bounded(
             roots.iter().map(|&(_, r)| b.cap[r]).collect(),
         )
     });
-    let seats = webster_bounded(
+    let seats = inputs.split(
+        None,
         &roots,
         root_bounds.as_ref().map(|(f, _)| f.as_slice()),
         root_bounds.as_ref().map(|(_, c)| c.as_slice()),
@@ -620,7 +770,8 @@ impl Inputs<'_> {
                 .collect();
             parties.extend(kids.iter().map(|&c| (self.subtree_weight(c), c)));
             let b = self.party_bounds(node, own, &kids);
-            let seats = webster_bounded(
+            let seats = self.split(
+                Some(node),
                 &parties,
                 b.as_ref().map(|(f, _)| f.as_slice()),
                 b.as_ref().map(|(_, c)| c.as_slice()),
@@ -835,11 +986,24 @@ pub fn bound_of(checked: &Checked, w: &Workload) -> Bound {
                 })
                 .collect()
         });
+    // Calm: what the last apply gave each cluster (none recorded: fresh).
+    let previous = (r.rescheduling == crate::core::model::Rescheduling::Calm)
+        .then(|| {
+            let all = checked.previous.all();
+            let by = all.get(w.name())?;
+            Some(
+                (0..checked.topo.len())
+                    .map(|c| by.get(checked.topo.name(c)).copied().unwrap_or(0))
+                    .collect(),
+            )
+        })
+        .flatten();
     Bound {
         capacity,
         place_what_fits: r.on_shortfall == OnShortfall::PlaceWhatFits,
         limits,
         caps,
+        previous,
     }
 }
 
@@ -850,6 +1014,26 @@ pub fn place(
     wi: usize,
     trace: bool,
     failed: &[bool],
+) -> Result<WorkloadPlacement, ScheduleError> {
+    place_as(checked, wi, trace, failed, true)
+}
+
+/// [`place`] as a fresh division would place it, whatever the workload's
+/// rescheduling: what `explain` shows beside a calm division.
+pub fn place_fresh(
+    checked: &Checked,
+    wi: usize,
+    failed: &[bool],
+) -> Result<WorkloadPlacement, ScheduleError> {
+    place_as(checked, wi, false, failed, false)
+}
+
+fn place_as(
+    checked: &Checked,
+    wi: usize,
+    trace: bool,
+    failed: &[bool],
+    calm: bool,
 ) -> Result<WorkloadPlacement, ScheduleError> {
     let w = &checked.fleet.workloads[wi];
     let chosen = choose(checked, w);
@@ -865,6 +1049,10 @@ pub fn place(
         ReplicaMode::Divided => {
             let weight = weights(checked, w, &chosen);
             let total = checked.facts[wi].total.unwrap_or(0);
+            let mut bound = bound_of(checked, w);
+            if !calm {
+                bound.previous = None;
+            }
             let assignment = divide_bounded(
                 &checked.topo,
                 &chosen,
@@ -872,7 +1060,7 @@ pub fn place(
                 failed,
                 total,
                 trace,
-                &bound_of(checked, w),
+                &bound,
             )?;
             let failed_over = (0..chosen.len())
                 .map(|c| chosen[c] && weight[c] > 0 && failed.get(c).copied().unwrap_or(false))
@@ -1473,6 +1661,84 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    fn calm(previous: Vec<u32>) -> Bound {
+        Bound {
+            previous: Some(previous),
+            ..Bound::default()
+        }
+    }
+
+    #[test]
+    fn calm_keeps_what_parties_held_and_moves_only_the_difference() {
+        // Fresh, 7 over weights 3:2:2 is 3/2/2; from 1/4/2 held before,
+        // 2 more go to the first (3/3 = 1, then 3/5 over 2/5 for the last),
+        // 2 fewer come off the second (its 4th seat: 2/7, then 2/5 vs the
+        // first's 3/1 and the last's 2/3).
+        let p = [(3, 0), (2, 1), (2, 2)];
+        assert_eq!(calm_split(&p, None, None, 7, &[0, 0, 0]), vec![3, 2, 2]);
+        assert_eq!(calm_split(&p, None, None, 7, &[1, 4, 2]), vec![1, 4, 2]);
+        assert_eq!(calm_split(&p, None, None, 9, &[1, 4, 2]), vec![3, 4, 2]);
+        assert_eq!(calm_split(&p, None, None, 5, &[1, 4, 2]), vec![1, 2, 2]);
+        // A party with weight 0 (failed, or no longer weighed) gives up
+        // what it held; a cap below what it held is kept.
+        let p0 = [(3, 0), (0, 1), (2, 2)];
+        assert_eq!(calm_split(&p0, None, None, 7, &[1, 4, 2]), vec![4, 0, 3]);
+        assert_eq!(
+            calm_split(&p, None, Some(&[9, 2, 9]), 7, &[1, 4, 2]),
+            vec![3, 2, 2]
+        );
+        // A floor that keeping cannot meet: the fresh division.
+        assert_eq!(
+            calm_split(&p, Some(&[0, 0, 5]), None, 7, &[4, 3, 0]),
+            webster_bounded(&p, Some(&[0, 0, 5]), None, 7)
+        );
+    }
+
+    proptest! {
+        /// Calm divisions over random forests: the total is placed; with
+        /// nothing held before it is the fresh division; and when a new
+        /// cluster joins one subtree with the same total, no cluster moves
+        /// (the newcomer takes none until the total grows).
+        #[test]
+        fn calm_divisions_place_the_total_and_move_nothing_needless(
+            (pairs, chosen, weight, total) in arb_forest(),
+            grow in 0u32..30,
+        ) {
+            let t = topo_of(&pairs);
+            let Ok(fresh) = divide(&t, &chosen, &weight, total, false) else { return Ok(()) };
+            let none = divide_bounded(&t, &chosen, &weight, &[], total, false, &calm(vec![0; t.len()])).unwrap();
+            prop_assert_eq!(&none.replicas, &fresh.replicas);
+            // The same total again: nothing moves.
+            let same = divide_bounded(&t, &chosen, &weight, &[], total, false, &calm(fresh.replicas.clone())).unwrap();
+            prop_assert_eq!(&same.replicas, &fresh.replicas);
+            // A larger total: the sum holds and no weighted cluster loses.
+            let more = divide_bounded(&t, &chosen, &weight, &[], total + grow, false, &calm(fresh.replicas.clone())).unwrap();
+            prop_assert_eq!(more.replicas.iter().map(|&r| u64::from(r)).sum::<u64>(), u64::from(total + grow));
+            for c in 0..t.len() {
+                prop_assert!(more.replicas[c] >= fresh.replicas[c], "cluster {} lost replicas", c);
+            }
+            // A smaller total: the sum holds and no cluster gains.
+            let fewer = total.saturating_sub(grow);
+            let less = divide_bounded(&t, &chosen, &weight, &[], fewer, false, &calm(fresh.replicas.clone())).unwrap();
+            prop_assert_eq!(less.replicas.iter().map(|&r| u64::from(r)).sum::<u64>(), u64::from(fewer));
+            for c in 0..t.len() {
+                prop_assert!(less.replicas[c] <= fresh.replicas[c], "cluster {} gained replicas", c);
+            }
+            // A newcomer under the first chosen cluster, same total: the
+            // old clusters keep theirs exactly.
+            let Some(at) = (0..t.len()).find(|&c| chosen[c] && weight[c] > 0) else { return Ok(()) };
+            let mut pairs2 = pairs.clone();
+            pairs2.push(("zz-new".into(), Some(t.name(at).to_string())));
+            let t2 = topo_of(&pairs2);
+            let map = |v: &Vec<bool>| -> Vec<bool> { (0..t2.len()).map(|c| t.get(t2.name(c)).is_none_or(|o| v[o])).collect() };
+            let chosen2 = map(&chosen);
+            let weight2: Vec<u64> = (0..t2.len()).map(|c| t.get(t2.name(c)).map_or(1, |o| weight[o])).collect();
+            let prev2: Vec<u32> = (0..t2.len()).map(|c| t.get(t2.name(c)).map_or(0, |o| fresh.replicas[o])).collect();
+            let joined = divide_bounded(&t2, &chosen2, &weight2, &[], total, false, &calm(prev2.clone())).unwrap();
+            prop_assert_eq!(joined.replicas, prev2);
         }
     }
 }

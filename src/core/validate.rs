@@ -46,7 +46,10 @@ pub struct Checked {
     pub cluster_facts: std::sync::OnceLock<Arc<crate::core::render::ClusterFacts>>,
     /// The live capacity of the clusters that ask for it, as the run last
     /// read it ([`Self::capacity`]); set by the run before it places.
-    pub measured: Measured,
+    pub measured: RunInput<BTreeMap<String, LiveCapacity>>,
+    /// By workload, by cluster: the replicas the last apply gave it, for
+    /// calm rescheduling; set by the run before it places.
+    pub previous: RunInput<BTreeMap<String, BTreeMap<String, u32>>>,
 }
 
 impl Checked {
@@ -68,35 +71,38 @@ impl Checked {
     }
 }
 
-/// Live capacities by cluster name, replaced whole by each run that reads
-/// them (the fleet itself is shared by the run's stages and, in `watch`,
-/// kept across rounds).
+/// What a run reads beside the fleet and gives to its placement (live
+/// capacity, the replicas last applied): replaced whole by each run, since
+/// the fleet itself is shared by the run's stages and, in `watch`, kept
+/// across rounds.
 #[derive(Default)]
-pub struct Measured(std::sync::RwLock<Arc<BTreeMap<String, LiveCapacity>>>);
+pub struct RunInput<T>(std::sync::RwLock<Arc<T>>);
 
-impl Measured {
-    pub fn set(&self, m: BTreeMap<String, LiveCapacity>) {
-        *self.0.write().expect("not poisoned") = Arc::new(m);
+impl<T: Default> RunInput<T> {
+    pub fn set(&self, v: T) {
+        *self.0.write().expect("not poisoned") = Arc::new(v);
     }
 
-    pub fn get(&self, cluster: &str) -> Option<LiveCapacity> {
-        self.0.read().expect("not poisoned").get(cluster).cloned()
-    }
-
-    pub fn all(&self) -> Arc<BTreeMap<String, LiveCapacity>> {
+    pub fn all(&self) -> Arc<T> {
         self.0.read().expect("not poisoned").clone()
     }
 }
 
-impl Clone for Measured {
-    fn clone(&self) -> Self {
-        Measured(std::sync::RwLock::new(self.all()))
+impl RunInput<BTreeMap<String, LiveCapacity>> {
+    pub fn get(&self, cluster: &str) -> Option<LiveCapacity> {
+        self.0.read().expect("not poisoned").get(cluster).cloned()
     }
 }
 
-impl std::fmt::Debug for Measured {
+impl<T: Default> Clone for RunInput<T> {
+    fn clone(&self) -> Self {
+        RunInput(std::sync::RwLock::new(self.all()))
+    }
+}
+
+impl<T> std::fmt::Debug for RunInput<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Measured({} clusters)", self.all().len())
+        f.write_str("RunInput")
     }
 }
 
@@ -191,6 +197,7 @@ pub fn check(mut fleet: Fleet) -> (Option<Checked>, Diagnostics) {
                     facts,
                     cluster_facts: Default::default(),
                     measured: Default::default(),
+                    previous: Default::default(),
                 }),
                 d,
             )

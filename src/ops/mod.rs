@@ -6,6 +6,7 @@
 
 pub mod apply;
 pub mod base;
+pub mod calm;
 pub mod capacity;
 pub mod diff;
 pub mod error;

@@ -364,6 +364,7 @@ impl<'i> Session<'i> {
             &self.state,
             self.access == Access::Write,
         );
+        super::calm::previous(checked, &self.state);
         let at = SystemTime::now();
         let failed = failed_over(checked, &self.health, at);
         let renderer = Renderer::with_failover(checked, &failed);
@@ -412,6 +413,7 @@ impl<'i> Session<'i> {
             &self.state,
             self.access == Access::Write,
         );
+        super::calm::previous(checked, &self.state);
         let at = SystemTime::now();
         let failed = failed_over(checked, &self.health, at);
         let renderer = Renderer::for_subtree(checked, relay, shares, &failed);
@@ -538,6 +540,7 @@ impl<'i> Session<'i> {
         let topo = &checked.topo;
         super::health::record(&mut self.health, report, topo, &self.backends, placed.at);
         self.health.save(&self.state)?;
+        super::calm::record(&placed.renderer, &self.state);
         if placed.handed {
             return Ok(());
         }

@@ -6,6 +6,7 @@
 pub mod capacity;
 pub mod health;
 pub mod rendering;
+pub mod replicas;
 pub mod rollouts;
 
 use std::path::Path;

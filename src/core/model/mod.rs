@@ -600,6 +600,21 @@ pub struct ReplicaSpec {
     /// `min` and the smallest `max`.
     #[serde(default)]
     pub limits: Vec<Limit>,
+    /// How a new total, new weights or a new cluster change the division:
+    /// `Fresh` (the default) divides anew, which may move replicas between
+    /// clusters that did not need to move; `Calm` keeps each party's
+    /// replicas from the last apply and divides only the difference, at
+    /// every level.
+    #[serde(default)]
+    pub rescheduling: Rescheduling,
+}
+
+/// See [`ReplicaSpec::rescheduling`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum Rescheduling {
+    #[default]
+    Fresh,
+    Calm,
 }
 
 /// One rule of `placement.replicas.limits`.
