@@ -130,8 +130,16 @@ fn child_pipeline(dir: &Path) {
     };
     let calm_near = median(200, || {
         std::hint::black_box(
-            schedule::divide_bounded(&checked.topo, &chosen, &weight, &[], near, false, &calm_bound)
-                .expect("fits"),
+            schedule::divide_bounded(
+                &checked.topo,
+                &chosen,
+                &weight,
+                &[],
+                near,
+                false,
+                &calm_bound,
+            )
+            .expect("fits"),
         );
     });
     let wi = checked
