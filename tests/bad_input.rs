@@ -31,7 +31,7 @@ fn unknown_kind_is_reported() {
     let e = the_error(dir.path());
     assert_eq!(
         e,
-        "error: extra.yaml:2: kind: unknown kind \"Clustr\"\n  help: canopy.dev/v1alpha1 kinds are Cluster, Workload, Override and Defaults"
+        "error: extra.yaml:2: kind: unknown kind \"Clustr\"\n  help: canopy.dev/v1alpha1 kinds are Cluster, Workload, Override, Defaults and Tenant"
     );
 }
 
@@ -437,4 +437,90 @@ fn a_retained_field_must_be_a_json_pointer() {
         e,
         "error: workloads/web/workload.yaml:9: spec.retain[0].jsonPointers[1]: \"spec.template\" is not a JSON pointer to a field\n  help: write it like /spec/replicas (RFC 6901: `~1` for `/` inside a key)"
     );
+}
+
+const TENANT: &str = "apiVersion: canopy.dev/v1alpha1\nkind: Tenant\nmetadata: {name: shop}\nspec:\n  workloads: [web]\n  clusters: {names: [edge]}\n  namespaces: [shop, shop-*]\n";
+const ON_EDGE: &str = "apiVersion: canopy.dev/v1alpha1\nkind: Workload\nmetadata:\n  name: web\nspec:\n  namespace: shop\n  placement:\n    clusters: {names: [edge]}\n";
+
+/// Tenancy rules, each broken once, through `validate`'s checks (load,
+/// validate, the dry render): the exact message, and the allowed case.
+#[test]
+fn tenancy_rules_break_validate_with_the_rule_and_the_place() {
+    // Allowed: the tenant's workload on the tenant's cluster and namespace.
+    let ok = with(&[
+        ("tenants/shop.yaml", TENANT),
+        ("workloads/web/workload.yaml", ON_EDGE),
+    ]);
+    assert!(
+        problems(ok.path()).iter().all(|p| !p.starts_with("error")),
+        "{:#?}",
+        problems(ok.path())
+    );
+    let denying = format!("{TENANT}  deny: [{{group: rbac.authorization.k8s.io, kind: '*'}}]\n");
+    let cases: Vec<(Vec<(&'static str, &str)>, &str)> = vec![
+        // Placed beyond the tenant's clusters.
+        (
+            vec![("tenants/shop.yaml", TENANT)],
+            "error: workloads/web/workload.yaml:5: spec.placement.clusters: workload \"web\" of tenant \"shop\" is placed on clusters outside the tenant's: hub\n  help: narrow spec.placement.clusters to the clusters tenants/shop.yaml gives the tenant (spec.clusters)",
+        ),
+        // A cluster-scoped kind it is not allowed.
+        (
+            vec![
+                ("tenants/shop.yaml", TENANT),
+                ("workloads/web/workload.yaml", ON_EDGE),
+                ("workloads/web/rbac.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {name: shop-admin}\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: cluster-admin}\nsubjects: [{kind: User, name: mallory}]\n"),
+            ],
+            "error: workloads/web/rbac.yaml:5: workload \"web\" of tenant \"shop\": ClusterRoleBinding shop-admin: cluster-scoped kind ClusterRoleBinding.rbac.authorization.k8s.io is not allowed to tenant \"shop\"\n  help: the tenant's rules are in tenants/shop.yaml: move the object to one of its namespaces, or ask the platform to allow the kind",
+        ),
+        // Another team's namespace.
+        (
+            vec![
+                ("tenants/shop.yaml", TENANT),
+                ("workloads/web/workload.yaml", ON_EDGE),
+                ("workloads/web/cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: steal, namespace: payments}\n"),
+            ],
+            "error: workloads/web/cm.yaml:1: workload \"web\" of tenant \"shop\": ConfigMap steal: namespace \"payments\" is not one of tenant \"shop\"'s namespaces (shop, shop-*)\n  help: the tenant's rules are in tenants/shop.yaml: move the object to one of its namespaces, or ask the platform to allow the kind",
+        ),
+        // A denied kind, even namespaced.
+        (
+            vec![
+                ("tenants/shop.yaml", &denying),
+                ("workloads/web/workload.yaml", ON_EDGE),
+                ("workloads/web/role.yaml", "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: r}\nrules: []\n"),
+            ],
+            "error: workloads/web/role.yaml:1: workload \"web\" of tenant \"shop\": Role r: kind Role.rbac.authorization.k8s.io is denied to tenant \"shop\"\n  help: the tenant's rules are in tenants/shop.yaml: move the object to one of its namespaces, or ask the platform to allow the kind",
+        ),
+        // A template renders into another namespace on one cluster.
+        (
+            vec![
+                ("tenants/shop.yaml", TENANT),
+                ("workloads/web/workload.yaml", ON_EDGE),
+                ("workloads/web/cm.yaml.j2", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c, namespace: \"{{ cluster.name }}-ns\"}\n"),
+            ],
+            "error: workloads/web/cm.yaml.j2: workload \"web\" of tenant \"shop\": ConfigMap c: namespace \"edge-ns\" is not one of tenant \"shop\"'s namespaces (shop, shop-*) (rendered for cluster edge)\n  help: the tenant's rules are in tenants/shop.yaml: move the object to one of its namespaces, or ask the platform to allow the kind",
+        ),
+        // Strict mode: a workload no tenant owns.
+        (
+            vec![
+                ("defaults.yaml", "apiVersion: canopy.dev/v1alpha1\nkind: Defaults\nmetadata: {name: d}\nspec:\n  tenancy: {strict: true}\n"),
+            ],
+            "error: workloads/web/workload.yaml:4: metadata.name: workload \"web\" belongs to no tenant, and the fleet is strict (Defaults spec.tenancy.strict)\n  help: list the workload in a Tenant's spec.workloads",
+        ),
+        // Two tenants claim one workload.
+        (
+            vec![
+                ("tenants/shop.yaml", TENANT),
+                ("tenants/web.yaml", "apiVersion: canopy.dev/v1alpha1\nkind: Tenant\nmetadata: {name: webteam}\nspec:\n  workloads: [w*]\n  namespaces: [shop]\n"),
+                ("workloads/web/workload.yaml", ON_EDGE),
+            ],
+            "error: workloads/web/workload.yaml:4: metadata.name: workload \"web\" is claimed by tenants shop and webteam\n  help: a workload belongs to one tenant: narrow the tenants' spec.workloads",
+        ),
+    ];
+    let got: Vec<(String, &str)> = cases
+        .into_iter()
+        .map(|(files, want)| (the_error(with(&files).path()), want))
+        .collect();
+    for (got, want) in &got {
+        assert_eq!(got, want);
+    }
 }

@@ -33,6 +33,24 @@ pub fn tree_text(r: &Renderer<'_>) -> String {
     for (i, &root) in roots.iter().enumerate() {
         tree_node(r, &by, root, "", i + 1 == roots.len(), true, &mut out);
     }
+    // Which tenant owns which workloads (a fleet without tenants: nothing).
+    for (t, tenant) in fleet.tenants.iter().enumerate() {
+        let owned: Vec<&str> = (0..fleet.workloads.len())
+            .filter(|&wi| checked.tenancy.owner[wi] == Some(t))
+            .map(|wi| fleet.workloads[wi].name())
+            .collect();
+        let _ = writeln!(
+            out,
+            "tenant {} ({}): {}",
+            tenant.name(),
+            tenant.source.file,
+            if owned.is_empty() {
+                "no workloads".to_string()
+            } else {
+                owned.join(", ")
+            }
+        );
+    }
     out
 }
 
@@ -54,6 +72,9 @@ pub fn tree_json(r: &Renderer<'_>) -> Value {
                 .into_iter()
                 .map(|(wi, reps)| {
                     let mut w = json!({"name": fleet.workloads[wi].name()});
+                    if let Some(t) = checked.tenancy.owner[wi] {
+                        w["tenant"] = json!(fleet.tenants[t].name());
+                    }
                     if let Some(n) = reps {
                         w["replicas"] = json!(n);
                         w["total"] = json!(checked.facts[wi].total.unwrap_or(0));
@@ -325,6 +346,9 @@ pub fn write_out_dir(
 pub fn explain_text(e: &Explanation) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "workload {} ({})", e.workload, e.source);
+    if let Some(t) = &e.tenant {
+        let _ = writeln!(out, "tenant: {t}");
+    }
     if let Some(from) = &e.manifests_from {
         let _ = writeln!(out, "manifests: {from}");
     }

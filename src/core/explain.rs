@@ -50,6 +50,9 @@ pub struct Explanation {
     /// differ.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub calm: Option<String>,
+    /// The tenant that owns the workload, with where its rules are.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
 }
 
 /// Explains workload `wi`; with `only`, the steps are those on that
@@ -261,6 +264,10 @@ pub fn explain(
             ))
         });
     let calm = calm_text(checked, wi, &failed, &placed);
+    let tenant = checked.tenancy.owner[wi].map(|t| {
+        let t = &checked.fleet.tenants[t];
+        format!("{} ({})", t.name(), t.source.file)
+    });
     Explanation {
         workload: w.name().to_string(),
         source: w.source.file.clone(),
@@ -272,6 +279,7 @@ pub fn explain(
         steps,
         error,
         calm,
+        tenant,
     }
 }
 

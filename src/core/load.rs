@@ -71,6 +71,7 @@ struct FileResult {
     workloads: Vec<Workload>,
     overrides: Vec<Override>,
     defaults: Vec<Defaults>,
+    tenants: Vec<Tenant>,
     manifest: Option<(String, ManifestFile)>,
     /// A canopy document of this file could not be read, so what it would
     /// have defined is missing: follow-on errors about it are not reported.
@@ -408,10 +409,27 @@ fn read_doc(rel: &str, workload_dir: Option<&str>, doc: Doc, res: &mut FileResul
                 });
             }
         }
+        "Tenant" => {
+            if let Some((meta, spec)) = typed::<TenantSpec>(&source, res) {
+                let Some(spec) = spec else {
+                    res.diags.push(
+                        Diagnostic::error("a Tenant needs a spec")
+                            .at(&here("kind"))
+                            .hint("say which workloads it owns and which namespaces they may write to: spec: {workloads: [...], namespaces: [...]}"),
+                    );
+                    return;
+                };
+                res.tenants.push(Tenant {
+                    meta,
+                    spec,
+                    source: source.clone(),
+                });
+            }
+        }
         other => res.diags.push(
             Diagnostic::error(format!("unknown kind {other:?}"))
                 .at(&here("kind"))
-                .hint("canopy.dev/v1alpha1 kinds are Cluster, Workload, Override and Defaults"),
+                .hint("canopy.dev/v1alpha1 kinds are Cluster, Workload, Override, Defaults and Tenant"),
         ),
     }
 }
@@ -461,6 +479,7 @@ fn assemble(name: String, results: Vec<FileResult>, diags: &mut Diagnostics) -> 
         fleet.workloads.extend(r.workloads);
         fleet.overrides.extend(r.overrides);
         fleet.defaults.extend(r.defaults);
+        fleet.tenants.extend(r.tenants);
         if let Some((dir, m)) = r.manifest {
             manifests.entry(dir).or_default().push(m);
         }
@@ -476,6 +495,11 @@ fn assemble(name: String, results: Vec<FileResult>, diags: &mut Diagnostics) -> 
     fleet
         .workloads
         .sort_by(|a, b| a.name().cmp(b.name()).then_with(|| a.dir.cmp(&b.dir)));
+    fleet.tenants.sort_by(|a, b| {
+        a.name()
+            .cmp(b.name())
+            .then_with(|| a.source.file.cmp(&b.source.file))
+    });
     fleet
         .overrides
         .sort_by(|a, b| (a.spec.priority, a.name()).cmp(&(b.spec.priority, b.name())));

@@ -36,6 +36,7 @@ pub mod schedule;
 pub mod schema;
 pub mod select;
 pub mod synth;
+pub mod tenancy;
 pub mod topology;
 pub mod validate;
 pub mod yaml;

@@ -452,6 +452,10 @@ fn slice<'a>(r: &Renderer<'a>, relay: usize, only: Option<&BTreeSet<String>>) ->
     for d in &fleet.defaults {
         add_doc(&d.source, as_is(&d.source));
     }
+    // The relay holds its subtree's workloads to their tenants' rules too.
+    for t in &fleet.tenants {
+        add_doc(&t.source, as_is(&t.source));
+    }
     for (file, mut list) in docs {
         list.sort_by_key(|(line, _)| *line);
         let text: Vec<String> = list

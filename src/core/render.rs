@@ -706,7 +706,8 @@ impl<'a> Renderer<'a> {
         let fleet = &self.checked.fleet;
         let cluster = self.checked.cluster(c);
         let mut errors = Vec::new();
-        let mut raw: Vec<(usize, &str, Value)> = Vec::new();
+        // (workload, file, object, rendered from a template here)
+        let mut raw: Vec<(usize, &str, Value, bool)> = Vec::new();
         for (wi, p) in self.placements.iter().enumerate() {
             if !p.as_ref().is_some_and(|p| p.lands_on(c)) {
                 continue;
@@ -714,16 +715,21 @@ impl<'a> Renderer<'a> {
             let w = &fleet.workloads[wi];
             for mi in self.manifests_on(wi, c) {
                 let m = &w.manifests[mi];
+                let templated = self.checked.facts[wi].parsed[mi].is_none();
                 match self.manifest_docs(wi, mi, c) {
-                    Ok(docs) => raw.extend(docs.iter().cloned().map(|v| (wi, m.path.as_str(), v))),
+                    Ok(docs) => raw.extend(
+                        docs.iter()
+                            .cloned()
+                            .map(|v| (wi, m.path.as_str(), v, templated)),
+                    ),
                     Err(d) => errors.push(d),
                 }
             }
         }
-        let crd_scope = custom_scopes(raw.iter().map(|(_, _, v)| v));
+        let crd_scope = custom_scopes(raw.iter().map(|(_, _, v, _)| v));
 
         let mut out: Vec<Rendered> = Vec::with_capacity(raw.len());
-        for (docno, (wi, file, mut obj)) in raw.into_iter().enumerate() {
+        for (docno, (wi, file, mut obj, templated)) in raw.into_iter().enumerate() {
             let w = &fleet.workloads[wi];
             let Some(key) = ObjectKey::of(&obj).filter(|_| obj.is_object()) else {
                 errors.push(
@@ -743,6 +749,26 @@ impl<'a> Renderer<'a> {
             if namespaced && key.namespace.is_empty() {
                 if let Some(ns) = &w.spec.namespace {
                     obj["metadata"]["namespace"] = Value::String(ns.clone());
+                }
+            }
+            // 1b. a tenant's templated objects, as rendered here (its plain
+            // ones were checked once, with the fleet); overrides below are
+            // the platform's.
+            if let Some(t) = self.checked.tenancy.owner[wi].filter(|_| templated) {
+                let tenant = &fleet.tenants[t];
+                let mut k = key.clone();
+                if namespaced && k.namespace.is_empty() {
+                    k.namespace = w.spec.namespace.clone().unwrap_or_default();
+                }
+                if let Some(b) = self.checked.tenancy.breach(tenant, t, &k, namespaced) {
+                    errors.push(crate::core::tenancy::breach_diag(
+                        tenant,
+                        w.name(),
+                        file,
+                        0,
+                        &format!("{b} (rendered for cluster {})", cluster.name()),
+                    ));
+                    continue;
                 }
             }
             // 2. replicas from the schedule

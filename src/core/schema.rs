@@ -7,7 +7,7 @@ use schemars::{schema_for, JsonSchema};
 use serde_json::{json, Value};
 
 use crate::core::model::{
-    ClusterSpec, DefaultsSpec, ObjectMeta, OverrideSpec, WorkloadSpec, API_VERSION,
+    ClusterSpec, DefaultsSpec, ObjectMeta, OverrideSpec, TenantSpec, WorkloadSpec, API_VERSION,
 };
 
 fn envelope<S: JsonSchema>(kind: &str, spec_required: bool, description: &str) -> Value {
@@ -83,6 +83,14 @@ pub fn schemas() -> Vec<(String, Value)> {
                 "Defaults",
                 false,
                 "Fleet-wide defaults (at most one document), such as the rollout of workloads without their own.",
+            ),
+        ),
+        (
+            "Tenant",
+            envelope::<TenantSpec>(
+                "Tenant",
+                true,
+                "Who may put what where: the workloads a tenant owns and the clusters, namespaces and kinds they may write to.",
             ),
         ),
     ];

@@ -50,6 +50,8 @@ pub struct Checked {
     /// By workload, by cluster: the replicas the last apply gave it, for
     /// calm rescheduling; set by the run before it places.
     pub previous: RunInput<BTreeMap<String, BTreeMap<String, u32>>>,
+    /// Which tenant owns each workload, and the tenants' rules compiled.
+    pub tenancy: crate::core::tenancy::Tenancy,
 }
 
 impl Checked {
@@ -169,6 +171,18 @@ pub fn check(mut fleet: Fleet) -> (Option<Checked>, Diagnostics) {
     for o in &fleet.overrides {
         check_override(o, &names, &workload_names, &mut d);
     }
+    let tenancy = crate::core::tenancy::Tenancy::new(&fleet, &mut d);
+    for t in &fleet.tenants {
+        if let Some(sel) = &t.spec.clusters {
+            check_selector(
+                sel,
+                &YamlPath::parse("spec.clusters"),
+                &t.source,
+                &names,
+                &mut d,
+            );
+        }
+    }
     for (i, def) in fleet.defaults.iter().enumerate() {
         if i > 0 {
             d.push(
@@ -189,18 +203,44 @@ pub fn check(mut fleet: Fleet) -> (Option<Checked>, Diagnostics) {
     match topo {
         Some(topo) if !d.has_errors() => {
             let labels = LabelIndex::new(&fleet.clusters);
-            (
-                Some(Checked {
-                    fleet,
-                    topo,
-                    labels,
-                    facts,
-                    cluster_facts: Default::default(),
-                    measured: Default::default(),
-                    previous: Default::default(),
-                }),
-                d,
-            )
+            let checked = Checked {
+                fleet,
+                topo,
+                labels,
+                facts,
+                cluster_facts: Default::default(),
+                measured: Default::default(),
+                previous: Default::default(),
+                tenancy,
+            };
+            // A tenant's workloads land only on the tenant's clusters.
+            let mut more = Diagnostics::default();
+            for (wi, owner) in checked.tenancy.owner.iter().enumerate() {
+                let Some(t) = owner.map(|t| &checked.fleet.tenants[t]) else {
+                    continue;
+                };
+                let Some(sel) = &t.spec.clusters else {
+                    continue;
+                };
+                let allowed = checked.labels.select(Some(sel), &checked.topo);
+                let chosen = crate::core::schedule::choose(&checked, &checked.fleet.workloads[wi]);
+                if let Some(diag) = crate::core::tenancy::placement_breach(
+                    &checked.fleet,
+                    &checked.topo,
+                    wi,
+                    t,
+                    &chosen,
+                    |c| allowed.contains(c),
+                ) {
+                    more.push(diag);
+                }
+            }
+            if more.has_errors() {
+                let mut d = d;
+                d.extend(more);
+                return (None, d.sorted());
+            }
+            (Some(checked), d)
         }
         _ => (None, d),
     }

@@ -636,19 +636,6 @@ pub fn expand(checked: &mut Checked) -> Diagnostics {
     diags
 }
 
-/// Validates `fleet` and renders its Helm workloads: the fleet as the
-/// pipeline's later stages see it, or every problem found.
-pub fn check(fleet: Fleet) -> (Option<Checked>, Diagnostics) {
-    let (checked, mut diags) = crate::core::validate::check(fleet);
-    let checked = checked.map(|mut c| {
-        if !diags.has_errors() {
-            diags.extend(expand(&mut c));
-        }
-        c
-    });
-    (checked, diags)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -58,12 +58,29 @@ fn tool_inputs_in_memory(
     diags
 }
 
+/// Validates `fleet`, renders its Helm workloads and checks the tenants'
+/// objects that are the same on every cluster: the fleet as the
+/// pipeline's later stages see it, or every problem found.
+pub fn check_fleet(fleet: crate::core::model::Fleet) -> (Option<Checked>, Diagnostics) {
+    let (checked, mut diags) = crate::core::validate::check(fleet);
+    let checked = checked.map(|mut c| {
+        if !diags.has_errors() {
+            diags.extend(crate::source::helm::expand(&mut c));
+        }
+        if !diags.has_errors() {
+            diags.extend(crate::core::tenancy::check_manifests(&c));
+        }
+        c
+    });
+    (checked, diags)
+}
+
 /// Validates a loaded fleet; its load diagnostics and validation's together.
 fn validated(
     fleet: crate::core::model::Fleet,
     mut diags: Diagnostics,
 ) -> Result<(Checked, Diagnostics), PipelineError> {
-    let (checked, more) = crate::source::helm::check(fleet);
+    let (checked, more) = check_fleet(fleet);
     diags.extend(more);
     let diags = diags.sorted();
     match checked {
@@ -81,7 +98,7 @@ pub fn check_all(
     name: Option<&str>,
 ) -> Result<(Option<Checked>, Diagnostics), SourceError> {
     let (fleet, mut diags, _) = input.read(name)?;
-    let (checked, more) = crate::source::helm::check(fleet);
+    let (checked, more) = check_fleet(fleet);
     diags.extend(more);
     if let Some(c) = &checked {
         if !diags.has_errors() {

@@ -349,7 +349,7 @@ impl<'a> Watch<'a> {
         let text = revision.to_string();
         let first_look = self.seen.as_deref() != Some(text.as_str());
         self.seen = Some(text.clone());
-        let (checked, more) = crate::source::helm::check(fleet);
+        let (checked, more) = crate::source::input::check_fleet(fleet);
         let mut diags = diags;
         diags.extend(more);
         let diags = diags.sorted();

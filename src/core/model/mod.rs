@@ -490,6 +490,84 @@ pub struct DefaultsSpec {
     /// The rollout of every workload that has no `spec.rollout`.
     #[serde(default)]
     pub rollout: Option<Rollout>,
+    /// How tenants are enforced.
+    #[serde(default)]
+    pub tenancy: TenancyDefaults,
+}
+
+/// `Defaults.spec.tenancy`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TenancyDefaults {
+    /// Every workload must belong to a tenant (strict mode); without it,
+    /// a workload no tenant owns is the platform's and unrestricted.
+    #[serde(default)]
+    pub strict: bool,
+}
+
+/// Who may put what where: the workloads a tenant owns, and the clusters,
+/// namespaces and kinds those workloads may write to.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TenantSpec {
+    /// The workloads it owns: names, or globs such as `shop-*`. A workload
+    /// belongs to at most one tenant.
+    pub workloads: Vec<String>,
+    /// Where its workloads may land; absent: every cluster.
+    #[serde(default)]
+    pub clusters: Option<ClusterSelector>,
+    /// The namespaces its objects may be in (names or globs); a Namespace
+    /// object it writes must be one of them.
+    pub namespaces: Vec<String>,
+    /// Kinds it may write beyond the namespaced ones (which it may write
+    /// unless denied): cluster-scoped kinds are denied unless listed.
+    #[serde(default)]
+    pub allow: Vec<KindRule>,
+    /// Kinds it may never write (wins over `allow`).
+    #[serde(default)]
+    pub deny: Vec<KindRule>,
+    /// On Kubernetes clusters, canopy applies and prunes the tenant's
+    /// objects as this ServiceAccount (impersonating it), so the cluster's
+    /// RBAC has the last word.
+    #[serde(default)]
+    pub service_account: Option<ServiceAccountRef>,
+}
+
+/// A kind by API group (`""` for the core group) and kind; `*` matches any.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct KindRule {
+    #[serde(default)]
+    pub group: String,
+    pub kind: String,
+}
+
+/// A ServiceAccount, by namespace and name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ServiceAccountRef {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ServiceAccountRef {
+    /// The user Kubernetes knows the ServiceAccount as.
+    pub fn user(&self) -> String {
+        format!("system:serviceaccount:{}:{}", self.namespace, self.name)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Tenant {
+    pub meta: ObjectMeta,
+    pub spec: TenantSpec,
+    pub source: Arc<Source>,
+}
+
+impl Tenant {
+    pub fn name(&self) -> &str {
+        &self.meta.name
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -897,6 +975,8 @@ pub struct Fleet {
     pub overrides: Vec<Override>,
     /// The `Defaults` documents (validation allows one).
     pub defaults: Vec<Defaults>,
+    /// The `Tenant` documents, by name.
+    pub tenants: Vec<Tenant>,
     /// Some document could not be read (its error is already reported), so
     /// errors about what is missing would only repeat it.
     pub incomplete: bool,
