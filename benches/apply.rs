@@ -32,6 +32,7 @@ fn meta() -> ApplyMeta {
     ApplyMeta {
         revision: "bench".into(),
         at: "2026-01-01T00:00:00Z".into(),
+        impersonate: Default::default(),
     }
 }
 

@@ -1895,3 +1895,123 @@ fn live_capacity_is_read_from_nodes_and_pods_and_divides_the_replicas() {
     let on_b = get(1, &deploy)["spec"]["replicas"].as_u64().unwrap();
     assert_eq!((on_a + on_b, on_a >= on_b), (6, true));
 }
+
+/// A tenant's objects are written and pruned as its ServiceAccount: what
+/// the cluster's RBAC refuses it (a ClusterRoleBinding canopy's own rules
+/// allow) fails the apply before anything is written, saying as whom; what
+/// it may write applies; a removed workload's objects are pruned as their
+/// own tenant, never as another.
+#[test]
+fn a_tenant_writes_and_prunes_as_its_service_account() {
+    let post = |path: &str, obj: Value| {
+        request(2, "POST", path, Some(("application/json", obj))).unwrap();
+    };
+    for (ns, verbs) in [
+        (
+            "t-shop",
+            json!(["get", "list", "create", "patch", "update"]),
+        ),
+        (
+            "t-pay",
+            json!(["get", "list", "create", "patch", "update", "delete"]),
+        ),
+    ] {
+        post(
+            "/api/v1/namespaces",
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+        );
+        post(
+            &format!("/api/v1/namespaces/{ns}/serviceaccounts"),
+            json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "deployer"}}),
+        );
+        post(
+            &format!("/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/roles"),
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+                   "metadata": {"name": "deploy"},
+                   "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": verbs}]}),
+        );
+        post(
+            &format!("/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings"),
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                   "metadata": {"name": "deploy"},
+                   "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "deploy"},
+                   "subjects": [{"kind": "ServiceAccount", "name": "deployer", "namespace": ns}]}),
+        );
+    }
+    let tenant = |name: &str, ns: &str, extra: &str| {
+        format!("apiVersion: canopy.dev/v1alpha1\nkind: Tenant\nmetadata: {{name: {name}}}\nspec:\n  workloads: [{name}]\n  namespaces: [{ns}]\n  serviceAccount: {{namespace: {ns}, name: deployer}}\n{extra}")
+    };
+    let workload = |name: &str, ns: &str| {
+        format!("apiVersion: canopy.dev/v1alpha1\nkind: Workload\nmetadata: {{name: {name}}}\nspec: {{namespace: {ns}}}\n")
+    };
+    let cm = |name: &str| {
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}}}\ndata: {{k: v}}\n")
+    };
+    let crb = "---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {name: t-shop-admin}\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: cluster-admin}\nsubjects: [{kind: ServiceAccount, name: deployer, namespace: t-shop}]\n";
+    let shop_tenant = tenant(
+        "shop",
+        "t-shop",
+        "  allow: [{group: rbac.authorization.k8s.io, kind: ClusterRoleBinding}]\n",
+    );
+    let pay_tenant = tenant("pay", "t-pay", "");
+    let (shop_w, pay_w) = (workload("shop", "t-shop"), workload("pay", "t-pay"));
+    let shop_objs = format!("{}{crb}", cm("settings"));
+    let pay_objs = cm("ledger");
+    let f = fleet(
+        &[("root", None, &kubeconfig(2))],
+        &[
+            ("tenants/shop.yaml", &shop_tenant),
+            ("tenants/pay.yaml", &pay_tenant),
+            ("workloads/shop/workload.yaml", &shop_w),
+            ("workloads/shop/objects.yaml", &shop_objs),
+            ("workloads/pay/workload.yaml", &pay_w),
+            ("workloads/pay/objects.yaml", &pay_objs),
+        ],
+    );
+    let settings = "/api/v1/namespaces/t-shop/configmaps/settings";
+    let ledger = "/api/v1/namespaces/t-pay/configmaps/ledger";
+    let (code, out, err) = canopy_on(f.path(), "tenants", &["apply", "DIR"]);
+    assert_eq!(code, 4, "{out}{err}");
+    let all = format!("{out}{err}");
+    assert!(
+        all.contains("as tenant \"shop\" (system:serviceaccount:t-shop:deployer)")
+            && all.contains("ClusterRoleBinding.rbac.authorization.k8s.io t-shop-admin")
+            && all.contains("cannot patch resource \"clusterrolebindings\"")
+            && all.contains("objects changed before the failure: none"),
+        "{all}"
+    );
+    assert!(
+        !exists(2, settings),
+        "nothing of the refused write is written"
+    );
+    assert!(!exists(
+        2,
+        "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/t-shop-admin"
+    ));
+
+    // Without the binding, both tenants' objects apply as their accounts.
+    write(f.path(), "workloads/shop/objects.yaml", &cm("settings"));
+    let (code, out, err) = canopy_on(f.path(), "tenants", &["apply", "DIR"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(exists(2, settings) && exists(2, ledger));
+
+    // pay leaves the fleet (its tenant stays): its ConfigMap is pruned as
+    // pay's account, which may delete in t-pay; shop's, which may not
+    // delete anything, would be refused.
+    std::fs::remove_dir_all(f.path().join("workloads/pay")).unwrap();
+    let (code, out, err) = canopy_on(f.path(), "tenants", &["apply", "DIR"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!exists(2, ledger), "{out}");
+    assert!(exists(2, settings));
+    // shop leaves too: its account may not delete, so the prune is refused
+    // and says as whom; the ConfigMap stays.
+    std::fs::remove_dir_all(f.path().join("workloads/shop")).unwrap();
+    let (code, out, err) = canopy_on(f.path(), "tenants", &["apply", "DIR"]);
+    assert_eq!(code, 4, "{out}{err}");
+    assert!(
+        format!("{out}{err}")
+            .contains("as tenant \"shop\" (system:serviceaccount:t-shop:deployer)"),
+        "{out}{err}"
+    );
+    assert!(exists(2, settings));
+}

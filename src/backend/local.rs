@@ -489,6 +489,7 @@ mod tests {
         ApplyMeta {
             revision: "r1".into(),
             at: now_rfc3339(),
+            impersonate: Default::default(),
         }
     }
 

@@ -56,6 +56,49 @@ pub struct ApplyMeta {
     pub revision: String,
     /// RFC 3339 time of the apply.
     pub at: String,
+    /// Whom a Kubernetes cluster's objects are written as, by workload
+    /// (tenants with a ServiceAccount); not recorded.
+    #[serde(skip, default)]
+    pub impersonate: Impersonation,
+}
+
+/// The tenants that write as a ServiceAccount: (tenant, its workload
+/// patterns, the user). An object is created, changed and pruned as the
+/// tenant of the workload its `canopy.dev/workload` label names, so a
+/// tenant never writes, nor deletes, what is not its own with more than
+/// its own rights.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Impersonation(pub std::sync::Arc<Vec<(String, Vec<String>, String)>>);
+
+impl Impersonation {
+    /// The tenants of `checked` that name a ServiceAccount.
+    pub fn of(checked: &crate::core::validate::Checked) -> Impersonation {
+        Impersonation(std::sync::Arc::new(
+            checked
+                .fleet
+                .tenants
+                .iter()
+                .filter_map(|t| {
+                    let sa = t.spec.service_account.as_ref()?;
+                    Some((t.name().to_string(), t.spec.workloads.clone(), sa.user()))
+                })
+                .collect(),
+        ))
+    }
+
+    /// (tenant, user) that writes the objects of `workload`.
+    pub fn user_for(&self, workload: &str) -> Option<(&str, &str)> {
+        self.0.iter().find_map(|(tenant, patterns, user)| {
+            patterns
+                .iter()
+                .any(|p| {
+                    globset::Glob::new(p)
+                        .map(|g| g.compile_matcher().is_match(workload))
+                        .unwrap_or(false)
+                })
+                .then_some((tenant.as_str(), user.as_str()))
+        })
+    }
 }
 
 impl ApplyMeta {
@@ -64,6 +107,7 @@ impl ApplyMeta {
         ApplyMeta {
             revision: revision.to_string(),
             at: humantime::format_rfc3339_seconds(at).to_string(),
+            impersonate: Impersonation::default(),
         }
     }
 }

@@ -756,11 +756,12 @@ impl<'a> Renderer<'a> {
             // the platform's.
             if let Some(t) = self.checked.tenancy.owner[wi].filter(|_| templated) {
                 let tenant = &fleet.tenants[t];
-                let mut k = key.clone();
-                if namespaced && k.namespace.is_empty() {
-                    k.namespace = w.spec.namespace.clone().unwrap_or_default();
-                }
-                if let Some(b) = self.checked.tenancy.breach(tenant, t, &k, namespaced) {
+                let ns = if key.namespace.is_empty() {
+                    w.spec.namespace.as_deref().unwrap_or_default()
+                } else {
+                    &key.namespace
+                };
+                if let Some(b) = self.checked.tenancy.breach(tenant, t, &key, ns, namespaced) {
                     errors.push(crate::core::tenancy::breach_diag(
                         tenant,
                         w.name(),

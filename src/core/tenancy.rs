@@ -22,7 +22,42 @@ pub struct Tenancy {
     /// in `fleet.tenants`, `None` for the platform's.
     pub owner: Vec<Option<usize>>,
     /// Per tenant: its namespaces.
-    namespaces: Vec<GlobSet>,
+    namespaces: Vec<Names>,
+}
+
+/// Names matched by patterns: literal names by a set and `*` by a flag, so
+/// the common cases cost no glob match; real globs by a [`GlobSet`].
+#[derive(Debug, Clone, Default)]
+struct Names {
+    any: bool,
+    exact: std::collections::HashSet<String>,
+    globs: Option<GlobSet>,
+}
+
+impl Names {
+    fn new(patterns: &[String]) -> Result<Names, String> {
+        let mut n = Names::default();
+        let mut wild = Vec::new();
+        for p in patterns {
+            if p == "*" {
+                n.any = true;
+            } else if p.contains(['*', '?', '[', '{']) {
+                wild.push(p.clone());
+            } else {
+                n.exact.insert(p.clone());
+            }
+        }
+        if !wild.is_empty() {
+            n.globs = Some(globs(&wild)?);
+        }
+        Ok(n)
+    }
+
+    fn is_match(&self, name: &str) -> bool {
+        self.any
+            || self.exact.contains(name)
+            || self.globs.as_ref().is_some_and(|g| g.is_match(name))
+    }
 }
 
 fn globs(patterns: &[String]) -> Result<GlobSet, String> {
@@ -70,7 +105,14 @@ impl Tenancy {
                 })
             };
             workloads.push(compiled("workloads", &t.spec.workloads, d));
-            namespaces.push(compiled("namespaces", &t.spec.namespaces, d));
+            namespaces.push(Names::new(&t.spec.namespaces).unwrap_or_else(|e| {
+                d.push(
+                    Diagnostic::error(e)
+                        .at(&t.source.loc_str("spec.namespaces"))
+                        .hint("write names, or globs with * and ?"),
+                );
+                Names::default()
+            }));
             if let Some(sa) = &t.spec.service_account {
                 if sa.namespace.is_empty() || sa.name.is_empty() {
                     d.push(
@@ -126,56 +168,52 @@ impl Tenancy {
         Tenancy { owner, namespaces }
     }
 
-    /// Whether tenant `t` may write `obj` (its identity `key`, `namespaced`
-    /// as the render scoped it); `None` when it may, else the rule broken.
+    /// Whether tenant `t` may write the object `key` (`namespaced` as the
+    /// render scoped it; `ns`: its namespace, or the workload's when it
+    /// names none); `None` when it may, else the rule broken. The render
+    /// asks for every object of every cluster: an allowed object costs a
+    /// few comparisons and no allocation.
     pub fn breach(
         &self,
         tenant: &Tenant,
         t: usize,
         key: &ObjectKey,
+        ns: &str,
         namespaced: bool,
     ) -> Option<String> {
         let spec = &tenant.spec;
+        let ns = if ns.is_empty() { "default" } else { ns };
+        let denied = kind_matches(&spec.deny, &key.group, &key.kind);
+        let own_namespace = key.group.is_empty()
+            && key.kind == "Namespace"
+            && self.namespaces[t].is_match(&key.name);
+        let allowed = if namespaced {
+            self.namespaces[t].is_match(ns)
+        } else {
+            own_namespace || kind_matches(&spec.allow, &key.group, &key.kind)
+        };
+        if allowed && !denied {
+            return None;
+        }
         let what = format!("{} {}", key.kind, key.name);
-        if kind_matches(&spec.deny, &key.group, &key.kind) {
-            return Some(format!(
+        Some(if denied {
+            format!(
                 "{what}: kind {} is denied to tenant {:?}",
                 group_kind(key),
                 tenant.name()
-            ));
-        }
-        if !namespaced {
-            let own_namespace = key.group.is_empty()
-                && key.kind == "Namespace"
-                && self.namespaces[t].is_match(&key.name);
-            if own_namespace || kind_matches(&spec.allow, &key.group, &key.kind) {
-                return None;
-            }
-            return Some(if key.kind == "Namespace" {
-                format!(
-                    "{what}: namespace {:?} is not one of tenant {:?}'s namespaces ({})",
-                    key.name,
-                    tenant.name(),
-                    spec.namespaces.join(", ")
-                )
-            } else {
-                format!(
-                    "{what}: cluster-scoped kind {} is not allowed to tenant {:?}",
-                    group_kind(key),
-                    tenant.name()
-                )
-            });
-        }
-        let ns = if key.namespace.is_empty() {
-            "default"
-        } else {
-            &key.namespace
-        };
-        (!self.namespaces[t].is_match(ns)).then(|| {
+            )
+        } else if namespaced || key.kind == "Namespace" {
+            let ns = if namespaced { ns } else { key.name.as_str() };
             format!(
                 "{what}: namespace {ns:?} is not one of tenant {:?}'s namespaces ({})",
                 tenant.name(),
                 spec.namespaces.join(", ")
+            )
+        } else {
+            format!(
+                "{what}: cluster-scoped kind {} is not allowed to tenant {:?}",
+                group_kind(key),
+                tenant.name()
             )
         })
     }
@@ -286,14 +324,16 @@ pub fn check_manifests(checked: &crate::core::validate::Checked) -> Diagnostics 
                 continue;
             };
             for (di, obj) in parsed.iter().enumerate() {
-                let Some(mut key) = ObjectKey::of(obj) else {
+                let Some(key) = ObjectKey::of(obj) else {
                     continue;
                 };
                 let namespaced = namespaced(&key, &docs);
-                if namespaced && key.namespace.is_empty() {
-                    key.namespace = w.spec.namespace.clone().unwrap_or_default();
-                }
-                let Some(b) = checked.tenancy.breach(tenant, t, &key, namespaced) else {
+                let ns = if key.namespace.is_empty() {
+                    w.spec.namespace.as_deref().unwrap_or_default()
+                } else {
+                    &key.namespace
+                };
+                let Some(b) = checked.tenancy.breach(tenant, t, &key, ns, namespaced) else {
                     continue;
                 };
                 if !seen.insert((m.path.clone(), b.clone())) {
@@ -341,7 +381,7 @@ mod tests {
         let t = Tenancy::new(&fleet, &mut d);
         assert!(!d.has_errors());
         let tenant = &fleet.tenants[0];
-        let b = |k: ObjectKey, namespaced: bool| t.breach(tenant, 0, &k, namespaced);
+        let b = |k: ObjectKey, namespaced: bool| t.breach(tenant, 0, &k, &k.namespace, namespaced);
         assert_eq!(b(key("apps", "Deployment", "shop", "web"), true), None);
         assert_eq!(b(key("", "ConfigMap", "shop-eu", "c"), true), None);
         assert_eq!(b(key("", "Namespace", "", "shop-eu"), false), None);

@@ -805,7 +805,8 @@ fn rollback(
             None => absent.push(n.clone()),
         }
     }
-    let meta = ApplyMeta::new(&base.revision, ctx.now);
+    let mut meta = ApplyMeta::new(&base.revision, ctx.now);
+    meta.impersonate = crate::backend::Impersonation::of(&old);
     let back_opts = Options {
         dry_run: false,
         prune: true,

@@ -504,7 +504,8 @@ impl<'i> Session<'i> {
         orphans: &[String],
         opts: &Options,
     ) -> rollout::Applied {
-        let meta = ApplyMeta::new(revision, SystemTime::now());
+        let mut meta = ApplyMeta::new(revision, SystemTime::now());
+        meta.impersonate = crate::backend::Impersonation::of(placed.renderer.checked);
         let pass = Pass {
             cancel: self.cancel.clone(),
             progress: self.progress.clone(),

@@ -47,6 +47,7 @@ impl Inventory {
             (Some(r), Some(a)) => Some(ApplyMeta {
                 revision: r.to_string(),
                 at: a.to_string(),
+                impersonate: Default::default(),
             }),
             _ => None,
         };
@@ -101,6 +102,7 @@ mod tests {
             applied: Some(ApplyMeta {
                 revision: "abc".into(),
                 at: "2026-11-22T10:00:00Z".into(),
+                impersonate: Default::default(),
             }),
         };
         let cm = inv.to_configmap("shop");

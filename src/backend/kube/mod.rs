@@ -217,6 +217,37 @@ impl ClusterBackend for Unusable {
     }
 }
 
+/// The tenant (and its user) that writes `obj`, by its workload label.
+fn tenant_of<'m>(meta: &'m ApplyMeta, obj: &Value) -> Option<(&'m str, &'m str)> {
+    let workload = obj
+        .pointer("/metadata/labels")
+        .and_then(|l| l.get(crate::core::model::LABEL_WORKLOAD))
+        .and_then(Value::as_str)?;
+    meta.impersonate.user_for(workload)
+}
+
+/// A failure of a write done as a tenant's ServiceAccount, saying so.
+fn as_tenant(e: BackendError, tenant: &str, user: &str) -> BackendError {
+    match e {
+        BackendError::Api(mut f) => {
+            f.detail = format!("as tenant {tenant:?} ({user}): {}", f.detail);
+            if f.code == Some(403) {
+                f.help = Some(format!(
+                    "the cluster's RBAC does not let tenant {tenant:?}'s ServiceAccount do this: grant it in the cluster, or take the object out of the tenant's workload"
+                ));
+            }
+            BackendError::Api(f)
+        }
+        other => other,
+    }
+}
+
+tokio::task_local! {
+    /// The user a change is written as (a tenant's ServiceAccount), for
+    /// every request [`KubeCluster::send`] makes within it.
+    static AS_USER: Option<String>;
+}
+
 pub struct KubeCluster {
     name: String,
     fleet: String,
@@ -266,7 +297,13 @@ impl KubeCluster {
         let mut attempt = 1;
         loop {
             self.limiter.until_ready().await;
-            let req = build().map_err(kube::Error::BuildRequest)?;
+            let mut req = build().map_err(kube::Error::BuildRequest)?;
+            if let Ok(Some(user)) = AS_USER.try_with(Clone::clone) {
+                let value = http::HeaderValue::from_str(&user).map_err(|e| {
+                    kube::Error::BuildRequest(kube::core::request::Error::BuildRequest(e.into()))
+                })?;
+                req.headers_mut().insert("Impersonate-User", value);
+            }
             match self.client.request::<Value>(req).await {
                 Ok(v) => return Ok(v),
                 Err(e) => match self.retry.delay(retry::Failure::of(&e), attempt) {
@@ -401,6 +438,69 @@ impl KubeCluster {
     }
 
     /// One create, update or delete; `Ok(false)` when nothing was changed.
+    /// [`Self::change`], as the tenant that owns the object's workload
+    /// when it names a ServiceAccount (every request of the change carries
+    /// `Impersonate-User`), so the cluster's RBAC decides; a refusal says
+    /// as whom.
+    async fn change_as(&self, ch: &Change, meta: &ApplyMeta) -> Result<bool, BackendError> {
+        let obj = match ch {
+            Change::Create { desired, .. } | Change::Update { desired, .. } => desired,
+            Change::Delete { live, .. } => live,
+        };
+        let Some((tenant, user)) = tenant_of(meta, obj) else {
+            return self.change(ch).await;
+        };
+        AS_USER
+            .scope(Some(user.to_string()), self.change(ch))
+            .await
+            .map_err(|e| as_tenant(e, tenant, user))
+    }
+
+    /// Before a write, every object a tenant writes as its ServiceAccount
+    /// is applied as it with a server-side dry run: one the cluster's RBAC
+    /// refuses stops the write before any object of it is written. Other
+    /// failures are left to the write itself (a kind whose CRD the same
+    /// write creates, a conflict).
+    async fn tenants_may(&self, changes: &[Change], meta: &ApplyMeta) -> Result<(), BackendError> {
+        if meta.impersonate.0.is_empty() {
+            return Ok(());
+        }
+        let theirs: Vec<(&ObjectKey, &Value, &str, &str)> = changes
+            .iter()
+            .filter_map(|ch| match ch {
+                Change::Create { key, desired } | Change::Update { key, desired, .. } => {
+                    tenant_of(meta, desired).map(|(t, u)| (key, desired, t, u))
+                }
+                Change::Delete { .. } => None,
+            })
+            .collect();
+        let results: Vec<Result<(), BackendError>> = stream::iter(theirs.into_iter().map(
+            |(key, desired, tenant, user)| async move {
+                let Ok(r) = self.resource_of(key, desired).await else {
+                    return Ok(());
+                };
+                let tried = AS_USER
+                    .scope(
+                        Some(user.to_string()),
+                        self.apply(&r, desired, true, self.opts.force_conflicts),
+                    )
+                    .await;
+                match tried {
+                    Err(kube::Error::Api(s)) if s.code == 403 => Err(as_tenant(
+                        self.error(Some(key), kube::Error::Api(s)),
+                        tenant,
+                        user,
+                    )),
+                    _ => Ok(()),
+                }
+            },
+        ))
+        .buffered(self.opts.requests.max(1))
+        .collect()
+        .await;
+        results.into_iter().collect()
+    }
+
     async fn change(&self, ch: &Change) -> Result<bool, BackendError> {
         let fail = |error| self.error(Some(ch.key()), error);
         match ch {
@@ -608,6 +708,9 @@ impl KubeCluster {
                 .await
                 .map_err(|e| fail(e, &changed))?;
         }
+        self.tenants_may(changes, meta)
+            .await
+            .map_err(|e| fail(e, &changed))?;
         let class = |c: &Change| {
             let delete = matches!(c, Change::Delete { .. });
             (delete, kinds::write_stage(&c.key().kind))
@@ -615,7 +718,7 @@ impl KubeCluster {
         for wave in kinds::write_waves(changes, class) {
             let results: Vec<(&Change, Result<bool, BackendError>)> = stream::iter(
                 wave.iter()
-                    .map(|ch| async move { (ch, self.change(ch).await) }),
+                    .map(|ch| async move { (ch, self.change_as(ch, meta).await) }),
             )
             .buffered(self.opts.requests.max(1))
             .collect()
