@@ -273,10 +273,8 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             });
             match fmt {
                 YamlOrJson::Yaml => {
-                    let docs: Vec<String> = objs
-                        .iter()
-                        .map(|o| serde_yaml::to_string(o).expect("JSON values serialize"))
-                        .collect();
+                    let docs: Vec<String> =
+                        objs.iter().map(crate::core::yaml_out::to_yaml).collect();
                     stdout(&format!("---\n{}", docs.join("---\n")))
                 }
                 YamlOrJson::Json => json_out(&objs),

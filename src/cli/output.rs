@@ -189,7 +189,7 @@ pub fn objects_yaml(objs: &[Rendered]) -> String {
     let mut out = String::new();
     for o in objs {
         out.push_str("---\n");
-        out.push_str(&serde_yaml::to_string(&o.value).expect("JSON values always serialize"));
+        out.push_str(&crate::core::yaml_out::to_yaml(&o.value));
     }
     out
 }

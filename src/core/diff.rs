@@ -300,7 +300,7 @@ pub fn unified(change: &Change, context: usize, sides: Sides<'_>) -> String {
         if v.is_null() {
             String::new()
         } else {
-            serde_yaml::to_string(v).expect("JSON values serialize")
+            crate::core::yaml_out::to_yaml(v)
         }
     };
     let (a, b) = (text(&before), text(&after));

@@ -40,3 +40,4 @@ pub mod tenancy;
 pub mod topology;
 pub mod validate;
 pub mod yaml;
+pub mod yaml_out;
