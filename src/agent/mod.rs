@@ -461,6 +461,11 @@ impl Agent {
     /// not reported on what they were handed, again at the next poll, so
     /// that the report up follows theirs.
     pub fn follow(&mut self, every: &Follow, stop: &std::sync::atomic::AtomicBool) {
+        // Each round opens the handoff again: parse only what changed.
+        // (`CANOPY_PARSE_ALL` parses everything every time, to compare.)
+        if std::env::var_os("CANOPY_PARSE_ALL").is_none() {
+            crate::core::load::keep_parsed();
+        }
         use std::sync::atomic::Ordering;
         use std::time::Instant;
         let mut last: Option<Instant> = None;

@@ -63,7 +63,7 @@ struct Found {
 }
 
 /// What one file contributed.
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct FileResult {
     /// The file's repo-relative path.
     file: Option<String>,
@@ -115,29 +115,87 @@ pub fn load(dir: &Path, name: Option<&str>) -> Result<(Fleet, Diagnostics), Load
     Ok((fleet, diags))
 }
 
+/// Files read by the last load, by a hash of path and bytes, when a
+/// long-running process asked to keep them ([`keep_parsed`]).
+type Parsed = std::collections::HashMap<u64, Arc<FileResult>>;
+static PARSED: std::sync::Mutex<Option<Parsed>> = std::sync::Mutex::new(None);
+
+/// From now on, each load keeps what it read and the next one parses only
+/// the files that changed (`watch` and the relay agent read a revision
+/// again and again; a one-shot command has nothing to keep it for).
+pub fn keep_parsed() {
+    let mut p = PARSED.lock().expect("not poisoned");
+    if p.is_none() {
+        *p = Some(Parsed::new());
+    }
+}
+
 /// Reads a fleet from `(repo-relative path, text)` pairs, wherever they came
 /// from (the working tree, or a Git revision): the files below dot-folders
 /// must already be left out, as [`load`] does.
 pub fn load_files(name: String, files: Vec<(String, Vec<u8>)>) -> (Fleet, Diagnostics) {
-    let mut diags = Diagnostics::default();
-    let results: Vec<FileResult> = files
-        .into_par_iter()
-        .filter(|(rel, _)| is_fleet_file(rel))
-        .map(|(rel, bytes)| match decode(&rel, bytes) {
-            Ok(text) => {
-                let wdir = workload_dir_of(&rel);
-                read_file(rel, text, wdir)
-            }
-            Err(d) => FileResult {
-                file: Some(rel),
-                broken: true,
-                diags: vec![d],
-                ..FileResult::default()
-            },
-        })
-        .collect();
-    let fleet = assemble(name, results, &mut diags);
+    let kept = PARSED.lock().expect("not poisoned").take();
+    let (fleet, diags, next) = load_files_keeping(name, files, kept);
+    if let Some(next) = next {
+        *PARSED.lock().expect("not poisoned") = Some(next);
+    }
     (fleet, diags)
+}
+
+/// [`load_files`] with the files the last load read (`kept`; `None`:
+/// parse every file, keep nothing), giving back what this one read.
+fn load_files_keeping(
+    name: String,
+    files: Vec<(String, Vec<u8>)>,
+    kept: Option<Parsed>,
+) -> (Fleet, Diagnostics, Option<Parsed>) {
+    let mut diags = Diagnostics::default();
+    let parse = |rel: String, bytes: Vec<u8>| match decode(&rel, bytes) {
+        Ok(text) => {
+            let wdir = workload_dir_of(&rel);
+            read_file(rel, text, wdir)
+        }
+        Err(d) => FileResult {
+            file: Some(rel),
+            broken: true,
+            diags: vec![d],
+            ..FileResult::default()
+        },
+    };
+    let (results, next) = match kept {
+        None => {
+            let results: Vec<FileResult> = files
+                .into_par_iter()
+                .filter(|(rel, _)| is_fleet_file(rel))
+                .map(|(rel, bytes)| parse(rel, bytes))
+                .collect();
+            (results, None)
+        }
+        // A file whose path and bytes are those of the last load is not
+        // parsed again: its result is the same (reading a file is a pure
+        // function of them).
+        Some(before) => {
+            let parsed: Vec<(u64, Arc<FileResult>)> = files
+                .into_par_iter()
+                .filter(|(rel, _)| is_fleet_file(rel))
+                .map(|(rel, bytes)| {
+                    let key = crate::core::hash::StableHasher::new()
+                        .str(&rel)
+                        .bytes(&bytes)
+                        .finish();
+                    match before.get(&key) {
+                        Some(r) => (key, r.clone()),
+                        None => (key, Arc::new(parse(rel, bytes))),
+                    }
+                })
+                .collect();
+            let results = parsed.iter().map(|(_, r)| (**r).clone()).collect();
+            // Only this load's files are kept: the memory stays one fleet's.
+            (results, Some(parsed.into_iter().collect()))
+        }
+    };
+    let fleet = assemble(name, results, &mut diags);
+    (fleet, diags, next)
 }
 
 /// A fleet file's bytes as text. The rule is the same for a folder and a
@@ -693,5 +751,99 @@ mod tests {
             fleet_name_from_dir(Path::new("/x/fleet-example")),
             "fleet-example"
         );
+    }
+
+    mod incremental {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        /// A file of the fleet, by kind and a variant number (so edits
+        /// change its text, sometimes into something broken).
+        fn text(kind: u8, n: u8) -> String {
+            match kind % 5 {
+                0 => format!("apiVersion: canopy.dev/v1alpha1\nkind: Cluster\nmetadata: {{name: c{n}}}\n"),
+                1 => format!("apiVersion: canopy.dev/v1alpha1\nkind: Cluster\nmetadata: {{name: e{n}, labels: {{v: x{n}}}}}\nspec: {{parent: c{}}}\n", n % 3),
+                2 => format!("apiVersion: canopy.dev/v1alpha1\nkind: Override\nmetadata: {{name: o{n}}}\nspec:\n  patches:\n    - image: {{registry: r{n}.example.com}}\n"),
+                3 => format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: cm{n}}}\ndata: {{k: \"{n}\"}}\n"),
+                _ => format!("kind: [unclosed {n}\n"),
+            }
+        }
+
+        /// Everything a load gives, in a fixed order (a document's line
+        /// index is a hash map: its Debug order is not).
+        fn canon(f: &Fleet) -> String {
+            let src = |s: &Source| {
+                let lines: BTreeMap<String, usize> = s
+                    .doc
+                    .lines
+                    .iter()
+                    .map(|(k, v)| (format!("{k:?}"), *v))
+                    .collect();
+                format!("{} {} {} {lines:?}", s.file, s.doc.line, s.doc.value)
+            };
+            let mut out = format!("{} {} {}\n", f.name, f.incomplete, f.slice);
+            for c in &f.clusters {
+                out += &format!("C {:?} {:?} {}\n", c.meta, c.spec, src(&c.source));
+            }
+            for w in &f.workloads {
+                out += &format!(
+                    "W {:?} {:?} {} {:?} {}\n",
+                    w.meta,
+                    w.spec,
+                    w.dir,
+                    w.manifests,
+                    src(&w.source)
+                );
+            }
+            for o in &f.overrides {
+                out += &format!("O {:?} {:?} {}\n", o.meta, o.spec, src(&o.source));
+            }
+            for d in &f.defaults {
+                out += &format!("D {:?} {:?} {}\n", d.meta, d.spec, src(&d.source));
+            }
+            for t in &f.tenants {
+                out += &format!("T {:?} {:?} {}\n", t.meta, t.spec, src(&t.source));
+            }
+            out
+        }
+
+        fn path(slot: u8, kind: u8) -> String {
+            match kind % 5 {
+                3 => format!("workloads/w{}/m{slot}.yaml", slot % 2),
+                _ => format!("f{slot}.yaml"),
+            }
+        }
+
+        proptest! {
+            /// Over random edit sequences (a file changed, added, removed
+            /// or left), a load that parses only what changed gives exactly
+            /// what a load that parses everything gives.
+            #[test]
+            fn a_load_that_keeps_what_it_read_equals_a_full_load(
+                edits in proptest::collection::vec((0u8..8, 0u8..5, 0u8..6, any::<bool>()), 1..25),
+            ) {
+                let workload = |i: u8| (
+                    format!("workloads/w{i}/workload.yaml"),
+                    format!("apiVersion: canopy.dev/v1alpha1\nkind: Workload\nmetadata: {{name: w{i}}}\n").into_bytes(),
+                );
+                let mut files: BTreeMap<String, Vec<u8>> = [workload(0), workload(1)].into_iter().collect();
+                let mut kept = Some(Parsed::new());
+                for (slot, kind, n, remove) in edits {
+                    let p = path(slot, kind);
+                    if remove {
+                        files.remove(&p);
+                    } else {
+                        files.insert(p, text(kind, n).into_bytes());
+                    }
+                    let all: Vec<(String, Vec<u8>)> = files.clone().into_iter().collect();
+                    let (full, full_d, none) = load_files_keeping("f".into(), all.clone(), None);
+                    prop_assert!(none.is_none());
+                    let (inc, inc_d, next) = load_files_keeping("f".into(), all, kept.take());
+                    prop_assert_eq!(canon(&full), canon(&inc));
+                    prop_assert_eq!(full_d.sorted().0, inc_d.sorted().0);
+                    kept = next;
+                }
+            }
+        }
     }
 }

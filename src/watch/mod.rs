@@ -167,6 +167,11 @@ impl<'a> Watch<'a> {
     /// round reconciles every cluster.
     pub fn run(&mut self, events: &Receiver<Event>, stop: &Arc<AtomicBool>) {
         self.session.cancel = Some(stop.clone());
+        // Each round reads the revision again: parse only what changed.
+        // (`CANOPY_PARSE_ALL` parses everything every time, to compare.)
+        if std::env::var_os("CANOPY_PARSE_ALL").is_none() {
+            crate::core::load::keep_parsed();
+        }
         let remote = matches!(self.session.input, Some(Input::Git(r)) if r.is_remote());
         self.round(Trigger::Start);
         let mut next_poll = remote.then(|| Instant::now() + self.opts.poll);
