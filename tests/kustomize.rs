@@ -93,30 +93,9 @@ fn run_k(home: &Path, args: &[&str]) -> (i32, String, String) {
     canopy_in(home, &[("CANOPY_KUSTOMIZE", s(k))], args)
 }
 
-fn objects(state: &Path, cluster: &str) -> serde_json::Value {
-    let v: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(state.join(format!("clusters/{cluster}.json"))).unwrap(),
-    )
-    .unwrap();
-    v["objects"].clone()
-}
-
-/// A cluster's objects without what the store stamps on them (uid,
-/// resourceVersion, generation, creation time).
-fn held(state: &Path, cluster: &str) -> serde_json::Value {
-    let mut objs = objects(state, cluster);
-    for o in objs.as_object_mut().unwrap().values_mut() {
-        let meta = o["metadata"].as_object_mut().unwrap();
-        for k in ["uid", "resourceVersion", "generation", "creationTimestamp"] {
-            meta.remove(k);
-        }
-    }
-    objs
-}
-
 /// The Deployment and the generated ConfigMap's name on a cluster.
 fn shop_on(state: &Path, cluster: &str) -> (serde_json::Value, String) {
-    let objs = objects(state, cluster);
+    let objs = state_objects(state, cluster);
     let d = objs[obj_id("apps", "Deployment", "shop", "shop")].clone();
     let cm = objs
         .as_object()
@@ -216,7 +195,7 @@ fn a_kustomization_is_built_once_and_then_placed_like_any_manifest() {
     let (_, after) = shop_on(&state, "edge-a");
     assert_ne!(before, after);
     assert!(
-        objects(&state, "edge-a").get(&before).is_none(),
+        state_objects(&state, "edge-a").get(&before).is_none(),
         "the old ConfigMap is pruned"
     );
 
@@ -260,52 +239,18 @@ fn a_relay_gets_the_build_and_renders_what_the_root_renders() {
         };
         std::fs::write(at, t).unwrap();
     }
-    let (root, own, flat) = (
-        home.path().join("root"),
-        home.path().join("mid"),
-        home.path().join("flat"),
-    );
-    let (code, out, err) = run_k(
-        home.path(),
-        &["apply", s(&dir), "--state", s(&root), "--timeout", "0s"],
-    );
-    assert_eq!(code, 4, "no agent yet: {out}{err}");
-    // The agent has no kustomize at all: PATH holds nothing.
-    let empty = home.path().join("empty");
-    std::fs::create_dir_all(&empty).unwrap();
-    let (code, out, err) = canopy_in(
-        home.path(),
-        &[("PATH", s(&empty))],
-        &[
-            "agent",
-            "--cluster",
-            "mid",
-            "--local",
-            s(&root),
-            "--state",
-            s(&own),
-            "--once",
-        ],
-    );
-    assert_eq!(code, 0, "{out}{err}");
-    // The same fleet without the relay, applied directly.
+    // The same fleet without the relay, applied directly; the agent has
+    // no kustomize at all.
     let flat_dir = home.path().join("flat-fleet");
     write_fleet(&flat_dir, |_, t| t.to_string());
-    let (code, out, _) = run_k(
+    relay_renders_as_direct(
         home.path(),
-        &[
-            "apply",
-            s(&flat_dir),
-            "--state",
-            s(&flat),
-            "--fleet-name",
-            "fleet",
-        ],
+        &[("CANOPY_KUSTOMIZE", s(tools::kustomize()))],
+        &dir,
+        "mid",
+        &flat_dir,
+        &["edge-a", "edge-b"],
     );
-    assert_eq!(code, 0, "{out}");
-    for c in ["edge-a", "edge-b"] {
-        assert_eq!(held(&own, c), held(&flat, c), "{c}");
-    }
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! [`crate::ops`], print what came back, and say which exit code it means.
 //! The run sequence itself is not here (it is `ops::Session`).
 
+use crate::state::Record;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -3,6 +3,7 @@
 //! folder (`replicas.json`) and given to the next placement, which keeps
 //! them and divides only the difference.
 
+use crate::state::Record;
 use std::path::Path;
 
 use crate::core::model::{ReplicaMode, Rescheduling};

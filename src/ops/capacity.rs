@@ -6,6 +6,7 @@
 //! one is); the reads run in parallel, each bounded by the backend's
 //! request timeout.
 
+use crate::state::Record;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -14,6 +14,7 @@
 //! because it picks its targets from render fingerprints, and keeps its
 //! session across rounds.
 
+use crate::state::Record;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;

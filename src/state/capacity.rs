@@ -4,14 +4,10 @@
 //! that cannot be read keeps its last known value. Replaced atomically.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::StateError;
 use crate::core::model::LiveCapacity;
-
-const FILE: &str = "capacity.json";
 
 /// Live capacities by cluster name.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -20,22 +16,15 @@ pub struct CapacityRecord {
     pub clusters: BTreeMap<String, LiveCapacity>,
 }
 
-impl CapacityRecord {
-    /// Reads `capacity.json` from the state folder (none yet: nothing read).
-    pub fn load(dir: &Path) -> Result<CapacityRecord, StateError> {
-        super::load(dir, FILE)
-    }
-
-    /// Replaces `capacity.json` atomically.
-    pub fn save(&self, dir: &Path) -> Result<(), StateError> {
-        super::save(dir, FILE, self)
-    }
+impl super::Record for CapacityRecord {
+    const FILE: &'static str = "capacity.json";
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::core::model::{Capacity, Quantity};
+    use crate::state::Record;
 
     #[test]
     fn saved_and_loaded_whole() {

@@ -1,28 +1,16 @@
 //! `health.json`: the failover record ([`Health`]) kept between runs,
 //! replaced atomically.
 
-use std::path::Path;
-
-use super::StateError;
 use crate::core::failover::Health;
 
-const FILE: &str = "health.json";
-
-impl Health {
-    /// Reads `health.json` from the state folder (none yet: nobody is down).
-    pub fn load(dir: &Path) -> Result<Health, StateError> {
-        super::load(dir, FILE)
-    }
-
-    /// Replaces `health.json` atomically.
-    pub fn save(&self, dir: &Path) -> Result<(), StateError> {
-        super::save(dir, FILE, self)
-    }
+impl super::Record for Health {
+    const FILE: &'static str = "health.json";
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::Record;
     use std::time::SystemTime;
 
     #[test]

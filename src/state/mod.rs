@@ -53,6 +53,24 @@ pub fn replace(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StateError> {
     crate::sys::files::replace(dir, name, bytes).map_err(io)
 }
 
+/// A record kept whole in one JSON file of the state folder, replaced
+/// atomically: a missing file is the default (nothing recorded yet), one
+/// that does not parse is [`StateError::Corrupt`] and left untouched.
+pub trait Record: Serialize + DeserializeOwned + Default {
+    /// Its file in the state folder.
+    const FILE: &'static str;
+
+    /// Reads the record from the state folder `dir`.
+    fn load(dir: &Path) -> Result<Self, StateError> {
+        load(dir, Self::FILE)
+    }
+
+    /// Replaces the record in `dir` atomically.
+    fn save(&self, dir: &Path) -> Result<(), StateError> {
+        save(dir, Self::FILE, self)
+    }
+}
+
 /// Replaces `dir/name` with `value` as pretty JSON.
 pub fn save<T: Serialize>(dir: &Path, name: &str, value: &T) -> Result<(), StateError> {
     replace(

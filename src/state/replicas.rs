@@ -3,13 +3,8 @@
 //! keeps as far as it can. Replaced atomically.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-
-use super::StateError;
-
-const FILE: &str = "replicas.json";
 
 /// By workload, by cluster: replicas.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -18,22 +13,14 @@ pub struct ReplicasRecord {
     pub workloads: BTreeMap<String, BTreeMap<String, u32>>,
 }
 
-impl ReplicasRecord {
-    /// Reads `replicas.json` from the state folder (none yet: nothing
-    /// applied).
-    pub fn load(dir: &Path) -> Result<ReplicasRecord, StateError> {
-        super::load(dir, FILE)
-    }
-
-    /// Replaces `replicas.json` atomically.
-    pub fn save(&self, dir: &Path) -> Result<(), StateError> {
-        super::save(dir, FILE, self)
-    }
+impl super::Record for ReplicasRecord {
+    const FILE: &'static str = "replicas.json";
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::Record;
 
     #[test]
     fn saved_and_loaded_whole() {

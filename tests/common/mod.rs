@@ -275,3 +275,88 @@ pub fn golden(name: &str, actual: &str) {
         panic!("{name} differs from its snapshot:\n{diff}");
     }
 }
+
+/// A cluster's objects in a local-backend state folder, by id.
+pub fn state_objects(state: &Path, cluster: &str) -> serde_json::Value {
+    let v: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(state.join(format!("clusters/{cluster}.json"))).unwrap(),
+    )
+    .unwrap();
+    v["objects"].clone()
+}
+
+/// A cluster's objects without what the store stamps on them (uid,
+/// resourceVersion, generation, creation time).
+pub fn held(state: &Path, cluster: &str) -> serde_json::Value {
+    let mut objs = state_objects(state, cluster);
+    for o in objs.as_object_mut().unwrap().values_mut() {
+        let meta = o["metadata"].as_object_mut().unwrap();
+        for k in ["uid", "resourceVersion", "generation", "creationTimestamp"] {
+            meta.remove(k);
+        }
+    }
+    objs
+}
+
+/// A relay that needs no outside tool: `relayed` (a fleet whose cluster
+/// `relay` is a relay) is applied at the root with `env` (the tool), the
+/// relay's agent runs once with nothing on its PATH, and `flat` (the same
+/// fleet without the relay) is applied directly; each of `leaves` (below
+/// the relay) must hold the same objects either way.
+pub fn relay_renders_as_direct(
+    home: &Path,
+    env: &[(&str, &str)],
+    relayed: &Path,
+    relay: &str,
+    flat: &Path,
+    leaves: &[&str],
+) {
+    let s = |p: &Path| p.to_str().expect("UTF-8 path").to_string();
+    let (root, own, direct) = (home.join("root"), home.join(relay), home.join("direct"));
+    let (code, out, err) = canopy_in(
+        home,
+        env,
+        &[
+            "apply",
+            &s(relayed),
+            "--state",
+            &s(&root),
+            "--timeout",
+            "0s",
+        ],
+    );
+    assert_eq!(code, 4, "no agent yet: {out}{err}");
+    let empty = home.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let (code, out, err) = canopy_in(
+        home,
+        &[("PATH", &s(&empty))],
+        &[
+            "agent",
+            "--cluster",
+            relay,
+            "--local",
+            &s(&root),
+            "--state",
+            &s(&own),
+            "--once",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, _) = canopy_in(
+        home,
+        env,
+        &[
+            "apply",
+            &s(flat),
+            "--state",
+            &s(&direct),
+            "--fleet-name",
+            "fleet",
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    for c in leaves {
+        assert_eq!(held(&own, c), held(&direct, c), "{c}");
+    }
+}
