@@ -62,13 +62,37 @@ pub struct ApplyMeta {
     pub impersonate: Impersonation,
 }
 
-/// The tenants that write as a ServiceAccount: (tenant, its workload
-/// patterns, the user). An object is created, changed and pruned as the
-/// tenant of the workload its `canopy.dev/workload` label names, so a
-/// tenant never writes, nor deletes, what is not its own with more than
-/// its own rights.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Impersonation(pub std::sync::Arc<Vec<(String, Vec<String>, String)>>);
+/// The tenants that write as a ServiceAccount, each with its workload
+/// patterns compiled and its user. An object is created, changed and
+/// pruned as the tenant of the workload its `canopy.dev/workload` label
+/// names, so a tenant never writes, nor deletes, what is not its own with
+/// more than its own rights.
+#[derive(Debug, Clone, Default)]
+pub struct Impersonation(pub std::sync::Arc<Vec<TenantUser>>);
+
+/// A tenant that writes as a ServiceAccount.
+#[derive(Debug, Clone)]
+pub struct TenantUser {
+    pub tenant: String,
+    /// Its `spec.workloads`, compiled once per run.
+    workloads: globset::GlobSet,
+    pub user: String,
+}
+
+/// Two runs write as the same users when the same tenants name the same
+/// accounts (their patterns come from the same documents).
+impl PartialEq for Impersonation {
+    fn eq(&self, o: &Self) -> bool {
+        self.0.len() == o.0.len()
+            && self
+                .0
+                .iter()
+                .zip(o.0.iter())
+                .all(|(a, b)| a.tenant == b.tenant && a.user == b.user)
+    }
+}
+
+impl Eq for Impersonation {}
 
 impl Impersonation {
     /// The tenants of `checked` that name a ServiceAccount.
@@ -80,7 +104,12 @@ impl Impersonation {
                 .iter()
                 .filter_map(|t| {
                     let sa = t.spec.service_account.as_ref()?;
-                    Some((t.name().to_string(), t.spec.workloads.clone(), sa.user()))
+                    Some(TenantUser {
+                        tenant: t.name().to_string(),
+                        // Validation compiled the same patterns already.
+                        workloads: crate::core::tenancy::globs(&t.spec.workloads).ok()?,
+                        user: sa.user(),
+                    })
                 })
                 .collect(),
         ))
@@ -88,16 +117,10 @@ impl Impersonation {
 
     /// (tenant, user) that writes the objects of `workload`.
     pub fn user_for(&self, workload: &str) -> Option<(&str, &str)> {
-        self.0.iter().find_map(|(tenant, patterns, user)| {
-            patterns
-                .iter()
-                .any(|p| {
-                    globset::Glob::new(p)
-                        .map(|g| g.compile_matcher().is_match(workload))
-                        .unwrap_or(false)
-                })
-                .then_some((tenant.as_str(), user.as_str()))
-        })
+        self.0
+            .iter()
+            .find(|t| t.workloads.is_match(workload))
+            .map(|t| (t.tenant.as_str(), t.user.as_str()))
     }
 }
 

@@ -744,8 +744,7 @@ impl<'a> Renderer<'a> {
                 continue;
             };
             // 1. default namespace
-            let namespaced = !kinds::is_builtin_cluster_scoped(&key.group, &key.kind)
-                && !crd_scope.contains(&(key.group.clone(), key.kind.clone()));
+            let namespaced = is_namespaced(&key, &crd_scope);
             if namespaced && key.namespace.is_empty() {
                 if let Some(ns) = &w.spec.namespace {
                     obj["metadata"]["namespace"] = Value::String(ns.clone());
@@ -756,11 +755,7 @@ impl<'a> Renderer<'a> {
             // the platform's.
             if let Some(t) = self.checked.tenancy.owner[wi].filter(|_| templated) {
                 let tenant = &fleet.tenants[t];
-                let ns = if key.namespace.is_empty() {
-                    w.spec.namespace.as_deref().unwrap_or_default()
-                } else {
-                    &key.namespace
-                };
+                let ns = w.spec.namespace.as_deref();
                 if let Some(b) = self.checked.tenancy.breach(tenant, t, &key, ns, namespaced) {
                     errors.push(crate::core::tenancy::breach_diag(
                         tenant,
@@ -1084,7 +1079,16 @@ fn name_problem(key: &ObjectKey, file: &str, cluster: &str) -> Option<Diagnostic
 
 /// Custom kinds a CustomResourceDefinition in this render declares
 /// cluster-scoped.
-fn custom_scopes<'v>(objs: impl Iterator<Item = &'v Value>) -> BTreeSet<(String, String)> {
+/// Whether an object is namespaced: built-in kinds by canopy's table,
+/// custom kinds unless a CRD among the objects (`crd_scope`, from
+/// [`custom_scopes`]) makes them cluster-scoped.
+pub fn is_namespaced(key: &ObjectKey, crd_scope: &BTreeSet<(String, String)>) -> bool {
+    !kinds::is_builtin_cluster_scoped(&key.group, &key.kind)
+        && !crd_scope.contains(&(key.group.clone(), key.kind.clone()))
+}
+
+/// The custom kinds the CRDs among `objs` make cluster-scoped.
+pub fn custom_scopes<'v>(objs: impl Iterator<Item = &'v Value>) -> BTreeSet<(String, String)> {
     objs.filter(|o| o.get("kind").and_then(Value::as_str) == Some("CustomResourceDefinition"))
         .filter(|o| o.pointer("/spec/scope").and_then(Value::as_str) == Some("Cluster"))
         .filter_map(|o| {

@@ -8,10 +8,8 @@
 //! templated manifests per cluster as they render.
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
-use serde_json::Value;
 
 use crate::core::diag::{Diagnostic, Diagnostics};
-use crate::core::kinds;
 use crate::core::model::{Fleet, KindRule, ObjectKey, Tenant};
 use crate::core::yaml::YamlPath;
 
@@ -60,7 +58,8 @@ impl Names {
     }
 }
 
-fn globs(patterns: &[String]) -> Result<GlobSet, String> {
+/// `patterns` (names or globs) compiled into one matcher.
+pub fn globs(patterns: &[String]) -> Result<GlobSet, String> {
     let mut b = GlobSetBuilder::new();
     for p in patterns {
         b.add(Glob::new(p).map_err(|e| format!("{p:?} is not a valid pattern: {e}"))?);
@@ -169,20 +168,25 @@ impl Tenancy {
     }
 
     /// Whether tenant `t` may write the object `key` (`namespaced` as the
-    /// render scoped it; `ns`: its namespace, or the workload's when it
-    /// names none); `None` when it may, else the rule broken. The render
-    /// asks for every object of every cluster: an allowed object costs a
-    /// few comparisons and no allocation.
+    /// render scoped it; an object that names no namespace is in the
+    /// workload's, `workload_ns`, else in `default`); `None` when it may,
+    /// else the rule broken. The render asks for every object of every
+    /// cluster: an allowed object costs a few comparisons and no
+    /// allocation.
     pub fn breach(
         &self,
         tenant: &Tenant,
         t: usize,
         key: &ObjectKey,
-        ns: &str,
+        workload_ns: Option<&str>,
         namespaced: bool,
     ) -> Option<String> {
         let spec = &tenant.spec;
-        let ns = if ns.is_empty() { "default" } else { ns };
+        let ns = match (key.namespace.as_str(), workload_ns) {
+            ("", Some(w)) if !w.is_empty() => w,
+            ("", _) => "default",
+            (ns, _) => ns,
+        };
         let denied = kind_matches(&spec.deny, &key.group, &key.kind);
         let own_namespace = key.group.is_empty()
             && key.kind == "Namespace"
@@ -244,21 +248,6 @@ pub fn breach_diag(
         ))
 }
 
-/// Whether an object of workload `w` is namespaced, as the render scopes
-/// it: built-in kinds by canopy's table, custom kinds by a CRD among
-/// `docs` (the workload's own documents), else namespaced.
-pub fn namespaced(key: &ObjectKey, docs: &[&Value]) -> bool {
-    if kinds::is_builtin_cluster_scoped(&key.group, &key.kind) {
-        return false;
-    }
-    !docs.iter().any(|o| {
-        o.get("kind").and_then(Value::as_str) == Some("CustomResourceDefinition")
-            && o.pointer("/spec/scope").and_then(Value::as_str) == Some("Cluster")
-            && o.pointer("/spec/group").and_then(Value::as_str) == Some(key.group.as_str())
-            && o.pointer("/spec/names/kind").and_then(Value::as_str) == Some(key.kind.as_str())
-    })
-}
-
 /// The placement check: a tenant's workload lands only where the tenant
 /// may (`chosen`: the clusters its placement chooses; `allowed`: the
 /// tenant's).
@@ -313,12 +302,10 @@ pub fn check_manifests(checked: &crate::core::validate::Checked) -> Diagnostics 
         let tenant = &fleet.tenants[t];
         let w = &fleet.workloads[wi];
         let facts = &checked.facts[wi];
-        let docs: Vec<&Value> = facts
-            .parsed
-            .iter()
-            .flatten()
-            .flat_map(|a| a.iter())
-            .collect();
+        // Scoped as the render scopes them, by the workload's own CRDs.
+        let crd_scope = crate::core::render::custom_scopes(
+            facts.parsed.iter().flatten().flat_map(|a| a.iter()),
+        );
         for (mi, m) in w.manifests.iter().enumerate() {
             let Some(parsed) = facts.parsed.get(mi).and_then(Option::as_ref) else {
                 continue;
@@ -327,12 +314,8 @@ pub fn check_manifests(checked: &crate::core::validate::Checked) -> Diagnostics 
                 let Some(key) = ObjectKey::of(obj) else {
                     continue;
                 };
-                let namespaced = namespaced(&key, &docs);
-                let ns = if key.namespace.is_empty() {
-                    w.spec.namespace.as_deref().unwrap_or_default()
-                } else {
-                    &key.namespace
-                };
+                let namespaced = crate::core::render::is_namespaced(&key, &crd_scope);
+                let ns = w.spec.namespace.as_deref();
                 let Some(b) = checked.tenancy.breach(tenant, t, &key, ns, namespaced) else {
                     continue;
                 };
@@ -381,7 +364,7 @@ mod tests {
         let t = Tenancy::new(&fleet, &mut d);
         assert!(!d.has_errors());
         let tenant = &fleet.tenants[0];
-        let b = |k: ObjectKey, namespaced: bool| t.breach(tenant, 0, &k, &k.namespace, namespaced);
+        let b = |k: ObjectKey, namespaced: bool| t.breach(tenant, 0, &k, None, namespaced);
         assert_eq!(b(key("apps", "Deployment", "shop", "web"), true), None);
         assert_eq!(b(key("", "ConfigMap", "shop-eu", "c"), true), None);
         assert_eq!(b(key("", "Namespace", "", "shop-eu"), false), None);

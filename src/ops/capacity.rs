@@ -40,21 +40,10 @@ pub fn measure(
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs();
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let read = std::sync::Mutex::new(Vec::new());
-        std::thread::scope(|s| {
-            for _ in 0..PARALLEL_READS.min(wanted.len()) {
-                s.spawn(|| loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some(&name) = wanted.get(i) else {
-                        break;
-                    };
-                    let got = backends.backend(name).free_capacity();
-                    read.lock().expect("not poisoned").push((name, got));
-                });
-            }
+        let read = crate::sys::parallel::map(&wanted, PARALLEL_READS, |&name| {
+            (name, backends.backend(name).free_capacity())
         });
-        for (name, got) in read.into_inner().expect("not poisoned") {
+        for (name, got) in read {
             match got {
                 Ok(Some(capacity)) => {
                     record.clusters.insert(

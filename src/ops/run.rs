@@ -357,15 +357,7 @@ impl<'i> Session<'i> {
             .follow(&checked.fleet)
             .map_err(OpsError::Runtime)?;
         self.read_records(checked)?;
-        self.hear(checked, None);
-        super::capacity::measure(
-            checked,
-            None,
-            &self.backends,
-            &self.state,
-            self.access == Access::Write,
-        );
-        super::calm::previous(checked, &self.state);
+        self.inputs(checked, None);
         let at = SystemTime::now();
         let failed = failed_over(checked, &self.health, at);
         let renderer = Renderer::with_failover(checked, &failed);
@@ -406,15 +398,7 @@ impl<'i> Session<'i> {
         self.backends
             .follow(&checked.fleet)
             .map_err(OpsError::Runtime)?;
-        self.hear(checked, Some(relay));
-        super::capacity::measure(
-            checked,
-            Some(relay),
-            &self.backends,
-            &self.state,
-            self.access == Access::Write,
-        );
-        super::calm::previous(checked, &self.state);
+        self.inputs(checked, Some(relay));
         let at = SystemTime::now();
         let failed = failed_over(checked, &self.health, at);
         let renderer = Renderer::for_subtree(checked, relay, shares, &failed);
@@ -428,6 +412,21 @@ impl<'i> Session<'i> {
             handed: true,
             bases,
         })
+    }
+
+    /// What the level `level` (`None`: the root process) reads before it
+    /// places: who answers now ([`Self::hear`]), the live capacity of the
+    /// clusters that want it, and the replicas calm workloads keep.
+    fn inputs(&mut self, checked: &Checked, level: Option<usize>) {
+        self.hear(checked, level);
+        super::capacity::measure(
+            checked,
+            level,
+            &self.backends,
+            &self.state,
+            self.access == Access::Write,
+        );
+        super::calm::previous(checked, &self.state);
     }
 
     /// Brings the health records up to date before placing, for the level

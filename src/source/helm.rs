@@ -38,7 +38,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use rayon::prelude::*;
 use serde_json::Value;
 
-use super::kustomize::{FolderFiles, InMemory};
+use super::kustomize::FolderFiles;
 use crate::core::diag::{Diagnostic, Diagnostics};
 use crate::core::hash::StableHasher;
 use crate::core::model::{Fleet, HelmSource, ManifestFile, Workload};
@@ -80,21 +80,6 @@ pub fn gather(fleet: &mut Fleet, files: &dyn FolderFiles) -> Diagnostics {
         }
     }
     diags
-}
-
-/// [`gather`] for a fleet read from a Git revision: the YAML files of its
-/// workload folders (`held`) and their other files (`extra`).
-pub fn gather_in_memory(
-    fleet: &mut Fleet,
-    held: &[(String, Vec<u8>)],
-    extra: &[(String, Vec<u8>)],
-) -> Diagnostics {
-    if !fleet.workloads.iter().any(|w| w.spec.helm.is_some()) {
-        return Diagnostics::default();
-    }
-    let mut all = held.to_vec();
-    all.extend(extra.iter().cloned());
-    gather(fleet, &InMemory(all))
 }
 
 /// Where canopy keeps what it fetched (pulled charts).
@@ -382,39 +367,21 @@ const PARALLEL_RUNS: usize = 16;
 
 /// Every job's output, from the cache or a run of `helm template`.
 fn run_all(jobs: &[Job<'_>], helm: &std::path::Path) -> Vec<Output> {
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let out: Vec<Mutex<Option<Output>>> = jobs.iter().map(|_| Mutex::new(None)).collect();
-    std::thread::scope(|s| {
-        for _ in 0..PARALLEL_RUNS.min(jobs.len()) {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some(job) = jobs.get(i) else {
-                    break;
-                };
-                let key = job.key(helm);
-                let cached = outputs().lock().expect("not poisoned").get(&key).cloned();
-                let r = cached.unwrap_or_else(|| {
-                    let r = job.run(helm).map(Arc::from);
-                    let mut c = outputs().lock().expect("not poisoned");
-                    // A long `watch` sees many revisions: keep the cache
-                    // bounded (the current ones are rendered again once).
-                    if c.len() >= CACHE_ENTRIES {
-                        c.clear();
-                    }
-                    c.insert(key, r.clone());
-                    r
-                });
-                *out[i].lock().expect("not poisoned") = Some(r);
-            });
-        }
-    });
-    out.into_iter()
-        .map(|m| {
-            m.into_inner()
-                .expect("not poisoned")
-                .expect("every job ran")
+    crate::sys::parallel::map(jobs, PARALLEL_RUNS, |job| {
+        let key = job.key(helm);
+        let cached = outputs().lock().expect("not poisoned").get(&key).cloned();
+        cached.unwrap_or_else(|| {
+            let r = job.run(helm).map(Arc::from);
+            let mut c = outputs().lock().expect("not poisoned");
+            // A long `watch` sees many revisions: keep the cache bounded
+            // (the current ones are rendered again once).
+            if c.len() >= CACHE_ENTRIES {
+                c.clear();
+            }
+            c.insert(key, r.clone());
+            r
         })
-        .collect()
+    })
 }
 
 /// A Helm workload rendered: its outputs as manifests, each parsed, and

@@ -51,11 +51,16 @@ fn tool_inputs_in_memory(
     held: Vec<(String, Vec<u8>)>,
     extra: &[(String, Vec<u8>)],
 ) -> Diagnostics {
-    let mut diags = crate::source::helm::gather_in_memory(fleet, &held, extra);
-    diags.extend(crate::source::kustomize::expand_in_memory(
-        fleet, held, extra,
-    ));
-    diags
+    if !fleet
+        .workloads
+        .iter()
+        .any(|w| w.spec.kustomize.is_some() || w.spec.helm.is_some())
+    {
+        return Diagnostics::default();
+    }
+    let mut all = held;
+    all.extend(extra.iter().cloned());
+    tool_inputs(fleet, &crate::source::kustomize::InMemory(all))
 }
 
 /// Validates `fleet`, renders its Helm workloads and checks the tenants'

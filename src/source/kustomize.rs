@@ -229,21 +229,6 @@ pub fn workload_files(files: &[(String, Vec<u8>)]) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
-/// Builds the kustomize workloads of a fleet read from a Git revision: the
-/// YAML files of its workload folders (`held`) and their other files
-/// (`extra`).
-pub fn expand_in_memory(
-    fleet: &mut Fleet,
-    mut held: Vec<(String, Vec<u8>)>,
-    extra: &[(String, Vec<u8>)],
-) -> Diagnostics {
-    if !fleet.workloads.iter().any(|w| w.spec.kustomize.is_some()) {
-        return Diagnostics::default();
-    }
-    held.extend(extra.iter().cloned());
-    expand(fleet, &InMemory(held))
-}
-
 /// Builds every kustomize workload of `fleet` and makes its output the
 /// workload's one manifest; errors name the workload's kustomization.
 pub fn expand(fleet: &mut Fleet, files: &dyn FolderFiles) -> Diagnostics {

@@ -4,3 +4,4 @@
 //! canopy's.
 
 pub mod files;
+pub mod parallel;
