@@ -126,6 +126,9 @@ pub struct Agent {
     /// The records in the relay's own cluster ([`records`]), when it is a
     /// Kubernetes cluster: the version and the text last written or read.
     kept: Option<(Option<String>, String)>,
+    /// The relay's own cluster as the hub of the clusters that join below
+    /// it (a Kubernetes relay only).
+    joiner: Option<crate::ops::join::Joiner>,
 }
 
 /// The file in the agent's state folder holding its last good handoff.
@@ -150,6 +153,17 @@ impl Agent {
             .ok()
             .and_then(|b| serde_json::from_slice::<Handoff>(&b).ok())
             .filter(|h| h.relay == cfg.relay && h.compute_digest() == h.digest);
+        let joiner = match &cfg.home {
+            Home::Kube(conn) => Some(
+                crate::ops::join::Joiner::for_relay(
+                    cfg.base.clone(),
+                    cfg.relay.clone(),
+                    conn.clone(),
+                )
+                .map_err(OpsError::Runtime)?,
+            ),
+            Home::Local(_) => None,
+        };
         let mut agent = Agent {
             cfg,
             home,
@@ -158,6 +172,7 @@ impl Agent {
             current_chunks: Vec::new(),
             current_index: None,
             kept: None,
+            joiner,
         };
         agent.recover();
         Ok(agent)
@@ -330,7 +345,29 @@ impl Agent {
             revision: h.revision.clone(),
             digest: h.digest.clone(),
         };
-        let opened = match relay::open(&h) {
+        // The members of the relay's hub join its slice: answered first,
+        // then read once and added to every revision of the handoff.
+        let mut first = true;
+        let joiner = &mut self.joiner;
+        let opened = relay::open_with(&h, &mut |fleet| {
+            let Some(j) = joiner.as_mut() else {
+                return crate::core::diag::Diagnostics::default();
+            };
+            let diags = if std::mem::take(&mut first) {
+                let (diags, events) = j.gather(fleet);
+                for e in events {
+                    tracing::info!("{e}");
+                }
+                diags
+            } else {
+                j.add_last(fleet)
+            };
+            for w in &diags.0 {
+                tracing::warn!("{w}");
+            }
+            crate::core::diag::Diagnostics::default()
+        });
+        let opened = match opened {
             Ok(o) => o,
             Err(d) => {
                 return Round::Failed(format!("the kept handoff does not open: {}", text_of(&d)))
@@ -479,6 +516,7 @@ impl Agent {
                 Some(at) => {
                     at.elapsed() >= again
                         || self.handed_digest().as_deref() != self.current_digest()
+                        || self.joiner.as_mut().is_some_and(|j| j.changed())
                 }
             };
             if due {

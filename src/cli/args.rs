@@ -179,6 +179,11 @@ pub enum Command {
         /// Report drift found by the periodic check, do not correct it.
         #[arg(long)]
         no_correct_drift: bool,
+        /// How often the hubs are asked for join requests and member
+        /// changes (two small lists per hub; `0s` turns it off, and joins
+        /// are then answered on the next round for another reason).
+        #[arg(long, default_value = "250ms", value_parser = humantime::parse_duration, value_name = "DURATION")]
+        join_poll: std::time::Duration,
         /// Delete owned objects that are no longer rendered.
         #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
         prune: bool,
@@ -221,6 +226,27 @@ pub enum Command {
     /// Staged rollouts: where each stands, and going on after a pause.
     #[command(subcommand)]
     Rollout(RolloutCommand),
+    /// Join tokens: let a new cluster join a parent on its own.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Join this cluster (your kubeconfig's) to a parent, with a token from
+    /// `canopy token create`: it is part of the fleet from the parent's
+    /// next reconcile.
+    #[command(
+        after_help = "Example:\n  canopy join https://10.0.0.5:6443 --token \"$TOKEN\" --ca-sha256 sha256:3f1c... --name shop-17 --labels site=berlin\n\nExit codes: 0 joined; 2 usage, a refused join (the reason is printed) or a CA that does not match; 3 a server could not be reached or answered with an error."
+    )]
+    Join(JoinArgs),
+    /// The clusters that joined: list them, write them as Cluster documents
+    /// to commit, or remove one.
+    #[command(subcommand)]
+    Members(MembersCommand),
+    /// Leave the fleet this cluster joined: its parent's reconciler retires
+    /// it (its objects stay unless the parent applies with --prune-clusters).
+    #[command(after_help = "Example:\n  canopy leave --kubeconfig shop-17.kubeconfig")]
+    Leave {
+        #[command(flatten)]
+        own: OwnCluster,
+    },
     /// Print (or write) the JSON Schemas of canopy's documents.
     #[command(after_help = "Example:\n  canopy schema --out schemas/")]
     Schema {
@@ -365,6 +391,129 @@ pub enum RolloutCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a join token in the hub of a parent (its nearest relay, else
+    /// the top of its tree) and print the one command a newcomer runs.
+    #[command(
+        after_help = "Example:\n  canopy token create fleet-example --parent eu --ttl 2h --labels tier=edge,site=* --max-uses 20\n\n--labels lists what a newcomer may carry: key=value gives every member that label, key=* lets the newcomer choose the value. The token itself is printed once, in the join command, and never again."
+    )]
+    Create {
+        #[command(flatten)]
+        source: SourceArgs,
+        /// The parent newcomers join.
+        #[arg(long, value_name = "CLUSTER")]
+        parent: String,
+        /// How long the token admits newcomers.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration, value_name = "DURATION")]
+        ttl: std::time::Duration,
+        /// Labels newcomers may carry (k=v fixed, k=* any value).
+        #[arg(long, value_name = "K=V,...", default_value = "")]
+        labels: String,
+        /// How many new clusters it admits (re-joins of the same cluster do not count).
+        #[arg(long, value_name = "N")]
+        max_uses: Option<u32>,
+    },
+    /// The tokens of every hub of the fleet: parent, labels, uses, expiry.
+    List {
+        #[command(flatten)]
+        source: SourceArgs,
+        #[arg(short, long, value_enum, default_value_t = TextOrJson::Text)]
+        output: TextOrJson,
+    },
+    /// Revoke a token: the API server refuses it at once, and requests made
+    /// with it and not yet answered are refused.
+    Revoke {
+        #[command(flatten)]
+        source: SourceArgs,
+        /// The token's id (from `canopy token list`; with --repo, the only
+        /// positional argument).
+        id: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MembersCommand {
+    /// The joined clusters of every hub of the fleet.
+    List {
+        #[command(flatten)]
+        source: SourceArgs,
+        #[arg(short, long, value_enum, default_value_t = TextOrJson::Text)]
+        output: TextOrJson,
+    },
+    /// Write the joined clusters as Cluster documents (one file each) to
+    /// commit: Git then holds them, and a Cluster in Git wins over its
+    /// joined twin. Push-mode members stay reached with the credentials
+    /// they handed over (`connection: {joined: true}`).
+    Export {
+        #[command(flatten)]
+        source: SourceArgs,
+        /// The folder to write into (default: the fleet's `clusters/joined`).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
+    /// Remove a joined cluster as if it had left (its objects stay unless
+    /// the next apply has --prune-clusters).
+    Remove {
+        #[command(flatten)]
+        source: SourceArgs,
+        /// The joined cluster (with --repo, the only positional argument).
+        name: Option<String>,
+    },
+}
+
+/// The cluster `canopy join` and `canopy leave` run for.
+#[derive(Debug, Clone, clap::Args)]
+pub struct OwnCluster {
+    /// The kubeconfig of this cluster (default: $KUBECONFIG, ~/.kube/config).
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<String>,
+    /// Its context (default: the current one).
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
+    /// How long to wait for each server, and for the parent's answer.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub timeout: std::time::Duration,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct JoinArgs {
+    /// The hub's API server, as `canopy token create` printed it.
+    #[arg(value_name = "URL")]
+    pub url: String,
+    /// The join token (or set CANOPY_JOIN_TOKEN, which keeps it out of the
+    /// shell's history and the process list).
+    #[arg(
+        long,
+        env = "CANOPY_JOIN_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: String,
+    /// The hub's CA, pinned: sha256:<hex> of its public key.
+    #[arg(long, value_name = "sha256:HEX")]
+    pub ca_sha256: String,
+    /// This cluster's name in the fleet.
+    #[arg(long, value_name = "NAME")]
+    pub name: String,
+    /// The parent to join (default: the token's).
+    #[arg(long, value_name = "CLUSTER")]
+    pub parent: Option<String>,
+    /// Labels for placement selectors, within what the token allows.
+    #[arg(long, value_name = "K=V,...", default_value = "")]
+    pub labels: String,
+    /// This cluster's API server URL as the parent reaches it (default:
+    /// the kubeconfig's).
+    #[arg(long, value_name = "URL")]
+    pub advertise_url: Option<String>,
+    /// Lifetime of the credentials handed over; the parent renews them
+    /// before they expire.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub credential_ttl: std::time::Duration,
+    #[command(flatten)]
+    pub own: OwnCluster,
+}
+
 /// Where the fleet is read from: a folder, or a Git repository at a ref.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SourceArgs {
@@ -447,4 +596,16 @@ pub enum LogFormat {
 pub enum YamlOrJson {
     Yaml,
     Json,
+}
+
+#[cfg(test)]
+mod tests {
+    /// clap checks a command's definition only when that command is
+    /// parsed; this checks every subcommand's at once (a required
+    /// positional after an optional one panics at run time otherwise).
+    #[test]
+    fn every_command_is_well_formed() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
 }

@@ -22,6 +22,7 @@ use crate::core::failover::Health;
 use crate::core::render::{render_all, render_map};
 use crate::core::{explain, schema};
 use crate::ops::apply::Options;
+use crate::ops::join::{Joiner, Role};
 use crate::ops::progress::Progress;
 use crate::ops::{Access, FleetSource, Location, OpsError, Selection, Session};
 use crate::source::input::{Input, Loaded, PipelineError, SourceError};
@@ -40,7 +41,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             source,
             output: fmt,
         } => {
-            let loaded = load(&open(&source)?, name)?;
+            let loaded = load(&open(&source)?, name, Some(Role::Look))?;
             // The fleet as placed with every cluster healthy.
             let r = crate::ops::run::placed_healthy(&loaded.checked)?;
             match fmt {
@@ -48,6 +49,10 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                 TextOrJson::Json => json_out(&output::tree_json(&r)),
             }
         }
+        Command::Token(cmd) => super::joining::token(cmd, name),
+        Command::Join(a) => super::joining::join_cmd(a),
+        Command::Members(cmd) => super::joining::members(cmd, name),
+        Command::Leave { own } => super::joining::leave(own),
         Command::Completion { shell } => {
             use clap::CommandFactory;
             let mut out = Vec::new();
@@ -69,7 +74,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         } => {
             let workload = workload_arg(&mut source, workload, "canopy explain fleet-example web")?;
             let src = open(&source)?;
-            let c = load(&src, name)?.checked;
+            let c = load(&src, name, Some(Role::Look))?.checked;
             let wi = c
                 .fleet
                 .workloads
@@ -118,7 +123,15 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             };
             let src = open(&source)?;
             let shown = Shown { fmt, quiet };
-            apply(&src, &load(&src, name)?, &target, opts, kube, shown)
+            let role = if dry_run { Role::Look } else { Role::Reconcile };
+            apply(
+                &src,
+                &load(&src, name, Some(role))?,
+                &target,
+                opts,
+                kube,
+                shown,
+            )
         }
         Command::Diff {
             source,
@@ -129,7 +142,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             kube,
         } => {
             let src = open(&source)?;
-            let loaded = load(&src, name)?;
+            let loaded = load(&src, name, Some(Role::Look))?;
             let selection = selection(&target);
             let (report, old, relays) = match &base {
                 None => {
@@ -205,7 +218,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             kube,
         } => {
             let src = open(&source)?;
-            let loaded = load(&src, name)?;
+            let loaded = load(&src, name, Some(Role::Look))?;
             let mut s = session(&src, &state, Access::Read, kube_options(&kube))?;
             let st = crate::ops::status::status(&mut s, &loaded)?;
             match fmt {
@@ -229,6 +242,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             poll,
             resync,
             no_correct_drift,
+            join_poll,
             prune,
             concurrency,
             force_conflicts,
@@ -254,6 +268,8 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                 max_backoff,
                 debounce: std::time::Duration::from_millis(50),
                 fleet_name: name.map(str::to_string),
+                join_poll: (!join_poll.is_zero()).then_some(join_poll),
+                base: src.base.clone(),
             };
             watch(&src, &target.state, opts, kube, listen, quiet)
         }
@@ -293,6 +309,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                 None => crate::agent::Home::Kube(crate::core::model::Connection {
                     kubeconfig: a.kubeconfig,
                     context: a.context,
+                    ..Default::default()
                 }),
             };
             let cfg = crate::agent::Config {
@@ -352,7 +369,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
 }
 
 /// Opens the fleet source the flags name.
-fn open(a: &SourceArgs) -> Result<FleetSource, Failure> {
+pub(super) fn open(a: &SourceArgs) -> Result<FleetSource, Failure> {
     let at = match (&a.dir, &a.repo) {
         (Some(dir), None) => Location::Dir(dir.clone()),
         (None, Some(url)) => Location::Repo(RepoSpec {
@@ -378,9 +395,30 @@ fn open(a: &SourceArgs) -> Result<FleetSource, Failure> {
     Ok(FleetSource::open(at)?)
 }
 
-/// Loads and checks the fleet, printing its warnings.
-fn load(src: &FleetSource, name: Option<&str>) -> Result<Loaded, Failure> {
-    let loaded = src.load(name)?;
+/// Loads and checks the fleet, printing its warnings. With a `role`, the
+/// members that joined the fleet's hubs are part of it (a reconciling
+/// command answers their hubs' join requests first, and says what it did
+/// on stderr).
+fn load(src: &FleetSource, name: Option<&str>, role: Option<Role>) -> Result<Loaded, Failure> {
+    let mut joiner = match role {
+        Some(r) => Some(
+            Joiner::new(src.base.clone(), r)
+                .map_err(|e| Failure::io(format!("error: cannot start the runtime: {e}")))?,
+        ),
+        None => None,
+    };
+    let mut events = Vec::new();
+    let loaded = src.load_with(name, &mut |fleet| match joiner.as_mut() {
+        Some(j) => {
+            let (diags, evs) = j.gather(fleet);
+            events.extend(evs);
+            diags
+        }
+        None => Diagnostics::default(),
+    })?;
+    for e in &events {
+        eprintln!("{e}");
+    }
     print_diags(&loaded.warnings);
     // Commands that do not read clusters divide by the live capacity the
     // last run recorded; a run that reads clusters reads it afresh.
@@ -429,7 +467,7 @@ fn kube_options(k: &KubeArgs) -> KubeOptions {
     }
 }
 
-fn stdout(text: &str) -> Result<(), Failure> {
+pub(super) fn stdout(text: &str) -> Result<(), Failure> {
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
         Ok(()) => Ok(()),
@@ -439,7 +477,7 @@ fn stdout(text: &str) -> Result<(), Failure> {
     }
 }
 
-fn json_out<T: serde::Serialize>(v: &T) -> Result<(), Failure> {
+pub(super) fn json_out<T: serde::Serialize>(v: &T) -> Result<(), Failure> {
     stdout(&(serde_json::to_string_pretty(v).expect("serializes") + "\n"))
 }
 
@@ -492,7 +530,7 @@ fn render(
     fmt: YamlOrJson,
     show_secrets: bool,
 ) -> Result<(), Failure> {
-    let c = load(src, name)?.checked;
+    let c = load(src, name, None)?.checked;
     let only: Option<Vec<usize>> = if clusters.is_empty() {
         None
     } else {
@@ -785,7 +823,7 @@ fn rollout(cmd: RolloutCommand, name: Option<&str>, quiet: bool) -> Result<(), F
                 "canopy rollout status fleet-example web",
             )?;
             let src = open(&source)?;
-            let loaded = load(&src, name)?;
+            let loaded = load(&src, name, Some(Role::Look))?;
             let mut s = session(&src, &state, Access::Read, KubeOptions::default())?;
             let rollouts = s.rollout_records(&loaded.checked)?;
             let v = crate::ops::rollout::status(&loaded, rollouts, &workload)?;
@@ -808,7 +846,7 @@ fn rollout(cmd: RolloutCommand, name: Option<&str>, quiet: bool) -> Result<(), F
                 "canopy rollout continue fleet-example web",
             )?;
             let src = open(&source)?;
-            let loaded = load(&src, name)?;
+            let loaded = load(&src, name, Some(Role::Look))?;
             let requested = {
                 let mut s = session(&src, &state, Access::Read, kube_options(&kube))?;
                 let rollouts = s.rollout_records(&loaded.checked)?;
@@ -854,15 +892,27 @@ fn workload_arg(
     workload: Option<String>,
     example: &str,
 ) -> Result<String, Failure> {
-    match (workload, &source.repo) {
+    second_arg(source, workload, "the workload", example)
+}
+
+/// The positional argument after the fleet folder (a workload, a token
+/// id, a member), which with `--repo` is the only one, and so lands in the
+/// folder's place.
+pub(super) fn second_arg(
+    source: &mut SourceArgs,
+    value: Option<String>,
+    what: &str,
+    example: &str,
+) -> Result<String, Failure> {
+    match (value, &source.repo) {
         (Some(w), _) => Ok(w),
         (None, Some(_)) => source
             .dir
             .take()
             .map(|d| d.to_string_lossy().into_owned())
-            .ok_or_else(|| Failure::user("error: name the workload")),
+            .ok_or_else(|| Failure::user(format!("error: name {what}"))),
         (None, None) => Err(Failure::user(format!(
-            "error: name the workload, e.g. `{example}`"
+            "error: name {what}, e.g. `{example}`"
         ))),
     }
 }

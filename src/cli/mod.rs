@@ -6,6 +6,7 @@
 pub mod args;
 pub mod commands;
 pub mod exit;
+pub mod joining;
 pub mod output;
 pub mod progress;
 pub mod review;

@@ -90,6 +90,7 @@ pub fn tree_json(r: &Renderer<'_>) -> Value {
                 "taints": cl.spec.taints.iter().map(taint_text).collect::<Vec<_>>(),
                 "kubernetes": cl.spec.connection.is_some(),
                 "relay": cl.spec.relay.is_some(),
+                "joined": crate::core::join::is_joined(cl),
                 "reconciledBy": reconcilers[c].map(|r| topo.name(r)),
                 "workloads": workloads,
             })
@@ -135,7 +136,9 @@ fn tree_node(
     for t in &cl.spec.taints {
         let _ = write!(head, "  taint {}", taint_text(t));
     }
-    if cl.spec.connection.is_some() {
+    if crate::core::join::is_joined(cl) {
+        head.push_str("  (joined)");
+    } else if cl.spec.connection.is_some() {
         head.push_str("  (kubeconfig)");
     }
     if cl.spec.relay.is_some() {
@@ -382,6 +385,9 @@ pub fn explain_text(e: &Explanation) -> String {
         }
         if let Some(r) = c.replicas {
             let _ = write!(out, "; replicas {r}");
+        }
+        if c.joined {
+            out.push_str(" (joined)");
         }
         out.push('\n');
     }
@@ -751,6 +757,9 @@ pub fn status_text(lines: &[StatusLine]) -> String {
         let _ = write!(out, "{name:<width$}  {state:<16}  {rev}");
         if let Some(relay) = &l.via_relay {
             let _ = write!(out, "  via relay {relay}");
+        }
+        if l.joined {
+            out.push_str("  (joined)");
         }
         if let Some(d) = &l.detail {
             let _ = write!(out, "  ({d})");

@@ -19,6 +19,10 @@ pub struct ClusterLine {
     /// Divided only: the cluster's weight and its replicas.
     pub weight: Option<u64>,
     pub replicas: Option<u32>,
+    /// The cluster joined the fleet (`canopy join`) rather than being
+    /// written in Git.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub joined: bool,
 }
 
 /// One division step in words.
@@ -156,6 +160,7 @@ pub fn explain(
             reason,
             weight: (divided && ok).then_some(weight[c]),
             replicas,
+            joined: crate::core::join::is_joined(cl),
         });
     }
     let on_path = |d: &Division| match (only, d.node) {

@@ -18,6 +18,7 @@ pub mod explain;
 pub mod failover;
 pub mod hash;
 pub mod image;
+pub mod join;
 pub mod kinds;
 pub mod lease;
 pub mod load;

@@ -393,11 +393,29 @@ fn slice<'a>(r: &Renderer<'a>, relay: usize, only: Option<&BTreeSet<String>>) ->
     let mut files: BTreeMap<String, String> = BTreeMap::new();
     let mut shares = BTreeMap::new();
     let mut picks = Picks::new();
+    // A relay that takes members may see clusters join below it that
+    // this level never saw: it gets what a newcomer could be chosen for.
+    let takes_members = checked
+        .cluster(relay)
+        .spec
+        .relay
+        .as_ref()
+        .is_some_and(|rl| rl.members);
+    let related = |name: &str| {
+        topo.get(name)
+            .is_some_and(|c| chain.contains(&c) || below.contains(&c))
+    };
+    let newcomer_may = |sel: Option<&crate::core::model::ClusterSelector>| {
+        takes_members && sel.is_none_or(|s| s.could_choose_newcomer(related))
+    };
     for (wi, w) in fleet.workloads.iter().enumerate() {
         let Some(p) = r.placements[wi].as_ref() else {
             continue;
         };
-        if only.is_some_and(|o| !o.contains(w.name())) || !below.iter().any(|&c| p.lands_on(c)) {
+        let lands = below.iter().any(|&c| p.lands_on(c));
+        let may =
+            p.mode != ReplicaMode::Divided && newcomer_may(w.spec.placement.clusters.as_ref());
+        if only.is_some_and(|o| !o.contains(w.name())) || !(lands || may) {
             continue;
         }
         if w.spec.kustomize.is_some() || w.spec.helm.is_some() {
@@ -445,7 +463,7 @@ fn slice<'a>(r: &Renderer<'a>, relay: usize, only: Option<&BTreeSet<String>>) ->
         }
     }
     for (oi, o) in fleet.overrides.iter().enumerate() {
-        if below.iter().any(|&c| r.override_on(oi, c)) {
+        if below.iter().any(|&c| r.override_on(oi, c)) || newcomer_may(o.spec.clusters.as_ref()) {
             add_doc(&o.source, as_is(&o.source));
         }
     }
@@ -516,6 +534,15 @@ impl BaseFleet {
 /// base slice, and finds the relay. A bad handoff is refused whole, with
 /// why.
 pub fn open(h: &Handoff) -> Result<Opened, Diagnostics> {
+    open_with(h, &mut |_| Diagnostics::default())
+}
+
+/// [`open`], with `extra` adding to each slice before it is checked (the
+/// members that joined the relay's own hub).
+pub fn open_with(
+    h: &Handoff,
+    extra: &mut dyn FnMut(&mut crate::core::model::Fleet) -> Diagnostics,
+) -> Result<Opened, Diagnostics> {
     let refuse = |msg: String, hint: &str| {
         let mut d = Diagnostics::default();
         d.push(Diagnostic::error(msg).hint(hint));
@@ -531,10 +558,10 @@ pub fn open(h: &Handoff) -> Result<Opened, Diagnostics> {
             "the handoff was damaged or cut short on the way; the relay keeps its last good one until its parent writes it again",
         ));
     }
-    let (checked, relay) = open_slice(h, &h.files, &h.picks, &h.revision)?;
+    let (checked, relay) = open_slice(h, &h.files, &h.picks, &h.revision, extra)?;
     let mut bases = BTreeMap::new();
     for (rev, s) in &h.bases {
-        let (checked, relay) = open_slice(h, &s.files, &s.picks, rev)?;
+        let (checked, relay) = open_slice(h, &s.files, &s.picks, rev, extra)?;
         bases.insert(
             rev.clone(),
             BaseFleet {
@@ -589,6 +616,7 @@ fn open_slice(
     files: &BTreeMap<String, String>,
     picks: &Picks,
     revision: &str,
+    extra: &mut dyn FnMut(&mut crate::core::model::Fleet) -> Diagnostics,
 ) -> Result<(Checked, usize), Diagnostics> {
     let files = files
         .iter()
@@ -596,6 +624,7 @@ fn open_slice(
         .collect();
     let (mut fleet, mut diags) = crate::core::load::load_files(h.fleet.clone(), files);
     fleet.slice = true;
+    diags.extend(extra(&mut fleet));
     let (checked, more) = crate::core::validate::check(fleet);
     diags.extend(more);
     let mut checked = match checked.filter(|_| !diags.has_errors()) {

@@ -328,6 +328,13 @@ fn check_cluster(c: &Cluster, d: &mut Diagnostics) {
         }
     }
     if let Some(conn) = &c.spec.connection {
+        if conn.joined && (conn.kubeconfig.is_some() || conn.context.is_some()) {
+            d.push(
+                Diagnostic::error("connection.joined cannot be combined with kubeconfig or context")
+                    .at(&c.source.loc_str("spec.connection"))
+                    .hint("a joined member is reached with the credentials it handed its hub: keep `joined: true` alone, or remove it and name a kubeconfig"),
+            );
+        }
         if conn
             .kubeconfig
             .as_deref()

@@ -12,6 +12,7 @@ pub mod diff;
 pub mod error;
 pub mod handoff;
 pub mod health;
+pub mod join;
 pub mod progress;
 pub mod records;
 pub mod relay_rollback;

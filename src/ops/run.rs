@@ -96,8 +96,18 @@ impl FleetSource {
     /// Reads and checks the fleet; an invalid one is an error with every
     /// diagnostic.
     pub fn load(&self, name: Option<&str>) -> Result<Loaded, OpsError> {
+        self.load_with(name, &mut |_| Diagnostics::default())
+    }
+
+    /// [`FleetSource::load`], with `extra` adding to the fleet before it
+    /// is checked (joined members).
+    pub fn load_with(
+        &self,
+        name: Option<&str>,
+        extra: &mut dyn FnMut(&mut crate::core::model::Fleet) -> Diagnostics,
+    ) -> Result<Loaded, OpsError> {
         use crate::source::input::{PipelineError, SourceError};
-        self.input.load(name).map_err(|e| match e {
+        self.input.load_with(name, extra).map_err(|e| match e {
             SourceError::Pipeline(PipelineError::Invalid(diags)) => OpsError::Invalid {
                 label: self.label.clone(),
                 diags,

@@ -147,6 +147,10 @@ pub struct StatusLine {
     /// ancestor); absent for the clusters the root process reaches.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub via_relay: Option<String>,
+    /// The cluster joined the fleet (`canopy join`) rather than being
+    /// written in Git.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub joined: bool,
 }
 
 /// What `canopy status` shows.
@@ -208,6 +212,7 @@ pub fn clusters(report: &Report, backends: &dyn Backends) -> Vec<StatusLine> {
                 applied_at: last.map(|m| m.at),
                 record_unreadable,
                 via_relay: None,
+                joined: false,
             }
         })
         .collect()
@@ -262,6 +267,12 @@ pub fn status(session: &mut Session<'_>, loaded: &Loaded) -> Result<Status, OpsE
         &session.backends,
         &reports,
     );
+    for l in &mut clusters {
+        l.joined = checked
+            .topo
+            .get(&l.cluster)
+            .is_some_and(|c| crate::core::join::is_joined(checked.cluster(c)));
+    }
     Ok(Status {
         clusters,
         workloads,
@@ -383,6 +394,7 @@ pub fn relayed_lines(
                 applied_at: last.map(|l| l.at.clone()),
                 record_unreadable: false,
                 via_relay: None,
+                joined: false,
             });
         }
     }

@@ -193,7 +193,18 @@ impl Input {
 
     /// Reads and checks the fleet.
     pub fn load(&self, name: Option<&str>) -> Result<Loaded, SourceError> {
-        let (fleet, diags, revision) = self.read(name)?;
+        self.load_with(name, &mut |_| Diagnostics::default())
+    }
+
+    /// Reads the fleet, lets `extra` add to it (joined members, read from
+    /// their hubs), then checks it.
+    pub fn load_with(
+        &self,
+        name: Option<&str>,
+        extra: &mut dyn FnMut(&mut crate::core::model::Fleet) -> Diagnostics,
+    ) -> Result<Loaded, SourceError> {
+        let (mut fleet, mut diags, revision) = self.read(name)?;
+        diags.extend(extra(&mut fleet));
         let (checked, warnings) = validated(fleet, diags)?;
         Ok(Loaded {
             checked,

@@ -64,6 +64,11 @@ pub struct WatchOptions {
     pub debounce: Duration,
     /// `--fleet-name`.
     pub fleet_name: Option<String>,
+    /// How often the hubs are asked whether a join request waits or a
+    /// member changed; `None`: never between rounds.
+    pub join_poll: Option<Duration>,
+    /// Where relative kubeconfig paths start (for the hubs).
+    pub base: std::path::PathBuf,
 }
 
 /// Why a round ran.
@@ -75,6 +80,9 @@ pub enum Trigger {
     Retry,
     /// A rollout's pause ended, or `canopy rollout continue` asked.
     Rollout,
+    /// A join request waits in a hub, or a member came, left or got new
+    /// credentials.
+    Join,
 }
 
 impl Trigger {
@@ -85,6 +93,7 @@ impl Trigger {
             Trigger::Drift => "drift",
             Trigger::Retry => "retry",
             Trigger::Rollout => "rollout",
+            Trigger::Join => "join",
         }
     }
 }
@@ -126,6 +135,9 @@ pub struct Watch<'a> {
     /// What an earlier process was rendering when it died, until a render
     /// of this one finishes (see [`crate::state::rendering`]).
     died_rendering: Option<Rendering>,
+    /// The fleet's hubs: members join each revision, and join requests
+    /// are answered every round.
+    joiner: Option<crate::ops::join::Joiner>,
 }
 
 impl<'a> Watch<'a> {
@@ -142,6 +154,7 @@ impl<'a> Watch<'a> {
                 "an earlier watch process ended while rendering this revision (canopy's memory limit per template render, or killed)"
             );
         }
+        let opts_base = opts.base.clone();
         Watch {
             died_rendering,
             session,
@@ -153,6 +166,9 @@ impl<'a> Watch<'a> {
             applied: HashMap::new(),
             at_revision: HashMap::new(),
             first_progress: None,
+            joiner: crate::ops::join::Joiner::new(opts_base, crate::ops::join::Role::Reconcile)
+                .map_err(|e| warn!(error = %e, "cannot start the runtime for the hubs; members are left out"))
+                .ok(),
         }
     }
 
@@ -176,11 +192,13 @@ impl<'a> Watch<'a> {
         self.round(Trigger::Start);
         let mut next_poll = remote.then(|| Instant::now() + self.opts.poll);
         let mut next_resync = self.opts.resync.map(|d| Instant::now() + d);
+        let mut next_join = self.opts.join_poll.map(|d| Instant::now() + d);
         while !stop.load(Ordering::SeqCst) {
             let now = Instant::now();
             let deadline = [
                 next_poll,
                 next_resync,
+                next_join,
                 self.backoff.next_retry(now),
                 self.rollout_check(now),
             ]
@@ -205,6 +223,16 @@ impl<'a> Watch<'a> {
                     if next_poll.is_some_and(|t| t <= now) {
                         next_poll = Some(now + self.opts.poll);
                         self.round(Trigger::Change);
+                    }
+                    if next_join.is_some_and(|t| t <= now) {
+                        next_join = self.opts.join_poll.map(|d| Instant::now() + d);
+                        if self
+                            .joiner
+                            .as_mut()
+                            .is_some_and(|j| j.has_hubs() && j.changed())
+                        {
+                            self.round(Trigger::Join);
+                        }
                     }
                     if next_resync.is_some_and(|t| t <= now) {
                         next_resync = self.opts.resync.map(|d| Instant::now() + d);
@@ -268,7 +296,7 @@ impl<'a> Watch<'a> {
     pub fn round(&mut self, trigger: Trigger) -> RoundSummary {
         let started = Instant::now();
         let summary = match trigger {
-            Trigger::Start | Trigger::Change => self.change_round(trigger),
+            Trigger::Start | Trigger::Change | Trigger::Join => self.change_round(trigger),
             Trigger::Drift | Trigger::Retry | Trigger::Rollout => match self.good.take() {
                 Some(good) => {
                     let s = self.reconcile(&good, trigger);
@@ -344,18 +372,26 @@ impl<'a> Watch<'a> {
             }
             input @ Input::Dir(_) => input.read(name.as_deref()).map_err(|e| e.to_string()),
         };
-        let (fleet, diags, revision) = match read {
+        let (mut fleet, mut diags, revision) = match read {
             Ok(x) => x,
             Err(e) => {
                 error!(error = %e, "cannot read the fleet; the last good revision stays applied");
                 return None;
             }
         };
+        if let Some(j) = self.joiner.as_mut() {
+            let (warnings, events) = j.gather(&mut fleet);
+            for e in events {
+                info!("{e}");
+            }
+            for w in &warnings.0 {
+                warn!("{w}");
+            }
+        }
         let text = revision.to_string();
         let first_look = self.seen.as_deref() != Some(text.as_str());
         self.seen = Some(text.clone());
         let (checked, more) = crate::source::input::check_fleet(fleet);
-        let mut diags = diags;
         diags.extend(more);
         let diags = diags.sorted();
         let checked = match checked.filter(|_| !diags.has_errors()) {

@@ -67,6 +67,37 @@ pub async fn connect(
         detail,
         help: help.to_string(),
     };
+    let (config, context) = configure(cluster, conn, fleet_dir).await?;
+    client(config, context, timeout, &fail)
+}
+
+/// The configuration [`connect`] builds a client from, and the name of its
+/// context.
+pub async fn configure(
+    cluster: &str,
+    conn: &Connection,
+    fleet_dir: &Path,
+) -> Result<(kube::Config, String), BackendError> {
+    let fail = |detail: String, help: &str| BackendError::Connect {
+        cluster: cluster.to_string(),
+        detail,
+        help: help.to_string(),
+    };
+    if conn.joined {
+        let Some(creds) = &conn.credentials else {
+            return Err(fail(
+                "it is a joined cluster, and its hub holds no credentials for it".into(),
+                "the cluster has not joined (or it left): run `canopy join` on it, or see `canopy members list`",
+            ));
+        };
+        let config = pinned_config(creds).map_err(|d| {
+            fail(
+                d,
+                "join the cluster again (`canopy join`) to hand over fresh credentials",
+            )
+        })?;
+        return Ok((config, "joined".into()));
+    }
     let src = source(conn, fleet_dir).map_err(|d| {
         fail(
             d,
@@ -81,7 +112,7 @@ pub async fn connect(
                 "run the agent with a ServiceAccount token mounted (the default), or give it --kubeconfig",
             )
         })?;
-        return client(config, "in-cluster".into(), timeout, &fail);
+        return Ok((config, "in-cluster".into()));
     }
     let kc = match &src {
         Source::File(p) => Kubeconfig::read_from(p),
@@ -133,7 +164,7 @@ pub async fn connect(
                 "fix the context's cluster and user entries (kubectl --context <name> cluster-info shows the same problem)",
             )
         })?;
-    client(config, context, timeout, &fail)
+    Ok((config, context))
 }
 
 /// Whether canopy runs in a pod with no kubeconfig of its own: no
@@ -148,8 +179,29 @@ fn in_pod() -> bool {
         && std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
 }
 
+/// A configuration from a joined member's credentials: its server, only
+/// the CA it was pinned to, and its bearer token.
+pub fn pinned_config(creds: &crate::core::model::Credentials) -> Result<kube::Config, String> {
+    let url = creds
+        .server
+        .parse::<http::Uri>()
+        .map_err(|e| format!("its server URL {:?} is not a URL: {e}", creds.server))?;
+    let ca = pem::parse_many(creds.ca_pem.as_bytes())
+        .map_err(|e| format!("its CA is not PEM: {e}"))?
+        .into_iter()
+        .map(|p| p.into_contents())
+        .collect::<Vec<_>>();
+    if ca.is_empty() {
+        return Err("its CA holds no certificate".into());
+    }
+    let mut config = kube::Config::new(url);
+    config.root_cert = Some(ca);
+    config.auth_info.token = Some(creds.token.clone().into());
+    Ok(config)
+}
+
 /// The client of a configuration, with canopy's timeouts.
-fn client(
+pub fn client(
     mut config: kube::Config,
     context: String,
     timeout: Duration,
@@ -174,7 +226,7 @@ mod tests {
     fn conn(k: Option<&str>) -> Connection {
         Connection {
             kubeconfig: k.map(str::to_string),
-            context: None,
+            ..Default::default()
         }
     }
 

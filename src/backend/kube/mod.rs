@@ -26,8 +26,11 @@ mod discovery;
 mod errors;
 pub mod health;
 pub mod inventory;
+pub mod join;
 pub mod noop;
+pub mod pin;
 pub mod retry;
+pub mod seal;
 mod takeover;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -1089,10 +1092,11 @@ mod tests {
         let conn = |context: &str| Connection {
             kubeconfig: Some(kubeconfig(dir.path())),
             context: Some(context.into()),
+            ..Default::default()
         };
         let broken = Connection {
             kubeconfig: Some(dir.path().join("missing").to_string_lossy().into_owned()),
-            context: None,
+            ..Default::default()
         };
         let _ = kf.cluster("x", &conn("a"));
         let _ = kf.cluster("y", &conn("a"));

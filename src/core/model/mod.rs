@@ -98,12 +98,21 @@ pub struct LiveCapacity {
     pub read_at: u64,
 }
 
-/// A relay's settings (none yet: `relay: {}` marks the cluster).
+/// A relay's settings (`relay: {}` marks the cluster).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct Relay {}
+pub struct Relay {
+    /// Clusters may join below this relay (`canopy token create --parent`
+    /// a cluster of its subtree): its agent answers their requests, and
+    /// its handoff carries every workload and override a newcomer below
+    /// it could be chosen for by labels, not only those that land on its
+    /// Git clusters. A Divided workload reaches a newcomer only within
+    /// the share the relay's subtree receives.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub members: bool,
+}
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Connection {
     /// Path to a kubeconfig file (`~` and `$VARS` are expanded, relative
@@ -114,6 +123,36 @@ pub struct Connection {
     /// Context in that kubeconfig; absent means its current context.
     #[serde(default)]
     pub context: Option<String>,
+    /// Reach the cluster with the credentials it handed over when it
+    /// joined (`canopy join --mode push`), which its hub keeps and renews:
+    /// how a joined member committed to Git (`canopy members export`)
+    /// stays reachable. Excludes `kubeconfig` and `context`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub joined: bool,
+    /// The joined member's credentials, as read from its hub for this run;
+    /// never read from or written to a document.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub credentials: Option<std::sync::Arc<Credentials>>,
+}
+
+/// How to reach a joined member: its API server, the CA it was pinned to,
+/// and a bearer token that its hub renews. `Debug` never shows the token.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub server: String,
+    /// PEM of the certificate authority the member's server presents.
+    pub ca_pem: String,
+    pub token: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("server", &self.server)
+            .field("token", &"<hidden>")
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -162,6 +201,17 @@ pub struct ClusterSelector {
     pub subtree_of: Option<String>,
     #[serde(default)]
     pub exclude: Vec<String>,
+}
+
+impl ClusterSelector {
+    /// Whether a cluster that is not in the fleet yet, joining below a
+    /// relay (`related`: the relay's ancestors, itself and its subtree),
+    /// could be chosen: by labels or by a subtree that holds it, not by
+    /// name.
+    pub fn could_choose_newcomer(&self, related: impl Fn(&str) -> bool) -> bool {
+        let open = self.selector.is_some() || self.subtree_of.is_some() || self.names.is_empty();
+        open && self.subtree_of.as_deref().is_none_or(related)
+    }
 }
 
 /// A Kubernetes label selector, with Kubernetes semantics exactly.

@@ -1,0 +1,723 @@
+//! Joining (pure): what a join token allows, whether a join request is
+//! admitted, and how joined members become clusters of the fleet.
+//!
+//! A token is created in the *hub* of a parent: the cluster whose
+//! reconciler will reach the newcomer (the parent's nearest relay, else the
+//! top of the parent's tree). A newcomer presents a request there; the
+//! reconciler admits it only within the token's policy and otherwise
+//! writes a refusal on it. Admitted requests become *members*: clusters
+//! that are part of the fleet from the next reconcile, beside the ones in
+//! Git, which stay the source of truth (a Cluster document of the same
+//! name wins).
+//!
+//! The Kubernetes side (objects, credentials) is `backend::kube::join`;
+//! here is only what can be decided from values.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::core::diag::{Diagnostic, Diagnostics};
+use crate::core::model::{Cluster, ClusterSpec, Connection, Credentials, Fleet, ObjectMeta};
+
+/// Annotation on a cluster that joined (its identity): `tree`, `status` and
+/// `explain` mark it as joined, and `members export` writes it so a
+/// committed member is recognised when it joins again.
+pub const ANNOTATION_JOINED: &str = "canopy.dev/joined";
+/// The longest cluster name a member may have: its hub namespace is
+/// `canopy-member-<name>`, itself a DNS-1123 label.
+pub const MAX_MEMBER_NAME: usize = 63 - "canopy-member-".len();
+
+/// How the member is reconciled once joined. Only push is served: the
+/// newcomer hands its parent's reconciler credentials to reach it, and is
+/// reconciled like any cluster with a connection (a request for another
+/// mode does not parse, and is refused as malformed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Push,
+}
+
+/// What a join token allows. Kept beside the token in its hub.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenPolicy {
+    /// The only parent a newcomer with this token may join.
+    pub parent: String,
+    /// The labels a newcomer may carry: key → value, `*` for any value. A
+    /// key with a fixed value is given to every member that joins with it.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Seconds since the Unix epoch after which requests are refused.
+    pub expires_at: u64,
+    /// How many new members the token may admit (none: no bound).
+    #[serde(default)]
+    pub max_uses: Option<u32>,
+    /// New members admitted so far (a re-join of the same cluster does not
+    /// count).
+    #[serde(default)]
+    pub uses: u32,
+    pub created_at: u64,
+}
+
+/// What a newcomer asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestSpec {
+    /// The cluster name it asks for.
+    pub cluster: String,
+    /// Who it is, independently of its name: the UID of its `kube-system`
+    /// namespace, so the same cluster joining again is recognised.
+    pub identity: String,
+    /// The parent it asks for; absent: the token's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub mode: Mode,
+    /// The newcomer's one-time public key (X25519, base64): the member
+    /// credentials the hub hands back are sealed to it.
+    pub public_key: String,
+    /// Push mode: the Secret, in the token's namespace, with what reaches
+    /// the newcomer (only the hub can read it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push_secret: Option<String>,
+}
+
+/// A cluster that joined, as its hub keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Member {
+    pub name: String,
+    pub identity: String,
+    pub parent: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    pub mode: Mode,
+    /// The token it joined with (its id).
+    pub token: String,
+    pub joined_at: u64,
+}
+
+/// Why a request was refused; written on the request, so each says what to
+/// do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("the token was revoked (or never existed here): ask for a new one with `canopy token create --parent <parent>`")]
+    Revoked,
+    #[error("the token expired {ago}s ago: ask for a new one with `canopy token create`")]
+    Expired { ago: u64 },
+    #[error("the token was already used {max} time(s), its limit: ask for a new one, or one with a higher --max-uses")]
+    UsedUp { max: u32 },
+    #[error("the request asks for parent {asked:?}, but the token allows only {allowed:?}: leave --parent out, or use a token for {asked:?}")]
+    WrongParent { asked: String, allowed: String },
+    #[error("parent {parent:?} is not a cluster this hub reconciles: create the token in the hub of {parent:?}")]
+    ParentNotHere { parent: String },
+    #[error("cluster name {name:?} is not usable: {why}")]
+    BadName { name: String, why: String },
+    #[error("label {key}={value:?} is not allowed by the token (it allows {allowed}): drop the label or ask for a token that allows it")]
+    LabelNotAllowed {
+        key: String,
+        value: String,
+        allowed: String,
+    },
+    #[error("label {key}={value:?} is not a valid Kubernetes label: {why}")]
+    BadLabel {
+        key: String,
+        value: String,
+        why: String,
+    },
+    #[error("the name {name:?} is taken by {by}: join with another --name")]
+    NameTaken { name: String, by: String },
+    #[error("this cluster already joined as {name:?}: run `canopy leave` first, or join again with --name {name}")]
+    AlreadyMember { name: String },
+    #[error("the request is malformed: {why}")]
+    Malformed { why: String },
+}
+
+/// What the hub knows when it decides.
+pub struct Known<'a> {
+    /// Every cluster in Git by name, with the identity of the member it was
+    /// exported from (its `canopy.dev/joined` annotation).
+    pub git: BTreeMap<&'a str, Option<&'a str>>,
+    /// The hub's members by name.
+    pub members: &'a BTreeMap<String, Member>,
+    /// Whether this hub's reconciler reconciles the children of a cluster.
+    pub serves: &'a dyn Fn(&str) -> bool,
+}
+
+/// An admitted request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admitted {
+    pub member: Member,
+    /// The same cluster (identity) joining again: it keeps its name and
+    /// does not use the token up.
+    pub rejoin: bool,
+}
+
+/// Admits `req`, made with token `token_id` whose policy is `policy` (none:
+/// revoked), or says why not. Checks run cheapest and most telling first:
+/// the token, then the parent, the name and the labels, then collisions.
+pub fn decide(
+    token_id: &str,
+    policy: Option<&TokenPolicy>,
+    req: &RequestSpec,
+    now: u64,
+    known: &Known<'_>,
+) -> Result<Admitted, Refusal> {
+    let policy = policy.ok_or(Refusal::Revoked)?;
+    if now >= policy.expires_at {
+        return Err(Refusal::Expired {
+            ago: now - policy.expires_at,
+        });
+    }
+    if let Some(asked) = req.parent.as_deref().filter(|p| *p != policy.parent) {
+        return Err(Refusal::WrongParent {
+            asked: asked.to_string(),
+            allowed: policy.parent.clone(),
+        });
+    }
+    if !(known.serves)(&policy.parent) {
+        return Err(Refusal::ParentNotHere {
+            parent: policy.parent.clone(),
+        });
+    }
+    if let Some(why) = name_problem(&req.cluster) {
+        return Err(Refusal::BadName {
+            name: req.cluster.clone(),
+            why,
+        });
+    }
+    if req.identity.is_empty() || req.identity.len() > 128 {
+        return Err(Refusal::Malformed {
+            why: "spec.identity must be 1 to 128 characters".into(),
+        });
+    }
+    let labels = allowed_labels(policy, &req.labels)?;
+    let same = |m: &Member| m.identity == req.identity;
+    if let Some(other) = known
+        .members
+        .values()
+        .find(|m| same(m) && m.name != req.cluster)
+    {
+        return Err(Refusal::AlreadyMember {
+            name: other.name.clone(),
+        });
+    }
+    let rejoin = match (
+        known.members.get(&req.cluster),
+        known.git.get(req.cluster.as_str()),
+    ) {
+        (Some(m), _) if !same(m) => {
+            return Err(Refusal::NameTaken {
+                name: req.cluster.clone(),
+                by: "another joined cluster".into(),
+            })
+        }
+        (Some(_), _) => true,
+        (None, Some(Some(id))) if *id == req.identity => true,
+        (None, Some(_)) => {
+            return Err(Refusal::NameTaken {
+                name: req.cluster.clone(),
+                by: "a cluster in the fleet's Git repository".into(),
+            })
+        }
+        (None, None) => false,
+    };
+    if !rejoin {
+        if let Some(max) = policy.max_uses.filter(|m| policy.uses >= *m) {
+            return Err(Refusal::UsedUp { max });
+        }
+    }
+    Ok(Admitted {
+        member: Member {
+            name: req.cluster.clone(),
+            identity: req.identity.clone(),
+            parent: policy.parent.clone(),
+            labels,
+            mode: req.mode,
+            token: token_id.to_string(),
+            joined_at: now,
+        },
+        rejoin,
+    })
+}
+
+/// The member's labels: the token's fixed labels, then the request's, each
+/// of which the token must allow.
+fn allowed_labels(
+    policy: &TokenPolicy,
+    asked: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>, Refusal> {
+    let mut out: BTreeMap<String, String> = policy
+        .labels
+        .iter()
+        .filter(|(_, v)| *v != "*")
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    for (k, v) in asked {
+        if let Some(why) = label_problem(k, v) {
+            return Err(Refusal::BadLabel {
+                key: k.clone(),
+                value: v.clone(),
+                why,
+            });
+        }
+        match policy.labels.get(k) {
+            Some(allowed) if allowed == "*" || allowed == v => {
+                out.insert(k.clone(), v.clone());
+            }
+            _ => {
+                return Err(Refusal::LabelNotAllowed {
+                    key: k.clone(),
+                    value: v.clone(),
+                    allowed: if policy.labels.is_empty() {
+                        "no labels".into()
+                    } else {
+                        policy
+                            .labels
+                            .iter()
+                            .map(|(k, v)| format!("{k}={v}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    },
+                })
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Why `name` cannot be a member's name, if it cannot.
+pub fn name_problem(name: &str) -> Option<String> {
+    if let Some(p) = crate::core::names::problem(crate::core::names::Rule::Label, name) {
+        return Some(format!("{p} (a DNS-1123 label is needed)"));
+    }
+    (name.len() > MAX_MEMBER_NAME)
+        .then(|| format!("it is longer than {MAX_MEMBER_NAME} characters"))
+}
+
+/// Why `key=value` is not a Kubernetes label, if it is not: an optional
+/// DNS subdomain prefix and `/`, then a name of at most 63 alphanumerics,
+/// `-`, `_` and `.`, alphanumeric at both ends; the value likewise or empty.
+pub fn label_problem(key: &str, value: &str) -> Option<String> {
+    fn part(s: &str) -> bool {
+        s.len() <= 63
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            && s.bytes().next().is_none_or(|b| b.is_ascii_alphanumeric())
+            && s.bytes().last().is_none_or(|b| b.is_ascii_alphanumeric())
+    }
+    let name = match key.split_once('/') {
+        Some((prefix, name)) => {
+            if crate::core::names::problem(crate::core::names::Rule::Subdomain, prefix).is_some() {
+                return Some(format!(
+                    "the key's prefix {prefix:?} is not a DNS subdomain"
+                ));
+            }
+            name
+        }
+        None => key,
+    };
+    if name.is_empty() || !part(name) {
+        return Some("the key must be at most 63 letters, digits, '-', '_' or '.', alphanumeric at both ends".into());
+    }
+    if !part(value) {
+        return Some("the value must be at most 63 letters, digits, '-', '_' or '.', alphanumeric at both ends".into());
+    }
+    None
+}
+
+/// Parses `k=v,k2=v2` (the `--labels` flag). `allow_any`: a value may be
+/// `*` (a token's policy).
+pub fn parse_labels(s: &str, allow_any: bool) -> Result<BTreeMap<String, String>, String> {
+    let mut out = BTreeMap::new();
+    for pair in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("{pair:?} is not key=value"))?;
+        if !(allow_any && v == "*") {
+            if let Some(why) = label_problem(k, v) {
+                return Err(format!("{pair:?}: {why}"));
+            }
+        } else if let Some(why) = label_problem(k, "") {
+            return Err(format!("{pair:?}: {why}"));
+        }
+        out.insert(k.to_string(), v.to_string());
+    }
+    Ok(out)
+}
+
+/// A member with what its hub holds to reach it (push mode).
+#[derive(Debug, Clone)]
+pub struct Reachable {
+    pub member: Member,
+    /// The hub cluster that keeps it (for messages and `members`).
+    pub hub: String,
+    pub credentials: Option<Arc<Credentials>>,
+}
+
+/// Adds the members to `fleet` as clusters, marked joined. A Cluster
+/// document of the same name in Git wins (its spec stays; if it says
+/// `connection: {joined: true}`, the member's credentials are filled in);
+/// a member whose parent is no longer in the fleet is left out, with a
+/// warning.
+pub fn add_members(fleet: &mut Fleet, members: &[Reachable]) -> Diagnostics {
+    let mut diags = Diagnostics::default();
+    let mut known: BTreeMap<String, usize> = fleet
+        .clusters
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.name().to_string(), i))
+        .collect();
+    for r in members {
+        let m = &r.member;
+        if let Some(&i) = known.get(&m.name) {
+            let c = &mut fleet.clusters[i];
+            let exported = c.meta.annotations.get(ANNOTATION_JOINED) == Some(&m.identity);
+            if let Some(conn) = c.spec.connection.as_mut().filter(|c| c.joined) {
+                if exported {
+                    conn.credentials = r.credentials.clone();
+                }
+            }
+            continue;
+        }
+        if !known.contains_key(&m.parent) {
+            diags.push(Diagnostic::warning(format!(
+                "joined cluster {:?} (hub {}) is left out: its parent {:?} is not in the fleet; it runs what it has until its parent is back or it is removed with `canopy members remove {}`",
+                m.name, r.hub, m.parent, m.name
+            )));
+            continue;
+        }
+        let mut annotations = BTreeMap::new();
+        annotations.insert(ANNOTATION_JOINED.to_string(), m.identity.clone());
+        let connection = Some(Connection {
+            joined: true,
+            credentials: r.credentials.clone(),
+            ..Default::default()
+        });
+        known.insert(m.name.clone(), fleet.clusters.len());
+        fleet.clusters.push(Cluster {
+            meta: ObjectMeta {
+                name: m.name.clone(),
+                labels: m.labels.clone(),
+                annotations,
+            },
+            spec: ClusterSpec {
+                parent: Some(m.parent.clone()),
+                connection,
+                ..Default::default()
+            },
+            source: Arc::new(crate::core::model::Source {
+                file: format!("(joined, hub {})", r.hub),
+                doc: crate::core::yaml::Doc {
+                    line: 0,
+                    value: serde_json::Value::Null,
+                    lines: Default::default(),
+                },
+            }),
+        });
+    }
+    diags
+}
+
+/// Which hub serves newcomers under each parent, for the reconciler that
+/// runs at `relay` (`None`: the root process). A parent's hub is its
+/// nearest relay at or above it (whose agent reconciles its children),
+/// else the top of its tree; this reconciler serves the parents whose hub
+/// is its own: for the root, every parent with no relay at or above it;
+/// for a relay, the parents of its subtree with no nearer relay. Read
+/// before validation, so a cycle or a missing parent only ends the walk.
+pub fn hubs(
+    fleet: &Fleet,
+    relay: Option<&str>,
+) -> BTreeMap<String, std::collections::BTreeSet<String>> {
+    let by_name: BTreeMap<&str, &Cluster> = fleet.clusters.iter().map(|c| (c.name(), c)).collect();
+    let mut out: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
+    for c in &fleet.clusters {
+        let Some((hub, is_relay)) = walk_to_hub(&by_name, c) else {
+            continue;
+        };
+        let ours = match relay {
+            None => !is_relay,
+            Some(r) => is_relay && hub == r,
+        };
+        if ours {
+            out.entry(hub.to_string())
+                .or_default()
+                .insert(c.name().to_string());
+        }
+    }
+    out
+}
+
+/// The hub of parent `cluster` (see [`hubs`]) and whether it is a relay.
+pub fn hub_of(fleet: &Fleet, cluster: &str) -> Option<(String, bool)> {
+    let by_name: BTreeMap<&str, &Cluster> = fleet.clusters.iter().map(|c| (c.name(), c)).collect();
+    let c = by_name.get(cluster)?;
+    walk_to_hub(&by_name, c).map(|(h, r)| (h.to_string(), r))
+}
+
+/// From `c` up to its nearest relay (inclusive), else to its top; `None`
+/// on a cycle.
+fn walk_to_hub<'a>(
+    by_name: &BTreeMap<&str, &'a Cluster>,
+    c: &'a Cluster,
+) -> Option<(&'a str, bool)> {
+    let mut at = c;
+    for _ in 0..=by_name.len() {
+        if at.spec.relay.is_some() {
+            return Some((at.name(), true));
+        }
+        match at.spec.parent.as_deref().and_then(|p| by_name.get(p)) {
+            Some(p) => at = p,
+            None => return Some((at.name(), false)),
+        }
+    }
+    None
+}
+
+/// Whether a cluster joined (rather than being written in Git).
+pub fn is_joined(c: &Cluster) -> bool {
+    c.meta.annotations.contains_key(ANNOTATION_JOINED)
+}
+
+/// The Cluster document that commits member `m` to Git: its parent and
+/// labels, reached with the credentials it handed over (push mode), and
+/// its identity, so the same cluster joining again is recognised.
+pub fn cluster_document(m: &Member) -> String {
+    let spec = serde_json::json!({ "parent": m.parent, "connection": { "joined": true } });
+    let mut meta = serde_json::json!({
+        "name": m.name,
+        "annotations": { ANNOTATION_JOINED: m.identity },
+    });
+    if !m.labels.is_empty() {
+        meta["labels"] = serde_json::to_value(&m.labels).unwrap_or_default();
+    }
+    let doc = serde_json::json!({
+        "apiVersion": crate::core::model::API_VERSION,
+        "kind": "Cluster",
+        "metadata": meta,
+        "spec": spec,
+    });
+    crate::core::yaml_out::to_yaml(&doc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> TokenPolicy {
+        TokenPolicy {
+            parent: "eu".into(),
+            labels: [("tier", "edge"), ("site", "*")]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            expires_at: 1000,
+            max_uses: Some(2),
+            uses: 0,
+            created_at: 0,
+        }
+    }
+
+    fn req(name: &str, id: &str) -> RequestSpec {
+        RequestSpec {
+            cluster: name.into(),
+            identity: id.into(),
+            parent: None,
+            labels: [("site".to_string(), "berlin".to_string())].into(),
+            mode: Mode::Push,
+            public_key: "k".into(),
+            push_secret: None,
+        }
+    }
+
+    fn decide_with(
+        p: Option<&TokenPolicy>,
+        r: &RequestSpec,
+        members: &BTreeMap<String, Member>,
+        git: &[(&str, Option<&str>)],
+    ) -> Result<Admitted, Refusal> {
+        let serves = |c: &str| c == "eu" || c == "us";
+        let known = Known {
+            git: git.iter().cloned().collect(),
+            members,
+            serves: &serves,
+        };
+        decide("abc", p, r, 500, &known)
+    }
+
+    #[test]
+    fn admits_within_policy_with_fixed_labels() {
+        let a = decide_with(Some(&policy()), &req("shop-1", "u1"), &BTreeMap::new(), &[]).unwrap();
+        assert!(!a.rejoin);
+        assert_eq!(a.member.parent, "eu");
+        assert_eq!(
+            a.member.labels,
+            [("site", "berlin"), ("tier", "edge")]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        );
+    }
+
+    #[test]
+    fn refuses_outside_policy() {
+        let none = BTreeMap::new();
+        let p = policy();
+        assert_eq!(
+            decide_with(None, &req("a", "u"), &none, &[]),
+            Err(Refusal::Revoked)
+        );
+        let mut old = p.clone();
+        old.expires_at = 400;
+        assert_eq!(
+            decide_with(Some(&old), &req("a", "u"), &none, &[]),
+            Err(Refusal::Expired { ago: 100 })
+        );
+        let mut used = p.clone();
+        used.uses = 2;
+        assert_eq!(
+            decide_with(Some(&used), &req("a", "u"), &none, &[]),
+            Err(Refusal::UsedUp { max: 2 })
+        );
+        let mut other = req("a", "u");
+        other.parent = Some("us".into());
+        assert!(matches!(
+            decide_with(Some(&p), &other, &none, &[]),
+            Err(Refusal::WrongParent { .. })
+        ));
+        let mut lab = req("a", "u");
+        lab.labels.insert("tier".into(), "core".into());
+        assert!(matches!(
+            decide_with(Some(&p), &lab, &none, &[]),
+            Err(Refusal::LabelNotAllowed { .. })
+        ));
+        let mut lab = req("a", "u");
+        lab.labels.insert("team".into(), "x".into());
+        assert!(matches!(
+            decide_with(Some(&p), &lab, &none, &[]),
+            Err(Refusal::LabelNotAllowed { .. })
+        ));
+        assert!(matches!(
+            decide_with(Some(&p), &req("Bad_Name", "u"), &none, &[]),
+            Err(Refusal::BadName { .. })
+        ));
+        let mut far = p.clone();
+        far.parent = "asia".into();
+        assert!(matches!(
+            decide_with(Some(&far), &req("a", "u"), &none, &[]),
+            Err(Refusal::ParentNotHere { .. })
+        ));
+    }
+
+    #[test]
+    fn names_identities_and_rejoins() {
+        let p = policy();
+        let first = decide_with(Some(&p), &req("shop", "u1"), &BTreeMap::new(), &[])
+            .unwrap()
+            .member;
+        let members: BTreeMap<String, Member> = [("shop".to_string(), first)].into();
+        // The same cluster again: admitted, same member, no use counted.
+        let mut used = p.clone();
+        used.uses = 2;
+        let again = decide_with(Some(&used), &req("shop", "u1"), &members, &[]).unwrap();
+        assert!(again.rejoin);
+        // Another cluster with the same name: refused.
+        assert!(matches!(
+            decide_with(Some(&p), &req("shop", "u2"), &members, &[]),
+            Err(Refusal::NameTaken { .. })
+        ));
+        // The same cluster under another name: refused.
+        assert_eq!(
+            decide_with(Some(&p), &req("shop-b", "u1"), &members, &[]),
+            Err(Refusal::AlreadyMember {
+                name: "shop".into()
+            })
+        );
+        // A Git cluster's name: refused, unless Git holds this very member.
+        assert!(matches!(
+            decide_with(
+                Some(&p),
+                &req("eu", "u3"),
+                &BTreeMap::new(),
+                &[("eu", None)]
+            ),
+            Err(Refusal::NameTaken { .. })
+        ));
+        assert!(
+            decide_with(
+                Some(&p),
+                &req("shop", "u1"),
+                &BTreeMap::new(),
+                &[("shop", Some("u1"))]
+            )
+            .unwrap()
+            .rejoin
+        );
+    }
+
+    #[test]
+    fn each_parent_has_one_hub() {
+        let text = "apiVersion: canopy.dev/v1alpha1\nkind: Cluster\nmetadata: {name: top}\nspec: {connection: {}}\n---\n\
+apiVersion: canopy.dev/v1alpha1\nkind: Cluster\nmetadata: {name: eu}\nspec: {parent: top}\n---\n\
+apiVersion: canopy.dev/v1alpha1\nkind: Cluster\nmetadata: {name: relay}\nspec: {parent: eu, relay: {}}\n---\n\
+apiVersion: canopy.dev/v1alpha1\nkind: Cluster\nmetadata: {name: shop}\nspec: {parent: relay}\n---\n\
+apiVersion: canopy.dev/v1alpha1\nkind: Cluster\nmetadata: {name: other}\n";
+        let (fleet, diags) = crate::core::load::load_files(
+            "f".into(),
+            vec![("c.yaml".into(), text.as_bytes().to_vec())],
+        );
+        assert!(!diags.has_errors(), "{diags:?}");
+        let root = hubs(&fleet, None);
+        let names = |v: &[&str]| {
+            v.iter()
+                .map(|s| s.to_string())
+                .collect::<std::collections::BTreeSet<_>>()
+        };
+        assert_eq!(root["top"], names(&["top", "eu"]));
+        assert_eq!(root["other"], names(&["other"]));
+        assert!(!root.contains_key("relay"));
+        let below = hubs(&fleet, Some("relay"));
+        assert_eq!(below.len(), 1);
+        assert_eq!(below["relay"], names(&["relay", "shop"]));
+    }
+
+    #[test]
+    fn label_flags() {
+        assert_eq!(parse_labels("a=b, example.com/c=*", true).unwrap().len(), 2);
+        assert!(parse_labels("a=*", false).is_err());
+        assert!(parse_labels("a", true).is_err());
+        assert!(parse_labels("-a=b", true).is_err());
+        assert!(label_problem("x/y/z", "v").is_some());
+        assert!(label_problem("app", "").is_none());
+    }
+
+    #[test]
+    fn exported_document_loads_back_as_the_member() {
+        let m = Member {
+            name: "shop".into(),
+            identity: "u1".into(),
+            parent: "eu".into(),
+            labels: [("site".to_string(), "berlin".to_string())].into(),
+            mode: Mode::Push,
+            token: "abc".into(),
+            joined_at: 1,
+        };
+        let text = cluster_document(&m);
+        let (fleet, diags) = crate::core::load::load_files(
+            "f".into(),
+            vec![("shop.yaml".into(), text.into_bytes())],
+        );
+        assert!(!diags.has_errors(), "{diags:?}");
+        let c = &fleet.clusters[0];
+        assert_eq!(c.spec.parent.as_deref(), Some("eu"));
+        assert!(c.spec.connection.as_ref().unwrap().joined);
+        assert!(is_joined(c));
+        assert_eq!(c.meta.labels, m.labels);
+    }
+}
