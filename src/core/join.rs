@@ -421,6 +421,9 @@ pub fn add_members(fleet: &mut Fleet, members: &[Reachable]) -> Diagnostics {
             }),
         });
     }
+    // Cluster indexes follow name order (ties in a division go to the
+    // smaller name), so members take their places among the others.
+    fleet.clusters.sort_by(|a, b| a.name().cmp(b.name()));
     diags
 }
 
@@ -685,6 +688,72 @@ apiVersion: canopy.dev/v1alpha1\nkind: Cluster\nmetadata: {name: other}\n";
         let below = hubs(&fleet, Some("relay"));
         assert_eq!(below.len(), 1);
         assert_eq!(below["relay"], names(&["relay", "shop"]));
+    }
+
+    /// Replicas of workload `web` per cluster, by name.
+    fn replicas(fleet: Fleet) -> BTreeMap<String, u32> {
+        let (checked, diags) = crate::core::validate::check(fleet);
+        assert!(!diags.has_errors(), "{diags:?}");
+        let checked = checked.unwrap();
+        let r = crate::core::render::Renderer::new(&checked);
+        (0..checked.topo.len())
+            .filter_map(|c| {
+                let n = r.workloads_on(c).into_iter().find_map(|(_, n)| n)?;
+                Some((checked.topo.name(c).to_string(), n))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_member_takes_part_of_its_parents_share_and_nothing_else_moves() {
+        let text = "apiVersion: canopy.dev/v1alpha1\nkind: Cluster\nmetadata: {name: top}\n---\n\
+apiVersion: canopy.dev/v1alpha1\nkind: Cluster\nmetadata: {name: eu, labels: {run: x}}\nspec: {parent: top}\n---\n\
+apiVersion: canopy.dev/v1alpha1\nkind: Cluster\nmetadata: {name: us, labels: {run: x}}\nspec: {parent: top}\n---\n\
+apiVersion: canopy.dev/v1alpha1\nkind: Cluster\nmetadata: {name: us-2, labels: {run: x}}\nspec: {parent: us}\n";
+        let workload = "apiVersion: canopy.dev/v1alpha1\nkind: Workload\nmetadata: {name: web}\nspec:\n  placement:\n    clusters: {selector: {matchLabels: {run: x}}}\n    replicas: {mode: Divided, total: 12}\n";
+        let files = vec![
+            ("f.yaml".to_string(), text.as_bytes().to_vec()),
+            ("workloads/web/workload.yaml".to_string(), workload.as_bytes().to_vec()),
+            (
+                "workloads/web/d.yaml".to_string(),
+                b"apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec: {replicas: 1}\n".to_vec(),
+            ),
+        ];
+        let (before, d) = crate::core::load::load_files("f".into(), files.clone());
+        assert!(!d.has_errors(), "{d:?}");
+        let before = replicas(before);
+        let (mut after, _) = crate::core::load::load_files("f".into(), files);
+        let member = |name: &str, parent: &str| Reachable {
+            member: Member {
+                name: name.into(),
+                identity: format!("id-{name}"),
+                parent: parent.into(),
+                labels: [("run".to_string(), "x".to_string())].into(),
+                mode: Mode::Push,
+                token: "t".into(),
+                joined_at: 0,
+            },
+            hub: "top".into(),
+            credentials: None,
+        };
+        add_members(
+            &mut after,
+            &[member("eu-shop", "eu"), member("eu-cell", "eu")],
+        );
+        let names: Vec<&str> = after.clusters.iter().map(|c| c.name()).collect();
+        let mut sorted = names.clone();
+        sorted.sort_unstable();
+        assert_eq!(names, sorted, "members keep the name order");
+        let after = replicas(after);
+        // us and its subtree keep exactly what they had; eu's share is now
+        // divided among eu and its two members.
+        for c in ["us", "us-2"] {
+            assert_eq!(before.get(c), after.get(c), "{c}: {before:?} -> {after:?}");
+        }
+        let eu_before = before["eu"];
+        let eu_after: u32 = ["eu", "eu-shop", "eu-cell"].iter().map(|c| after[*c]).sum();
+        assert_eq!(eu_before, eu_after, "{before:?} -> {after:?}");
+        assert!(after["eu-shop"] > 0 && after["eu-cell"] > 0, "{after:?}");
     }
 
     #[test]

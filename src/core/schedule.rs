@@ -515,6 +515,12 @@ impl<'a> Inputs<'a> {
     ) -> Self {
         let mut sums = vec![0u64; topo.len()];
         let mut healthy = vec![0u64; topo.len()];
+        // Joined clusters are parties of their parent's division, but their
+        // weight is not passed further up: a cluster joining takes part of
+        // its parent's share, and nothing outside that subtree moves. Only
+        // a parent whose Git subtree weighs nothing takes its members'
+        // weight up, so that they are not left with nothing.
+        let mut members = vec![(0u64, 0u64); topo.len()];
         for &c in topo.preorder().iter().rev() {
             if chosen[c] {
                 sums[c] += weight[c];
@@ -522,9 +528,18 @@ impl<'a> Inputs<'a> {
                     healthy[c] += weight[c];
                 }
             }
+            if sums[c] == 0 {
+                sums[c] += members[c].0;
+                healthy[c] += members[c].1;
+            }
             if let Some(p) = topo.parent(c) {
-                sums[p] += sums[c];
-                healthy[p] += healthy[c];
+                if topo.is_joined(c) {
+                    members[p].0 += sums[c];
+                    members[p].1 += healthy[c];
+                } else {
+                    sums[p] += sums[c];
+                    healthy[p] += healthy[c];
+                }
             }
         }
         Inputs {

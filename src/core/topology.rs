@@ -29,6 +29,9 @@ pub struct Topology {
     enter: Vec<usize>,
     exit: Vec<usize>,
     preorder: Vec<usize>,
+    /// Clusters that joined (`canopy join`) rather than being written in
+    /// Git: their weight counts in their parent's division only.
+    joined: Vec<bool>,
 }
 
 impl Topology {
@@ -109,6 +112,7 @@ impl Topology {
             enter: vec![0; n],
             exit: vec![0; n],
             preorder: Vec::with_capacity(n),
+            joined: vec![false; n],
         };
         let mut stack: Vec<(usize, usize, bool)> =
             t.roots.iter().rev().map(|&r| (r, 0, false)).collect();
@@ -154,6 +158,17 @@ impl Topology {
 
     pub fn roots(&self) -> &[usize] {
         &self.roots
+    }
+
+    /// Marks the clusters that joined (indexed like the topology).
+    pub fn set_joined(&mut self, joined: Vec<bool>) {
+        debug_assert_eq!(joined.len(), self.names.len());
+        self.joined = joined;
+    }
+
+    /// Whether cluster `i` joined rather than being written in Git.
+    pub fn is_joined(&self, i: usize) -> bool {
+        self.joined.get(i).copied().unwrap_or(false)
     }
 
     /// 0 for a root.

@@ -145,7 +145,16 @@ pub fn check(mut fleet: Fleet) -> (Option<Checked>, Diagnostics) {
         .map(|c| (c.name(), c.spec.parent.as_deref()))
         .collect();
     let topo = match Topology::build(&pairs) {
-        Ok(t) => Some(t),
+        Ok(mut t) => {
+            t.set_joined(
+                fleet
+                    .clusters
+                    .iter()
+                    .map(crate::core::join::is_joined)
+                    .collect(),
+            );
+            Some(t)
+        }
         Err(errors) => {
             for e in errors {
                 topology_diag(&fleet, e, &mut d);
