@@ -481,6 +481,24 @@ fn credentials_are_renewed_and_an_unreachable_hub_costs_nothing() {
         "{err}"
     );
     assert_eq!(hello(&kubeconfig(4), "jn3").as_deref(), Some("renewed-2"));
+    // Nor would --prune-clusters take them for clusters that left.
+    let (code, _, err) = on(
+        dir,
+        "jn3",
+        &[
+            "apply",
+            "DIR",
+            "--prune-clusters",
+            "--request-timeout",
+            "2s",
+        ],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--prune-clusters with hub(s) hub unread"),
+        "{err}"
+    );
+    assert_eq!(hello(&kubeconfig(4), "jn3").as_deref(), Some("renewed-2"));
     std::fs::write(dir.join("clusters.yaml"), clusters).unwrap();
     on(dir, "jn3", &["members", "remove", "DIR", "renewed"]);
     let _ = canopy(&["leave", "--kubeconfig", kubeconfig(4).to_str().unwrap()]);
@@ -607,4 +625,152 @@ fn twenty_newcomers_join_at_once() {
         .filter(|c| c["joined"] == true && c["parent"] == "eu")
         .count();
     assert_eq!(joined, 20);
+}
+
+/// A newcomer its parent cannot reach joins in pull mode: it hands over
+/// nothing; the root's apply keeps what it should run in the hub, and its
+/// own agent applies it, prunes what it no longer runs, renews its
+/// credentials, and keeps what it runs when the hub does not answer.
+#[test]
+fn a_newcomer_joins_in_pull_mode_and_its_own_agent_applies() {
+    let _one = serial();
+    let f = fleet("jn6", false);
+    let dir = f.path();
+    let t = token(dir, "jn6", &["--parent", "eu", "--labels", "tier=edge"]);
+    let apply = || {
+        on(dir, "jn6", &["apply", "DIR"]);
+    };
+    let (code, out, err) = join(&t, &kubeconfig(2), "pulled", &["--mode", "pull"], &apply);
+    assert_eq!(code, 0, "{out}{err}");
+    // Nothing was handed over: the hub holds no credentials to reach it.
+    assert!(!exists(
+        &kubeconfig(0),
+        "/api/v1/namespaces/canopy-member-pulled/secrets/push"
+    ));
+    let (code, out, err) = on(dir, "jn6", &["apply", "DIR"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(exists(
+        &kubeconfig(0),
+        "/api/v1/namespaces/canopy-member-pulled/secrets/desired"
+    ));
+    let agent = |envs: &[(&str, &str)]| {
+        canopy_in(
+            Path::new("."),
+            envs,
+            &[
+                "agent",
+                "joined",
+                "--kubeconfig",
+                kubeconfig(2).to_str().unwrap(),
+                "--once",
+            ],
+        )
+    };
+    let (code, out, err) = agent(&[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("2 created"), "{out}");
+    assert_eq!(hello(&kubeconfig(2), "jn6").as_deref(), Some("pulled"));
+    let report = get(
+        &kubeconfig(0),
+        "/api/v1/namespaces/canopy-member-pulled/configmaps/applied",
+    );
+    assert!(
+        report["data"]["report"]
+            .as_str()
+            .unwrap()
+            .contains("\"ok\":true"),
+        "{report}"
+    );
+
+    // A change, then a removal: applied, then pruned, by the member itself.
+    std::fs::write(
+        dir.join("workloads/web/cm.yaml.j2"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: hello}\ndata: {cluster: \"{{ cluster.name }}-2\"}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: extra}\ndata: {a: b}\n",
+    )
+    .unwrap();
+    let (code, out, err) = on(dir, "jn6", &["apply", "DIR"]);
+    assert_eq!(code, 0, "{out}{err}");
+    // Renew whatever expires within a day: the round renews.
+    let before = get(
+        &kubeconfig(2),
+        "/api/v1/namespaces/canopy-system/secrets/canopy-membership",
+    )["data"]["token"]
+        .clone();
+    let (code, out, err) = agent(&[("CANOPY_JOIN_RENEW_BEFORE", "86400")]);
+    assert_eq!(code, 0, "{out}{err}");
+    let after = get(
+        &kubeconfig(2),
+        "/api/v1/namespaces/canopy-system/secrets/canopy-membership",
+    )["data"]["token"]
+        .clone();
+    assert_ne!(before, after, "the member credentials were renewed");
+    assert_eq!(hello(&kubeconfig(2), "jn6").as_deref(), Some("pulled-2"));
+    assert!(exists(
+        &kubeconfig(2),
+        "/api/v1/namespaces/jn6-web/configmaps/extra"
+    ));
+    std::fs::write(
+        dir.join("workloads/web/cm.yaml.j2"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: hello}\ndata: {cluster: \"{{ cluster.name }}-2\"}\n",
+    )
+    .unwrap();
+    on(dir, "jn6", &["apply", "DIR"]);
+    let (code, out, err) = agent(&[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("1 deleted"), "{out}");
+    assert!(!exists(
+        &kubeconfig(2),
+        "/api/v1/namespaces/jn6-web/configmaps/extra"
+    ));
+
+    // The hub gone for the member: the round fails, the member keeps what
+    // it runs.
+    let membership = "/api/v1/namespaces/canopy-system/secrets/canopy-membership";
+    let m = get(&kubeconfig(2), membership);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dead = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        format!("https://127.0.0.1:{port}"),
+    );
+    patch_secret(&kubeconfig(2), membership, "server", &dead);
+    let (code, _, err) = agent(&[]);
+    assert_eq!(code, 3, "{err}");
+    assert_eq!(hello(&kubeconfig(2), "jn6").as_deref(), Some("pulled-2"));
+    patch_secret(
+        &kubeconfig(2),
+        membership,
+        "server",
+        m["data"]["server"].as_str().unwrap(),
+    );
+    let (code, out, err) = canopy(&["leave", "--kubeconfig", kubeconfig(2).to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    apply();
+    assert!(!member_ns(0, "pulled"));
+}
+
+/// Sets one (base64) data key of a Secret.
+fn patch_secret(kc: &Path, path: &str, key: &str, b64: &str) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let kcfg = kube::config::Kubeconfig::read_from(kc).unwrap();
+        let cfg = kube::Config::from_custom_kubeconfig(kcfg, &Default::default())
+            .await
+            .unwrap();
+        let client = kube::Client::try_from(cfg).unwrap();
+        let body = serde_json::json!({ "data": { key: b64 } });
+        let req = http::Request::builder()
+            .method("PATCH")
+            .uri(path)
+            .header("content-type", "application/merge-patch+json")
+            .body(serde_json::to_vec(&body).unwrap())
+            .unwrap();
+        client.request::<Value>(req).await.unwrap();
+    });
 }

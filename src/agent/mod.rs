@@ -27,6 +27,7 @@
 //! being absent from an old handoff (clusters that left are orphans,
 //! deleted only by an explicit `--prune-clusters` at the root).
 
+pub mod joined;
 pub mod manifests;
 pub mod records;
 pub mod report;

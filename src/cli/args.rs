@@ -265,6 +265,32 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum AgentCommand {
+    /// Run in a cluster that joined in pull mode: read what its parent
+    /// keeps for it in the hub (with the credentials `canopy join` stored
+    /// in it), apply it to this cluster, say what was applied, and renew
+    /// the credentials before they expire.
+    #[command(
+        after_help = "Examples:\n  canopy agent joined --kubeconfig shop-17.kubeconfig\n  canopy agent joined --once -o json\n\nExit codes: 0 stopped by a signal (or, with --once, applied); 3 the round failed (this cluster keeps what it runs)."
+    )]
+    Joined {
+        #[command(flatten)]
+        own: OwnCluster,
+        /// How often the hub is asked for something new (one small read).
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+        poll: std::time::Duration,
+        /// Apply everything again at least this often (drift).
+        #[arg(long, default_value = "1m", value_parser = humantime::parse_duration, value_name = "DURATION")]
+        resync: std::time::Duration,
+        /// One round, then exit (what it applied on stdout).
+        #[arg(long)]
+        once: bool,
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
+        #[arg(short, long, value_enum, default_value_t = TextOrJson::Text)]
+        output: TextOrJson,
+        #[command(flatten)]
+        kube: KubeArgs,
+    },
     /// Print the objects that run a relay's agent in its own cluster:
     /// Namespace, the Handoff CRD, ServiceAccount, a Role that allows only
     /// what the agent does there, RoleBinding, Deployment.
@@ -462,6 +488,12 @@ pub enum MembersCommand {
     },
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum JoinMode {
+    Push,
+    Pull,
+}
+
 /// The cluster `canopy join` and `canopy leave` run for.
 #[derive(Debug, Clone, clap::Args)]
 pub struct OwnCluster {
@@ -502,6 +534,12 @@ pub struct JoinArgs {
     /// Labels for placement selectors, within what the token allows.
     #[arg(long, value_name = "K=V,...", default_value = "")]
     pub labels: String,
+    /// push: the parent's reconciler reaches this cluster with credentials
+    /// it hands over; pull: it hands over nothing, and its own agent
+    /// (`canopy agent --joined`) pulls and applies what the parent keeps
+    /// for it in the hub (for a cluster its parent cannot reach).
+    #[arg(long, value_enum, default_value_t = JoinMode::Push)]
+    pub mode: JoinMode,
     /// This cluster's API server URL as the parent reaches it (default:
     /// the kubeconfig's).
     #[arg(long, value_name = "URL")]

@@ -124,14 +124,16 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             let src = open(&source)?;
             let shown = Shown { fmt, quiet };
             let role = if dry_run { Role::Look } else { Role::Reconcile };
-            apply(
-                &src,
-                &load(&src, name, Some(role))?,
-                &target,
-                opts,
-                kube,
-                shown,
-            )
+            let (loaded, unread) = load_members(&src, name, Some(role))?;
+            // Without a hub's members, they would look like clusters that
+            // left the fleet: never prune on what could not be read.
+            if prune_clusters && !unread.is_empty() {
+                return Err(Failure::user(format!(
+                    "error: --prune-clusters with hub(s) {} unread: their joined clusters would be taken for clusters that left, and pruned\n  help: run again when the hub answers, or without --prune-clusters",
+                    unread.join(", ")
+                )));
+            }
+            apply(&src, &loaded, &target, opts, kube, shown)
         }
         Command::Diff {
             source,
@@ -275,6 +277,22 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Agent {
             command:
+                Some(AgentCommand::Joined {
+                    own,
+                    poll,
+                    resync,
+                    once,
+                    log_format,
+                    output: fmt,
+                    kube,
+                }),
+            ..
+        } => {
+            init_logs(log_format);
+            super::joining::agent_joined(own, poll, resync, once, fmt, kube_options(&kube))
+        }
+        Command::Agent {
+            command:
                 Some(AgentCommand::Manifests {
                     cluster,
                     image,
@@ -400,6 +418,15 @@ pub(super) fn open(a: &SourceArgs) -> Result<FleetSource, Failure> {
 /// command answers their hubs' join requests first, and says what it did
 /// on stderr).
 fn load(src: &FleetSource, name: Option<&str>, role: Option<Role>) -> Result<Loaded, Failure> {
+    load_members(src, name, role).map(|(l, _)| l)
+}
+
+/// [`load`], with the hubs whose members could not be read.
+fn load_members(
+    src: &FleetSource,
+    name: Option<&str>,
+    role: Option<Role>,
+) -> Result<(Loaded, Vec<String>), Failure> {
     let mut joiner = match role {
         Some(r) => Some(
             Joiner::new(src.base.clone(), r)
@@ -424,7 +451,8 @@ fn load(src: &FleetSource, name: Option<&str>, role: Option<Role>) -> Result<Loa
     // last run recorded; a run that reads clusters reads it afresh.
     crate::ops::capacity::from_record(&loaded.checked, &src.state_dir(None));
     crate::ops::calm::previous(&loaded.checked, &src.state_dir(None));
-    Ok(loaded)
+    let unread = joiner.map(|j| j.unread().to_vec()).unwrap_or_default();
+    Ok((loaded, unread))
 }
 
 fn session<'i>(
@@ -918,7 +946,7 @@ pub(super) fn second_arg(
 }
 
 /// Logs of `canopy watch`, on stderr: text, or one JSON object a line.
-fn init_logs(format: super::args::LogFormat) {
+pub(super) fn init_logs(format: super::args::LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_target(false)

@@ -293,6 +293,10 @@ pub fn join_cmd(a: JoinArgs) -> Result<(), Failure> {
         name: a.name,
         parent: a.parent,
         labels,
+        mode: match a.mode {
+            super::args::JoinMode::Push => crate::core::join::Mode::Push,
+            super::args::JoinMode::Pull => crate::core::join::Mode::Pull,
+        },
         advertise: a.advertise_url,
         credential_seconds: a.credential_ttl.as_secs(),
         timeout: a.own.timeout,
@@ -362,12 +366,16 @@ pub fn members(mut cmd: MembersCommand, name: Option<&str>) -> Result<(), Failur
             ),
             TextOrJson::Text => {
                 let mut out =
-                    String::from("NAME  PARENT  HUB  LABELS  JOINED  CREDENTIALS-EXPIRE\n");
+                    String::from("NAME  PARENT  HUB  MODE  LABELS  JOINED  CREDENTIALS-EXPIRE\n");
                 for (h, _, k) in &all {
                     out.push_str(&format!(
-                        "{}  {}  {h}  {}  {}  {}{}\n",
+                        "{}  {}  {h}  {}  {}  {}  {}{}\n",
                         k.member.name,
                         k.member.parent,
+                        match k.member.mode {
+                            crate::core::join::Mode::Push => "push",
+                            crate::core::join::Mode::Pull => "pull",
+                        },
                         labels_text(&k.member.labels),
                         when(k.member.joined_at),
                         k.expires_at.map(when).unwrap_or_else(|| "-".into()),
@@ -412,4 +420,86 @@ pub fn members(mut cmd: MembersCommand, name: Option<&str>) -> Result<(), Failur
             )))
         }
     }
+}
+
+/// `canopy agent joined`: rounds until a signal (or one, with `--once`).
+pub fn agent_joined(
+    own: OwnCluster,
+    poll: Duration,
+    resync: Duration,
+    once: bool,
+    fmt: TextOrJson,
+    kube: crate::backend::kube::KubeOptions,
+) -> Result<(), Failure> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let cfg = crate::agent::joined::Config {
+        own: Connection {
+            kubeconfig: own.kubeconfig.clone(),
+            context: own.context.clone(),
+            ..Default::default()
+        },
+        base: std::env::current_dir().unwrap_or_default(),
+        kube,
+        timeout: own.timeout,
+        renew_before: Duration::from_secs(
+            std::env::var("CANOPY_JOIN_RENEW_BEFORE")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(1800),
+        ),
+    };
+    let mut agent = crate::agent::joined::Agent::new(cfg)
+        .map_err(|e| Failure::io(format!("error: cannot start the runtime: {e}")))?;
+    if once {
+        let a = agent
+            .round(true)
+            .map_err(|e| Failure::io(format!("error: {e}")))?;
+        return match fmt {
+            TextOrJson::Json => super::commands::json_out(&a),
+            TextOrJson::Text => super::commands::stdout(&format!(
+                "{}: {} object(s) at revision {}: {} created, {} updated, {} deleted\n",
+                a.cluster,
+                a.objects,
+                if a.revision.is_empty() {
+                    "-"
+                } else {
+                    &a.revision
+                },
+                a.created,
+                a.updated,
+                a.deleted
+            )),
+        };
+    }
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        let _ = signal_hook::flag::register(sig, stop.clone());
+    }
+    let mut last_full = std::time::Instant::now();
+    let mut first = true;
+    while !stop.load(Ordering::SeqCst) {
+        let force = first || last_full.elapsed() >= resync;
+        first = false;
+        if force {
+            last_full = std::time::Instant::now();
+        }
+        match agent.round(force) {
+            Ok(a) if a.unchanged => {}
+            Ok(a) => tracing::info!(
+                cluster = a.cluster.as_str(),
+                revision = a.revision.as_str(),
+                objects = a.objects,
+                created = a.created,
+                updated = a.updated,
+                deleted = a.deleted,
+                "applied what the parent keeps for this cluster"
+            ),
+            Err(e) => tracing::error!(error = %e, "round failed; this cluster keeps what it runs"),
+        }
+        let end = std::time::Instant::now() + poll;
+        while !stop.load(Ordering::SeqCst) && std::time::Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    Ok(())
 }

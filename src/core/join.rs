@@ -29,15 +29,18 @@ pub const ANNOTATION_JOINED: &str = "canopy.dev/joined";
 /// `canopy-member-<name>`, itself a DNS-1123 label.
 pub const MAX_MEMBER_NAME: usize = 63 - "canopy-member-".len();
 
-/// How the member is reconciled once joined. Only push is served: the
-/// newcomer hands its parent's reconciler credentials to reach it, and is
-/// reconciled like any cluster with a connection (a request for another
-/// mode does not parse, and is refused as malformed).
+/// How the member is reconciled once joined.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
+    /// The newcomer hands its parent's reconciler credentials to reach it,
+    /// and is reconciled like any cluster with a connection.
     #[default]
     Push,
+    /// The newcomer hands over nothing: its parent's reconciler keeps what
+    /// it should run in the hub, and the newcomer's own agent pulls and
+    /// applies it (for a cluster its parent cannot reach).
+    Pull,
 }
 
 /// What a join token allows. Kept beside the token in its hub.
@@ -358,6 +361,8 @@ pub struct Reachable {
     /// The hub cluster that keeps it (for messages and `members`).
     pub hub: String,
     pub credentials: Option<Arc<Credentials>>,
+    /// Pull mode: the hub's connection, where what it runs is kept.
+    pub via: Option<Arc<Connection>>,
 }
 
 /// Adds the members to `fleet` as clusters, marked joined. A Cluster
@@ -381,6 +386,7 @@ pub fn add_members(fleet: &mut Fleet, members: &[Reachable]) -> Diagnostics {
             if let Some(conn) = c.spec.connection.as_mut().filter(|c| c.joined) {
                 if exported {
                     conn.credentials = r.credentials.clone();
+                    conn.pulled_via = r.via.clone();
                 }
             }
             continue;
@@ -397,6 +403,7 @@ pub fn add_members(fleet: &mut Fleet, members: &[Reachable]) -> Diagnostics {
         let connection = Some(Connection {
             joined: true,
             credentials: r.credentials.clone(),
+            pulled_via: r.via.clone(),
             ..Default::default()
         });
         known.insert(m.name.clone(), fleet.clusters.len());
@@ -735,6 +742,7 @@ apiVersion: canopy.dev/v1alpha1\nkind: Cluster\nmetadata: {name: us-2, labels: {
             },
             hub: "top".into(),
             credentials: None,
+            via: None,
         };
         add_members(
             &mut after,

@@ -104,6 +104,8 @@ pub struct Joiner {
     last_hubs: Vec<(String, Connection, BTreeSet<String>)>,
     /// The members the last gather found.
     last_members: Vec<Reachable>,
+    /// The hubs the last gather could not read.
+    unread: Vec<String>,
     /// Lifetime of the member credentials handed back.
     pub credential_seconds: u64,
     /// Renew push credentials that expire within this.
@@ -144,6 +146,7 @@ impl Joiner {
             seen: BTreeMap::new(),
             last_hubs: Vec::new(),
             last_members: Vec::new(),
+            unread: Vec::new(),
             credential_seconds: 3600,
             renew_before: renew_before(),
             timeout: Duration::from_secs(10),
@@ -205,6 +208,7 @@ impl Joiner {
         let mut diags = Diagnostics::default();
         let mut events = Vec::new();
         let mut reachable = Vec::new();
+        self.unread.clear();
         self.last_hubs = self.hubs(fleet);
         for (hub, conn, parents) in self.last_hubs.clone() {
             let got = self
@@ -214,8 +218,10 @@ impl Joiner {
                 Ok((kept, evs, fp)) => {
                     self.seen.insert(hub.clone(), fp);
                     events.extend(evs);
+                    let via = std::sync::Arc::new(conn.clone());
                     reachable.extend(kept.into_values().filter(|k| !k.leaving).map(|k| {
                         Reachable {
+                            via: (k.member.mode == join::Mode::Pull).then(|| via.clone()),
                             member: k.member,
                             hub: hub.clone(),
                             credentials: k.credentials,
@@ -224,6 +230,7 @@ impl Joiner {
                 }
                 Err(e) => {
                     self.clients.remove(&hub);
+                    self.unread.push(hub.clone());
                     diags.push(Diagnostic::warning(format!(
                         "the members of hub {hub} are left out of this run: {e}"
                     )));
@@ -233,6 +240,12 @@ impl Joiner {
         diags.extend(join::add_members(fleet, &reachable));
         self.last_members = reachable;
         (diags, events)
+    }
+
+    /// The hubs the last [`Joiner::gather`] could not read: their members
+    /// are missing from the fleet, not gone.
+    pub fn unread(&self) -> &[String] {
+        &self.unread
     }
 
     /// Adds the members the last [`Joiner::gather`] found to another fleet

@@ -95,8 +95,22 @@ pub fn harness() -> &'static Path {
     })
 }
 
-/// Starts one API server and waits until it is ready.
+/// Starts one API server and waits until it is ready. A start that fails
+/// is tried again, twice: the harness picks free ports by binding and
+/// releasing them, and with many servers starting at once another one
+/// can take a port in between.
 pub fn start() -> ApiServer {
+    let mut last = None;
+    for _ in 0..3 {
+        match try_start() {
+            Ok(s) => return s,
+            Err(e) => last = Some(e),
+        }
+    }
+    panic!("{}", last.unwrap_or_default());
+}
+
+fn try_start() -> Result<ApiServer, String> {
     // Named so that a stray folder (a test killed before its server) is
     // easy to tell apart in the temp folder.
     let dir = tempfile::Builder::new()
@@ -121,15 +135,18 @@ pub fn start() -> ApiServer {
         Some(path) => PathBuf::from(path),
         None => {
             let _ = child.kill();
-            panic!("the API server did not start (first line: {line:?})");
+            let _ = child.wait();
+            return Err(format!(
+                "the API server did not start (first line: {line:?})"
+            ));
         }
     };
-    ApiServer {
+    Ok(ApiServer {
         child,
         stdin,
         kubeconfig,
         _dir: dir,
-    }
+    })
 }
 
 /// Starts `n` API servers at once.

@@ -29,6 +29,7 @@ pub mod inventory;
 pub mod join;
 pub mod noop;
 pub mod pin;
+pub mod pulled;
 pub mod retry;
 pub mod seal;
 mod takeover;
@@ -122,20 +123,39 @@ impl KubeFleet {
     pub fn cluster(&self, name: &str, conn: &Connection) -> Box<dyn ClusterBackend + '_> {
         let mut cache = self.clusters.lock().expect("cluster cache");
         let (_, entry) = cache.entry(name.to_string()).or_insert_with(|| {
+            // A pull-mode member is reached through its hub's store.
+            let (reach, via) = match conn.pulled_via.as_deref() {
+                Some(hub) => (hub, Some(conn.clone())),
+                None => (conn, None),
+            };
+            let hub_name = format!("{name} (its hub)");
             let connected = self.runtime.block_on(connect::connect(
-                name,
-                conn,
+                if via.is_some() { &hub_name } else { name },
+                reach,
                 &self.fleet_dir,
                 self.opts.request_timeout,
             ));
+            let connected = match (connected, via) {
+                (Ok(c), Some(_)) => Ok(Made::Pulled(Arc::new(pulled::Pulled {
+                    name: name.to_string(),
+                    hub: join::Api {
+                        client: c.client,
+                        cluster: c.context,
+                    },
+                    handle: self.runtime.handle().clone(),
+                }))),
+                (connected, _) => connected.map(|c| {
+                    Made::Kube(Arc::new(KubeCluster::new(
+                        name,
+                        &self.fleet,
+                        c,
+                        self.runtime.handle().clone(),
+                        self.opts.clone(),
+                    )))
+                }),
+            };
             let connected = match connected {
-                Ok(c) => Ok(Arc::new(KubeCluster::new(
-                    name,
-                    &self.fleet,
-                    c,
-                    self.runtime.handle().clone(),
-                    self.opts.clone(),
-                ))),
+                Ok(made) => Ok(made),
                 Err(BackendError::Connect { detail, help, .. }) => Err(Unusable {
                     cluster: name.to_string(),
                     detail,
@@ -150,7 +170,8 @@ impl KubeFleet {
             (conn.clone(), connected)
         });
         match entry {
-            Ok(c) => Box::new(Arc::clone(c)),
+            Ok(Made::Kube(c)) => Box::new(Arc::clone(c)),
+            Ok(Made::Pulled(p)) => Box::new(Arc::clone(p)),
             Err(u) => Box::new(u.clone()),
         }
     }
@@ -173,7 +194,14 @@ impl KubeFleet {
 }
 
 /// A cluster's backend, or why its kubeconfig cannot be used.
-type Connected = Result<Arc<KubeCluster>, Unusable>;
+type Connected = Result<Made, Unusable>;
+
+/// A cluster's backend: its API server, or (a member that joined in pull
+/// mode) its store in its hub.
+enum Made {
+    Kube(Arc<KubeCluster>),
+    Pulled(Arc<pulled::Pulled>),
+}
 
 /// A cluster whose kubeconfig or context cannot be used.
 #[derive(Clone)]
@@ -1076,8 +1104,8 @@ mod tests {
 
     fn client_of(kf: &KubeFleet, name: &str) -> *const KubeCluster {
         match &kf.clusters.lock().unwrap()[name].1 {
-            Ok(c) => Arc::as_ptr(c),
-            Err(_) => panic!("{name} has no client"),
+            Ok(Made::Kube(c)) => Arc::as_ptr(c),
+            _ => panic!("{name} has no client"),
         }
     }
 

@@ -134,6 +134,12 @@ pub struct Connection {
     #[serde(skip)]
     #[schemars(skip)]
     pub credentials: Option<std::sync::Arc<Credentials>>,
+    /// A member that joined in pull mode: what is applied to it is kept in
+    /// its hub, reached with this connection, and its own agent applies it
+    /// (`canopy agent --joined`). Set for a run, never read from a document.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub pulled_via: Option<std::sync::Arc<Connection>>,
 }
 
 /// How to reach a joined member: its API server, the CA it was pinned to,

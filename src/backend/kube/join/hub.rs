@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::*;
-use crate::core::join::{Member, RequestSpec, TokenPolicy};
+use crate::core::join::{Member, Mode, RequestSpec, TokenPolicy};
 use crate::core::model::Credentials;
 
 /// The JoinRequest CRD: namespaced, with a status subresource, so that a
@@ -360,9 +360,12 @@ pub async fn admit(
     credential_seconds: u64,
 ) -> Result<(), JoinError> {
     let spec = p.spec.as_ref().map_err(|e| JoinError::Invalid(e.clone()))?;
-    let push = match handed_over(api, p).await {
-        Ok(c) => Some(c),
-        Err(why) => return refuse(api, p, &why).await,
+    let push = match member.mode {
+        Mode::Push => match handed_over(api, p).await {
+            Ok(c) => Some(c),
+            Err(why) => return refuse(api, p, &why).await,
+        },
+        Mode::Pull => None,
     };
     let ns = member_namespace(&member.name);
     let fail = |what: &str, e| api.fail(format!("admitting {}: {what}", member.name), e);
@@ -393,7 +396,9 @@ pub async fn admit(
             "rules": [
                 // Renew its own token; read and say what it has; ask to leave.
                 { "apiGroups": [""], "resources": ["serviceaccounts/token"], "resourceNames": ["member"], "verbs": ["create"] },
-                { "apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "create", "update", "patch"] }
+                { "apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "create", "update", "patch"] },
+                // Pull mode: what its parent's reconciler keeps for it.
+                { "apiGroups": [""], "resources": ["secrets"], "resourceNames": [DESIRED_SECRET], "verbs": ["get"] }
             ]
         }),
     )

@@ -51,6 +51,11 @@ const ANNOTATION_MEMBER: &str = "canopy.dev/member";
 pub const NEWCOMER_NAMESPACE: &str = "canopy-system";
 const MEMBERSHIP_SECRET: &str = "canopy-membership";
 const PARENT_ACCOUNT: &str = "canopy-parent";
+/// Pull mode: the Secret in a member's namespace with what it should run.
+pub const DESIRED_SECRET: &str = "desired";
+/// Pull mode: the ConfigMap in a member's namespace where its agent says
+/// what it applied.
+pub const APPLIED_REPORT: &str = "applied";
 /// TokenRequest's shortest lifetime.
 const MIN_TOKEN_SECONDS: u64 = 600;
 
@@ -122,13 +127,16 @@ impl Api {
         }
     }
 
-    /// One request; `Ok(None)` when the object is not there (404).
+    /// One request; `Ok(None)` when the object is not there (404) for a
+    /// read or a delete. A write that finds nothing (its namespace, or the
+    /// object it patches, is gone) is an error: it changed nothing.
     async fn call(
         &self,
         method: http::Method,
         path: &str,
         body: Option<(&str, Value)>,
     ) -> Result<Option<Value>, kube::Error> {
+        let missing_ok = method == http::Method::GET || method == http::Method::DELETE;
         let mut b = http::Request::builder().method(method).uri(path);
         let bytes = match body {
             Some((ct, v)) => {
@@ -142,17 +150,17 @@ impl Api {
             .map_err(|e| kube::Error::BuildRequest(kube::core::request::Error::BuildRequest(e)))?;
         match self.client.request::<Value>(req).await {
             Ok(v) => Ok(Some(v)),
-            Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
+            Err(kube::Error::Api(s)) if s.code == 404 && missing_ok => Ok(None),
             Err(e) => Err(e),
         }
     }
 
-    async fn get(&self, path: &str) -> Result<Option<Value>, kube::Error> {
+    pub(crate) async fn get(&self, path: &str) -> Result<Option<Value>, kube::Error> {
         self.call(http::Method::GET, path, None).await
     }
 
     /// Server-side apply of `obj` at `path` (create or update, idempotent).
-    async fn apply(&self, path: &str, obj: Value) -> Result<Value, kube::Error> {
+    pub(crate) async fn apply(&self, path: &str, obj: Value) -> Result<Value, kube::Error> {
         let path = format!("{path}?fieldManager={MANAGER}&force=true");
         self.call(
             http::Method::PATCH,
@@ -186,7 +194,7 @@ impl Api {
 
     /// A token of ServiceAccount `ns/name` for `seconds` (at least ten
     /// minutes, TokenRequest's floor), with when it expires.
-    async fn token_for(
+    pub(crate) async fn token_for(
         &self,
         ns: &str,
         name: &str,

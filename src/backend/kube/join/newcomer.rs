@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::*;
 use crate::backend::kube::{pin, seal};
@@ -18,6 +18,7 @@ pub struct Ask {
     pub name: String,
     pub parent: Option<String>,
     pub labels: BTreeMap<String, String>,
+    pub mode: Mode,
     /// How the parent reaches the newcomer (push mode): its API server URL
     /// as the parent sees it; absent: the newcomer's kubeconfig's.
     pub advertise: Option<String>,
@@ -110,38 +111,16 @@ pub async fn join(own: &Api, own_config: &kube::Config, ask: &Ask) -> Result<Joi
 
     let opener = seal::Opener::new().map_err(JoinError::Invalid)?;
     let public_key = opener.public_key();
-    // What reaches this cluster, handed over in a Secret only the hub can
-    // read (the token may create Secrets, not read them), bound to this
-    // request by its one-time key.
-    let creds = hand_over(own, own_config, ask).await?;
-    let mut handed = secret(
-        "",
-        &token_ns,
-        json!({ LABEL_MEMBER: "handed-over" }),
-        &[
-            ("server", creds.server.as_str()),
-            ("ca.crt", creds.ca_pem.as_str()),
-            ("token", creds.token.as_str()),
-            ("publicKey", public_key.as_str()),
-        ],
-    );
-    handed["metadata"]["generateName"] = json!("push-");
-    if let Some(m) = handed["metadata"].as_object_mut() {
-        m.remove("name");
-    }
-    let push_secret = hub
-        .post(&format!("/api/v1/namespaces/{token_ns}/secrets"), handed)
-        .await
-        .map_err(|e| hub.fail("handing over the credentials to reach this cluster", e))?
-        ["metadata"]["name"]
-        .as_str()
-        .map(str::to_string);
+    let push_secret = match ask.mode {
+        Mode::Push => hand_over_secret(own, own_config, ask, &hub, &token_ns, &public_key).await?,
+        Mode::Pull => None,
+    };
     let spec = RequestSpec {
         cluster: ask.name.clone(),
         identity: identity.clone(),
         parent: ask.parent.clone(),
         labels: ask.labels.clone(),
-        mode: Mode::Push,
+        mode: ask.mode,
         public_key,
         push_secret,
     };
@@ -188,6 +167,7 @@ pub async fn join(own: &Api, own_config: &kube::Config, ask: &Ask) -> Result<Joi
                 .to_string(),
         ));
     }
+    ensure_namespace(own).await?;
     let back: Handback = opener
         .open(status["sealed"].as_str().unwrap_or_default())
         .map_err(JoinError::Invalid)
@@ -220,17 +200,61 @@ pub async fn join(own: &Api, own_config: &kube::Config, ask: &Ask) -> Result<Joi
     })
 }
 
-/// Push mode: a ServiceAccount in the newcomer that its parent reconciles
-/// it with (cluster-admin: it applies whatever the fleet places there) and
-/// may renew its own token, and a first token of it.
-async fn hand_over(own: &Api, config: &kube::Config, ask: &Ask) -> Result<Credentials, JoinError> {
-    let fail = |what: &str, e| own.fail(format!("preparing the parent's access: {what}"), e);
+/// Push mode: hands over what reaches this cluster, in a Secret only the
+/// hub can read (the token may create Secrets, not read them), bound to
+/// this request by its one-time key. Returns the Secret's name.
+async fn hand_over_secret(
+    own: &Api,
+    own_config: &kube::Config,
+    ask: &Ask,
+    hub: &Api,
+    token_ns: &str,
+    public_key: &str,
+) -> Result<Option<String>, JoinError> {
+    let creds = hand_over(own, own_config, ask).await?;
+    let mut handed = secret(
+        "",
+        token_ns,
+        json!({ LABEL_MEMBER: "handed-over" }),
+        &[
+            ("server", creds.server.as_str()),
+            ("ca.crt", creds.ca_pem.as_str()),
+            ("token", creds.token.as_str()),
+            ("publicKey", public_key),
+        ],
+    );
+    handed["metadata"]["generateName"] = json!("push-");
+    if let Some(m) = handed["metadata"].as_object_mut() {
+        m.remove("name");
+    }
+    let name = hub
+        .post(&format!("/api/v1/namespaces/{token_ns}/secrets"), handed)
+        .await
+        .map_err(|e| hub.fail("handing over the credentials to reach this cluster", e))?
+        ["metadata"]["name"]
+        .as_str()
+        .map(str::to_string);
+    Ok(name)
+}
+
+/// The newcomer's `canopy-system` namespace, where it keeps its
+/// membership (and, in push mode, the ServiceAccount its parent uses).
+async fn ensure_namespace(own: &Api) -> Result<(), JoinError> {
     own.apply(
         &format!("/api/v1/namespaces/{NEWCOMER_NAMESPACE}"),
         json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": NEWCOMER_NAMESPACE } }),
     )
     .await
-    .map_err(|e| fail("namespace", e))?;
+    .map_err(|e| own.fail("creating the canopy-system namespace", e))?;
+    Ok(())
+}
+
+/// Push mode: a ServiceAccount in the newcomer that its parent reconciles
+/// it with (cluster-admin: it applies whatever the fleet places there) and
+/// may renew its own token, and a first token of it.
+async fn hand_over(own: &Api, config: &kube::Config, ask: &Ask) -> Result<Credentials, JoinError> {
+    let fail = |what: &str, e| own.fail(format!("preparing the parent's access: {what}"), e);
+    ensure_namespace(own).await?;
     own.apply(
         &format!("/api/v1/namespaces/{NEWCOMER_NAMESPACE}/serviceaccounts/{PARENT_ACCOUNT}"),
         json!({ "apiVersion": "v1", "kind": "ServiceAccount",
@@ -280,6 +304,8 @@ pub struct Membership {
     pub parent: String,
     pub namespace: String,
     pub hub: Credentials,
+    /// When the member token in `hub` expires.
+    pub expires_at: Option<u64>,
 }
 
 pub async fn membership(own: &Api) -> Result<Option<Membership>, JoinError> {
@@ -298,8 +324,88 @@ pub async fn membership(own: &Api) -> Result<Option<Membership>, JoinError> {
         name: field(&s, "name").unwrap_or_default(),
         parent: field(&s, "parent").unwrap_or_default(),
         namespace: field(&s, "namespace").unwrap_or_default(),
+        expires_at: field(&s, "expires").and_then(|e| e.parse().ok()),
         hub,
     }))
+}
+
+/// Renews the member token this cluster keeps for its hub (its member
+/// ServiceAccount may ask for its own tokens) and stores it: a member
+/// never needs to join again for its credentials to stay valid.
+pub async fn renew_membership(
+    own: &Api,
+    m: &mut Membership,
+    seconds: u64,
+    timeout: Duration,
+) -> Result<(), JoinError> {
+    let hub = connect_with(&m.hub, "the parent's hub", timeout)?;
+    let (token, expires) = hub
+        .token_for(&m.namespace, "member", seconds)
+        .await
+        .map_err(|e| hub.fail("renewing this member's credentials", e))?;
+    m.hub.token = token;
+    m.expires_at = Some(expires);
+    own.apply(
+        &format!("/api/v1/namespaces/{NEWCOMER_NAMESPACE}/secrets/{MEMBERSHIP_SECRET}"),
+        secret(
+            MEMBERSHIP_SECRET,
+            NEWCOMER_NAMESPACE,
+            json!({ LABEL_MEMBER: "membership" }),
+            &[
+                ("server", m.hub.server.as_str()),
+                ("ca.crt", m.hub.ca_pem.as_str()),
+                ("token", m.hub.token.as_str()),
+                ("namespace", m.namespace.as_str()),
+                ("name", m.name.as_str()),
+                ("parent", m.parent.as_str()),
+                ("expires", expires.to_string().as_str()),
+            ],
+        ),
+    )
+    .await
+    .map_err(|e| own.fail("storing the renewed membership", e))?;
+    Ok(())
+}
+
+/// Pull mode: what the parent keeps for this member in its hub (the
+/// `desired` Secret's resourceVersion and content), `None` before the
+/// parent's first apply.
+pub async fn pulled(
+    hub: &Api,
+    m: &Membership,
+) -> Result<Option<(String, crate::backend::kube::pulled::Desired)>, JoinError> {
+    let Some(s) = hub
+        .get(&format!(
+            "/api/v1/namespaces/{}/secrets/{DESIRED_SECRET}",
+            m.namespace
+        ))
+        .await
+        .map_err(|e| hub.fail("reading what the parent keeps for this cluster", e))?
+    else {
+        return Ok(None);
+    };
+    let desired = crate::backend::kube::pulled::Desired::of_secret(Some(&s))
+        .map_err(|e| JoinError::Invalid(format!("the parent's store for this cluster: {e}")))?;
+    let version = s["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    Ok(Some((version, desired)))
+}
+
+/// Pull mode: says in the hub what this member applied.
+pub async fn report_applied(hub: &Api, m: &Membership, report: &Value) -> Result<(), JoinError> {
+    hub.apply(
+        &format!("/api/v1/namespaces/{}/configmaps/{APPLIED_REPORT}", m.namespace),
+        json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": { "name": APPLIED_REPORT, "namespace": m.namespace, "labels": { LABEL_MEMBER: "applied" } },
+            "data": { "report": report.to_string() }
+        }),
+    )
+    .await
+    .map_err(|e| hub.fail("reporting what this cluster applied", e))?;
+    Ok(())
 }
 
 /// `canopy leave`: asks the hub (with the member credentials) to retire
