@@ -17,6 +17,8 @@
 //!    under a new name at the same moment (`watch` running again); the time
 //!    until every one has its ConfigMap.
 
+#[path = "../tests/support/api.rs"]
+mod api;
 #[path = "../tests/support/apiserver.rs"]
 mod apiserver;
 mod support;
@@ -42,23 +44,7 @@ fn canopy(args: &[&str]) -> (bool, String) {
 }
 
 fn request(kubeconfig: &Path, method: &str, path: &str) -> Option<serde_json::Value> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let kc = kube::config::Kubeconfig::read_from(kubeconfig).ok()?;
-        let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-            .await
-            .ok()?;
-        let client = kube::Client::try_from(cfg).ok()?;
-        let req = http::Request::builder()
-            .method(method)
-            .uri(path)
-            .body(Vec::new())
-            .ok()?;
-        client.request::<serde_json::Value>(req).await.ok()
-    })
+    api::send(kubeconfig, method, path, None).ok()
 }
 
 const HELLO: &str = "/api/v1/namespaces/edge-web/configmaps/hello";

@@ -4,6 +4,8 @@
 //! `canopy` binary (`token create`, `join`, `apply`, `agent --once`,
 //! `leave`) and checked with plain API requests.
 
+#[path = "support/api.rs"]
+mod api;
 #[path = "support/apiserver.rs"]
 mod apiserver;
 mod common;
@@ -32,23 +34,7 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 }
 
 fn request_at(kubeconfig: &Path, method: &str, path: &str) -> Result<Value, kube::Error> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let kc = kube::config::Kubeconfig::read_from(kubeconfig).unwrap();
-        let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-            .await
-            .unwrap();
-        let client = kube::Client::try_from(cfg).unwrap();
-        let req = http::Request::builder()
-            .method(method)
-            .uri(path)
-            .body(Vec::new())
-            .unwrap();
-        client.request::<Value>(req).await
-    })
+    api::send(kubeconfig, method, path, None)
 }
 
 fn exists(kc: &Path, path: &str) -> bool {
@@ -754,23 +740,12 @@ fn a_newcomer_joins_in_pull_mode_and_its_own_agent_applies() {
 
 /// Sets one (base64) data key of a Secret.
 fn patch_secret(kc: &Path, path: &str, key: &str, b64: &str) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let kcfg = kube::config::Kubeconfig::read_from(kc).unwrap();
-        let cfg = kube::Config::from_custom_kubeconfig(kcfg, &Default::default())
-            .await
-            .unwrap();
-        let client = kube::Client::try_from(cfg).unwrap();
-        let body = serde_json::json!({ "data": { key: b64 } });
-        let req = http::Request::builder()
-            .method("PATCH")
-            .uri(path)
-            .header("content-type", "application/merge-patch+json")
-            .body(serde_json::to_vec(&body).unwrap())
-            .unwrap();
-        client.request::<Value>(req).await.unwrap();
-    });
+    let body = serde_json::json!({ "data": { key: b64 } });
+    api::send(
+        kc,
+        "PATCH",
+        path,
+        Some(("application/merge-patch+json", body)),
+    )
+    .unwrap_or_else(|e| panic!("PATCH {path}: {e}"));
 }

@@ -5,6 +5,8 @@
 //! requests. The servers are shared by the tests of this file; each test
 //! uses its own fleet name and namespace, so they do not see each other.
 
+#[path = "support/api.rs"]
+mod api;
 #[path = "support/apiserver.rs"]
 mod apiserver;
 mod common;
@@ -156,26 +158,7 @@ fn request_at(
     path: &str,
     body: Option<(&str, Value)>,
 ) -> Result<Value, kube::Error> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let kc = kube::config::Kubeconfig::read_from(kubeconfig).unwrap();
-        let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-            .await
-            .unwrap();
-        let client = kube::Client::try_from(cfg).unwrap();
-        let mut req = http::Request::builder().method(method).uri(path);
-        let bytes = match body {
-            Some((ct, v)) => {
-                req = req.header("content-type", ct);
-                serde_json::to_vec(&v).unwrap()
-            }
-            None => Vec::new(),
-        };
-        client.request::<Value>(req.body(bytes).unwrap()).await
-    })
+    api::send(kubeconfig, method, path, body)
 }
 
 fn get(i: usize, path: &str) -> Value {

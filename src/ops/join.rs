@@ -13,6 +13,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use futures::StreamExt;
+
 use crate::backend::kube::connect;
 use crate::backend::kube::join::{self as hub, Api, JoinError, Kept};
 use crate::core::diag::{Diagnostic, Diagnostics};
@@ -27,6 +29,8 @@ pub enum Event {
         cluster: String,
         parent: String,
         rejoin: bool,
+        /// The token a new member used up one use of.
+        token: Option<String>,
     },
     Refused {
         hub: String,
@@ -52,6 +56,7 @@ impl std::fmt::Display for Event {
                 cluster,
                 parent,
                 rejoin,
+                ..
             } => write!(
                 f,
                 "{} {cluster} under {parent} (hub {hub})",
@@ -332,78 +337,104 @@ async fn self_hub(
                 cluster: name,
             });
         }
+        // Decide every request first, one after another (each decision
+        // sees the ones before: two newcomers asking for one name in the
+        // same round do not both get it), then write the answers at once.
         let mut policies = BTreeMap::new();
+        let mut by_member: BTreeMap<String, join::Member> = members
+            .iter()
+            .map(|(n, k)| (n.clone(), k.member.clone()))
+            .collect();
+        let git: BTreeMap<&str, Option<&str>> = fleet
+            .clusters
+            .iter()
+            .filter(|c| !join::is_joined(c))
+            .map(|c| {
+                (
+                    c.name(),
+                    c.meta
+                        .annotations
+                        .get(join::ANNOTATION_JOINED)
+                        .map(String::as_str),
+                )
+            })
+            .collect();
+        let serves = |c: &str| parents.contains(c);
+        let mut verdicts = Vec::new();
         for p in pending {
             if !policies.contains_key(&p.token) {
                 let pol = hub::token_policy(api, &p.token).await?;
                 policies.insert(p.token.clone(), pol);
             }
-            let policy = policies.get(&p.token).and_then(Option::as_ref);
-            let by_member: BTreeMap<String, join::Member> = members
-                .iter()
-                .map(|(n, k)| (n.clone(), k.member.clone()))
-                .collect();
-            let serves = |c: &str| parents.contains(c);
             let known = Known {
-                git: fleet
-                    .clusters
-                    .iter()
-                    .filter(|c| !join::is_joined(c))
-                    .map(|c| {
-                        (
-                            c.name(),
-                            c.meta
-                                .annotations
-                                .get(join::ANNOTATION_JOINED)
-                                .map(String::as_str),
-                        )
-                    })
-                    .collect(),
+                git: git.clone(),
                 members: &by_member,
                 serves: &serves,
             };
+            let policy = policies.get(&p.token).and_then(Option::as_ref);
             let verdict = match &p.spec {
                 Ok(spec) => join::decide(&p.token, policy, spec, hub::now(), &known),
                 Err(why) => Err(Refusal::Malformed { why: why.clone() }),
             };
-            let cluster = p
-                .spec
-                .as_ref()
-                .map(|s| s.cluster.clone())
-                .unwrap_or_default();
-            match verdict {
-                Ok(admitted) => {
-                    hub::admit(
-                        api,
-                        &p,
-                        &admitted.member,
-                        admitted.rejoin,
-                        j.credential_seconds,
-                    )
-                    .await?;
-                    if let Some(pol) = policies.get_mut(&p.token).and_then(Option::as_mut) {
-                        if !admitted.rejoin {
-                            pol.uses += 1;
-                        }
-                    }
-                    events.push(Event::Admitted {
-                        hub: hub.clone(),
-                        cluster,
-                        parent: admitted.member.parent.clone(),
-                        rejoin: admitted.rejoin,
-                    });
-                }
-                Err(refusal) => {
-                    let reason = refusal.to_string();
-                    hub::refuse(api, &p, &reason).await?;
-                    events.push(Event::Refused {
-                        hub: hub.clone(),
-                        request: format!("{}/{}", p.namespace, p.name),
-                        cluster,
-                        reason,
-                    });
+            if let Ok(a) = &verdict {
+                by_member.insert(a.member.name.clone(), a.member.clone());
+                if let Some(pol) = policies.get_mut(&p.token).and_then(Option::as_mut) {
+                    pol.uses += u32::from(!a.rejoin);
                 }
             }
+            verdicts.push((p, verdict));
+        }
+        let answered: Vec<Result<Event, JoinError>> = futures::stream::iter(verdicts)
+            .map(|(p, verdict)| {
+                let hub = hub.clone();
+                async move {
+                    let cluster = p
+                        .spec
+                        .as_ref()
+                        .map(|s| s.cluster.clone())
+                        .unwrap_or_default();
+                    let refused = |reason: String| Event::Refused {
+                        hub: hub.clone(),
+                        request: format!("{}/{}", p.namespace, p.name),
+                        cluster: cluster.clone(),
+                        reason,
+                    };
+                    match verdict {
+                        Ok(a) => Ok(
+                            match hub::admit(api, &p, &a.member, a.rejoin, j.credential_seconds)
+                                .await?
+                            {
+                                Ok(()) => Event::Admitted {
+                                    hub: hub.clone(),
+                                    cluster: cluster.clone(),
+                                    parent: a.member.parent.clone(),
+                                    rejoin: a.rejoin,
+                                    token: (!a.rejoin).then(|| a.member.token.clone()),
+                                },
+                                Err(why) => refused(why),
+                            },
+                        ),
+                        Err(refusal) => {
+                            let reason = refusal.to_string();
+                            hub::refuse(api, &p, &reason).await?;
+                            Ok(refused(reason))
+                        }
+                    }
+                }
+            })
+            .buffered(8)
+            .collect()
+            .await;
+        let mut uses: BTreeMap<String, u32> = BTreeMap::new();
+        for e in answered {
+            let e = e?;
+            if let Event::Admitted { token: Some(t), .. } = &e {
+                *uses.entry(t.clone()).or_default() += 1;
+            }
+            events.push(e);
+        }
+        for (token, n) in uses {
+            hub::count_uses(api, &token, n).await?;
         }
         members = hub::members(api).await?;
         for k in members.values_mut().filter(|k| j.due(k)) {

@@ -103,49 +103,19 @@ pub async fn create_token(api: &Api, policy: &TokenPolicy) -> Result<NewToken, J
     let id = token_id()?;
     let ns = token_namespace(&id);
     let fail = |what: &str, e| api.fail(format!("creating token {id}: {what}"), e);
-    api.apply(
-        &format!("/api/v1/namespaces/{ns}"),
-        json!({
-            "apiVersion": "v1", "kind": "Namespace",
-            "metadata": {
-                "name": ns,
-                "labels": { LABEL_TOKEN: id },
-                "annotations": { ANNOTATION_POLICY: serde_json::to_string(policy).unwrap_or_default() }
-            }
-        }),
+    account(
+        api,
+        &ns,
+        "join",
+        json!({ LABEL_TOKEN: id }),
+        json!({ ANNOTATION_POLICY: serde_json::to_string(policy).unwrap_or_default() }),
+        json!([
+            { "apiGroups": ["canopy.dev"], "resources": ["joinrequests"], "verbs": ["create", "get"] },
+            { "apiGroups": [""], "resources": ["secrets"], "verbs": ["create"] }
+        ]),
     )
     .await
-    .map_err(|e| fail("namespace", e))?;
-    api.apply(
-        &format!("/api/v1/namespaces/{ns}/serviceaccounts/join"),
-        json!({ "apiVersion": "v1", "kind": "ServiceAccount", "metadata": { "name": "join", "namespace": ns } }),
-    )
-    .await
-    .map_err(|e| fail("service account", e))?;
-    api.apply(
-        &role_path(&ns, "roles", "join"),
-        json!({
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-            "metadata": { "name": "join", "namespace": ns },
-            "rules": [
-                { "apiGroups": ["canopy.dev"], "resources": ["joinrequests"], "verbs": ["create", "get"] },
-                { "apiGroups": [""], "resources": ["secrets"], "verbs": ["create"] }
-            ]
-        }),
-    )
-    .await
-    .map_err(|e| fail("role", e))?;
-    api.apply(
-        &role_path(&ns, "rolebindings", "join"),
-        json!({
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-            "metadata": { "name": "join", "namespace": ns },
-            "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "join" },
-            "subjects": [{ "kind": "ServiceAccount", "name": "join", "namespace": ns }]
-        }),
-    )
-    .await
-    .map_err(|e| fail("role binding", e))?;
+    .map_err(|(what, e)| fail(what, e))?;
     let (token, _) = api
         .token_for(&ns, "join", policy.expires_at.saturating_sub(now()))
         .await
@@ -183,28 +153,9 @@ pub async fn list_tokens(api: &Api) -> Result<BTreeMap<String, TokenPolicy>, Joi
 /// `false` if there was no such token.
 pub async fn revoke_token(api: &Api, id: &str) -> Result<bool, JoinError> {
     let ns = token_namespace(id);
-    let fail = |e| api.fail(format!("revoking token {id}"), e);
-    if api
-        .get(&format!("/api/v1/namespaces/{ns}"))
+    withdraw(api, &ns, "join", &[])
         .await
-        .map_err(fail)?
-        .is_none()
-    {
-        return Ok(false);
-    }
-    api.delete(&format!("/api/v1/namespaces/{ns}/serviceaccounts/join"))
-        .await
-        .map_err(fail)?;
-    api.delete(&role_path(&ns, "rolebindings", "join"))
-        .await
-        .map_err(fail)?;
-    api.delete(&role_path(&ns, "roles", "join"))
-        .await
-        .map_err(fail)?;
-    api.delete(&format!("/api/v1/namespaces/{ns}"))
-        .await
-        .map_err(fail)?;
-    Ok(true)
+        .map_err(|e| api.fail(format!("revoking token {id}"), e))
 }
 
 /// A request no reconciler has answered yet.
@@ -350,71 +301,46 @@ async fn handed_over(api: &Api, p: &Pending) -> Result<Credentials, String> {
 }
 
 /// Admits a request: the member namespace, its ServiceAccount and Role, the
-/// push Secret moved there, the token use counted (not for a re-join), and
-/// the member credentials sealed to the request's key on its status.
+/// push Secret moved there, and the member credentials sealed to the
+/// request's key on its status (the caller counts the token's use).
+/// `Ok(Err(why))` when the handed-over Secret does not do: the request is
+/// refused with why instead.
 pub async fn admit(
     api: &Api,
     p: &Pending,
     member: &Member,
     rejoin: bool,
     credential_seconds: u64,
-) -> Result<(), JoinError> {
+) -> Result<Result<(), String>, JoinError> {
     let spec = p.spec.as_ref().map_err(|e| JoinError::Invalid(e.clone()))?;
     let push = match member.mode {
         Mode::Push => match handed_over(api, p).await {
             Ok(c) => Some(c),
-            Err(why) => return refuse(api, p, &why).await,
+            Err(why) => {
+                refuse(api, p, &why).await?;
+                return Ok(Err(why));
+            }
         },
         Mode::Pull => None,
     };
     let ns = member_namespace(&member.name);
     let fail = |what: &str, e| api.fail(format!("admitting {}: {what}", member.name), e);
-    api.apply(
-        &format!("/api/v1/namespaces/{ns}"),
-        json!({
-            "apiVersion": "v1", "kind": "Namespace",
-            "metadata": {
-                "name": ns,
-                "labels": { LABEL_MEMBER: member.name },
-                "annotations": { ANNOTATION_MEMBER: serde_json::to_string(member).unwrap_or_default() }
-            }
-        }),
+    account(
+        api,
+        &ns,
+        "member",
+        json!({ LABEL_MEMBER: member.name }),
+        json!({ ANNOTATION_MEMBER: serde_json::to_string(member).unwrap_or_default() }),
+        json!([
+            // Renew its own token; read and say what it has; ask to leave.
+            { "apiGroups": [""], "resources": ["serviceaccounts/token"], "resourceNames": ["member"], "verbs": ["create"] },
+            { "apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "create", "update", "patch"] },
+            // Pull mode: what its parent's reconciler keeps for it.
+            { "apiGroups": [""], "resources": ["secrets"], "resourceNames": [DESIRED_SECRET], "verbs": ["get"] }
+        ]),
     )
     .await
-    .map_err(|e| fail("namespace", e))?;
-    api.apply(
-        &format!("/api/v1/namespaces/{ns}/serviceaccounts/member"),
-        json!({ "apiVersion": "v1", "kind": "ServiceAccount", "metadata": { "name": "member", "namespace": ns } }),
-    )
-    .await
-    .map_err(|e| fail("service account", e))?;
-    api.apply(
-        &role_path(&ns, "roles", "member"),
-        json!({
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-            "metadata": { "name": "member", "namespace": ns },
-            "rules": [
-                // Renew its own token; read and say what it has; ask to leave.
-                { "apiGroups": [""], "resources": ["serviceaccounts/token"], "resourceNames": ["member"], "verbs": ["create"] },
-                { "apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "create", "update", "patch"] },
-                // Pull mode: what its parent's reconciler keeps for it.
-                { "apiGroups": [""], "resources": ["secrets"], "resourceNames": [DESIRED_SECRET], "verbs": ["get"] }
-            ]
-        }),
-    )
-    .await
-    .map_err(|e| fail("role", e))?;
-    api.apply(
-        &role_path(&ns, "rolebindings", "member"),
-        json!({
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-            "metadata": { "name": "member", "namespace": ns },
-            "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "member" },
-            "subjects": [{ "kind": "ServiceAccount", "name": "member", "namespace": ns }]
-        }),
-    )
-    .await
-    .map_err(|e| fail("role binding", e))?;
+    .map_err(|(what, e)| fail(what, e))?;
     if let Some(c) = &push {
         store_push(api, &ns, c, token_expiry(&c.token))
             .await
@@ -424,11 +350,6 @@ pub async fn admit(
                 .await
                 .map_err(|e| fail("handed-over secret", e))?;
         }
-    }
-    if !rejoin {
-        count_use(api, &member.token)
-            .await
-            .map_err(|e| fail("counting the token's use", e))?;
     }
     let (token, expires_at) = api
         .token_for(&ns, "member", credential_seconds)
@@ -451,7 +372,7 @@ pub async fn admit(
     )
     .await
     .map_err(|e| fail("request status", e))?;
-    Ok(())
+    Ok(Ok(()))
 }
 
 async fn store_push(
@@ -476,8 +397,15 @@ async fn store_push(
     .await
 }
 
-/// One more new member for token `id` (the reconciler is its only writer).
-async fn count_use(api: &Api, id: &str) -> Result<(), kube::Error> {
+/// `n` more new members for token `id` (the reconciler is its only
+/// writer; a round counts each token's uses once).
+pub async fn count_uses(api: &Api, id: &str, n: u32) -> Result<(), JoinError> {
+    count(api, id, n)
+        .await
+        .map_err(|e| api.fail(format!("counting the uses of token {id}"), e))
+}
+
+async fn count(api: &Api, id: &str, n: u32) -> Result<(), kube::Error> {
     let path = format!("/api/v1/namespaces/{}", token_namespace(id));
     let Some(ns) = api.get(&path).await? else {
         return Ok(());
@@ -488,7 +416,7 @@ async fn count_use(api: &Api, id: &str) -> Result<(), kube::Error> {
     else {
         return Ok(());
     };
-    policy.uses += 1;
+    policy.uses += n;
     api.merge(
         &path,
         json!({ "metadata": {
@@ -573,31 +501,9 @@ pub async fn members(api: &Api) -> Result<BTreeMap<String, Kept>, JoinError> {
 /// working), Role, binding, Secrets and namespace. `false` if unknown.
 pub async fn remove_member(api: &Api, name: &str) -> Result<bool, JoinError> {
     let ns = member_namespace(name);
-    let fail = |e| api.fail(format!("removing member {name}"), e);
-    if api
-        .get(&format!("/api/v1/namespaces/{ns}"))
+    withdraw(api, &ns, "member", &["push", DESIRED_SECRET])
         .await
-        .map_err(fail)?
-        .is_none()
-    {
-        return Ok(false);
-    }
-    api.delete(&format!("/api/v1/namespaces/{ns}/serviceaccounts/member"))
-        .await
-        .map_err(fail)?;
-    api.delete(&role_path(&ns, "rolebindings", "member"))
-        .await
-        .map_err(fail)?;
-    api.delete(&role_path(&ns, "roles", "member"))
-        .await
-        .map_err(fail)?;
-    api.delete(&format!("/api/v1/namespaces/{ns}/secrets/push"))
-        .await
-        .map_err(fail)?;
-    api.delete(&format!("/api/v1/namespaces/{ns}"))
-        .await
-        .map_err(fail)?;
-    Ok(true)
+        .map_err(|e| api.fail(format!("removing member {name}"), e))
 }
 
 /// Renews what reaches a push-mode member, with the credentials it handed
@@ -639,4 +545,77 @@ pub async fn renew_push(
         )
     })?;
     Ok(Arc::new(fresh))
+}
+
+/// A namespace with one ServiceAccount allowed `rules` in it and nothing
+/// else: what a token and a member each are. Idempotent (server-side
+/// apply); on failure, which object failed.
+async fn account(
+    api: &Api,
+    ns: &str,
+    name: &str,
+    labels: Value,
+    annotations: Value,
+    rules: Value,
+) -> Result<(), (&'static str, kube::Error)> {
+    api.apply(
+        &format!("/api/v1/namespaces/{ns}"),
+        json!({
+            "apiVersion": "v1", "kind": "Namespace",
+            "metadata": { "name": ns, "labels": labels, "annotations": annotations }
+        }),
+    )
+    .await
+    .map_err(|e| ("namespace", e))?;
+    api.apply(
+        &format!("/api/v1/namespaces/{ns}/serviceaccounts/{name}"),
+        json!({ "apiVersion": "v1", "kind": "ServiceAccount", "metadata": { "name": name, "namespace": ns } }),
+    )
+    .await
+    .map_err(|e| ("service account", e))?;
+    api.apply(
+        &role_path(ns, "roles", name),
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": { "name": name, "namespace": ns },
+            "rules": rules
+        }),
+    )
+    .await
+    .map_err(|e| ("role", e))?;
+    api.apply(
+        &role_path(ns, "rolebindings", name),
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": { "name": name, "namespace": ns },
+            "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name },
+            "subjects": [{ "kind": "ServiceAccount", "name": name, "namespace": ns }]
+        }),
+    )
+    .await
+    .map_err(|e| ("role binding", e))?;
+    Ok(())
+}
+
+/// Undoes [`account`]: the ServiceAccount first (the API server refuses
+/// its tokens at once), then its Role, binding, the named Secrets and the
+/// namespace. `false` when there was no such namespace.
+async fn withdraw(api: &Api, ns: &str, name: &str, secrets: &[&str]) -> Result<bool, kube::Error> {
+    if api
+        .get(&format!("/api/v1/namespaces/{ns}"))
+        .await?
+        .is_none()
+    {
+        return Ok(false);
+    }
+    api.delete(&format!("/api/v1/namespaces/{ns}/serviceaccounts/{name}"))
+        .await?;
+    api.delete(&role_path(ns, "rolebindings", name)).await?;
+    api.delete(&role_path(ns, "roles", name)).await?;
+    for s in secrets {
+        api.delete(&format!("/api/v1/namespaces/{ns}/secrets/{s}"))
+            .await?;
+    }
+    api.delete(&format!("/api/v1/namespaces/{ns}")).await?;
+    Ok(true)
 }
