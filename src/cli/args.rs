@@ -536,7 +536,7 @@ pub struct JoinArgs {
     pub labels: String,
     /// push: the parent's reconciler reaches this cluster with credentials
     /// it hands over; pull: it hands over nothing, and its own agent
-    /// (`canopy agent --joined`) pulls and applies what the parent keeps
+    /// (`canopy agent joined`) pulls and applies what the parent keeps
     /// for it in the hub (for a cluster its parent cannot reach).
     #[arg(long, value_enum, default_value_t = JoinMode::Push)]
     pub mode: JoinMode,

@@ -1,7 +1,7 @@
 //! A pull-mode member, as its parent's reconciler sees it: a store in the
 //! member's hub namespace (the Secret `desired`: its objects, gzipped, and
 //! what the last apply recorded), written like any cluster and read back
-//! as its live state. The member's own agent (`canopy agent --joined`,
+//! as its live state. The member's own agent (`canopy agent joined`,
 //! [`crate::agent::joined`]) mirrors it into the member's cluster and says
 //! what it applied in the ConfigMap `applied`. A Secret, because what a
 //! cluster runs may hold Secrets: only the hub's admins and the member's

@@ -136,7 +136,7 @@ pub struct Connection {
     pub credentials: Option<std::sync::Arc<Credentials>>,
     /// A member that joined in pull mode: what is applied to it is kept in
     /// its hub, reached with this connection, and its own agent applies it
-    /// (`canopy agent --joined`). Set for a run, never read from a document.
+    /// (`canopy agent joined`). Set for a run, never read from a document.
     #[serde(skip)]
     #[schemars(skip)]
     pub pulled_via: Option<std::sync::Arc<Connection>>,
