@@ -68,7 +68,12 @@ fn child_read_state(state: &Path) {
     let t = Instant::now();
     let mut objects = 0usize;
     for e in std::fs::read_dir(state.join("clusters")).expect("state") {
-        let bytes = std::fs::read(e.expect("entry").path()).expect("read");
+        // Only the state files (a cluster's lock file sits beside its own).
+        let path = e.expect("entry").path();
+        if path.extension().is_none_or(|x| x != "json") {
+            continue;
+        }
+        let bytes = std::fs::read(path).expect("read");
         let v: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON");
         objects += v["objects"].as_object().map_or(0, |o| o.len());
     }

@@ -408,6 +408,8 @@ fn credentials_are_renewed_and_an_unreachable_hub_costs_nothing() {
     assert_eq!(code, 0, "{out}{err}");
     let push = "/api/v1/namespaces/canopy-member-renewed/secrets/push";
     let before = get(&kubeconfig(0), push)["data"]["token"].clone();
+    let membership = "/api/v1/namespaces/canopy-system/secrets/canopy-membership";
+    let member_before = get(&kubeconfig(4), membership)["data"]["token"].clone();
     // Renew whatever expires within a day: every run renews.
     let (code, out, err) = canopy_in(
         Path::new("."),
@@ -421,6 +423,12 @@ fn credentials_are_renewed_and_an_unreachable_hub_costs_nothing() {
     );
     let after = get(&kubeconfig(0), push)["data"]["token"].clone();
     assert_ne!(before, after, "a new token was stored");
+    // The member credentials kept in the member are renewed with them.
+    let member_after = get(&kubeconfig(4), membership)["data"]["token"].clone();
+    assert_ne!(
+        member_before, member_after,
+        "the member's own token was renewed"
+    );
     // The renewed credentials reach the member: a change is applied.
     std::fs::write(
         dir.join("workloads/web/cm.yaml.j2"),

@@ -544,6 +544,24 @@ pub async fn renew_push(
             e,
         )
     })?;
+    // A push member runs no agent of its own: the hub renews the member
+    // credentials it keeps too (what `canopy leave` uses), with the
+    // access it was handed.
+    let ns = member_namespace(&kept.member.name);
+    let (member_token, member_expires) = api
+        .token_for(&ns, "member", seconds)
+        .await
+        .map_err(|e| api.fail(format!("renewing {}'s member token", kept.member.name), e))?;
+    member
+        .merge(
+            &format!("/api/v1/namespaces/{NEWCOMER_NAMESPACE}/secrets/{MEMBERSHIP_SECRET}"),
+            json!({ "data": {
+                "token": B64.encode(member_token),
+                "expires": B64.encode(member_expires.to_string()),
+            }}),
+        )
+        .await
+        .map_err(|e| member.fail("storing its renewed member token", e))?;
     Ok(Arc::new(fresh))
 }
 
