@@ -17,12 +17,12 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::backend::kube::join::{self as hub, Api, Membership};
-use crate::backend::kube::pulled::object_id;
 use crate::backend::kube::{connect, KubeFleet, KubeOptions};
+use crate::backend::local::object_id;
 use crate::backend::{ApplyMeta, TypeRef};
 use crate::core::diff::Change;
 use crate::core::kinds::apply_order;
-use crate::core::model::{Connection, ObjectKey, LABEL_CLUSTER, LABEL_FLEET};
+use crate::core::model::{label, Connection, ObjectKey, LABEL_CLUSTER, LABEL_FLEET};
 
 /// How a member's agent runs.
 pub struct Config {
@@ -164,12 +164,12 @@ impl Agent {
         m: &Membership,
         desired: &crate::backend::kube::pulled::Desired,
     ) -> Result<Applied, String> {
-        let label = |o: &Value, l: &str| {
-            o.pointer(&format!("/metadata/labels/{}", l.replace('/', "~1")))
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        };
-        let Some(fleet) = desired.objects.values().find_map(|o| label(o, LABEL_FLEET)) else {
+        let Some(fleet) = desired
+            .objects
+            .values()
+            .find_map(|o| label(o, LABEL_FLEET))
+            .map(str::to_string)
+        else {
             return Ok(Applied {
                 cluster: m.name.clone(),
                 ..Applied::default()
@@ -190,7 +190,7 @@ impl Agent {
             .list_owned(&fleet, &kinds)
             .map_err(|e| e.to_string())?
             .into_iter()
-            .filter(|o| label(o, LABEL_CLUSTER).as_deref() == Some(m.name.as_str()))
+            .filter(|o| label(o, LABEL_CLUSTER) == Some(m.name.as_str()))
             .filter_map(|o| Some((object_id(&ObjectKey::of(&o)?), o)))
             .collect();
         let mut changes = Vec::new();

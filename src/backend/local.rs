@@ -43,7 +43,9 @@ struct ClusterState {
     objects: BTreeMap<String, Value>,
 }
 
-fn object_id(k: &ObjectKey) -> String {
+/// The id an object is kept under in a store of objects (a state file, a
+/// pull-mode member's store in its hub).
+pub fn object_id(k: &ObjectKey) -> String {
     format!("{}/{}/{}/{}", k.group, k.kind, k.namespace, k.name)
 }
 
@@ -307,14 +309,7 @@ impl ClusterBackend for LocalCluster {
         Ok(st
             .objects
             .into_values()
-            .filter(|o| {
-                o.pointer(&format!(
-                    "/metadata/labels/{}",
-                    LABEL_FLEET.replace('/', "~1")
-                ))
-                .and_then(Value::as_str)
-                    == Some(fleet)
-            })
+            .filter(|o| crate::core::model::label(o, LABEL_FLEET) == Some(fleet))
             .collect())
     }
 

@@ -49,26 +49,7 @@ fn hub_client(
                 "error: hub {hub_name} has no spec.connection: join requests are kept in a Kubernetes cluster\n  help: give {hub_name} a kubeconfig in its Cluster document"
             ))
         })?;
-    let (config, context) = rt
-        .block_on(connect::configure(hub_name, &conn, &src.base))
-        .map_err(|e| Failure::user(format!("error: {e}")))?;
-    let fail = |detail: String, help: &str| crate::backend::BackendError::Connect {
-        cluster: hub_name.to_string(),
-        detail,
-        help: help.to_string(),
-    };
-    let connected = {
-        let _guard = rt.enter();
-        connect::client(config.clone(), context, Duration::from_secs(30), &fail)
-            .map_err(|e| Failure::user(format!("error: {e}")))?
-    };
-    Ok((
-        Api {
-            client: connected.client,
-            cluster: hub_name.to_string(),
-        },
-        config,
-    ))
+    client_of(rt, hub_name, &conn, &src.base, Duration::from_secs(30))
 }
 
 /// Every hub the root can reach: tree tops and relays with a connection.
@@ -259,23 +240,37 @@ fn own_api(rt: &tokio::runtime::Runtime, own: &OwnCluster) -> Result<(Api, kube:
         ..Default::default()
     };
     let here = std::env::current_dir().unwrap_or_default();
+    client_of(rt, "this cluster", &conn, &here, own.timeout)
+}
+
+/// A client of the cluster `conn` reaches (named `name` in messages), and
+/// its configuration (`token create` reads the server and CA from it,
+/// `join` the newcomer's own).
+fn client_of(
+    rt: &tokio::runtime::Runtime,
+    name: &str,
+    conn: &Connection,
+    base: &std::path::Path,
+    timeout: Duration,
+) -> Result<(Api, kube::Config), Failure> {
     let (config, context) = rt
-        .block_on(connect::configure("this cluster", &conn, &here))
+        .block_on(connect::configure(name, conn, base))
         .map_err(|e| Failure::user(format!("error: {e}")))?;
     let fail = |detail: String, help: &str| crate::backend::BackendError::Connect {
-        cluster: "this cluster".into(),
+        cluster: name.to_string(),
         detail,
         help: help.to_string(),
     };
     let connected = {
+        // The client spawns its connection pool on the runtime.
         let _guard = rt.enter();
-        connect::client(config.clone(), context, own.timeout, &fail)
+        connect::client(config.clone(), context, timeout, &fail)
             .map_err(|e| Failure::user(format!("error: {e}")))?
     };
     Ok((
         Api {
             client: connected.client,
-            cluster: "this cluster".into(),
+            cluster: name.to_string(),
         },
         config,
     ))

@@ -145,7 +145,7 @@ pub enum Refusal {
 pub struct Known<'a> {
     /// Every cluster in Git by name, with the identity of the member it was
     /// exported from (its `canopy.dev/joined` annotation).
-    pub git: BTreeMap<&'a str, Option<&'a str>>,
+    pub git: &'a BTreeMap<&'a str, Option<&'a str>>,
     /// The hub's members by name.
     pub members: &'a BTreeMap<String, Member>,
     /// Whether this hub's reconciler reconciles the children of a cluster.
@@ -553,8 +553,9 @@ mod tests {
         git: &[(&str, Option<&str>)],
     ) -> Result<Admitted, Refusal> {
         let serves = |c: &str| c == "eu" || c == "us";
+        let git = git.iter().cloned().collect();
         let known = Known {
-            git: git.iter().cloned().collect(),
+            git: &git,
             members,
             serves: &serves,
         };

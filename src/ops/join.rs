@@ -367,7 +367,7 @@ async fn self_hub(
                 policies.insert(p.token.clone(), pol);
             }
             let known = Known {
-                git: git.clone(),
+                git: &git,
                 members: &by_member,
                 serves: &serves,
             };
@@ -436,7 +436,11 @@ async fn self_hub(
         for (token, n) in uses {
             hub::count_uses(api, &token, n).await?;
         }
-        members = hub::members(api).await?;
+        // What was admitted is read back whole (its push credentials
+        // included); leavers were taken out above.
+        if events.iter().any(|e| matches!(e, Event::Admitted { .. })) {
+            members = hub::members(api).await?;
+        }
         for k in members.values_mut().filter(|k| j.due(k)) {
             match hub::renew_push(api, k, j.credential_seconds, j.timeout).await {
                 Ok(fresh) => {

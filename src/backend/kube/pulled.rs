@@ -15,9 +15,10 @@ use base64::Engine;
 use serde_json::{json, Value};
 
 use super::join::{member_namespace, Api, DESIRED_SECRET, LABEL_MEMBER};
+use crate::backend::local::object_id;
 use crate::backend::{ApplyMeta, BackendError, ClusterBackend, TypeRef, WriteFailure};
 use crate::core::diff::Change;
-use crate::core::model::{ObjectKey, LABEL_FLEET};
+use crate::core::model::{label, ObjectKey, LABEL_FLEET};
 
 /// The most a member's objects may take, gzipped (a Secret holds 1 MiB).
 const MAX_STORED: usize = 900 * 1024;
@@ -63,11 +64,6 @@ impl Desired {
             "data": { "desired.json.gz": B64.encode(bytes) }
         }))
     }
-}
-
-/// The id objects are kept under.
-pub fn object_id(key: &ObjectKey) -> String {
-    format!("{}/{}/{}/{}", key.group, key.kind, key.namespace, key.name)
 }
 
 /// A pull-mode member's store in its hub.
@@ -124,12 +120,11 @@ impl ClusterBackend for std::sync::Arc<Pulled> {
     }
 
     fn list_owned(&self, fleet: &str, _kinds: &[TypeRef]) -> Result<Vec<Value>, BackendError> {
-        let label = format!("/metadata/labels/{}", LABEL_FLEET.replace('/', "~1"));
         Ok(self
             .load()?
             .objects
             .into_values()
-            .filter(|o| o.pointer(&label).and_then(Value::as_str) == Some(fleet))
+            .filter(|o| label(o, LABEL_FLEET) == Some(fleet))
             .collect())
     }
 

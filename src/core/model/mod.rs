@@ -30,6 +30,11 @@ pub const GROUP: &str = "canopy.dev";
 pub const LABEL_FLEET: &str = "canopy.dev/fleet";
 pub const LABEL_WORKLOAD: &str = "canopy.dev/workload";
 pub const LABEL_CLUSTER: &str = "canopy.dev/cluster";
+
+/// The value of label `key` on a Kubernetes object, if it has it.
+pub fn label<'v>(obj: &'v serde_json::Value, key: &str) -> Option<&'v str> {
+    obj.get("metadata")?.get("labels")?.get(key)?.as_str()
+}
 /// Annotation naming the repository file an object was rendered from.
 pub const ANNOTATION_SOURCE: &str = "canopy.dev/source";
 /// The revision that last wrote an object (`<sha>`, `<tag>@<sha>`). Set when

@@ -172,22 +172,19 @@ pub async fn join(own: &Api, own_config: &kube::Config, ask: &Ask) -> Result<Joi
         .open(status["sealed"].as_str().unwrap_or_default())
         .map_err(JoinError::Invalid)
         .and_then(|b| serde_json::from_slice(&b).map_err(|e| JoinError::Invalid(e.to_string())))?;
-    own.apply(
-        &format!("/api/v1/namespaces/{NEWCOMER_NAMESPACE}/secrets/{MEMBERSHIP_SECRET}"),
-        secret(
-            MEMBERSHIP_SECRET,
-            NEWCOMER_NAMESPACE,
-            json!({ LABEL_MEMBER: "membership" }),
-            &[
-                ("server", ask.url.as_str()),
-                ("ca.crt", pin::to_pem(&ca).as_str()),
-                ("token", back.token.as_str()),
-                ("namespace", back.namespace.as_str()),
-                ("name", ask.name.as_str()),
-                ("parent", back.parent.as_str()),
-                ("expires", back.expires_at.to_string().as_str()),
-            ],
-        ),
+    store_membership(
+        own,
+        &Membership {
+            name: ask.name.clone(),
+            parent: back.parent.clone(),
+            namespace: back.namespace.clone(),
+            hub: Credentials {
+                server: ask.url.clone(),
+                ca_pem: pin::to_pem(&ca),
+                token: back.token,
+            },
+            expires_at: Some(back.expires_at),
+        },
     )
     .await
     .map_err(|e| own.fail("storing the membership", e))?;
@@ -329,6 +326,30 @@ pub async fn membership(own: &Api) -> Result<Option<Membership>, JoinError> {
     }))
 }
 
+/// Keeps `m` in this cluster: the one writer of the Secret
+/// [`membership`] reads.
+async fn store_membership(own: &Api, m: &Membership) -> Result<Value, kube::Error> {
+    let expires = m.expires_at.map(|e| e.to_string()).unwrap_or_default();
+    own.apply(
+        &format!("/api/v1/namespaces/{NEWCOMER_NAMESPACE}/secrets/{MEMBERSHIP_SECRET}"),
+        secret(
+            MEMBERSHIP_SECRET,
+            NEWCOMER_NAMESPACE,
+            json!({ LABEL_MEMBER: "membership" }),
+            &[
+                ("server", m.hub.server.as_str()),
+                ("ca.crt", m.hub.ca_pem.as_str()),
+                ("token", m.hub.token.as_str()),
+                ("namespace", m.namespace.as_str()),
+                ("name", m.name.as_str()),
+                ("parent", m.parent.as_str()),
+                ("expires", expires.as_str()),
+            ],
+        ),
+    )
+    .await
+}
+
 /// Renews the member token this cluster keeps for its hub (its member
 /// ServiceAccount may ask for its own tokens) and stores it: a member
 /// never needs to join again for its credentials to stay valid.
@@ -345,25 +366,9 @@ pub async fn renew_membership(
         .map_err(|e| hub.fail("renewing this member's credentials", e))?;
     m.hub.token = token;
     m.expires_at = Some(expires);
-    own.apply(
-        &format!("/api/v1/namespaces/{NEWCOMER_NAMESPACE}/secrets/{MEMBERSHIP_SECRET}"),
-        secret(
-            MEMBERSHIP_SECRET,
-            NEWCOMER_NAMESPACE,
-            json!({ LABEL_MEMBER: "membership" }),
-            &[
-                ("server", m.hub.server.as_str()),
-                ("ca.crt", m.hub.ca_pem.as_str()),
-                ("token", m.hub.token.as_str()),
-                ("namespace", m.namespace.as_str()),
-                ("name", m.name.as_str()),
-                ("parent", m.parent.as_str()),
-                ("expires", expires.to_string().as_str()),
-            ],
-        ),
-    )
-    .await
-    .map_err(|e| own.fail("storing the renewed membership", e))?;
+    store_membership(own, m)
+        .await
+        .map_err(|e| own.fail("storing the renewed membership", e))?;
     Ok(())
 }
 
