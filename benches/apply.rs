@@ -2,15 +2,18 @@
 //!
 //! `cargo bench --bench apply` (options after `--`: `--clusters 10000`,
 //! `--diff-clusters 1000`) measures, each step in its own child process of
-//! this binary (so each reports its own peak memory):
+//! this binary (so each reports its own peak memory), each apply through
+//! the run sequence `canopy apply` uses:
 //! 1. the first apply into an empty state;
-//! 2. a no-op re-apply;
-//! 3. a re-apply after changing one workload's image (it must write only
-//!    the changed objects);
-//! 4. `diff --base` between two Git revisions of a smaller fleet.
+//! 2. a no-op re-apply with `--full` (every cluster rendered and diffed);
+//! 3. a no-op re-apply as `canopy apply` does it (clusters found in sync
+//!    before and unchanged since are neither rendered nor read);
+//! 4. a re-apply after changing one workload's image (it must write only
+//!    the changed objects), then another with `--full`;
+//! 5. `diff --base` between two Git revisions of a smaller fleet.
 //!
 //! The baseline, measured in the same run, is reading and parsing every
-//! state file: the floor of any no-op check against this state.
+//! state file: the floor of any no-op check that reads the state.
 
 #[global_allocator]
 static GLOBAL: canopy::alloc::Canopy = canopy::alloc::Canopy;
@@ -21,11 +24,11 @@ use support::{field, peak_rss_mib, run_child};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use canopy::backend::local::LocalStore;
 use canopy::backend::ApplyMeta;
 use canopy::core::render::Renderer;
 use canopy::ops::apply::{self, Options, Pass};
 use canopy::ops::base::render_at_revision;
+use canopy::ops::{Access, FleetSource, Location, Selection, Session};
 use canopy::source::input::load_checked;
 
 fn meta() -> ApplyMeta {
@@ -36,25 +39,32 @@ fn meta() -> ApplyMeta {
     }
 }
 
-fn child_apply(fleet: &Path, state: &Path) {
+/// `canopy apply FLEET --state STATE` in-process (`full`: with `--full`).
+fn child_apply(fleet: &Path, state: &Path, full: bool) {
     let t = Instant::now();
-    let (checked, _) = load_checked(fleet, Some("bench")).expect("valid fleet");
-    let r = Renderer::new(&checked);
-    let store = LocalStore::open(state).expect("state");
-    let report = apply::run(
-        &r,
-        &store,
-        &[],
-        &meta(),
-        &Options::default(),
-        &Pass::default(),
+    let src = FleetSource::open(Location::Dir(fleet.to_path_buf())).expect("fleet");
+    let loaded = src.load(Some("bench")).expect("valid fleet");
+    let mut session = Session::open(
+        &src.input,
+        state.to_path_buf(),
+        Access::Write,
+        src.base.clone(),
+        Default::default(),
     )
-    .expect("renders");
+    .expect("state");
+    let opts = Options {
+        skip_settled: !full,
+        ..Options::default()
+    };
+    let run = session
+        .run(&loaded, &Selection::default(), opts, true)
+        .expect("renders");
     let secs = t.elapsed().as_secs_f64();
-    let tt = report.totals();
+    let rendered = run.desired.clusters().count();
+    let tt = run.report.totals();
     assert_eq!(tt.failed + tt.skipped, 0, "every cluster applies");
     println!(
-        "RESULT secs={secs:.4} created={} updated={} deleted={} changed_clusters={} unchanged_clusters={} peak_mib={:.1}",
+        "RESULT secs={secs:.4} rendered={rendered} created={} updated={} deleted={} changed_clusters={} unchanged_clusters={} peak_mib={:.1}",
         tt.created,
         tt.updated,
         tt.deleted,
@@ -140,7 +150,8 @@ fn main() {
     if let Some(i) = args.iter().position(|a| a == "--child") {
         let p = |k: usize| PathBuf::from(&args[i + k]);
         match args[i + 1].as_str() {
-            "apply" => child_apply(&p(2), &p(3)),
+            "apply" => child_apply(&p(2), &p(3), false),
+            "apply-full" => child_apply(&p(2), &p(3), true),
             "read-state" => child_read_state(&p(2)),
             _ => child_diff_base(&p(2), &args[i + 3]),
         }
@@ -168,15 +179,23 @@ fn main() {
     let s = |p: &Path| p.to_str().expect("UTF-8").to_string();
 
     let first = run_child(&["apply", &s(&fleet), &s(&state)]);
+    let noop_full = run_child(&["apply-full", &s(&fleet), &s(&state)]);
     let noop = run_child(&["apply", &s(&fleet), &s(&state)]);
-    assert_eq!(
-        field(&noop, "changed_clusters"),
-        0.0,
-        "a no-op apply changes nothing: {noop}"
-    );
+    for r in [&noop_full, &noop] {
+        assert_eq!(
+            field(r, "changed_clusters"),
+            0.0,
+            "a no-op apply changes nothing: {r}"
+        );
+    }
+    assert_eq!(field(&noop, "rendered"), 0.0, "in sync: nothing rendered");
     let base = run_child(&["read-state", &s(&state)]);
     bump_image(&fleet, "w05");
     let change = run_child(&["apply", &s(&fleet), &s(&state)]);
+    // A workload placed as w05 is, so that both changes reach as many
+    // clusters.
+    bump_image(&fleet, "w09");
+    let change_full = run_child(&["apply-full", &s(&fleet), &s(&state)]);
 
     // diff --base on a Git repository holding a smaller fleet.
     let repo_dir = tmp.path().join("repo");
@@ -214,19 +233,38 @@ fn main() {
         format!("{} created", field(&first, "created")),
     );
     row(
-        "no-op re-apply",
-        &noop,
-        format!("{} clusters unchanged", field(&noop, "unchanged_clusters")),
-    );
-    row(
-        "re-apply after one image change",
-        &change,
+        "no-op re-apply --full",
+        &noop_full,
         format!(
-            "{} updated in {} clusters",
-            field(&change, "updated"),
-            field(&change, "changed_clusters")
+            "{} rendered, {} unchanged",
+            field(&noop_full, "rendered"),
+            field(&noop_full, "unchanged_clusters")
         ),
     );
+    row(
+        "no-op re-apply",
+        &noop,
+        format!(
+            "{} rendered, {} unchanged",
+            field(&noop, "rendered"),
+            field(&noop, "unchanged_clusters")
+        ),
+    );
+    for (name, r) in [
+        ("re-apply after one image change", &change),
+        ("the same (another workload), --full", &change_full),
+    ] {
+        row(
+            name,
+            r,
+            format!(
+                "{} rendered, {} updated in {}",
+                field(r, "rendered"),
+                field(r, "updated"),
+                field(r, "changed_clusters")
+            ),
+        );
+    }
     row(
         "baseline: read+parse all state",
         &base,
@@ -238,9 +276,10 @@ fn main() {
         format!("{} clusters differ", field(&diff_base, "changed_clusters")),
     );
     println!(
-        "ratios: no-op / baseline {:.2}x; change / no-op {:.2}x; first / no-op {:.2}x",
+        "ratios: no-op / baseline {:.2}x (--full {:.2}x); change / no-op {:.2}x (--full {:.2}x)",
         field(&noop, "secs") / field(&base, "secs"),
+        field(&noop_full, "secs") / field(&base, "secs"),
         field(&change, "secs") / field(&noop, "secs"),
-        field(&first, "secs") / field(&noop, "secs"),
+        field(&change_full, "secs") / field(&noop_full, "secs"),
     );
 }

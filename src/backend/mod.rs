@@ -379,6 +379,16 @@ pub trait ClusterBackend: Send + Sync {
     fn free_capacity(&self) -> Result<Option<crate::core::model::Capacity>, BackendError> {
         Ok(None)
     }
+    /// A hash of the cluster's whole stored state, as this handle last
+    /// read or wrote it (read now if it has not), where the backend keeps a
+    /// cluster's state in one file it alone writes (the local backend):
+    /// equal hashes mean nothing in the cluster changed, which lets a run
+    /// skip a cluster found in sync before ([`crate::state::settled`]).
+    /// `None` for a backend that cannot tell without listing (a real
+    /// cluster changes under canopy all the time).
+    fn version(&self) -> Option<u64> {
+        None
+    }
 }
 
 #[cfg(test)]

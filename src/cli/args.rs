@@ -115,6 +115,11 @@ pub enum Command {
         /// apply waits for each relay child's report on its handoff.
         #[arg(long, default_value = "5m", value_parser = humantime::parse_duration, value_name = "DURATION")]
         timeout: std::time::Duration,
+        /// Render and compare every cluster, also those of the local
+        /// backend found in sync before whose render inputs and state file
+        /// have not changed since (those are skipped otherwise).
+        #[arg(long)]
+        full: bool,
         #[arg(short, long, value_enum, default_value_t = TextOrJson::Text)]
         output: TextOrJson,
         #[command(flatten)]
@@ -139,6 +144,11 @@ pub enum Command {
         /// change once with the clusters it reaches.
         #[arg(long)]
         no_group: bool,
+        /// Render and compare every cluster, also those of the local
+        /// backend found in sync before whose render inputs and state file
+        /// have not changed since (those are skipped otherwise).
+        #[arg(long)]
+        full: bool,
         #[command(flatten)]
         kube: KubeArgs,
     },

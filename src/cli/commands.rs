@@ -107,6 +107,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             force_conflicts,
             wait,
             timeout,
+            full,
             output: fmt,
             kube,
         } => {
@@ -119,6 +120,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                 concurrency: usize::from(concurrency),
                 wait: wait.then_some(timeout),
                 relay_wait: Some(timeout),
+                skip_settled: !full,
                 ..Options::default()
             };
             let src = open(&source)?;
@@ -141,6 +143,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             output: fmt,
             base,
             no_group,
+            full,
             kube,
         } => {
             let src = open(&source)?;
@@ -150,7 +153,8 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                 None => {
                     let mut s = session(&src, &target.state, Access::Read, kube_options(&kube))?;
                     let ticker = progress_line(&mut s, "diffing", quiet);
-                    let got = crate::ops::diff::live_through_relays(&mut s, &loaded, &selection);
+                    let got =
+                        crate::ops::diff::live_through_relays(&mut s, &loaded, &selection, !full);
                     drop(ticker);
                     let (report, relays) = got?;
                     (report, "live".to_string(), relays)

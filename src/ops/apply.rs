@@ -47,6 +47,12 @@ pub struct Options {
     /// After writing the handoff of a relay child, wait this long for the
     /// relay's report on it (`None`: do not wait; a dry run never does).
     pub relay_wait: Option<std::time::Duration>,
+    /// Leave out of the render, and report in sync without reading them,
+    /// the clusters found in sync before whose render inputs and state
+    /// have not changed since ([`super::settled`]); a run that writes
+    /// records what it found. Off for runs that read objects (`status`)
+    /// and for `--full`.
+    pub skip_settled: bool,
 }
 
 /// How the operation running the executor steers one pass over the
@@ -103,6 +109,7 @@ impl Default for Options {
             wait: None,
             read_under_failed_parents: false,
             relay_wait: None,
+            skip_settled: false,
         }
     }
 }
@@ -181,6 +188,10 @@ pub struct ClusterResult {
     pub cluster: String,
     pub depth: usize,
     pub outcome: Outcome,
+    /// The hash of the cluster's stored state once it was written or found
+    /// in sync, where its backend can tell ([`ClusterBackend::version`]);
+    /// what [`super::settled`] records.
+    pub version: Option<u64>,
 }
 
 /// A cluster with state that is no longer in the fleet.
@@ -263,6 +274,9 @@ pub struct Desired {
     /// By cluster: objects rendered at another revision than the run's (a
     /// rollback), stamped with that revision when written.
     pinned: BTreeMap<usize, BTreeMap<ObjectKey, String>>,
+    /// Clusters not rendered because they were found in sync at the same
+    /// render and their state has not changed since ([`super::settled`]).
+    settled: BTreeMap<usize, super::settled::InSync>,
 }
 
 impl Desired {
@@ -281,7 +295,15 @@ impl Desired {
             handoffs: BTreeMap::new(),
             kept: BTreeMap::new(),
             pinned: BTreeMap::new(),
+            settled: BTreeMap::new(),
         })
+    }
+
+    /// Takes `settled` clusters into the run unrendered: each is reported
+    /// in sync without being read, its subtree reconciled after it as
+    /// usual.
+    pub fn settle(&mut self, settled: BTreeMap<usize, super::settled::InSync>) {
+        self.settled = settled;
     }
 
     /// Puts relay cluster `c`'s handoff `seen` among its objects, in place
@@ -346,9 +368,9 @@ impl Desired {
         self.handoffs.get(&c)
     }
 
-    /// Whether cluster `c` was rendered.
+    /// Whether cluster `c` is in the run: rendered, or found settled.
     pub fn has(&self, c: usize) -> bool {
-        self.clusters.contains_key(&c)
+        self.clusters.contains_key(&c) || self.settled.contains_key(&c)
     }
 
     /// Adds objects canopy itself puts on cluster `c` (a relay's handoff),
@@ -436,6 +458,7 @@ pub fn run_rendered(
         .build()
         .expect("thread pool");
     let mut outcomes: BTreeMap<usize, Outcome> = BTreeMap::new();
+    let mut versions: BTreeMap<usize, u64> = BTreeMap::new();
     let levels: Vec<Vec<usize>> = topo
         .levels()
         .into_iter()
@@ -454,7 +477,7 @@ pub fn run_rendered(
         if let Some(p) = &pass.progress {
             p.level(i + 1);
         }
-        let results: Vec<(usize, Outcome)> = pool.install(|| {
+        let results: Vec<(usize, Outcome, Option<u64>)> = pool.install(|| {
             members
                 .par_iter()
                 .map(|&c| {
@@ -468,7 +491,7 @@ pub fn run_rendered(
                             Outcome::Failed { .. } => Skip::ParentFailed(p),
                             _ => Skip::ParentSkipped(p),
                         };
-                        return (c, Outcome::Skipped { reason });
+                        return (c, Outcome::Skipped { reason }, None);
                     }
                     if pass
                         .cancel
@@ -480,7 +503,11 @@ pub fn run_rendered(
                             Outcome::Skipped {
                                 reason: Skip::Stopping,
                             },
+                            None,
                         );
+                    }
+                    if let Some(s) = desired.settled.get(&c) {
+                        return (c, s.outcome(), Some(s.state));
                     }
                     let name = topo.name(c);
                     // Workloads a staged rollout holds back here stay out.
@@ -493,18 +520,24 @@ pub fn run_rendered(
                         .collect();
                     let backend = backends.backend(name);
                     let pins = desired.pinned.get(&c);
-                    (
-                        c,
-                        reconcile(
-                            r,
-                            backend.as_ref(),
-                            name,
-                            (&packed, pins),
-                            meta,
-                            opts,
-                            &pass.scope,
-                        ),
-                    )
+                    let outcome = reconcile(
+                        r,
+                        backend.as_ref(),
+                        name,
+                        (&packed, pins),
+                        meta,
+                        opts,
+                        &pass.scope,
+                    );
+                    // What the cluster holds now, for the record of
+                    // clusters in sync (a dry run changed nothing).
+                    let version = match &outcome {
+                        Outcome::Changed(_) | Outcome::Unchanged(_) if !opts.dry_run => {
+                            backend.version()
+                        }
+                        _ => None,
+                    };
+                    (c, outcome, version)
                 })
                 .inspect(|_| {
                     if let Some(p) = &pass.progress {
@@ -513,7 +546,12 @@ pub fn run_rendered(
                 })
                 .collect()
         });
-        outcomes.extend(results);
+        for (c, outcome, version) in results {
+            outcomes.insert(c, outcome);
+            if let Some(v) = version {
+                versions.insert(c, v);
+            }
+        }
     }
     let clusters = topo
         .preorder()
@@ -523,6 +561,7 @@ pub fn run_rendered(
                 cluster: topo.name(c).to_string(),
                 depth: topo.depth(c),
                 outcome,
+                version: versions.get(&c).copied(),
             })
         })
         .collect();

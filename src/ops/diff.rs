@@ -16,21 +16,24 @@ pub fn live(
     loaded: &Loaded,
     selection: &Selection,
 ) -> Result<Report, OpsError> {
-    Ok(live_through_relays(session, loaded, selection)?.0)
+    Ok(live_through_relays(session, loaded, selection, false)?.0)
 }
 
 /// As [`live`], with where each relay's subtree stands: the clusters below
 /// a relay are not read from here, so their drift is what the relay
-/// reports against the handoff this level would write now.
+/// reports against the handoff this level would write now. `skip_settled`:
+/// see [`Options::skip_settled`].
 pub fn live_through_relays(
     session: &mut Session<'_>,
     loaded: &Loaded,
     selection: &Selection,
+    skip_settled: bool,
 ) -> Result<(Report, Vec<super::relays::Standing>), OpsError> {
     let opts = Options {
         dry_run: true,
         keep_values: true,
         read_under_failed_parents: true,
+        skip_settled,
         ..Options::default()
     };
     let run = session.run(loaded, selection, opts, true)?;

@@ -19,6 +19,7 @@ pub mod relay_rollback;
 pub mod relays;
 pub mod rollout;
 pub mod run;
+pub mod settled;
 pub mod status;
 
 pub use error::OpsError;

@@ -81,6 +81,19 @@ impl Plan {
     }
 }
 
+/// Whether a rollout moves in a run of `plans`: one is new, unfinished,
+/// or has a new target. A run in which none does can treat every cluster
+/// alike; one in which one does looks at every cluster, since the rollout's
+/// stages span clusters whose own render did not move.
+pub fn in_motion(plans: &[Plan], rollouts: &Rollouts) -> bool {
+    plans.iter().any(|p| {
+        rollouts
+            .workloads
+            .get(&p.name)
+            .is_none_or(|rec| rec.target != p.target || rec.phase != Phase::Complete)
+    })
+}
+
 /// The rollout of every workload that has one and lands somewhere.
 pub fn plans(r: &Renderer<'_>) -> Vec<Plan> {
     let checked = r.checked;
@@ -929,15 +942,17 @@ fn rollback(
 /// Two waves' reports as one: per cluster, a failure or skip of either
 /// wins, changes add up.
 fn merge(mut a: Report, b: Report) -> Report {
-    let mut later: BTreeMap<String, Outcome> = b
+    let mut later: BTreeMap<String, (Outcome, Option<u64>)> = b
         .clusters
         .into_iter()
-        .map(|c| (c.cluster, c.outcome))
+        .map(|c| (c.cluster, (c.outcome, c.version)))
         .collect();
     for c in &mut a.clusters {
-        let Some(o) = later.remove(&c.cluster) else {
+        let Some((o, version)) = later.remove(&c.cluster) else {
             continue;
         };
+        // The state as the later wave left it.
+        c.version = version;
         let prev = std::mem::replace(
             &mut c.outcome,
             Outcome::Unchanged(crate::core::diff::ClusterChanges::default()),

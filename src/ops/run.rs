@@ -543,6 +543,24 @@ impl<'i> Session<'i> {
         )
     }
 
+    /// The record of clusters in sync, when this run may use it: asked
+    /// to, in the root process (a relay agent is handed its fleet whole),
+    /// no rollback fleet to render, no health to wait for, and no rollout
+    /// moving or asked to continue.
+    fn settled(
+        &self,
+        placed: &Placed<'_>,
+        opts: &Options,
+    ) -> Option<crate::state::settled::Settled> {
+        let quiet = opts.skip_settled
+            && !placed.handed
+            && placed.bases.is_empty()
+            && opts.wait.is_none()
+            && !rollout::in_motion(&rollout::plans(&placed.renderer), &self.rollouts)
+            && crate::state::rollouts::pending_requests(&self.state).is_empty();
+        quiet.then(|| super::settled::load(&self.state))
+    }
+
     /// After a run that wrote: who answered and who did not, saved; and,
     /// where the fleet's root is a Kubernetes cluster, the health and
     /// rollout records written there too ([`super::records`]).
@@ -662,14 +680,50 @@ impl<'i> Session<'i> {
         orphans: &[String],
         opts: Options,
     ) -> Result<Run<'c>, OpsError> {
+        // Clusters found in sync before and unchanged since are neither
+        // rendered nor read (see `super::settled` for when that holds).
+        let settled = self.settled(&placed, &opts).map(|record| {
+            let keys = super::settled::keys(&placed.renderer, opts.prune);
+            let found = super::settled::find(
+                &record,
+                &placed.renderer,
+                &self.backends,
+                targets.as_ref(),
+                &keys,
+            );
+            (record, keys, found)
+        });
+        let render_targets = match &settled {
+            Some((_, _, found)) if !found.is_empty() => Some(
+                match targets.as_ref() {
+                    Some(t) => t.iter().copied().collect::<Vec<_>>(),
+                    None => (0..placed.renderer.checked.topo.len()).collect(),
+                }
+                .into_iter()
+                .filter(|c| !found.contains_key(c))
+                .collect::<BTreeSet<usize>>(),
+            ),
+            _ => targets.clone(),
+        };
         let mut desired = self
-            .render(&placed, targets.as_ref(), revision)
+            .render(&placed, render_targets.as_ref(), revision)
             .map_err(OpsError::Render)?;
+        let settled = settled.map(|(record, keys, found)| {
+            desired.settle(found);
+            (record, keys)
+        });
         let rollout::Applied {
             report,
             events,
             unsaved,
         } = self.apply(&placed, &mut desired, revision, orphans, &opts);
+        if let Some((mut record, keys)) = settled.filter(|_| !opts.dry_run) {
+            if super::settled::update(&mut record, &placed.renderer, &report, &keys) {
+                if let Err(e) = record.save(&self.state) {
+                    tracing::warn!(error = %e, "cannot write the record of clusters in sync; the next run renders them again");
+                }
+            }
+        }
         // Clusters were written: a record that cannot be saved (a full
         // disk) must not take the report of what was written with it.
         let recorded = if opts.dry_run {
@@ -1125,5 +1179,245 @@ spec:
             err.contains("unknown cluster \"mars\"") && err.contains("hub, eu, eu-1, us"),
             "{err}"
         );
+    }
+
+    /// An apply that may skip the clusters found in sync before.
+    fn apply_settling<'c>(s: &mut Session<'_>, loaded: &'c Loaded, prune: bool) -> Run<'c> {
+        let opts = Options {
+            skip_settled: true,
+            prune,
+            ..Options::default()
+        };
+        s.run(loaded, &Selection::default(), opts, true).unwrap()
+    }
+
+    /// The clusters a run rendered.
+    fn rendered(run: &Run<'_>) -> Vec<String> {
+        let topo = &run.placed.renderer.checked.topo;
+        run.desired
+            .clusters()
+            .map(|(c, _)| topo.name(c).to_string())
+            .collect()
+    }
+
+    /// Per cluster, the objects its report counts unchanged.
+    fn unchanged(report: &Report) -> Vec<(String, usize)> {
+        report
+            .clusters
+            .iter()
+            .map(|c| {
+                (
+                    c.cluster.clone(),
+                    c.outcome.changes().map_or(0, |ch| ch.unchanged),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn clusters_in_sync_and_unchanged_since_are_neither_rendered_nor_read() {
+        let d = fleet();
+        let src = source(d.path());
+        let loaded = src.load(None).unwrap();
+        let mut s = session(&src, Access::Write);
+        let first = apply_settling(&mut s, &loaded, true);
+        assert_eq!(
+            rendered(&first),
+            ["eu", "eu-1", "hub", "us"],
+            "nothing recorded yet"
+        );
+
+        // Nothing changed: nothing is rendered, and the report is what a
+        // full diff gives.
+        let again = apply_settling(&mut s, &loaded, true);
+        assert!(rendered(&again).is_empty(), "{:?}", rendered(&again));
+        let all_unchanged = pairs(&[
+            ("hub", "unchanged"),
+            ("eu", "unchanged"),
+            ("eu-1", "unchanged"),
+            ("us", "unchanged"),
+        ]);
+        assert_eq!(outcomes(&again.report), all_unchanged);
+        let full = s
+            .run(
+                &loaded,
+                &Selection::default(),
+                Options {
+                    dry_run: true,
+                    ..Options::default()
+                },
+                true,
+            )
+            .unwrap();
+        assert_eq!(
+            rendered(&full).len(),
+            4,
+            "without skip_settled all are rendered"
+        );
+        assert_eq!(unchanged(&again.report), unchanged(&full.report));
+        assert!(unchanged(&full.report).iter().any(|(_, n)| *n > 0));
+
+        // A hand edit of eu-1's state (drift): eu-1 alone is read again,
+        // and put back.
+        let file = s.state.join("clusters/eu-1.json");
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(text.contains("\"replicas\":2"), "{text}");
+        std::fs::write(&file, text.replace("\"replicas\":2", "\"replicas\":7")).unwrap();
+        let run = apply_settling(&mut s, &loaded, true);
+        assert_eq!(rendered(&run), ["eu-1"]);
+        assert_eq!(
+            outcomes(&run.report),
+            pairs(&[
+                ("hub", "unchanged"),
+                ("eu", "unchanged"),
+                ("eu-1", "changed"),
+                ("us", "unchanged"),
+            ])
+        );
+        assert_eq!(replicas(&src, "eu-1"), Some(2));
+
+        // A new total moves the replicas of eu-1 and us: they alone are
+        // rendered.
+        write(
+            d.path(),
+            "workloads/app/workload.yaml",
+            &APP.replace("total: 4", "total: 6"),
+        );
+        let loaded = src.load(None).unwrap();
+        let run = apply_settling(&mut s, &loaded, true);
+        assert_eq!(rendered(&run), ["eu-1", "us"]);
+        assert_eq!(
+            (replicas(&src, "eu-1"), replicas(&src, "us")),
+            (Some(3), Some(3))
+        );
+        assert!(rendered(&apply_settling(&mut s, &loaded, true)).is_empty());
+
+        // A run that does not prune keeps what a pruning one would delete,
+        // so the two do not share entries.
+        let run = apply_settling(&mut s, &loaded, false);
+        assert_eq!(rendered(&run).len(), 4);
+        assert!(rendered(&apply_settling(&mut s, &loaded, false)).is_empty());
+        assert_eq!(rendered(&apply_settling(&mut s, &loaded, true)).len(), 4);
+
+        // eu stops answering (its file changes): it is read and fails, and
+        // eu-1, settled as it is, is skipped below it, not taken as in sync.
+        s.backends
+            .local()
+            .cluster("eu")
+            .set_unreachable(true)
+            .unwrap();
+        let run = apply_settling(&mut s, &loaded, true);
+        assert_eq!(rendered(&run), ["eu"]);
+        assert_eq!(
+            outcomes(&run.report),
+            pairs(&[
+                ("hub", "unchanged"),
+                ("eu", "failed"),
+                ("eu-1", "skipped: parent eu failed"),
+                ("us", "unchanged"),
+            ])
+        );
+        s.backends
+            .local()
+            .cluster("eu")
+            .set_unreachable(false)
+            .unwrap();
+        // The failed and the skipped cluster lost their entries.
+        let run = apply_settling(&mut s, &loaded, true);
+        assert_eq!(rendered(&run), ["eu", "eu-1"]);
+        assert_eq!(outcomes(&run.report), all_unchanged);
+
+        // A dry run uses the record and writes none.
+        let record = std::fs::read(s.state.join("settled.json")).unwrap();
+        let dry = s
+            .run(
+                &loaded,
+                &Selection::default(),
+                Options {
+                    dry_run: true,
+                    skip_settled: true,
+                    ..Options::default()
+                },
+                true,
+            )
+            .unwrap();
+        assert!(rendered(&dry).is_empty());
+        assert_eq!(std::fs::read(s.state.join("settled.json")).unwrap(), record);
+
+        // Waiting for health reads every cluster's objects.
+        let run = s
+            .run(
+                &loaded,
+                &Selection::default(),
+                Options {
+                    skip_settled: true,
+                    wait: Some(std::time::Duration::from_secs(1)),
+                    ..Options::default()
+                },
+                true,
+            )
+            .unwrap();
+        assert_eq!(rendered(&run).len(), 4);
+    }
+
+    #[test]
+    fn a_record_of_clusters_in_sync_that_is_corrupt_costs_one_full_run() {
+        let d = fleet();
+        let src = source(d.path());
+        let loaded = src.load(None).unwrap();
+        let mut s = session(&src, Access::Write);
+        apply_settling(&mut s, &loaded, true);
+        std::fs::write(s.state.join("settled.json"), "{not json").unwrap();
+        let run = apply_settling(&mut s, &loaded, true);
+        assert_eq!(rendered(&run).len(), 4);
+        assert!(!run.failed());
+        assert!(rendered(&apply_settling(&mut s, &loaded, true)).is_empty());
+    }
+
+    #[test]
+    fn a_moving_rollout_renders_every_cluster() {
+        let d = fleet();
+        let src = source(d.path());
+        let mut s = session(&src, Access::Write);
+        let loaded = src.load(None).unwrap();
+        apply_settling(&mut s, &loaded, true);
+        assert!(rendered(&apply_settling(&mut s, &loaded, true)).is_empty());
+        // A rollout with a manual pause after its first stage, and a new
+        // image: the canary is written, the rollout pauses, and while it
+        // is in motion every run looks at every cluster.
+        write(
+            d.path(),
+            "workloads/app/workload.yaml",
+            &format!(
+                "{APP}  rollout:\n    pause: manual\n    stages:\n      - {{name: canary, clusters: {{names: [us]}}}}\n      - {{name: rest, percent: 100}}\n"
+            ),
+        );
+        write(
+            d.path(),
+            "workloads/app/deployment.yaml",
+            &DEPLOYMENT.replace("app:1", "app:2"),
+        );
+        let loaded = src.load(None).unwrap();
+        for _ in 0..2 {
+            let run = apply_settling(&mut s, &loaded, true);
+            assert_eq!(rendered(&run).len(), 4, "{:?}", run.events);
+        }
+        let state = s.state.clone();
+        let text =
+            |c: &str| std::fs::read_to_string(state.join(format!("clusters/{c}.json"))).unwrap();
+        assert!(text("us").contains("app:2") && text("eu-1").contains("app:1"));
+        // Continued, it completes; the run after that renders the clusters
+        // whose render moved (hub and eu kept their entries from before,
+        // their render and state unchanged) and records them, and the one
+        // after it renders none.
+        let target = s.rollouts.workloads["app"].target.clone();
+        crate::state::rollouts::request_continue(&s.state, "app", &target).unwrap();
+        apply_settling(&mut s, &loaded, true);
+        assert!(text("eu-1").contains("app:2"));
+        assert_eq!(
+            rendered(&apply_settling(&mut s, &loaded, true)),
+            ["eu-1", "us"]
+        );
+        assert!(rendered(&apply_settling(&mut s, &loaded, true)).is_empty());
     }
 }

@@ -8,6 +8,7 @@ pub mod health;
 pub mod rendering;
 pub mod replicas;
 pub mod rollouts;
+pub mod settled;
 
 use std::path::Path;
 

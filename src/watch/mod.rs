@@ -503,15 +503,8 @@ impl<'a> Watch<'a> {
         // at every cluster: its stages span clusters whose fingerprints did
         // not move.
         let plans = crate::ops::rollout::plans(r);
-        let rolling = plans.iter().any(|p| {
-            self.session
-                .rollouts
-                .workloads
-                .get(&p.name)
-                .is_none_or(|rec| {
-                    rec.target != p.target || rec.phase != crate::state::rollouts::Phase::Complete
-                })
-        }) || trigger == Trigger::Rollout;
+        let rolling = crate::ops::rollout::in_motion(&plans, &self.session.rollouts)
+            || trigger == Trigger::Rollout;
         let full = matches!(trigger, Trigger::Drift) || rolling;
         // The clusters below a relay are its agent's.
         let own = crate::core::relay::reconciled_by(checked, None);
