@@ -126,10 +126,16 @@ pub fn inherited_values(checked: &Checked) -> Vec<Map<String, Value>> {
 }
 
 /// Every cluster's facts as templates see them (`cluster.*`: name,
-/// labels, parent, path from the root, depth and inherited values), ready
-/// for minijinja, with a hash of each.
+/// labels, parent, path from the root, depth and inherited values), with a
+/// hash of each. The hash of every cluster is made at once (fingerprints
+/// need them all); the template value of a cluster only when a render or a
+/// Helm values file first asks for it, since a `watch` round or a settled
+/// `apply` renders a few clusters of a large fleet, and building the values
+/// of all 100,000 took about as long as the rest of the round.
 pub struct ClusterFacts {
-    pub ctx: Vec<minijinja::Value>,
+    /// Per cluster, its inherited `spec.values`.
+    values: Vec<Map<String, Value>>,
+    ctx: Vec<std::sync::OnceLock<minijinja::Value>>,
     pub hash: Vec<u64>,
 }
 
@@ -139,33 +145,66 @@ impl std::fmt::Debug for ClusterFacts {
     }
 }
 
+/// One cluster's facts as they are serialized: fields in the order of
+/// their names, as a JSON object's keys are kept, so that the hash below
+/// is the hash of the JSON object `{"depth", "labels", "name", "parent",
+/// "path", "values"}` that earlier builds made (fingerprints and rollout
+/// keys outlive a build), and templates see the keys in the same order.
+#[derive(serde::Serialize)]
+struct Facts<'a> {
+    depth: usize,
+    labels: &'a BTreeMap<String, String>,
+    name: &'a str,
+    parent: &'a Option<String>,
+    path: Vec<&'a str>,
+    values: &'a Map<String, Value>,
+}
+
+impl ClusterFacts {
+    fn facts<'a>(&'a self, checked: &'a Checked, c: usize) -> Facts<'a> {
+        let cl = checked.cluster(c);
+        Facts {
+            depth: checked.topo.depth(c),
+            labels: &cl.meta.labels,
+            name: cl.name(),
+            parent: &cl.spec.parent,
+            path: checked.topo.path(c),
+            values: &self.values[c],
+        }
+    }
+
+    /// Cluster `c`'s facts as a template value (`checked` is the fleet
+    /// these facts were made of).
+    pub fn ctx(&self, checked: &Checked, c: usize) -> minijinja::Value {
+        self.ctx[c]
+            .get_or_init(|| minijinja::Value::from(minijinja::value::Serde(self.facts(checked, c))))
+            .clone()
+    }
+}
+
 /// [`ClusterFacts`] of a checked fleet, made once per fleet.
 pub fn cluster_facts(checked: &Checked) -> Arc<ClusterFacts> {
     checked
         .cluster_facts
         .get_or_init(|| {
-            let topo = &checked.topo;
             let values = inherited_values(checked);
-            let (ctx, hash) = values
+            let n = values.len();
+            let mut facts = ClusterFacts {
+                values,
+                ctx: (0..n).map(|_| std::sync::OnceLock::new()).collect(),
+                hash: Vec::new(),
+            };
+            facts.hash = (0..n)
                 .into_par_iter()
-                .enumerate()
-                .map(|(c, values)| {
-                    let cl = checked.cluster(c);
-                    let facts = json!({
-                        "name": cl.name(),
-                        "labels": cl.meta.labels,
-                        "parent": cl.spec.parent,
-                        "path": topo.path(c),
-                        "depth": topo.depth(c),
-                        "values": values,
-                    });
-                    (
-                        minijinja::Value::from(minijinja::value::Serde(&facts)),
-                        crate::core::hash::json(&facts),
-                    )
+                .map(|c| {
+                    let bytes = serde_json::to_vec(&facts.facts(checked, c))
+                        .expect("cluster facts serialize");
+                    crate::core::hash::StableHasher::new()
+                        .bytes(&bytes)
+                        .finish()
                 })
-                .unzip();
-            Arc::new(ClusterFacts { ctx, hash })
+                .collect();
+            Arc::new(facts)
         })
         .clone()
 }
@@ -860,7 +899,7 @@ impl<'a> Renderer<'a> {
         let m = &w.manifests[mi];
         let cluster = self.checked.cluster(c).name();
         let ctx = minijinja::context! {
-            cluster => self.cluster_facts.ctx[c].clone(),
+            cluster => self.cluster_facts.ctx(self.checked, c),
             workload => self.workload_ctx[wi].clone(),
         };
         if let Some(Some(Plan::Structural { docs, slots })) = self.plans[wi].get(mi) {
@@ -1288,6 +1327,66 @@ mod tests {
             Value::Object(base),
             json!({"a": {"x": 1, "y": 3}, "b": [2]})
         );
+    }
+
+    /// The facts' hash is the hash of the JSON object earlier builds made
+    /// (fingerprints and rollout keys outlive a build), and their template
+    /// value is that object's.
+    #[test]
+    fn cluster_facts_hash_and_template_value_are_those_of_the_json_object() {
+        let text = "apiVersion: canopy.dev/v1alpha1
+kind: Cluster
+metadata: {name: hub, labels: {tier: hub, z: last}}
+spec: {values: {registry: {host: r.example, port: 5000}, list: [1, 2]}}
+---
+apiVersion: canopy.dev/v1alpha1
+kind: Cluster
+metadata: {name: eu}
+spec: {parent: hub, values: {registry: {host: eu.example}}}
+---
+apiVersion: canopy.dev/v1alpha1
+kind: Cluster
+metadata: {name: eu-1, labels: {env: prod}}
+spec: {parent: eu}
+";
+        let (fleet, d) = crate::core::load::load_files(
+            "f".into(),
+            vec![("clusters.yaml".into(), text.as_bytes().to_vec())],
+        );
+        assert!(!d.has_errors(), "{d:?}");
+        let (checked, d) = crate::core::validate::check(fleet);
+        let checked = checked.unwrap_or_else(|| panic!("{d:?}"));
+        let facts = cluster_facts(&checked);
+        let topo = &checked.topo;
+        let values = inherited_values(&checked);
+        for (c, values) in values.iter().enumerate() {
+            let cl = checked.cluster(c);
+            let object = json!({
+                "name": cl.name(),
+                "labels": cl.meta.labels,
+                "parent": cl.spec.parent,
+                "path": topo.path(c),
+                "depth": topo.depth(c),
+                "values": values,
+            });
+            assert_eq!(
+                facts.hash[c],
+                crate::core::hash::json(&object),
+                "{}",
+                cl.name()
+            );
+            let want = minijinja::Value::from(minijinja::value::Serde(&object));
+            let got = facts.ctx(&checked, c);
+            assert_eq!(got, want, "{}", cl.name());
+            assert_eq!(got.to_string(), want.to_string());
+        }
+        let eu1 = facts.ctx(&checked, topo.get("eu-1").unwrap());
+        let port = eu1
+            .get_attr("values")
+            .and_then(|v| v.get_attr("registry"))
+            .and_then(|v| v.get_attr("port"))
+            .unwrap();
+        assert_eq!(port, minijinja::Value::from(5000));
     }
 
     #[test]

@@ -470,7 +470,7 @@ pub fn expand(checked: &mut Checked) -> Diagnostics {
             .map(|(c, &on)| {
                 on.then(|| {
                     let ctx = minijinja::context! {
-                        cluster => facts.ctx[c].clone(),
+                        cluster => facts.ctx(checked, c),
                         workload => workload_ctx.clone(),
                     };
                     compiled
