@@ -5,7 +5,7 @@
 //! membership is an O(1) interval test on pre-order numbers, which keeps
 //! placement over 10,000 clusters linear.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 /// A problem with the shape of the tree.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -116,19 +116,19 @@ pub fn check(mut fleet: Fleet) -> (Option<Checked>, Diagnostics) {
     dedupe(
         &mut fleet.clusters,
         "Cluster",
-        |c| (c.name().to_string(), c.source.clone()),
+        |c| (c.name(), &c.source),
         &mut d,
     );
     dedupe(
         &mut fleet.workloads,
         "Workload",
-        |w| (w.name().to_string(), w.source.clone()),
+        |w| (w.name(), &w.source),
         &mut d,
     );
     dedupe(
         &mut fleet.overrides,
         "Override",
-        |o| (o.name().to_string(), o.source.clone()),
+        |o| (o.name(), &o.source),
         &mut d,
     );
 
@@ -255,35 +255,53 @@ pub fn check(mut fleet: Fleet) -> (Option<Checked>, Diagnostics) {
     }
 }
 
-/// Removes documents whose name repeats an earlier one (after sorting by
-/// name), reporting both places.
+/// Removes documents whose name repeats an earlier one, reporting both
+/// places. Names are compared in name order, without copying them: the
+/// loader sorts clusters and workloads by name already (then this is one
+/// pass), and a map of 100,000 copied names took a third of validating
+/// such a fleet.
 fn dedupe<T>(
     items: &mut Vec<T>,
     kind: &str,
-    key: impl Fn(&T) -> (String, Arc<Source>),
+    key: impl Fn(&T) -> (&str, &Arc<Source>),
     d: &mut Diagnostics,
 ) {
-    let mut first: BTreeMap<String, Arc<Source>> = BTreeMap::new();
-    items.retain(|it| {
-        let (name, src) = key(it);
-        if let Some(prev) = first.get(&name) {
-            d.push(
-                Diagnostic::error(format!(
-                    "duplicate {kind} name {name:?}: also defined in {}:{}",
-                    prev.file,
-                    prev.doc.line_of(&YamlPath::parse("metadata.name"))
-                ))
-                .at(&src.loc_str("metadata.name"))
-                .hint(format!(
-                    "{kind} names must be unique across the fleet; rename one of them"
-                )),
-            );
-            false
-        } else {
-            first.insert(name, src);
-            true
+    let name = |i: usize| key(&items[i]).0;
+    let mut order: Vec<usize> = (0..items.len()).collect();
+    if !order.is_sorted_by(|&a, &b| name(a) <= name(b)) {
+        // Stable: of equal names, the earlier document comes first.
+        order.sort_by(|&a, &b| name(a).cmp(name(b)));
+    }
+    let mut repeats = vec![false; items.len()];
+    let mut first = None;
+    for &i in &order {
+        match first {
+            Some(f) if name(f) == name(i) => {
+                let (n, src) = key(&items[i]);
+                let prev = key(&items[f]).1;
+                d.push(
+                    Diagnostic::error(format!(
+                        "duplicate {kind} name {n:?}: also defined in {}:{}",
+                        prev.file,
+                        prev.doc.line_of(&YamlPath::parse("metadata.name"))
+                    ))
+                    .at(&src.loc_str("metadata.name"))
+                    .hint(format!(
+                        "{kind} names must be unique across the fleet; rename one of them"
+                    )),
+                );
+                repeats[i] = true;
+            }
+            _ => first = Some(i),
         }
-    });
+    }
+    if repeats.contains(&true) {
+        let mut i = 0;
+        items.retain(|_| {
+            i += 1;
+            !repeats[i - 1]
+        });
+    }
 }
 
 /// DNS-1123 label: what Kubernetes requires of namespace names and what canopy
@@ -1014,6 +1032,46 @@ mod tests {
         assert!(!is_dns1123_label("EU"));
         assert!(!is_dns1123_label("-a"));
         assert!(!is_dns1123_label(&"a".repeat(64)));
+    }
+
+    /// Out of name order (overrides come in priority order): each later
+    /// document of a name is removed and reported against the first.
+    #[test]
+    fn a_repeated_name_keeps_the_first_document_in_any_order() {
+        let doc = |file: &str, name: &str| {
+            (
+                name.to_string(),
+                Arc::new(Source {
+                    file: file.to_string(),
+                    doc: crate::core::yaml::Doc {
+                        line: 1,
+                        value: serde_json::Value::Null,
+                        lines: Default::default(),
+                    },
+                }),
+            )
+        };
+        let mut items = vec![
+            doc("1.yaml", "b"),
+            doc("2.yaml", "a"),
+            doc("3.yaml", "b"),
+            doc("4.yaml", "a"),
+            doc("5.yaml", "c"),
+        ];
+        let mut d = Diagnostics::default();
+        dedupe(&mut items, "Override", |(n, s)| (n.as_str(), s), &mut d);
+        let kept: Vec<&str> = items.iter().map(|(_, s)| s.file.as_str()).collect();
+        assert_eq!(kept, ["1.yaml", "2.yaml", "5.yaml"]);
+        let text: Vec<String> = d.sorted().errors().map(|x| x.to_string()).collect();
+        assert_eq!(text.len(), 2, "{text:?}");
+        assert!(
+            text[0].contains("3.yaml") && text[0].contains("\"b\": also defined in 1.yaml"),
+            "{text:?}"
+        );
+        assert!(
+            text[1].contains("4.yaml") && text[1].contains("\"a\": also defined in 2.yaml"),
+            "{text:?}"
+        );
     }
 
     #[test]
