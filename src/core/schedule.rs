@@ -16,7 +16,9 @@
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
-use crate::core::model::{Capacity, DynamicWeight, OnShortfall, ReplicaMode, Workload};
+use crate::core::model::{
+    Capacity, CapacityValues, DynamicWeight, OnShortfall, ReplicaMode, Workload,
+};
 use crate::core::select;
 use crate::core::topology::Topology;
 use crate::core::validate::Checked;
@@ -899,6 +901,7 @@ pub fn weights(checked: &Checked, w: &Workload, chosen: &[bool]) -> Vec<u64> {
                 .collect()
         })
         .unwrap_or_default();
+    let want = per_replica(spec.and_then(|ws| ws.per_replica.as_ref()));
     (0..topo.len())
         .map(|i| {
             if !chosen[i] {
@@ -914,7 +917,7 @@ pub fn weights(checked: &Checked, w: &Workload, chosen: &[bool]) -> Vec<u64> {
                         .max()
                         .unwrap_or(0),
                     (None, Some(DynamicWeight::Capacity)) => {
-                        capacity_weight(&checked.capacity(i), ws.per_replica.as_ref()).0
+                        fits(&checked.capacity_values(i), &want).0
                     }
                     (None, None) => 1,
                 },
@@ -928,25 +931,33 @@ pub fn weights(checked: &Checked, w: &Workload, chosen: &[bool]) -> Vec<u64> {
 /// resource the cluster does not declare fits nothing. Returns the weight and
 /// the limiting resource, for `explain`.
 pub fn capacity_weight(cap: &Capacity, per: Option<&Capacity>) -> (u64, &'static str) {
-    let one_pod = Capacity {
-        pods: Some(crate::core::model::Quantity::Number(1.0)),
-        ..Capacity::default()
-    };
-    let per = per.unwrap_or(&one_pod);
+    fits(&CapacityValues::of(cap), &per_replica(per))
+}
+
+/// What one replica requests, as numbers: `per`, or one pod when nothing
+/// is said.
+fn per_replica(per: Option<&Capacity>) -> CapacityValues {
+    match per {
+        Some(p) => CapacityValues::of(p),
+        None => CapacityValues {
+            pods: Some(1.0),
+            ..CapacityValues::default()
+        },
+    }
+}
+
+/// [`capacity_weight`] on numbers: the division asks it of every cluster.
+fn fits(have: &CapacityValues, want: &CapacityValues) -> (u64, &'static str) {
     let mut best: Option<(u64, &'static str)> = None;
     for (name, have, want) in [
-        ("cpu", &cap.cpu, &per.cpu),
-        ("memory", &cap.memory, &per.memory),
-        ("pods", &cap.pods, &per.pods),
+        ("cpu", have.cpu, want.cpu),
+        ("memory", have.memory, want.memory),
+        ("pods", have.pods, want.pods),
     ] {
-        let Some(want) = want
-            .as_ref()
-            .and_then(|q| q.value().ok())
-            .filter(|v| *v > 0.0)
-        else {
+        let Some(want) = want.filter(|v| *v > 0.0) else {
             continue;
         };
-        let have = have.as_ref().and_then(|q| q.value().ok()).unwrap_or(0.0);
+        let have = have.unwrap_or(0.0);
         let fit = (have / want + 1e-9).floor().max(0.0) as u64;
         if best.is_none_or(|(b, _)| fit < b) {
             best = Some((fit, name));
@@ -990,13 +1001,14 @@ pub fn bound_of(checked: &Checked, w: &Workload) -> Bound {
         .as_ref()
         .filter(|ws| ws.static_weights.is_some() && ws.bound_by_capacity)
         .map(|ws| {
+            let want = per_replica(ws.per_replica.as_ref());
             (0..checked.topo.len())
                 .map(|c| {
-                    let cap = checked.capacity(c);
-                    if cap.cpu.is_none() && cap.memory.is_none() && cap.pods.is_none() {
+                    let have = checked.capacity_values(c);
+                    if have.declares_nothing() {
                         u64::MAX
                     } else {
-                        capacity_weight(&cap, ws.per_replica.as_ref()).0
+                        fits(&have, &want).0
                     }
                 })
                 .collect()

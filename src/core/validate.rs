@@ -44,6 +44,9 @@ pub struct Checked {
     /// ([`crate::core::render::cluster_facts`]): Helm's values and the
     /// renderer both need them.
     pub cluster_facts: std::sync::OnceLock<Arc<crate::core::render::ClusterFacts>>,
+    /// Each cluster's `spec.capacity` as numbers (parsed once, when
+    /// checked; [`Self::capacity_values`]).
+    capacity: Vec<CapacityValues>,
     /// The live capacity of the clusters that ask for it, as the run last
     /// read it ([`Self::capacity`]); set by the run before it places.
     pub measured: RunInput<BTreeMap<String, LiveCapacity>>,
@@ -70,6 +73,18 @@ impl Checked {
             }
         }
         std::borrow::Cow::Borrowed(&cl.spec.capacity)
+    }
+
+    /// [`Self::capacity`] as numbers, without parsing `spec.capacity`
+    /// again.
+    pub fn capacity_values(&self, c: usize) -> CapacityValues {
+        let cl = self.cluster(c);
+        if cl.spec.live_capacity {
+            if let Some(live) = self.measured.get(cl.name()) {
+                return CapacityValues::of(&live.capacity);
+            }
+        }
+        self.capacity[c]
     }
 }
 
@@ -136,9 +151,11 @@ pub fn check(mut fleet: Fleet) -> (Option<Checked>, Diagnostics) {
         set: fleet.clusters.iter().map(Cluster::name).collect(),
         slice: fleet.slice,
     };
-    for c in &fleet.clusters {
-        check_cluster(c, &mut d);
-    }
+    let capacity_values: Vec<CapacityValues> = fleet
+        .clusters
+        .iter()
+        .map(|c| check_cluster(c, &mut d))
+        .collect();
     let pairs: Vec<(&str, Option<&str>)> = fleet
         .clusters
         .iter()
@@ -218,6 +235,7 @@ pub fn check(mut fleet: Fleet) -> (Option<Checked>, Diagnostics) {
                 labels,
                 facts,
                 cluster_facts: Default::default(),
+                capacity: capacity_values,
                 measured: Default::default(),
                 previous: Default::default(),
                 tenancy,
@@ -320,7 +338,9 @@ fn check_name(kind: &str, source: &Source, name: &str, d: &mut Diagnostics) {
     }
 }
 
-fn check_cluster(c: &Cluster, d: &mut Diagnostics) {
+/// Checks one cluster; gives back its capacity as numbers (parsed here
+/// anyway, to check it).
+fn check_cluster(c: &Cluster, d: &mut Diagnostics) -> CapacityValues {
     check_name("Cluster", &c.source, c.name(), d);
     if c.spec.live_capacity && c.spec.connection.is_none() {
         d.push(
@@ -330,18 +350,20 @@ fn check_cluster(c: &Cluster, d: &mut Diagnostics) {
         );
     }
     let cap = &c.spec.capacity;
-    for (field, q) in [
-        ("cpu", &cap.cpu),
-        ("memory", &cap.memory),
-        ("pods", &cap.pods),
+    let mut values = CapacityValues::default();
+    for (field, q, v) in [
+        ("cpu", &cap.cpu, &mut values.cpu),
+        ("memory", &cap.memory, &mut values.memory),
+        ("pods", &cap.pods, &mut values.pods),
     ] {
         if let Some(q) = q {
-            if let Err(m) = q.value() {
-                d.push(
+            match q.value() {
+                Ok(x) => *v = Some(x),
+                Err(m) => d.push(
                     Diagnostic::error(m)
                         .at(&c.source.loc_str(&format!("spec.capacity.{field}")))
                         .hint("write a Kubernetes quantity"),
-                );
+                ),
             }
         }
     }
@@ -374,6 +396,7 @@ fn check_cluster(c: &Cluster, d: &mut Diagnostics) {
             );
         }
     }
+    values
 }
 
 fn topology_diag(fleet: &Fleet, e: TopologyError, d: &mut Diagnostics) {

@@ -94,6 +94,35 @@ pub struct ClusterSpec {
     pub relay: Option<Relay>,
 }
 
+/// A capacity as numbers, each resource `None` when not declared: what
+/// the division compares. Parsed once per cluster when the fleet is
+/// checked ([`crate::core::validate::Checked::capacity_values`]), since
+/// the division asks every cluster once per capacity-weighted workload and
+/// parsing the quantities each time was most of scheduling a large fleet.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CapacityValues {
+    pub cpu: Option<f64>,
+    pub memory: Option<f64>,
+    pub pods: Option<f64>,
+}
+
+impl CapacityValues {
+    /// The values of `cap`; a quantity that does not parse counts as not
+    /// declared (validation refuses such a fleet before it is scheduled).
+    pub fn of(cap: &Capacity) -> CapacityValues {
+        let v = |q: &Option<Quantity>| q.as_ref().and_then(|q| q.value().ok());
+        CapacityValues {
+            cpu: v(&cap.cpu),
+            memory: v(&cap.memory),
+            pods: v(&cap.pods),
+        }
+    }
+
+    pub fn declares_nothing(&self) -> bool {
+        self.cpu.is_none() && self.memory.is_none() && self.pods.is_none()
+    }
+}
+
 /// What a cluster could still hold when it was last asked (live capacity).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
