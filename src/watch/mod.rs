@@ -138,6 +138,29 @@ pub struct Watch<'a> {
     /// The fleet's hubs: members join each revision, and join requests
     /// are answered every round.
     joiner: Option<crate::ops::join::Joiner>,
+    /// Where the current round's time went, for its log line.
+    phases: Phases,
+}
+
+/// Where a round's time went, in milliseconds, logged with it: what an
+/// operator of a large fleet looks at first when rounds slow down.
+#[derive(Debug, Clone, Copy, Default)]
+struct Phases {
+    /// Reading the revision (Git or the folder) and parsing what changed.
+    read: u64,
+    /// Validating it.
+    check: u64,
+    /// Placing (failover, capacity, scheduling) and the fingerprints.
+    place: u64,
+    /// Rendering the clusters reconciled.
+    render: u64,
+    /// Diffing and writing them, and the records.
+    apply: u64,
+}
+
+/// Milliseconds since `t`, rounded.
+fn ms_since(t: Instant) -> u64 {
+    (t.elapsed().as_secs_f64() * 1000.0).round() as u64
 }
 
 impl<'a> Watch<'a> {
@@ -166,6 +189,7 @@ impl<'a> Watch<'a> {
             applied: HashMap::new(),
             at_revision: HashMap::new(),
             first_progress: None,
+            phases: Phases::default(),
             joiner: crate::ops::join::Joiner::new(opts_base, crate::ops::join::Role::Reconcile)
                 .map_err(|e| warn!(error = %e, "cannot start the runtime for the hubs; members are left out"))
                 .ok(),
@@ -295,6 +319,7 @@ impl<'a> Watch<'a> {
     /// One round; returns what it did.
     pub fn round(&mut self, trigger: Trigger) -> RoundSummary {
         let started = Instant::now();
+        self.phases = Phases::default();
         let summary = match trigger {
             Trigger::Start | Trigger::Change | Trigger::Join => self.change_round(trigger),
             Trigger::Drift | Trigger::Retry | Trigger::Rollout => match self.good.take() {
@@ -339,6 +364,11 @@ impl<'a> Watch<'a> {
                 updated = t.updated,
                 deleted = t.deleted,
                 duration_ms = (secs * 1000.0).round() as u64,
+                read_ms = self.phases.read,
+                check_ms = self.phases.check,
+                place_ms = self.phases.place,
+                render_ms = self.phases.render,
+                apply_ms = self.phases.apply,
                 "reconciled"
             );
         }
@@ -349,6 +379,7 @@ impl<'a> Watch<'a> {
     /// incrementally, a bad one is reported once and skipped.
     fn change_round(&mut self, trigger: Trigger) -> Option<RoundSummary> {
         let name = self.opts.fleet_name.clone();
+        let t = Instant::now();
         let read = match self.session.input.expect("a watch follows a fleet source") {
             Input::Git(repo) => {
                 if let Err(e) = repo.fetch() {
@@ -391,7 +422,10 @@ impl<'a> Watch<'a> {
         let text = revision.to_string();
         let first_look = self.seen.as_deref() != Some(text.as_str());
         self.seen = Some(text.clone());
+        self.phases.read = ms_since(t);
+        let t = Instant::now();
         let (checked, more) = crate::source::input::check_fleet(fleet);
+        self.phases.check = ms_since(t);
         diags.extend(more);
         let diags = diags.sorted();
         let checked = match checked.filter(|_| !diags.has_errors()) {
@@ -454,6 +488,7 @@ impl<'a> Watch<'a> {
         // Failover: a cluster down for longer than its workloads'
         // failover.after gives its Divided replicas to its siblings, and
         // takes them back once it answers again.
+        let t = Instant::now();
         let placed = match self.session.place(checked) {
             Ok(p) => p,
             Err(OpsError::Place(d)) => return Err(d),
@@ -467,6 +502,7 @@ impl<'a> Watch<'a> {
         };
         let r = &placed.renderer;
         let fingerprints = r.fingerprints();
+        self.phases.place = ms_since(t);
         // What this round renders, by content: a folder outside Git is
         // always `unversioned`, so the revision alone does not tell one
         // edit from the next.
@@ -553,7 +589,10 @@ impl<'a> Watch<'a> {
         ) {
             warn!(error = %e, "cannot record the revision being rendered");
         }
+        let t = Instant::now();
         let desired = self.session.render(&placed, Some(&targets), &good.revision);
+        self.phases.render = ms_since(t);
+        let t = Instant::now();
         if let Err(e) = Rendering::finish(&self.session.state) {
             warn!(error = %e, "cannot clear the record of the revision being rendered");
         }
@@ -680,6 +719,7 @@ impl<'a> Watch<'a> {
             }
         }
         self.backoff.retain(|c| topo.get(c).is_some());
+        self.phases.apply = ms_since(t);
         Ok(RoundSummary {
             revision,
             clusters: targets.len(),
