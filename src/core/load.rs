@@ -130,6 +130,11 @@ pub fn keep_parsed() {
     }
 }
 
+/// Whether this process keeps what each load read ([`keep_parsed`]).
+pub fn keeps_parsed() -> bool {
+    PARSED.lock().expect("not poisoned").is_some()
+}
+
 /// Reads a fleet from `(repo-relative path, text)` pairs, wherever they came
 /// from (the working tree, or a Git revision): the files below dot-folders
 /// must already be left out, as [`load`] does.

@@ -2,6 +2,7 @@
 //! commit's tree (no checkout).
 
 use std::path::Path;
+use std::sync::Arc;
 
 use super::Revision;
 
@@ -128,8 +129,16 @@ pub fn read_fleet_at(dir: &Path, rev: &str) -> Result<FleetAtRevision, GitError>
             repo: repo_name.clone(),
             detail: e.message().to_string(),
         })?;
-    read_tree_files(&repo, &commit, &prefix_in(&repo, dir), rev)
+    read_tree_files(&repo, &commit, &prefix_in(&repo, dir), rev, None)
 }
+
+/// The blobs the last read of a revision took out of the object database,
+/// by id: the next read copies an unchanged file's bytes from here instead
+/// of inflating it again (a `watch` round reads the whole fleet folder each
+/// time; at 100,000 clusters inflating its 22 MB was 70 ms of the round).
+/// Only the last read's blobs are kept.
+#[derive(Default)]
+pub struct BlobCache(std::sync::Mutex<std::collections::HashMap<git2::Oid, Arc<[u8]>>>);
 
 /// The largest other file of a workload folder read at a revision: a
 /// kustomization's inputs are text, and a larger blob is left out (kustomize
@@ -144,6 +153,7 @@ pub fn read_tree_files(
     commit: &git2::Commit<'_>,
     prefix: &str,
     rev: &str,
+    cache: Option<&BlobCache>,
 ) -> Result<FleetAtRevision, GitError> {
     let read_err = |e: git2::Error| GitError::Read {
         rev: rev.to_string(),
@@ -167,6 +177,24 @@ pub fn read_tree_files(
     let mut extra = Vec::new();
     let mut links = Vec::new();
     let mut failure = None;
+    let before = cache.map(|c| std::mem::take(&mut *c.0.lock().unwrap_or_else(|p| p.into_inner())));
+    let mut kept = std::collections::HashMap::new();
+    // A blob's bytes, unless it is larger than `max`; from the last read
+    // when it had the same blob.
+    let mut blob = |id: git2::Oid, max: usize| -> Result<Option<Vec<u8>>, git2::Error> {
+        if let Some(b) = before.as_ref().and_then(|m| m.get(&id)) {
+            kept.insert(id, b.clone());
+            return Ok(Some(b.to_vec()));
+        }
+        let found = repo.find_blob(id)?;
+        if found.size() > max {
+            return Ok(None);
+        }
+        if cache.is_some() {
+            kept.insert(id, Arc::from(found.content()));
+        }
+        Ok(Some(found.content().to_vec()))
+    };
     tree.walk(git2::TreeWalkMode::PreOrder, |parent, entry| {
         let name = entry.name().unwrap_or("");
         if name.starts_with('.') {
@@ -183,11 +211,9 @@ pub fn read_tree_files(
                 && path.matches('/').count() >= 2
                 && entry.filemode() != 0o120000
             {
-                match repo.find_blob(entry.id()) {
-                    Ok(blob) if blob.size() <= EXTRA_MAX => {
-                        extra.push((path, blob.content().to_vec()))
-                    }
-                    Ok(_) => {}
+                match blob(entry.id(), EXTRA_MAX) {
+                    Ok(Some(bytes)) => extra.push((path, bytes)),
+                    Ok(None) => {}
                     Err(e) => {
                         failure = Some(e);
                         return git2::TreeWalkResult::Abort;
@@ -200,10 +226,11 @@ pub fn read_tree_files(
             links.push(path);
             return git2::TreeWalkResult::Ok;
         }
-        match repo.find_blob(entry.id()) {
+        match blob(entry.id(), usize::MAX) {
             // Bytes as they are: load refuses invalid UTF-8, as it does
             // for a folder.
-            Ok(blob) => files.push((path, blob.content().to_vec())),
+            Ok(Some(bytes)) => files.push((path, bytes)),
+            Ok(None) => {}
             Err(e) => {
                 failure = Some(e);
                 return git2::TreeWalkResult::Abort;
@@ -215,6 +242,9 @@ pub fn read_tree_files(
     if let Some(e) = failure {
         return Err(read_err(e));
     }
+    if let Some(c) = cache {
+        *c.0.lock().unwrap_or_else(|p| p.into_inner()) = kept;
+    }
     files.sort();
     extra.sort();
     Ok(FleetAtRevision {
@@ -223,4 +253,67 @@ pub fn read_tree_files(
         commit: commit.id().to_string(),
         links,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn commit(repo: &git2::Repository, files: &[(&str, &str)]) -> git2::Oid {
+        let dir = repo.workdir().unwrap();
+        for (path, text) in files {
+            let p = dir.join(path);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        }
+        let mut index = repo.index().unwrap();
+        index
+            .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
+            .unwrap();
+        index.write().unwrap();
+        let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
+        let sig = git2::Signature::now("t", "t@canopy.invalid").unwrap();
+        let parent = repo.head().ok().and_then(|h| h.peel_to_commit().ok());
+        let parents: Vec<&git2::Commit> = parent.iter().collect();
+        repo.commit(Some("HEAD"), &sig, &sig, "c", &tree, &parents)
+            .unwrap()
+    }
+
+    /// A read that takes unchanged blobs from the last read's cache gives
+    /// exactly what a read from the object database gives, and the cache
+    /// then holds this revision's blobs only.
+    #[test]
+    fn the_blob_cache_changes_nothing_read() {
+        let d = tempfile::tempdir().unwrap();
+        let repo = git2::Repository::init(d.path()).unwrap();
+        let first = commit(
+            &repo,
+            &[
+                ("fleet/clusters.yaml", "kind: Cluster\n"),
+                ("fleet/workloads/app/app.yaml", "kind: ConfigMap\n"),
+                ("fleet/workloads/app/notes.txt", "a"),
+            ],
+        );
+        let second = commit(
+            &repo,
+            &[
+                ("fleet/workloads/app/app.yaml", "kind: Secret\n"),
+                ("fleet/workloads/app/notes.txt", "b"),
+            ],
+        );
+        let cache = BlobCache::default();
+        let read = |oid, cache| {
+            let c = repo.find_commit(oid).unwrap();
+            read_tree_files(&repo, &c, "fleet", "r", cache).unwrap()
+        };
+        let plain = |oid| {
+            let r: FleetAtRevision = read(oid, None);
+            (r.files, r.extra)
+        };
+        for oid in [first, second, second, first] {
+            let cached = read(oid, Some(&cache));
+            assert_eq!((cached.files, cached.extra), plain(oid));
+            assert_eq!(cache.0.lock().unwrap().len(), 3, "this revision's blobs");
+        }
+    }
 }

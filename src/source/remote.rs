@@ -47,6 +47,9 @@ pub struct GitRepo {
     /// Whether this is a cache of a remote (fetched) or a local repository
     /// read in place.
     remote: bool,
+    /// The last revision's blobs, for a process that reads revision after
+    /// revision ([`crate::core::load::keep_parsed`]).
+    blobs: super::git::BlobCache,
 }
 
 /// Whether `url` names a remote (something to fetch) rather than a
@@ -161,6 +164,7 @@ impl GitRepo {
                 spec,
                 repo,
                 remote: false,
+                blobs: Default::default(),
             });
         }
         let dir = cache_dir().join("repos").join(cache_name(&spec.url));
@@ -180,6 +184,7 @@ impl GitRepo {
             spec,
             repo,
             remote: true,
+            blobs: Default::default(),
         })
     }
 
@@ -383,7 +388,8 @@ impl GitRepo {
             rev: commit.to_string(),
             detail: e.message().to_string(),
         })?;
-        read_tree_files(&self.repo, &c, &self.spec.path, &self.spec.reference)
+        let cache = crate::core::load::keeps_parsed().then_some(&self.blobs);
+        read_tree_files(&self.repo, &c, &self.spec.path, &self.spec.reference, cache)
     }
 
     /// The folders a change of the followed ref shows up in, for watching a
