@@ -910,11 +910,7 @@ spec:
 
         // eu stops answering: its subtree is skipped, the rest goes on, and
         // the health record says since when eu is down.
-        s.backends
-            .local()
-            .cluster("eu")
-            .set_unreachable(true)
-            .unwrap();
+        down(&s, "eu", true);
         let run = apply_all(&mut s, &loaded);
         assert_eq!(
             outcomes(&run.report),
@@ -1059,11 +1055,7 @@ spec:
         let loaded = src.load(None).unwrap();
         let mut s = session(&src, Access::Write);
         apply_all(&mut s, &loaded);
-        s.backends
-            .local()
-            .cluster("us")
-            .set_unreachable(true)
-            .unwrap();
+        down(&s, "us", true);
         // The run that finds us down records it; failover.after is 0s, so
         // the next run places us's replicas on eu-1.
         apply_all(&mut s, &loaded);
@@ -1074,11 +1066,7 @@ spec:
             ("us".to_string(), "failed".to_string())
         );
         // us answers again: the same run asks it first and moves back.
-        s.backends
-            .local()
-            .cluster("us")
-            .set_unreachable(false)
-            .unwrap();
+        down(&s, "us", false);
         let run = apply_all(&mut s, &loaded);
         assert!(!run.failed());
         assert!(s.health.unreachable_since.is_empty());
@@ -1181,6 +1169,11 @@ spec:
         );
     }
 
+    /// A run of the whole fleet with `opts`.
+    fn run_with<'c>(s: &mut Session<'_>, loaded: &'c Loaded, opts: Options) -> Run<'c> {
+        s.run(loaded, &Selection::default(), opts, true).unwrap()
+    }
+
     /// An apply that may skip the clusters found in sync before.
     fn apply_settling<'c>(s: &mut Session<'_>, loaded: &'c Loaded, prune: bool) -> Run<'c> {
         let opts = Options {
@@ -1188,7 +1181,16 @@ spec:
             prune,
             ..Options::default()
         };
-        s.run(loaded, &Selection::default(), opts, true).unwrap()
+        run_with(s, loaded, opts)
+    }
+
+    /// Marks `cluster` of the local backend down (or up again).
+    fn down(s: &Session<'_>, cluster: &str, unreachable: bool) {
+        s.backends
+            .local()
+            .cluster(cluster)
+            .set_unreachable(unreachable)
+            .unwrap();
     }
 
     /// The clusters a run rendered.
@@ -1238,17 +1240,14 @@ spec:
             ("us", "unchanged"),
         ]);
         assert_eq!(outcomes(&again.report), all_unchanged);
-        let full = s
-            .run(
-                &loaded,
-                &Selection::default(),
-                Options {
-                    dry_run: true,
-                    ..Options::default()
-                },
-                true,
-            )
-            .unwrap();
+        let full = run_with(
+            &mut s,
+            &loaded,
+            Options {
+                dry_run: true,
+                ..Options::default()
+            },
+        );
         assert_eq!(
             rendered(&full).len(),
             4,
@@ -1301,11 +1300,7 @@ spec:
 
         // eu stops answering (its file changes): it is read and fails, and
         // eu-1, settled as it is, is skipped below it, not taken as in sync.
-        s.backends
-            .local()
-            .cluster("eu")
-            .set_unreachable(true)
-            .unwrap();
+        down(&s, "eu", true);
         let run = apply_settling(&mut s, &loaded, true);
         assert_eq!(rendered(&run), ["eu"]);
         assert_eq!(
@@ -1317,11 +1312,7 @@ spec:
                 ("us", "unchanged"),
             ])
         );
-        s.backends
-            .local()
-            .cluster("eu")
-            .set_unreachable(false)
-            .unwrap();
+        down(&s, "eu", false);
         // The failed and the skipped cluster lost their entries.
         let run = apply_settling(&mut s, &loaded, true);
         assert_eq!(rendered(&run), ["eu", "eu-1"]);
@@ -1329,34 +1320,28 @@ spec:
 
         // A dry run uses the record and writes none.
         let record = std::fs::read(s.state.join("settled.json")).unwrap();
-        let dry = s
-            .run(
-                &loaded,
-                &Selection::default(),
-                Options {
-                    dry_run: true,
-                    skip_settled: true,
-                    ..Options::default()
-                },
-                true,
-            )
-            .unwrap();
+        let dry = run_with(
+            &mut s,
+            &loaded,
+            Options {
+                dry_run: true,
+                skip_settled: true,
+                ..Options::default()
+            },
+        );
         assert!(rendered(&dry).is_empty());
         assert_eq!(std::fs::read(s.state.join("settled.json")).unwrap(), record);
 
         // Waiting for health reads every cluster's objects.
-        let run = s
-            .run(
-                &loaded,
-                &Selection::default(),
-                Options {
-                    skip_settled: true,
-                    wait: Some(std::time::Duration::from_secs(1)),
-                    ..Options::default()
-                },
-                true,
-            )
-            .unwrap();
+        let run = run_with(
+            &mut s,
+            &loaded,
+            Options {
+                skip_settled: true,
+                wait: Some(std::time::Duration::from_secs(1)),
+                ..Options::default()
+            },
+        );
         assert_eq!(rendered(&run).len(), 4);
     }
 
