@@ -64,7 +64,7 @@ struct Found {
 
 /// What one file contributed.
 #[derive(Default, Clone)]
-struct FileResult {
+pub(crate) struct FileResult {
     /// The file's repo-relative path.
     file: Option<String>,
     clusters: Vec<Cluster>,
@@ -117,7 +117,7 @@ pub fn load(dir: &Path, name: Option<&str>) -> Result<(Fleet, Diagnostics), Load
 
 /// Files read by the last load, by a hash of path and bytes, when a
 /// long-running process asked to keep them ([`keep_parsed`]).
-type Parsed = std::collections::HashMap<u64, Arc<FileResult>>;
+pub(crate) type Parsed = std::collections::HashMap<u64, Arc<FileResult>>;
 static PARSED: std::sync::Mutex<Option<Parsed>> = std::sync::Mutex::new(None);
 
 /// From now on, each load keeps what it read and the next one parses only
@@ -149,7 +149,7 @@ pub fn load_files(name: String, files: Vec<(String, Vec<u8>)>) -> (Fleet, Diagno
 
 /// [`load_files`] with the files the last load read (`kept`; `None`:
 /// parse every file, keep nothing), giving back what this one read.
-fn load_files_keeping(
+pub(crate) fn load_files_keeping(
     name: String,
     files: Vec<(String, Vec<u8>)>,
     kept: Option<Parsed>,

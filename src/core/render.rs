@@ -94,7 +94,9 @@ pub struct Rendered {
 /// Everything computed once per run and shared by every cluster's render.
 pub struct Renderer<'a> {
     pub checked: &'a Checked,
-    pub placements: Vec<Option<WorkloadPlacement>>,
+    /// Shared with the [`crate::core::carry::Carry`] the next revision's
+    /// placement takes over.
+    pub placements: Vec<Option<Arc<WorkloadPlacement>>>,
     env: Environment<'a>,
     /// Each cluster's template context and its hash (for
     /// [`Self::fingerprints`]).
@@ -186,27 +188,41 @@ impl ClusterFacts {
 pub fn cluster_facts(checked: &Checked) -> Arc<ClusterFacts> {
     checked
         .cluster_facts
-        .get_or_init(|| {
-            let values = inherited_values(checked);
-            let n = values.len();
-            let mut facts = ClusterFacts {
-                values,
-                ctx: (0..n).map(|_| std::sync::OnceLock::new()).collect(),
-                hash: Vec::new(),
-            };
-            facts.hash = (0..n)
-                .into_par_iter()
-                .map(|c| {
-                    let bytes = serde_json::to_vec(&facts.facts(checked, c))
-                        .expect("cluster facts serialize");
-                    crate::core::hash::StableHasher::new()
-                        .bytes(&bytes)
-                        .finish()
-                })
-                .collect();
-            Arc::new(facts)
-        })
+        .get_or_init(|| make_facts(checked, &[]))
         .clone()
+}
+
+/// Makes the [`ClusterFacts`] of `checked` now, taking the hash of each
+/// cluster `known` has one for ([`crate::core::carry`]) instead of making
+/// it; nothing when they were made already.
+pub fn seed_cluster_facts(checked: &Checked, known: &[Option<u64>]) {
+    checked
+        .cluster_facts
+        .get_or_init(|| make_facts(checked, known));
+}
+
+fn make_facts(checked: &Checked, known: &[Option<u64>]) -> Arc<ClusterFacts> {
+    let values = inherited_values(checked);
+    let n = values.len();
+    let mut facts = ClusterFacts {
+        values,
+        ctx: (0..n).map(|_| std::sync::OnceLock::new()).collect(),
+        hash: Vec::new(),
+    };
+    facts.hash = (0..n)
+        .into_par_iter()
+        .map(|c| {
+            if let Some(&Some(h)) = known.get(c) {
+                return h;
+            }
+            let bytes =
+                serde_json::to_vec(&facts.facts(checked, c)).expect("cluster facts serialize");
+            crate::core::hash::StableHasher::new()
+                .bytes(&bytes)
+                .finish()
+        })
+        .collect();
+    Arc::new(facts)
 }
 
 fn deep_merge(base: &mut Map<String, Value>, over: &Map<String, Value>) {
@@ -245,11 +261,28 @@ impl<'a> Renderer<'a> {
     /// Divided replicas of workload `wi` move to their healthy siblings
     /// ([`failed_over`]; an empty slice: none).
     pub fn with_failover(checked: &'a Checked, failed: &[Vec<bool>]) -> Renderer<'a> {
+        Self::carrying(checked, failed, None)
+    }
+
+    /// As [`Self::with_failover`], taking over from `carry` (what the
+    /// placement of the last revision computed) what still stands.
+    pub fn carrying(
+        checked: &'a Checked,
+        failed: &[Vec<bool>],
+        carry: Option<&crate::core::carry::Carry>,
+    ) -> Renderer<'a> {
+        if let Some(c) = carry {
+            crate::core::render::seed_cluster_facts(checked, &c.facts(checked));
+        }
+        let same = carry.filter(|c| c.same_clusters(checked));
         let placed = (0..checked.fleet.workloads.len())
             .into_par_iter()
             .map(|wi| {
                 let f = failed.get(wi).map(Vec::as_slice).unwrap_or_default();
-                schedule::place(checked, wi, false, f)
+                match same.and_then(|c| c.placement(checked, wi, f)) {
+                    Some(p) => Ok(p),
+                    None => schedule::place(checked, wi, false, f).map(Arc::new),
+                }
             })
             .collect();
         Self::build(checked, placed)
@@ -278,7 +311,7 @@ impl<'a> Renderer<'a> {
                     .copied()
                     .unwrap_or(0);
                 let f = failed.get(wi).map(Vec::as_slice).unwrap_or_default();
-                schedule::place_subtree(checked, wi, root, share, f)
+                schedule::place_subtree(checked, wi, root, share, f).map(Arc::new)
             })
             .collect();
         Self::build(checked, placed).note_unfailed(failed, |wi, f| {
@@ -293,12 +326,12 @@ impl<'a> Renderer<'a> {
     /// Compiles every template once over the placements given.
     fn build(
         checked: &'a Checked,
-        placed: Vec<Result<WorkloadPlacement, schedule::ScheduleError>>,
+        placed: Vec<Result<Arc<WorkloadPlacement>, schedule::ScheduleError>>,
     ) -> Renderer<'a> {
         let mut diagnostics = Diagnostics::default();
         let fleet = &checked.fleet;
         let topo = &checked.topo;
-        let placements: Vec<Option<WorkloadPlacement>> = placed
+        let placements: Vec<Option<Arc<WorkloadPlacement>>> = placed
             .into_iter()
             .enumerate()
             .map(|(wi, r)| match r {

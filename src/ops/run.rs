@@ -283,6 +283,11 @@ pub struct Session<'i> {
     records: Option<(Option<String>, (String, String))>,
     /// Whether the run may write the state folder (its records).
     access: Access,
+    /// Keep what each placement computed for the next revision's
+    /// ([`crate::core::carry`]): set by a loop that places revision after
+    /// revision (`watch`).
+    pub carry_over: bool,
+    carry: Option<crate::core::carry::Carry>,
 }
 
 impl<'i> Session<'i> {
@@ -356,6 +361,8 @@ impl<'i> Session<'i> {
             progress: None,
             records: None,
             access,
+            carry_over: false,
+            carry: None,
         })
     }
 
@@ -370,9 +377,12 @@ impl<'i> Session<'i> {
         self.inputs(checked, None);
         let at = SystemTime::now();
         let failed = failed_over(checked, &self.health, at);
-        let renderer = Renderer::with_failover(checked, &failed);
+        let renderer = Renderer::carrying(checked, &failed, self.carry.as_ref());
         if renderer.diagnostics.has_errors() {
             return Err(OpsError::Place(renderer.diagnostics.clone()));
+        }
+        if self.carry_over {
+            self.carry = Some(crate::core::carry::Carry::of(&renderer, &failed));
         }
         let mut above = rollout::above(&renderer, &self.rollouts, &self.state, at);
         let mut bases = std::collections::BTreeMap::new();

@@ -165,7 +165,9 @@ fn ms_since(t: Instant) -> u64 {
 
 impl<'a> Watch<'a> {
     /// A loop over `session`, which holds the state folder's lock.
-    pub fn new(session: Session<'a>, opts: WatchOptions, metrics: Metrics) -> Self {
+    pub fn new(mut session: Session<'a>, opts: WatchOptions, metrics: Metrics) -> Self {
+        // Each round places a revision a commit away from the last one's.
+        session.carry_over = true;
         let died_rendering = Rendering::left_behind(&session.state).unwrap_or_else(|e| {
             warn!(error = %e, "cannot read which revision the last watch was rendering");
             None
