@@ -17,8 +17,10 @@
 //!   equal, and the workload's own document, replica total, failed-over
 //!   clusters and calm record are too: those are all a placement reads.
 //!
-//! Anything else is computed afresh, and a property test holds a placement
-//! that carries equal to one that does not, over random edit sequences.
+//! Validation takes over the tree, the label index and the capacities the
+//! same way ([`crate::core::validate::check_after`]). Anything else is
+//! computed afresh, and a property test holds a check and a placement that
+//! carry equal to ones that do not, over random edit sequences.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
@@ -171,9 +173,12 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    type Files = BTreeMap<String, Vec<u8>>;
+    type Kept = Option<crate::core::load::Parsed>;
+
     /// The synthetic fleet's files: 250 clusters in three files, eight
     /// workloads.
-    fn synthetic() -> BTreeMap<String, Vec<u8>> {
+    fn synthetic() -> Files {
         let d = tempfile::tempdir().unwrap();
         crate::core::synth::generate(
             d.path(),
@@ -199,7 +204,7 @@ mod tests {
 
     /// Replaces the `k`th (mod their count) occurrence of `a` in `file` by
     /// `b`, or of `b` by `a` when `a` is not there.
-    fn toggle(files: &mut BTreeMap<String, Vec<u8>>, file: &str, a: &str, b: &str, k: usize) {
+    fn toggle(files: &mut Files, file: &str, (a, b): (&str, &str), k: usize) {
         let text = String::from_utf8(files[file].clone()).unwrap();
         let (from, to) = if text.contains(a) { (a, b) } else { (b, a) };
         let at: Vec<usize> = text.match_indices(from).map(|(i, _)| i).collect();
@@ -211,8 +216,11 @@ mod tests {
         files.insert(file.to_string(), edited.into_bytes());
     }
 
+    const TOTAL: (&str, &str) = ("total: 5000", "total: 4000");
+    const ENV: (&str, &str) = ("env: prod", "env: staging");
+
     /// Every cluster name of the synthetic fleet's files.
-    fn names(files: &BTreeMap<String, Vec<u8>>) -> Vec<String> {
+    fn names(files: &Files) -> Vec<String> {
         files
             .iter()
             .filter(|(p, _)| p.starts_with("clusters/clusters-"))
@@ -225,25 +233,39 @@ mod tests {
             .collect()
     }
 
-    fn load(
-        files: &BTreeMap<String, Vec<u8>>,
-        kept: Option<crate::core::load::Parsed>,
-    ) -> (Checked, Option<crate::core::load::Parsed>) {
+    /// Loads and checks `files` after `prev` (the last revision checked).
+    fn load(files: &Files, kept: Kept, prev: Option<&Checked>) -> (Checked, Kept) {
         let all = files.iter().map(|(p, b)| (p.clone(), b.clone())).collect();
         let (fleet, d, next) = crate::core::load::load_files_keeping("f".into(), all, kept);
         assert!(!d.has_errors(), "{d:?}");
-        let (checked, d) = crate::core::validate::check(fleet);
+        let (checked, d) = crate::core::validate::check_after(fleet, prev);
         (checked.unwrap_or_else(|| panic!("{d:?}")), next)
+    }
+
+    /// What validation made of the clusters, to compare.
+    fn tree_of(c: &Checked) -> Vec<(String, Option<usize>, usize, bool, String)> {
+        let t = &c.topo;
+        (0..t.len())
+            .map(|i| {
+                (
+                    t.name(i).to_string(),
+                    t.parent(i),
+                    t.depth(i),
+                    t.is_joined(i),
+                    format!("{:?}", c.capacity_values(i)),
+                )
+            })
+            .collect()
     }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(24))]
         /// Over random edit sequences (a workload's total or replicas, a
         /// cluster added or removed, a label, a region's values, the
-        /// clusters failed over, nothing), a placement that takes over what
-        /// the last one computed gives exactly what a placement from
-        /// scratch gives: every fingerprint, facts hash and placement; and
-        /// it does take some over.
+        /// clusters failed over, nothing), a check and a placement that
+        /// take over what the last ones made give exactly what they give
+        /// from scratch: the tree, the label index, the capacities, every
+        /// fingerprint, facts hash and placement.
         #[test]
         fn a_placement_that_carries_equals_one_from_scratch(
             edits in proptest::collection::vec((0u8..8, 0usize..1000, any::<bool>()), 1..12),
@@ -253,10 +275,11 @@ mod tests {
             let mut failed: Vec<Vec<bool>> = Vec::new();
             let mut kept = Some(crate::core::load::Parsed::new());
             let mut carry: Option<Carry> = None;
+            let mut last: Option<Checked> = None;
             for (step, (kind, k, flag)) in edits.into_iter().enumerate() {
                 match kind {
-                    0 => toggle(&mut files, "workloads/w02/workload.yaml", "total: 5000", "total: 4000", 0),
-                    1 => toggle(&mut files, "workloads/w01/app.yaml", "replicas: 3000", "replicas: 2900", 0),
+                    0 => toggle(&mut files, "workloads/w02/workload.yaml", TOTAL, 0),
+                    1 => toggle(&mut files, "workloads/w01/app.yaml", ("replicas: 3000", "replicas: 2900"), 0),
                     2 | 3 => {
                         if kind == 2 || extras.is_empty() {
                             let all = names(&files);
@@ -270,8 +293,8 @@ mod tests {
                             .collect();
                         files.insert("clusters/extra.yaml".into(), text.into_bytes());
                     }
-                    4 => toggle(&mut files, "clusters/clusters-0001.yaml", "env: prod", "env: staging", k),
-                    5 => toggle(&mut files, "clusters/clusters-0000.yaml", "logLevel: info", "logLevel: debug", k),
+                    4 => toggle(&mut files, "clusters/clusters-0001.yaml", ENV, k),
+                    5 => toggle(&mut files, "clusters/clusters-0000.yaml", ("logLevel: info", "logLevel: debug"), k),
                     6 => {
                         let n = names(&files).len() + extras.len();
                         failed = (0..8)
@@ -280,9 +303,11 @@ mod tests {
                     }
                     _ => {}
                 }
-                let (full, _) = load(&files, None);
-                let (inc, next) = load(&files, kept.take());
+                let (full, _) = load(&files, None, None);
+                let (inc, next) = load(&files, kept.take(), last.as_ref());
                 kept = next;
+                prop_assert_eq!(tree_of(&inc), tree_of(&full));
+                prop_assert!(*inc.labels == *full.labels);
                 // A failed-over row is per cluster index: fit it to the
                 // fleet as it is now.
                 let rows: Vec<Vec<bool>> = failed
@@ -300,55 +325,48 @@ mod tests {
                     prop_assert_eq!(a.as_deref(), b.as_deref(), "workload {}", wi);
                 }
                 carry = Some(Carry::of(&got, &rows));
+                drop(got);
+                last = Some(inc);
             }
         }
     }
 
     /// A fixed sequence: a workload's total, then a label, then nothing.
-    /// The first keeps every cluster's facts and the other workloads'
-    /// placements; the label keeps the facts of the other files' clusters
-    /// and no placement (a label can move any division); nothing keeps all.
+    /// The first keeps the tree, every cluster's facts and the other
+    /// workloads' placements; the label keeps the facts of the clusters of
+    /// the other files, no tree and no placement (a label can move any
+    /// division); nothing keeps all.
     #[test]
     fn what_is_taken_over_follows_what_changed() {
         let mut files = synthetic();
-        let (first, mut kept) = load(&files, Some(crate::core::load::Parsed::new()));
-        let r = Renderer::new(&first);
-        let mut carry = Carry::of(&r, &[]);
+        let (first, mut kept) = load(&files, Some(crate::core::load::Parsed::new()), None);
+        let mut carry = Carry::of(&Renderer::new(&first), &[]);
         let n = first.topo.len();
-        let step = |files: &BTreeMap<String, Vec<u8>>,
-                    kept: &mut Option<crate::core::load::Parsed>,
-                    carry: &mut Carry| {
-            let (c, next) = load(files, kept.take());
-            *kept = next;
+        let mut last = first;
+        let mut step = |files: &Files| {
+            let (c, next) = load(files, kept.take(), Some(&last));
+            kept = next;
+            let tree_kept = Arc::ptr_eq(&c.topo, &last.topo);
             let facts = carry.facts(&c).iter().flatten().count();
-            let r = Renderer::carrying(&c, &[], Some(carry));
+            let r = Renderer::carrying(&c, &[], Some(&carry));
             let taken = r
                 .placements
                 .iter()
                 .flatten()
                 .filter(|p| carry.placed.values().any(|q| Arc::ptr_eq(&q.placement, p)))
                 .count();
-            *carry = Carry::of(&r, &[]);
-            (facts, taken)
+            carry = Carry::of(&r, &[]);
+            drop(r);
+            last = c;
+            (tree_kept, facts, taken)
         };
-        toggle(
-            &mut files,
-            "workloads/w02/workload.yaml",
-            "total: 5000",
-            "total: 4000",
-            0,
-        );
-        assert_eq!(step(&files, &mut kept, &mut carry), (n, 7));
-        toggle(
-            &mut files,
-            "clusters/clusters-0001.yaml",
-            "env: prod",
-            "env: staging",
-            3,
-        );
-        let (facts, taken) = step(&files, &mut kept, &mut carry);
+        toggle(&mut files, "workloads/w02/workload.yaml", TOTAL, 0);
+        assert_eq!(step(&files), (true, n, 7));
+        toggle(&mut files, "clusters/clusters-0001.yaml", ENV, 3);
+        let (tree_kept, facts, taken) = step(&files);
+        assert!(!tree_kept);
         assert_eq!(taken, 0);
         assert!(facts > 0 && facts <= n - 100, "{facts} of {n}");
-        assert_eq!(step(&files, &mut kept, &mut carry), (n, 8));
+        assert_eq!(step(&files), (true, n, 8));
     }
 }

@@ -21,7 +21,7 @@ use crate::core::topology::Topology;
 /// they are seen: a fleet has few distinct labels and many clusters, and
 /// building the index copied every label of every cluster twice (half the
 /// validation time at 100,000 clusters).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct LabelIndex {
     n: usize,
     /// key → value → clusters.

@@ -35,9 +35,11 @@ pub struct WorkloadFacts {
 #[derive(Debug, Clone)]
 pub struct Checked {
     pub fleet: Fleet,
-    pub topo: Topology,
+    /// Shared with the next revision's check when its clusters are the
+    /// same documents ([`check_after`]).
+    pub topo: Arc<Topology>,
     /// Cluster labels indexed for fast selection.
-    pub labels: LabelIndex,
+    pub labels: Arc<LabelIndex>,
     /// Parallel to `fleet.workloads`.
     pub facts: Vec<WorkloadFacts>,
     /// Every cluster's template facts, made once when first asked for
@@ -125,15 +127,39 @@ impl<T> std::fmt::Debug for RunInput<T> {
 
 /// Checks the fleet; returns it as [`Checked`] only if no error was found.
 /// Warnings come back either way.
-pub fn check(mut fleet: Fleet) -> (Option<Checked>, Diagnostics) {
-    let mut d = Diagnostics::default();
+pub fn check(fleet: Fleet) -> (Option<Checked>, Diagnostics) {
+    check_after(fleet, None)
+}
 
-    dedupe(
-        &mut fleet.clusters,
-        "Cluster",
-        |c| (c.name(), &c.source),
-        &mut d,
-    );
+/// Whether `now` holds the very cluster documents of `before`, in the same
+/// order (see [`check_after`]).
+fn same_clusters(before: &[Cluster], now: &[Cluster]) -> bool {
+    before.len() == now.len()
+        && before
+            .iter()
+            .zip(now)
+            .all(|(a, b)| Arc::ptr_eq(&a.source, &b.source))
+}
+
+/// As [`check`], after `prev`, the last revision's fleet as checked: when
+/// the clusters are the very documents `prev` was made of (the loader
+/// hands an unchanged file's documents over as parsed), what was made of
+/// them alone is taken over: they had no error then and have none now,
+/// and the tree, the label index and their capacities are the same. A
+/// `watch` round whose commit touched no cluster skips the three quarters
+/// of validation that look at every cluster (see [`crate::core::carry`]).
+pub fn check_after(mut fleet: Fleet, prev: Option<&Checked>) -> (Option<Checked>, Diagnostics) {
+    let mut d = Diagnostics::default();
+    let same = prev.filter(|p| same_clusters(&p.fleet.clusters, &fleet.clusters));
+
+    if same.is_none() {
+        dedupe(
+            &mut fleet.clusters,
+            "Cluster",
+            |c| (c.name(), &c.source),
+            &mut d,
+        );
+    }
     dedupe(
         &mut fleet.workloads,
         "Workload",
@@ -151,32 +177,15 @@ pub fn check(mut fleet: Fleet) -> (Option<Checked>, Diagnostics) {
         set: fleet.clusters.iter().map(Cluster::name).collect(),
         slice: fleet.slice,
     };
-    let capacity_values: Vec<CapacityValues> = fleet
-        .clusters
-        .iter()
-        .map(|c| check_cluster(c, &mut d))
-        .collect();
-    let pairs: Vec<(&str, Option<&str>)> = fleet
-        .clusters
-        .iter()
-        .map(|c| (c.name(), c.spec.parent.as_deref()))
-        .collect();
-    let topo = match Topology::build(&pairs) {
-        Ok(mut t) => {
-            t.set_joined(
-                fleet
-                    .clusters
-                    .iter()
-                    .map(crate::core::join::is_joined)
-                    .collect(),
-            );
-            Some(t)
-        }
-        Err(errors) => {
-            for e in errors {
-                topology_diag(&fleet, e, &mut d);
-            }
-            None
+    let (capacity_values, topo) = match same {
+        Some(p) => (p.capacity.clone(), Some(p.topo.clone())),
+        None => {
+            let capacity_values: Vec<CapacityValues> = fleet
+                .clusters
+                .iter()
+                .map(|c| check_cluster(c, &mut d))
+                .collect();
+            (capacity_values, tree(&fleet, &mut d).map(Arc::new))
         }
     };
     if fleet.clusters.is_empty() && !fleet.incomplete {
@@ -228,7 +237,10 @@ pub fn check(mut fleet: Fleet) -> (Option<Checked>, Diagnostics) {
     let d = d.sorted();
     match topo {
         Some(topo) if !d.has_errors() => {
-            let labels = LabelIndex::new(&fleet.clusters);
+            let labels = match same {
+                Some(p) => p.labels.clone(),
+                None => Arc::new(LabelIndex::new(&fleet.clusters)),
+            };
             let checked = Checked {
                 fleet,
                 topo,
@@ -270,6 +282,34 @@ pub fn check(mut fleet: Fleet) -> (Option<Checked>, Diagnostics) {
             (Some(checked), d)
         }
         _ => (None, d),
+    }
+}
+
+/// The fleet's tree, joined clusters marked; `None` (with the errors in
+/// `d`) when a parent is unknown or the parents make a cycle.
+fn tree(fleet: &Fleet, d: &mut Diagnostics) -> Option<Topology> {
+    let pairs: Vec<(&str, Option<&str>)> = fleet
+        .clusters
+        .iter()
+        .map(|c| (c.name(), c.spec.parent.as_deref()))
+        .collect();
+    match Topology::build(&pairs) {
+        Ok(mut t) => {
+            t.set_joined(
+                fleet
+                    .clusters
+                    .iter()
+                    .map(crate::core::join::is_joined)
+                    .collect(),
+            );
+            Some(t)
+        }
+        Err(errors) => {
+            for e in errors {
+                topology_diag(fleet, e, d);
+            }
+            None
+        }
     }
 }
 

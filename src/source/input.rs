@@ -67,7 +67,16 @@ fn tool_inputs_in_memory(
 /// objects that are the same on every cluster: the fleet as the
 /// pipeline's later stages see it, or every problem found.
 pub fn check_fleet(fleet: crate::core::model::Fleet) -> (Option<Checked>, Diagnostics) {
-    let (checked, mut diags) = crate::core::validate::check(fleet);
+    check_fleet_after(fleet, None)
+}
+
+/// As [`check_fleet`], after `prev`, the last revision's fleet as checked
+/// ([`crate::core::validate::check_after`]).
+pub fn check_fleet_after(
+    fleet: crate::core::model::Fleet,
+    prev: Option<&Checked>,
+) -> (Option<Checked>, Diagnostics) {
+    let (checked, mut diags) = crate::core::validate::check_after(fleet, prev);
     let checked = checked.map(|mut c| {
         if !diags.has_errors() {
             diags.extend(crate::source::helm::expand(&mut c));

@@ -426,7 +426,8 @@ impl<'a> Watch<'a> {
         self.seen = Some(text.clone());
         self.phases.read = ms_since(t);
         let t = Instant::now();
-        let (checked, more) = crate::source::input::check_fleet(fleet);
+        let prev = self.good.as_ref().map(|g| &g.checked);
+        let (checked, more) = crate::source::input::check_fleet_after(fleet, prev);
         self.phases.check = ms_since(t);
         diags.extend(more);
         let diags = diags.sorted();
