@@ -24,10 +24,7 @@ pub fn previous(checked: &Checked, state: &Path) {
     if !(0..checked.fleet.workloads.len()).any(|wi| calm(checked, wi)) {
         return;
     }
-    let record = ReplicasRecord::load(state).unwrap_or_else(|e| {
-        tracing::warn!(error = %e, "cannot read the replicas last applied; calm workloads divide afresh");
-        ReplicasRecord::default()
-    });
+    let record = ReplicasRecord::load_or_warn(state, "calm workloads divide afresh");
     checked.previous.set(record.workloads);
 }
 

@@ -76,10 +76,7 @@ pub fn measure(
 /// The live capacity recorded in `state`; an unreadable record is warned
 /// about and counts as none.
 fn recorded(state: &Path) -> CapacityRecord {
-    CapacityRecord::load(state).unwrap_or_else(|e| {
-        tracing::warn!(error = %e, "cannot read the live capacity record; reading afresh");
-        CapacityRecord::default()
-    })
+    CapacityRecord::load_or_warn(state, "reading afresh")
 }
 
 /// Gives `checked` the live capacity last recorded in `state` (what a

@@ -17,6 +17,7 @@
 //! new rollout from the first stage, and stages that find nothing to change
 //! pass at once, without their pause.
 
+use crate::state::Record as _;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::SystemTime;

@@ -335,21 +335,13 @@ impl<'i> Session<'i> {
             Access::Write => LocalStore::open(&state)?,
             Access::Read => LocalStore::open_read_only(&state),
         };
-        let health = match Health::load(&state) {
-            Ok(h) => h,
-            Err(e) if !strict => {
-                tracing::warn!(error = %e, "cannot read the health records; every cluster counts as healthy");
-                Health::default()
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let rollouts = match Rollouts::load(&state) {
-            Ok(r) => r,
-            Err(e) if !strict => {
-                tracing::warn!(error = %e, "cannot read the rollout records; rollouts start over");
-                Rollouts::default()
-            }
-            Err(e) => return Err(e.into()),
+        let (health, rollouts) = if strict {
+            (Health::load(&state)?, Rollouts::load(&state)?)
+        } else {
+            (
+                Health::load_or_warn(&state, "every cluster counts as healthy"),
+                Rollouts::load_or_warn(&state, "rollouts start over"),
+            )
         };
         Ok(Session {
             input,

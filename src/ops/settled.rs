@@ -25,6 +25,7 @@ use crate::core::diff::ClusterChanges;
 use crate::core::hash::StableHasher;
 use crate::core::render::Renderer;
 use crate::state::settled::{Entry, Settled};
+use crate::state::Record;
 
 /// A cluster taken into a run unrendered: its state's hash and its objects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,8 +172,5 @@ pub fn update(record: &mut Settled, r: &Renderer<'_>, report: &Report, keys: &[u
 /// Reads the record; one that cannot be read is warned about and started
 /// afresh (it is a cache: the run renders every cluster).
 pub fn load(state: &Path) -> Settled {
-    Settled::load(state).unwrap_or_else(|e| {
-        tracing::warn!(error = %e, "cannot read the record of clusters in sync; every cluster is rendered and diffed");
-        Settled::default()
-    })
+    Settled::load_or_warn(state, "every cluster is rendered and diffed")
 }

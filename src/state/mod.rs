@@ -70,6 +70,16 @@ pub trait Record: Serialize + DeserializeOwned + Default {
     fn save(&self, dir: &Path) -> Result<(), StateError> {
         save(dir, Self::FILE, self)
     }
+
+    /// Reads the record for a run that can do without it: one that cannot
+    /// be read is warned about, with what the run does `instead`, and taken
+    /// as empty (it is left on disk as it is).
+    fn load_or_warn(dir: &Path, instead: &str) -> Self {
+        Self::load(dir).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot read {}; {instead}", Self::FILE);
+            Self::default()
+        })
+    }
 }
 
 /// Replaces `dir/name` with `value` as pretty JSON.

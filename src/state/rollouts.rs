@@ -135,16 +135,9 @@ pub fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
-impl Rollouts {
-    /// Reads `rollouts.json` (none yet: no rollout started).
-    pub fn load(dir: &Path) -> Result<Rollouts, StateError> {
-        crate::state::load(dir, FILE)
-    }
-
-    /// Replaces `rollouts.json` atomically.
-    pub fn save(&self, dir: &Path) -> Result<(), StateError> {
-        crate::state::save(dir, FILE, self)
-    }
+/// `rollouts.json` (none yet: no rollout started).
+impl crate::state::Record for Rollouts {
+    const FILE: &'static str = FILE;
 }
 
 /// Asks the next run to go on with `workload`'s rollout at `target`: a
@@ -350,6 +343,7 @@ pub enum Gate {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::Record as _;
 
     fn stages(n: usize) -> Vec<StageRecord> {
         (0..n)

@@ -39,24 +39,21 @@ pub struct Entry {
     pub objects: usize,
 }
 
-const FILE: &str = "settled.json";
+impl super::Record for Settled {
+    const FILE: &'static str = "settled.json";
 
-impl Settled {
-    /// Reads the record; a missing one is empty.
-    pub fn load(dir: &Path) -> Result<Settled, StateError> {
-        super::load(dir, FILE)
-    }
-
-    /// Replaces the record atomically, as compact JSON (an entry per
-    /// cluster: at 100,000 clusters pretty printing triples its size).
-    pub fn save(&self, dir: &Path) -> Result<(), StateError> {
+    /// As compact JSON (an entry per cluster: at 100,000 clusters pretty
+    /// printing triples its size).
+    fn save(&self, dir: &Path) -> Result<(), StateError> {
         super::replace(
             dir,
-            FILE,
+            Self::FILE,
             &serde_json::to_vec(self).expect("the record serializes"),
         )
     }
+}
 
+impl Settled {
     /// The entry of `cluster` if it was found in sync at `key` with a state
     /// file of hash `state`.
     pub fn holds(&self, cluster: &str, key: u64, state: u64) -> Option<&Entry> {
@@ -69,6 +66,7 @@ impl Settled {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::Record;
 
     #[test]
     fn saved_and_loaded_whole_and_an_entry_holds_only_for_its_key_and_state() {
