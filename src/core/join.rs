@@ -381,7 +381,9 @@ pub fn add_members(fleet: &mut Fleet, members: &[Reachable]) -> Diagnostics {
     for r in members {
         let m = &r.member;
         if let Some(&i) = known.get(&m.name) {
-            let c = &mut fleet.clusters[i];
+            // Copied when shared with the loader's kept parse: the
+            // credentials are this run's, not the document's.
+            let c = Arc::make_mut(&mut fleet.clusters[i]);
             let exported = c.meta.annotations.get(ANNOTATION_JOINED) == Some(&m.identity);
             if let Some(conn) = c.spec.connection.as_mut().filter(|c| c.joined) {
                 if exported {
@@ -407,7 +409,7 @@ pub fn add_members(fleet: &mut Fleet, members: &[Reachable]) -> Diagnostics {
             ..Default::default()
         });
         known.insert(m.name.clone(), fleet.clusters.len());
-        fleet.clusters.push(Cluster {
+        fleet.clusters.push(Arc::new(Cluster {
             meta: ObjectMeta {
                 name: m.name.clone(),
                 labels: m.labels.clone(),
@@ -426,7 +428,7 @@ pub fn add_members(fleet: &mut Fleet, members: &[Reachable]) -> Diagnostics {
                     lines: Default::default(),
                 },
             }),
-        });
+        }));
     }
     // Cluster indexes follow name order (ties in a division go to the
     // smaller name), so members take their places among the others.
@@ -445,7 +447,8 @@ pub fn hubs(
     fleet: &Fleet,
     relay: Option<&str>,
 ) -> BTreeMap<String, std::collections::BTreeSet<String>> {
-    let by_name: BTreeMap<&str, &Cluster> = fleet.clusters.iter().map(|c| (c.name(), c)).collect();
+    let by_name: BTreeMap<&str, &Cluster> =
+        fleet.clusters.iter().map(|c| (c.name(), &**c)).collect();
     let mut out: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
     for c in &fleet.clusters {
         let Some((hub, is_relay)) = walk_to_hub(&by_name, c) else {
@@ -466,7 +469,8 @@ pub fn hubs(
 
 /// The hub of parent `cluster` (see [`hubs`]) and whether it is a relay.
 pub fn hub_of(fleet: &Fleet, cluster: &str) -> Option<(String, bool)> {
-    let by_name: BTreeMap<&str, &Cluster> = fleet.clusters.iter().map(|c| (c.name(), c)).collect();
+    let by_name: BTreeMap<&str, &Cluster> =
+        fleet.clusters.iter().map(|c| (c.name(), &**c)).collect();
     let c = by_name.get(cluster)?;
     walk_to_hub(&by_name, c).map(|(h, r)| (h.to_string(), r))
 }

@@ -67,7 +67,9 @@ struct Found {
 pub(crate) struct FileResult {
     /// The file's repo-relative path.
     file: Option<String>,
-    clusters: Vec<Cluster>,
+    /// Shared: a kept file's clusters are handed to every load as they
+    /// are, not copied.
+    clusters: Vec<Arc<Cluster>>,
     workloads: Vec<Workload>,
     overrides: Vec<Override>,
     defaults: Vec<Defaults>,
@@ -417,11 +419,11 @@ fn read_doc(rel: &str, workload_dir: Option<&str>, doc: Doc, res: &mut FileResul
     match kind {
         "Cluster" => {
             if let Some((meta, spec)) = typed::<ClusterSpec>(&source, res) {
-                res.clusters.push(Cluster {
+                res.clusters.push(Arc::new(Cluster {
                     meta,
                     spec: spec.unwrap_or_default(),
                     source: source.clone(),
-                });
+                }));
             }
         }
         "Workload" => {

@@ -696,7 +696,7 @@ mod tests {
     fn with_relays(checked: &Checked, relays: &[usize]) -> Checked {
         let mut fleet = checked.fleet.clone();
         for &c in relays {
-            let cl = &mut fleet.clusters[c];
+            let cl = std::sync::Arc::make_mut(&mut fleet.clusters[c]);
             cl.spec.relay = Some(Default::default());
             let mut src = (*cl.source).clone();
             src.doc.value["spec"]["relay"] = serde_json::json!({});

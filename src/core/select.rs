@@ -30,7 +30,7 @@ pub struct LabelIndex {
 }
 
 impl LabelIndex {
-    pub fn new(clusters: &[Cluster]) -> Self {
+    pub fn new(clusters: &[std::sync::Arc<Cluster>]) -> Self {
         let n = clusters.len();
         let mut ix = LabelIndex {
             n,
@@ -350,7 +350,7 @@ mod tests {
                 let c = cluster(name, &labels[i]);
                 prop_assert_eq!(matches(sel.as_ref(), &c, i, &topo), explain(sel.as_ref(), &c, i, &topo).chosen);
             }
-            let clusters: Vec<Cluster> = NAMES.iter().enumerate().map(|(i, n)| cluster(n, &labels[i])).collect();
+            let clusters: Vec<std::sync::Arc<Cluster>> = NAMES.iter().enumerate().map(|(i, n)| std::sync::Arc::new(cluster(n, &labels[i]))).collect();
             let picked = LabelIndex::new(&clusters).select(sel.as_ref(), &topo);
             for (i, c) in clusters.iter().enumerate() {
                 prop_assert_eq!(picked.contains(i), matches(sel.as_ref(), c, i, &topo), "cluster {}", NAMES[i]);

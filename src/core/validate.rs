@@ -133,7 +133,7 @@ pub fn check(fleet: Fleet) -> (Option<Checked>, Diagnostics) {
 
 /// Whether `now` holds the very cluster documents of `before`, in the same
 /// order (see [`check_after`]).
-fn same_clusters(before: &[Cluster], now: &[Cluster]) -> bool {
+fn same_clusters(before: &[Arc<Cluster>], now: &[Arc<Cluster>]) -> bool {
     before.len() == now.len()
         && before
             .iter()
@@ -174,7 +174,7 @@ pub fn check_after(mut fleet: Fleet, prev: Option<&Checked>) -> (Option<Checked>
     );
 
     let names = Known {
-        set: fleet.clusters.iter().map(Cluster::name).collect(),
+        set: fleet.clusters.iter().map(|c| c.name()).collect(),
         slice: fleet.slice,
     };
     let (capacity_values, topo) = match same {
@@ -299,7 +299,7 @@ fn tree(fleet: &Fleet, d: &mut Diagnostics) -> Option<Topology> {
                 fleet
                     .clusters
                     .iter()
-                    .map(crate::core::join::is_joined)
+                    .map(|c| crate::core::join::is_joined(c))
                     .collect(),
             );
             Some(t)
@@ -450,7 +450,7 @@ fn topology_diag(fleet: &Fleet, e: TopologyError, d: &mut Diagnostics) {
                 .at(&c.source.loc_str("spec.parent"))
                 .hint(suggest(
                     &parent,
-                    fleet.clusters.iter().map(Cluster::name),
+                    fleet.clusters.iter().map(|c| c.name()),
                     "remove spec.parent to make this cluster a root",
                 )),
             );

@@ -1060,7 +1060,7 @@ impl Override {
 pub struct Fleet {
     /// The fleet's name, written in the `canopy.dev/fleet` label.
     pub name: String,
-    pub clusters: Vec<Cluster>,
+    pub clusters: Vec<Arc<Cluster>>,
     pub workloads: Vec<Workload>,
     pub overrides: Vec<Override>,
     /// The `Defaults` documents (validation allows one).
