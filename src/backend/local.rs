@@ -169,21 +169,29 @@ fn state_hash(bytes: &[u8]) -> u64 {
 }
 
 impl LocalCluster {
-    fn load(&self) -> Result<ClusterState, BackendError> {
-        let bytes = match crate::sys::files::read(&self.path) {
-            Ok(b) => b,
+    /// The file's bytes (`None`: no file, the cluster holds nothing yet),
+    /// noted as seen ([`ClusterBackend::version`]).
+    fn read(&self) -> Result<Option<Vec<u8>>, BackendError> {
+        match crate::sys::files::read(&self.path) {
+            Ok(b) => {
+                self.saw(&b);
+                Ok(Some(b))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 self.saw(&[]);
-                return Ok(ClusterState::default());
+                Ok(None)
             }
-            Err(source) => {
-                return Err(BackendError::Io {
-                    path: self.path.clone(),
-                    source,
-                })
-            }
+            Err(source) => Err(BackendError::Io {
+                path: self.path.clone(),
+                source,
+            }),
+        }
+    }
+
+    fn load(&self) -> Result<ClusterState, BackendError> {
+        let Some(bytes) = self.read()? else {
+            return Ok(ClusterState::default());
         };
-        self.saw(&bytes);
         serde_json::from_slice(&bytes).map_err(|e| BackendError::Corrupt {
             path: self.path.clone(),
             detail: e.to_string(),
@@ -420,13 +428,8 @@ impl ClusterBackend for LocalCluster {
         if let Some(v) = *self.seen.lock().unwrap_or_else(|p| p.into_inner()) {
             return Some(v);
         }
-        let bytes = match crate::sys::files::read(&self.path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(_) => return None,
-        };
-        self.saw(&bytes);
-        Some(state_hash(&bytes))
+        self.read().ok()?;
+        *self.seen.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn get(&self, _t: &super::TypeRef, key: &ObjectKey) -> Result<Option<Value>, BackendError> {

@@ -13,8 +13,8 @@
 //!   are the same ones (its path, depth and inherited values come from
 //!   them);
 //! - a workload's placement stands when every cluster is the same one, in
-//!   the same place, joined or not as before, the live capacities read are
-//!   equal, and the workload's own document, replica total, failed-over
+//!   the same place (so joined or not as before), the live capacities
+//!   read are equal, and the workload's own document, replica total, failed-over
 //!   clusters and calm record are too: those are all a placement reads.
 //!
 //! Validation takes over the tree, the label index and the capacities the
@@ -25,21 +25,20 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
-use crate::core::model::{LiveCapacity, Source};
+use crate::core::model::{Cluster, LiveCapacity, Source};
 use crate::core::render::Renderer;
 use crate::core::schedule::WorkloadPlacement;
 use crate::core::validate::Checked;
 
 /// What a placement of one revision leaves for the next.
 pub struct Carry {
-    /// The clusters' documents, in the fleet's order: held, so that a
-    /// document of the next revision at the same address is this one.
-    sources: Vec<Arc<Source>>,
+    /// The clusters, in the fleet's order: held, so that a document of the
+    /// next revision at the same address is one of theirs.
+    clusters: Vec<Arc<Cluster>>,
     /// By document address, the cluster's index: made when first needed
     /// (when clusters did not keep their places).
     index: OnceLock<foldhash::HashMap<usize, usize>>,
     parent: Vec<Option<usize>>,
-    joined: Vec<bool>,
     /// Each cluster's facts hash.
     facts: Vec<u64>,
     measured: Arc<BTreeMap<String, LiveCapacity>>,
@@ -86,15 +85,9 @@ impl Carry {
             })
             .collect();
         Carry {
-            sources: checked
-                .fleet
-                .clusters
-                .iter()
-                .map(|c| c.source.clone())
-                .collect(),
+            clusters: checked.fleet.clusters.clone(),
             index: OnceLock::new(),
             parent: (0..topo.len()).map(|c| topo.parent(c)).collect(),
-            joined: (0..topo.len()).map(|c| topo.is_joined(c)).collect(),
             facts: crate::core::render::cluster_facts(checked).hash.clone(),
             measured: checked.measured.all(),
             placed,
@@ -104,15 +97,19 @@ impl Carry {
     /// Where cluster `c` of `checked` was, if its document is the same one.
     fn was(&self, checked: &Checked, c: usize) -> Option<usize> {
         let s = &checked.cluster(c).source;
-        if self.sources.get(c).is_some_and(|t| Arc::ptr_eq(s, t)) {
+        if self
+            .clusters
+            .get(c)
+            .is_some_and(|t| Arc::ptr_eq(s, &t.source))
+        {
             return Some(c);
         }
         self.index
             .get_or_init(|| {
-                self.sources
+                self.clusters
                     .iter()
                     .enumerate()
-                    .map(|(i, s)| (address(s), i))
+                    .map(|(i, t)| (address(&t.source), i))
                     .collect()
             })
             .get(&address(s))
@@ -138,15 +135,11 @@ impl Carry {
             .collect()
     }
 
-    /// Whether every cluster of `checked` is the one it was, in its place,
-    /// with what the division reads beside the documents unchanged.
+    /// Whether every cluster of `checked` is the one it was, in its place
+    /// ([`crate::core::validate::same_clusters`]), with the live capacities
+    /// the division reads beside the documents unchanged.
     pub fn same_clusters(&self, checked: &Checked) -> bool {
-        let topo = &checked.topo;
-        self.sources.len() == topo.len()
-            && (0..topo.len()).all(|c| {
-                Arc::ptr_eq(&self.sources[c], &checked.cluster(c).source)
-                    && self.joined[c] == topo.is_joined(c)
-            })
+        crate::core::validate::same_clusters(&self.clusters, &checked.fleet.clusters)
             && *self.measured == *checked.measured.all()
     }
 

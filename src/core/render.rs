@@ -272,7 +272,7 @@ impl<'a> Renderer<'a> {
         carry: Option<&crate::core::carry::Carry>,
     ) -> Renderer<'a> {
         if let Some(c) = carry {
-            crate::core::render::seed_cluster_facts(checked, &c.facts(checked));
+            seed_cluster_facts(checked, &c.facts(checked));
         }
         let same = carry.filter(|c| c.same_clusters(checked));
         let placed = (0..checked.fleet.workloads.len())

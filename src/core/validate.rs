@@ -132,8 +132,10 @@ pub fn check(fleet: Fleet) -> (Option<Checked>, Diagnostics) {
 }
 
 /// Whether `now` holds the very cluster documents of `before`, in the same
-/// order (see [`check_after`]).
-fn same_clusters(before: &[Arc<Cluster>], now: &[Arc<Cluster>]) -> bool {
+/// order (see [`check_after`]): then each has what its document says
+/// (name, parent, labels, annotations, taints, capacity), nothing after
+/// loading changes those.
+pub(crate) fn same_clusters(before: &[Arc<Cluster>], now: &[Arc<Cluster>]) -> bool {
     before.len() == now.len()
         && before
             .iter()

@@ -697,13 +697,10 @@ impl<'i> Session<'i> {
         });
         let render_targets = match &settled {
             Some((_, _, found)) if !found.is_empty() => Some(
-                match targets.as_ref() {
-                    Some(t) => t.iter().copied().collect::<Vec<_>>(),
-                    None => (0..placed.renderer.checked.topo.len()).collect(),
-                }
-                .into_iter()
-                .filter(|c| !found.contains_key(c))
-                .collect::<BTreeSet<usize>>(),
+                (0..placed.renderer.checked.topo.len())
+                    .filter(|c| targets.as_ref().is_none_or(|t| t.contains(c)))
+                    .filter(|c| !found.contains_key(c))
+                    .collect::<BTreeSet<usize>>(),
             ),
             _ => targets.clone(),
         };

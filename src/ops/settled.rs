@@ -108,22 +108,23 @@ pub fn find(
     keys: &[u64],
 ) -> BTreeMap<usize, InSync> {
     let topo = &r.checked.topo;
-    let candidates: Vec<(usize, &Entry)> = match targets {
-        Some(t) => t.iter().copied().collect::<Vec<_>>(),
-        None => (0..topo.len()).collect(),
-    }
-    .into_iter()
-    .filter(|&c| eligible(r, c))
-    .filter_map(|c| {
-        let e = record.clusters.get(topo.name(c))?;
-        (e.key == keys[c]).then_some((c, e))
-    })
-    .collect();
+    // Only a cluster whose entry carries its key has its file read.
+    let candidates: Vec<usize> = (0..topo.len())
+        .filter(|&c| targets.is_none_or(|t| t.contains(&c)) && eligible(r, c))
+        .filter(|&c| {
+            record
+                .clusters
+                .get(topo.name(c))
+                .is_some_and(|e| e.key == keys[c])
+        })
+        .collect();
     candidates
         .into_par_iter()
-        .filter_map(|(c, e)| {
-            let state = backends.backend(topo.name(c)).version()?;
-            (state == e.state).then_some((
+        .filter_map(|c| {
+            let name = topo.name(c);
+            let state = backends.backend(name).version()?;
+            let e = record.holds(name, keys[c], state)?;
+            Some((
                 c,
                 InSync {
                     state,
