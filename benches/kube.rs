@@ -2,7 +2,7 @@
 //!
 //! `cargo bench --bench kube` (options after `--`: `--objects 1000`,
 //! `--rounds 3`) starts the test suite's API server (tests/apiserver, etcd
-//! included), builds kubectl from the same Kubernetes release (benches/
+//! included), builds kubectl from the same Kubernetes release (tests/
 //! kubectl, `k8s.io/kubernetes/cmd/kubectl` v1.36.3), and per round applies
 //! the same objects — half ConfigMaps, half Deployments, plus their
 //! Namespace — into an empty namespace of each tool's own:
@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 /// kubectl from the same Kubernetes release as the API server.
 fn kubectl() -> PathBuf {
-    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/kubectl");
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/kubectl");
     let bin = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kubectl");
     apiserver::go_build(&src, "k8s.io/kubernetes/cmd/kubectl", &bin);
     bin

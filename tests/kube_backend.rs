@@ -12,6 +12,8 @@ mod apiserver;
 mod common;
 #[path = "support/cut_proxy.rs"]
 mod cut_proxy;
+#[path = "support/tools.rs"]
+mod tools;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -1759,6 +1761,254 @@ spec:
         .collect();
     assert_eq!(names, vec!["web"]);
     assert_eq!(canopy_on(f.path(), "takeover", &["diff", "DIR"]).0, 0);
+}
+
+/// `kubectl` from the API server's release, run on server `i`'s
+/// kubeconfig with a private cache; its output on success.
+fn kubectl(i: usize, args: &[&str]) -> String {
+    let cache = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(tools::kubectl())
+        .arg("--kubeconfig")
+        .arg(kubeconfig(i))
+        .arg("--cache-dir")
+        .arg(cache.path())
+        .args(args)
+        .env_clear()
+        .env("HOME", cache.path())
+        .output()
+        .expect("kubectl runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "kubectl {args:?}: {text}");
+    text
+}
+
+/// Issue 29: metadata, env vars and list items that someone else adds
+/// with kubectl, and canopy never sets, are theirs: not drift, never
+/// written, kept when canopy writes the object for its own reasons. A
+/// value canopy sets that kubectl changes (`set image`, `scale`) is
+/// drift, and apply puts canopy's value back.
+#[test]
+fn fields_others_add_stay_theirs_and_values_canopy_sets_are_put_back() {
+    let ns = "t-foreign";
+    let k = kubeconfig(1);
+    let objects = |image: &str| {
+        format!(
+            r#"apiVersion: v1
+kind: Namespace
+metadata:
+  name: {ns}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: frontend
+spec:
+  selector: {{app: frontend}}
+  ports:
+    - {{name: http, port: 80, targetPort: 8080}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: frontend
+  annotations: {{team: shop}}
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {{app: frontend}}
+  template:
+    metadata:
+      labels: {{app: frontend}}
+    spec:
+      containers:
+        - name: web
+          image: {image}
+          env:
+            - {{name: MODE, value: fast}}
+"#
+        )
+    };
+    let f = fleet(
+        &[("root", None, &k)],
+        &[
+            ("workloads/app/workload.yaml", &workload(ns)),
+            ("workloads/app/objects.yaml", &objects("nginx:1.27")),
+        ],
+    );
+    let run = |args: &[&str]| canopy_on(f.path(), "foreign", args);
+    let (code, out, err) = run(&["apply", "DIR"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let svc = format!("/api/v1/namespaces/{ns}/services/frontend");
+    let deploy = format!("/apis/apps/v1/namespaces/{ns}/deployments/frontend");
+    let version = |path: &str| get(1, path)["metadata"]["resourceVersion"].clone();
+
+    kubectl(
+        1,
+        &[
+            "-n",
+            ns,
+            "annotate",
+            "deployment/frontend",
+            "example.com/on-call=team-b",
+        ],
+    );
+    kubectl(
+        1,
+        &[
+            "-n",
+            ns,
+            "label",
+            "service/frontend",
+            "example.com/cost-center=42",
+        ],
+    );
+    kubectl(
+        1,
+        &["-n", ns, "set", "env", "deployment/frontend", "DEBUG=1"],
+    );
+    kubectl(
+        1,
+        &[
+            "-n",
+            ns,
+            "patch",
+            "service/frontend",
+            "-p",
+            r#"{"spec":{"ports":[{"name":"admin","port":9090,"targetPort":9090}]}}"#,
+        ],
+    );
+    let foreign_fields_are_there = |when: &str| {
+        let d = get(1, &deploy);
+        let s = get(1, &svc);
+        assert_eq!(
+            d["metadata"]["annotations"]["example.com/on-call"], "team-b",
+            "{when}"
+        );
+        assert_eq!(
+            s["metadata"]["labels"]["example.com/cost-center"], "42",
+            "{when}"
+        );
+        let env = d["spec"]["template"]["spec"]["containers"][0]["env"].clone();
+        assert!(
+            env.as_array()
+                .unwrap()
+                .contains(&json!({"name": "DEBUG", "value": "1"})),
+            "{when}: {env}"
+        );
+        let mut ports: Vec<u64> = s["spec"]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["port"].as_u64().unwrap())
+            .collect();
+        ports.sort_unstable();
+        assert_eq!(ports, vec![80, 9090], "{when}");
+    };
+    foreign_fields_are_there("after kubectl");
+    let before = (version(&svc), version(&deploy));
+
+    let (code, out, err) = run(&["diff", "DIR"]);
+    assert_eq!(code, 0, "what others added is not drift: {out}{err}");
+    // The Service's extra port makes its comparison a server dry run, the
+    // Deployment's annotation a comparison with live: both say nothing.
+    let (code, out, err) = run(&["apply", "DIR", "--dry-run"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.ends_with("no changes: 1 cluster(s) in sync\n"),
+        "nor a dry run: {out}"
+    );
+    let (code, out, err) = run(&["apply", "DIR"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.ends_with("no changes: 1 cluster(s) in sync\n"), "{out}");
+    assert_eq!(
+        (version(&svc), version(&deploy)),
+        before,
+        "apply wrote nothing"
+    );
+    foreign_fields_are_there("after a no-op apply");
+
+    // A change in Git writes the Deployment; what others added stays.
+    write(
+        f.path(),
+        "workloads/app/objects.yaml",
+        &objects("nginx:1.28"),
+    );
+    let (code, out, err) = run(&["apply", "DIR"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("applied +0 ~1 -0"), "{out}");
+    foreign_fields_are_there("after canopy wrote the Deployment");
+    assert_eq!(
+        get(1, &deploy)["spec"]["template"]["spec"]["containers"][0]["image"],
+        "nginx:1.28"
+    );
+
+    // Values canopy sets, changed by hand, are drift and are put back.
+    kubectl(
+        1,
+        &[
+            "-n",
+            ns,
+            "set",
+            "image",
+            "deployment/frontend",
+            "web=nginx:1.29",
+        ],
+    );
+    kubectl(
+        1,
+        &["-n", ns, "scale", "deployment/frontend", "--replicas=3"],
+    );
+    kubectl(
+        1,
+        &[
+            "-n",
+            ns,
+            "annotate",
+            "--overwrite",
+            "deployment/frontend",
+            "team=ops",
+        ],
+    );
+    let (code, out, err) = run(&["diff", "DIR"]);
+    assert_eq!(code, 1, "{out}{err}");
+    for line in [
+        "-    team: ops",
+        "+    team: shop",
+        "-  replicas: 3",
+        "+  replicas: 1",
+        "-        image: nginx:1.29",
+        "+        image: nginx:1.28",
+    ] {
+        assert!(out.lines().any(|l| l == line), "{line:?} in\n{out}");
+    }
+    // Only context lines may name what others added.
+    let changed: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with(['-', '+']) && !l.starts_with("---") && !l.starts_with("+++"))
+        .collect();
+    assert_eq!(changed.len(), 6, "{out}");
+    assert!(
+        !changed
+            .iter()
+            .any(|l| l.contains("on-call") || l.contains("DEBUG")),
+        "{out}"
+    );
+    let (code, out, err) = run(&["apply", "DIR"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let d = get(1, &deploy);
+    assert_eq!(d["spec"]["replicas"], 1);
+    assert_eq!(d["metadata"]["annotations"]["team"], "shop");
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["image"],
+        "nginx:1.28"
+    );
+    foreign_fields_are_there("after apply put canopy's values back");
+    let (code, out, _) = run(&["diff", "DIR"]);
+    assert_eq!(code, 0, "in sync after: {out}");
 }
 
 #[test]

@@ -570,10 +570,12 @@ impl KubeCluster {
         }
     }
 
-    /// Moves the fields imperative edits own in `live` to canopy before it
-    /// applies `desired` ([`takeover`]), so the apply removes what they
-    /// added. The write names the resourceVersion it read: an object
-    /// changed since is read again once.
+    /// Moves to canopy, before it applies `desired`, the fields of
+    /// imperative edits in `live` that `desired` sets or whose items took
+    /// the place of one it sends ([`takeover`]), so the apply puts back
+    /// canopy's values and removes the replacing items; what the edits
+    /// added beside canopy's fields stays theirs. The write names the
+    /// resourceVersion it read: an object changed since is read again once.
     async fn take_over(
         &self,
         r: &Resource,
@@ -590,7 +592,8 @@ impl KubeCluster {
             .unwrap_or(&r.api_version);
         let mut live = live.clone();
         for attempt in 0..2 {
-            let Some(fields) = takeover::takeover(&live, FIELD_MANAGER, api_version, &now) else {
+            let Some(fields) = takeover::takeover(&live, desired, FIELD_MANAGER, api_version, &now)
+            else {
                 return Ok(());
             };
             let body = serde_json::json!({"metadata": {
@@ -820,10 +823,11 @@ impl KubeCluster {
                 }
                 return Ok(ServerView::AsSent);
             };
-            // A field an imperative edit owns is drift the apply takes
-            // back, even where what canopy sends is all there.
-            let imperative = takeover::has_imperative(live);
-            if !imperative && noop::apply_is_noop(p.desired, live, FIELD_MANAGER) {
+            // An item an imperative edit put in the place of one canopy
+            // sends is drift the apply removes, even where all canopy sends
+            // is there; every other field an edit added stays the editor's.
+            let replaced = !takeover::taken(live, p.desired).replaced.is_empty();
+            if !replaced && noop::apply_is_noop(p.desired, live, FIELD_MANAGER) {
                 return Ok(ServerView::SameAsLive);
             }
             let r = self.resource_of(p.key, p.desired).await?;
@@ -832,15 +836,16 @@ impl KubeCluster {
             match self.apply(&r, p.desired, true, true).await {
                 Ok(mut merged) => {
                     merged["apiVersion"] = p.desired["apiVersion"].clone();
-                    if imperative {
-                        merged = takeover::without_imperative(&merged);
+                    if replaced {
+                        merged = takeover::without_replaced(&merged, live, p.desired);
                     }
                     Ok(ServerView::Merged(merged))
                 }
-                // The dry run merges what an edit added beside what canopy
-                // sends, which can be invalid (two ports named alike); the
-                // apply takes the edit's fields first, so it is not.
-                Err(kube::Error::Api(s)) if imperative && s.code == 422 => {
+                // The dry run merges the replacing item beside the one
+                // canopy sends, which can be invalid (two ports named
+                // alike); the apply takes the edit's item first, so it is
+                // not.
+                Err(kube::Error::Api(s)) if replaced && s.code == 422 => {
                     let mut view = takeover::laid_over(live, p.desired);
                     view["apiVersion"] = p.desired["apiVersion"].clone();
                     Ok(ServerView::Merged(view))

@@ -49,7 +49,7 @@ pub fn apply_is_noop(desired: &Value, live: &Value, manager: &str) -> bool {
 /// server keys the port by both. Filling it in lets an unchanged Deployment
 /// or Service be proven unchanged; anything else left out stays left out
 /// (and a wrong guess only costs a dry run: the subset test then fails).
-fn with_port_protocols(v: &Value) -> Value {
+pub(super) fn with_port_protocols(v: &Value) -> Value {
     let mut v = v.clone();
     fill_protocols(&mut v);
     v

@@ -1,4 +1,4 @@
-module canopy.dev/benches/kubectl
+module canopy.dev/tests/kubectl
 
 go 1.26.0
 
