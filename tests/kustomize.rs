@@ -283,8 +283,9 @@ fn without_kustomize_or_with_a_base_from_outside_nothing_is_applied() {
         "nothing applied, nothing pruned"
     );
 
-    // A remote base, a base out of the folder, a path out of the folder,
-    // and a build that fails: each refused with its file.
+    // A remote base, a base out of the folder, a patch that is not there
+    // (kustomize would try to fetch it), and a build that fails: each
+    // refused with its file.
     let overlay = dir.join("workloads/shop/overlays/prod/kustomization.yaml");
     let good = std::fs::read_to_string(&overlay).unwrap();
     for (text, says) in [
@@ -298,6 +299,10 @@ fn without_kustomize_or_with_a_base_from_outside_nothing_is_applied() {
         ),
         (
             good.replace("patches:\n  - path: memory.yaml\n", "patches:\n  - path: missing.yaml\n"),
+            "error: workloads/shop/overlays/prod/kustomization.yaml: patches[].path entry \"missing.yaml\" is no file or folder of the workload's folder",
+        ),
+        (
+            good.replace("resources: [../../base]", "resources: [../../base, ../../base]"),
             "error: workloads/shop/overlays/prod/kustomization.yaml: kustomize build failed:",
         ),
     ] {

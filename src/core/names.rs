@@ -108,6 +108,37 @@ pub fn problem(rule: Rule, name: &str) -> Option<&'static str> {
     }
 }
 
+/// The most characters Helm allows in a release name (it becomes part of
+/// object names and labels that stop at 63).
+pub const MAX_HELM_RELEASE: usize = 53;
+
+/// Why `name` cannot be a Helm release name, or `None`: Helm's own rule, a
+/// DNS-1123 subdomain of at most 53 characters. A name that passes can
+/// never be read as a command-line flag (it starts with a letter or digit).
+pub fn helm_release_problem(name: &str) -> Option<&'static str> {
+    if name.len() > MAX_HELM_RELEASE {
+        return Some("it is longer than 53 characters, the most Helm allows");
+    }
+    problem(Rule::Subdomain, name)
+}
+
+/// Why `name` cannot be a chart's name in a chart repository, or `None`:
+/// letters, digits, `.`, `_` and `-`, starting with a letter or digit (so
+/// never a flag), at most 253.
+pub fn chart_name_problem(name: &str) -> Option<&'static str> {
+    let ok = name.len() <= MAX_NAME
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    (!ok).then_some(
+        "a chart's name is letters, digits, '.', '_' and '-', starting with a letter or digit",
+    )
+}
+
 /// Characters that must never reach a terminal raw: C0 and C1 controls
 /// (escape sequences start with them) and the bidirectional overrides that
 /// make text display in another order than it reads.
@@ -148,6 +179,30 @@ fn escaped(s: &str, escape: impl Fn(char) -> bool) -> Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn helm_names_are_never_flags() {
+        for ok in ["web", "web-1", "shop.frontend", &"a".repeat(53)] {
+            assert_eq!(helm_release_problem(ok), None, "{ok}");
+        }
+        for bad in [
+            "--set-file=x=/proc/self/environ",
+            "--post-renderer=/bin/sh",
+            "-x",
+            "",
+            "Web",
+            "web_1",
+            &"a".repeat(54),
+        ] {
+            assert!(helm_release_problem(bad).is_some(), "{bad}");
+        }
+        for ok in ["nginx", "ingress-nginx", "kube_state.metrics2"] {
+            assert_eq!(chart_name_problem(ok), None, "{ok}");
+        }
+        for bad in ["--untardir=/etc", "-x", "", ".hidden", "a b", "a/b", "a\nb"] {
+            assert!(chart_name_problem(bad).is_some(), "{bad}");
+        }
+    }
 
     #[test]
     fn each_kind_gets_the_api_servers_rule() {

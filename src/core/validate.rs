@@ -899,22 +899,65 @@ fn is_exact_version(v: &str) -> bool {
 fn check_helm(w: &Workload, h: &crate::core::model::HelmSource, d: &mut Diagnostics) {
     let src = &w.source;
     let remote = h.repo.is_some() || h.chart.starts_with("oci://");
+    // Every value here reaches Helm's command line: each is checked so that
+    // it can only be what its field says, never a flag.
+    let release = h.release_name.as_deref().unwrap_or(w.name());
+    if let Some(why) = crate::core::names::helm_release_problem(release) {
+        let (field, hint) = match h.release_name {
+            Some(_) => ("spec.helm.releaseName", "write a release name as Helm requires: lower-case letters, digits, '-' and '.', at most 53"),
+            None => ("metadata.name", "set spec.helm.releaseName to a name Helm accepts (at most 53 characters)"),
+        };
+        d.push(
+            Diagnostic::error(format!(
+                "Helm release name \"{}\" is not valid: {why}",
+                crate::core::names::shown(release)
+            ))
+            .at(&src.loc_str(field))
+            .hint(hint),
+        );
+    }
     if let Some(repo) = &h.repo {
-        if !(repo.starts_with("https://") || repo.starts_with("http://")) {
-            d.push(
-                Diagnostic::error(format!("spec.helm.repo {repo:?} is not an http(s) URL"))
-                    .at(&src.loc_str("spec.helm.repo"))
-                    .hint("name a chart repository (a URL that serves index.yaml), or write an oci:// reference in spec.helm.chart"),
-            );
-        }
-        if h.chart.contains('/') {
+        let url = url::Url::parse(repo).ok().filter(|u| {
+            matches!(u.scheme(), "http" | "https")
+                && u.host_str().is_some_and(|h| !h.is_empty())
+                && !repo.chars().any(|c| c.is_whitespace() || c.is_control())
+        });
+        if url.is_none() {
             d.push(
                 Diagnostic::error(format!(
-                    "spec.helm.chart {:?} must be a chart's name in spec.helm.repo",
-                    h.chart
+                    "spec.helm.repo \"{}\" is not an http(s) URL",
+                    crate::core::names::shown(&crate::core::mask::redact(repo))
+                ))
+                .at(&src.loc_str("spec.helm.repo"))
+                .hint("name a chart repository (a URL that serves index.yaml), or write an oci:// reference in spec.helm.chart"),
+            );
+        }
+        if let Some(why) = crate::core::names::chart_name_problem(&h.chart) {
+            d.push(
+                Diagnostic::error(format!(
+                    "spec.helm.chart \"{}\" must be a chart's name in spec.helm.repo: {why}",
+                    crate::core::names::shown(&h.chart)
                 ))
                 .at(&src.loc_str("spec.helm.chart"))
                 .hint("write the chart's name as the repository's index.yaml lists it"),
+            );
+        }
+    } else if let Some(reference) = h.chart.strip_prefix("oci://") {
+        let ok = reference
+            .split_once('/')
+            .is_some_and(|(host, path)| !host.is_empty() && !path.is_empty())
+            && !reference.starts_with('-')
+            && !reference
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control());
+        if !ok {
+            d.push(
+                Diagnostic::error(format!(
+                    "spec.helm.chart \"{}\" is not an OCI reference",
+                    crate::core::names::shown(&h.chart)
+                ))
+                .at(&src.loc_str("spec.helm.chart"))
+                .hint("write oci://<registry>/<path>/<chart>, without spaces"),
             );
         }
     }

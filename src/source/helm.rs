@@ -143,14 +143,9 @@ fn pull_to_cache(
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let tmp = tempfile::tempdir_in(&dir).map_err(|e| format!("a temporary folder: {e}"))?;
     let mut cmd = Command::new(helm);
-    cmd.arg("pull").arg(&h.chart);
-    if let Some(repo) = &h.repo {
-        cmd.arg("--repo").arg(repo);
-    }
-    cmd.arg("--version")
-        .arg(version)
-        .arg("--destination")
-        .arg(tmp.path());
+    cmd.args(pull_args(h, version, tmp.path()));
+    let home = tempfile::tempdir().map_err(|e| format!("a temporary folder: {e}"))?;
+    for_pull(&mut cmd, home.path());
     let what = match &h.repo {
         Some(repo) => format!(
             "helm pull {} {version} from {}",
@@ -170,6 +165,78 @@ fn pull_to_cache(
     // Renamed into place whole: a reader never sees half a chart.
     std::fs::rename(&got, &file).map_err(|e| format!("{}: {e}", file.display()))?;
     Ok(bytes)
+}
+
+/// `helm pull`'s arguments for `h` at `version` into `dest`: every flag
+/// first, then `--`, then the chart, so a chart name from the fleet is
+/// never read as a flag (validation refuses one that looks like it too).
+fn pull_args(h: &HelmSource, version: &str, dest: &std::path::Path) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = vec!["pull".into()];
+    if let Some(repo) = &h.repo {
+        args.extend(["--repo".into(), repo.into()]);
+    }
+    args.extend([
+        "--version".into(),
+        version.into(),
+        "--destination".into(),
+        dest.into(),
+        "--".into(),
+        h.chart.as_str().into(),
+    ]);
+    args
+}
+
+/// The folder Helm keeps something in for the user running canopy:
+/// `HELM_<what>_HOME`, else `XDG_<what>_HOME/helm`, else `~/<dflt>/helm`
+/// (Helm's own rule on Linux).
+fn helm_home(what: &str, dflt: &str) -> PathBuf {
+    let var = |n: String| {
+        std::env::var_os(n)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    var(format!("HELM_{what}_HOME"))
+        .or_else(|| var(format!("XDG_{what}_HOME")).map(|d| d.join("helm")))
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| ".".into()))
+                .join(dflt)
+                .join("helm")
+        })
+}
+
+/// `helm pull` reaches a repository or registry, with the credentials the
+/// user gave Helm (`helm registry login`, `helm repo add`): it runs
+/// isolated like any tool, given back only Helm's credential and
+/// repository files and the variables a download needs (proxies, CA
+/// bundles).
+fn for_pull(cmd: &mut Command, home: &std::path::Path) {
+    let registry = std::env::var_os("HELM_REGISTRY_CONFIG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| helm_home("CONFIG", ".config").join("registry/config.json"));
+    let repositories = std::env::var_os("HELM_REPOSITORY_CONFIG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| helm_home("CONFIG", ".config").join("repositories.yaml"));
+    let repo_cache = std::env::var_os("HELM_REPOSITORY_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| helm_home("CACHE", ".cache").join("repository"));
+    super::run::isolate(cmd, home);
+    cmd.env("HELM_REGISTRY_CONFIG", registry)
+        .env("HELM_REPOSITORY_CONFIG", repositories)
+        .env("HELM_REPOSITORY_CACHE", repo_cache);
+    for name in [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "NO_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "no_proxy",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+    ] {
+        if let Some(v) = std::env::var_os(name) {
+            cmd.env(name, v);
+        }
+    }
 }
 
 /// The chart of workload `w`.
@@ -317,26 +384,51 @@ impl Job<'_> {
         h.finish()
     }
 
+    /// `helm template`'s arguments, the chart's files written under
+    /// `base`: every flag first, then `--`, then the release name and the
+    /// chart, so nothing from the fleet is read as a flag.
+    fn args(&self, base: &std::path::Path, values: &std::path::Path) -> Vec<std::ffi::OsString> {
+        let mut args: Vec<std::ffi::OsString> = vec![
+            "template".into(),
+            "--namespace".into(),
+            self.namespace.as_str().into(),
+            "--skip-tests".into(),
+        ];
+        if self.include_crds {
+            args.push("--include-crds".into());
+        }
+        for f in &self.values_files {
+            args.extend(["--values".into(), base.join(f).into()]);
+        }
+        args.extend([
+            "--values".into(),
+            values.into(),
+            "--".into(),
+            self.release.as_str().into(),
+            base.join(&self.chart.path).into(),
+        ]);
+        args
+    }
+
+    /// Renders the chart in a temporary folder, isolated and offline
+    /// ([`super::run::isolate`], [`super::run::offline`]): a render needs
+    /// neither the user's Helm configuration nor the network.
     fn run(&self, helm: &std::path::Path) -> Result<String, String> {
+        // Validation refused such a name; a render never runs with one.
+        if let Some(why) = crate::core::names::helm_release_problem(&self.release) {
+            return Err(format!("release name {:?}: {why}", self.release));
+        }
         let tmp = tempfile::tempdir().map_err(|e| format!("a temporary folder: {e}"))?;
-        let base = tmp.path();
-        super::run::write_tree(base, &self.chart.files)?;
+        let base = tmp.path().join("in");
+        let home = tmp.path().join("home");
+        std::fs::create_dir_all(&home).map_err(|e| format!("a temporary folder: {e}"))?;
+        super::run::write_tree(&base, &self.chart.files)?;
         let values = base.join(".canopy-values.json");
         std::fs::write(&values, &self.values).map_err(|e| e.to_string())?;
         let mut cmd = Command::new(helm);
-        cmd.arg("template")
-            .arg(&self.release)
-            .arg(base.join(&self.chart.path))
-            .arg("--namespace")
-            .arg(&self.namespace)
-            .arg("--skip-tests");
-        if self.include_crds {
-            cmd.arg("--include-crds");
-        }
-        for f in &self.values_files {
-            cmd.arg("--values").arg(base.join(f));
-        }
-        cmd.arg("--values").arg(&values).current_dir(base);
+        cmd.args(self.args(&base, &values)).current_dir(&base);
+        super::run::isolate(&mut cmd, &home);
+        super::run::offline(&mut cmd);
         // A render is a short process whose heap stays small: Go's
         // collector would run several times for nothing (a quarter of its
         // CPU on a small chart). It runs only past 512 MiB instead, unless
@@ -344,7 +436,7 @@ impl Job<'_> {
         if std::env::var_os("GOGC").is_none() && std::env::var_os("GOMEMLIMIT").is_none() {
             cmd.env("GOGC", "off").env("GOMEMLIMIT", "512MiB");
         }
-        super::run::bounded(cmd, "helm template", base)
+        super::run::bounded(cmd, "helm template", &base)
     }
 }
 

@@ -65,28 +65,7 @@ pub fn is_remote(url: &str) -> bool {
     }
 }
 
-/// `url` with any user name and password removed, for messages and cache
-/// names: `https://user:token@host/x` → `https://host/x`.
-pub fn redact(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(i) = rest.find("://") {
-        let (head, tail) = rest.split_at(i + 3);
-        out.push_str(head);
-        // The authority ends at the first '/', whitespace or quote.
-        let end = tail
-            .find(|c: char| c == '/' || c.is_whitespace() || c == '"' || c == '\'')
-            .unwrap_or(tail.len());
-        let authority = &tail[..end];
-        match authority.rfind('@') {
-            Some(at) => out.push_str(&authority[at + 1..]),
-            None => out.push_str(authority),
-        }
-        rest = &tail[end..];
-    }
-    out.push_str(rest);
-    out
-}
+pub use crate::core::mask::redact;
 
 /// A stable, file-name-safe name for a remote's cache folder: a readable
 /// slug of the redacted URL and a hash of it (FNV-1a, stable across builds).

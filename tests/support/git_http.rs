@@ -16,6 +16,9 @@ pub struct GitHttp {
     stop: Arc<AtomicBool>,
     /// Requests answered with 401.
     pub refused: Arc<AtomicUsize>,
+    /// Every connection made to it (one request each: it answers each with
+    /// `Connection: close`), whatever came of it.
+    pub requests: Arc<AtomicUsize>,
 }
 
 impl GitHttp {
@@ -27,13 +30,15 @@ impl GitHttp {
         let port = listener.local_addr().expect("addr").port();
         let stop = Arc::new(AtomicBool::new(false));
         let refused = Arc::new(AtomicUsize::new(0));
+        let requests = Arc::new(AtomicUsize::new(0));
         let expected = format!("Basic {}", b64(&format!("{user}:{password}")));
         let root = root.to_path_buf();
-        let (s, r) = (stop.clone(), refused.clone());
+        let (s, r, all) = (stop.clone(), refused.clone(), requests.clone());
         std::thread::spawn(move || {
             while !s.load(Ordering::SeqCst) {
                 match listener.accept() {
                     Ok((conn, _)) => {
+                        all.fetch_add(1, Ordering::SeqCst);
                         let (root, expected, r) = (root.clone(), expected.clone(), r.clone());
                         std::thread::spawn(move || {
                             let _ = serve(conn, &root, &expected, &r);
@@ -47,6 +52,7 @@ impl GitHttp {
             port,
             stop,
             refused,
+            requests,
         }
     }
 

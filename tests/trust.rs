@@ -1,0 +1,456 @@
+//! Trust boundaries (issue 28), tried as a hostile pull request's author
+//! would: fleet values that reach a command line are data, never flags; the
+//! outside tools canopy drives (the real `helm` and `kustomize` the suite
+//! builds) see none of the runner's environment; kustomize never fetches,
+//! whichever spelling of a remote reference the repository holds (a Git
+//! server on loopback counts every request it gets).
+
+mod common;
+use common::*;
+
+#[path = "support/apiserver.rs"]
+mod apiserver;
+#[path = "support/git_http.rs"]
+mod git_http;
+#[path = "support/tools.rs"]
+mod tools;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+
+/// Marks every value of the runner's secrets in these tests: it must show
+/// up nowhere a tool or a chart could put it.
+const CANARY: &str = "canary-7d2e41";
+
+/// What a CI runner holds: credentials and settings, each set to a value
+/// with the canary in it.
+fn runner_env() -> Vec<(&'static str, String)> {
+    [
+        "CANOPY_TEST_CANARY",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "GOOGLE_APPLICATION_CREDENTIALS",
+        "AZURE_CLIENT_SECRET",
+        "KUBECONFIG",
+        "SSH_AUTH_SOCK",
+        "GIT_ASKPASS",
+        "CANOPY_GIT_TOKEN",
+        "GITHUB_TOKEN",
+    ]
+    .into_iter()
+    .map(|k| (k, format!("/{CANARY}/{k}")))
+    .collect()
+}
+
+const CLUSTERS: &str = "apiVersion: canopy.dev/v1alpha1
+kind: Cluster
+metadata: {name: hub}
+---
+apiVersion: canopy.dev/v1alpha1
+kind: Cluster
+metadata: {name: edge}
+spec: {parent: hub}
+";
+
+fn helm_workload(helm: &str) -> String {
+    format!(
+        "apiVersion: canopy.dev/v1alpha1\nkind: Workload\nmetadata: {{name: web}}\nspec:\n  namespace: web\n  helm:\n{helm}"
+    )
+}
+
+/// A chart whose templates try every way Helm offers to read files, the
+/// cluster or the network beyond the chart.
+const PROBE: &str = "apiVersion: v1
+kind: ConfigMap
+metadata: {name: probe}
+data:
+  environ: {{ .Files.Get \"/proc/self/environ\" | b64enc | quote }}
+  climbed: {{ .Files.Get \"../../../../../../../../proc/self/environ\" | b64enc | quote }}
+  files: \"{{ range $p, $_ := .Files.Glob \"**\" }}{{ $p }};{{ end }}\"
+  lookup: {{ lookup \"v1\" \"Secret\" \"kube-system\" \"\" | toJson | quote }}
+  dns: {{ getHostByName \"localhost\" | quote }}
+  release: {{ .Release.Name | quote }}
+";
+
+/// A fleet of two local clusters and one Helm workload (`helm`: the lines
+/// under `spec.helm`) with the probing chart in `workloads/web/chart`.
+fn helm_fleet(dir: &Path, helm: &str) {
+    for (p, t) in [
+        ("clusters.yaml", CLUSTERS.to_string()),
+        ("workloads/web/workload.yaml", helm_workload(helm)),
+        (
+            "workloads/web/chart/Chart.yaml",
+            "apiVersion: v2\nname: web\nversion: 0.1.0\n".into(),
+        ),
+        ("workloads/web/chart/templates/probe.yaml", PROBE.into()),
+        (
+            "workloads/web/chart/files/note.txt",
+            "a file of the chart\n".into(),
+        ),
+    ] {
+        let at = dir.join(p);
+        std::fs::create_dir_all(at.parent().unwrap()).unwrap();
+        std::fs::write(at, t).unwrap();
+    }
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 path")
+}
+
+/// A wrapper around `real` that writes each run's arguments (one per line,
+/// then a blank line) to `<log>.args` and its environment to
+/// `<log>.<pid>.env`, then runs the real tool. The paths are written into
+/// the script: the tool's environment may hold nothing of the caller's.
+fn spying(home: &Path, name: &str, real: &Path) -> (PathBuf, PathBuf) {
+    let log = home.join(format!("{name}-spy"));
+    let wrapper = home.join(format!("{name}-wrapper"));
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nenv > '{log}.'$$'.env'\nfor a in \"$@\"; do printf '%s\\n' \"$a\" >> '{log}.args'; done\necho >> '{log}.args'\nexec '{real}' \"$@\"\n",
+            log = log.display(),
+            real = real.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (wrapper, log)
+}
+
+/// Each run's arguments, as the wrapper logged them.
+fn runs(log: &Path) -> Vec<Vec<String>> {
+    let text = std::fs::read_to_string(format!("{}.args", log.display())).unwrap_or_default();
+    text.split("\n\n")
+        .filter(|r| !r.trim().is_empty())
+        .map(|r| r.lines().map(str::to_string).collect())
+        .collect()
+}
+
+/// Each run's environment, as (name, value) pairs.
+fn envs(log: &Path) -> Vec<Vec<(String, String)>> {
+    let dir = log.parent().unwrap();
+    let prefix = format!("{}.", log.file_name().unwrap().to_string_lossy());
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with(&prefix) && name.ends_with(".env") {
+            let text = std::fs::read_to_string(e.path()).unwrap();
+            out.push(
+                text.lines()
+                    .filter_map(|l| l.split_once('='))
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            );
+        }
+    }
+    out
+}
+
+/// What a tool canopy ran may see: where programs are, a home of its own,
+/// the Go runtime's tuning, and the settings that keep it offline.
+fn allowed_in_a_tool(name: &str) -> bool {
+    matches!(
+        name,
+        "PATH" | "HOME" | "TMPDIR" | "GOGC" | "GOMEMLIMIT" | "GOMAXPROCS" | "PWD" | "SHLVL" | "_"
+    ) || name.starts_with("XDG_")
+        || name.starts_with("GIT_")
+        || name.to_ascii_lowercase().ends_with("_proxy")
+}
+
+fn assert_isolated(tool: &str, log: &Path, home: &Path) {
+    let all = envs(log);
+    assert!(!all.is_empty(), "{tool} never ran");
+    for env in all {
+        for (k, v) in &env {
+            assert!(allowed_in_a_tool(k), "{tool} was given {k}={v}");
+            assert!(!v.contains(CANARY), "{tool} was given {k}={v}");
+            if k == "HOME" {
+                assert_ne!(Path::new(v), home, "{tool} got the runner's home");
+            }
+        }
+    }
+}
+
+fn with_runner_env<'a>(
+    extra: &'a [(&'a str, &'a str)],
+    runner: &'a [(&'static str, String)],
+) -> Vec<(&'a str, &'a str)> {
+    let mut all: Vec<(&str, &str)> = runner.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    all.extend_from_slice(extra);
+    all
+}
+
+#[test]
+fn a_release_name_or_chart_from_the_fleet_is_never_a_flag() {
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path().join("fleet");
+    let (helm, log) = spying(home.path(), "helm", tools::helm());
+    let env = [("CANOPY_HELM", s(&helm))];
+    for (spec, field, says) in [
+        (
+            "    chart: chart\n    releaseName: \"--set-file=x=/proc/self/environ\"\n",
+            "spec.helm.releaseName",
+            "Helm release name \"--set-file=x=/proc/self/environ\" is not valid",
+        ),
+        (
+            "    chart: chart\n    releaseName: --post-renderer=/bin/sh\n",
+            "spec.helm.releaseName",
+            "Helm release name \"--post-renderer=/bin/sh\" is not valid",
+        ),
+        (
+            "    chart: --untardir=/etc\n    repo: https://charts.example.com\n    version: 1.0.0\n",
+            "spec.helm.chart",
+            "spec.helm.chart \"--untardir=/etc\" must be a chart's name",
+        ),
+        (
+            "    chart: web\n    repo: \"https://charts.example.com --insecure-skip-tls-verify\"\n    version: 1.0.0\n",
+            "spec.helm.repo",
+            "is not an http(s) URL",
+        ),
+        (
+            "    chart: \"oci://-x --plain-http\"\n    version: 1.0.0\n",
+            "spec.helm.chart",
+            "is not an OCI reference",
+        ),
+    ] {
+        helm_fleet(&dir, spec);
+        for cmd in ["validate", "render"] {
+            let (code, out, err) = canopy_in(home.path(), &env, &[cmd, s(&dir)]);
+            assert_eq!(code, 2, "{cmd} {spec}: {out}{err}");
+            assert!(err.contains(says), "{spec}: {err}");
+            assert!(
+                err.contains("workloads/web/workload.yaml:") && err.contains(field),
+                "the error names the file and the field: {err}"
+            );
+        }
+    }
+    assert_eq!(runs(&log), Vec::<Vec<String>>::new(), "helm never ran");
+
+    // A name Helm accepts renders, and it comes after `--`, as every
+    // positional argument does.
+    helm_fleet(&dir, "    chart: chart\n    releaseName: shop\n");
+    let (code, out, err) = canopy_in(home.path(), &env, &["render", s(&dir), "--cluster", "edge"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("  release: shop\n"), "{out}");
+    let runs = runs(&log);
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    let args = &runs[0];
+    let dashes = args.iter().position(|a| a == "--").expect("a `--`");
+    assert_eq!(args[dashes + 1], "shop", "{args:?}");
+    assert!(args[..dashes].iter().all(|a| a != "shop"), "{args:?}");
+}
+
+#[test]
+fn helm_and_kustomize_run_without_the_runners_environment() {
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path().join("fleet");
+    helm_fleet(&dir, "    chart: chart\n");
+    for (p, t) in [
+        (
+            "workloads/shop/workload.yaml",
+            "apiVersion: canopy.dev/v1alpha1\nkind: Workload\nmetadata: {name: shop}\nspec:\n  namespace: shop\n  kustomize: {path: .}\n",
+        ),
+        (
+            "workloads/shop/kustomization.yaml",
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nconfigMapGenerator:\n  - name: settings\n    literals: [mode=fast]\n    envs: [app.env]\n",
+        ),
+        ("workloads/shop/app.env", "COLOR=blue\n"),
+    ] {
+        std::fs::create_dir_all(dir.join(p).parent().unwrap()).unwrap();
+        std::fs::write(dir.join(p), t).unwrap();
+    }
+    let (helm, helm_log) = spying(home.path(), "helm", tools::helm());
+    let (kustomize, kustomize_log) = spying(home.path(), "kustomize", tools::kustomize());
+    let runner = runner_env();
+    let tools_env = [
+        ("CANOPY_HELM", s(&helm)),
+        ("CANOPY_KUSTOMIZE", s(&kustomize)),
+    ];
+    let env = with_runner_env(&tools_env, &runner);
+    let state = home.path().join("state");
+    let (code, out, err) = canopy_in(home.path(), &env, &["apply", s(&dir), "--state", s(&state)]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!format!("{out}{err}").contains(CANARY));
+    assert_isolated("helm", &helm_log, home.path());
+    assert_isolated("kustomize", &kustomize_log, home.path());
+
+    // What the chart could read: nothing outside it, no cluster, no DNS.
+    let objs = state_objects(&state, "edge");
+    let probe = &objs[obj_id("", "ConfigMap", "web", "probe")]["data"];
+    assert!(probe.is_object(), "{objs}");
+    use base64::Engine;
+    for key in ["environ", "climbed"] {
+        let b = base64::engine::general_purpose::STANDARD
+            .decode(probe[key].as_str().unwrap())
+            .unwrap();
+        assert!(b.is_empty(), "{key}: {}", String::from_utf8_lossy(&b));
+    }
+    assert_eq!(probe["files"], "files/note.txt;");
+    assert_eq!(probe["lookup"], "{}");
+    assert_eq!(probe["dns"], "");
+    let everything = serde_json::to_string(&objs).unwrap();
+    assert!(!everything.contains(CANARY));
+    let settings = &objs[obj_id("", "ConfigMap", "shop", "settings")];
+    assert!(
+        settings.is_null(),
+        "kustomize's ConfigMap has a hashed name"
+    );
+    assert!(everything.contains("\"COLOR\":\"blue\""), "{everything}");
+
+    // Sprig's environment functions are not Helm's: a chart that asks is
+    // an error that names it, and shows nothing of the environment.
+    std::fs::write(
+        dir.join("workloads/web/chart/templates/env.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: env}\ndata: {a: {{ env \"CANOPY_TEST_CANARY\" | quote }}, b: {{ expandenv \"$AWS_SECRET_ACCESS_KEY\" | quote }}}\n",
+    )
+    .unwrap();
+    let (code, out, err) = canopy_in(home.path(), &env, &["render", s(&dir)]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("function \"env\" not defined"), "{err}");
+    assert!(!format!("{out}{err}").contains(CANARY));
+}
+
+/// A kustomization (in `workloads/shop/`) whose `field` holds `entry`.
+fn kustomization_with(field: &str, entry: &str) -> String {
+    let e = format!("'{entry}'");
+    let body = match field {
+        "resources"
+        | "bases"
+        | "components"
+        | "crds"
+        | "configurations"
+        | "generators"
+        | "transformers"
+        | "validators"
+        | "patchesStrategicMerge" => format!("{field}: [{e}]\n"),
+        "patches" | "patchesJson6902" | "replacements" => {
+            format!("{field}: [{{path: {e}, target: {{kind: ConfigMap}}}}]\n")
+        }
+        "openapi" => format!("openapi: {{path: {e}}}\n"),
+        "configMapGenerator.files" => format!("configMapGenerator: [{{name: c, files: [{e}]}}]\n"),
+        "secretGenerator.envs" => format!("secretGenerator: [{{name: c, envs: [{e}]}}]\n"),
+        other => panic!("no such field {other}"),
+    };
+    format!("apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n{body}")
+}
+
+/// A Git server on loopback with one repository holding a kustomization,
+/// so that a fetch, if one were made, would succeed.
+fn served_base(home: &Path) -> git_http::GitHttp {
+    let root = home.join("served");
+    let repo = init_main(&root.join("base.git"));
+    let work = root.join("base.git");
+    std::fs::write(work.join("kustomization.yaml"), "resources: [cm.yaml]\n").unwrap();
+    std::fs::write(
+        work.join("cm.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: fetched}\n",
+    )
+    .unwrap();
+    commit_all(&repo, "base");
+    git_http::GitHttp::start(&root, "bot", "pw")
+}
+
+#[test]
+fn kustomize_never_fetches_whichever_way_a_remote_is_written() {
+    let home = tempfile::tempdir().unwrap();
+    let server = served_base(home.path());
+    let url = server.url("base.git");
+    let hostport = url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let dir = home.path().join("fleet");
+    let (kustomize, log) = spying(home.path(), "kustomize", tools::kustomize());
+    let env = [("CANOPY_KUSTOMIZE", s(&kustomize))];
+    let file_url = format!("{url}/cm.yaml");
+    let tried: Vec<(&str, String)> = vec![
+        ("resources", url.clone()),
+        (
+            "resources",
+            url.to_uppercase().replace("BASE.GIT", "base.git"),
+        ),
+        ("resources", format!("git::{url}")),
+        ("resources", format!("GIT::{url}//?ref=main")),
+        ("resources", format!("ssh://git@{hostport}/base.git")),
+        ("resources", format!("git@{hostport}:base.git")),
+        ("resources", "GitHub.com/acme/base".into()),
+        ("bases", "github.com:acme/base".into()),
+        ("components", format!("{url}//")),
+        ("crds", file_url.clone()),
+        ("configurations", file_url.clone()),
+        ("generators", file_url.clone()),
+        ("transformers", file_url.clone()),
+        ("validators", file_url.clone()),
+        ("patchesStrategicMerge", file_url.clone()),
+        ("patches", file_url.clone()),
+        ("patchesJson6902", file_url.clone()),
+        ("replacements", file_url.clone()),
+        ("openapi", file_url.clone()),
+        ("configMapGenerator.files", format!("key={file_url}")),
+        ("secretGenerator.envs", file_url.clone()),
+    ];
+    for (field, entry) in &tried {
+        let files = [
+            ("clusters.yaml", CLUSTERS.to_string()),
+            (
+                "workloads/shop/workload.yaml",
+                "apiVersion: canopy.dev/v1alpha1\nkind: Workload\nmetadata: {name: shop}\nspec:\n  namespace: shop\n  kustomize: {path: .}\n".into(),
+            ),
+            ("workloads/shop/kustomization.yaml", kustomization_with(field, entry)),
+        ];
+        let _ = std::fs::remove_dir_all(&dir);
+        for (p, t) in files {
+            std::fs::create_dir_all(dir.join(p).parent().unwrap()).unwrap();
+            std::fs::write(dir.join(p), t).unwrap();
+        }
+        let (code, out, err) = canopy_in(home.path(), &env, &["render", s(&dir)]);
+        assert_eq!(code, 2, "{field} {entry}: {out}{err}");
+        assert!(
+            err.contains("workloads/shop/kustomization.yaml") && err.contains("is remote"),
+            "{field} {entry}: {err}"
+        );
+    }
+    assert_eq!(runs(&log).len(), 0, "kustomize never ran");
+    assert_eq!(
+        server.requests.load(Ordering::SeqCst),
+        0,
+        "no request reached the server"
+    );
+
+    // The second wall, alone: kustomize run as canopy runs it, with the
+    // check left out, may use no Git transport.
+    for entry in [
+        format!("git::{url}"),
+        format!("ssh://git@{hostport}/base.git"),
+    ] {
+        let files = vec![(
+            "workloads/shop/kustomization.yaml".to_string(),
+            kustomization_with("resources", &entry).into_bytes(),
+        )];
+        let r = canopy::source::kustomize::build_without_check(
+            tools::kustomize(),
+            "workloads/shop",
+            "workloads/shop",
+            &files,
+        );
+        assert!(r.is_err(), "{entry}: {r:?}");
+    }
+    assert_eq!(
+        server.requests.load(Ordering::SeqCst),
+        0,
+        "no request reached the server"
+    );
+
+    // The server does count: a plain clone of the same URL reaches it.
+    let clone = std::process::Command::new("git")
+        .args(["ls-remote", "--", &url])
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .output()
+        .unwrap();
+    assert!(!clone.status.success(), "it asks for credentials");
+    assert!(server.requests.load(Ordering::SeqCst) > 0);
+}
