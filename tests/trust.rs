@@ -454,3 +454,61 @@ fn kustomize_never_fetches_whichever_way_a_remote_is_written() {
     assert!(!clone.status.success(), "it asks for credentials");
     assert!(server.requests.load(Ordering::SeqCst) > 0);
 }
+
+/// A tenant owns `workloads/<name>/`, nothing else: a Cluster with its
+/// own kubeconfig (to be sent other teams' workloads) or an Override (to
+/// move its objects into kube-system) written there is refused, naming
+/// the file, and nothing of the revision is applied.
+#[test]
+fn a_workload_folder_holds_no_cluster_override_defaults_or_tenant() {
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path().join("fleet");
+    let state = home.path().join("state");
+    let write = |p: &str, t: &str| {
+        std::fs::create_dir_all(dir.join(p).parent().unwrap()).unwrap();
+        std::fs::write(dir.join(p), t).unwrap();
+    };
+    write("clusters.yaml", CLUSTERS);
+    write(
+        "workloads/shop/workload.yaml",
+        "apiVersion: canopy.dev/v1alpha1\nkind: Workload\nmetadata: {name: shop}\nspec: {namespace: shop}\n",
+    );
+    write(
+        "workloads/shop/cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {a: b}\n",
+    );
+    let (code, out, err) = canopy_in(home.path(), &[], &["apply", s(&dir), "--state", s(&state)]);
+    assert_eq!(code, 0, "{out}{err}");
+    let before = state_files(&state);
+    for (kind, body) in [
+        (
+            "Cluster",
+            "metadata: {name: stolen}\nspec: {parent: hub, connection: {kubeconfig: /tmp/mine.yaml}}\n",
+        ),
+        (
+            "Override",
+            "metadata: {name: escape}\nspec:\n  patches: [{mergePatch: {metadata: {namespace: kube-system}}}]\n",
+        ),
+        ("Defaults", "metadata: {name: d}\nspec: {}\n"),
+        (
+            "Tenant",
+            "metadata: {name: me}\nspec: {workloads: ['*'], namespaces: ['*']}\n",
+        ),
+    ] {
+        write(
+            "workloads/shop/extra.yaml",
+            &format!("apiVersion: canopy.dev/v1alpha1\nkind: {kind}\n{body}"),
+        );
+        for cmd in ["validate", "apply"] {
+            let (code, out, err) =
+                canopy_in(home.path(), &[], &[cmd, s(&dir), "--state", s(&state)][..if cmd == "validate" { 2 } else { 4 }]);
+            assert_eq!(code, 2, "{kind} {cmd}: {out}{err}");
+            assert!(
+                err.contains("workloads/shop/extra.yaml:2")
+                    && err.contains(&format!("a {kind} document must live outside workloads/")),
+                "{kind}: {err}"
+            );
+        }
+        assert_eq!(state_files(&state), before, "{kind}: nothing applied");
+    }
+}

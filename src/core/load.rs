@@ -10,7 +10,9 @@
 //!   manifest; a `.j2` file is always a manifest, and the only kind that is
 //!   a template ([`ManifestFile::is_template`]); everywhere else every
 //!   document must be a canopy document;
-//! - a `Workload` lives in `workloads/<name>/`, one per folder.
+//! - a `Workload` lives in `workloads/<name>/`, one per folder, and is the
+//!   only canopy document there: ownership follows folders, so a Cluster,
+//!   Override, Defaults or Tenant in a workload's folder is an error.
 //!
 //! Loading never stops at the first problem: each bad document becomes a
 //! diagnostic and the rest of the fleet is still read.
@@ -416,6 +418,29 @@ fn read_doc(rel: &str, workload_dir: Option<&str>, doc: Doc, res: &mut FileResul
         );
         return;
     }
+    // Ownership follows folders: a workload's folder is its team's (and a
+    // tenant's), everything else the platform's. A Cluster, Override,
+    // Defaults or Tenant there would let whoever owns the folder add a
+    // cluster with credentials of their own and be sent other teams'
+    // workloads, or move their objects anywhere.
+    if let (Some(dir), "Cluster" | "Override" | "Defaults" | "Tenant") = (workload_dir, kind) {
+        let what = match kind {
+            "Cluster" => "clusters",
+            "Override" => "overrides",
+            "Defaults" => "defaults",
+            _ => "tenants",
+        };
+        res.diags.push(
+            Diagnostic::error(format!(
+                "a {kind} document must live outside workloads/: workloads are their team's, {what} the platform's"
+            ))
+            .at(&here("kind"))
+            .hint(format!(
+                "move it out of {dir}/ (clusters/, overrides/ or the repository's root), where the platform's owners review it"
+            )),
+        );
+        return;
+    }
     match kind {
         "Cluster" => {
             if let Some((meta, spec)) = typed::<ClusterSpec>(&source, res) {
@@ -749,6 +774,54 @@ mod tests {
         assert!(!declares_canopy_api(
             "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  annotations: {canopy.dev/prune: disabled}\n"
         ));
+    }
+
+    #[test]
+    fn only_workloads_live_in_workload_folders() {
+        let doc = |kind: &str| {
+            format!("apiVersion: canopy.dev/v1alpha1\nkind: {kind}\nmetadata: {{name: x}}\nspec: {{}}\n")
+        };
+        let files = |extra: &str| {
+            vec![
+                (
+                    "clusters.yaml".to_string(),
+                    doc("Cluster").replace("name: x", "name: prod").into_bytes(),
+                ),
+                (
+                    "workloads/app/workload.yaml".to_string(),
+                    doc("Workload").replace("name: x", "name: app").into_bytes(),
+                ),
+                (
+                    "workloads/app/cm.yaml".to_string(),
+                    b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n".to_vec(),
+                ),
+                (
+                    "workloads/app/extra.yaml".to_string(),
+                    extra.as_bytes().to_vec(),
+                ),
+            ]
+        };
+        for kind in ["Cluster", "Override", "Defaults", "Tenant"] {
+            let (fleet, diags) = load_files("f".into(), files(&doc(kind)));
+            let errors: Vec<String> = diags.errors().map(|d| d.to_string()).collect();
+            assert_eq!(errors.len(), 1, "{kind}: {errors:?}");
+            assert!(
+                errors[0].contains("workloads/app/extra.yaml:2")
+                    && errors[0]
+                        .contains(&format!("a {kind} document must live outside workloads/")),
+                "{kind}: {}",
+                errors[0]
+            );
+            assert_eq!(
+                fleet.clusters.len(),
+                1,
+                "{kind}: only the platform's cluster"
+            );
+            assert!(
+                fleet.overrides.is_empty() && fleet.tenants.is_empty() && fleet.defaults.is_empty()
+            );
+            assert_eq!(fleet.workloads.len(), 1);
+        }
     }
 
     #[test]
