@@ -248,7 +248,30 @@ fn the_state_folder_is_canopys_own_private_and_swept() {
     std::fs::create_dir(&outside).unwrap();
     std::fs::write(outside.join("precious"), "keep").unwrap();
     let state = dir.join(".canopy/state");
+
+    // A committed `.canopy` that points out of the repository (issue 28):
+    // refused before anything is written, for a write and for a read.
+    symlink(&outside, dir.join(".canopy")).unwrap();
+    for cmd in ["apply", "status"] {
+        let (code, out, err) = canopy(&[cmd, s(&dir)]);
+        assert_eq!(code, 3, "{cmd}: {out}{err}");
+        assert!(
+            err.contains(
+                ".canopy is a symbolic link, and canopy does not follow links in its state folder"
+            ),
+            "{cmd}: {err}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_dir(&outside).unwrap().count(),
+        1,
+        "nothing written there"
+    );
+    std::fs::remove_file(dir.join(".canopy")).unwrap();
+
+    // A state folder left open (0755, as `mkdir` makes it) is made private.
     std::fs::create_dir_all(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755)).unwrap();
 
     symlink(&outside, state.join("clusters")).unwrap();
     let (code, out, err) = canopy(&["apply", s(&dir)]);
@@ -280,6 +303,7 @@ fn the_state_folder_is_canopys_own_private_and_swept() {
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&state.join("clusters/hub.json")), 0o600);
     assert_eq!(mode(&state.join("clusters")), 0o700);
+    assert_eq!(mode(&state), 0o700, "the open folder was made private");
     assert_eq!(mode(&state.join("health.json")), 0o600);
 
     // An interrupted run's temporary files go at the next run.

@@ -90,7 +90,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                 })
                 .transpose()?;
             // Failover as the default state folder records it.
-            let health = Health::load(&src.state_dir(None)).map_err(OpsError::State)?;
+            let health = Health::load(&src.state_dir(None)?).map_err(OpsError::State)?;
             let e = explain::explain(&c, wi, only, &health, std::time::SystemTime::now());
             match fmt {
                 TextOrJson::Text => stdout(&output::explain_text(&e)),
@@ -453,8 +453,9 @@ fn load_members(
     print_diags(&loaded.warnings);
     // Commands that do not read clusters divide by the live capacity the
     // last run recorded; a run that reads clusters reads it afresh.
-    crate::ops::capacity::from_record(&loaded.checked, &src.state_dir(None));
-    crate::ops::calm::previous(&loaded.checked, &src.state_dir(None));
+    let state = src.state_dir(None)?;
+    crate::ops::capacity::from_record(&loaded.checked, &state);
+    crate::ops::calm::previous(&loaded.checked, &state);
     let unread = joiner.map(|j| j.unread().to_vec()).unwrap_or_default();
     Ok((loaded, unread))
 }
@@ -467,7 +468,7 @@ fn session<'i>(
 ) -> Result<Session<'i>, Failure> {
     Ok(Session::open(
         &src.input,
-        src.state_dir(state.as_ref()),
+        src.state_dir(state.as_ref())?,
         access,
         src.base.clone(),
         kube,
@@ -744,7 +745,7 @@ fn watch(
     quiet: bool,
 ) -> Result<(), Failure> {
     use crate::watch::{metrics, trigger};
-    let state = src.state_dir(state.as_ref());
+    let state = src.state_dir(state.as_ref())?;
     let session = Session::open_lenient(
         &src.input,
         state.clone(),
@@ -884,12 +885,12 @@ fn rollout(cmd: RolloutCommand, name: Option<&str>, quiet: bool) -> Result<(), F
                 let rollouts = s.rollout_records(&loaded.checked)?;
                 crate::ops::rollout::request_continue(
                     &loaded,
-                    &src.state_dir(state.as_ref()),
+                    &src.state_dir(state.as_ref())?,
                     rollouts,
                     &workload,
                 )?
             };
-            let state = src.state_dir(state.as_ref());
+            let state = src.state_dir(state.as_ref())?;
             match requested {
                 Some(pid) => match fmt {
                     TextOrJson::Text => stdout(&format!(

@@ -117,9 +117,20 @@ impl FleetSource {
         })
     }
 
-    /// The state folder: the one given, or this source's default.
-    pub fn state_dir(&self, given: Option<&PathBuf>) -> PathBuf {
-        given.cloned().unwrap_or_else(|| self.state.clone())
+    /// The state folder: the one given, or this source's default. One inside
+    /// a fleet folder must stay inside: a folder on its way there (the
+    /// fleet's `.canopy`) that is a symbolic link is refused.
+    pub fn state_dir(&self, given: Option<&PathBuf>) -> Result<PathBuf, OpsError> {
+        let dir = given.cloned().unwrap_or_else(|| self.state.clone());
+        if let Input::Dir(fleet) = &self.input {
+            crate::sys::files::no_link_below(fleet, &dir).map_err(|source| {
+                OpsError::State(crate::state::StateError::Io {
+                    path: dir.clone(),
+                    source,
+                })
+            })?;
+        }
+        Ok(dir)
     }
 }
 
@@ -827,7 +838,7 @@ spec:
     fn session(src: &FleetSource, access: Access) -> Session<'_> {
         Session::open(
             &src.input,
-            src.state_dir(None),
+            src.state_dir(None).unwrap(),
             access,
             src.base.clone(),
             KubeOptions::default(),

@@ -15,7 +15,9 @@ use std::path::Path;
 const TMP: &str = ".tmp-";
 
 /// Creates `dir` (and missing parents) private to the user, and refuses it
-/// if it is a symbolic link.
+/// if it is a symbolic link. A folder that was there already, made by an
+/// older canopy or by hand, is made private too (0700): it may hold
+/// Secret data.
 pub fn own_dir(dir: &Path) -> io::Result<()> {
     no_link(dir)?;
     let mut b = std::fs::DirBuilder::new();
@@ -26,7 +28,36 @@ pub fn own_dir(dir: &Path) -> io::Result<()> {
         b.mode(0o700);
     }
     b.create(dir)?;
-    no_link(dir)
+    no_link(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let perms = std::fs::metadata(dir)?.permissions();
+        if perms.mode() & 0o077 != 0 {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        }
+    }
+    Ok(())
+}
+
+/// An error if a folder of `path` below `root`, or `path` itself, is a
+/// symbolic link: a state folder inside a fleet repository must stay there,
+/// and a committed `.canopy -> /elsewhere` would send its writes out. Paths
+/// are compared as written (made absolute, not resolved); a `path` outside
+/// `root` is not checked here (the user chose it).
+pub fn no_link_below(root: &Path, path: &Path) -> io::Result<()> {
+    let (Ok(root), Ok(path)) = (std::path::absolute(root), std::path::absolute(path)) else {
+        return Ok(());
+    };
+    let Ok(below) = path.strip_prefix(&root) else {
+        return Ok(());
+    };
+    let mut at = root.clone();
+    for part in below.components() {
+        at.push(part);
+        no_link(&at)?;
+    }
+    Ok(())
 }
 
 /// An error if `path` is a symbolic link (a missing path is fine).
@@ -133,6 +164,33 @@ mod tests {
             assert_eq!(mode(&dir.join("a.json")), 0o600);
             assert_eq!(mode(&dir), 0o700);
         }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_link_anywhere_below_the_fleet_is_refused_and_an_open_folder_made_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let fleet = d.path().join("fleet");
+        let elsewhere = d.path().join("elsewhere");
+        std::fs::create_dir_all(&fleet).unwrap();
+        std::fs::create_dir_all(&elsewhere).unwrap();
+        let state = fleet.join(".canopy/state");
+        assert!(no_link_below(&fleet, &state).is_ok(), "nothing there yet");
+        std::os::unix::fs::symlink(&elsewhere, fleet.join(".canopy")).unwrap();
+        let e = no_link_below(&fleet, &state).unwrap_err();
+        assert!(e.to_string().contains(".canopy is a symbolic link"), "{e}");
+        // Outside the fleet, the user's own choice stands.
+        assert!(no_link_below(&fleet, &elsewhere.join("state")).is_ok());
+        // A folder left open by hand is made private.
+        let open = d.path().join("open");
+        std::fs::create_dir_all(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
+        own_dir(&open).unwrap();
+        assert_eq!(
+            std::fs::metadata(&open).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
     }
 
     #[cfg(unix)]
