@@ -757,3 +757,293 @@ fn patch_secret(kc: &Path, path: &str, key: &str, b64: &str) {
     )
     .unwrap_or_else(|e| panic!("PATCH {path}: {e}"));
 }
+
+/// The `kube-system` UID of the cluster of `kc`: its identity in a join.
+fn uid(kc: &Path) -> String {
+    get(kc, "/api/v1/namespaces/kube-system")["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// What reaches the API server of `kc` as a push-mode newcomer hands it
+/// over: its URL, its CA (the certificates the harness's server made) and
+/// its admin token.
+fn credentials_of(kc: &Path) -> canopy::core::model::Credentials {
+    let doc: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(kc).unwrap()).unwrap();
+    let cert = kc.parent().unwrap().join("certs/apiserver.crt");
+    canopy::core::model::Credentials {
+        server: doc["clusters"][0]["cluster"]["server"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+        ca_pem: std::fs::read_to_string(cert).unwrap(),
+        token: doc["users"][0]["user"]["token"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+    }
+}
+
+/// A kubeconfig for the hub (server 0) that authenticates as the holder
+/// of join token `t`.
+fn as_token_holder(dir: &Path, t: &Token) -> PathBuf {
+    let path = dir.join("token-holder.kubeconfig");
+    let text = std::fs::read_to_string(kubeconfig(0))
+        .unwrap()
+        .replace("token: canopy-test-token", &format!("token: {}", t.token));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// What a token holder can do with the join API by hand: a request for
+/// `name` claiming `identity`, signed with an identity key of its own
+/// (`seed`), in pull mode or (with `push`) handing over those credentials.
+/// Returns the request's name.
+fn forged_request(
+    holder: &Path,
+    t: &Token,
+    name: &str,
+    identity: &str,
+    seed: u8,
+    push: Option<&canopy::core::model::Credentials>,
+) -> String {
+    use base64::Engine;
+    use ring::signature::KeyPair;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let ns = format!("canopy-join-{}", t.id);
+    let public_key = b64.encode([seed; 32]);
+    let push_secret = push.map(|c| {
+        let s = api::send(
+            holder,
+            "POST",
+            &format!("/api/v1/namespaces/{ns}/secrets"),
+            Some((
+                "application/json",
+                serde_json::json!({
+                    "apiVersion": "v1", "kind": "Secret",
+                    "metadata": {"generateName": "push-", "labels": {"canopy.dev/member": "handed-over"}},
+                    "data": {
+                        "server": b64.encode(&c.server), "ca.crt": b64.encode(&c.ca_pem),
+                        "token": b64.encode(&c.token), "publicKey": b64.encode(&public_key),
+                    }
+                }),
+            )),
+        )
+        .unwrap();
+        s["metadata"]["name"].as_str().unwrap().to_string()
+    });
+    let key = ring::signature::Ed25519KeyPair::from_seed_unchecked(&[seed; 32]).unwrap();
+    let mut spec = canopy::core::join::RequestSpec {
+        cluster: name.into(),
+        identity: identity.into(),
+        parent: None,
+        labels: Default::default(),
+        mode: if push.is_some() {
+            canopy::core::join::Mode::Push
+        } else {
+            canopy::core::join::Mode::Pull
+        },
+        public_key,
+        push_secret,
+        identity_key: Some(b64.encode(key.public_key().as_ref())),
+        signature: None,
+    };
+    let digest = push
+        .map(canopy::core::join::push_digest)
+        .unwrap_or_default();
+    let message = canopy::core::join::signed_message(&spec, &digest);
+    spec.signature = Some(b64.encode(key.sign(&message).as_ref()));
+    let r = api::send(
+        holder,
+        "POST",
+        &format!("/apis/canopy.dev/v1alpha1/namespaces/{ns}/joinrequests"),
+        Some((
+            "application/json",
+            serde_json::json!({
+                "apiVersion": "canopy.dev/v1alpha1", "kind": "JoinRequest",
+                "metadata": {"generateName": format!("{name}-")},
+                "spec": spec,
+            }),
+        )),
+    )
+    .unwrap();
+    r["metadata"]["name"].as_str().unwrap().to_string()
+}
+
+/// A member exists only through the hub's own admission (issue 28): its
+/// UID is no secret, so a token holder who claims it with another identity
+/// key, or hands over another cluster's credentials under it, is refused
+/// and the member keeps what reaches it; a namespace someone labels as a
+/// member is ignored with a warning that names it; and a member exported
+/// into Git is Git's, so a request for its name is refused.
+#[test]
+fn only_what_the_hub_admitted_is_a_member() {
+    let _one = serial();
+    let f = fleet("jn7", false);
+    let dir = f.path();
+    let t = token(
+        dir,
+        "jn7",
+        &["--parent", "eu", "--labels", "tier=edge", "--max-uses", "5"],
+    );
+    let apply = || {
+        on(dir, "jn7", &["apply", "DIR"]);
+    };
+    let (code, out, err) = join(&t, &kubeconfig(2), "shop-k", &[], &apply);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = on(dir, "jn7", &["apply", "DIR"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(hello(&kubeconfig(2), "jn7").as_deref(), Some("shop-k"));
+    let push = "/api/v1/namespaces/canopy-member-shop-k/secrets/push";
+    let kept = get(&kubeconfig(0), push)["data"].clone();
+    let record = get(
+        &kubeconfig(0),
+        "/api/v1/namespaces/canopy-system/configmaps/member-shop-k",
+    );
+    assert!(
+        record["data"]["member"]
+            .as_str()
+            .unwrap()
+            .contains("identityKey"),
+        "{record}"
+    );
+
+    let holder = as_token_holder(dir, &t);
+    let verdict = |request: &str| {
+        let path = format!(
+            "/apis/canopy.dev/v1alpha1/namespaces/canopy-join-{}/joinrequests/{request}",
+            t.id
+        );
+        for _ in 0..50 {
+            on(dir, "jn7", &["apply", "DIR"]);
+            let status = get(&kubeconfig(0), &path)["status"].clone();
+            if !status["phase"].is_null() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("request {request} never answered");
+    };
+    // Its UID, claimed with another identity key (pull mode: nothing to
+    // hand over).
+    let status = verdict(&forged_request(
+        &holder,
+        &t,
+        "shop-k",
+        &uid(&kubeconfig(2)),
+        41,
+        None,
+    ));
+    assert_eq!(status["phase"], "Refused", "{status}");
+    assert!(
+        status["reason"]
+            .as_str()
+            .unwrap()
+            .contains("is a member whose identity key is another"),
+        "{status}"
+    );
+    // Its UID, handing over what reaches another cluster (server 3).
+    let other = credentials_of(&kubeconfig(3));
+    let status = verdict(&forged_request(
+        &holder,
+        &t,
+        "shop-k",
+        &uid(&kubeconfig(2)),
+        42,
+        Some(&other),
+    ));
+    assert_eq!(status["phase"], "Refused", "{status}");
+    assert!(
+        status["reason"].as_str().unwrap().contains(&format!(
+            "reach a cluster whose kube-system UID is \"{}\"",
+            uid(&kubeconfig(3))
+        )),
+        "{status}"
+    );
+    assert_eq!(
+        handed_over(0, &t.id),
+        0,
+        "the handed-over Secret is deleted"
+    );
+    assert_eq!(
+        get(&kubeconfig(0), push)["data"],
+        kept,
+        "the member keeps what reaches it"
+    );
+    assert_eq!(hello(&kubeconfig(3), "jn7"), None);
+
+    // A namespace labelled as a member, by someone who may create one,
+    // with what reaches server 3.
+    let b64 = |s: &str| {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(s)
+    };
+    for (path, obj) in [
+        (
+            "/api/v1/namespaces",
+            serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {
+                "name": "canopy-member-evil", "labels": {"canopy.dev/member": "evil"},
+                "annotations": {"canopy.dev/member": "{\"name\":\"evil\",\"identity\":\"x\",\"parent\":\"eu\",\"labels\":{\"tier\":\"edge\"},\"mode\":\"push\",\"token\":\"t\",\"joinedAt\":1}"}}}),
+        ),
+        (
+            "/api/v1/namespaces/canopy-member-evil/secrets",
+            serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {
+                "name": "push", "labels": {"canopy.dev/member": "push"}},
+                "data": {"server": b64(&other.server), "ca.crt": b64(&other.ca_pem), "token": b64(&other.token)}}),
+        ),
+    ] {
+        api::send(
+            &kubeconfig(0),
+            "POST",
+            path,
+            Some(("application/json", obj)),
+        )
+        .unwrap();
+    }
+    let (code, out, err) = on(dir, "jn7", &["apply", "DIR"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        err.contains("warning: hub hub: namespace canopy-member-evil is labelled as a member, but canopy never admitted it"),
+        "{err}"
+    );
+    let (_, tree, _) = on(dir, "jn7", &["tree", "DIR"]);
+    assert!(!tree.contains("evil") && tree.contains("shop-k"), "{tree}");
+    assert_eq!(
+        hello(&kubeconfig(3), "jn7"),
+        None,
+        "nothing sent to server 3"
+    );
+
+    // Exported into Git: the name is Git's, even for the member itself.
+    let export = tempfile::tempdir().unwrap();
+    let (code, _, err) = on(
+        dir,
+        "jn7",
+        &[
+            "members",
+            "export",
+            "DIR",
+            "--out",
+            export.path().to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    std::fs::copy(export.path().join("shop-k.yaml"), dir.join("shop-k.yaml")).unwrap();
+    let (code, _, err) = join(&t, &kubeconfig(2), "shop-k", &[], &apply);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("taken by a cluster in the fleet's Git repository"),
+        "{err}"
+    );
+    std::fs::remove_file(dir.join("shop-k.yaml")).unwrap();
+
+    // The member itself, with its key, joins again.
+    let (code, out, err) = join(&t, &kubeconfig(2), "shop-k", &[], &apply);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("joined again as shop-k"), "{out}");
+    let (code, out, err) = canopy(&["leave", "--kubeconfig", kubeconfig(2).to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    on(dir, "jn7", &["apply", "DIR"]);
+}

@@ -8,6 +8,8 @@
 mod common;
 use common::*;
 
+#[path = "support/api.rs"]
+mod api;
 #[path = "support/apiserver.rs"]
 mod apiserver;
 #[path = "support/git_http.rs"]
@@ -511,4 +513,281 @@ fn a_workload_folder_holds_no_cluster_override_defaults_or_tenant() {
         }
         assert_eq!(state_files(&state), before, "{kind}: nothing applied");
     }
+}
+
+/// canopy judges a tenant's object by its scope before any cluster is
+/// asked, so its table of built-in cluster-scoped kinds must be complete:
+/// it is compared, both ways, with the discovery of an API server that
+/// serves every group and version of its release (alpha and beta too), and
+/// every group that server serves must be one canopy knows as built in.
+#[test]
+fn canopys_built_in_kinds_are_the_api_servers() {
+    let server = apiserver::start_all_apis();
+    let get = |path: &str| {
+        api::send(&server.kubeconfig, "GET", path, None)
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    };
+    let mut served: std::collections::BTreeSet<(String, String)> = Default::default();
+    let mut groups: std::collections::BTreeSet<String> = Default::default();
+    let mut cluster_scoped = |group: &str, list: &serde_json::Value| {
+        for r in list["resources"].as_array().unwrap() {
+            let name = r["name"].as_str().unwrap();
+            if !name.contains('/') && r["namespaced"] == false {
+                served.insert((group.to_string(), r["kind"].as_str().unwrap().to_string()));
+            }
+        }
+    };
+    groups.insert(String::new());
+    cluster_scoped("", &get("/api/v1"));
+    for g in get("/apis")["groups"].as_array().unwrap() {
+        let group = g["name"].as_str().unwrap();
+        groups.insert(group.to_string());
+        for v in g["versions"].as_array().unwrap() {
+            cluster_scoped(
+                group,
+                &get(&format!("/apis/{}", v["groupVersion"].as_str().unwrap())),
+            );
+        }
+    }
+    let known: std::collections::BTreeSet<(String, String)> =
+        canopy::core::kinds::builtin_cluster_scoped()
+            .iter()
+            .map(|(g, k)| (g.to_string(), k.to_string()))
+            .collect();
+    let missing: Vec<_> = served.difference(&known).collect();
+    let extra: Vec<_> = known.difference(&served).collect();
+    assert!(
+        missing.is_empty(),
+        "cluster-scoped kinds canopy does not know: {missing:?}"
+    );
+    assert!(
+        extra.is_empty(),
+        "kinds canopy takes for cluster-scoped that the server does not serve so: {extra:?}"
+    );
+    let unknown_groups: Vec<_> = groups
+        .iter()
+        .filter(|g| !canopy::core::kinds::is_builtin_group(g))
+        .collect();
+    assert!(
+        unknown_groups.is_empty(),
+        "built-in groups canopy does not know: {unknown_groups:?}"
+    );
+    assert!(served.len() >= 39, "{served:?}");
+}
+
+/// A tenant's object of a kind canopy cannot judge offline (cert-manager's
+/// ClusterIssuer, which the cluster already serves, cluster-scoped) looks
+/// namespaced to `validate`, which says so; `apply` asks the cluster's
+/// discovery first, and the breach stops the cluster with nothing of it
+/// written. Allowed to the tenant, it is applied.
+#[test]
+fn a_tenants_kind_the_cluster_serves_cluster_scoped_is_judged_before_any_write() {
+    let server = apiserver::start();
+    let send = |method: &str, path: &str, body: Option<(&str, serde_json::Value)>| {
+        api::send(&server.kubeconfig, method, path, body)
+    };
+    send(
+        "POST",
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+        Some((
+            "application/json",
+            serde_json::json!({
+                "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+                "metadata": {"name": "clusterissuers.cert-manager.io"},
+                "spec": {"group": "cert-manager.io", "scope": "Cluster",
+                    "names": {"kind": "ClusterIssuer", "plural": "clusterissuers", "singular": "clusterissuer"},
+                    "versions": [{"name": "v1", "served": true, "storage": true,
+                        "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}
+            }),
+        )),
+    )
+    .unwrap();
+    let established = || {
+        send("GET", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/clusterissuers.cert-manager.io", None)
+            .unwrap()["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Established" && c["status"] == "True")
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !established() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the CRD is established"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path().join("fleet");
+    let tenant = |allow: &str| {
+        format!("apiVersion: canopy.dev/v1alpha1\nkind: Tenant\nmetadata: {{name: shop}}\nspec:\n  workloads: [shop]\n  namespaces: [shop]\n{allow}")
+    };
+    for (p, t) in [
+        (
+            "clusters.yaml".to_string(),
+            format!(
+                "apiVersion: canopy.dev/v1alpha1\nkind: Cluster\nmetadata: {{name: prod}}\nspec: {{connection: {{kubeconfig: {}}}}}\n",
+                server.kubeconfig.display()
+            ),
+        ),
+        ("tenants.yaml".into(), tenant("")),
+        (
+            "workloads/shop/workload.yaml".into(),
+            "apiVersion: canopy.dev/v1alpha1\nkind: Workload\nmetadata: {name: shop}\nspec: {namespace: shop}\n".into(),
+        ),
+        (
+            "workloads/shop/objects.yaml".into(),
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {a: b}\n---\napiVersion: cert-manager.io/v1\nkind: ClusterIssuer\nmetadata: {name: letsencrypt}\nspec: {acme: {server: https://acme.example.com}}\n".into(),
+        ),
+    ] {
+        std::fs::create_dir_all(dir.join(&p).parent().unwrap()).unwrap();
+        std::fs::write(dir.join(&p), t).unwrap();
+    }
+    let run = |args: &[&str]| canopy_in(home.path(), &[], args);
+    let (code, out, err) = run(&["validate", s(&dir)]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        err.contains("warning: workloads/shop/objects.yaml")
+            && err.contains("kind ClusterIssuer.cert-manager.io is neither built in nor defined by a CRD of the fleet"),
+        "{err}"
+    );
+    let says = "workload \"shop\" of tenant \"shop\": ClusterIssuer letsencrypt: cluster-scoped kind ClusterIssuer.cert-manager.io is not allowed to tenant \"shop\"";
+    for cmd in ["diff", "apply"] {
+        let (code, out, err) = run(&[cmd, s(&dir)]);
+        assert_eq!(code, 4, "{cmd}: {out}{err}");
+        let all = format!("{out}{err}");
+        assert!(
+            all.contains(says) && all.contains("nothing of the cluster was written"),
+            "{cmd}: {all}"
+        );
+    }
+    let missing =
+        |path: &str| matches!(send("GET", path, None), Err(kube::Error::Api(s)) if s.code == 404);
+    assert!(missing("/api/v1/namespaces/shop"), "nothing written");
+    assert!(missing(
+        "/apis/cert-manager.io/v1/clusterissuers/letsencrypt"
+    ));
+    // The root cluster keeps canopy's run records in canopy-system; the
+    // fleet's inventory of this cluster was not written.
+    let configmaps = send("GET", "/api/v1/namespaces/canopy-system/configmaps", None)
+        .map(|l| l.to_string())
+        .unwrap_or_default();
+    assert!(
+        !configmaps.contains("inventory-"),
+        "not even canopy's inventory: {configmaps}"
+    );
+
+    std::fs::write(
+        dir.join("tenants.yaml"),
+        tenant("  allow: [{group: cert-manager.io, kind: ClusterIssuer}]\n"),
+    )
+    .unwrap();
+    let (code, out, err) = run(&["apply", s(&dir)]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!missing(
+        "/apis/cert-manager.io/v1/clusterissuers/letsencrypt"
+    ));
+    assert!(!missing("/api/v1/namespaces/shop/configmaps/settings"));
+}
+
+/// A tenant's object is held to the tenant's rules as it is written, after
+/// overrides; and no manifest (plain, template or chart output) may set
+/// canopy's own labels and annotations, so none can claim another
+/// workload's objects or pose as a member. Each refused with nothing
+/// applied.
+#[test]
+fn tenancy_holds_after_overrides_and_canopys_metadata_is_canopys() {
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path().join("fleet");
+    let state = home.path().join("state");
+    let write = |p: &str, t: &str| {
+        std::fs::create_dir_all(dir.join(p).parent().unwrap()).unwrap();
+        std::fs::write(dir.join(p), t).unwrap();
+    };
+    write("clusters.yaml", CLUSTERS);
+    write(
+        "tenants.yaml",
+        "apiVersion: canopy.dev/v1alpha1\nkind: Tenant\nmetadata: {name: shop}\nspec: {workloads: [shop], namespaces: [shop]}\n",
+    );
+    write(
+        "workloads/shop/workload.yaml",
+        "apiVersion: canopy.dev/v1alpha1\nkind: Workload\nmetadata: {name: shop}\nspec: {namespace: shop}\n",
+    );
+    let plain = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {a: b}\n";
+    write("workloads/shop/cm.yaml", plain);
+    let run = |args: &[&str]| canopy_in(home.path(), &[], args);
+    let (code, out, err) = run(&["apply", s(&dir), "--state", s(&state)]);
+    assert_eq!(code, 0, "{out}{err}");
+    let before = state_files(&state);
+    let refused = |says: &[&str]| {
+        for cmd in [
+            vec!["validate", s(&dir)],
+            vec!["apply", s(&dir), "--state", s(&state)],
+        ] {
+            let (code, out, err) = run(&cmd);
+            assert_eq!(code, 2, "{cmd:?}: {out}{err}");
+            for x in says {
+                assert!(err.contains(x), "{cmd:?}: {x:?} in\n{err}");
+            }
+        }
+        assert_eq!(state_files(&state), before, "nothing applied");
+    };
+
+    // A platform override that moves the tenant's ConfigMap to kube-system
+    // on the edge cluster.
+    write(
+        "overrides/move.yaml",
+        "apiVersion: canopy.dev/v1alpha1\nkind: Override\nmetadata: {name: move}\nspec:\n  clusters: {names: [edge]}\n  patches:\n    - mergePatch: {metadata: {namespace: kube-system}}\n",
+    );
+    refused(&[
+        "error: overrides/move.yaml:6: spec.patches: ",
+        "workload \"shop\" of tenant \"shop\": ConfigMap settings: namespace \"kube-system\" is not one of tenant \"shop\"'s namespaces (shop), after override \"move\" (rendered for cluster edge)",
+    ]);
+    std::fs::remove_file(dir.join("overrides/move.yaml")).unwrap();
+
+    // canopy's labels and annotations in a plain manifest, with its line.
+    for (meta, what) in [
+        (
+            "labels: {canopy.dev/workload: payments}",
+            "label canopy.dev/workload",
+        ),
+        (
+            "labels: {canopy.dev/member: edge}",
+            "label canopy.dev/member",
+        ),
+        (
+            "annotations: {canopy.dev/revision: abc}",
+            "annotation canopy.dev/revision",
+        ),
+    ] {
+        write(
+            "workloads/shop/cm.yaml",
+            &format!(
+                "{plain}---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: other\n  {meta}\n"
+            ),
+        );
+        refused(&[&format!(
+            "error: workloads/shop/cm.yaml:6: {what} is canopy's own: a manifest may not set it"
+        )]);
+    }
+    // ... and in a template, as it renders.
+    write("workloads/shop/cm.yaml", plain);
+    write(
+        "workloads/shop/member.yaml.j2",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: m-{{ cluster.name }}\n  labels: {canopy.dev/fleet: other}\n",
+    );
+    refused(&[
+        "label canopy.dev/fleet is canopy's own: a manifest may not set it (rendered for cluster",
+    ]);
+    std::fs::remove_file(dir.join("workloads/shop/member.yaml.j2")).unwrap();
+
+    // The documented opt-ins stay a manifest's.
+    write(
+        "workloads/shop/cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\n  annotations: {canopy.dev/prune: disabled}\ndata: {a: b}\n",
+    );
+    let (code, out, err) = run(&["apply", s(&dir), "--state", s(&state)]);
+    assert_eq!(code, 0, "{out}{err}");
 }

@@ -168,6 +168,10 @@ pub enum BackendError {
     /// The local backend was told an object is unhealthy.
     #[error("cluster {cluster}: unhealthy (local backend):\n    {objects}\n  help: the objects carry the annotation canopy.dev/local-health: unhealthy, which makes the local backend report them unhealthy; remove it to make them healthy")]
     Simulated { cluster: String, objects: String },
+    /// A tenant's object breaks the tenant's rules once the cluster says
+    /// what scope its kind has; nothing of the cluster was written.
+    #[error("cluster {cluster}: {breaches}; nothing of the cluster was written\n  help: the cluster serves these kinds cluster-scoped: allow the kind to the tenant (spec.allow) or take the object out of its workload")]
+    Tenancy { cluster: String, breaches: String },
     #[error("state file {path} is corrupt: {detail}; canopy left it untouched (restore it from backup or delete it to start this cluster empty)")]
     Corrupt { path: PathBuf, detail: String },
     #[error("state {path} is locked by canopy process {pid}; wait for it to finish (or, if no such process runs, delete {path})")]
@@ -253,6 +257,7 @@ impl BackendError {
         match self {
             BackendError::Unreachable { .. } => FailReason::Unreachable,
             BackendError::Connect { .. } => FailReason::Connection,
+            BackendError::Tenancy { .. } => FailReason::Forbidden,
             BackendError::Api(a) => match a.code {
                 Some(401) => FailReason::Unauthorized,
                 Some(403) => FailReason::Forbidden,
@@ -299,6 +304,9 @@ impl BackendError {
             } => format!("cluster {cluster}: not healthy after {waited}:\n    {objects}"),
             BackendError::Simulated { cluster, objects } => {
                 format!("cluster {cluster}: unhealthy (local backend):\n    {objects}")
+            }
+            BackendError::Tenancy { cluster, breaches } => {
+                format!("cluster {cluster}: {breaches}; nothing of the cluster was written")
             }
             e => e.to_string(),
         }

@@ -343,7 +343,11 @@ pub fn members(mut cmd: MembersCommand, name: Option<&str>) -> Result<(), Failur
     let mut all = Vec::new();
     for h in all_hubs(&fleet) {
         let (api, _) = hub_client(&rt, &src, &fleet, &h)?;
-        for (_, k) in rt.block_on(hub::members(&api)).map_err(failure)? {
+        let members = rt.block_on(hub::members(&api)).map_err(failure)?;
+        for why in &members.ignored {
+            eprintln!("warning: hub {h}: {why}");
+        }
+        for (_, k) in members.kept {
             all.push((h.clone(), api.clone(), k));
         }
     }

@@ -88,6 +88,16 @@ pub struct RequestSpec {
     /// the newcomer (only the hub can read it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub push_secret: Option<String>,
+    /// The newcomer's long-lived identity key (Ed25519, base64): made at
+    /// its first join and kept in its own cluster; the hub registers it, and
+    /// a later request for the same member must be signed with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_key: Option<String>,
+    /// The signature (Ed25519, base64) of [`signed_message`] with the
+    /// identity key: over every field of the request and what it hands
+    /// over, so a copied signature carries nothing else.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
 }
 
 /// A cluster that joined, as its hub keeps it.
@@ -103,6 +113,10 @@ pub struct Member {
     /// The token it joined with (its id).
     pub token: String,
     pub joined_at: u64,
+    /// The identity key registered at its first join ([`RequestSpec::identity_key`]);
+    /// a request for this member must be signed with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_key: Option<String>,
 }
 
 /// Why a request was refused; written on the request, so each says what to
@@ -139,13 +153,92 @@ pub enum Refusal {
     AlreadyMember { name: String },
     #[error("the request is malformed: {why}")]
     Malformed { why: String },
+    #[error("the request's signature does not verify with the identity key it carries: join again with `canopy join`")]
+    BadSignature,
+    #[error("cluster {name:?} is a member whose identity key is another: only the member itself (signing with the key registered at its first join) may join as it")]
+    NotTheMember { name: String },
+    #[error("cluster {name:?} was admitted before identity keys were registered, so no request can prove to be it: remove it with `canopy members remove {name}` and join again")]
+    NoRegisteredKey { name: String },
+    #[error("the credentials handed over reach a cluster whose kube-system UID is {seen:?}, not {claimed:?} as the request says")]
+    IdentityMismatch { claimed: String, seen: String },
+    #[error("the hub cannot reach the cluster with the credentials handed over: {why}; check --advertise (the URL the parent reaches it at) and join again")]
+    Unreachable { why: String },
+}
+
+/// What the hub found out itself about a request, beyond what it says.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Evidence {
+    /// Push mode: [`push_digest`] of the credentials handed over.
+    pub push_digest: Option<String>,
+    /// Push mode: the UID of `kube-system` as read through those
+    /// credentials, or why it could not be read.
+    pub observed_identity: Option<Result<String, String>>,
+}
+
+/// The digest a push-mode request's signature covers for what it hands
+/// over (SHA-256 of server, CA and token, hex).
+pub fn push_digest(creds: &Credentials) -> String {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for part in [&creds.server, &creds.ca_pem, &creds.token] {
+        ctx.update(&(part.len() as u64).to_be_bytes());
+        ctx.update(part.as_bytes());
+    }
+    ctx.finish()
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// What a request's identity key signs: a fixed prefix, then each field
+/// length-prefixed (so no two requests give one message), the labels in
+/// key order, and the digest of what it hands over (empty in pull mode).
+pub fn signed_message(req: &RequestSpec, push_digest: &str) -> Vec<u8> {
+    let mut out = b"canopy.dev join request v1\n".to_vec();
+    let mut part = |s: &str| {
+        out.extend_from_slice(&(s.len() as u64).to_be_bytes());
+        out.extend_from_slice(s.as_bytes());
+    };
+    let mode = match req.mode {
+        Mode::Push => "push",
+        Mode::Pull => "pull",
+    };
+    part(&req.cluster);
+    part(&req.identity);
+    part(req.parent.as_deref().unwrap_or(""));
+    part(mode);
+    part(&req.public_key);
+    part(req.push_secret.as_deref().unwrap_or(""));
+    part(req.identity_key.as_deref().unwrap_or(""));
+    part(&req.labels.len().to_string());
+    for (k, v) in &req.labels {
+        part(k);
+        part(v);
+    }
+    part(push_digest);
+    out
+}
+
+/// Whether `req` is signed with the identity key it carries.
+fn signed(req: &RequestSpec, push_digest: &str) -> bool {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let (Some(key), Some(sig)) = (&req.identity_key, &req.signature) else {
+        return false;
+    };
+    let (Ok(key), Ok(sig)) = (b64.decode(key), b64.decode(sig)) else {
+        return false;
+    };
+    ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, key)
+        .verify(&signed_message(req, push_digest), &sig)
+        .is_ok()
 }
 
 /// What the hub knows when it decides.
 pub struct Known<'a> {
-    /// Every cluster in Git by name, with the identity of the member it was
-    /// exported from (its `canopy.dev/joined` annotation).
-    pub git: &'a BTreeMap<&'a str, Option<&'a str>>,
+    /// Every cluster in Git by name (a member `members export` wrote
+    /// included: it is Git's now).
+    pub git: &'a std::collections::BTreeSet<&'a str>,
     /// The hub's members by name.
     pub members: &'a BTreeMap<String, Member>,
     /// Whether this hub's reconciler reconciles the children of a cluster.
@@ -163,11 +256,17 @@ pub struct Admitted {
 
 /// Admits `req`, made with token `token_id` whose policy is `policy` (none:
 /// revoked), or says why not. Checks run cheapest and most telling first:
-/// the token, then the parent, the name and the labels, then collisions.
+/// the token, then the parent, the name and the labels, then who the
+/// request proves to be (its signature; in push mode the identity the hub
+/// read itself through what was handed over, `evidence`), then
+/// collisions. A name in Git is never a member's, even one `members
+/// export` wrote; a member's name is only for the cluster that signs with
+/// the key it registered.
 pub fn decide(
     token_id: &str,
     policy: Option<&TokenPolicy>,
     req: &RequestSpec,
+    evidence: &Evidence,
     now: u64,
     known: &Known<'_>,
 ) -> Result<Admitted, Refusal> {
@@ -200,6 +299,46 @@ pub fn decide(
         });
     }
     let labels = allowed_labels(policy, &req.labels)?;
+    if req.identity_key.is_none() || req.signature.is_none() {
+        return Err(Refusal::Malformed {
+            why: "it carries no identity key or signature (a newcomer of this canopy version signs its request)".into(),
+        });
+    }
+    let digest = match (req.mode, &evidence.push_digest) {
+        (Mode::Push, Some(d)) => d.as_str(),
+        (Mode::Push, None) => {
+            return Err(Refusal::Malformed {
+                why: "a push-mode request hands over nothing".into(),
+            })
+        }
+        (Mode::Pull, _) => "",
+    };
+    if !signed(req, digest) {
+        return Err(Refusal::BadSignature);
+    }
+    if req.mode == Mode::Push {
+        match &evidence.observed_identity {
+            Some(Ok(seen)) if *seen == req.identity => {}
+            Some(Ok(seen)) => {
+                return Err(Refusal::IdentityMismatch {
+                    claimed: req.identity.clone(),
+                    seen: seen.clone(),
+                })
+            }
+            Some(Err(why)) => return Err(Refusal::Unreachable { why: why.clone() }),
+            None => {
+                return Err(Refusal::Unreachable {
+                    why: "it was not tried".into(),
+                })
+            }
+        }
+    }
+    if known.git.contains(req.cluster.as_str()) {
+        return Err(Refusal::NameTaken {
+            name: req.cluster.clone(),
+            by: "a cluster in the fleet's Git repository".into(),
+        });
+    }
     let same = |m: &Member| m.identity == req.identity;
     if let Some(other) = known
         .members
@@ -210,25 +349,27 @@ pub fn decide(
             name: other.name.clone(),
         });
     }
-    let rejoin = match (
-        known.members.get(&req.cluster),
-        known.git.get(req.cluster.as_str()),
-    ) {
-        (Some(m), _) if !same(m) => {
+    let rejoin = match known.members.get(&req.cluster) {
+        Some(m) if !same(m) => {
             return Err(Refusal::NameTaken {
                 name: req.cluster.clone(),
                 by: "another joined cluster".into(),
             })
         }
-        (Some(_), _) => true,
-        (None, Some(Some(id))) if *id == req.identity => true,
-        (None, Some(_)) => {
-            return Err(Refusal::NameTaken {
-                name: req.cluster.clone(),
-                by: "a cluster in the fleet's Git repository".into(),
-            })
-        }
-        (None, None) => false,
+        Some(m) => match &m.identity_key {
+            None => {
+                return Err(Refusal::NoRegisteredKey {
+                    name: m.name.clone(),
+                })
+            }
+            Some(k) if Some(k) != req.identity_key.as_ref() => {
+                return Err(Refusal::NotTheMember {
+                    name: m.name.clone(),
+                })
+            }
+            Some(_) => true,
+        },
+        None => false,
     };
     if !rejoin {
         if let Some(max) = policy.max_uses.filter(|m| policy.uses >= *m) {
@@ -244,6 +385,7 @@ pub fn decide(
             mode: req.mode,
             token: token_id.to_string(),
             joined_at: now,
+            identity_key: req.identity_key.clone(),
         },
         rejoin,
     })
@@ -538,15 +680,47 @@ mod tests {
         }
     }
 
+    /// The digest of what a test's push-mode newcomer hands over.
+    const DIGEST: &str = "digest-of-what-it-hands-over";
+
+    /// A test identity key, the same for the same seed.
+    fn key(seed: u8) -> ring::signature::Ed25519KeyPair {
+        ring::signature::Ed25519KeyPair::from_seed_unchecked(&[seed; 32]).unwrap()
+    }
+
+    /// `r` with key `seed`'s identity key and its signature over `digest`.
+    fn sign(mut r: RequestSpec, seed: u8, digest: &str) -> RequestSpec {
+        use base64::Engine;
+        use ring::signature::KeyPair;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let k = key(seed);
+        r.identity_key = Some(b64.encode(k.public_key().as_ref()));
+        r.signature = None;
+        r.signature = Some(b64.encode(k.sign(&signed_message(&r, digest)).as_ref()));
+        r
+    }
+
+    /// A push-mode request of cluster `id`, signed with its own key.
     fn req(name: &str, id: &str) -> RequestSpec {
-        RequestSpec {
+        let r = RequestSpec {
             cluster: name.into(),
             identity: id.into(),
             parent: None,
             labels: [("site".to_string(), "berlin".to_string())].into(),
             mode: Mode::Push,
             public_key: "k".into(),
-            push_secret: None,
+            push_secret: Some("push-x".into()),
+            identity_key: None,
+            signature: None,
+        };
+        sign(r, id.bytes().fold(7, u8::wrapping_add), DIGEST)
+    }
+
+    /// What the hub finds for a push request that told the truth.
+    fn truthful(r: &RequestSpec) -> Evidence {
+        Evidence {
+            push_digest: Some(DIGEST.into()),
+            observed_identity: Some(Ok(r.identity.clone())),
         }
     }
 
@@ -554,16 +728,26 @@ mod tests {
         p: Option<&TokenPolicy>,
         r: &RequestSpec,
         members: &BTreeMap<String, Member>,
-        git: &[(&str, Option<&str>)],
+        git: &[&str],
+    ) -> Result<Admitted, Refusal> {
+        decide_found(p, r, &truthful(r), members, git)
+    }
+
+    fn decide_found(
+        p: Option<&TokenPolicy>,
+        r: &RequestSpec,
+        evidence: &Evidence,
+        members: &BTreeMap<String, Member>,
+        git: &[&str],
     ) -> Result<Admitted, Refusal> {
         let serves = |c: &str| c == "eu" || c == "us";
-        let git = git.iter().cloned().collect();
+        let git = git.iter().copied().collect();
         let known = Known {
             git: &git,
             members,
             serves: &serves,
         };
-        decide("abc", p, r, 500, &known)
+        decide("abc", p, r, evidence, 500, &known)
     }
 
     #[test]
@@ -654,26 +838,98 @@ mod tests {
                 name: "shop".into()
             })
         );
-        // A Git cluster's name: refused, unless Git holds this very member.
+        // A Git cluster's name: refused, also when `members export` wrote
+        // it from this very member.
         assert!(matches!(
-            decide_with(
-                Some(&p),
-                &req("eu", "u3"),
-                &BTreeMap::new(),
-                &[("eu", None)]
-            ),
+            decide_with(Some(&p), &req("eu", "u3"), &BTreeMap::new(), &["eu"]),
             Err(Refusal::NameTaken { .. })
         ));
-        assert!(
-            decide_with(
-                Some(&p),
-                &req("shop", "u1"),
-                &BTreeMap::new(),
-                &[("shop", Some("u1"))]
-            )
+        assert!(matches!(
+            decide_with(Some(&p), &req("shop", "u1"), &members, &["shop"]),
+            Err(Refusal::NameTaken { .. })
+        ));
+    }
+
+    #[test]
+    fn a_member_is_only_the_cluster_that_signs_with_its_key() {
+        let p = policy();
+        let first = decide_with(Some(&p), &req("shop", "u1"), &BTreeMap::new(), &[])
             .unwrap()
-            .rejoin
+            .member;
+        assert!(first.identity_key.is_some(), "its key is registered");
+        let members: BTreeMap<String, Member> = [("shop".to_string(), first.clone())].into();
+        // Its UID is no secret: a request that claims it, signed with
+        // another key, is not the member.
+        let forged = sign(req("shop", "u1"), 99, DIGEST);
+        assert_eq!(
+            decide_with(Some(&p), &forged, &members, &[]),
+            Err(Refusal::NotTheMember {
+                name: "shop".into()
+            })
         );
+        // A member an older canopy admitted has no key to prove.
+        let mut keyless = first.clone();
+        keyless.identity_key = None;
+        let old: BTreeMap<String, Member> = [("shop".to_string(), keyless)].into();
+        assert_eq!(
+            decide_with(Some(&p), &req("shop", "u1"), &old, &[]),
+            Err(Refusal::NoRegisteredKey {
+                name: "shop".into()
+            })
+        );
+        // A signature covers every field and what is handed over.
+        let mut tampered = req("shop", "u1");
+        tampered.labels.insert("site".into(), "munich".into());
+        assert_eq!(
+            decide_with(Some(&p), &tampered, &members, &[]),
+            Err(Refusal::BadSignature)
+        );
+        let swapped = Evidence {
+            push_digest: Some("credentials of another cluster".into()),
+            ..truthful(&req("shop", "u1"))
+        };
+        assert_eq!(
+            decide_found(Some(&p), &req("shop", "u1"), &swapped, &members, &[]),
+            Err(Refusal::BadSignature)
+        );
+        let mut unsigned = req("shop-2", "u2");
+        unsigned.signature = None;
+        assert!(matches!(
+            decide_with(Some(&p), &unsigned, &BTreeMap::new(), &[]),
+            Err(Refusal::Malformed { .. })
+        ));
+        // In push mode the hub reads the identity itself.
+        let elsewhere = Evidence {
+            observed_identity: Some(Ok("u9".into())),
+            ..truthful(&req("shop", "u1"))
+        };
+        assert_eq!(
+            decide_found(Some(&p), &req("shop", "u1"), &elsewhere, &members, &[]),
+            Err(Refusal::IdentityMismatch {
+                claimed: "u1".into(),
+                seen: "u9".into()
+            })
+        );
+        let unreachable = Evidence {
+            observed_identity: Some(Err("connection refused".into())),
+            ..truthful(&req("shop", "u1"))
+        };
+        assert!(matches!(
+            decide_found(Some(&p), &req("shop", "u1"), &unreachable, &members, &[]),
+            Err(Refusal::Unreachable { .. })
+        ));
+        // The member itself, with its key: again, in pull mode too.
+        assert!(
+            decide_with(Some(&p), &req("shop", "u1"), &members, &[])
+                .unwrap()
+                .rejoin
+        );
+        let mut pull = req("shop", "u1");
+        pull.mode = Mode::Pull;
+        pull.push_secret = None;
+        let pull = sign(pull, "u1".bytes().fold(7, u8::wrapping_add), "");
+        let a = decide_found(Some(&p), &pull, &Evidence::default(), &members, &[]).unwrap();
+        assert!(a.rejoin);
     }
 
     #[test]
@@ -744,6 +1000,7 @@ apiVersion: canopy.dev/v1alpha1\nkind: Cluster\nmetadata: {name: us-2, labels: {
                 mode: Mode::Push,
                 token: "t".into(),
                 joined_at: 0,
+                identity_key: None,
             },
             hub: "top".into(),
             credentials: None,
@@ -789,6 +1046,7 @@ apiVersion: canopy.dev/v1alpha1\nkind: Cluster\nmetadata: {name: us-2, labels: {
             mode: Mode::Push,
             token: "abc".into(),
             joined_at: 1,
+            identity_key: Some("a-key".into()),
         };
         let text = cluster_document(&m);
         let (fleet, diags) = crate::core::load::load_files(

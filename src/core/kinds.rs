@@ -7,41 +7,116 @@
 
 use crate::core::model::{ObjectKey, ReplicaPath};
 
-/// Built-in cluster-scoped kinds, by (group, kind). Custom resources are
-/// namespaced unless a CustomResourceDefinition in the same render says
-/// `scope: Cluster`.
+/// The API groups of Kubernetes itself (the release the suite's API server
+/// is, every alpha and beta included). A kind in one of them is built in:
+/// its scope is known offline ([`is_builtin_cluster_scoped`]); a kind of any
+/// other group is a custom resource, whose scope only a CRD in the same
+/// render, or the cluster's discovery, can tell.
+pub const BUILTIN_GROUPS: &[&str] = &[
+    "",
+    "admissionregistration.k8s.io",
+    "apiextensions.k8s.io",
+    "apiregistration.k8s.io",
+    "apps",
+    "authentication.k8s.io",
+    "authorization.k8s.io",
+    "autoscaling",
+    "batch",
+    "certificates.k8s.io",
+    "coordination.k8s.io",
+    "discovery.k8s.io",
+    "events.k8s.io",
+    "flowcontrol.apiserver.k8s.io",
+    "internal.apiserver.k8s.io",
+    "networking.k8s.io",
+    "node.k8s.io",
+    "policy",
+    "rbac.authorization.k8s.io",
+    "resource.k8s.io",
+    "scheduling.k8s.io",
+    "storage.k8s.io",
+    "storagemigration.k8s.io",
+];
+
+/// Whether `group` is one of Kubernetes' own ([`BUILTIN_GROUPS`]).
+pub fn is_builtin_group(group: &str) -> bool {
+    BUILTIN_GROUPS.contains(&group)
+}
+
+/// Built-in cluster-scoped kinds, by (group, kind): every one the API server
+/// serves with every API enabled (a test compares this table with its
+/// discovery). Custom resources are namespaced unless a
+/// CustomResourceDefinition in the same render says `scope: Cluster`, or,
+/// on apply, the cluster's discovery says otherwise.
 const CLUSTER_SCOPED: &[(&str, &str)] = &[
+    ("", "ComponentStatus"),
     ("", "Namespace"),
     ("", "Node"),
     ("", "PersistentVolume"),
-    ("apiextensions.k8s.io", "CustomResourceDefinition"),
-    ("apiregistration.k8s.io", "APIService"),
-    ("rbac.authorization.k8s.io", "ClusterRole"),
-    ("rbac.authorization.k8s.io", "ClusterRoleBinding"),
-    ("storage.k8s.io", "StorageClass"),
-    ("storage.k8s.io", "CSIDriver"),
-    ("storage.k8s.io", "CSINode"),
-    ("storage.k8s.io", "VolumeAttachment"),
-    ("scheduling.k8s.io", "PriorityClass"),
-    ("networking.k8s.io", "IngressClass"),
-    ("node.k8s.io", "RuntimeClass"),
+    ("admissionregistration.k8s.io", "MutatingAdmissionPolicy"),
     (
         "admissionregistration.k8s.io",
-        "MutatingWebhookConfiguration",
+        "MutatingAdmissionPolicyBinding",
     ),
     (
         "admissionregistration.k8s.io",
-        "ValidatingWebhookConfiguration",
+        "MutatingWebhookConfiguration",
     ),
     ("admissionregistration.k8s.io", "ValidatingAdmissionPolicy"),
     (
         "admissionregistration.k8s.io",
         "ValidatingAdmissionPolicyBinding",
     ),
+    (
+        "admissionregistration.k8s.io",
+        "ValidatingWebhookConfiguration",
+    ),
+    ("apiextensions.k8s.io", "CustomResourceDefinition"),
+    ("apiregistration.k8s.io", "APIService"),
+    ("authentication.k8s.io", "SelfSubjectReview"),
+    ("authentication.k8s.io", "TokenReview"),
+    ("authorization.k8s.io", "SelfSubjectAccessReview"),
+    ("authorization.k8s.io", "SelfSubjectRulesReview"),
+    ("authorization.k8s.io", "SubjectAccessReview"),
     ("certificates.k8s.io", "CertificateSigningRequest"),
+    ("certificates.k8s.io", "ClusterTrustBundle"),
     ("flowcontrol.apiserver.k8s.io", "FlowSchema"),
     ("flowcontrol.apiserver.k8s.io", "PriorityLevelConfiguration"),
+    ("internal.apiserver.k8s.io", "StorageVersion"),
+    ("networking.k8s.io", "IPAddress"),
+    ("networking.k8s.io", "IngressClass"),
+    ("networking.k8s.io", "ServiceCIDR"),
+    ("node.k8s.io", "RuntimeClass"),
+    ("rbac.authorization.k8s.io", "ClusterRole"),
+    ("rbac.authorization.k8s.io", "ClusterRoleBinding"),
+    ("resource.k8s.io", "DeviceClass"),
+    ("resource.k8s.io", "DeviceTaintRule"),
+    ("resource.k8s.io", "ResourcePoolStatusRequest"),
+    ("resource.k8s.io", "ResourceSlice"),
+    ("scheduling.k8s.io", "PriorityClass"),
+    ("storage.k8s.io", "CSIDriver"),
+    ("storage.k8s.io", "CSINode"),
+    ("storage.k8s.io", "StorageClass"),
+    ("storage.k8s.io", "VolumeAttachment"),
+    ("storage.k8s.io", "VolumeAttributesClass"),
+    ("storagemigration.k8s.io", "StorageVersionMigration"),
 ];
+
+/// The built-in cluster-scoped kinds, as (group, kind).
+pub fn builtin_cluster_scoped() -> &'static [(&'static str, &'static str)] {
+    CLUSTER_SCOPED
+}
+
+/// Whether the scope of `kind` in `group` is known without a cluster: a
+/// built-in kind, or one a CRD among the render's objects defines
+/// (`crd_kinds`: (group, kind) of every CRD there, whatever its scope).
+pub fn known_offline(
+    group: &str,
+    kind: &str,
+    crd_kinds: &std::collections::BTreeSet<(String, String)>,
+) -> bool {
+    is_builtin_group(group) || crd_kinds.contains(&(group.to_string(), kind.to_string()))
+}
 
 pub fn is_builtin_cluster_scoped(group: &str, kind: &str) -> bool {
     CLUSTER_SCOPED

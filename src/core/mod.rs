@@ -31,6 +31,7 @@ pub mod pointer;
 pub mod relay;
 pub mod relay_report;
 pub mod render;
+pub mod reserved;
 pub mod retain;
 pub mod review;
 pub mod rollout_plan;

@@ -18,29 +18,6 @@
 
 use std::borrow::Cow;
 
-/// Groups whose kinds (except those named in [`rule_for`]) require DNS-1123
-/// subdomain names.
-const BUILTIN_GROUPS: &[&str] = &[
-    "",
-    "admissionregistration.k8s.io",
-    "apiextensions.k8s.io",
-    "apiregistration.k8s.io",
-    "apps",
-    "autoscaling",
-    "batch",
-    "certificates.k8s.io",
-    "coordination.k8s.io",
-    "discovery.k8s.io",
-    "events.k8s.io",
-    "flowcontrol.apiserver.k8s.io",
-    "networking.k8s.io",
-    "node.k8s.io",
-    "policy",
-    "resource.k8s.io",
-    "scheduling.k8s.io",
-    "storage.k8s.io",
-];
-
 /// The most bytes any Kubernetes name may have.
 pub const MAX_NAME: usize = 253;
 
@@ -63,7 +40,7 @@ pub fn rule_for(group: &str, kind: &str) -> Rule {
         ("", "Namespace") => Rule::Label,
         ("", "Service") => Rule::Label1035,
         ("rbac.authorization.k8s.io", _) => Rule::PathSegment,
-        (g, _) if BUILTIN_GROUPS.contains(&g) => Rule::Subdomain,
+        (g, _) if crate::core::kinds::is_builtin_group(g) => Rule::Subdomain,
         _ => Rule::PathSegment,
     }
 }

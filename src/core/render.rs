@@ -822,11 +822,22 @@ impl<'a> Renderer<'a> {
                     obj["metadata"]["namespace"] = Value::String(ns.clone());
                 }
             }
-            // 1b. a tenant's templated objects, as rendered here (its plain
-            // ones were checked once, with the fleet); overrides below are
-            // the platform's.
-            if let Some(t) = self.checked.tenancy.owner[wi].filter(|_| templated) {
-                let tenant = &fleet.tenants[t];
+            // 1b. a templated object, as rendered here (plain ones were
+            // checked once, with the fleet): no metadata of canopy's own,
+            // and a tenant's within the tenant's rules.
+            if templated {
+                if let Some(what) = crate::core::reserved::problem(&obj) {
+                    errors.push(crate::core::reserved::diagnostic(
+                        &what,
+                        file,
+                        0,
+                        Some(cluster.name()),
+                    ));
+                    continue;
+                }
+            }
+            let tenant = self.checked.tenancy.owner[wi].map(|t| (t, &fleet.tenants[t]));
+            if let Some((t, tenant)) = tenant.filter(|_| templated) {
                 let ns = w.spec.namespace.as_deref();
                 if let Some(b) = self.checked.tenancy.breach(tenant, t, &key, ns, namespaced) {
                     errors.push(crate::core::tenancy::breach_diag(
@@ -884,6 +895,31 @@ impl<'a> Renderer<'a> {
                 );
                 continue;
             };
+            // A tenant's object is held to the tenant's rules as it is
+            // written: an override that moved it (to another namespace, or
+            // to another kind) is checked again.
+            if let Some((t, tenant)) = tenant.filter(|_| patched_by.is_some() && key != before) {
+                let ns = w.spec.namespace.as_deref();
+                let namespaced = is_namespaced(&key, &crd_scope);
+                if let Some(b) = self.checked.tenancy.breach(tenant, t, &key, ns, namespaced) {
+                    let o = patched_by.expect("filtered");
+                    errors.push(
+                        Diagnostic::error(format!(
+                            "workload {:?} of tenant {:?}: {b}, after override {:?} (rendered for cluster {})",
+                            w.name(),
+                            tenant.name(),
+                            o.name(),
+                            cluster.name()
+                        ))
+                        .at(&o.source.loc(&YamlPath::parse("spec.patches")))
+                        .hint(format!(
+                            "a tenant's objects stay within the rules of {} after overrides: narrow the override's targets",
+                            tenant.source.file
+                        )),
+                    );
+                    continue;
+                }
+            }
             if let Some(d) = name_problem(&key, file, cluster.name()) {
                 errors.push(d);
                 continue;

@@ -295,6 +295,22 @@ pub fn check_manifests(checked: &crate::core::validate::Checked) -> Diagnostics 
     let mut d = Diagnostics::default();
     let fleet = &checked.fleet;
     let mut seen = std::collections::BTreeSet::new();
+    // Kinds any CRD of the fleet defines: their scope is known offline.
+    let crd_kinds: std::collections::BTreeSet<(String, String)> = checked
+        .facts
+        .iter()
+        .flat_map(|f| f.parsed.iter().flatten().flat_map(|a| a.iter()))
+        .filter(|o| {
+            o.get("kind").and_then(serde_json::Value::as_str) == Some("CustomResourceDefinition")
+        })
+        .filter_map(|o| {
+            Some((
+                o.pointer("/spec/group")?.as_str()?.to_string(),
+                o.pointer("/spec/names/kind")?.as_str()?.to_string(),
+            ))
+        })
+        .collect();
+    let mut unknown_seen = std::collections::BTreeSet::new();
     for (wi, owner) in checked.tenancy.owner.iter().enumerate() {
         let Some(t) = *owner else {
             continue;
@@ -316,6 +332,20 @@ pub fn check_manifests(checked: &crate::core::validate::Checked) -> Diagnostics 
                 };
                 let namespaced = crate::core::render::is_namespaced(&key, &crd_scope);
                 let ns = w.spec.namespace.as_deref();
+                if !crate::core::kinds::known_offline(&key.group, &key.kind, &crd_kinds)
+                    && unknown_seen.insert((wi, key.group.clone(), key.kind.clone()))
+                {
+                    d.push(
+                        Diagnostic::warning(format!(
+                            "workload {:?} of tenant {:?}: kind {} is neither built in nor defined by a CRD of the fleet, so its scope is unknown here; it is checked against each cluster's discovery before anything of that cluster is written",
+                            w.name(),
+                            tenant.name(),
+                            group_kind(&key)
+                        ))
+                        .in_file(&m.path, 0)
+                        .hint("nothing to do if the kind is namespaced; if the cluster serves it cluster-scoped, apply stops that cluster unless the tenant's spec.allow lists it"),
+                    );
+                }
                 let Some(b) = checked.tenancy.breach(tenant, t, &key, ns, namespaced) else {
                     continue;
                 };

@@ -600,6 +600,54 @@ pub fn place_in_scope(scopes: &BTreeMap<TypeRef, bool>, key: &mut ObjectKey, v: 
     }
 }
 
+/// A tenant's objects judged by the scope the cluster's discovery reports
+/// for their kinds (`scopes`), before anything of the cluster is read or
+/// written: canopy judged them offline by its table of built-in kinds and
+/// the render's CRDs, which cannot know a custom kind the cluster already
+/// has (a cert-manager ClusterIssuer is cluster-scoped; offline it looks
+/// namespaced). A breach fails the cluster with nothing written.
+fn tenants_in_scope(
+    r: &Renderer<'_>,
+    cluster: &str,
+    packed: &[&Packed],
+    values: &[serde_json::Value],
+    scopes: &BTreeMap<TypeRef, bool>,
+) -> Result<(), BackendError> {
+    let checked = r.checked;
+    let mut breaches: Vec<String> = Vec::new();
+    for (p, v) in packed.iter().zip(values) {
+        let Some(wi) = p.workload else {
+            continue;
+        };
+        let Some(t) = checked.tenancy.owner[wi] else {
+            continue;
+        };
+        let Some(&namespaced) = TypeRef::of(v).and_then(|ty| scopes.get(&ty)) else {
+            continue;
+        };
+        let w = &checked.fleet.workloads[wi];
+        let tenant = &checked.fleet.tenants[t];
+        if let Some(b) =
+            checked
+                .tenancy
+                .breach(tenant, t, &p.key, w.spec.namespace.as_deref(), namespaced)
+        {
+            breaches.push(format!(
+                "workload {:?} of tenant {:?}: {b}",
+                w.name(),
+                tenant.name()
+            ));
+        }
+    }
+    if breaches.is_empty() {
+        return Ok(());
+    }
+    Err(BackendError::Tenancy {
+        cluster: cluster.to_string(),
+        breaches: breaches.join("; "),
+    })
+}
+
 /// A rendered object waiting for its cluster's turn, as compact JSON.
 struct Packed {
     key: ObjectKey,
@@ -648,6 +696,9 @@ fn reconcile(
         Ok(s) => s,
         Err(e) => return failed(e),
     };
+    if let Err(e) = tenants_in_scope(r, cluster, packed, &values, &scopes) {
+        return failed(e);
+    }
     let mut keys: Vec<ObjectKey> = packed.iter().map(|o| o.key.clone()).collect();
     for (key, v) in keys.iter_mut().zip(values.iter_mut()) {
         place_in_scope(&scopes, key, v);

@@ -220,9 +220,12 @@ impl Joiner {
                 .client(&hub, &conn)
                 .and_then(|api| self.runtime.block_on(self_hub(self, &api, fleet, &parents)));
             match got {
-                Ok((kept, evs, fp)) => {
+                Ok((kept, ignored, evs, fp)) => {
                     self.seen.insert(hub.clone(), fp);
                     events.extend(evs);
+                    for why in ignored {
+                        diags.push(Diagnostic::warning(format!("hub {hub}: {why}")));
+                    }
                     let via = std::sync::Arc::new(conn.clone());
                     reachable.extend(kept.into_values().filter(|k| !k.leaving).map(|k| {
                         Reachable {
@@ -278,7 +281,7 @@ impl Joiner {
                     return Some(0);
                 };
                 let pending = pending.len();
-                let kept = hub::members(&api).await.ok()?;
+                let kept = hub::members(&api).await.ok()?.kept;
                 let renew = kept.values().any(|k| self.due(k));
                 Some(fingerprint(pending, &kept) ^ u64::from(renew && self.role == Role::Reconcile))
             });
@@ -307,20 +310,27 @@ fn renew_before() -> Duration {
         .unwrap_or(Duration::from_secs(1800))
 }
 
+/// A hub's members as one run reads them, what claims to be one and is
+/// not, what the run did there, and the hub's fingerprint.
+type HubRead = (BTreeMap<String, Kept>, Vec<String>, Vec<Event>, u64);
+
 /// One hub: answer, retire, renew (when reconciling), then read.
 async fn self_hub(
     j: &Joiner,
     api: &Api,
     fleet: &Fleet,
     parents: &BTreeSet<String>,
-) -> Result<(BTreeMap<String, Kept>, Vec<Event>, u64), JoinError> {
+) -> Result<HubRead, JoinError> {
     let hub = api.cluster.clone();
     let mut events = Vec::new();
     // One list for a hub that never had a token.
     let Some(pending) = hub::pending(api).await? else {
-        return Ok((BTreeMap::new(), events, 0));
+        return Ok((BTreeMap::new(), Vec::new(), events, 0));
     };
-    let mut members = hub::members(api).await?;
+    let hub::Members {
+        kept: mut members,
+        mut ignored,
+    } = hub::members(api).await?;
     let mut pending_left = pending.len();
     if j.role == Role::Reconcile {
         pending_left = 0;
@@ -345,23 +355,20 @@ async fn self_hub(
             .iter()
             .map(|(n, k)| (n.clone(), k.member.clone()))
             .collect();
-        let git: BTreeMap<&str, Option<&str>> = fleet
-            .clusters
-            .iter()
-            .filter(|c| !join::is_joined(c))
-            .map(|c| {
-                (
-                    c.name(),
-                    c.meta
-                        .annotations
-                        .get(join::ANNOTATION_JOINED)
-                        .map(String::as_str),
-                )
-            })
-            .collect();
+        // Every name in Git, a member `members export` wrote included: the
+        // fleet holds only Git's documents here (members are added after
+        // every hub is read).
+        let git: BTreeSet<&str> = fleet.clusters.iter().map(|c| c.name()).collect();
         let serves = |c: &str| parents.contains(c);
+        // What the hub finds out itself (push credentials, the identity
+        // read through them), for every request at once.
+        let found: Vec<_> = futures::stream::iter(pending.iter())
+            .map(|p| hub::evidence(api, p, j.timeout))
+            .buffered(8)
+            .collect()
+            .await;
         let mut verdicts = Vec::new();
-        for p in pending {
+        for (p, found) in pending.into_iter().zip(found) {
             if !policies.contains_key(&p.token) {
                 let pol = hub::token_policy(api, &p.token).await?;
                 policies.insert(p.token.clone(), pol);
@@ -372,8 +379,15 @@ async fn self_hub(
                 serves: &serves,
             };
             let policy = policies.get(&p.token).and_then(Option::as_ref);
+            let (evidence, push) = match found {
+                Ok(f) => f,
+                Err(why) => {
+                    verdicts.push((p, Err(Refusal::Malformed { why }), None));
+                    continue;
+                }
+            };
             let verdict = match &p.spec {
-                Ok(spec) => join::decide(&p.token, policy, spec, hub::now(), &known),
+                Ok(spec) => join::decide(&p.token, policy, spec, &evidence, hub::now(), &known),
                 Err(why) => Err(Refusal::Malformed { why: why.clone() }),
             };
             if let Ok(a) = &verdict {
@@ -382,10 +396,10 @@ async fn self_hub(
                     pol.uses += u32::from(!a.rejoin);
                 }
             }
-            verdicts.push((p, verdict));
+            verdicts.push((p, verdict, push));
         }
         let answered: Vec<Result<Event, JoinError>> = futures::stream::iter(verdicts)
-            .map(|(p, verdict)| {
+            .map(|(p, verdict, push)| {
                 let hub = hub.clone();
                 async move {
                     let cluster = p
@@ -400,20 +414,24 @@ async fn self_hub(
                         reason,
                     };
                     match verdict {
-                        Ok(a) => Ok(
-                            match hub::admit(api, &p, &a.member, a.rejoin, j.credential_seconds)
-                                .await?
-                            {
-                                Ok(()) => Event::Admitted {
-                                    hub: hub.clone(),
-                                    cluster: cluster.clone(),
-                                    parent: a.member.parent.clone(),
-                                    rejoin: a.rejoin,
-                                    token: (!a.rejoin).then(|| a.member.token.clone()),
-                                },
-                                Err(why) => refused(why),
-                            },
-                        ),
+                        Ok(a) => {
+                            hub::admit(
+                                api,
+                                &p,
+                                &a.member,
+                                a.rejoin,
+                                push.as_ref(),
+                                j.credential_seconds,
+                            )
+                            .await?;
+                            Ok(Event::Admitted {
+                                hub: hub.clone(),
+                                cluster: cluster.clone(),
+                                parent: a.member.parent.clone(),
+                                rejoin: a.rejoin,
+                                token: (!a.rejoin).then(|| a.member.token.clone()),
+                            })
+                        }
                         Err(refusal) => {
                             let reason = refusal.to_string();
                             hub::refuse(api, &p, &reason).await?;
@@ -439,7 +457,9 @@ async fn self_hub(
         // What was admitted is read back whole (its push credentials
         // included); leavers were taken out above.
         if events.iter().any(|e| matches!(e, Event::Admitted { .. })) {
-            members = hub::members(api).await?;
+            let again = hub::members(api).await?;
+            members = again.kept;
+            ignored = again.ignored;
         }
         for k in members.values_mut().filter(|k| j.due(k)) {
             match hub::renew_push(api, k, j.credential_seconds, j.timeout).await {
@@ -460,5 +480,5 @@ async fn self_hub(
         }
     }
     let fp = fingerprint(pending_left, &members);
-    Ok((members, events, fp))
+    Ok((members, ignored, events, fp))
 }

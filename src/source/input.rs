@@ -83,6 +83,7 @@ pub fn check_fleet_after(
         }
         if !diags.has_errors() {
             diags.extend(crate::core::tenancy::check_manifests(&c));
+            diags.extend(crate::core::reserved::check_manifests(&c));
         }
         c
     });

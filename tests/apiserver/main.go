@@ -46,6 +46,7 @@ func must(err error) {
 func main() {
 	dir := flag.String("dir", "", "working folder (etcd data, certificates, kubeconfig)")
 	token := flag.String("token", "canopy-test-token", "static bearer token of the admin user")
+	allAPIs := flag.Bool("all-apis", false, "serve every API group and version this release has, alpha and beta included (for tests that compare canopy's knowledge of built-in kinds with the server's discovery)")
 	flag.Parse()
 	if *dir == "" {
 		must(fmt.Errorf("--dir is required"))
@@ -85,7 +86,7 @@ func main() {
 
 	port := freePort()
 	cmd := app.NewAPIServerCommand()
-	cmd.SetArgs([]string{
+	args := []string{
 		"--etcd-servers=" + clientURL.String(),
 		"--bind-address=127.0.0.1",
 		"--advertise-address=127.0.0.1",
@@ -99,7 +100,11 @@ func main() {
 		"--service-cluster-ip-range=10.96.0.0/24",
 		"--enable-priority-and-fairness=false",
 		"--v=0",
-	})
+	}
+	if *allAPIs {
+		args = append(args, "--runtime-config=api/all=true", "--feature-gates=AllAlpha=true,AllBeta=true")
+	}
+	cmd.SetArgs(args)
 	errc := make(chan error, 1)
 	go func() { errc <- cmd.Execute() }()
 

@@ -100,9 +100,19 @@ pub fn harness() -> &'static Path {
 /// releasing them, and with many servers starting at once another one
 /// can take a port in between.
 pub fn start() -> ApiServer {
+    start_with(&[])
+}
+
+/// Starts one API server that serves every API group and version its
+/// release has, alpha and beta included (the harness's `--all-apis`).
+pub fn start_all_apis() -> ApiServer {
+    start_with(&["--all-apis"])
+}
+
+fn start_with(args: &[&str]) -> ApiServer {
     let mut last = None;
     for _ in 0..3 {
-        match try_start() {
+        match try_start(args) {
             Ok(s) => return s,
             Err(e) => last = Some(e),
         }
@@ -110,7 +120,7 @@ pub fn start() -> ApiServer {
     panic!("{}", last.unwrap_or_default());
 }
 
-fn try_start() -> Result<ApiServer, String> {
+fn try_start(args: &[&str]) -> Result<ApiServer, String> {
     // Named so that a stray folder (a test killed before its server) is
     // easy to tell apart in the temp folder.
     let dir = tempfile::Builder::new()
@@ -120,6 +130,7 @@ fn try_start() -> Result<ApiServer, String> {
     let mut child = Command::new(harness())
         .arg("--dir")
         .arg(dir.path())
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

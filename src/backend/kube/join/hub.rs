@@ -8,8 +8,17 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::*;
-use crate::core::join::{Member, Mode, RequestSpec, TokenPolicy};
+use crate::core::join::{Evidence, Member, Mode, RequestSpec, TokenPolicy};
 use crate::core::model::Credentials;
+
+/// Label on an admission record (value: the member's name).
+pub const LABEL_ADMITTED: &str = "canopy.dev/admitted";
+
+/// Where the hub keeps its admission records: canopy's own namespace,
+/// which neither a token's nor a member's role reaches.
+fn record_path(name: &str) -> String {
+    format!("/api/v1/namespaces/{NEWCOMER_NAMESPACE}/configmaps/member-{name}")
+}
 
 /// The JoinRequest CRD: namespaced, with a status subresource, so that a
 /// token (which may create requests) cannot write their verdict.
@@ -300,29 +309,58 @@ async fn handed_over(api: &Api, p: &Pending) -> Result<Credentials, String> {
     credentials_of(&s).ok_or_else(|| "its pushSecret lacks server, ca.crt or token".to_string())
 }
 
+/// What the hub finds out itself about a request before it decides: in push
+/// mode, the credentials handed over (read from the token's namespace and
+/// bound to the request's one-time key), their digest, and the UID of
+/// `kube-system` read through them, so the request's `identity` is not
+/// taken on its word. `Err(why)` when the handed-over Secret does not do.
+pub async fn evidence(
+    api: &Api,
+    p: &Pending,
+    timeout: Duration,
+) -> Result<(Evidence, Option<Credentials>), String> {
+    let Ok(spec) = &p.spec else {
+        return Ok((Evidence::default(), None));
+    };
+    if spec.mode == Mode::Pull {
+        return Ok((Evidence::default(), None));
+    }
+    let creds = handed_over(api, p).await?;
+    let observed = match connect_with(&creds, &spec.cluster, timeout) {
+        Ok(member) => match member.get("/api/v1/namespaces/kube-system").await {
+            Ok(Some(ns)) => ns["metadata"]["uid"]
+                .as_str()
+                .map(str::to_string)
+                .ok_or_else(|| "its kube-system namespace has no UID".to_string()),
+            Ok(None) => Err("it has no kube-system namespace".to_string()),
+            Err(e) => Err(member
+                .fail("reading its kube-system namespace", e)
+                .to_string()),
+        },
+        Err(e) => Err(e.to_string()),
+    };
+    Ok((
+        Evidence {
+            push_digest: Some(crate::core::join::push_digest(&creds)),
+            observed_identity: Some(observed),
+        },
+        Some(creds),
+    ))
+}
+
 /// Admits a request: the member namespace, its ServiceAccount and Role, the
-/// push Secret moved there, and the member credentials sealed to the
-/// request's key on its status (the caller counts the token's use).
-/// `Ok(Err(why))` when the handed-over Secret does not do: the request is
-/// refused with why instead.
+/// push credentials (`push`, read by [`evidence`]) moved there, the
+/// admission record in `canopy-system`, and the member credentials sealed
+/// to the request's key on its status (the caller counts the token's use).
 pub async fn admit(
     api: &Api,
     p: &Pending,
     member: &Member,
     rejoin: bool,
+    push: Option<&Credentials>,
     credential_seconds: u64,
-) -> Result<Result<(), String>, JoinError> {
+) -> Result<(), JoinError> {
     let spec = p.spec.as_ref().map_err(|e| JoinError::Invalid(e.clone()))?;
-    let push = match member.mode {
-        Mode::Push => match handed_over(api, p).await {
-            Ok(c) => Some(c),
-            Err(why) => {
-                refuse(api, p, &why).await?;
-                return Ok(Err(why));
-            }
-        },
-        Mode::Pull => None,
-    };
     let ns = member_namespace(&member.name);
     let fail = |what: &str, e| api.fail(format!("admitting {}: {what}", member.name), e);
     account(
@@ -330,7 +368,7 @@ pub async fn admit(
         &ns,
         "member",
         json!({ LABEL_MEMBER: member.name }),
-        json!({ ANNOTATION_MEMBER: serde_json::to_string(member).unwrap_or_default() }),
+        json!({}),
         json!([
             // Renew its own token; read and say what it has; ask to leave.
             { "apiGroups": [""], "resources": ["serviceaccounts/token"], "resourceNames": ["member"], "verbs": ["create"] },
@@ -341,7 +379,7 @@ pub async fn admit(
     )
     .await
     .map_err(|(what, e)| fail(what, e))?;
-    if let Some(c) = &push {
+    if let Some(c) = push {
         store_push(api, &ns, c, token_expiry(&c.token))
             .await
             .map_err(|e| fail("push secret", e))?;
@@ -351,6 +389,29 @@ pub async fn admit(
                 .map_err(|e| fail("handed-over secret", e))?;
         }
     }
+    // The record last but for the answer: what it names exists.
+    api.apply(
+        &format!("/api/v1/namespaces/{NEWCOMER_NAMESPACE}"),
+        json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": NEWCOMER_NAMESPACE } }),
+    )
+    .await
+    .map_err(|e| fail("canopy-system namespace", e))?;
+    api.apply(
+        &record_path(&member.name),
+        json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {
+                "name": format!("member-{}", member.name), "namespace": NEWCOMER_NAMESPACE,
+                "labels": { LABEL_ADMITTED: member.name }
+            },
+            "data": {
+                "member": serde_json::to_string(member).unwrap_or_default(),
+                "namespace": ns,
+            }
+        }),
+    )
+    .await
+    .map_err(|e| fail("admission record", e))?;
     let (token, expires_at) = api
         .token_for(&ns, "member", credential_seconds)
         .await
@@ -372,7 +433,7 @@ pub async fn admit(
     )
     .await
     .map_err(|e| fail("request status", e))?;
-    Ok(Ok(()))
+    Ok(())
 }
 
 async fn store_push(
@@ -439,9 +500,30 @@ pub struct Kept {
     pub leaving: bool,
 }
 
-/// Every member of the hub, by name.
-pub async fn members(api: &Api) -> Result<BTreeMap<String, Kept>, JoinError> {
+/// The members of a hub, and what claims to be one and is not.
+#[derive(Debug, Clone, Default)]
+pub struct Members {
+    pub kept: BTreeMap<String, Kept>,
+    /// A namespace labelled as a member that canopy never admitted (no
+    /// admission record names it), or a record whose namespace is gone:
+    /// left out, each said once per read.
+    pub ignored: Vec<String>,
+}
+
+/// Every member of the hub, by name: a member exists only through its
+/// admission record in `canopy-system` (written by the reconciler alone),
+/// which names it and so its namespace `canopy-member-<name>`, where its
+/// push credentials are. Someone who can create a namespace, and label
+/// it, creates no member.
+pub async fn members(api: &Api) -> Result<Members, JoinError> {
     let fail = |e| api.fail("listing members", e);
+    let records = api
+        .get(&format!(
+            "/api/v1/namespaces/{NEWCOMER_NAMESPACE}/configmaps?labelSelector={LABEL_ADMITTED}"
+        ))
+        .await
+        .map_err(fail)?
+        .unwrap_or_default();
     let list = api
         .get(&format!("/api/v1/namespaces?labelSelector={LABEL_MEMBER}"))
         .await
@@ -471,28 +553,50 @@ pub async fn members(api: &Api) -> Result<BTreeMap<String, Kept>, JoinError> {
     };
     let pushes = by_ns(&secrets);
     let leaves = by_ns(&leaving);
-    let mut out = BTreeMap::new();
-    for ns in list["items"].as_array().into_iter().flatten() {
-        if !ns["metadata"]["deletionTimestamp"].is_null() {
-            continue;
-        }
-        let Some(member) = ns["metadata"]["annotations"][ANNOTATION_MEMBER]
+    let live: std::collections::BTreeSet<&str> = list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|ns| ns["metadata"]["deletionTimestamp"].is_null())
+        .filter_map(|ns| ns["metadata"]["name"].as_str())
+        .collect();
+    let mut out = Members::default();
+    let mut named = std::collections::BTreeSet::new();
+    for r in records["items"].as_array().into_iter().flatten() {
+        let Some(member) = r["data"]["member"]
             .as_str()
             .and_then(|m| serde_json::from_str::<Member>(m).ok())
         else {
+            out.ignored.push(format!(
+                "admission record {NEWCOMER_NAMESPACE}/{} cannot be read",
+                r["metadata"]["name"].as_str().unwrap_or_default()
+            ));
             continue;
         };
-        let name = ns["metadata"]["name"].as_str().unwrap_or_default();
-        let push = pushes.get(name);
-        out.insert(
+        let ns = member_namespace(&member.name);
+        named.insert(ns.clone());
+        if !live.contains(ns.as_str()) {
+            out.ignored.push(format!(
+                "member {} has no namespace {ns} (being removed, or removed by hand)",
+                member.name
+            ));
+            continue;
+        }
+        let push = pushes.get(&ns);
+        out.kept.insert(
             member.name.clone(),
             Kept {
                 credentials: push.and_then(credentials_of).map(Arc::new),
                 expires_at: push.and_then(|s| field(s, "expires")?.parse().ok()),
-                leaving: leaves.contains_key(name),
+                leaving: leaves.contains_key(&ns),
                 member,
             },
         );
+    }
+    for ns in live.iter().filter(|ns| !named.contains(**ns)) {
+        out.ignored.push(format!(
+            "namespace {ns} is labelled as a member, but canopy never admitted it (no admission record in {NEWCOMER_NAMESPACE}): ignored"
+        ));
     }
     Ok(out)
 }
@@ -501,9 +605,15 @@ pub async fn members(api: &Api) -> Result<BTreeMap<String, Kept>, JoinError> {
 /// working), Role, binding, Secrets and namespace. `false` if unknown.
 pub async fn remove_member(api: &Api, name: &str) -> Result<bool, JoinError> {
     let ns = member_namespace(name);
-    withdraw(api, &ns, "member", &["push", DESIRED_SECRET])
+    let fail = |e| api.fail(format!("removing member {name}"), e);
+    let had = withdraw(api, &ns, "member", &["push", DESIRED_SECRET])
         .await
-        .map_err(|e| api.fail(format!("removing member {name}"), e))
+        .map_err(fail)?;
+    // The record goes last: until then, what is left is still a member
+    // being removed, not a stray namespace.
+    let recorded = api.get(&record_path(name)).await.map_err(fail)?.is_some();
+    api.delete(&record_path(name)).await.map_err(fail)?;
+    Ok(had || recorded)
 }
 
 /// Renews what reaches a push-mode member, with the credentials it handed

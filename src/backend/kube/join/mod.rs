@@ -46,7 +46,6 @@ pub const LABEL_TOKEN: &str = "canopy.dev/join-token";
 /// Label on member namespaces (value: the member's name).
 pub const LABEL_MEMBER: &str = "canopy.dev/member";
 const ANNOTATION_POLICY: &str = "canopy.dev/join-policy";
-const ANNOTATION_MEMBER: &str = "canopy.dev/member";
 /// Where a newcomer keeps its membership, and what reaches it.
 pub const NEWCOMER_NAMESPACE: &str = "canopy-system";
 const MEMBERSHIP_SECRET: &str = "canopy-membership";

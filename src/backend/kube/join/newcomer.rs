@@ -111,11 +111,26 @@ pub async fn join(own: &Api, own_config: &kube::Config, ask: &Ask) -> Result<Joi
 
     let opener = seal::Opener::new().map_err(JoinError::Invalid)?;
     let public_key = opener.public_key();
-    let push_secret = match ask.mode {
-        Mode::Push => hand_over_secret(own, own_config, ask, &hub, &token_ns, &public_key).await?,
-        Mode::Pull => None,
+    // The identity key made at this cluster's first join (a new one if it
+    // never joined): a member's name is only for the key it registered.
+    let key_pkcs8 = match membership(own).await?.and_then(|m| m.identity_key) {
+        Some(k) => k,
+        None => new_identity_key()?,
     };
-    let spec = RequestSpec {
+    let key = ring::signature::Ed25519KeyPair::from_pkcs8(&key_pkcs8).map_err(|_| {
+        JoinError::Invalid(
+            "this cluster's identity key is damaged: run `canopy leave`, then join again".into(),
+        )
+    })?;
+    let (push_secret, digest) = match ask.mode {
+        Mode::Push => {
+            let (name, creds) =
+                hand_over_secret(own, own_config, ask, &hub, &token_ns, &public_key).await?;
+            (name, crate::core::join::push_digest(&creds))
+        }
+        Mode::Pull => (None, String::new()),
+    };
+    let mut spec = RequestSpec {
         cluster: ask.name.clone(),
         identity: identity.clone(),
         parent: ask.parent.clone(),
@@ -123,7 +138,11 @@ pub async fn join(own: &Api, own_config: &kube::Config, ask: &Ask) -> Result<Joi
         mode: ask.mode,
         public_key,
         push_secret,
+        identity_key: Some(B64.encode(ring::signature::KeyPair::public_key(&key).as_ref())),
+        signature: None,
     };
+    let message = crate::core::join::signed_message(&spec, &digest);
+    spec.signature = Some(B64.encode(key.sign(&message).as_ref()));
     let spec_json = serde_json::to_value(&spec).unwrap_or_default();
     let created = hub
         .post(
@@ -184,6 +203,7 @@ pub async fn join(own: &Api, own_config: &kube::Config, ask: &Ask) -> Result<Joi
                 token: back.token,
             },
             expires_at: Some(back.expires_at),
+            identity_key: Some(key_pkcs8),
         },
     )
     .await
@@ -197,9 +217,17 @@ pub async fn join(own: &Api, own_config: &kube::Config, ask: &Ask) -> Result<Joi
     })
 }
 
+/// A new identity key (Ed25519, PKCS#8).
+fn new_identity_key() -> Result<Vec<u8>, JoinError> {
+    ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new())
+        .map(|d| d.as_ref().to_vec())
+        .map_err(|_| JoinError::Invalid("no randomness for an identity key".into()))
+}
+
 /// Push mode: hands over what reaches this cluster, in a Secret only the
 /// hub can read (the token may create Secrets, not read them), bound to
-/// this request by its one-time key. Returns the Secret's name.
+/// this request by its one-time key. Returns the Secret's name and what it
+/// holds (the request's signature covers it).
 async fn hand_over_secret(
     own: &Api,
     own_config: &kube::Config,
@@ -207,7 +235,7 @@ async fn hand_over_secret(
     hub: &Api,
     token_ns: &str,
     public_key: &str,
-) -> Result<Option<String>, JoinError> {
+) -> Result<(Option<String>, Credentials), JoinError> {
     let creds = hand_over(own, own_config, ask).await?;
     let mut handed = secret(
         "",
@@ -231,7 +259,7 @@ async fn hand_over_secret(
         ["metadata"]["name"]
         .as_str()
         .map(str::to_string);
-    Ok(name)
+    Ok((name, creds))
 }
 
 /// The newcomer's `canopy-system` namespace, where it keeps its
@@ -303,6 +331,9 @@ pub struct Membership {
     pub hub: Credentials,
     /// When the member token in `hub` expires.
     pub expires_at: Option<u64>,
+    /// This cluster's identity key (Ed25519, PKCS#8), registered at its
+    /// first join; `None` for a membership an older canopy made.
+    pub identity_key: Option<Vec<u8>>,
 }
 
 pub async fn membership(own: &Api) -> Result<Option<Membership>, JoinError> {
@@ -322,6 +353,7 @@ pub async fn membership(own: &Api) -> Result<Option<Membership>, JoinError> {
         parent: field(&s, "parent").unwrap_or_default(),
         namespace: field(&s, "namespace").unwrap_or_default(),
         expires_at: field(&s, "expires").and_then(|e| e.parse().ok()),
+        identity_key: field(&s, "identityKey").and_then(|k| B64.decode(k).ok()),
         hub,
     }))
 }
@@ -330,6 +362,11 @@ pub async fn membership(own: &Api) -> Result<Option<Membership>, JoinError> {
 /// [`membership`] reads.
 async fn store_membership(own: &Api, m: &Membership) -> Result<Value, kube::Error> {
     let expires = m.expires_at.map(|e| e.to_string()).unwrap_or_default();
+    let key = m
+        .identity_key
+        .as_ref()
+        .map(|k| B64.encode(k))
+        .unwrap_or_default();
     own.apply(
         &format!("/api/v1/namespaces/{NEWCOMER_NAMESPACE}/secrets/{MEMBERSHIP_SECRET}"),
         secret(
@@ -344,6 +381,7 @@ async fn store_membership(own: &Api, m: &Membership) -> Result<Value, kube::Erro
                 ("name", m.name.as_str()),
                 ("parent", m.parent.as_str()),
                 ("expires", expires.as_str()),
+                ("identityKey", key.as_str()),
             ],
         ),
     )
