@@ -1007,3 +1007,205 @@ fn watch_as_the_root_hands_down_and_leaves_the_subtree_to_the_relay() {
         );
     }
 }
+
+/// A listener on loopback that accepts connections and never answers (a
+/// leaf whose API server hangs), counting the connections it takes.
+struct BlackHole {
+    port: u16,
+    taken: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl BlackHole {
+    fn start() -> BlackHole {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let taken = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let t = taken.clone();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for c in listener.incoming().flatten() {
+                t.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                held.push(c);
+            }
+        });
+        BlackHole { port, taken }
+    }
+
+    fn taken(&self) -> usize {
+        self.taken.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// A kubeconfig for it, written into `dir`.
+    fn kubeconfig(&self, dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+        let path = dir.join(format!("{name}.kubeconfig"));
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{server: \"https://127.0.0.1:{}\", insecure-skip-tls-verify: true}}\nusers:\n- name: u\n  user: {{token: t}}\ncontexts:\n- name: c\n  context: {{cluster: c, user: u}}\ncurrent-context: c\n",
+                self.port
+            ),
+        )
+        .unwrap();
+        path
+    }
+}
+
+/// Adds `eu-hang` below the relay eu, beside eu-west-1 and eu-central-1: a
+/// Kubernetes cluster whose kubeconfig is `$HANG_KUBECONFIG` in the
+/// environment of the agent that reaches it.
+fn add_hanging_leaf(dir: &std::path::Path) {
+    let eu = dir.join("clusters/eu.yaml");
+    let text = std::fs::read_to_string(&eu).unwrap();
+    std::fs::write(
+        &eu,
+        format!("{text}---\napiVersion: canopy.dev/v1alpha1\nkind: Cluster\nmetadata:\n  name: eu-hang\n  labels: {{env: prod, tier: workload, provider: onprem, region: eu}}\nspec:\n  parent: eu\n  connection: {{kubeconfig: \"${{HANG_KUBECONFIG}}\"}}\n"),
+    )
+    .unwrap();
+}
+
+/// Issue 28, item 6: one writer per subtree, even when a round is slow. A
+/// leaf below the relay hangs (its API server accepts connections and
+/// never answers), so the leading agent's round outlasts its Lease many
+/// times over; it renews the Lease while the round runs, so the standby
+/// never takes over and writes nothing, the hanging leaf included, while
+/// the first agent still holds a round. Once the first agent is gone, the
+/// standby takes over. Each agent reaches the leaf through a listener of
+/// its own (the leaf's kubeconfig path comes from the agent's
+/// environment), so the test sees whose connection the leaf takes.
+#[test]
+fn a_slow_round_keeps_its_lease_and_the_standby_writes_nothing() {
+    let (tmp, dir) = example_with_eu_relay();
+    add_hanging_leaf(&dir);
+    let root = tmp.path().join("root");
+    let (a_state, b_state) = (tmp.path().join("a"), tmp.path().join("b"));
+    let (d, st) = (dir.to_str().unwrap(), root.to_str().unwrap());
+    let (code, out, err) = canopy(&["apply", d, "--state", st, "--timeout", "0s"]);
+    assert!(code == 0 || code == 4, "{out}{err}");
+    let (hole_a, hole_b) = (BlackHole::start(), BlackHole::start());
+    let spawn = |state: &std::path::Path, identity: &str, hole: &BlackHole| {
+        let child = std::process::Command::new(canopy_bin())
+            .args(["agent", "--cluster", "eu", "--local", st, "--state"])
+            .arg(state)
+            .args([
+                "--identity",
+                identity,
+                "--lease-duration",
+                "2s",
+                "--poll",
+                "100ms",
+            ])
+            .args(["--request-timeout", "60s"])
+            .env("HANG_KUBECONFIG", hole.kubeconfig(tmp.path(), identity))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(agent_log_path(state, identity)).unwrap())
+            .spawn()
+            .unwrap();
+        Running(child)
+    };
+
+    let a = spawn(&a_state, "a", &hole_a);
+    eventually("a to reconcile the leaves that answer", || {
+        !held(&a_state, "eu-west-1").is_empty()
+    });
+    eventually("a's round to reach the hanging leaf", || hole_a.taken() > 0);
+    assert_eq!(lease_holder(&root).as_deref(), Some("a"));
+    let b = spawn(&b_state, "b", &hole_b);
+    // Four times the Lease's duration, while a's round hangs on the leaf.
+    std::thread::sleep(std::time::Duration::from_secs(8));
+    assert_eq!(
+        lease_holder(&root).as_deref(),
+        Some("a"),
+        "a renews while its round runs:\n{}",
+        agent_log(&a_state, "a")
+    );
+    assert!(
+        !agent_log(&a_state, "a").contains("reconciled the subtree"),
+        "a's round still runs:\n{}",
+        agent_log(&a_state, "a")
+    );
+    assert_eq!(
+        hole_b.taken(),
+        0,
+        "the leaf took no connection from the standby"
+    );
+    assert!(
+        state_files(&b_state).is_empty(),
+        "the standby wrote nothing"
+    );
+    assert!(
+        agent_log(&b_state, "b").contains("another replica leads; standing by"),
+        "{}",
+        agent_log(&b_state, "b")
+    );
+
+    // a stops (killed, its Lease not released): b, having watched the
+    // Lease unchanged for its duration, takes over and reconciles.
+    drop(a);
+    eventually("b to take over", || {
+        lease_holder(&root).as_deref() == Some("b")
+    });
+    eventually("b to reconcile the leaves that answer", || {
+        !held(&b_state, "eu-west-1").is_empty()
+    });
+    eventually("b's round to reach the hanging leaf", || hole_b.taken() > 0);
+    drop(b);
+}
+
+/// Issue 28, item 6: an agent that cannot renew its Lease during a round
+/// stops writing before its Lease could expire for anyone else. Its round
+/// hangs on a leaf of the first level below the relay; meanwhile the
+/// relay's own cluster, where the Lease is, becomes unusable; when the
+/// hang times out, the next level (the edge sites) is not written.
+#[test]
+fn a_round_that_cannot_renew_its_lease_stops_writing() {
+    let (tmp, dir) = example_with_eu_relay();
+    add_hanging_leaf(&dir);
+    let root = tmp.path().join("root");
+    let own = tmp.path().join("a");
+    let (d, st) = (dir.to_str().unwrap(), root.to_str().unwrap());
+    let (code, out, err) = canopy(&["apply", d, "--state", st, "--timeout", "0s"]);
+    assert!(code == 0 || code == 4, "{out}{err}");
+    let hole = BlackHole::start();
+    let child = std::process::Command::new(canopy_bin())
+        .args(["agent", "--cluster", "eu", "--local", st, "--state"])
+        .arg(&own)
+        .args([
+            "--identity",
+            "a",
+            "--lease-duration",
+            "2s",
+            "--poll",
+            "100ms",
+        ])
+        .args(["--request-timeout", "4s"])
+        .env("HANG_KUBECONFIG", hole.kubeconfig(tmp.path(), "a"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(agent_log_path(&own, "a")).unwrap())
+        .spawn()
+        .unwrap();
+    let a = Running(child);
+    eventually("a to reconcile the first level", || {
+        !held(&own, "eu-west-1").is_empty()
+    });
+    eventually("a's round to reach the hanging leaf", || hole.taken() > 0);
+    assert!(
+        held(&own, "eu-edge-paris").is_empty(),
+        "the next level waits"
+    );
+    // The relay's own cluster (here: its record in the level above's state
+    // folder) cannot be read any more: the Lease cannot be renewed.
+    std::fs::write(root.join("clusters/eu.json"), "not json").unwrap();
+    eventually("a to stop writing", || {
+        agent_log(&own, "a").contains("this round stops writing")
+    });
+    eventually("a's round to end", || {
+        let log = agent_log(&own, "a");
+        log.contains("round failed") || log.contains("reconciled the subtree")
+    });
+    assert!(
+        held(&own, "eu-edge-paris").is_empty() && held(&own, "eu-edge-berlin").is_empty(),
+        "nothing written after the Lease could not be renewed:\n{}",
+        agent_log(&own, "a")
+    );
+    drop(a);
+}

@@ -28,6 +28,7 @@
 //! deleted only by an explicit `--prune-clusters` at the root).
 
 pub mod joined;
+pub mod leader;
 pub mod manifests;
 pub mod records;
 pub mod report;
@@ -38,7 +39,6 @@ use std::time::{Duration, SystemTime};
 use crate::backend::kube::{KubeFleet, KubeOptions};
 use crate::backend::local::LocalStore;
 use crate::backend::{BackendError, ClusterBackend};
-use crate::core::lease::{self, Decision};
 use crate::core::model::Connection;
 use crate::core::relay::{self, Handoff};
 use crate::core::relay_report::{Refused, RelayReport, Seen};
@@ -58,12 +58,29 @@ pub enum Home {
 }
 
 /// The relay's own cluster, opened.
-enum HomeBackend {
+pub(crate) enum HomeBackend {
     Local(LocalStore),
     Kube(Box<KubeFleet>, Connection),
 }
 
 impl HomeBackend {
+    fn open(
+        home: &Home,
+        base: &std::path::Path,
+        kube: &KubeOptions,
+    ) -> Result<HomeBackend, OpsError> {
+        Ok(match home {
+            Home::Local(dir) => HomeBackend::Local(LocalStore::open_read_only(dir)),
+            Home::Kube(conn) => HomeBackend::Kube(
+                Box::new(
+                    KubeFleet::new("", base.to_path_buf(), kube.clone())
+                        .map_err(OpsError::Runtime)?,
+                ),
+                conn.clone(),
+            ),
+        })
+    }
+
     fn backend(&self, relay: &str) -> Box<dyn ClusterBackend + '_> {
         match self {
             HomeBackend::Local(store) => Box::new(store.cluster(relay)),
@@ -130,6 +147,8 @@ pub struct Agent {
     /// The relay's own cluster as the hub of the clusters that join below
     /// it (a Kubernetes relay only).
     joiner: Option<crate::ops::join::Joiner>,
+    /// The Lease, over a connection of its own, renewed while rounds run.
+    leader: std::sync::Arc<leader::Leader>,
 }
 
 /// The file in the agent's state folder holding its last good handoff.
@@ -138,18 +157,22 @@ const KEPT: &str = "handoff.json";
 impl Agent {
     /// Opens the agent's state folder (locked: one agent per folder) and
     /// its relay's cluster, and takes up the handoff it kept, if any.
-    pub fn open(cfg: Config) -> Result<Agent, OpsError> {
+    pub fn open(mut cfg: Config) -> Result<Agent, OpsError> {
+        // The Lease is held over a connection that is never fenced; every
+        // other write of the agent (its subtree, its reports, its records)
+        // stops when the Lease is not renewed in time.
+        let fence = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let leader = leader::Leader::new(
+            HomeBackend::open(&cfg.home, &cfg.base, &cfg.kube)?,
+            cfg.relay.clone(),
+            cfg.identity.clone(),
+            cfg.lease,
+            fence.clone(),
+        );
+        cfg.kube.fence = Some(fence.clone());
+        cfg.apply.fence = Some(fence);
         let session = Session::for_relay(cfg.state.clone(), cfg.base.clone(), cfg.kube.clone())?;
-        let home = match &cfg.home {
-            Home::Local(dir) => HomeBackend::Local(LocalStore::open_read_only(dir)),
-            Home::Kube(conn) => HomeBackend::Kube(
-                Box::new(
-                    KubeFleet::new("", cfg.base.clone(), cfg.kube.clone())
-                        .map_err(OpsError::Runtime)?,
-                ),
-                conn.clone(),
-            ),
-        };
+        let home = HomeBackend::open(&cfg.home, &cfg.base, &cfg.kube)?;
         let current = crate::sys::files::read(&cfg.state.join(KEPT))
             .ok()
             .and_then(|b| serde_json::from_slice::<Handoff>(&b).ok())
@@ -174,6 +197,7 @@ impl Agent {
             current_index: None,
             kept: None,
             joiner,
+            leader: std::sync::Arc::new(leader),
         };
         agent.recover();
         Ok(agent)
@@ -268,42 +292,15 @@ impl Agent {
     }
 
     /// Takes or renews the Lease. `Err` with the holder when another
-    /// replica leads.
+    /// replica leads ([`leader::Leader::lead`]).
     pub fn lead(&self, now: SystemTime) -> Result<Result<(), String>, BackendError> {
-        let home = self.home.backend(&self.cfg.relay);
-        let (t, key) = handoff::lease_ref();
-        let live = home.get(&t, &key)?;
-        match lease::decide(live.as_ref(), &self.cfg.identity, now, self.cfg.lease) {
-            Decision::Follow { holder, .. } => Ok(Err(holder)),
-            Decision::Write { lease, took_over } => match home.put(&lease)? {
-                Some(_) => {
-                    if took_over {
-                        tracing::info!(identity = %self.cfg.identity, "took over the lease");
-                    }
-                    Ok(Ok(()))
-                }
-                // Another replica wrote first.
-                None => Ok(Err(home
-                    .get(&t, &key)?
-                    .and_then(|l| lease::held(&l))
-                    .map(|(h, _)| h)
-                    .unwrap_or_default())),
-            },
-        }
+        self.leader.lead(now)
     }
 
     /// Gives the Lease up if this replica holds it, so that another
     /// replica takes over at once (a clean stop).
     pub fn release(&self) {
-        let home = self.home.backend(&self.cfg.relay);
-        let (t, key) = handoff::lease_ref();
-        if let Ok(Some(live)) = home.get(&t, &key) {
-            if let Some(freed) = lease::release(&live, &self.cfg.identity) {
-                if let Err(e) = home.put(&freed) {
-                    tracing::warn!(error = %e, "cannot release the lease; it expires by itself");
-                }
-            }
-        }
+        self.leader.release()
     }
 
     /// The digest of the handoff the relay's cluster holds now (cheap: the
@@ -318,10 +315,25 @@ impl Agent {
         self.current.as_ref().map(|h| h.digest.as_str())
     }
 
-    /// One round: lead, read, reconcile, report.
+    /// One round: lead, read, reconcile, report; the Lease is renewed
+    /// while it runs, and its writes stop if it cannot be
+    /// ([`leader::Leader::hold`]).
     pub fn round(&mut self) -> Round {
-        let now = SystemTime::now();
-        match self.lead(now) {
+        let lead = self.lead(SystemTime::now());
+        self.round_after(lead)
+    }
+
+    /// The one round of `canopy agent --once`: as [`Agent::round`], but a
+    /// Lease another process holds is watched for up to its duration first
+    /// ([`leader::Leader::lead_patiently`]): a fresh process has never seen
+    /// it change, and judges its expiry by its own clock only.
+    pub fn round_once(&mut self) -> Round {
+        let lead = self.leader.lead_patiently();
+        self.round_after(lead)
+    }
+
+    fn round_after(&mut self, lead: Result<Result<(), String>, BackendError>) -> Round {
+        match lead {
             Ok(Ok(())) => {}
             Ok(Err(holder)) => return Round::Standby { holder },
             // The relay's own cluster does not answer: the agent cannot
@@ -332,6 +344,21 @@ impl Agent {
                 ))
             }
         }
+        self.leader
+            .fence
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        let leader = self.leader.clone();
+        let done = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| leader.hold(&done));
+            let round = self.led_round();
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+            round
+        })
+    }
+
+    /// A round of the replica that leads.
+    fn led_round(&mut self) -> Round {
         let refused = self.take_newest();
         let Some(h) = self.current.clone() else {
             return match refused {

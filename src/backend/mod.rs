@@ -172,6 +172,10 @@ pub enum BackendError {
     /// what scope its kind has; nothing of the cluster was written.
     #[error("cluster {cluster}: {breaches}; nothing of the cluster was written\n  help: the cluster serves these kinds cluster-scoped: allow the kind to the tenant (spec.allow) or take the object out of its workload")]
     Tenancy { cluster: String, breaches: String },
+    /// An agent that may no longer write (it could not renew its Lease in
+    /// time, or another replica holds it) refused a write.
+    #[error("cluster {cluster}: not written: this agent could not renew its Lease in time, or another replica took it, so it stopped writing; the replica that leads applies it\n  help: check that the agent reaches its relay's own cluster")]
+    Fenced { cluster: String },
     #[error("state file {path} is corrupt: {detail}; canopy left it untouched (restore it from backup or delete it to start this cluster empty)")]
     Corrupt { path: PathBuf, detail: String },
     #[error("state {path} is locked by canopy process {pid}; wait for it to finish (or, if no such process runs, delete {path})")]
@@ -258,6 +262,7 @@ impl BackendError {
             BackendError::Unreachable { .. } => FailReason::Unreachable,
             BackendError::Connect { .. } => FailReason::Connection,
             BackendError::Tenancy { .. } => FailReason::Forbidden,
+            BackendError::Fenced { .. } => FailReason::State,
             BackendError::Api(a) => match a.code {
                 Some(401) => FailReason::Unauthorized,
                 Some(403) => FailReason::Forbidden,

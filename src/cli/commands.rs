@@ -817,7 +817,7 @@ fn agent(
     use crate::agent::{Agent, Round};
     let mut a = Agent::open(cfg)?;
     if once {
-        let round = a.round();
+        let round = a.round_once();
         match fmt {
             TextOrJson::Text => stdout(&output::agent_round_text(&round))?,
             TextOrJson::Json => json_out(&output::agent_round_json(&round))?,

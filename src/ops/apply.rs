@@ -53,6 +53,10 @@ pub struct Options {
     /// records what it found. Off for runs that read objects (`status`)
     /// and for `--full`.
     pub skip_settled: bool,
+    /// Raised when this process may no longer write (a relay agent whose
+    /// Lease could not be renewed in time): a cluster's write refuses then,
+    /// on every backend (the Kubernetes one also checks it per object).
+    pub fence: Option<Arc<AtomicBool>>,
 }
 
 /// How the operation running the executor steers one pass over the
@@ -110,6 +114,7 @@ impl Default for Options {
             read_under_failed_parents: false,
             relay_wait: None,
             skip_settled: false,
+            fence: None,
         }
     }
 }
@@ -778,6 +783,15 @@ fn reconcile(
         })
         .collect();
     let changes = diff::diff_cluster(&desired, &live, opts.prune);
+    let fenced = opts
+        .fence
+        .as_ref()
+        .is_some_and(|f| f.load(Ordering::SeqCst));
+    if fenced && !opts.dry_run && !changes.is_empty() {
+        return failed(BackendError::Fenced {
+            cluster: cluster.to_string(),
+        });
+    }
     let outcome = write(backend, changes, meta, opts, &pinned);
     match (opts.wait, &outcome) {
         (Some(timeout), Outcome::Changed(_) | Outcome::Unchanged(_)) if !opts.dry_run => {

@@ -76,6 +76,9 @@ pub struct KubeOptions {
     pub burst: u32,
     /// Per-request timeout.
     pub request_timeout: Duration,
+    /// Raised when this process may no longer write (a relay agent whose
+    /// Lease could not be renewed in time): every write refuses then.
+    pub fence: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Default for KubeOptions {
@@ -87,6 +90,7 @@ impl Default for KubeOptions {
             qps: 500,
             burst: 1000,
             request_timeout: Duration::from_secs(30),
+            fence: None,
         }
     }
 }
@@ -368,6 +372,7 @@ impl KubeCluster {
     }
 
     async fn write_inventory(&self, inv: &Inventory) -> Result<(), BackendError> {
+        self.may_write()?;
         let ns = inventory::namespace_object();
         let cm = inv.to_configmap(&self.fleet);
         for obj in [ns, cm] {
@@ -419,6 +424,16 @@ impl KubeCluster {
     }
 
     /// A server-side apply, or its dry run.
+    /// An error when this process may no longer write ([`KubeOptions::fence`]).
+    fn may_write(&self) -> Result<(), BackendError> {
+        match &self.opts.fence {
+            Some(f) if f.load(std::sync::atomic::Ordering::SeqCst) => Err(BackendError::Fenced {
+                cluster: self.name.clone(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     async fn apply(
         &self,
         r: &Resource,
@@ -474,6 +489,7 @@ impl KubeCluster {
     /// `Impersonate-User`), so the cluster's RBAC decides; a refusal says
     /// as whom.
     async fn change_as(&self, ch: &Change, meta: &ApplyMeta) -> Result<bool, BackendError> {
+        self.may_write()?;
         let obj = match ch {
             Change::Create { desired, .. } | Change::Update { desired, .. } => desired,
             Change::Delete { live, .. } => live,
@@ -1007,6 +1023,7 @@ impl ClusterBackend for Arc<KubeCluster> {
     }
 
     fn set_status(&self, t: &TypeRef, key: &ObjectKey, status: &Value) -> Result<(), BackendError> {
+        self.may_write()?;
         self.block_on(async {
             let fail = |error| self.error(Some(key), error);
             let obj = locator(t, key);
@@ -1031,6 +1048,7 @@ impl ClusterBackend for Arc<KubeCluster> {
     }
 
     fn put(&self, obj: &Value) -> Result<Option<Value>, BackendError> {
+        self.may_write()?;
         let Some(key) = ObjectKey::of(obj) else {
             return Err(BackendError::Api(Box::new(super::ApiFailure {
                 cluster: self.name.clone(),
