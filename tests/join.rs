@@ -184,6 +184,15 @@ fn handed_over(hub: usize, id: &str) -> usize {
         .unwrap_or(0)
 }
 
+/// The Cluster document `canopy members export` writes for member `name`.
+fn exported(dir: &Path, fleet_name: &str, name: &str) -> String {
+    let export = tempfile::tempdir().unwrap();
+    let out = export.path().to_str().unwrap();
+    let (code, _, err) = on(dir, fleet_name, &["members", "export", "DIR", "--out", out]);
+    assert_eq!(code, 0, "{err}");
+    std::fs::read_to_string(export.path().join(format!("{name}.yaml"))).unwrap()
+}
+
 fn hello(kc: &Path, fleet_name: &str) -> Option<String> {
     match request_at(
         kc,
@@ -286,20 +295,7 @@ fn a_newcomer_joins_gets_its_workloads_and_keeps_its_identity() {
 
     // Exported, committed: Git holds it and wins; the credentials it handed
     // over still reach it.
-    let export = tempfile::tempdir().unwrap();
-    let (code, _, err) = on(
-        dir,
-        "jn1",
-        &[
-            "members",
-            "export",
-            "DIR",
-            "--out",
-            export.path().to_str().unwrap(),
-        ],
-    );
-    assert_eq!(code, 0, "{err}");
-    let doc = std::fs::read_to_string(export.path().join("shop-a.yaml")).unwrap();
+    let doc = exported(dir, "jn1", "shop-a");
     assert!(
         doc.contains("joined: true") && doc.contains("canopy.dev/joined:"),
         "{doc}"
@@ -1017,20 +1013,7 @@ fn only_what_the_hub_admitted_is_a_member() {
     );
 
     // Exported into Git: the name is Git's, even for the member itself.
-    let export = tempfile::tempdir().unwrap();
-    let (code, _, err) = on(
-        dir,
-        "jn7",
-        &[
-            "members",
-            "export",
-            "DIR",
-            "--out",
-            export.path().to_str().unwrap(),
-        ],
-    );
-    assert_eq!(code, 0, "{err}");
-    std::fs::copy(export.path().join("shop-k.yaml"), dir.join("shop-k.yaml")).unwrap();
+    std::fs::write(dir.join("shop-k.yaml"), exported(dir, "jn7", "shop-k")).unwrap();
     let (code, _, err) = join(&t, &kubeconfig(2), "shop-k", &[], &apply);
     assert_eq!(code, 2, "{err}");
     assert!(

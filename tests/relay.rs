@@ -637,6 +637,17 @@ fn start_agent_with(
     identity: &str,
     more: &[&str],
 ) -> Running {
+    start_agent_env(home, own, identity, more, &[])
+}
+
+/// As [`start_agent_with`], with variables in its environment.
+fn start_agent_env(
+    home: &std::path::Path,
+    own: &std::path::Path,
+    identity: &str,
+    more: &[&str],
+    env: &[(&str, &std::path::Path)],
+) -> Running {
     let child = std::process::Command::new(canopy_bin())
         .args([
             "agent",
@@ -654,6 +665,7 @@ fn start_agent_with(
             "100ms",
         ])
         .args(more)
+        .envs(env.iter().copied())
         .stdout(std::process::Stdio::null())
         // Its log beside its state folder, for a failing test to show.
         .stderr(std::fs::File::create(agent_log_path(own, identity)).unwrap())
@@ -1083,26 +1095,15 @@ fn a_slow_round_keeps_its_lease_and_the_standby_writes_nothing() {
     assert!(code == 0 || code == 4, "{out}{err}");
     let (hole_a, hole_b) = (BlackHole::start(), BlackHole::start());
     let spawn = |state: &std::path::Path, identity: &str, hole: &BlackHole| {
-        let child = std::process::Command::new(canopy_bin())
-            .args(["agent", "--cluster", "eu", "--local", st, "--state"])
-            .arg(state)
-            .args([
-                "--identity",
-                identity,
-                "--lease-duration",
-                "2s",
-                "--poll",
-                "100ms",
-            ])
-            .args(["--request-timeout", "60s"])
-            .env("HANG_KUBECONFIG", hole.kubeconfig(tmp.path(), identity))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(agent_log_path(state, identity)).unwrap())
-            .spawn()
-            .unwrap();
-        Running(child)
+        let kc = hole.kubeconfig(tmp.path(), identity);
+        start_agent_env(
+            &root,
+            state,
+            identity,
+            &["--request-timeout", "60s"],
+            &[("HANG_KUBECONFIG", &kc)],
+        )
     };
-
     let a = spawn(&a_state, "a", &hole_a);
     eventually("a to reconcile the leaves that answer", || {
         !held(&a_state, "eu-west-1").is_empty()
@@ -1166,24 +1167,14 @@ fn a_round_that_cannot_renew_its_lease_stops_writing() {
     let (code, out, err) = canopy(&["apply", d, "--state", st, "--timeout", "0s"]);
     assert!(code == 0 || code == 4, "{out}{err}");
     let hole = BlackHole::start();
-    let child = std::process::Command::new(canopy_bin())
-        .args(["agent", "--cluster", "eu", "--local", st, "--state"])
-        .arg(&own)
-        .args([
-            "--identity",
-            "a",
-            "--lease-duration",
-            "2s",
-            "--poll",
-            "100ms",
-        ])
-        .args(["--request-timeout", "4s"])
-        .env("HANG_KUBECONFIG", hole.kubeconfig(tmp.path(), "a"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(agent_log_path(&own, "a")).unwrap())
-        .spawn()
-        .unwrap();
-    let a = Running(child);
+    let kc = hole.kubeconfig(tmp.path(), "a");
+    let a = start_agent_env(
+        &root,
+        &own,
+        "a",
+        &["--request-timeout", "4s"],
+        &[("HANG_KUBECONFIG", &kc)],
+    );
     eventually("a to reconcile the first level", || {
         !held(&own, "eu-west-1").is_empty()
     });

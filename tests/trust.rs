@@ -55,6 +55,18 @@ metadata: {name: edge}
 spec: {parent: hub}
 ";
 
+/// Workload `shop` of plain manifests, in namespace `shop`.
+const SHOP: &str = "apiVersion: canopy.dev/v1alpha1\nkind: Workload\nmetadata: {name: shop}\nspec: {namespace: shop}\n";
+/// Workload `shop`, built with kustomize from its folder.
+const SHOP_KUSTOMIZE: &str = "apiVersion: canopy.dev/v1alpha1\nkind: Workload\nmetadata: {name: shop}\nspec:\n  namespace: shop\n  kustomize: {path: .}\n";
+
+/// Writes `text` at `path` below the fleet folder `dir`.
+fn put(dir: &Path, path: &str, text: &str) {
+    let at = dir.join(path);
+    std::fs::create_dir_all(at.parent().unwrap()).unwrap();
+    std::fs::write(at, text).unwrap();
+}
+
 fn helm_workload(helm: &str) -> String {
     format!(
         "apiVersion: canopy.dev/v1alpha1\nkind: Workload\nmetadata: {{name: web}}\nspec:\n  namespace: web\n  helm:\n{helm}"
@@ -78,23 +90,19 @@ data:
 /// A fleet of two local clusters and one Helm workload (`helm`: the lines
 /// under `spec.helm`) with the probing chart in `workloads/web/chart`.
 fn helm_fleet(dir: &Path, helm: &str) {
-    for (p, t) in [
-        ("clusters.yaml", CLUSTERS.to_string()),
-        ("workloads/web/workload.yaml", helm_workload(helm)),
-        (
-            "workloads/web/chart/Chart.yaml",
-            "apiVersion: v2\nname: web\nversion: 0.1.0\n".into(),
-        ),
-        ("workloads/web/chart/templates/probe.yaml", PROBE.into()),
-        (
-            "workloads/web/chart/files/note.txt",
-            "a file of the chart\n".into(),
-        ),
-    ] {
-        let at = dir.join(p);
-        std::fs::create_dir_all(at.parent().unwrap()).unwrap();
-        std::fs::write(at, t).unwrap();
-    }
+    put(dir, "clusters.yaml", CLUSTERS);
+    put(dir, "workloads/web/workload.yaml", &helm_workload(helm));
+    put(
+        dir,
+        "workloads/web/chart/Chart.yaml",
+        "apiVersion: v2\nname: web\nversion: 0.1.0\n",
+    );
+    put(dir, "workloads/web/chart/templates/probe.yaml", PROBE);
+    put(
+        dir,
+        "workloads/web/chart/files/note.txt",
+        "a file of the chart\n",
+    );
 }
 
 fn s(p: &Path) -> &str {
@@ -249,20 +257,13 @@ fn helm_and_kustomize_run_without_the_runners_environment() {
     let home = tempfile::tempdir().unwrap();
     let dir = home.path().join("fleet");
     helm_fleet(&dir, "    chart: chart\n");
-    for (p, t) in [
-        (
-            "workloads/shop/workload.yaml",
-            "apiVersion: canopy.dev/v1alpha1\nkind: Workload\nmetadata: {name: shop}\nspec:\n  namespace: shop\n  kustomize: {path: .}\n",
-        ),
-        (
-            "workloads/shop/kustomization.yaml",
-            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nconfigMapGenerator:\n  - name: settings\n    literals: [mode=fast]\n    envs: [app.env]\n",
-        ),
-        ("workloads/shop/app.env", "COLOR=blue\n"),
-    ] {
-        std::fs::create_dir_all(dir.join(p).parent().unwrap()).unwrap();
-        std::fs::write(dir.join(p), t).unwrap();
-    }
+    put(&dir, "workloads/shop/workload.yaml", SHOP_KUSTOMIZE);
+    put(
+        &dir,
+        "workloads/shop/kustomization.yaml",
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nconfigMapGenerator:\n  - name: settings\n    literals: [mode=fast]\n    envs: [app.env]\n",
+    );
+    put(&dir, "workloads/shop/app.env", "COLOR=blue\n");
     let (helm, helm_log) = spying(home.path(), "helm", tools::helm());
     let (kustomize, kustomize_log) = spying(home.path(), "kustomize", tools::kustomize());
     let runner = runner_env();
@@ -395,20 +396,14 @@ fn kustomize_never_fetches_whichever_way_a_remote_is_written() {
         ("configMapGenerator.files", format!("key={file_url}")),
         ("secretGenerator.envs", file_url.clone()),
     ];
+    put(&dir, "clusters.yaml", CLUSTERS);
+    put(&dir, "workloads/shop/workload.yaml", SHOP_KUSTOMIZE);
     for (field, entry) in &tried {
-        let files = [
-            ("clusters.yaml", CLUSTERS.to_string()),
-            (
-                "workloads/shop/workload.yaml",
-                "apiVersion: canopy.dev/v1alpha1\nkind: Workload\nmetadata: {name: shop}\nspec:\n  namespace: shop\n  kustomize: {path: .}\n".into(),
-            ),
-            ("workloads/shop/kustomization.yaml", kustomization_with(field, entry)),
-        ];
-        let _ = std::fs::remove_dir_all(&dir);
-        for (p, t) in files {
-            std::fs::create_dir_all(dir.join(p).parent().unwrap()).unwrap();
-            std::fs::write(dir.join(p), t).unwrap();
-        }
+        put(
+            &dir,
+            "workloads/shop/kustomization.yaml",
+            &kustomization_with(field, entry),
+        );
         let (code, out, err) = canopy_in(home.path(), &env, &["render", s(&dir)]);
         assert_eq!(code, 2, "{field} {entry}: {out}{err}");
         assert!(
@@ -466,15 +461,9 @@ fn a_workload_folder_holds_no_cluster_override_defaults_or_tenant() {
     let home = tempfile::tempdir().unwrap();
     let dir = home.path().join("fleet");
     let state = home.path().join("state");
-    let write = |p: &str, t: &str| {
-        std::fs::create_dir_all(dir.join(p).parent().unwrap()).unwrap();
-        std::fs::write(dir.join(p), t).unwrap();
-    };
+    let write = |p: &str, t: &str| put(&dir, p, t);
     write("clusters.yaml", CLUSTERS);
-    write(
-        "workloads/shop/workload.yaml",
-        "apiVersion: canopy.dev/v1alpha1\nkind: Workload\nmetadata: {name: shop}\nspec: {namespace: shop}\n",
-    );
+    write("workloads/shop/workload.yaml", SHOP);
     write(
         "workloads/shop/cm.yaml",
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {a: b}\n",
@@ -624,27 +613,21 @@ fn a_tenants_kind_the_cluster_serves_cluster_scoped_is_judged_before_any_write()
     let tenant = |allow: &str| {
         format!("apiVersion: canopy.dev/v1alpha1\nkind: Tenant\nmetadata: {{name: shop}}\nspec:\n  workloads: [shop]\n  namespaces: [shop]\n{allow}")
     };
-    for (p, t) in [
-        (
-            "clusters.yaml".to_string(),
-            format!(
-                "apiVersion: canopy.dev/v1alpha1\nkind: Cluster\nmetadata: {{name: prod}}\nspec: {{connection: {{kubeconfig: {}}}}}\n",
-                server.kubeconfig.display()
-            ),
+    put(
+        &dir,
+        "clusters.yaml",
+        &format!(
+            "apiVersion: canopy.dev/v1alpha1\nkind: Cluster\nmetadata: {{name: prod}}\nspec: {{connection: {{kubeconfig: {}}}}}\n",
+            server.kubeconfig.display()
         ),
-        ("tenants.yaml".into(), tenant("")),
-        (
-            "workloads/shop/workload.yaml".into(),
-            "apiVersion: canopy.dev/v1alpha1\nkind: Workload\nmetadata: {name: shop}\nspec: {namespace: shop}\n".into(),
-        ),
-        (
-            "workloads/shop/objects.yaml".into(),
-            "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {a: b}\n---\napiVersion: cert-manager.io/v1\nkind: ClusterIssuer\nmetadata: {name: letsencrypt}\nspec: {acme: {server: https://acme.example.com}}\n".into(),
-        ),
-    ] {
-        std::fs::create_dir_all(dir.join(&p).parent().unwrap()).unwrap();
-        std::fs::write(dir.join(&p), t).unwrap();
-    }
+    );
+    put(&dir, "tenants.yaml", &tenant(""));
+    put(&dir, "workloads/shop/workload.yaml", SHOP);
+    put(
+        &dir,
+        "workloads/shop/objects.yaml",
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {a: b}\n---\napiVersion: cert-manager.io/v1\nkind: ClusterIssuer\nmetadata: {name: letsencrypt}\nspec: {acme: {server: https://acme.example.com}}\n",
+    );
     let run = |args: &[&str]| canopy_in(home.path(), &[], args);
     let (code, out, err) = run(&["validate", s(&dir)]);
     assert_eq!(code, 0, "{out}{err}");
@@ -702,19 +685,13 @@ fn tenancy_holds_after_overrides_and_canopys_metadata_is_canopys() {
     let home = tempfile::tempdir().unwrap();
     let dir = home.path().join("fleet");
     let state = home.path().join("state");
-    let write = |p: &str, t: &str| {
-        std::fs::create_dir_all(dir.join(p).parent().unwrap()).unwrap();
-        std::fs::write(dir.join(p), t).unwrap();
-    };
+    let write = |p: &str, t: &str| put(&dir, p, t);
     write("clusters.yaml", CLUSTERS);
     write(
         "tenants.yaml",
         "apiVersion: canopy.dev/v1alpha1\nkind: Tenant\nmetadata: {name: shop}\nspec: {workloads: [shop], namespaces: [shop]}\n",
     );
-    write(
-        "workloads/shop/workload.yaml",
-        "apiVersion: canopy.dev/v1alpha1\nkind: Workload\nmetadata: {name: shop}\nspec: {namespace: shop}\n",
-    );
+    write("workloads/shop/workload.yaml", SHOP);
     let plain = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {a: b}\n";
     write("workloads/shop/cm.yaml", plain);
     let run = |args: &[&str]| canopy_in(home.path(), &[], args);

@@ -56,28 +56,9 @@ pub fn diagnostic(what: &str, file: &str, line: usize, on: Option<&str>) -> Diag
 /// Templated manifests are checked as they render.
 pub fn check_manifests(checked: &crate::core::validate::Checked) -> Diagnostics {
     let mut d = Diagnostics::default();
-    for (wi, w) in checked.fleet.workloads.iter().enumerate() {
-        let facts = &checked.facts[wi];
-        for (mi, m) in w.manifests.iter().enumerate() {
-            let Some(parsed) = facts.parsed.get(mi).and_then(Option::as_ref) else {
-                continue;
-            };
-            for (di, obj) in parsed.iter().enumerate() {
-                let Some(what) = problem(obj) else {
-                    continue;
-                };
-                // The object's line: the file parsed again, only for a hit.
-                let line = crate::core::yaml::parse_stream(&m.text, false)
-                    .ok()
-                    .and_then(|all| {
-                        all.into_iter()
-                            .filter(|x| !x.value.is_null())
-                            .nth(di)
-                            .map(|x| x.line)
-                    })
-                    .unwrap_or(0);
-                d.push(diagnostic(&what, &m.path, line, None));
-            }
+    for o in checked.parsed_objects(|_| true) {
+        if let Some(what) = problem(o.value) {
+            d.push(diagnostic(&what, &o.file.path, o.line(), None));
         }
     }
     d

@@ -294,12 +294,11 @@ pub fn placement_breach(
 pub fn check_manifests(checked: &crate::core::validate::Checked) -> Diagnostics {
     let mut d = Diagnostics::default();
     let fleet = &checked.fleet;
-    let mut seen = std::collections::BTreeSet::new();
+    let owner = |wi: usize| checked.tenancy.owner[wi];
     // Kinds any CRD of the fleet defines: their scope is known offline.
     let crd_kinds: std::collections::BTreeSet<(String, String)> = checked
-        .facts
-        .iter()
-        .flat_map(|f| f.parsed.iter().flatten().flat_map(|a| a.iter()))
+        .parsed_objects(|_| true)
+        .map(|o| o.value)
         .filter(|o| {
             o.get("kind").and_then(serde_json::Value::as_str) == Some("CustomResourceDefinition")
         })
@@ -310,61 +309,46 @@ pub fn check_manifests(checked: &crate::core::validate::Checked) -> Diagnostics 
             ))
         })
         .collect();
+    // Scoped as the render scopes them, by each workload's own CRDs.
+    let crd_scope: std::collections::BTreeMap<usize, _> = (0..fleet.workloads.len())
+        .filter(|&wi| owner(wi).is_some())
+        .map(|wi| {
+            let own = checked.parsed_objects(|w| w == wi).map(|o| o.value);
+            (wi, crate::core::render::custom_scopes(own))
+        })
+        .collect();
+    let mut seen = std::collections::BTreeSet::new();
     let mut unknown_seen = std::collections::BTreeSet::new();
-    for (wi, owner) in checked.tenancy.owner.iter().enumerate() {
-        let Some(t) = *owner else {
+    for o in checked.parsed_objects(|wi| owner(wi).is_some()) {
+        let t = owner(o.workload).expect("only tenants' workloads");
+        let tenant = &fleet.tenants[t];
+        let w = &fleet.workloads[o.workload];
+        let Some(key) = ObjectKey::of(o.value) else {
             continue;
         };
-        let tenant = &fleet.tenants[t];
-        let w = &fleet.workloads[wi];
-        let facts = &checked.facts[wi];
-        // Scoped as the render scopes them, by the workload's own CRDs.
-        let crd_scope = crate::core::render::custom_scopes(
-            facts.parsed.iter().flatten().flat_map(|a| a.iter()),
-        );
-        for (mi, m) in w.manifests.iter().enumerate() {
-            let Some(parsed) = facts.parsed.get(mi).and_then(Option::as_ref) else {
-                continue;
-            };
-            for (di, obj) in parsed.iter().enumerate() {
-                let Some(key) = ObjectKey::of(obj) else {
-                    continue;
-                };
-                let namespaced = crate::core::render::is_namespaced(&key, &crd_scope);
-                let ns = w.spec.namespace.as_deref();
-                if !crate::core::kinds::known_offline(&key.group, &key.kind, &crd_kinds)
-                    && unknown_seen.insert((wi, key.group.clone(), key.kind.clone()))
-                {
-                    d.push(
-                        Diagnostic::warning(format!(
-                            "workload {:?} of tenant {:?}: kind {} is neither built in nor defined by a CRD of the fleet, so its scope is unknown here; it is checked against each cluster's discovery before anything of that cluster is written",
-                            w.name(),
-                            tenant.name(),
-                            group_kind(&key)
-                        ))
-                        .in_file(&m.path, 0)
-                        .hint("nothing to do if the kind is namespaced; if the cluster serves it cluster-scoped, apply stops that cluster unless the tenant's spec.allow lists it"),
-                    );
-                }
-                let Some(b) = checked.tenancy.breach(tenant, t, &key, ns, namespaced) else {
-                    continue;
-                };
-                if !seen.insert((m.path.clone(), b.clone())) {
-                    continue;
-                }
-                // The object's line: the file parsed again, only for a breach.
-                let line = crate::core::yaml::parse_stream(&m.text, false)
-                    .ok()
-                    .and_then(|all| {
-                        all.into_iter()
-                            .filter(|x| !x.value.is_null())
-                            .nth(di)
-                            .map(|x| x.line)
-                    })
-                    .unwrap_or(0);
-                d.push(breach_diag(tenant, w.name(), &m.path, line, &b));
-            }
+        let namespaced = crate::core::render::is_namespaced(&key, &crd_scope[&o.workload]);
+        let ns = w.spec.namespace.as_deref();
+        if !crate::core::kinds::known_offline(&key.group, &key.kind, &crd_kinds)
+            && unknown_seen.insert((o.workload, key.group.clone(), key.kind.clone()))
+        {
+            d.push(
+                Diagnostic::warning(format!(
+                    "workload {:?} of tenant {:?}: kind {} is neither built in nor defined by a CRD of the fleet, so its scope is unknown here; it is checked against each cluster's discovery before anything of that cluster is written",
+                    w.name(),
+                    tenant.name(),
+                    group_kind(&key)
+                ))
+                .in_file(&o.file.path, 0)
+                .hint("nothing to do if the kind is namespaced; if the cluster serves it cluster-scoped, apply stops that cluster unless the tenant's spec.allow lists it"),
+            );
         }
+        let Some(b) = checked.tenancy.breach(tenant, t, &key, ns, namespaced) else {
+            continue;
+        };
+        if !seen.insert((o.file.path.clone(), b.clone())) {
+            continue;
+        }
+        d.push(breach_diag(tenant, w.name(), &o.file.path, o.line(), &b));
     }
     d
 }

@@ -31,6 +31,32 @@ pub struct WorkloadFacts {
     pub variant: Option<Arc<Vec<Option<u32>>>>,
 }
 
+/// One object of a workload that is the same on every cluster (a plain
+/// manifest's, a Helm output's), as parsed once.
+pub struct ParsedObject<'c> {
+    pub workload: usize,
+    pub file: &'c crate::core::model::ManifestFile,
+    /// Its place among the file's (non-empty) documents.
+    pub index: usize,
+    pub value: &'c Value,
+}
+
+impl ParsedObject<'_> {
+    /// Its line in the file: the file parsed again, so only for an object
+    /// a message is about (0 when it cannot be found).
+    pub fn line(&self) -> usize {
+        parse_stream(&self.file.text, false)
+            .ok()
+            .and_then(|all| {
+                all.into_iter()
+                    .filter(|x| !x.value.is_null())
+                    .nth(self.index)
+                    .map(|x| x.line)
+            })
+            .unwrap_or(0)
+    }
+}
+
 /// A fleet without errors, with its tree built.
 #[derive(Debug, Clone)]
 pub struct Checked {
@@ -60,6 +86,34 @@ pub struct Checked {
 }
 
 impl Checked {
+    /// Every object of workloads `which` that is the same on every cluster
+    /// (templated manifests are rendered per cluster, and not here).
+    pub fn parsed_objects(
+        &self,
+        which: impl Fn(usize) -> bool,
+    ) -> impl Iterator<Item = ParsedObject<'_>> {
+        self.fleet
+            .workloads
+            .iter()
+            .enumerate()
+            .filter(move |(wi, _)| which(*wi))
+            .flat_map(move |(wi, w)| {
+                w.manifests.iter().enumerate().flat_map(move |(mi, file)| {
+                    let parsed = self.facts[wi].parsed.get(mi).and_then(Option::as_ref);
+                    parsed.into_iter().flat_map(move |docs| {
+                        docs.iter()
+                            .enumerate()
+                            .map(move |(index, value)| ParsedObject {
+                                workload: wi,
+                                file,
+                                index,
+                                value,
+                            })
+                    })
+                })
+            })
+    }
+
     pub fn cluster(&self, i: usize) -> &Cluster {
         &self.fleet.clusters[i]
     }

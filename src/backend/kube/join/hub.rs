@@ -516,33 +516,25 @@ pub struct Members {
 /// push credentials are. Someone who can create a namespace, and label
 /// it, creates no member.
 pub async fn members(api: &Api) -> Result<Members, JoinError> {
-    let fail = |e| api.fail("listing members", e);
-    let records = api
-        .get(&format!(
-            "/api/v1/namespaces/{NEWCOMER_NAMESPACE}/configmaps?labelSelector={LABEL_ADMITTED}"
-        ))
-        .await
-        .map_err(fail)?
-        .unwrap_or_default();
-    let list = api
-        .get(&format!("/api/v1/namespaces?labelSelector={LABEL_MEMBER}"))
-        .await
-        .map_err(fail)?
-        .unwrap_or_default();
-    let secrets = api
-        .get(&format!(
-            "/api/v1/secrets?labelSelector={LABEL_MEMBER}%3Dpush"
-        ))
-        .await
-        .map_err(fail)?
-        .unwrap_or_default();
-    let leaving = api
-        .get(&format!(
-            "/api/v1/configmaps?labelSelector={LABEL_MEMBER}%3Dleave"
-        ))
-        .await
-        .map_err(fail)?
-        .unwrap_or_default();
+    let list = |path: String| async move {
+        api.get(&path)
+            .await
+            .map_err(|e| api.fail("listing members", e))
+            .map(Option::unwrap_or_default)
+    };
+    let records = list(format!(
+        "/api/v1/namespaces/{NEWCOMER_NAMESPACE}/configmaps?labelSelector={LABEL_ADMITTED}"
+    ))
+    .await?;
+    let list_ns = list(format!("/api/v1/namespaces?labelSelector={LABEL_MEMBER}")).await?;
+    let secrets = list(format!(
+        "/api/v1/secrets?labelSelector={LABEL_MEMBER}%3Dpush"
+    ))
+    .await?;
+    let leaving = list(format!(
+        "/api/v1/configmaps?labelSelector={LABEL_MEMBER}%3Dleave"
+    ))
+    .await?;
     let by_ns = |list: &Value| -> BTreeMap<String, Value> {
         list["items"]
             .as_array()
@@ -553,7 +545,7 @@ pub async fn members(api: &Api) -> Result<Members, JoinError> {
     };
     let pushes = by_ns(&secrets);
     let leaves = by_ns(&leaving);
-    let live: std::collections::BTreeSet<&str> = list["items"]
+    let live: std::collections::BTreeSet<&str> = list_ns["items"]
         .as_array()
         .into_iter()
         .flatten()
