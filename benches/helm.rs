@@ -7,6 +7,13 @@
 //! - **plain**: the Deployment and ConfigMap the chart makes, as files;
 //! - **helm, 3 value sets**: the chart, with values that take one of three
 //!   values by the cluster's tier label: `helm template` runs 3 times;
+//! - **helm, 3 value sets × 2 Kubernetes versions**: the same, with the
+//!   clusters declaring one of two Kubernetes versions in turn; the chart
+//!   does not ask for them (no `.Capabilities`, no `kubeVersion`), so it
+//!   still renders once per value set: 3 runs;
+//! - **the same, the chart asking**: its ConfigMap also says
+//!   `.Capabilities.KubeVersion.Version`, so each value set renders for
+//!   each version: 6 runs, and every cluster's capabilities are worked out;
 //!
 //! and for 1,000 clusters the same two, plus
 //! - **helm, once per cluster**: values that name the cluster, so every
@@ -67,23 +74,35 @@ fn plain_output() -> String {
 
 /// Writes a fleet of `n` clusters (a root, 100 regions, leaves under them,
 /// tiers a/b/c in turn) with one workload whose source is `how`: `plain`,
-/// `helm3` or `helm-each`.
+/// `helm3`, `helm3-versions` (the leaves declaring one of two Kubernetes
+/// versions in turn) or `helm-each`.
 fn generate(dir: &Path, n: usize, how: &str) {
     let mut clusters = String::new();
     let regions = 100.min(n.saturating_sub(1)).max(1);
-    let doc = |out: &mut String, name: &str, tier: &str, parent: Option<&str>| {
+    let versions = how.starts_with("helm3-versions");
+    let doc = |out: &mut String, name: &str, tier: &str, parent: Option<&str>, i: usize| {
         let _ = write!(
             out,
             "apiVersion: canopy.dev/v1alpha1\nkind: Cluster\nmetadata: {{name: {name}, labels: {{tier: {tier}}}}}\n"
         );
-        if let Some(p) = parent {
-            let _ = writeln!(out, "spec: {{parent: {p}}}");
+        let version = ["v1.33.4", "v1.34.2"][i % 2];
+        match (parent, versions) {
+            (Some(p), true) => {
+                let _ = writeln!(out, "spec: {{parent: {p}, kubernetesVersion: {version}}}");
+            }
+            (Some(p), false) => {
+                let _ = writeln!(out, "spec: {{parent: {p}}}");
+            }
+            (None, true) => {
+                let _ = writeln!(out, "spec: {{kubernetesVersion: {version}}}");
+            }
+            (None, false) => {}
         }
         out.push_str("---\n");
     };
-    doc(&mut clusters, "root", "a", None);
+    doc(&mut clusters, "root", "a", None, 0);
     for r in 0..regions {
-        doc(&mut clusters, &format!("region-{r}"), "a", Some("root"));
+        doc(&mut clusters, &format!("region-{r}"), "a", Some("root"), r);
     }
     for i in 0..n.saturating_sub(1 + regions) {
         let tier = ["a", "b", "c"][i % 3];
@@ -92,6 +111,7 @@ fn generate(dir: &Path, n: usize, how: &str) {
             &format!("leaf-{i}"),
             tier,
             Some(&format!("region-{}", i % regions)),
+            i / 3,
         );
     }
     std::fs::create_dir_all(dir.join("workloads/web")).expect("mkdir");
@@ -117,7 +137,15 @@ fn generate(dir: &Path, n: usize, how: &str) {
             std::fs::create_dir_all(chart.join("templates")).expect("mkdir");
             std::fs::write(chart.join("Chart.yaml"), CHART_YAML).expect("write");
             std::fs::write(chart.join("templates/deployment.yaml"), DEPLOYMENT).expect("write");
-            std::fs::write(chart.join("templates/configmap.yaml"), CONFIGMAP).expect("write");
+            let configmap = if how == "helm3-versions-asks" {
+                CONFIGMAP.replace(
+                    "data:\n",
+                    "data:\n  kube: {{ .Capabilities.KubeVersion.Version | quote }}\n",
+                )
+            } else {
+                CONFIGMAP.to_string()
+            };
+            std::fs::write(chart.join("templates/configmap.yaml"), configmap).expect("write");
         }
     }
 }
@@ -179,7 +207,7 @@ fn main() {
         "clusters", "case", "seconds", "×plain", "renders", "objects"
     );
     for &n in &sizes {
-        let mut cases = vec!["plain", "helm3"];
+        let mut cases = vec!["plain", "helm3", "helm3-versions", "helm3-versions-asks"];
         if n <= 1000 {
             cases.push("helm-each");
         }
@@ -206,6 +234,8 @@ fn main() {
             let label = match how {
                 "plain" => "plain manifests (baseline)",
                 "helm3" => "helm, 3 value sets",
+                "helm3-versions" => "helm, 3 sets × 2 versions",
+                "helm3-versions-asks" => "  … the chart asking",
                 _ => "helm, once per cluster",
             };
             println!(

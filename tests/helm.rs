@@ -10,6 +10,8 @@
 mod common;
 use common::*;
 
+#[path = "support/api.rs"]
+mod api;
 #[path = "support/apiserver.rs"]
 mod apiserver;
 #[path = "support/tools.rs"]
@@ -560,5 +562,448 @@ fn without_helm_or_with_a_version_range_nothing_is_applied() {
     assert!(
         err.contains("values file \"../../secrets.yaml\" is not a file inside the workload's folder workloads/web"),
         "{err}"
+    );
+}
+
+/// A chart that asks what it is rendered for, as popular charts do: a
+/// `kubeVersion` constraint, a `semverCompare` choice of API version, and
+/// a ServiceMonitor only where the Prometheus operator's API is served.
+fn capabilities_chart(dir: &Path) {
+    for (p, t) in [
+        (
+            "Chart.yaml",
+            "apiVersion: v2\nname: caps\nversion: 0.1.0\nkubeVersion: \">=1.23.0-0\"\n",
+        ),
+        (
+            "templates/facts.yaml",
+            "apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: facts
+  namespace: {{ .Release.Namespace }}
+data:
+  kube: {{ .Capabilities.KubeVersion.Version | quote }}
+  monitoring: {{ .Capabilities.APIVersions.Has \"monitoring.coreos.com/v1\" | quote }}
+  servicemonitorKind: {{ .Capabilities.APIVersions.Has \"monitoring.coreos.com/v1/ServiceMonitor\" | quote }}
+",
+        ),
+        (
+            "templates/pdb.yaml",
+            "{{- if semverCompare \">=1.25-0\" .Capabilities.KubeVersion.GitVersion }}
+apiVersion: policy/v1
+{{- else }}
+apiVersion: policy/v1beta1
+{{- end }}
+kind: PodDisruptionBudget
+metadata:
+  name: web
+  namespace: {{ .Release.Namespace }}
+spec:
+  minAvailable: 1
+  selector: {matchLabels: {app: web}}
+",
+        ),
+        (
+            "templates/servicemonitor.yaml",
+            "{{- if .Capabilities.APIVersions.Has \"monitoring.coreos.com/v1\" }}
+apiVersion: monitoring.coreos.com/v1
+kind: ServiceMonitor
+metadata:
+  name: web
+  namespace: {{ .Release.Namespace }}
+spec:
+  selector: {matchLabels: {app: web}}
+  endpoints: [{port: http}]
+{{- end }}
+",
+        ),
+    ] {
+        let at = dir.join(p);
+        std::fs::create_dir_all(at.parent().unwrap()).unwrap();
+        std::fs::write(at, t).unwrap();
+    }
+}
+
+/// An object without what canopy adds (its labels and annotations), to
+/// compare with what `helm template` made.
+fn without_canopy(mut o: serde_json::Value) -> serde_json::Value {
+    for field in ["labels", "annotations"] {
+        if let Some(m) = o["metadata"][field].as_object_mut() {
+            m.retain(|k, _| !k.starts_with("canopy.dev/"));
+            if m.is_empty() {
+                o["metadata"].as_object_mut().unwrap().remove(field);
+            }
+        }
+    }
+    o
+}
+
+/// Issue 33: each cluster's charts render for its own Kubernetes version
+/// and APIs (declared here), exactly as `helm template --kube-version
+/// --api-versions` renders by hand; a cluster that declares nothing renders
+/// for canopy's default, not helm's compiled-in version; a version below
+/// the chart's `kubeVersion` is the chart's error, naming the cluster.
+#[test]
+fn each_cluster_renders_charts_for_its_own_kubernetes_version_and_apis() {
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path().join("fleet");
+    capabilities_chart(&dir.join("workloads/web/chart"));
+    std::fs::write(
+        dir.join("clusters.yaml"),
+        "apiVersion: canopy.dev/v1alpha1\nkind: Cluster\nmetadata: {name: new}\nspec:\n  kubernetesVersion: v1.34.2\n  apiVersions: [monitoring.coreos.com/v1, monitoring.coreos.com/v1/ServiceMonitor]\n---\n\
+apiVersion: canopy.dev/v1alpha1\nkind: Cluster\nmetadata: {name: old}\nspec: {parent: new, kubernetesVersion: v1.24.3}\n---\n\
+apiVersion: canopy.dev/v1alpha1\nkind: Cluster\nmetadata: {name: plain}\nspec: {parent: new}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("workloads/web/workload.yaml"),
+        "apiVersion: canopy.dev/v1alpha1\nkind: Workload\nmetadata: {name: web}\nspec:\n  namespace: web\n  helm: {chart: chart}\n",
+    )
+    .unwrap();
+    let (helm, log) = counting_helm(home.path());
+    let (code, out, err) = canopy_in(
+        home.path(),
+        &[("CANOPY_HELM", s(&helm))],
+        &["render", s(&dir), "-o", "json"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        runs(&log, "template"),
+        3,
+        "one run per distinct version and APIs"
+    );
+    let rendered: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let objects = |cluster: &str| -> Vec<serde_json::Value> {
+        let c = rendered["clusters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == cluster)
+            .unwrap();
+        let mut all: Vec<serde_json::Value> = c["objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .cloned()
+            .map(without_canopy)
+            .collect();
+        all.sort_by_key(|o| o.to_string());
+        all
+    };
+    for (cluster, version, apis, pdb, monitor) in [
+        (
+            "new",
+            "v1.34.2",
+            &[
+                "monitoring.coreos.com/v1",
+                "monitoring.coreos.com/v1/ServiceMonitor",
+            ][..],
+            "policy/v1",
+            true,
+        ),
+        ("old", "v1.24.3", &[][..], "policy/v1beta1", false),
+        ("plain", "v1.36.0", &[][..], "policy/v1", false),
+    ] {
+        // The same chart through helm by hand, for that cluster.
+        let mut args = vec![
+            "template".to_string(),
+            "web".into(),
+            dir.join("workloads/web/chart").display().to_string(),
+            "--namespace".into(),
+            "web".into(),
+            "--kube-version".into(),
+            version.into(),
+        ];
+        for a in apis {
+            args.extend(["--api-versions".to_string(), a.to_string()]);
+        }
+        let by_hand = std::process::Command::new(tools::helm())
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(
+            by_hand.status.success(),
+            "{}",
+            String::from_utf8_lossy(&by_hand.stderr)
+        );
+        let mut expected: Vec<serde_json::Value> =
+            serde_yaml::Deserializer::from_slice(&by_hand.stdout)
+                .filter_map(|d| {
+                    let v: serde_json::Value = serde::Deserialize::deserialize(d).ok()?;
+                    (!v.is_null()).then_some(v)
+                })
+                .collect();
+        expected.sort_by_key(|o| o.to_string());
+        let got = objects(cluster);
+        assert_eq!(got, expected, "{cluster}");
+        let facts = got.iter().find(|o| o["kind"] == "ConfigMap").unwrap();
+        assert_eq!(facts["data"]["kube"], version, "{cluster}");
+        assert!(got
+            .iter()
+            .any(|o| o["kind"] == "PodDisruptionBudget" && o["apiVersion"] == pdb));
+        assert_eq!(
+            got.iter().any(|o| o["kind"] == "ServiceMonitor"),
+            monitor,
+            "{cluster}"
+        );
+    }
+
+    // explain says what each cluster's charts were rendered for.
+    let (code, out, err) = canopy_in(
+        home.path(),
+        &[("CANOPY_HELM", s(&helm))],
+        &["explain", s(&dir), "web"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    for line in [
+        "new: Kubernetes v1.34.2 (declared in spec.kubernetesVersion)",
+        "old: Kubernetes v1.24.3 (declared in spec.kubernetesVersion)",
+        "plain: Kubernetes v1.36.0 (canopy's default: neither declared nor read)",
+    ] {
+        assert!(out.contains(line), "{line:?} in\n{out}");
+    }
+
+    // Below the chart's kubeVersion: the chart says so, for that cluster.
+    let clusters = std::fs::read_to_string(dir.join("clusters.yaml")).unwrap();
+    std::fs::write(
+        dir.join("clusters.yaml"),
+        clusters.replace("v1.24.3", "v1.20.0"),
+    )
+    .unwrap();
+    let (code, out, err) = canopy_in(
+        home.path(),
+        &[("CANOPY_HELM", s(&helm))],
+        &["validate", s(&dir)],
+    );
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains(
+            "chart requires kubeVersion: >=1.23.0-0 which is incompatible with Kubernetes v1.20.0"
+        ),
+        "{err}"
+    );
+    // A declared version or API version is checked before helm sees it.
+    std::fs::write(
+        dir.join("clusters.yaml"),
+        clusters
+            .replace("v1.24.3", "\"1.24\"")
+            .replace("monitoring.coreos.com/v1,", "\"--set=x\","),
+    )
+    .unwrap();
+    let (code, out, err) = canopy_in(
+        home.path(),
+        &[("CANOPY_HELM", s(&helm))],
+        &["validate", s(&dir)],
+    );
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains("spec.kubernetesVersion \"1.24\" is not a Kubernetes version")
+            && err.contains("spec.apiVersions entry \"--set=x\" is not an API version"),
+        "{err}"
+    );
+}
+
+/// The suite's helm is built as Helm's release build is: it reports its
+/// version and, without `--kube-version`, renders for the Kubernetes
+/// version its Kubernetes libraries are, not v1.20.0.
+#[test]
+fn the_suites_helm_is_built_like_a_release() {
+    let out = std::process::Command::new(tools::helm())
+        .args(["version", "--template", "{{.Version}}"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "v3.22.0");
+    let home = tempfile::tempdir().unwrap();
+    let chart = home.path().join("chart");
+    capabilities_chart(&chart);
+    let out = std::process::Command::new(tools::helm())
+        .args(["template", "web"])
+        .arg(&chart)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!text.contains("v1.20.0"), "{text}");
+    assert!(text.contains("kube: \"v1.3"), "{text}");
+}
+
+/// Issue 33, on a real API server: a cluster that declares nothing has
+/// its version and APIs read by the apply that reconciles it, and
+/// recorded; once the Prometheus operator's CRD is installed, the next
+/// apply renders the chart's ServiceMonitor for it, and `render`, which
+/// reaches no cluster, renders for what was recorded.
+#[test]
+fn a_clusters_version_and_apis_are_read_and_a_new_crd_brings_its_objects() {
+    let server = apiserver::start();
+    let send = |method: &str, path: &str, body: Option<serde_json::Value>| {
+        api::send(
+            &server.kubeconfig,
+            method,
+            path,
+            body.map(|b| ("application/json", b)),
+        )
+    };
+    send(
+        "POST",
+        "/api/v1/namespaces",
+        Some(serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "web"}})),
+    )
+    .unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path().join("fleet");
+    capabilities_chart(&dir.join("workloads/web/chart"));
+    std::fs::write(
+        dir.join("clusters.yaml"),
+        format!(
+            "apiVersion: canopy.dev/v1alpha1\nkind: Cluster\nmetadata: {{name: prod}}\nspec: {{connection: {{kubeconfig: {}}}}}\n",
+            server.kubeconfig.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("workloads/web/workload.yaml"),
+        "apiVersion: canopy.dev/v1alpha1\nkind: Workload\nmetadata: {name: web}\nspec:\n  namespace: web\n  helm: {chart: chart}\n",
+    )
+    .unwrap();
+    let env = [("CANOPY_HELM", s(tools::helm()))];
+    let apply = || canopy_in(home.path(), &env, &["apply", s(&dir)]);
+    let (code, out, err) = apply();
+    assert_eq!(code, 0, "{out}{err}");
+    let version = send("GET", "/version", None).unwrap()["gitVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let facts = send("GET", "/api/v1/namespaces/web/configmaps/facts", None).unwrap();
+    assert_eq!(
+        facts["data"]["kube"],
+        version.as_str(),
+        "rendered for the cluster's own version"
+    );
+    assert_eq!(facts["data"]["monitoring"], "false");
+    let monitor = "/apis/monitoring.coreos.com/v1/namespaces/web/servicemonitors/web";
+
+    // The Prometheus operator's CRD arrives.
+    send(
+        "POST",
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+        Some(serde_json::json!({
+            "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": "servicemonitors.monitoring.coreos.com"},
+            "spec": {"group": "monitoring.coreos.com", "scope": "Namespaced",
+                "names": {"kind": "ServiceMonitor", "plural": "servicemonitors", "singular": "servicemonitor"},
+                "versions": [{"name": "v1", "served": true, "storage": true,
+                    "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}
+        })),
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let crd = send(
+            "GET",
+            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/servicemonitors.monitoring.coreos.com",
+            None,
+        )
+        .unwrap();
+        let established = crd["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Established" && c["status"] == "True");
+        if established {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the CRD is established"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let (code, out, err) = apply();
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        send("GET", monitor, None).is_ok(),
+        "the ServiceMonitor is applied"
+    );
+    let facts = send("GET", "/api/v1/namespaces/web/configmaps/facts", None).unwrap();
+    assert_eq!(facts["data"]["monitoring"], "true");
+    assert_eq!(
+        facts["data"]["servicemonitorKind"], "true",
+        "kinds are read too"
+    );
+
+    // Recorded, and what commands that reach no cluster render for.
+    let record: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.join(".canopy/state/capabilities.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        record["clusters"]["prod"]["kubernetesVersion"],
+        version.as_str()
+    );
+    let (code, out, err) = canopy_in(home.path(), &env, &["render", s(&dir)]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("kind: ServiceMonitor"), "{out}");
+    let (code, out, err) = canopy_in(home.path(), &env, &["explain", s(&dir), "web"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(&format!(
+            "prod: Kubernetes {version} (read from the cluster"
+        )),
+        "{out}"
+    );
+}
+
+/// Issue 33: a relay's leaves get their charts rendered for their own
+/// Kubernetes version and APIs (declared here), handed down rendered: the
+/// agent needs no helm and applies exactly what a direct apply does.
+#[test]
+fn a_relay_applies_charts_rendered_for_each_leaf() {
+    let home = tempfile::tempdir().unwrap();
+    let write = |dir: &Path, relay: &str| {
+        capabilities_chart(&dir.join("workloads/web/chart"));
+        std::fs::write(
+            dir.join("clusters.yaml"),
+            format!("apiVersion: canopy.dev/v1alpha1\nkind: Cluster\nmetadata: {{name: hub}}\n---\n\
+apiVersion: canopy.dev/v1alpha1\nkind: Cluster\nmetadata: {{name: mid}}\nspec: {{parent: hub{relay}}}\n---\n\
+apiVersion: canopy.dev/v1alpha1\nkind: Cluster\nmetadata: {{name: edge-a}}\nspec: {{parent: mid, kubernetesVersion: v1.24.3}}\n---\n\
+apiVersion: canopy.dev/v1alpha1\nkind: Cluster\nmetadata: {{name: edge-b}}\nspec: {{parent: mid, kubernetesVersion: v1.34.2, apiVersions: [monitoring.coreos.com/v1]}}\n"),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("workloads/web/workload.yaml"),
+            "apiVersion: canopy.dev/v1alpha1\nkind: Workload\nmetadata: {name: web}\nspec:\n  namespace: web\n  helm: {chart: chart}\n",
+        )
+        .unwrap();
+    };
+    let (dir, flat_dir) = (home.path().join("fleet"), home.path().join("flat-fleet"));
+    write(&dir, ", relay: {}");
+    write(&flat_dir, "");
+    relay_renders_as_direct(
+        home.path(),
+        &[("CANOPY_HELM", s(tools::helm()))],
+        &dir,
+        "mid",
+        &flat_dir,
+        &["edge-a", "edge-b"],
+    );
+    let own = home.path().join("mid");
+    let a = state_objects(&own, "edge-a");
+    let b = state_objects(&own, "edge-b");
+    assert!(
+        a[obj_id("policy", "PodDisruptionBudget", "web", "web")]["apiVersion"] == "policy/v1beta1",
+        "{a}"
+    );
+    assert!(
+        b[obj_id("policy", "PodDisruptionBudget", "web", "web")]["apiVersion"] == "policy/v1",
+        "{b}"
+    );
+    assert!(a[obj_id("monitoring.coreos.com", "ServiceMonitor", "web", "web")].is_null());
+    assert!(
+        b[obj_id("monitoring.coreos.com", "ServiceMonitor", "web", "web")].is_object(),
+        "{b}"
     );
 }

@@ -187,7 +187,7 @@ fn apply_writes_the_handoff_into_the_relay_cluster() {
 
     // What the fleet gives eu, computed here from the same folder.
     let input = canopy::source::input::Input::Dir(dir.clone());
-    let (checked, _) = canopy::source::input::check_all(&input, None).unwrap();
+    let (checked, _) = canopy::source::input::check_all(&input, None, &Default::default()).unwrap();
     let checked = checked.unwrap();
     let full = Renderer::new(&checked);
     let want = relay::handoff(

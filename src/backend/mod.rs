@@ -386,6 +386,12 @@ pub trait ClusterBackend: Send + Sync {
     fn not_ready(&self) -> Option<String> {
         None
     }
+    /// The cluster's Kubernetes version and every API group/version (and
+    /// `group/version/Kind`) it serves, sorted, as Helm's `.Capabilities`
+    /// asks them; `None` when the backend is no Kubernetes cluster.
+    fn capabilities(&self) -> Result<Option<(String, Vec<String>)>, BackendError> {
+        Ok(None)
+    }
     /// What the cluster can still hold (its nodes' allocatable resources
     /// minus its running pods' requests), for a cluster with
     /// `liveCapacity`; `None` when the backend has no nodes to read.

@@ -439,13 +439,29 @@ fn load_members(
         None => None,
     };
     let mut events = Vec::new();
-    let loaded = src.load_with(name, &mut |fleet| match joiner.as_mut() {
-        Some(j) => {
-            let (diags, evs) = j.gather(fleet);
-            events.extend(evs);
-            diags
-        }
-        None => Diagnostics::default(),
+    let state = src.state_dir(None)?;
+    // Helm charts render for the clusters: an apply reads them, every
+    // other command renders for what the last apply read.
+    let mut observer =
+        crate::ops::capabilities::Observer::new(src.base.clone(), KubeOptions::default());
+    let read = match role {
+        Some(Role::Reconcile) => crate::ops::capabilities::Read::Live {
+            fresh_for: std::time::Duration::ZERO,
+            keep: true,
+        },
+        _ => crate::ops::capabilities::Read::Record,
+    };
+    let loaded = src.load_with(name, &mut |fleet| {
+        let mut diags = match joiner.as_mut() {
+            Some(j) => {
+                let (diags, evs) = j.gather(fleet);
+                events.extend(evs);
+                diags
+            }
+            None => Diagnostics::default(),
+        };
+        diags.extend(observer.observe(fleet, &state, read));
+        diags
     })?;
     for e in &events {
         eprintln!("{e}");
@@ -453,7 +469,6 @@ fn load_members(
     print_diags(&loaded.warnings);
     // Commands that do not read clusters divide by the live capacity the
     // last run recorded; a run that reads clusters reads it afresh.
-    let state = src.state_dir(None)?;
     crate::ops::capacity::from_record(&loaded.checked, &state);
     crate::ops::calm::previous(&loaded.checked, &state);
     let unread = joiner.map(|j| j.unread().to_vec()).unwrap_or_default();
@@ -516,8 +531,10 @@ pub(super) fn json_out<T: serde::Serialize>(v: &T) -> Result<(), Failure> {
 
 /// `canopy validate`: every problem at once, placement included.
 fn validate(src: &FleetSource, name: Option<&str>, fmt: TextOrJson) -> Result<(), Failure> {
+    // Helm charts render for the clusters as the last apply read them.
+    let known = crate::ops::capabilities::recorded(&src.state_dir(None)?);
     let (checked, diags) =
-        crate::source::input::check_all(&src.input, name).map_err(|e| match e {
+        crate::source::input::check_all(&src.input, name, &known).map_err(|e| match e {
             SourceError::Pipeline(PipelineError::Load(e)) => load_failure(e),
             SourceError::Pipeline(PipelineError::Invalid(_)) => {
                 unreachable!("check_all lists problems instead")

@@ -391,6 +391,12 @@ pub fn explain_text(e: &Explanation) -> String {
         }
         out.push('\n');
     }
+    if !e.rendered_for.is_empty() {
+        out.push_str("\nhelm renders for:\n");
+        for (cluster, caps) in &e.rendered_for {
+            let _ = writeln!(out, "  {cluster}: {caps}");
+        }
+    }
     if !e.steps.is_empty() {
         out.push_str(
             "\ndivision, top-down (Webster: next replica to the highest weight/(2·replicas+1)):\n",

@@ -57,6 +57,10 @@ pub struct Explanation {
     /// The tenant that owns the workload, with where its rules are.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
+    /// A Helm workload: per chosen cluster, the Kubernetes version and
+    /// APIs its chart was rendered for, and where they came from.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rendered_for: Vec<(String, String)>,
 }
 
 /// Explains workload `wi`; with `only`, the steps are those on that
@@ -268,6 +272,22 @@ pub fn explain(
                 if clusters == 1 { "" } else { "s" },
             ))
         });
+    let since_epoch = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let rendered_for = w
+        .spec
+        .helm
+        .iter()
+        .flat_map(|_| topo.preorder())
+        .filter(|&&c| chosen[c] && only.is_none_or(|o| o == c))
+        .map(|&c| {
+            let cl = checked.cluster(c);
+            let caps = crate::core::capabilities::of(cl);
+            (cl.name().to_string(), caps.describe(since_epoch))
+        })
+        .collect();
     let calm = calm_text(checked, wi, &failed, &placed);
     let tenant = checked.tenancy.owner[wi].map(|t| {
         let t = &checked.fleet.tenants[t];
@@ -285,6 +305,7 @@ pub fn explain(
         error,
         calm,
         tenant,
+        rendered_for,
     }
 }
 

@@ -11,6 +11,7 @@
 //! folder it is handed; `load::load_files` is the same stage over text.
 
 pub mod aggregate;
+pub mod capabilities;
 pub mod carry;
 pub mod chunks;
 pub mod diag;

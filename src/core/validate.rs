@@ -463,6 +463,31 @@ fn check_cluster(c: &Cluster, d: &mut Diagnostics) -> CapacityValues {
             }
         }
     }
+    // Both reach Helm's command line.
+    if let Some(v) = &c.spec.kubernetes_version {
+        if let Some(why) = crate::core::capabilities::version_problem(v) {
+            d.push(
+                Diagnostic::error(format!(
+                    "spec.kubernetesVersion \"{}\" is not a Kubernetes version",
+                    crate::core::names::shown(v)
+                ))
+                .at(&c.source.loc_str("spec.kubernetesVersion"))
+                .hint(why),
+            );
+        }
+    }
+    for (i, api) in c.spec.api_versions.iter().enumerate() {
+        if let Some(why) = crate::core::capabilities::api_version_problem(api) {
+            d.push(
+                Diagnostic::error(format!(
+                    "spec.apiVersions entry \"{}\" is not an API version",
+                    crate::core::names::shown(api)
+                ))
+                .at(&c.source.loc(&YamlPath::parse("spec.apiVersions").index(i)))
+                .hint(why),
+            );
+        }
+    }
     for (i, t) in c.spec.taints.iter().enumerate() {
         if t.key.is_empty() {
             d.push(

@@ -26,31 +26,36 @@ pub enum BaseError {
 }
 
 /// The fleet as it is at Git revision `rev`, checked, under the name
-/// `name`, with the commit `rev` resolved to and the warnings about links.
+/// `name`, with the commit `rev` resolved to and the warnings about links;
+/// its Helm charts rendered for the clusters as `now` (the fleet it is
+/// compared with or rolled back from) knows them.
 pub fn checked_at(
     input: &Input,
     rev: &str,
     name: &str,
+    now: &Checked,
 ) -> Result<(Checked, String, Diagnostics), BaseError> {
     let at = input.files_at(rev)?;
     let commit = at.commit.clone();
     let warnings = link_warnings(&at.links, rev);
-    let (checked, _) = check_files(name.to_string(), at.files, &at.extra).map_err(|e| match e {
-        PipelineError::Invalid(diags) => BaseError::Invalid {
-            rev: rev.to_string(),
-            commit: commit.clone(),
-            diags,
-        },
-        PipelineError::Load(e) => BaseError::Invalid {
-            rev: rev.to_string(),
-            commit: commit.clone(),
-            diags: {
-                let mut d = Diagnostics::default();
-                d.push(crate::core::diag::Diagnostic::error(e.to_string()));
-                d
+    let known = crate::core::capabilities::known(&now.fleet);
+    let (checked, _) =
+        check_files(name.to_string(), at.files, &at.extra, &known).map_err(|e| match e {
+            PipelineError::Invalid(diags) => BaseError::Invalid {
+                rev: rev.to_string(),
+                commit: commit.clone(),
+                diags,
             },
-        },
-    })?;
+            PipelineError::Load(e) => BaseError::Invalid {
+                rev: rev.to_string(),
+                commit: commit.clone(),
+                diags: {
+                    let mut d = Diagnostics::default();
+                    d.push(crate::core::diag::Diagnostic::error(e.to_string()));
+                    d
+                },
+            },
+        })?;
     Ok((checked, commit, warnings))
 }
 
@@ -65,7 +70,7 @@ pub fn render_at_revision(
     head: &Checked,
     only: Option<&std::collections::BTreeSet<usize>>,
 ) -> Result<(crate::backend::rendered::RenderedState, Diagnostics), BaseError> {
-    let (base, commit, warnings) = checked_at(input, rev, &head.fleet.name)?;
+    let (base, commit, warnings) = checked_at(input, rev, &head.fleet.name, head)?;
     let r = Renderer::new(&base);
     let wanted: Option<Vec<usize>> = only.map(|set| {
         set.iter()

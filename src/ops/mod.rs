@@ -7,6 +7,7 @@
 pub mod apply;
 pub mod base;
 pub mod calm;
+pub mod capabilities;
 pub mod capacity;
 pub mod diff;
 pub mod error;

@@ -40,7 +40,7 @@ fn hold(above: &mut Above, w: &str, clusters: impl IntoIterator<Item = String>) 
 /// cluster the fleet did not have then, leave the workload held there.
 pub fn load(
     input: Option<&Input>,
-    fleet: &str,
+    now: &crate::core::validate::Checked,
     above: &mut Above,
     known: &BTreeMap<String, BaseFleet>,
     have: &mut BTreeMap<String, BaseFleet>,
@@ -54,7 +54,8 @@ pub fn load(
         if !known.contains_key(&b.revision) && !have.contains_key(&b.revision) {
             let loaded = match (input, b.commit.as_deref()) {
                 (Some(input), Some(commit)) => {
-                    crate::ops::base::checked_at(input, commit, fleet).map_err(|e| e.to_string())
+                    crate::ops::base::checked_at(input, commit, &now.fleet.name, now)
+                        .map_err(|e| e.to_string())
                 }
                 _ => Err("no Git history to read it from".to_string()),
             };

@@ -566,7 +566,7 @@ pub fn apply(
                             .collect();
                         message.push_str(&rollback(
                             backends,
-                            &r.checked.fleet.name,
+                            r.checked,
                             p,
                             rec,
                             (&names, &below),
@@ -595,13 +595,7 @@ pub fn apply(
             if now != down_raw {
                 down_raw = now.clone();
                 down = now;
-                super::relay_rollback::load(
-                    ctx.input,
-                    &r.checked.fleet.name,
-                    &mut down,
-                    ctx.bases,
-                    &mut bases,
-                );
+                super::relay_rollback::load(ctx.input, r.checked, &mut down, ctx.bases, &mut bases);
                 let renderers =
                     super::relay_rollback::renderers(ctx.bases.iter().chain(&bases), |_| {
                         Vec::new()
@@ -772,7 +766,7 @@ fn gate(
 #[allow(clippy::too_many_arguments)]
 fn rollback(
     backends: &dyn Backends,
-    fleet: &str,
+    checked: &crate::core::validate::Checked,
     p: &Plan,
     rec: &mut Record,
     (members, below): (&[String], &BTreeMap<String, String>),
@@ -799,7 +793,8 @@ fn rollback(
             base.revision
         );
     };
-    let (old, _, _) = match crate::ops::base::checked_at(input, &commit, fleet) {
+    let fleet = checked.fleet.name.as_str();
+    let (old, _, _) = match crate::ops::base::checked_at(input, &commit, fleet, checked) {
         Ok(x) => x,
         Err(e) => {
             return format!(

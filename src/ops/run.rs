@@ -391,7 +391,7 @@ impl<'i> Session<'i> {
         let mut bases = std::collections::BTreeMap::new();
         super::relay_rollback::load(
             self.input,
-            &checked.fleet.name,
+            checked,
             &mut above,
             &std::collections::BTreeMap::new(),
             &mut bases,

@@ -11,11 +11,18 @@
 //! - **Values per cluster.** `spec.helm.values` is rendered for every
 //!   cluster the placement chooses, with the cluster's facts (as a `.j2`
 //!   manifest sees them); values files come first, in order.
-//! - **Once per distinct input.** Clusters whose values come out equal
-//!   share one `helm template` run: the run is keyed by the chart's bytes,
-//!   release, namespace and values, runs in parallel with the others, and
-//!   its output is kept for the life of the process (bounded), so a `watch`
-//!   round whose inputs did not change runs Helm not at all.
+//! - **For the cluster it goes to.** Each run gets the cluster's
+//!   Kubernetes version (`--kube-version`) and the API versions it serves
+//!   (`--api-versions`), declared or read ([`crate::core::capabilities`]),
+//!   so `.Capabilities` and a chart's `kubeVersion` answer for that cluster,
+//!   not for whatever helm was compiled with.
+//! - **Once per distinct input.** Clusters whose values come out equal,
+//!   and whose capabilities are equal when the chart asks for them
+//!   ([`asks_capabilities`]), share one `helm template` run: the run is
+//!   keyed by the chart's bytes, release, namespace, values and
+//!   capabilities, runs in parallel with the others, and its output is
+//!   kept for the life of the process (bounded), so a `watch` round whose
+//!   inputs did not change runs Helm not at all.
 //! - **Remote charts** are pulled once per (repository, chart, version)
 //!   into canopy's cache folder (`CANOPY_CACHE_DIR`, else
 //!   `$XDG_CACHE_HOME/canopy`, else `~/.cache/canopy`) with `helm pull`,
@@ -39,6 +46,7 @@ use rayon::prelude::*;
 use serde_json::Value;
 
 use super::kustomize::FolderFiles;
+use crate::core::capabilities::{self, Capabilities};
 use crate::core::diag::{Diagnostic, Diagnostics};
 use crate::core::hash::StableHasher;
 use crate::core::model::{Fleet, HelmSource, ManifestFile, Workload};
@@ -101,6 +109,28 @@ struct Chart {
     path: String,
     /// A hash of everything of the chart that reaches the output.
     digest: u64,
+    /// Whether what it renders can depend on the cluster's Kubernetes
+    /// version and APIs ([`asks_capabilities`]).
+    asks: bool,
+}
+
+/// Whether a chart's output can depend on the cluster it is rendered for:
+/// Helm gives a chart the cluster's version and APIs only as
+/// `.Capabilities` (in a template, a helper, or a value a template passes
+/// to `tpl`) and checks a `kubeVersion` constraint of a `Chart.yaml`
+/// (its dependencies' too). A chart whose files say neither renders the
+/// same for every cluster of the same values, so those share one run. A
+/// packed chart (pulled) is not looked into: it counts as asking.
+fn asks_capabilities(files: &[(String, Vec<u8>)], chart: &str) -> bool {
+    let below = format!("{chart}/");
+    let has = |b: &[u8], what: &[u8]| b.windows(what.len()).any(|w| w == what);
+    files.iter().any(|(p, b)| {
+        let here = p.starts_with(&below);
+        (here || p.ends_with(".tgz"))
+            && (p.ends_with(".tgz")
+                || has(b, b"Capabilities")
+                || (p.ends_with("Chart.yaml") && has(b, b"kubeVersion")))
+    })
 }
 
 /// Pulled charts by (repository, chart, version), for the process.
@@ -252,6 +282,7 @@ fn chart(helm: &std::path::Path, w: &Workload, h: &HelmSource) -> Result<Chart, 
             files: Arc::new(files),
             path,
             digest,
+            asks: true,
         });
     }
     let path = crate::core::paths::inside(&w.dir, &h.chart)
@@ -269,6 +300,7 @@ fn chart(helm: &std::path::Path, w: &Workload, h: &HelmSource) -> Result<Chart, 
         h.str(p).usize(b.len()).bytes(b);
     }
     Ok(Chart {
+        asks: asks_capabilities(&w.helm_inputs, &path),
         files: w.helm_inputs.clone(),
         path,
         digest: h.finish(),
@@ -366,6 +398,10 @@ struct Job<'c> {
     values_files: Vec<String>,
     values: String,
     include_crds: bool,
+    /// The Kubernetes version it renders for.
+    kube_version: String,
+    /// The API versions Helm adds to its own for `.Capabilities`.
+    api_versions: Vec<String>,
 }
 
 impl Job<'_> {
@@ -381,6 +417,10 @@ impl Job<'_> {
             h.str(f);
         }
         h.str(&self.values).u64(u64::from(self.include_crds));
+        h.str(&self.kube_version).usize(self.api_versions.len());
+        for a in &self.api_versions {
+            h.str(a);
+        }
         h.finish()
     }
 
@@ -393,7 +433,12 @@ impl Job<'_> {
             "--namespace".into(),
             self.namespace.as_str().into(),
             "--skip-tests".into(),
+            "--kube-version".into(),
+            self.kube_version.as_str().into(),
         ];
+        for a in &self.api_versions {
+            args.extend(["--api-versions".into(), a.as_str().into()]);
+        }
         if self.include_crds {
             args.push("--include-crds".into());
         }
@@ -573,8 +618,21 @@ pub fn expand(checked: &mut Checked) -> Diagnostics {
                 })
             })
             .collect();
+        // A run per distinct (values, capabilities): clusters of the same
+        // Kubernetes version and APIs share one, as those of equal values
+        // do. A chart that cannot ask (and whose values do not pass
+        // `.Capabilities` to `tpl`) renders for the default, once per
+        // distinct values.
+        let unasked = capabilities::default_for_all();
+        let values_ask = values_files.iter().any(|f| {
+            w.helm_inputs
+                .iter()
+                .any(|(p, b)| p == f && b.windows(12).any(|x| x == b"Capabilities"))
+        });
         let mut failed = false;
-        let mut distinct: BTreeMap<&str, u32> = BTreeMap::new();
+        type RunKey<'t> = (&'t str, (String, usize, Vec<String>));
+        let mut distinct: BTreeMap<RunKey<'_>, u32> = BTreeMap::new();
+        let mut order: Vec<(&str, Capabilities)> = Vec::new();
         let mut pick: Vec<Option<u32>> = vec![None; values.len()];
         for (c, v) in values.iter().enumerate() {
             match v {
@@ -593,25 +651,35 @@ pub fn expand(checked: &mut Checked) -> Diagnostics {
                     break;
                 }
                 Some(Ok(text)) => {
+                    let asks = chart.asks || values_ask || text.contains("Capabilities");
+                    let cap = if asks {
+                        capabilities::of(checked.cluster(c))
+                    } else {
+                        unasked.clone()
+                    };
                     let n = distinct.len() as u32;
-                    pick[c] = Some(*distinct.entry(text.as_str()).or_insert(n));
+                    let run = *distinct.entry((text.as_str(), cap.key())).or_insert(n);
+                    if run == n {
+                        order.push((text.as_str(), cap));
+                    }
+                    pick[c] = Some(run);
                 }
             }
         }
         if failed {
             continue;
         }
-        let mut order: Vec<(&str, u32)> = distinct.into_iter().collect();
-        order.sort_by_key(|&(_, i)| i);
         let jobs: Vec<Job<'_>> = order
             .iter()
-            .map(|(text, _)| Job {
+            .map(|(text, cap)| Job {
                 chart: &chart,
                 release: release.clone(),
                 namespace: namespace.clone(),
                 values_files: values_files.clone(),
                 values: text.to_string(),
                 include_crds: h.include_crds,
+                kube_version: cap.version.clone(),
+                api_versions: cap.api_versions(),
             })
             .collect();
         let results = run_all(&jobs, helm);
@@ -706,6 +774,32 @@ mod tests {
                 "labels": {"region": "eu"},
                 "values": {"replicas": 3, "mirror": "registry.eu"},
             }))),
+        }
+    }
+
+    #[test]
+    fn a_chart_asks_for_capabilities_only_where_its_files_say_so() {
+        let f = |p: &str, t: &str| (p.to_string(), t.as_bytes().to_vec());
+        let plain = vec![
+            f(
+                "w/chart/Chart.yaml",
+                "apiVersion: v2\nname: x\nversion: 1.0.0\n",
+            ),
+            f("w/chart/templates/cm.yaml", "kind: ConfigMap\n"),
+            f("w/other/Capabilities.yaml", "not the chart's"),
+        ];
+        assert!(!asks_capabilities(&plain, "w/chart"));
+        for (p, t) in [
+            (
+                "w/chart/templates/_helpers.tpl",
+                "{{ .Capabilities.KubeVersion }}",
+            ),
+            ("w/chart/charts/sub/Chart.yaml", "kubeVersion: \">=1.23\""),
+            ("w/chart/charts/sub-1.0.0.tgz", "packed"),
+        ] {
+            let mut files = plain.clone();
+            files.push(f(p, t));
+            assert!(asks_capabilities(&files, "w/chart"), "{p}");
         }
     }
 

@@ -111,8 +111,10 @@ fn validated(
 pub fn check_all(
     input: &Input,
     name: Option<&str>,
+    known: &std::collections::BTreeMap<String, std::sync::Arc<crate::core::capabilities::Observed>>,
 ) -> Result<(Option<Checked>, Diagnostics), SourceError> {
-    let (fleet, mut diags, _) = input.read(name)?;
+    let (mut fleet, mut diags, _) = input.read(name)?;
+    crate::core::capabilities::give(&mut fleet, known);
     let (checked, more) = check_fleet(fleet);
     diags.extend(more);
     if let Some(c) = &checked {
@@ -138,9 +140,11 @@ pub fn check_files(
     name: String,
     files: Vec<(String, Vec<u8>)>,
     extra: &[(String, Vec<u8>)],
+    known: &std::collections::BTreeMap<String, std::sync::Arc<crate::core::capabilities::Observed>>,
 ) -> Result<(Checked, Diagnostics), PipelineError> {
     let kept = crate::source::kustomize::workload_files(&files);
     let (mut fleet, mut diags) = load::load_files(name, files);
+    crate::core::capabilities::give(&mut fleet, known);
     diags.extend(tool_inputs_in_memory(&mut fleet, kept, extra));
     validated(fleet, diags)
 }

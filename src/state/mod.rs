@@ -3,6 +3,7 @@
 //! requests ([`rollouts`]). Each is read whole and replaced atomically, so a
 //! crash leaves the old file or the new one and never a torn one.
 
+pub mod capabilities;
 pub mod capacity;
 pub mod health;
 pub mod rendering;

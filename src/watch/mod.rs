@@ -138,9 +138,18 @@ pub struct Watch<'a> {
     /// The fleet's hubs: members join each revision, and join requests
     /// are answered every round.
     joiner: Option<crate::ops::join::Joiner>,
+    /// Reads the clusters' Kubernetes version and APIs for Helm charts, at
+    /// most every [`CAPABILITIES_FRESH_FOR`] per cluster.
+    observer: crate::ops::capabilities::Observer,
     /// Where the current round's time went, for its log line.
     phases: Phases,
 }
+
+/// How long a cluster's Kubernetes version and APIs, as `watch` read them,
+/// are taken as they are before they are read again: an upgrade or a new
+/// CRD reaches the charts within it, and a round does not cost every
+/// cluster two discovery requests.
+pub const CAPABILITIES_FRESH_FOR: Duration = Duration::from_secs(300);
 
 /// Where a round's time went, in milliseconds, logged with it: what an
 /// operator of a large fleet looks at first when rounds slow down.
@@ -180,7 +189,12 @@ impl<'a> Watch<'a> {
             );
         }
         let opts_base = opts.base.clone();
+        let observer = crate::ops::capabilities::Observer::new(
+            opts.base.clone(),
+            crate::backend::kube::KubeOptions::default(),
+        );
         Watch {
+            observer,
             died_rendering,
             session,
             backoff: Backoff::new(opts.max_backoff),
@@ -420,6 +434,17 @@ impl<'a> Watch<'a> {
             for w in &warnings.0 {
                 warn!("{w}");
             }
+        }
+        let read = crate::ops::capabilities::Read::Live {
+            fresh_for: CAPABILITIES_FRESH_FOR,
+            keep: true,
+        };
+        for w in &self
+            .observer
+            .observe(&mut fleet, &self.session.state, read)
+            .0
+        {
+            warn!("{w}");
         }
         let text = revision.to_string();
         let first_look = self.seen.as_deref() != Some(text.as_str());

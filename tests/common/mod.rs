@@ -54,7 +54,8 @@ pub fn with(changes: &[(&'static str, &str)]) -> tempfile::TempDir {
 /// printed (`error: file:line: path: message` + help).
 pub fn problems(dir: &Path) -> Vec<String> {
     let input = canopy::source::input::Input::Dir(dir.to_path_buf());
-    let (checked, diags) = check_all(&input, Some("test")).expect("fleet folder loads");
+    let (checked, diags) =
+        check_all(&input, Some("test"), &Default::default()).expect("fleet folder loads");
     let diags: Diagnostics = match checked {
         None => diags,
         Some(checked) => match render_all(&Renderer::new(&checked), None) {

@@ -69,8 +69,14 @@ fn go() -> PathBuf {
 /// `go build -o out package`, run in the Go module at `module`; panics
 /// with Go's output when the build fails.
 pub fn go_build(module: &Path, package: &str, out: &Path) {
+    go_build_with(module, package, out, "");
+}
+
+/// [`go_build`] with `-ldflags` (link-time settings, as a release build
+/// sets them).
+pub fn go_build_with(module: &Path, package: &str, out: &Path, ldflags: &str) {
     let built = Command::new(go())
-        .args(["build", "-o"])
+        .args(["build", "-ldflags", ldflags, "-o"])
         .arg(out)
         .arg(package)
         .current_dir(module)
@@ -84,13 +90,40 @@ pub fn go_build(module: &Path, package: &str, out: &Path) {
     );
 }
 
+/// The version of `module_path` the Go module in `module` builds with
+/// (`go list -m`).
+pub fn go_module_version(module: &Path, module_path: &str) -> String {
+    let out = Command::new(go())
+        .args(["list", "-f", "{{.Version}}", "-m", module_path])
+        .current_dir(module)
+        .output()
+        .expect("go list runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
 /// Builds the harness once and returns its path.
 pub fn harness() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/apiserver");
         let bin = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("canopy-test-apiserver");
-        go_build(&src, ".", &bin);
+        // As Kubernetes' own build does (hack/lib/version.sh): without it,
+        // /version says v0.0.0-master, which no real cluster does.
+        let version = go_module_version(&src, "k8s.io/kubernetes");
+        let mut parts = version.trim_start_matches('v').split('.');
+        let (major, minor) = (parts.next().unwrap_or("1"), parts.next().unwrap_or("0"));
+        let base = "k8s.io/component-base/version";
+        go_build_with(
+            &src,
+            ".",
+            &bin,
+            &format!("-X {base}.gitVersion={version} -X {base}.gitMajor={major} -X {base}.gitMinor={minor}"),
+        );
         bin
     })
 }

@@ -20,6 +20,7 @@
 //!   in reverse), each wave's requests in parallel up to a bound, every
 //!   request rate-limited and retried on 429/5xx/transport failures only.
 
+mod capabilities;
 mod capacity;
 pub mod connect;
 mod discovery;
@@ -892,6 +893,28 @@ impl ClusterBackend for Arc<KubeCluster> {
                 .await
                 .ok()?;
             health::nodes_down(&nodes)
+        })
+    }
+
+    fn capabilities(&self) -> Result<Option<(String, Vec<String>)>, BackendError> {
+        self.block_on(async {
+            let get = |path: &'static str, accept: &'static str| {
+                self.send(move || {
+                    http::Request::get(path)
+                        .header(http::header::ACCEPT, accept)
+                        .body(Vec::new())
+                        .map_err(kube::core::request::Error::BuildRequest)
+                })
+            };
+            let fail = |error| self.error(None, error);
+            let version = get("/version", "application/json").await.map_err(fail)?;
+            let version = version["gitVersion"].as_str().unwrap_or_default().to_string();
+            // Aggregated discovery (one answer per path with every version
+            // and kind), else the plain group list.
+            const AGGREGATED: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json;q=0.9";
+            let core = get("/api", AGGREGATED).await.map_err(fail)?;
+            let groups = get("/apis", AGGREGATED).await.map_err(fail)?;
+            Ok(Some((version, capabilities::api_versions(&core, &groups))))
         })
     }
 

@@ -92,6 +92,23 @@ pub struct ClusterSpec {
     /// is reconciled by whoever reaches its parent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub relay: Option<Relay>,
+    /// The Kubernetes version Helm charts are rendered for on this cluster
+    /// (`.Capabilities.KubeVersion`, a chart's `kubeVersion`), as
+    /// `/version` says it (`v1.34.2`). Absent: the version read from the
+    /// cluster by the level that reconciles it, else canopy's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes_version: Option<String>,
+    /// API versions the cluster serves that Helm charts may ask about
+    /// (`.Capabilities.APIVersions.Has`), beyond what is read from it:
+    /// `group/version`, optionally with a kind
+    /// (`monitoring.coreos.com/v1/ServiceMonitor`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub api_versions: Vec<String>,
+    /// What the level that reconciles the cluster last read from it; set
+    /// for a run, never read from or written to a document.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub observed: Option<std::sync::Arc<crate::core::capabilities::Observed>>,
 }
 
 /// A capacity as numbers, each resource `None` when not declared: what
