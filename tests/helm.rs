@@ -887,41 +887,12 @@ fn a_clusters_version_and_apis_are_read_and_a_new_crd_brings_its_objects() {
     let monitor = "/apis/monitoring.coreos.com/v1/namespaces/web/servicemonitors/web";
 
     // The Prometheus operator's CRD arrives.
-    send(
-        "POST",
-        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
-        Some(serde_json::json!({
-            "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-            "metadata": {"name": "servicemonitors.monitoring.coreos.com"},
-            "spec": {"group": "monitoring.coreos.com", "scope": "Namespaced",
-                "names": {"kind": "ServiceMonitor", "plural": "servicemonitors", "singular": "servicemonitor"},
-                "versions": [{"name": "v1", "served": true, "storage": true,
-                    "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}
-        })),
-    )
-    .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let crd = send(
-            "GET",
-            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/servicemonitors.monitoring.coreos.com",
-            None,
-        )
-        .unwrap();
-        let established = crd["status"]["conditions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|c| c["type"] == "Established" && c["status"] == "True");
-        if established {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the CRD is established"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    api::install_crd(
+        &server.kubeconfig,
+        "monitoring.coreos.com",
+        "ServiceMonitor",
+        "Namespaced",
+    );
     let (code, out, err) = apply();
     assert_eq!(code, 0, "{out}{err}");
     assert!(

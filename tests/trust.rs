@@ -575,38 +575,12 @@ fn a_tenants_kind_the_cluster_serves_cluster_scoped_is_judged_before_any_write()
     let send = |method: &str, path: &str, body: Option<(&str, serde_json::Value)>| {
         api::send(&server.kubeconfig, method, path, body)
     };
-    send(
-        "POST",
-        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
-        Some((
-            "application/json",
-            serde_json::json!({
-                "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-                "metadata": {"name": "clusterissuers.cert-manager.io"},
-                "spec": {"group": "cert-manager.io", "scope": "Cluster",
-                    "names": {"kind": "ClusterIssuer", "plural": "clusterissuers", "singular": "clusterissuer"},
-                    "versions": [{"name": "v1", "served": true, "storage": true,
-                        "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}
-            }),
-        )),
-    )
-    .unwrap();
-    let established = || {
-        send("GET", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/clusterissuers.cert-manager.io", None)
-            .unwrap()["status"]["conditions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|c| c["type"] == "Established" && c["status"] == "True")
-    };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !established() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the CRD is established"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    api::install_crd(
+        &server.kubeconfig,
+        "cert-manager.io",
+        "ClusterIssuer",
+        "Cluster",
+    );
 
     let home = tempfile::tempdir().unwrap();
     let dir = home.path().join("fleet");

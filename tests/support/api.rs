@@ -36,3 +36,47 @@ pub fn send(
         client.request::<Value>(req.body(bytes).unwrap()).await
     })
 }
+
+/// Installs a CRD for `kind` (plural: lower case with an `s`) in `group`,
+/// version v1, `scope` `Namespaced` or `Cluster`, that takes any object
+/// (what an operator's chart would install), and waits until it is
+/// Established.
+pub fn install_crd(kubeconfig: &Path, group: &str, kind: &str, scope: &str) {
+    let plural = format!("{}s", kind.to_lowercase());
+    let name = format!("{plural}.{group}");
+    send(
+        kubeconfig,
+        "POST",
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+        Some((
+            "application/json",
+            serde_json::json!({
+                "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+                "metadata": {"name": name},
+                "spec": {"group": group, "scope": scope,
+                    "names": {"kind": kind, "plural": plural, "singular": kind.to_lowercase()},
+                    "versions": [{"name": "v1", "served": true, "storage": true,
+                        "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}
+            }),
+        )),
+    )
+    .unwrap_or_else(|e| panic!("creating CRD {name}: {e}"));
+    let path = format!("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let crd = send(kubeconfig, "GET", &path, None).unwrap();
+        let established = crd["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Established" && c["status"] == "True");
+        if established {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "CRD {name} is not established after 30s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
