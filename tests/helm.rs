@@ -978,3 +978,125 @@ apiVersion: canopy.dev/v1alpha1\nkind: Cluster\nmetadata: {{name: edge-b}}\nspec
         "{b}"
     );
 }
+
+/// Issue 33, through a relay on a real API server: only the relay reaches
+/// its leaf, so its agent reads the leaf's version and APIs and reports
+/// them up; the root keeps them and, from its next round, renders the
+/// leaf's charts for them (here: the ServiceMonitor of a cluster that
+/// serves the Prometheus operator's API). What the agent reported stays
+/// within its own subtree.
+#[test]
+fn a_relay_reads_its_leaves_capabilities_and_the_root_renders_for_them() {
+    let server = apiserver::start();
+    let send = |method: &str, path: &str, body: Option<serde_json::Value>| {
+        api::send(
+            &server.kubeconfig,
+            method,
+            path,
+            body.map(|b| ("application/json", b)),
+        )
+    };
+    send(
+        "POST",
+        "/api/v1/namespaces",
+        Some(serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "web"}})),
+    )
+    .unwrap();
+    api::install_crd(
+        &server.kubeconfig,
+        "monitoring.coreos.com",
+        "ServiceMonitor",
+        "Namespaced",
+    );
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path().join("fleet");
+    capabilities_chart(&dir.join("workloads/web/chart"));
+    std::fs::write(
+        dir.join("clusters.yaml"),
+        format!(
+            "apiVersion: canopy.dev/v1alpha1\nkind: Cluster\nmetadata: {{name: hub}}\n---\n\
+apiVersion: canopy.dev/v1alpha1\nkind: Cluster\nmetadata: {{name: mid}}\nspec: {{parent: hub, relay: {{}}}}\n---\n\
+apiVersion: canopy.dev/v1alpha1\nkind: Cluster\nmetadata: {{name: edge}}\nspec: {{parent: mid, connection: {{kubeconfig: {}}}}}\n",
+            server.kubeconfig.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("workloads/web/workload.yaml"),
+        "apiVersion: canopy.dev/v1alpha1\nkind: Workload\nmetadata: {name: web}\nspec:\n  namespace: web\n  helm: {chart: chart}\n  placement: {clusters: {names: [edge]}}\n",
+    )
+    .unwrap();
+    // The root's state is the fleet's own, which `explain` reads.
+    let (root, own) = (dir.join(".canopy/state"), home.path().join("mid"));
+    let env = [("CANOPY_HELM", s(tools::helm()))];
+    let apply = || canopy_in(home.path(), &env, &["apply", s(&dir), "--timeout", "0s"]);
+    let agent = || {
+        let (code, out, err) = canopy_in(
+            home.path(),
+            &[],
+            &[
+                "agent",
+                "--cluster",
+                "mid",
+                "--local",
+                s(&root),
+                "--state",
+                s(&own),
+                "--once",
+            ],
+        );
+        assert_eq!(code, 0, "{out}{err}");
+    };
+    let facts = || send("GET", "/api/v1/namespaces/web/configmaps/facts", None).unwrap();
+    let monitor = "/apis/monitoring.coreos.com/v1/namespaces/web/servicemonitors/web";
+
+    // The root has never seen the leaf: it renders for the default.
+    let (code, out, err) = apply();
+    assert_eq!(code, 4, "no agent yet: {out}{err}");
+    agent();
+    assert_eq!(facts()["data"]["kube"], "v1.36.0", "the default");
+    assert!(send("GET", monitor, None).is_err());
+    let version = send("GET", "/version", None).unwrap()["gitVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let record = |dir: &Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(dir.join("capabilities.json")).unwrap()).unwrap()
+    };
+    assert_eq!(
+        record(&own)["clusters"]["edge"]["kubernetesVersion"],
+        version.as_str(),
+        "the agent read the leaf it reconciles"
+    );
+
+    // The root takes the report in, then renders for what it says.
+    let (code, out, err) = apply();
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        record(&root)["clusters"]["edge"]["kubernetesVersion"],
+        version.as_str(),
+        "the root learned it from the relay's report"
+    );
+    let (code, out, err) = canopy_in(home.path(), &env, &["explain", s(&dir), "web"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(&format!(
+            "edge: Kubernetes {version} (read from the cluster"
+        )),
+        "{out}"
+    );
+    let (code, out, err) = apply();
+    assert_eq!(code, 4, "a new handoff, not reported on yet: {out}{err}");
+    agent();
+    assert_eq!(facts()["data"]["kube"], version.as_str());
+    assert_eq!(facts()["data"]["monitoring"], "true");
+    assert!(
+        send("GET", monitor, None).is_ok(),
+        "the ServiceMonitor is applied"
+    );
+    // Nothing differs any more: the root keeps what it had.
+    let before = record(&root);
+    let (code, out, err) = apply();
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(record(&root), before);
+}

@@ -149,6 +149,9 @@ pub struct Agent {
     joiner: Option<crate::ops::join::Joiner>,
     /// The Lease, over a connection of its own, renewed while rounds run.
     leader: std::sync::Arc<leader::Leader>,
+    /// Reads the capabilities of the clusters it reconciles, when the level
+    /// above renders Helm charts for them.
+    observer: crate::ops::capabilities::Observer,
 }
 
 /// The file in the agent's state folder holding its last good handoff.
@@ -188,6 +191,7 @@ impl Agent {
             ),
             Home::Local(_) => None,
         };
+        let observer = crate::ops::capabilities::Observer::new(cfg.base.clone(), cfg.kube.clone());
         let mut agent = Agent {
             cfg,
             home,
@@ -198,6 +202,7 @@ impl Agent {
             kept: None,
             joiner,
             leader: std::sync::Arc::new(leader),
+            observer,
         };
         agent.recover();
         Ok(agent)
@@ -375,21 +380,32 @@ impl Agent {
         };
         // The members of the relay's hub join its slice: answered first,
         // then read once and added to every revision of the handoff.
+        // The clusters it reconciles are read for their capabilities (the
+        // slice at the handed revision only) when the level above asks.
         let mut first = true;
         let joiner = &mut self.joiner;
+        let (observer, state) = (&mut self.observer, &self.session.state);
+        let relay_name = self.cfg.relay.as_str();
         let opened = relay::open_with(&h, &mut |fleet| {
-            let Some(j) = joiner.as_mut() else {
-                return crate::core::diag::Diagnostics::default();
-            };
-            let diags = if std::mem::take(&mut first) {
-                let (diags, events) = j.gather(fleet);
-                for e in events {
-                    tracing::info!("{e}");
+            let is_first = std::mem::take(&mut first);
+            let mut diags = match joiner.as_mut() {
+                None => crate::core::diag::Diagnostics::default(),
+                Some(j) if is_first => {
+                    let (diags, events) = j.gather(fleet);
+                    for e in events {
+                        tracing::info!("{e}");
+                    }
+                    diags
                 }
-                diags
-            } else {
-                j.add_last(fleet)
+                Some(j) => j.add_last(fleet),
             };
+            if is_first && fleet.capabilities_asked {
+                let read = crate::ops::capabilities::Read::Live {
+                    fresh_for: crate::ops::capabilities::FRESH_FOR,
+                    keep: true,
+                };
+                diags.extend(observer.observe(fleet, state, read, Some(relay_name)));
+            }
             for w in &diags.0 {
                 tracing::warn!("{w}");
             }
@@ -433,6 +449,12 @@ impl Agent {
             Err(e) => return Round::Failed(e.to_string()),
         };
         let mut rep = report::of_run(&run, &self.session.backends, &seen, &h.above);
+        rep.capabilities = crate::ops::capabilities::report(
+            &self.session.state,
+            checked,
+            me,
+            h.capabilities.as_ref(),
+        );
         rep.refused = refused;
         rep.chunks = self.current_chunks.clone();
         rep.at = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();

@@ -460,7 +460,7 @@ fn load_members(
             }
             None => Diagnostics::default(),
         };
-        diags.extend(observer.observe(fleet, &state, read));
+        diags.extend(observer.observe(fleet, &state, read, None));
         diags
     })?;
     for e in &events {

@@ -13,9 +13,19 @@
 //!   `spec.apiVersions` added (Helm adds them all to its own built-in set).
 //!
 //! Pure: what was read comes in with the cluster ([`ClusterSpec::observed`]).
+//!
+//! Charts are rendered by the root for the whole fleet, but only a relay
+//! reaches the clusters below it. So a handoff carries what the level above
+//! knows of the relay's subtree ([`Table`]); the relay's agent reads the
+//! clusters it reconciles, and its report carries what differs
+//! ([`differences`], bounded); the level above takes it in ([`learn`],
+//! only for clusters below that relay, each value checked as a declared one
+//! is) and renders for it from its next round on.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
 
 use crate::core::model::{Cluster, Fleet};
 
@@ -36,6 +46,211 @@ pub struct Observed {
     pub api_versions: Arc<Vec<String>>,
     /// Seconds since the Unix epoch.
     pub read_at: u64,
+}
+
+/// Clusters' capabilities as they are kept and sent: each distinct API set
+/// once, since clusters mostly serve the same APIs (the state folder's
+/// `capabilities.json`, a handoff's and a relay report's `capabilities`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Table {
+    /// Distinct API sets, each sorted.
+    #[serde(default)]
+    pub sets: Vec<Vec<String>>,
+    #[serde(default)]
+    pub clusters: BTreeMap<String, Entry>,
+}
+
+/// One cluster as it was read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Entry {
+    pub kubernetes_version: String,
+    /// Its API set, an index into [`Table::sets`].
+    pub set: usize,
+    /// Seconds since the Unix epoch.
+    pub read_at: u64,
+}
+
+impl Table {
+    /// Every cluster's capabilities, the clusters that serve one set
+    /// sharing it. An entry whose set is missing is left out.
+    pub fn observed(&self) -> BTreeMap<String, Arc<Observed>> {
+        let sets: Vec<Arc<Vec<String>>> = self.sets.iter().cloned().map(Arc::new).collect();
+        self.clusters
+            .iter()
+            .filter_map(|(name, s)| {
+                Some((
+                    name.clone(),
+                    Arc::new(Observed {
+                        kubernetes_version: s.kubernetes_version.clone(),
+                        api_versions: sets.get(s.set)?.clone(),
+                        read_at: s.read_at,
+                    }),
+                ))
+            })
+            .collect()
+    }
+
+    /// The table of `observed`, each distinct set once.
+    pub fn of(observed: &BTreeMap<String, Arc<Observed>>) -> Table {
+        let mut out = Table::default();
+        for (name, o) in observed {
+            out.add(name, o);
+        }
+        out
+    }
+
+    /// Adds cluster `name`, its set shared with an equal one already here.
+    /// The bytes its set added (zero when shared).
+    fn add(&mut self, name: &str, o: &Observed) -> usize {
+        let (set, added) = match self.sets.iter().position(|s| *s == *o.api_versions) {
+            Some(i) => (i, 0),
+            None => {
+                self.sets.push(o.api_versions.to_vec());
+                (
+                    self.sets.len() - 1,
+                    o.api_versions.iter().map(|a| a.len() + 3).sum(),
+                )
+            }
+        };
+        self.clusters.insert(
+            name.to_string(),
+            Entry {
+                kubernetes_version: o.kubernetes_version.clone(),
+                set,
+                read_at: o.read_at,
+            },
+        );
+        added
+    }
+}
+
+/// The most clusters one relay report names (more wait for the next one).
+pub const MAX_REPORTED: usize = 1_000;
+
+/// The most bytes of API sets one relay report carries.
+pub const MAX_REPORTED_SET_BYTES: usize = 256 * 1024;
+
+/// The table of `handed`'s clusters in `fleet` (those `below` says): what
+/// a level above knows of a relay's subtree, handed down so that the relay
+/// reports only what differs.
+pub fn handed(fleet: &Fleet, below: impl Fn(&str) -> bool) -> Table {
+    let mut out = Table::default();
+    for c in &fleet.clusters {
+        if let Some(o) = c.spec.observed.as_ref().filter(|_| below(c.name())) {
+            out.add(c.name(), o);
+        }
+    }
+    out
+}
+
+/// What a relay reports up: the clusters of `mine` (what it read, or
+/// learned from relays below it) that `below` says are its subtree's and
+/// whose version or API set is not what it was `handed`, in name order
+/// and bounded ([`MAX_REPORTED`], [`MAX_REPORTED_SET_BYTES`]: the rest
+/// waits for the next report, by when the level above has taken these).
+/// `None` when nothing differs.
+pub fn differences(
+    handed: &Table,
+    mine: &BTreeMap<String, Arc<Observed>>,
+    below: impl Fn(&str) -> bool,
+) -> Option<Table> {
+    let known = handed.observed();
+    let mut out = Table::default();
+    let mut bytes = 0;
+    for (name, o) in mine {
+        if !below(name) {
+            continue;
+        }
+        let same = known.get(name).is_some_and(|k| {
+            k.kubernetes_version == o.kubernetes_version && k.api_versions == o.api_versions
+        });
+        if same {
+            continue;
+        }
+        if out.clusters.len() == MAX_REPORTED {
+            break;
+        }
+        // The first set always goes, so that one larger than the budget
+        // is not left out for ever.
+        let fits = out.sets.is_empty()
+            || out.sets.iter().any(|s| *s == *o.api_versions)
+            || bytes + o.api_versions.iter().map(|a| a.len() + 3).sum::<usize>()
+                <= MAX_REPORTED_SET_BYTES;
+        if fits {
+            bytes += out.add(name, o);
+        }
+    }
+    (!out.clusters.is_empty()).then_some(out)
+}
+
+/// Takes what a relay reported ([`differences`]) into `known`: only
+/// clusters `allowed` says are below that relay, at most [`MAX_REPORTED`]
+/// of them, each version and API version checked as a declared one is
+/// (they reach Helm's command line), read times no later than `now`. A
+/// relay's admin can so change how charts render for their own subtree
+/// and for nothing else. What was refused, one line each.
+pub fn learn(
+    known: &mut BTreeMap<String, Arc<Observed>>,
+    reported: &Table,
+    allowed: impl Fn(&str) -> bool,
+    now: u64,
+) -> Vec<String> {
+    let mut refused = Vec::new();
+    // Clusters that serve one set keep sharing it: the distinct sets
+    // already known, found by identity first.
+    let mut seen = std::collections::HashSet::new();
+    let mut shared: std::collections::HashMap<Vec<String>, Arc<Vec<String>>> = known
+        .values()
+        .filter(|o| seen.insert(Arc::as_ptr(&o.api_versions)))
+        .map(|o| (o.api_versions.to_vec(), o.api_versions.clone()))
+        .collect();
+    let sets: Vec<Option<Arc<Vec<String>>>> = reported
+        .sets
+        .iter()
+        .map(|s| {
+            let mut s = s.clone();
+            s.sort();
+            s.dedup();
+            let ok = s.iter().all(|a| api_version_problem(a).is_none());
+            ok.then(|| {
+                shared
+                    .entry(s.clone())
+                    .or_insert_with(|| Arc::new(s))
+                    .clone()
+            })
+        })
+        .collect();
+    for (name, e) in reported.clusters.iter().take(MAX_REPORTED) {
+        if !allowed(name) {
+            refused.push(format!(
+                "cluster {name:?}: not below the relay that reported it"
+            ));
+            continue;
+        }
+        if version_problem(&e.kubernetes_version).is_some() {
+            refused.push(format!(
+                "cluster {name:?}: {:?} is not a Kubernetes version",
+                e.kubernetes_version
+            ));
+            continue;
+        }
+        let Some(set) = sets.get(e.set).cloned().flatten() else {
+            refused.push(format!(
+                "cluster {name:?}: its API set is missing or holds something that is not an API version"
+            ));
+            continue;
+        };
+        known.insert(
+            name.clone(),
+            Arc::new(Observed {
+                kubernetes_version: e.kubernetes_version.clone(),
+                api_versions: set,
+                read_at: e.read_at.min(now),
+            }),
+        );
+    }
+    refused
 }
 
 /// Where a cluster's Kubernetes version comes from.
@@ -198,7 +413,8 @@ pub fn api_version_problem(api: &str) -> Option<&'static str> {
     };
     let ok = match parts.as_slice() {
         [v] => lower(v),
-        [g, v] => lower(g) && lower(v),
+        // A group/version, or a core kind (`v1/Pod`, as discovery gives it).
+        [g, v] => lower(g) && (lower(v) || kind(v)),
         [g, v, k] => lower(g) && lower(v) && kind(k),
         _ => false,
     };
@@ -296,6 +512,7 @@ mod tests {
             "apps/v1",
             "monitoring.coreos.com/v1",
             "monitoring.coreos.com/v1/ServiceMonitor",
+            "v1/Pod",
         ] {
             assert_eq!(api_version_problem(ok), None, "{ok}");
         }
@@ -309,6 +526,113 @@ mod tests {
             "x/v1 ",
         ] {
             assert!(api_version_problem(bad).is_some(), "{bad}");
+        }
+    }
+
+    fn seen(version: &str, set: &[&str], at: u64) -> Arc<Observed> {
+        Arc::new(Observed {
+            kubernetes_version: version.into(),
+            api_versions: Arc::new(set.iter().map(|s| s.to_string()).collect()),
+            read_at: at,
+        })
+    }
+
+    #[test]
+    fn a_relay_reports_what_differs_from_its_handoff_and_no_more() {
+        let handed = Table::of(
+            &[
+                ("a".to_string(), seen("v1.34.2", &["apps/v1"], 1)),
+                ("b".to_string(), seen("v1.34.2", &["apps/v1"], 1)),
+            ]
+            .into(),
+        );
+        let mine: BTreeMap<String, Arc<Observed>> = [
+            // Read again later, the same: nothing to say.
+            ("a".to_string(), seen("v1.34.2", &["apps/v1"], 99)),
+            // Upgraded.
+            ("b".to_string(), seen("v1.35.0", &["apps/v1"], 99)),
+            // Never handed.
+            (
+                "c".to_string(),
+                seen("v1.33.1", &["apps/v1", "x.io/v1"], 99),
+            ),
+            // Not below this relay.
+            ("up".to_string(), seen("v1.30.0", &["apps/v1"], 99)),
+        ]
+        .into();
+        let out = differences(&handed, &mine, |c| c != "up").unwrap();
+        assert_eq!(out.clusters.keys().collect::<Vec<_>>(), vec!["b", "c"]);
+        assert_eq!(out.sets.len(), 2, "each set once");
+        assert_eq!(out.observed()["c"], mine["c"]);
+        assert!(differences(&Table::of(&mine), &mine, |_| true).is_none());
+
+        // Bounded: as many clusters as fit, in name order; the rest wait.
+        let many: BTreeMap<String, Arc<Observed>> = (0..MAX_REPORTED + 5)
+            .map(|i| (format!("c{i:05}"), seen("v1.34.2", &["apps/v1"], 1)))
+            .collect();
+        let out = differences(&Table::default(), &many, |_| true).unwrap();
+        assert_eq!(out.clusters.len(), MAX_REPORTED);
+        assert!(out.clusters.contains_key("c00000"));
+        let huge: Vec<String> = (0..MAX_REPORTED_SET_BYTES / 30)
+            .map(|i| format!("g{i:07}.io/v1"))
+            .collect();
+        let big = |i: usize| {
+            let mut set = huge.clone();
+            set.push(format!("z{i}.io/v1"));
+            Arc::new(Observed {
+                kubernetes_version: "v1.34.2".into(),
+                api_versions: Arc::new(set),
+                read_at: 1,
+            })
+        };
+        let two: BTreeMap<String, Arc<Observed>> =
+            [("p".to_string(), big(1)), ("q".to_string(), big(2))].into();
+        let out = differences(&Table::default(), &two, |_| true).unwrap();
+        assert_eq!(out.clusters.keys().collect::<Vec<_>>(), vec!["p"]);
+    }
+
+    #[test]
+    fn what_a_relay_reports_is_taken_only_for_its_own_subtree_and_only_when_well_formed() {
+        let mut report = Table::of(
+            &[
+                (
+                    "mine".to_string(),
+                    seen("v1.34.2", &["apps/v1", "x.io/v1"], 50),
+                ),
+                ("later".to_string(), seen("v1.34.2", &["apps/v1"], 10_000)),
+                ("elsewhere".to_string(), seen("v1.34.2", &["apps/v1"], 50)),
+                (
+                    "flag".to_string(),
+                    seen("--post-renderer=/bin/sh", &["apps/v1"], 50),
+                ),
+                ("comma".to_string(), seen("v1.34.2", &["a/v1,b/v1"], 50)),
+            ]
+            .into(),
+        );
+        report.clusters.insert(
+            "dangling".into(),
+            Entry {
+                kubernetes_version: "v1.34.2".into(),
+                set: 99,
+                read_at: 1,
+            },
+        );
+        let mut known: BTreeMap<String, Arc<Observed>> =
+            [("elsewhere".to_string(), seen("v1.30.0", &["apps/v1"], 1))].into();
+        let refused = learn(&mut known, &report, |c| c != "elsewhere", 1_000);
+        assert_eq!(refused.len(), 4, "{refused:?}");
+        assert!(refused
+            .iter()
+            .any(|r| r.contains("\"elsewhere\": not below")));
+        assert_eq!(known["elsewhere"].kubernetes_version, "v1.30.0");
+        assert_eq!(known["mine"], seen("v1.34.2", &["apps/v1", "x.io/v1"], 50));
+        assert_eq!(known["later"].read_at, 1_000, "no read time in the future");
+        assert!(Arc::ptr_eq(
+            &known["later"].api_versions,
+            &known["elsewhere"].api_versions
+        ));
+        for c in ["flag", "comma", "dangling"] {
+            assert!(!known.contains_key(c), "{c}");
         }
     }
 

@@ -91,6 +91,8 @@ struct Body {
     bases: BTreeMap<String, crate::core::relay::Slice>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     picks: crate::core::relay::Picks,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    capabilities: Option<crate::core::capabilities::Table>,
 }
 
 /// Stores `h` as chunks and an index.
@@ -101,6 +103,7 @@ pub fn encode(h: &Handoff) -> Stored {
         above: h.above.clone(),
         bases: h.bases.clone(),
         picks: h.picks.clone(),
+        capabilities: h.capabilities.clone(),
     };
     let json = serde_json::to_vec(&body).expect("a handoff serializes");
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
@@ -228,6 +231,7 @@ fn decode_within(
         above: body.above,
         bases: body.bases,
         picks: body.picks,
+        capabilities: body.capabilities,
         digest: String::new(),
     };
     let got = h.compute_digest();
@@ -349,6 +353,17 @@ mod tests {
                     "workloads/chart/helm-1.yaml".to_string(),
                 )]),
             )]),
+            capabilities: Some(crate::core::capabilities::Table {
+                sets: vec![vec!["apps/v1".into(), "monitoring.coreos.com/v1".into()]],
+                clusters: BTreeMap::from([(
+                    "eu-1".to_string(),
+                    crate::core::capabilities::Entry {
+                        kubernetes_version: "v1.34.2".into(),
+                        set: 0,
+                        read_at: 7,
+                    },
+                )]),
+            }),
             digest: String::new(),
         };
         h.digest = h.compute_digest();

@@ -40,6 +40,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use crate::core::capabilities::Table;
 use crate::core::diag::{Diagnostic, Diagnostics};
 use crate::core::hash::StableHasher;
 use crate::core::model::ReplicaMode;
@@ -114,6 +115,12 @@ pub struct Handoff {
     /// needs no Helm.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub picks: Picks,
+    /// When the level above renders Helm charts for clusters below the
+    /// relay: what it knows of their capabilities. The relay reads the
+    /// clusters it reconciles and reports what differs, which the level
+    /// above renders for from then on ([`crate::core::capabilities`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<Table>,
     /// Hex of the stable hash over everything above.
     pub digest: String,
 }
@@ -290,6 +297,23 @@ impl Handoff {
             }
         }
         hash_picks(&mut h, &self.picks);
+        // Most handoffs carry no Helm output: their digest keeps its shape.
+        if let Some(t) = &self.capabilities {
+            h.str("capabilities").usize(t.sets.len());
+            for set in &t.sets {
+                h.usize(set.len());
+                for a in set {
+                    h.str(a);
+                }
+            }
+            h.usize(t.clusters.len());
+            for (c, e) in &t.clusters {
+                h.str(c)
+                    .str(&e.kubernetes_version)
+                    .usize(e.set)
+                    .u64(e.read_at);
+            }
+        }
         format!("{:016x}", h.finish())
     }
 }
@@ -341,6 +365,13 @@ pub fn handoff(
         shares,
         picks,
     } = slice(r, relay, None);
+    let capabilities = asks_capabilities(r, relay).then(|| {
+        let topo = &checked.topo;
+        crate::core::capabilities::handed(&checked.fleet, |c| {
+            topo.get(c)
+                .is_some_and(|i| i != relay && topo.in_subtree(i, relay))
+        })
+    });
     let mut h = Handoff {
         fleet: checked.fleet.name.clone(),
         relay: relay_name.to_string(),
@@ -350,10 +381,30 @@ pub fn handoff(
         above,
         bases: cut,
         picks,
+        capabilities,
         digest: String::new(),
     };
     h.digest = h.compute_digest();
     h
+}
+
+/// Whether the clusters below `relay` get Helm output this level renders
+/// (or, in a relay's own slice, that the level above renders), so their
+/// capabilities matter.
+pub fn asks_capabilities(r: &Renderer<'_>, relay: usize) -> bool {
+    let checked = r.checked;
+    if checked.fleet.capabilities_asked {
+        return true;
+    }
+    let topo = &checked.topo;
+    checked.fleet.workloads.iter().enumerate().any(|(wi, w)| {
+        w.spec.helm.is_some()
+            && r.placements[wi].as_ref().is_some_and(|p| {
+                topo.subtree(relay)
+                    .iter()
+                    .any(|&c| c != relay && p.lands_on(c))
+            })
+    })
 }
 
 /// The slice of `r`'s fleet that relay `relay`'s subtree needs (module
@@ -624,6 +675,7 @@ fn open_slice(
         .collect();
     let (mut fleet, mut diags) = crate::core::load::load_files(h.fleet.clone(), files);
     fleet.slice = true;
+    fleet.capabilities_asked = h.capabilities.is_some();
     diags.extend(extra(&mut fleet));
     let (checked, more) = crate::core::validate::check(fleet);
     diags.extend(more);

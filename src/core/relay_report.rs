@@ -62,6 +62,12 @@ pub struct RelayReport {
     /// verdict that level's health gate takes.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub gates: BTreeMap<String, GateReport>,
+    /// The clusters of the subtree whose Kubernetes version or APIs differ
+    /// from what the handoff said, bounded: what the level above renders
+    /// Helm charts for from its next round
+    /// ([`crate::core::capabilities::differences`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<crate::core::capabilities::Table>,
 }
 
 /// The health of a workload on the clusters of a subtree it was applied to.

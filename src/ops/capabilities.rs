@@ -10,20 +10,34 @@
 //! recorded; one never read renders for its declaration or the default.
 //!
 //! Charts are rendered by the root for the whole fleet (a relay is handed
-//! the outputs), so the clusters below a relay, which only the relay
-//! reaches, render for their declared capabilities or the default.
+//! the outputs), but only a relay reaches the clusters below it: its agent
+//! reads the clusters it reconciles as the root reads its own, keeps them
+//! in its own state folder, and reports what differs from its handoff; the
+//! level above takes that in ([`learn`]) after waiting for its relays, so
+//! its next round renders those clusters' charts for them. Until then they
+//! render for their declaration, the record, or the default.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::backend::fleet::Backends;
 use crate::backend::kube::{KubeFleet, KubeOptions};
 use crate::core::capabilities::{self, Observed};
 use crate::core::diag::{Diagnostic, Diagnostics};
 use crate::core::model::Fleet;
+use crate::core::render::Renderer;
+use crate::core::validate::Checked;
+use crate::ops::relays::{RelayOutcome, RelayResult};
 use crate::state::capabilities::CapabilitiesRecord;
 use crate::state::Record;
+
+/// How long a cluster's Kubernetes version and APIs, as `watch` or a relay
+/// agent read them, are taken as they are before they are read again: an
+/// upgrade or a new CRD reaches the charts within it, and a round does not
+/// cost every cluster two discovery requests.
+pub const FRESH_FOR: Duration = Duration::from_secs(300);
 
 /// Reads at once at most.
 const PARALLEL_READS: usize = 16;
@@ -33,7 +47,7 @@ const PARALLEL_READS: usize = 16;
 pub enum Read {
     /// Only the record (a run that reaches no cluster).
     Record,
-    /// Read the clusters the root process reconciles whose record is older
+    /// Read the clusters the level reconciles whose record is older
     /// than `fresh_for` (zero: every one), and keep what was read when
     /// `keep`.
     Live { fresh_for: Duration, keep: bool },
@@ -59,10 +73,18 @@ impl Observer {
 
     /// Gives the clusters of `fleet` their capabilities (see the module
     /// docs), from the record in `state` and, as `read` says, the clusters
-    /// themselves. Nothing for a fleet without a Helm workload.
-    pub fn observe(&mut self, fleet: &mut Fleet, state: &Path, read: Read) -> Diagnostics {
+    /// the level `level` reconciles (`None`: the root process; a relay's
+    /// name: its agent). Nothing for a fleet without a Helm workload, or
+    /// for a relay's slice the level above did not ask about.
+    pub fn observe(
+        &mut self,
+        fleet: &mut Fleet,
+        state: &Path,
+        read: Read,
+        level: Option<&str>,
+    ) -> Diagnostics {
         let mut diags = Diagnostics::default();
-        if !fleet.workloads.iter().any(|w| w.spec.helm.is_some()) {
+        if !fleet.capabilities_asked && !fleet.workloads.iter().any(|w| w.spec.helm.is_some()) {
             return diags;
         }
         let mut known = recorded(state);
@@ -71,7 +93,7 @@ impl Observer {
                 .duration_since(UNIX_EPOCH)
                 .unwrap_or_default()
                 .as_secs();
-            let due: Vec<usize> = capabilities::reconciled_by(fleet, None)
+            let due: Vec<usize> = capabilities::reconciled_by(fleet, level)
                 .into_iter()
                 .filter(|&i| {
                     let c = &fleet.clusters[i];
@@ -153,4 +175,103 @@ impl Observer {
 /// (none when it cannot be read, with a warning).
 pub fn recorded(state: &Path) -> BTreeMap<String, Arc<Observed>> {
     CapabilitiesRecord::load_or_warn(state, "rendering for declared capabilities").observed()
+}
+
+/// Takes into the record in `state` what the relays this level
+/// reconciles reported of their subtrees' capabilities
+/// ([`capabilities::learn`]): each relay only for the clusters below it.
+/// The reports the run waited for (`relays`) are used as they are; a relay
+/// the run wrote nothing to (its handoff unchanged, in sync) is asked for
+/// its last report, once, when charts render below it. A report written
+/// before this run counts too (a silent relay's last one): what it read is
+/// no less true for being late. `targets`: the clusters the run reconciled
+/// (`None`: all).
+pub fn learn(
+    state: &Path,
+    r: &Renderer<'_>,
+    targets: Option<&BTreeSet<usize>>,
+    relays: &[RelayResult],
+    backends: &dyn Backends,
+) {
+    let checked = r.checked;
+    let topo = &checked.topo;
+    let waited: BTreeSet<&str> = relays.iter().map(|x| x.relay.as_str()).collect();
+    let mut reports: Vec<(String, capabilities::Table)> = relays
+        .iter()
+        .filter_map(|x| {
+            let report = match &x.outcome {
+                RelayOutcome::Reported(rep) => Some(rep),
+                RelayOutcome::Waiting { last, .. } | RelayOutcome::Silent { last } => last.as_ref(),
+                RelayOutcome::Refused(_) | RelayOutcome::Unreadable(_) => None,
+            }?;
+            Some((x.relay.clone(), report.capabilities.clone()?))
+        })
+        .collect();
+    let others: Vec<usize> = (0..topo.len())
+        .filter(|c| targets.is_none_or(|t| t.contains(c)))
+        .filter(|&c| checked.cluster(c).spec.relay.is_some() && !waited.contains(topo.name(c)))
+        .filter(|&c| crate::core::relay::asks_capabilities(r, c))
+        .collect();
+    let read = crate::sys::parallel::map(&others, PARALLEL_READS, |&c| {
+        let backend = backends.backend(topo.name(c));
+        crate::ops::handoff::read_report(backend.as_ref())
+    });
+    for (&c, got) in others.iter().zip(read) {
+        match got {
+            Ok(Some((_, report))) => {
+                if let Some(t) = report.capabilities {
+                    reports.push((topo.name(c).to_string(), t));
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::debug!(relay = topo.name(c), error = %e, "cannot read the relay's report for its subtree's capabilities")
+            }
+        }
+    }
+    if reports.is_empty() {
+        return;
+    }
+    let mut known = recorded(state);
+    let before = known.clone();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    for (relay, table) in &reports {
+        let Some(rl) = topo.get(relay) else { continue };
+        let below = |c: &str| {
+            topo.get(c)
+                .is_some_and(|i| i != rl && topo.in_subtree(i, rl))
+        };
+        for why in capabilities::learn(&mut known, table, below, now) {
+            tracing::warn!(
+                relay = relay.as_str(),
+                "refused what the relay reported of a cluster's capabilities: {why}"
+            );
+        }
+    }
+    if known != before {
+        if let Err(e) = CapabilitiesRecord::of(&known).save(state) {
+            tracing::warn!(error = %e, "cannot record the capabilities the relays reported");
+        }
+    }
+}
+
+/// What a relay reports of its subtree's capabilities: what its record in
+/// `state` holds of the clusters below it (`me` in `checked`) that differs
+/// from what it was handed ([`capabilities::differences`]). `None` when
+/// the level above did not ask, or nothing differs.
+pub fn report(
+    state: &Path,
+    checked: &Checked,
+    me: usize,
+    handed: Option<&capabilities::Table>,
+) -> Option<capabilities::Table> {
+    let handed = handed?;
+    let topo = &checked.topo;
+    capabilities::differences(handed, &recorded(state), |c| {
+        topo.get(c)
+            .is_some_and(|i| i != me && topo.in_subtree(i, me))
+    })
 }

@@ -753,6 +753,15 @@ impl<'i> Session<'i> {
             ),
             None => Vec::new(),
         };
+        if !opts.dry_run {
+            super::capabilities::learn(
+                &self.state,
+                &placed.renderer,
+                targets.as_ref(),
+                &relays,
+                &self.backends,
+            );
+        }
         Ok(Run {
             placed,
             desired,

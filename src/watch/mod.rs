@@ -139,17 +139,11 @@ pub struct Watch<'a> {
     /// are answered every round.
     joiner: Option<crate::ops::join::Joiner>,
     /// Reads the clusters' Kubernetes version and APIs for Helm charts, at
-    /// most every [`CAPABILITIES_FRESH_FOR`] per cluster.
+    /// most every [`crate::ops::capabilities::FRESH_FOR`] per cluster.
     observer: crate::ops::capabilities::Observer,
     /// Where the current round's time went, for its log line.
     phases: Phases,
 }
-
-/// How long a cluster's Kubernetes version and APIs, as `watch` read them,
-/// are taken as they are before they are read again: an upgrade or a new
-/// CRD reaches the charts within it, and a round does not cost every
-/// cluster two discovery requests.
-pub const CAPABILITIES_FRESH_FOR: Duration = Duration::from_secs(300);
 
 /// Where a round's time went, in milliseconds, logged with it: what an
 /// operator of a large fleet looks at first when rounds slow down.
@@ -436,12 +430,12 @@ impl<'a> Watch<'a> {
             }
         }
         let read = crate::ops::capabilities::Read::Live {
-            fresh_for: CAPABILITIES_FRESH_FOR,
+            fresh_for: crate::ops::capabilities::FRESH_FOR,
             keep: true,
         };
         for w in &self
             .observer
-            .observe(&mut fleet, &self.session.state, read)
+            .observe(&mut fleet, &self.session.state, read, None)
             .0
         {
             warn!("{w}");
@@ -662,6 +656,15 @@ impl<'a> Watch<'a> {
             if let Err(e) = self.session.record(&placed, &report) {
                 error!(error = %e, "cannot write the health records");
             }
+            // What the relays among them read of their subtrees' Kubernetes
+            // versions and APIs: charts render for it from the next round.
+            crate::ops::capabilities::learn(
+                &self.session.state,
+                r,
+                Some(&targets),
+                &[],
+                &self.session.backends,
+            );
         }
         let now = Instant::now();
         for cr in &report.clusters {

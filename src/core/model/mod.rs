@@ -1091,6 +1091,10 @@ pub struct Fleet {
     /// may name clusters outside it, which the full fleet has and which
     /// select nothing here.
     pub slice: bool,
+    /// A relay's slice whose level above renders Helm charts for clusters
+    /// below the relay: the relay reads the capabilities of the clusters
+    /// it reconciles and hands them down again ([`crate::core::capabilities`]).
+    pub capabilities_asked: bool,
 }
 
 impl Fleet {
