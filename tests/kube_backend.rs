@@ -2248,3 +2248,157 @@ fn a_tenant_writes_and_prunes_as_its_service_account() {
     );
     assert!(exists(2, settings));
 }
+
+/// A CRD with a status subresource, a Namespace and one of its custom
+/// resources of `size`.
+fn widget(ns: &str, size: u32) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Namespace
+metadata:
+  name: {ns}
+---
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: widgets.example.com
+spec:
+  group: example.com
+  scope: Namespaced
+  names: {{kind: Widget, plural: widgets, singular: widget}}
+  versions:
+    - name: v1
+      served: true
+      storage: true
+      subresources: {{status: {{}}}}
+      schema: {{openAPIV3Schema: {{type: object, x-kubernetes-preserve-unknown-fields: true}}}}
+---
+apiVersion: example.com/v1
+kind: Widget
+metadata:
+  name: w
+spec:
+  size: {size}
+"#
+    )
+}
+
+/// Issue 30, item 1: a custom resource is judged by its conditions, as
+/// kstatus reads them: `--wait` names why it is not ready; a staged
+/// rollout's gate holds until its controller (played by the test, through
+/// the status subresource) says Ready for the new generation, and fails
+/// and rolls back when it says Stalled.
+#[test]
+fn custom_resources_are_judged_by_their_conditions_in_wait_and_in_a_rollouts_gate() {
+    let ns = "t-cr";
+    let f = tree(&[]);
+    let dir = f.path();
+    let repo = init_main(dir);
+    let put = |path: &str, text: &str| std::fs::write(dir.join(path), text).unwrap();
+    std::fs::create_dir_all(dir.join("workloads/app")).unwrap();
+    // The state folder is the fleet's own, and no part of its history.
+    put(".gitignore", ".canopy/\n");
+    let wl = format!(
+        "{}  placement:\n    clusters: {{names: [a, b]}}\n",
+        workload(ns)
+    );
+    put("workloads/app/workload.yaml", &wl);
+    put("workloads/app/objects.yaml", &widget(ns, 1));
+    commit_all(&repo, "v1");
+    let (code, out, err) = canopy_on(dir, "cr", &["apply", "DIR"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let path = format!("/apis/example.com/v1/namespaces/{ns}/widgets/w");
+    let set_status = |status: Value| {
+        request(
+            1,
+            "PATCH",
+            &format!("{path}/status"),
+            Some(("application/merge-patch+json", json!({ "status": status }))),
+        )
+        .unwrap();
+    };
+    let ready = |generation: i64, status: &str, reason: &str, message: &str| {
+        json!({"observedGeneration": generation, "conditions": [
+            {"type": "Ready", "status": status, "reason": reason, "message": message}]})
+    };
+
+    // --wait: not ready, and why; then ready.
+    set_status(ready(1, "False", "Provisioning", "waiting for capacity"));
+    let (code, out, _) = canopy_on(dir, "cr", &["apply", "DIR", "--wait", "--timeout", "1s"]);
+    assert_eq!(code, 4, "{out}");
+    assert!(
+        out.contains(&format!(
+            "Widget.example.com {ns}/w: Ready is False: Provisioning: waiting for capacity"
+        )),
+        "{out}"
+    );
+    set_status(ready(1, "True", "Provisioned", "ok"));
+    let (code, out, _) = canopy_on(dir, "cr", &["apply", "DIR", "--wait", "--timeout", "5s"]);
+    assert_eq!(code, 0, "{out}");
+
+    // A staged rollout: the canary's gate waits for the new generation to
+    // be Ready; the controller says so a moment after it sees it.
+    let controller = |generation: i64, status: Value| {
+        let path = path.clone();
+        std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while get(1, &path)["metadata"]["generation"] != json!(generation) {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "generation {generation} never came"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(700));
+            request(
+                1,
+                "PATCH",
+                &format!("{path}/status"),
+                Some(("application/merge-patch+json", json!({ "status": status }))),
+            )
+            .unwrap();
+        })
+    };
+    put(
+        "workloads/app/workload.yaml",
+        &format!("{wl}  rollout:\n    stages:\n      - {{name: canary, clusters: {{names: [a]}}}}\n      - {{name: rest, percent: 100}}\n    healthTimeout: 60s\n    rollback: auto\n"),
+    );
+    put("workloads/app/objects.yaml", &widget(ns, 2));
+    let v2 = commit_all(&repo, "v2");
+    let playing = controller(2, ready(2, "True", "Provisioned", "ok"));
+    let (code, out, err) = canopy_on(dir, "cr", &["apply", "DIR"]);
+    playing.join().unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("rollout app: canary healthy"), "{out}");
+    let size = |i: usize| get(i, &path)["spec"]["size"].clone();
+    assert_eq!((size(1), size(2)), (json!(2), json!(2)));
+
+    // The next change stalls on the canary: the gate fails at once and the
+    // canary goes back to v2; the rest never gets it.
+    put("workloads/app/objects.yaml", &widget(ns, 3));
+    commit_all(&repo, "v3");
+    let playing = controller(
+        3,
+        json!({"observedGeneration": 3, "conditions": [
+            {"type": "Stalled", "status": "True", "reason": "QuotaExceeded", "message": "no quota for size 3"},
+            {"type": "Ready", "status": "False", "reason": "QuotaExceeded"}]}),
+    );
+    let started = std::time::Instant::now();
+    let (code, out, err) = canopy_on(dir, "cr", &["apply", "DIR"]);
+    playing.join().unwrap();
+    assert_eq!(code, 4, "{out}{err}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(50),
+        "a stalled object fails the gate without waiting out healthTimeout"
+    );
+    assert!(
+        out.contains(&format!("rolled back 1 cluster(s) of canary to {v2}")),
+        "{out}"
+    );
+    assert_eq!((size(1), size(2)), (json!(2), json!(2)));
+    let (_, text, _) = canopy_on(dir, "cr", &["rollout", "status", "DIR", "app"]);
+    assert!(
+        text.contains("Stalled: QuotaExceeded: no quota for size 3"),
+        "{text}"
+    );
+}
