@@ -2402,3 +2402,143 @@ fn custom_resources_are_judged_by_their_conditions_in_wait_and_in_a_rollouts_gat
         "{text}"
     );
 }
+
+/// A namespace and a Job running `image`.
+fn job(ns: &str, image: &str, annotations: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Namespace
+metadata:
+  name: {ns}
+---
+apiVersion: batch/v1
+kind: Job
+metadata:
+  name: migrate
+  annotations: {{{annotations}}}
+spec:
+  backoffLimit: 0
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+        - name: migrate
+          image: {image}
+          command: [sh, -c, "echo migrate"]
+"#
+    )
+}
+
+/// Issue 30, item 5: a Job's template is immutable. A change to it fails
+/// the cluster before anything is written, typed, naming the object and
+/// the field and how to opt in; with `canopy.dev/replace: on-immutable`
+/// (or the workload's `replaceOnImmutable`) the Job is deleted and created
+/// again in the same run, and a dry run says it would be.
+#[test]
+fn an_immutable_field_fails_typed_unless_the_object_asks_to_be_replaced() {
+    let ns = "t-immutable";
+    let k = kubeconfig(0);
+    let f = fleet(
+        &[("root", None, &k)],
+        &[
+            ("workloads/app/workload.yaml", &workload(ns)),
+            ("workloads/app/objects.yaml", &job(ns, "busybox:1.36", "")),
+        ],
+    );
+    let (code, out, err) = canopy_on(f.path(), "immutable", &["apply", "DIR"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let path = format!("/apis/batch/v1/namespaces/{ns}/jobs/migrate");
+    let first = get(0, &path);
+    let image = |j: &Value| j["spec"]["template"]["spec"]["containers"][0]["image"].clone();
+
+    write(
+        f.path(),
+        "workloads/app/objects.yaml",
+        &job(ns, "busybox:1.37", ""),
+    );
+    let (code, out, _) = canopy_on(f.path(), "immutable", &["apply", "DIR", "-o", "json"]);
+    assert_eq!(code, 4, "{out}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let failure = &v["clusters"][0]["failure"];
+    assert_eq!(failure["reason"], "immutable", "{v}");
+    assert_eq!(failure["fields"], json!(["spec.template"]), "{v}");
+    let (code, out, _) = canopy_on(f.path(), "immutable", &["apply", "DIR"]);
+    assert_eq!(code, 4, "{out}");
+    assert!(
+        out.contains(&format!("Job.batch {ns}/migrate: the API server refuses to change immutable field(s) spec.template")),
+        "{out}"
+    );
+    assert!(out.contains("canopy.dev/replace: on-immutable"), "{out}");
+    assert_eq!(get(0, &path)["metadata"]["uid"], first["metadata"]["uid"]);
+
+    // Opted in on the object: a dry run says so and writes nothing; the
+    // apply replaces it.
+    write(
+        f.path(),
+        "workloads/app/objects.yaml",
+        &job(ns, "busybox:1.37", "canopy.dev/replace: on-immutable"),
+    );
+    let (code, out, _) = canopy_on(f.path(), "immutable", &["apply", "DIR", "--dry-run"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!("~ Job.batch {ns}/migrate (would be replaced by delete and create: immutable spec.template)")),
+        "{out}"
+    );
+    let (code, out, _) = canopy_on(f.path(), "immutable", &["diff", "DIR"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("is replaced (deleted, then created as below)"),
+        "{out}"
+    );
+    assert_eq!(image(&get(0, &path)), json!("busybox:1.36"));
+    let (code, out, err) = canopy_on(f.path(), "immutable", &["apply", "DIR"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("(replaced by delete and create: immutable spec.template)"),
+        "{out}"
+    );
+    let second = get(0, &path);
+    assert_ne!(second["metadata"]["uid"], first["metadata"]["uid"]);
+    assert_eq!(image(&second), json!("busybox:1.37"));
+    let (code, out, _) = canopy_on(f.path(), "immutable", &["diff", "DIR"]);
+    assert_eq!(code, 0, "in sync after the replace: {out}");
+
+    // Opted in on the workload: every object but the Namespace.
+    write(
+        f.path(),
+        "workloads/app/workload.yaml",
+        &format!("{}  replaceOnImmutable: true\n", workload(ns)),
+    );
+    write(
+        f.path(),
+        "workloads/app/objects.yaml",
+        &job(ns, "busybox:1.38", ""),
+    );
+    let (code, out, err) = canopy_on(f.path(), "immutable", &["apply", "DIR"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let third = get(0, &path);
+    assert_ne!(third["metadata"]["uid"], second["metadata"]["uid"]);
+    assert_eq!(image(&third), json!("busybox:1.38"));
+    assert_eq!(
+        get(0, &format!("/api/v1/namespaces/{ns}"))["metadata"]["annotations"]
+            .get("canopy.dev/replace"),
+        None
+    );
+
+    // Never on what holds data: refused before anything runs.
+    write(
+        f.path(),
+        "workloads/app/objects.yaml",
+        &job(ns, "busybox:1.38", "").replacen(
+            "  name: t-immutable\n",
+            "  name: t-immutable\n  annotations: {canopy.dev/replace: on-immutable}\n",
+            1,
+        ),
+    );
+    let (code, _, err) = canopy_on(f.path(), "immutable", &["validate", "DIR"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("workloads/app/objects.yaml:1: annotation canopy.dev/replace on a Namespace: canopy never replaces one"),
+        "{err}"
+    );
+}

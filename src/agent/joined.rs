@@ -223,6 +223,7 @@ impl Agent {
                         live: l.clone(),
                         desired: obj.clone(),
                         merged: None,
+                        replace: Vec::new(),
                     });
                 }
             }

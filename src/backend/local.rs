@@ -550,6 +550,7 @@ mod tests {
                 live: live[0].clone(),
                 desired: cm("x", "2"),
                 merged: None,
+                replace: Vec::new(),
             }],
             &meta(),
         )
@@ -598,6 +599,7 @@ mod tests {
                 live: live.clone(),
                 desired: cm("x", "2"),
                 merged: None,
+                replace: Vec::new(),
             }],
             &meta(),
         )

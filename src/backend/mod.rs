@@ -158,6 +158,10 @@ pub enum BackendError {
         object: String,
         conflicts: Vec<FieldConflict>,
     },
+    /// The API server refuses a change to a field it does not let change
+    /// (a Job's template, a Deployment's selector, a Service's clusterIP).
+    #[error("{}\n  help: {}", .0.summary(), IMMUTABLE_HELP)]
+    Immutable(Box<ImmutableFailure>),
     /// Objects were written but did not become healthy in time.
     #[error("cluster {cluster}: not healthy after {waited}:\n    {objects}\n  help: look at the objects' events (kubectl describe), or raise --timeout")]
     Unhealthy {
@@ -187,6 +191,10 @@ pub enum BackendError {
         source: std::io::Error,
     },
 }
+
+/// How to have an object re-created when one of its immutable fields
+/// changes.
+pub const IMMUTABLE_HELP: &str = "to have canopy delete the object and create it again when this happens, annotate it canopy.dev/replace: on-immutable, or set spec.replaceOnImmutable: true on its Workload (replacing deletes what the object runs: its Pods, a Job's run)";
 
 fn help_line(help: &Option<String>) -> String {
     help.as_deref()
@@ -219,6 +227,34 @@ pub struct ApiFailure {
     pub help: Option<String>,
 }
 
+/// A change the API server refuses for immutable fields (boxed in
+/// [`BackendError::Immutable`], as [`ApiFailure`] is).
+#[derive(Debug)]
+pub struct ImmutableFailure {
+    pub cluster: String,
+    /// `context NAME`.
+    pub context: String,
+    /// `KEY: `.
+    pub object: String,
+    /// The fields, as the server names them (`spec.template`).
+    pub fields: Vec<String>,
+    /// The server's message.
+    pub detail: String,
+}
+
+impl ImmutableFailure {
+    fn summary(&self) -> String {
+        format!(
+            "cluster {} ({}): {}the API server refuses to change immutable field(s) {}: {}",
+            self.cluster,
+            self.context,
+            self.object,
+            self.fields.join(", "),
+            self.detail
+        )
+    }
+}
+
 /// A field that server-side apply would not take, and who owns it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FieldConflict {
@@ -244,6 +280,9 @@ pub enum FailReason {
     /// The server refused an object, or does not serve its kind (400, 404,
     /// 422).
     Invalid,
+    /// The server refuses to change these immutable fields of an object
+    /// that does not ask to be replaced.
+    Immutable { fields: Vec<String> },
     /// Objects were written but are not healthy.
     Unhealthy,
     /// The server timed out (408, 504).
@@ -272,6 +311,9 @@ impl BackendError {
             },
             BackendError::Conflict { conflicts, .. } => FailReason::Conflict {
                 conflicts: conflicts.clone(),
+            },
+            BackendError::Immutable(i) => FailReason::Immutable {
+                fields: i.fields.clone(),
             },
             BackendError::Unhealthy { .. } | BackendError::Simulated { .. } => {
                 FailReason::Unhealthy
@@ -313,6 +355,7 @@ impl BackendError {
             BackendError::Tenancy { cluster, breaches } => {
                 format!("cluster {cluster}: {breaches}; nothing of the cluster was written")
             }
+            BackendError::Immutable(i) => i.summary(),
             e => e.to_string(),
         }
     }

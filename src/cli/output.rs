@@ -467,12 +467,25 @@ pub fn apply_text(report: &Report, dry_run: bool) -> String {
         let _ = writeln!(out, "{pad}{}: {line}", c.cluster);
         if let Outcome::Changed(ch) = &c.outcome {
             for change in &ch.changes {
-                let (sign, key) = match change {
-                    Change::Create { key, .. } => ('+', key),
-                    Change::Update { key, .. } => ('~', key),
-                    Change::Delete { key, .. } => ('-', key),
+                let (sign, key, note) = match change {
+                    Change::Create { key, .. } => ('+', key, String::new()),
+                    Change::Update { key, replace, .. } if !replace.is_empty() => (
+                        '~',
+                        key,
+                        format!(
+                            " ({} by delete and create: immutable {})",
+                            if dry_run {
+                                "would be replaced"
+                            } else {
+                                "replaced"
+                            },
+                            replace.join(", ")
+                        ),
+                    ),
+                    Change::Update { key, .. } => ('~', key, String::new()),
+                    Change::Delete { key, .. } => ('-', key, String::new()),
                 };
-                let _ = writeln!(out, "{pad}  {sign} {key}");
+                let _ = writeln!(out, "{pad}  {sign} {key}{note}");
             }
         }
     }

@@ -84,6 +84,11 @@ pub enum Change {
         /// defaulted fields and admission changes are not shown as drift.
         #[serde(skip_serializing_if = "Option::is_none")]
         merged: Option<Value>,
+        /// The immutable fields this change touches, when the object asks
+        /// to be replaced for them (`canopy.dev/replace: on-immutable`):
+        /// the apply deletes it and creates it again. Empty: in place.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        replace: Vec<String>,
     },
     Delete {
         key: ObjectKey,
@@ -195,6 +200,10 @@ pub enum ServerView {
     /// The server's dry-run result: `value` merged into the live object,
     /// with defaults and admission changes.
     Merged(Value),
+    /// The server refuses the change in place for these immutable fields,
+    /// and the object asks to be replaced: deleted and created again as
+    /// `value`.
+    Replace(Vec<String>),
 }
 
 /// Compares one cluster. `live` holds the objects canopy owns there (by its
@@ -221,6 +230,7 @@ pub fn diff_cluster(desired: &[Desired<'_>], live: &[Value], prune: bool) -> Clu
             Some(l) => {
                 let same = match &d.server {
                     ServerView::SameAsLive => true,
+                    ServerView::Replace(_) => false,
                     ServerView::AsSent => comparable(l, d.key, d.ignore) == want,
                     ServerView::Merged(m) => {
                         comparable(l, d.key, d.ignore) == comparable(m, d.key, d.ignore)
@@ -236,6 +246,10 @@ pub fn diff_cluster(desired: &[Desired<'_>], live: &[Value], prune: bool) -> Clu
                         merged: match &d.server {
                             ServerView::Merged(m) => Some(m.clone()),
                             _ => None,
+                        },
+                        replace: match &d.server {
+                            ServerView::Replace(fields) => fields.clone(),
+                            _ => Vec::new(),
                         },
                     });
                 }
@@ -305,14 +319,22 @@ pub fn unified(change: &Change, context: usize, sides: Sides<'_>) -> String {
     };
     let (a, b) = (text(&before), text(&after));
     let key = change.key().to_string();
-    similar::TextDiff::from_lines(&a, &b)
-        .unified_diff()
-        .context_radius(context)
-        .header(
-            &format!("{} {key}", sides.old),
-            &format!("{} {key}", sides.new),
-        )
-        .to_string()
+    let replaced = match change {
+        Change::Update { replace, .. } if !replace.is_empty() => format!(
+            "# {key} is replaced (deleted, then created as below): the API server refuses to change {} in place\n",
+            replace.join(", ")
+        ),
+        _ => String::new(),
+    };
+    replaced
+        + &similar::TextDiff::from_lines(&a, &b)
+            .unified_diff()
+            .context_radius(context)
+            .header(
+                &format!("{} {key}", sides.old),
+                &format!("{} {key}", sides.new),
+            )
+            .to_string()
 }
 
 #[cfg(test)]
@@ -471,6 +493,7 @@ mod tests {
             live,
             desired,
             merged: None,
+            replace: Vec::new(),
         };
         let text = unified(&change, 3, LIVE);
         for secret in ["b2xk", "bmV3", "c2FtZQ=="] {

@@ -826,9 +826,9 @@ impl<'a> Renderer<'a> {
             // checked once, with the fleet): no metadata of canopy's own,
             // and a tenant's within the tenant's rules.
             if templated {
-                if let Some(what) = crate::core::reserved::problem(&obj) {
+                if let Some(p) = crate::core::reserved::problem(&obj) {
                     errors.push(crate::core::reserved::diagnostic(
-                        &what,
+                        &p,
                         file,
                         0,
                         Some(cluster.name()),
@@ -925,6 +925,10 @@ impl<'a> Renderer<'a> {
                 continue;
             }
             label(&mut obj, &fleet.name, w.name(), cluster.name(), file);
+            if w.spec.replace_on_immutable && !crate::core::model::never_replaced(&obj) {
+                obj["metadata"]["annotations"][crate::core::model::ANNOTATION_REPLACE] =
+                    Value::from(crate::core::model::REPLACE_ON_IMMUTABLE);
+            }
             out.push(Rendered {
                 key,
                 workload: wi,

@@ -4,23 +4,38 @@
 //! what it prunes, which namespace is a member and which object is a
 //! handoff. A manifest that wrote them could claim another workload's
 //! objects, hide from prune or pose as a member, so only the documented
-//! opt-ins may come from a manifest: `canopy.dev/prune: disabled` and the
-//! local backend's `canopy.dev/local-health`.
+//! opt-ins may come from a manifest: `canopy.dev/prune: disabled`, the
+//! local backend's `canopy.dev/local-health`, and
+//! `canopy.dev/replace: on-immutable` (never on a kind whose replacement
+//! deletes data).
 
 use serde_json::Value;
 
 use crate::core::diag::{Diagnostic, Diagnostics};
-use crate::core::model::{ANNOTATION_LOCAL_HEALTH, ANNOTATION_PRUNE};
+use crate::core::model::{
+    ANNOTATION_LOCAL_HEALTH, ANNOTATION_PRUNE, ANNOTATION_REPLACE, REPLACE_ON_IMMUTABLE,
+};
 
 /// The prefix of canopy's own labels and annotations.
 pub const PREFIX: &str = "canopy.dev/";
 
 /// Annotations a manifest may set under [`PREFIX`].
-const OPT_INS: [&str; 2] = [ANNOTATION_PRUNE, ANNOTATION_LOCAL_HEALTH];
+const OPT_INS: [&str; 3] = [
+    ANNOTATION_PRUNE,
+    ANNOTATION_LOCAL_HEALTH,
+    ANNOTATION_REPLACE,
+];
+
+/// What is wrong with an object's canopy metadata, and what to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub what: String,
+    pub hint: String,
+}
 
 /// The first label or annotation of `obj` that is canopy's and not an
-/// opt-in, as `label canopy.dev/x`; `None` when there is none.
-pub fn problem(obj: &Value) -> Option<String> {
+/// opt-in, or an opt-in written wrong; `None` when there is none.
+pub fn problem(obj: &Value) -> Option<Problem> {
     let meta = obj.get("metadata")?;
     let keys = |field: &str| {
         meta.get(field)
@@ -28,27 +43,51 @@ pub fn problem(obj: &Value) -> Option<String> {
             .into_iter()
             .flat_map(|m| m.keys())
     };
-    if let Some(k) = keys("labels").find(|k| k.starts_with(PREFIX)) {
-        return Some(format!("label {k}"));
+    let own = |what: String| {
+        Problem {
+        what: format!("{what} is canopy's own: a manifest may not set it"),
+        hint: format!(
+            "remove it; canopy sets its labels and annotations itself, and a manifest may set only {}",
+            OPT_INS.join(", ")
+        ),
     }
-    keys("annotations")
-        .find(|k| k.starts_with(PREFIX) && !OPT_INS.contains(&k.as_str()))
-        .map(|k| format!("annotation {k}"))
+    };
+    if let Some(k) = keys("labels").find(|k| k.starts_with(PREFIX)) {
+        return Some(own(format!("label {k}")));
+    }
+    if let Some(k) =
+        keys("annotations").find(|k| k.starts_with(PREFIX) && !OPT_INS.contains(&k.as_str()))
+    {
+        return Some(own(format!("annotation {k}")));
+    }
+    let replace = meta.pointer(&format!(
+        "/annotations/{}",
+        ANNOTATION_REPLACE.replace('/', "~1")
+    ))?;
+    if replace.as_str() != Some(REPLACE_ON_IMMUTABLE) {
+        return Some(Problem {
+            what: format!("annotation {ANNOTATION_REPLACE}: {replace} is not a value it takes"),
+            hint: format!("write {ANNOTATION_REPLACE}: {REPLACE_ON_IMMUTABLE}, or remove it"),
+        });
+    }
+    if crate::core::model::never_replaced(obj) {
+        let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("object");
+        return Some(Problem {
+            what: format!("annotation {ANNOTATION_REPLACE} on a {kind}: canopy never replaces one, since deleting it deletes what it holds"),
+            hint: "remove the annotation; change the field by hand (or create a new object under another name) if you mean to lose its data".into(),
+        });
+    }
+    None
 }
 
-/// The diagnostic for `what` (from [`problem`]) on an object of `file`.
-pub fn diagnostic(what: &str, file: &str, line: usize, on: Option<&str>) -> Diagnostic {
+/// The diagnostic for `p` (from [`problem`]) on an object of `file`.
+pub fn diagnostic(p: &Problem, file: &str, line: usize, on: Option<&str>) -> Diagnostic {
     let on = on
         .map(|c| format!(" (rendered for cluster {c})"))
         .unwrap_or_default();
-    Diagnostic::error(format!(
-        "{what} is canopy's own: a manifest may not set it{on}"
-    ))
-    .in_file(file, line)
-    .hint(format!(
-        "remove it; canopy sets its labels and annotations itself, and a manifest may set only {}",
-        OPT_INS.join(" and ")
-    ))
+    Diagnostic::error(format!("{}{on}", p.what))
+        .in_file(file, line)
+        .hint(p.hint.clone())
 }
 
 /// Checks, once per fleet, every object of every workload that is the same
@@ -57,8 +96,8 @@ pub fn diagnostic(what: &str, file: &str, line: usize, on: Option<&str>) -> Diag
 pub fn check_manifests(checked: &crate::core::validate::Checked) -> Diagnostics {
     let mut d = Diagnostics::default();
     for o in checked.parsed_objects(|_| true) {
-        if let Some(what) = problem(o.value) {
-            d.push(diagnostic(&what, &o.file.path, o.line(), None));
+        if let Some(p) = problem(o.value) {
+            d.push(diagnostic(&p, &o.file.path, o.line(), None));
         }
     }
     d
@@ -81,17 +120,44 @@ mod tests {
             None
         );
         assert_eq!(
-            problem(&obj(json!({"canopy.dev/workload": "payments"}), json!({}))).as_deref(),
-            Some("label canopy.dev/workload")
+            problem(&obj(json!({"canopy.dev/workload": "payments"}), json!({}))).map(|p| p.what),
+            Some(
+                "label canopy.dev/workload is canopy's own: a manifest may not set it".to_string()
+            )
         );
         assert_eq!(
-            problem(&obj(json!({"canopy.dev/member": "edge"}), json!({}))).as_deref(),
-            Some("label canopy.dev/member")
+            problem(&obj(json!({"canopy.dev/member": "edge"}), json!({}))).map(|p| p.what),
+            Some("label canopy.dev/member is canopy's own: a manifest may not set it".to_string())
         );
         assert_eq!(
-            problem(&obj(json!({}), json!({"canopy.dev/source": "x"}))).as_deref(),
-            Some("annotation canopy.dev/source")
+            problem(&obj(json!({}), json!({"canopy.dev/source": "x"}))).map(|p| p.what),
+            Some(
+                "annotation canopy.dev/source is canopy's own: a manifest may not set it"
+                    .to_string()
+            )
         );
+        // Replace on immutable: the one value, never on a kind that holds data.
+        let kinded = |kind: &str, api: &str, value: &str| {
+            json!({"apiVersion": api, "kind": kind,
+            "metadata": {"name": "x", "annotations": {"canopy.dev/replace": value}}})
+        };
+        assert_eq!(problem(&kinded("Job", "batch/v1", "on-immutable")), None);
+        assert!(problem(&kinded("Job", "batch/v1", "always"))
+            .unwrap()
+            .what
+            .contains("is not a value it takes"));
+        for (kind, api) in [
+            ("Namespace", "v1"),
+            ("PersistentVolumeClaim", "v1"),
+            ("CustomResourceDefinition", "apiextensions.k8s.io/v1"),
+        ] {
+            let p = problem(&kinded(kind, api, "on-immutable")).unwrap();
+            assert!(
+                p.what
+                    .contains(&format!("on a {kind}: canopy never replaces")),
+                "{p:?}"
+            );
+        }
         // Another tool's own domain is not canopy's.
         assert_eq!(
             problem(&obj(

@@ -354,6 +354,7 @@ mod tests {
             live,
             desired: obj(image, new_replicas),
             merged: None,
+            replace: Vec::new(),
         }
     }
 

@@ -25,6 +25,16 @@ impl KubeCluster {
                         conflicts,
                     };
                 }
+                let fields = immutable_fields(&s);
+                if s.code == 422 && !fields.is_empty() {
+                    return BackendError::Immutable(Box::new(crate::backend::ImmutableFailure {
+                        cluster: self.name.clone(),
+                        context: format!("context {}", self.context),
+                        object,
+                        fields,
+                        detail: s.message,
+                    }));
+                }
                 let help = match s.code {
                     401 => Some("the credentials of this context were rejected; refresh them (they may have expired)"),
                     403 => Some("the context's user needs RBAC permission for this (get, list, patch and delete on the kinds canopy applies)"),
@@ -89,6 +99,36 @@ pub(super) fn field_conflicts(s: &kube::core::response::Status) -> Vec<FieldConf
                 .to_string(),
         })
         .collect()
+}
+
+/// The fields a 422 names as immutable: the API server's validation says
+/// "field is immutable" (`ValidateImmutableField`) or, for a Service's
+/// cluster IPs, "may not change once set". Empty for any other refusal.
+pub(super) fn immutable_fields(s: &kube::core::response::Status) -> Vec<String> {
+    let immutable =
+        |m: &str| m.contains("field is immutable") || m.contains("may not change once set");
+    let mut fields: Vec<String> = s
+        .details
+        .iter()
+        .flat_map(|d| &d.causes)
+        .filter(|c| immutable(&c.message))
+        .map(|c| c.field.clone())
+        .collect();
+    if fields.is_empty() && s.code == 422 && immutable(&s.message) {
+        // No causes: the field is the message's first word, as the server
+        // writes it (`spec.template: Invalid value: …`).
+        if let Some(field) = s
+            .message
+            .split(": ")
+            .nth(1)
+            .and_then(|m| m.split(':').next())
+        {
+            fields.push(field.trim().to_string());
+        }
+    }
+    fields.sort();
+    fields.dedup();
+    fields
 }
 
 /// Whether every `managedFields` entry of `manager` is an Update (an

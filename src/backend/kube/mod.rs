@@ -62,6 +62,9 @@ use inventory::Inventory;
 /// The field manager of every apply canopy makes.
 pub const FIELD_MANAGER: &str = "canopy";
 
+/// How long an object deleted to be replaced may take to go.
+const REPLACE_WAIT: Duration = Duration::from_secs(60);
+
 /// How canopy talks to Kubernetes clusters; the CLI's flags.
 #[derive(Debug, Clone)]
 pub struct KubeOptions {
@@ -475,6 +478,56 @@ impl KubeCluster {
         }
     }
 
+    /// Replaces `live` by `desired` when the server refuses to change an
+    /// immutable field of it in place (the object asked for it,
+    /// [`crate::core::model::replace_on_immutable`]): deletes it if it is
+    /// still the one read (same uid), waits until its name is free, and
+    /// applies `desired`, which creates it.
+    ///
+    /// Deleted in the background, as `kubectl delete` does: the object goes
+    /// at once and the cluster's garbage collector removes what it ran (a
+    /// Job's Pods, a Deployment's ReplicaSets) right after. A foreground
+    /// deletion would hold the name until every Pod has terminated, so the
+    /// new object would wait out the old one's grace periods. An object
+    /// with finalizers of its own is waited for up to [`REPLACE_WAIT`].
+    async fn replace(
+        &self,
+        key: &ObjectKey,
+        r: &Resource,
+        desired: &Value,
+        live: &Value,
+    ) -> Result<(), BackendError> {
+        let fail = |error| self.error(Some(key), error);
+        self.delete(r, live).await.map_err(fail)?;
+        let uid = live.pointer("/metadata/uid");
+        let deadline = Instant::now() + REPLACE_WAIT;
+        loop {
+            match self.get(r, live).await {
+                Err(kube::Error::Api(s)) if s.code == 404 => break,
+                // Someone made it again meanwhile: the apply takes it over.
+                Ok(v) if v.pointer("/metadata/uid") != uid => break,
+                Ok(_) if Instant::now() >= deadline => {
+                    return Err(self.api_error(
+                        key,
+                        504,
+                        &format!(
+                            "deleted to be replaced (an immutable field changed), and still there after {}: its finalizers have not run",
+                            humantime::format_duration(REPLACE_WAIT)
+                        ),
+                        Some("look at the object's metadata.finalizers and the controller that owns them"),
+                    ))
+                }
+                Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                Err(e) => return Err(fail(e)),
+            }
+        }
+        tracing::info!(cluster = %self.name, object = %key, "replaced: deleted and created again, since an immutable field changed");
+        self.apply(r, desired, false, self.opts.force_conflicts)
+            .await
+            .map(|_| ())
+            .map_err(fail)
+    }
+
     async fn get(&self, r: &Resource, obj: &Value) -> Result<Value, kube::Error> {
         let (path, name) = r.locate(obj);
         let mut v = self
@@ -552,6 +605,17 @@ impl KubeCluster {
     async fn change(&self, ch: &Change) -> Result<bool, BackendError> {
         let fail = |error| self.error(Some(ch.key()), error);
         match ch {
+            Change::Update {
+                key,
+                desired,
+                live,
+                replace,
+                ..
+            } if !replace.is_empty() => {
+                let r = self.resource_of(key, desired).await?;
+                self.replace(key, &r, desired, live).await?;
+                Ok(true)
+            }
             Change::Create { key, desired } | Change::Update { key, desired, .. } => {
                 let r = self.resource_of(key, desired).await?;
                 if let Change::Update { live, .. } = ch {
@@ -577,7 +641,17 @@ impl KubeCluster {
                             Err(fail(kube::Error::Api(s)))
                         }
                     }
-                    Err(e) => Err(fail(e)),
+                    // An immutable field that changed after the preview
+                    // (the object was edited meanwhile).
+                    Err(e) => match (fail(e), ch) {
+                        (BackendError::Immutable(_), Change::Update { key, live, .. })
+                            if crate::core::model::replace_on_immutable(desired) =>
+                        {
+                            self.replace(key, &r, desired, live).await?;
+                            Ok(true)
+                        }
+                        (e, _) => Err(e),
+                    },
                 }
             }
             Change::Delete { key, live } => {
@@ -862,12 +936,24 @@ impl KubeCluster {
                 // canopy sends, which can be invalid (two ports named
                 // alike); the apply takes the edit's item first, so it is
                 // not.
-                Err(kube::Error::Api(s)) if replaced && s.code == 422 => {
+                Err(kube::Error::Api(s))
+                    if replaced && s.code == 422 && errors::immutable_fields(&s).is_empty() =>
+                {
                     let mut view = takeover::laid_over(live, p.desired);
                     view["apiVersion"] = p.desired["apiVersion"].clone();
                     Ok(ServerView::Merged(view))
                 }
-                Err(error) => Err(self.error(Some(p.key), error)),
+                // An immutable field changes: replaced when the object
+                // asks for it, else the cluster fails here, before any
+                // of its objects is written.
+                Err(error) => match self.error(Some(p.key), error) {
+                    BackendError::Immutable(i)
+                        if crate::core::model::replace_on_immutable(p.desired) =>
+                    {
+                        Ok(ServerView::Replace(i.fields))
+                    }
+                    e => Err(e),
+                },
             }
         }))
         .buffered(self.opts.requests.max(1))

@@ -48,6 +48,44 @@ pub const ANNOTATION_REVISION: &str = "canopy.dev/revision";
 pub const ANNOTATION_LOCAL_HEALTH: &str = "canopy.dev/local-health";
 /// `canopy.dev/prune: disabled` on a live object: prune never deletes it.
 pub const ANNOTATION_PRUNE: &str = "canopy.dev/prune";
+/// `canopy.dev/replace: on-immutable` on an object: when the API server
+/// refuses a change because a field is immutable, canopy deletes the object
+/// and creates it again ([`REPLACE_ON_IMMUTABLE`] is the only value).
+pub const ANNOTATION_REPLACE: &str = "canopy.dev/replace";
+/// The value of [`ANNOTATION_REPLACE`].
+pub const REPLACE_ON_IMMUTABLE: &str = "on-immutable";
+/// Kinds never replaced: deleting them deletes data (a Namespace its
+/// objects, a CRD its custom resources, a claim its volume).
+pub const NEVER_REPLACED: [(&str, &str); 3] = [
+    ("", "Namespace"),
+    ("apiextensions.k8s.io", "CustomResourceDefinition"),
+    ("", "PersistentVolumeClaim"),
+];
+
+/// Whether `obj` asks to be replaced when an immutable field changes, and
+/// may be.
+pub fn replace_on_immutable(obj: &serde_json::Value) -> bool {
+    let asks = obj
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(ANNOTATION_REPLACE))
+        .and_then(serde_json::Value::as_str)
+        == Some(REPLACE_ON_IMMUTABLE);
+    asks && !never_replaced(obj)
+}
+
+/// Whether `obj` is of a kind in [`NEVER_REPLACED`].
+pub fn never_replaced(obj: &serde_json::Value) -> bool {
+    let group = obj
+        .get("apiVersion")
+        .and_then(serde_json::Value::as_str)
+        .and_then(|a| a.rsplit_once('/'))
+        .map_or("", |(g, _)| g);
+    let kind = obj
+        .get("kind")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("");
+    NEVER_REPLACED.contains(&(group, kind))
+}
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -399,6 +437,14 @@ pub struct WorkloadSpec {
     /// namespaced, divided, overridden and labelled like any others.
     #[serde(default)]
     pub helm: Option<HelmSource>,
+    /// When the API server refuses a change because a field is immutable
+    /// (a Job's template, a Deployment's selector), delete the object and
+    /// create it again, in the same run, instead of failing the cluster:
+    /// every object of the workload gets `canopy.dev/replace: on-immutable`,
+    /// except Namespaces, CRDs and PersistentVolumeClaims (replacing them
+    /// deletes data).
+    #[serde(default)]
+    pub replace_on_immutable: bool,
 }
 
 /// A Helm chart as a workload's source.
