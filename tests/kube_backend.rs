@@ -2542,3 +2542,89 @@ fn an_immutable_field_fails_typed_unless_the_object_asks_to_be_replaced() {
         "{err}"
     );
 }
+
+/// Issue 30, item 2: a health rule in CEL for a kind whose status has no
+/// conditions (a phase): `--wait` holds until it holds, says which rule
+/// judged the object, and fails at once when its `failed` holds.
+#[test]
+fn a_health_rule_in_cel_judges_a_kind_by_its_phase() {
+    let ns = "t-cel";
+    let k = kubeconfig(0);
+    let f = fleet(
+        &[("root", None, &k)],
+        &[
+            ("workloads/app/workload.yaml", &workload(ns)),
+            ("workloads/app/objects.yaml", &widget(ns, 1)),
+            (
+                "defaults.yaml",
+                "apiVersion: canopy.dev/v1alpha1\nkind: Defaults\nmetadata: {name: defaults}\nspec:\n  health:\n    - group: example.com\n      kind: Widget\n      healthy: status.phase == 'Running'\n      failed: status.phase == 'Broken'\n",
+            ),
+        ],
+    );
+    let (code, out, _) = canopy_on(
+        f.path(),
+        "cel",
+        &["apply", "DIR", "--wait", "--timeout", "1s"],
+    );
+    assert_eq!(code, 4, "{out}");
+    assert!(
+        out.contains(&format!("Widget.example.com {ns}/w: Defaults spec.health[0]: healthy does not hold yet: `status.phase == 'Running'`")),
+        "{out}"
+    );
+    let (code, out, _) = canopy_on(f.path(), "cel", &["explain", "DIR", "app"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("health judged by rules written for the kind (before canopy's own):\n  Widget.example.com: Defaults spec.health[0]"),
+        "{out}"
+    );
+    let path = format!("/apis/example.com/v1/namespaces/{ns}/widgets/w/status");
+    let phase = |p: &str| {
+        request(
+            0,
+            "PATCH",
+            &path,
+            Some((
+                "application/merge-patch+json",
+                json!({"status": {"phase": p}}),
+            )),
+        )
+        .unwrap();
+    };
+    phase("Running");
+    let (code, out, _) = canopy_on(
+        f.path(),
+        "cel",
+        &["apply", "DIR", "--wait", "--timeout", "5s"],
+    );
+    assert_eq!(code, 0, "{out}");
+    phase("Broken");
+    let started = std::time::Instant::now();
+    let (code, out, _) = canopy_on(
+        f.path(),
+        "cel",
+        &["apply", "DIR", "--wait", "--timeout", "60s"],
+    );
+    assert_eq!(code, 4, "{out}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(50),
+        "failed at once"
+    );
+    assert!(
+        out.contains("Defaults spec.health[0]: failed holds: `status.phase == 'Broken'`"),
+        "{out}"
+    );
+    // A rule that is not CEL is refused where it is written.
+    write(
+        f.path(),
+        "defaults.yaml",
+        "apiVersion: canopy.dev/v1alpha1\nkind: Defaults\nmetadata: {name: defaults}\nspec:\n  health:\n    - {group: example.com, kind: Widget, healthy: \"status.phase ==\"}\n",
+    );
+    let (code, _, err) = canopy_on(f.path(), "cel", &["validate", "DIR"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(
+            "defaults.yaml:6: spec.health[0].healthy: health rule healthy is not a CEL expression"
+        ),
+        "{err}"
+    );
+}

@@ -141,7 +141,7 @@ fn gates(
                         let refs: Vec<&serde_json::Value> = objects.iter().collect();
                         backends
                             .backend(&c.cluster)
-                            .wait_healthy(&refs, timeout)
+                            .wait_healthy(&refs, timeout, &r.checked.health)
                             .map_err(|e| e.summary())
                     }
                 };

@@ -350,6 +350,7 @@ impl ClusterBackend for LocalCluster {
         &self,
         objects: &[&Value],
         _timeout: std::time::Duration,
+        _rules: &crate::core::health_rules::HealthRules,
     ) -> Result<(), BackendError> {
         let st = self.load()?;
         self.check_reachable(&st)?;

@@ -394,10 +394,12 @@ pub trait ClusterBackend: Send + Sync {
     /// Waits until the objects are healthy (rolled out, complete,
     /// established), at most `timeout`. A store that keeps objects as
     /// written has nothing to wait for.
+    /// `rules`: the health rules users wrote, which come before canopy's.
     fn wait_healthy(
         &self,
         _objects: &[&Value],
         _timeout: std::time::Duration,
+        _rules: &crate::core::health_rules::HealthRules,
     ) -> Result<(), BackendError> {
         Ok(())
     }

@@ -397,6 +397,12 @@ pub fn explain_text(e: &Explanation) -> String {
             let _ = writeln!(out, "  {cluster}: {caps}");
         }
     }
+    if !e.health_rules.is_empty() {
+        out.push_str("\nhealth judged by rules written for the kind (before canopy's own):\n");
+        for r in &e.health_rules {
+            let _ = writeln!(out, "  {r}");
+        }
+    }
     if !e.steps.is_empty() {
         out.push_str(
             "\ndivision, top-down (Webster: next replica to the highest weight/(2·replicas+1)):\n",

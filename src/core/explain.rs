@@ -61,6 +61,10 @@ pub struct Explanation {
     /// APIs its chart was rendered for, and where they came from.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub rendered_for: Vec<(String, String)>,
+    /// The health rules users wrote that judge its objects, by kind, and
+    /// where each is written.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub health_rules: Vec<String>,
 }
 
 /// Explains workload `wi`; with `only`, the steps are those on that
@@ -306,6 +310,7 @@ pub fn explain(
         calm,
         tenant,
         rendered_for,
+        health_rules: checked.health.for_workload(w.name()),
     }
 }
 

@@ -19,6 +19,7 @@ pub mod diff;
 pub mod explain;
 pub mod failover;
 pub mod hash;
+pub mod health_rules;
 pub mod image;
 pub mod join;
 pub mod kinds;

@@ -83,6 +83,8 @@ pub struct Checked {
     pub previous: RunInput<BTreeMap<String, BTreeMap<String, u32>>>,
     /// Which tenant owns each workload, and the tenants' rules compiled.
     pub tenancy: crate::core::tenancy::Tenancy,
+    /// The health rules users wrote, compiled.
+    pub health: Arc<crate::core::health_rules::HealthRules>,
 }
 
 impl Checked {
@@ -290,6 +292,8 @@ pub fn check_after(mut fleet: Fleet, prev: Option<&Checked>) -> (Option<Checked>
         }
     }
 
+    d.extend(crate::core::health_rules::check(&fleet));
+
     let d = d.sorted();
     match topo {
         Some(topo) if !d.has_errors() => {
@@ -297,6 +301,7 @@ pub fn check_after(mut fleet: Fleet, prev: Option<&Checked>) -> (Option<Checked>
                 Some(p) => p.labels.clone(),
                 None => Arc::new(LabelIndex::new(&fleet.clusters)),
             };
+            let health = Arc::new(crate::core::health_rules::HealthRules::of(&fleet));
             let checked = Checked {
                 fleet,
                 topo,
@@ -307,6 +312,7 @@ pub fn check_after(mut fleet: Fleet, prev: Option<&Checked>) -> (Option<Checked>
                 measured: Default::default(),
                 previous: Default::default(),
                 tenancy,
+                health,
             };
             // A tenant's workloads land only on the tenant's clusters.
             let mut more = Diagnostics::default();

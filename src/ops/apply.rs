@@ -796,7 +796,7 @@ fn reconcile(
     match (opts.wait, &outcome) {
         (Some(timeout), Outcome::Changed(_) | Outcome::Unchanged(_)) if !opts.dry_run => {
             let objects: Vec<&serde_json::Value> = values.iter().collect();
-            match backend.wait_healthy(&objects, timeout) {
+            match backend.wait_healthy(&objects, timeout, &r.checked.health) {
                 Ok(()) => outcome,
                 Err(e) => Outcome::failed(
                     e,

@@ -717,7 +717,7 @@ fn gate(
                     let refs: Vec<&serde_json::Value> = objects.iter().collect();
                     backends
                         .backend(&name)
-                        .wait_healthy(&refs, timeout)
+                        .wait_healthy(&refs, timeout, &r.checked.health)
                         .map_err(|e| e.summary())
                 }
             };

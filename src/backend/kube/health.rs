@@ -19,14 +19,7 @@
 
 use serde_json::Value;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Health {
-    Healthy,
-    /// Not there yet; the reason says what is awaited.
-    Progressing(String),
-    /// Will not get there without a change (a failed Job).
-    Failed(String),
-}
+pub use crate::core::health_rules::Health;
 
 fn int(obj: &Value, ptr: &str) -> i64 {
     obj.pointer(ptr).and_then(Value::as_i64).unwrap_or(0)
@@ -69,7 +62,14 @@ fn observed(obj: &Value) -> Result<(), Health> {
     Ok(())
 }
 
-/// How `obj` is doing: its kind's rule, else the generic one.
+/// How `obj` is doing: the rule a user wrote for its kind, else canopy's
+/// own for it, else the generic one.
+pub fn judged(obj: &Value, rules: &crate::core::health_rules::HealthRules) -> Health {
+    rules.judge(obj).unwrap_or_else(|| health(obj))
+}
+
+/// How `obj` is doing by canopy's own rules: its kind's, else the generic
+/// one.
 pub fn health(obj: &Value) -> Health {
     let group_kind = (
         obj.get("apiVersion")

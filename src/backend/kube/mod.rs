@@ -754,6 +754,7 @@ impl KubeCluster {
         &self,
         objects: &[&Value],
         timeout: Duration,
+        rules: &crate::core::health_rules::HealthRules,
     ) -> Result<(), BackendError> {
         let deadline = Instant::now() + timeout;
         let mut pending: Vec<(ObjectKey, &Value)> = objects
@@ -767,7 +768,7 @@ impl KubeCluster {
                     Err(e) => return Health::Failed(e.to_string()),
                 };
                 match self.get(&r, obj).await {
-                    Ok(live) => health::health(&live),
+                    Ok(live) => health::judged(&live, rules),
                     Err(kube::Error::Api(s)) if s.code == 404 => {
                         Health::Progressing("not found".into())
                     }
@@ -1103,8 +1104,13 @@ impl ClusterBackend for Arc<KubeCluster> {
         self.block_on(self.write_all(changes, meta))
     }
 
-    fn wait_healthy(&self, objects: &[&Value], timeout: Duration) -> Result<(), BackendError> {
-        self.block_on(KubeCluster::wait_healthy(self, objects, timeout))
+    fn wait_healthy(
+        &self,
+        objects: &[&Value],
+        timeout: Duration,
+        rules: &crate::core::health_rules::HealthRules,
+    ) -> Result<(), BackendError> {
+        self.block_on(KubeCluster::wait_healthy(self, objects, timeout, rules))
     }
 
     fn last_applied(&self) -> Result<Option<ApplyMeta>, BackendError> {

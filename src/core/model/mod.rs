@@ -445,6 +445,32 @@ pub struct WorkloadSpec {
     /// deletes data).
     #[serde(default)]
     pub replace_on_immutable: bool,
+    /// How objects of a kind are judged healthy, for kinds canopy's own
+    /// rules misread; before the fleet's `Defaults` rules.
+    #[serde(default)]
+    pub health: Vec<HealthRule>,
+}
+
+/// A health rule for one kind, in CEL: each expression sees the live
+/// object as `self` (and its `metadata`, `spec` and `status`) and gives a
+/// bool. `failed` is asked first, then `progressing`, then `healthy`; when
+/// none holds the object is progressing. An expression that cannot be
+/// evaluated (a field not there yet) does not hold.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HealthRule {
+    /// API group; `""` (the default) is the core group.
+    #[serde(default)]
+    pub group: String,
+    pub kind: String,
+    /// When the object is healthy, e.g. `status.phase == 'Ready'`.
+    pub healthy: String,
+    /// When it will not get there by itself, e.g. `status.phase == 'Failed'`.
+    #[serde(default)]
+    pub failed: Option<String>,
+    /// When it is on its way (said before `healthy` is asked).
+    #[serde(default)]
+    pub progressing: Option<String>,
 }
 
 /// A Helm chart as a workload's source.
@@ -646,6 +672,10 @@ pub struct DefaultsSpec {
     /// How tenants are enforced.
     #[serde(default)]
     pub tenancy: TenancyDefaults,
+    /// How objects of a kind are judged healthy, for every workload
+    /// (a workload's own `spec.health` comes first).
+    #[serde(default)]
+    pub health: Vec<HealthRule>,
 }
 
 /// `Defaults.spec.tenancy`.
