@@ -2628,3 +2628,97 @@ fn a_health_rule_in_cel_judges_a_kind_by_its_phase() {
         "{err}"
     );
 }
+
+/// Issue 30, item 3: an operator workload (its CRD and its Deployment) and
+/// a workload of its custom resources that depends on it. The custom
+/// resources are not written while the operator is not healthy (no
+/// controller runs here: its Deployment never rolls out by itself); they
+/// are left pending with the reason and the apply says so. Once the
+/// operator is healthy, they are written.
+#[test]
+fn a_workload_waits_on_each_cluster_for_the_one_it_depends_on() {
+    let ns = "t-depends";
+    let k = kubeconfig(0);
+    let operator = widget(ns, 1)
+        .split("---\napiVersion: example.com/v1")
+        .next()
+        .unwrap()
+        .to_string()
+        + &format!(
+            "---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: widget-operator\n  namespace: {ns}\nspec:\n  replicas: 1\n  selector:\n    matchLabels: {{app: widget-operator}}\n  template:\n    metadata:\n      labels: {{app: widget-operator}}\n    spec:\n      containers:\n        - {{name: operator, image: example.com/widget-operator:1.0}}\n"
+        );
+    let f = fleet(
+        &[("root", None, &k)],
+        &[
+            (
+                "workloads/operator/workload.yaml",
+                "apiVersion: canopy.dev/v1alpha1\nkind: Workload\nmetadata:\n  name: operator\n",
+            ),
+            ("workloads/operator/objects.yaml", &operator),
+            (
+                "workloads/widgets/workload.yaml",
+                &format!("apiVersion: canopy.dev/v1alpha1\nkind: Workload\nmetadata:\n  name: widgets\nspec:\n  namespace: {ns}\n  dependsOn: [operator]\n"),
+            ),
+            (
+                "workloads/widgets/w.yaml",
+                "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w\nspec:\n  size: 1\n",
+            ),
+        ],
+    );
+    let widget_path = format!("/apis/example.com/v1/namespaces/{ns}/widgets/w");
+    let (code, out, err) = canopy_on(f.path(), "depends", &["apply", "DIR", "--timeout", "2s"]);
+    assert_eq!(code, 4, "{out}{err}");
+    assert!(
+        out.contains("… workload widgets pending: waits for operator, not healthy: cluster root: not healthy after 2s:")
+            && out.contains(&format!("Deployment.apps {ns}/widget-operator: observedGeneration 0 < generation 1")),
+        "{out}"
+    );
+    assert!(!exists(0, &widget_path), "nothing of the dependent written");
+    let deployment = format!("/apis/apps/v1/namespaces/{ns}/deployments/widget-operator");
+    assert!(exists(0, &deployment));
+
+    // Play the Deployment controller: the operator is up.
+    request(
+        0,
+        "PATCH",
+        &format!("{deployment}/status"),
+        Some((
+            "application/merge-patch+json",
+            json!({"status": {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1,
+                "readyReplicas": 1, "availableReplicas": 1}}),
+        )),
+    )
+    .unwrap();
+    let (code, out, err) = canopy_on(f.path(), "depends", &["apply", "DIR", "--timeout", "10s"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(&format!("+ Widget.example.com {ns}/w")),
+        "{out}"
+    );
+    let rv = |p: &str| -> u64 {
+        get(0, p)["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert!(
+        rv(&widget_path) > rv(&deployment),
+        "written after the operator"
+    );
+    let (code, out, _) = canopy_on(f.path(), "depends", &["diff", "DIR"]);
+    assert_eq!(code, 0, "{out}");
+
+    // A cycle is refused, with its path.
+    write(
+        f.path(),
+        "workloads/operator/workload.yaml",
+        "apiVersion: canopy.dev/v1alpha1\nkind: Workload\nmetadata:\n  name: operator\nspec:\n  dependsOn: [widgets]\n",
+    );
+    let (code, _, err) = canopy_on(f.path(), "depends", &["validate", "DIR"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("dependsOn makes a cycle: operator → widgets → operator"),
+        "{err}"
+    );
+}

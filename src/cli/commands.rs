@@ -120,6 +120,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                 concurrency: usize::from(concurrency),
                 wait: wait.then_some(timeout),
                 relay_wait: Some(timeout),
+                depends_timeout: timeout,
                 skip_settled: !full,
                 ..Options::default()
             };

@@ -494,6 +494,11 @@ pub fn apply_text(report: &Report, dry_run: bool) -> String {
                 let _ = writeln!(out, "{pad}  {sign} {key}{note}");
             }
         }
+        if let Outcome::Changed(ch) | Outcome::Unchanged(ch) = &c.outcome {
+            for (w, why) in &ch.pending {
+                let _ = writeln!(out, "{pad}  … workload {w} pending: {why}");
+            }
+        }
     }
     for o in &report.orphans {
         let line = match &o.outcome {

@@ -119,6 +119,10 @@ pub struct ClusterChanges {
     /// dropped): what a staged rollout asks of a cluster's outcome.
     #[serde(skip)]
     pub workloads: std::collections::BTreeSet<String>,
+    /// Workloads not written on this cluster, and why: they wait for a
+    /// workload they depend on that is not healthy there (`dependsOn`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<(String, String)>,
 }
 
 impl ClusterChanges {

@@ -14,6 +14,7 @@ pub mod aggregate;
 pub mod capabilities;
 pub mod carry;
 pub mod chunks;
+pub mod depends;
 pub mod diag;
 pub mod diff;
 pub mod explain;

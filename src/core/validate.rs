@@ -293,6 +293,7 @@ pub fn check_after(mut fleet: Fleet, prev: Option<&Checked>) -> (Option<Checked>
     }
 
     d.extend(crate::core::health_rules::check(&fleet));
+    d.extend(crate::core::depends::check_names(&fleet));
 
     let d = d.sorted();
     match topo {
@@ -335,6 +336,22 @@ pub fn check_after(mut fleet: Fleet, prev: Option<&Checked>) -> (Option<Checked>
                 ) {
                     more.push(diag);
                 }
+            }
+            // A dependency lands where its dependent does (not in a
+            // relay's slice, which holds only the subtree's clusters).
+            let ordered = checked
+                .fleet
+                .workloads
+                .iter()
+                .any(|w| !w.spec.depends_on.is_empty());
+            if ordered && !checked.fleet.slice {
+                let chosen: Vec<Vec<bool>> = checked
+                    .fleet
+                    .workloads
+                    .iter()
+                    .map(|w| crate::core::schedule::choose(&checked, w))
+                    .collect();
+                more.extend(crate::core::depends::check_landing(&checked.fleet, &chosen));
             }
             if more.has_errors() {
                 let mut d = d;

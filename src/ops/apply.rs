@@ -15,7 +15,7 @@ use rayon::prelude::*;
 use crate::backend::fleet::Backends;
 use crate::backend::{ApplyMeta, BackendError, ClusterBackend, Planned, TypeRef};
 use crate::core::diag::Diagnostics;
-use crate::core::diff::{self, ClusterChanges};
+use crate::core::diff::{self, Change, ClusterChanges};
 use crate::core::model::ObjectKey;
 use crate::core::render::{render_map, Rendered, Renderer};
 use serde_json::Value;
@@ -57,6 +57,10 @@ pub struct Options {
     /// Lease could not be renewed in time): a cluster's write refuses then,
     /// on every backend (the Kubernetes one also checks it per object).
     pub fence: Option<Arc<AtomicBool>>,
+    /// How long a workload another one depends on (`dependsOn`) may take
+    /// to be healthy on a cluster before its dependents there are left
+    /// pending.
+    pub depends_timeout: std::time::Duration,
 }
 
 /// How the operation running the executor steers one pass over the
@@ -115,6 +119,7 @@ impl Default for Options {
             relay_wait: None,
             skip_settled: false,
             fence: None,
+            depends_timeout: std::time::Duration::from_secs(300),
         }
     }
 }
@@ -792,7 +797,12 @@ fn reconcile(
             cluster: cluster.to_string(),
         });
     }
-    let outcome = write(backend, changes, meta, opts, &pinned);
+    let present: BTreeSet<usize> = packed.iter().filter_map(|o| o.workload).collect();
+    let order = crate::core::depends::Order::on(fleet, &present).filter(|_| !opts.dry_run);
+    let outcome = match order {
+        Some(order) => write_in_order(r, backend, changes, &values, &order, meta, opts, &pinned),
+        None => write(backend, changes, meta, opts, &pinned),
+    };
     match (opts.wait, &outcome) {
         (Some(timeout), Outcome::Changed(_) | Outcome::Unchanged(_)) if !opts.dry_run => {
             let objects: Vec<&serde_json::Value> = values.iter().collect();
@@ -834,6 +844,160 @@ fn write(
     match written {
         Ok(()) => Outcome::Changed(changes),
         Err(f) => Outcome::failed(f.error, f.changed),
+    }
+}
+
+/// The workload (fleet index) an object of the cluster belongs to, by its
+/// label; `None` for canopy's own objects (a relay's handoff).
+fn workload_of(fleet: &crate::core::model::Fleet, v: &serde_json::Value) -> Option<usize> {
+    let name = v
+        .pointer("/metadata/labels")?
+        .get(crate::core::model::LABEL_WORKLOAD)?
+        .as_str()?;
+    fleet.workloads.iter().position(|w| w.name() == name)
+}
+
+/// [`write`] for a cluster where workloads wait for others (`dependsOn`):
+/// level by level, each level's changes written and the workloads later
+/// ones wait for healthy (within `opts.depends_timeout`) before the next.
+/// A dependency that is not healthy in time leaves the workloads waiting
+/// for it, and their deletions, pending with the reason; the rest of the
+/// cluster goes on, and deletions come last as always.
+#[allow(clippy::too_many_arguments)]
+fn write_in_order(
+    r: &Renderer<'_>,
+    backend: &dyn ClusterBackend,
+    changes: ClusterChanges,
+    values: &[serde_json::Value],
+    order: &crate::core::depends::Order,
+    meta: &ApplyMeta,
+    opts: &Options,
+    pinned: &BTreeMap<&ObjectKey, &str>,
+) -> Outcome {
+    let fleet = &r.checked.fleet;
+    let level_of = |ch: &Change| {
+        let v = match ch {
+            Change::Create { desired, .. } | Change::Update { desired, .. } => desired,
+            Change::Delete { live, .. } => live,
+        };
+        workload_of(fleet, v)
+            .and_then(|w| order.level[w])
+            .unwrap_or(0)
+    };
+    let top = order.level.iter().flatten().copied().max().unwrap_or(0);
+    let ClusterChanges {
+        changes: all,
+        kept,
+        unchanged,
+        ..
+    } = changes;
+    let (deletes, mut writes): (Vec<Change>, Vec<Change>) = all
+        .into_iter()
+        .partition(|c| matches!(c, Change::Delete { .. }));
+    let mut done = ClusterChanges {
+        kept,
+        unchanged,
+        ..ClusterChanges::default()
+    };
+    // Workload → why it waits (itself or a dependency not healthy).
+    let mut pending: BTreeMap<usize, String> = BTreeMap::new();
+    let mut written: Vec<ObjectKey> = Vec::new();
+    let mut run = |batch: Vec<Change>, done: &mut ClusterChanges| -> Result<(), Outcome> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<ObjectKey> = batch.iter().map(|c| c.key().clone()).collect();
+        let part = ClusterChanges {
+            changes: batch,
+            ..ClusterChanges::default()
+        };
+        match write(backend, part, meta, opts, pinned) {
+            Outcome::Changed(c) | Outcome::Unchanged(c) => {
+                written.extend(keys);
+                done.workloads.extend(c.workloads);
+                done.changes.extend(c.changes);
+                Ok(())
+            }
+            Outcome::Failed { error, mut changed } => {
+                let mut all = written.clone();
+                all.append(&mut changed);
+                Err(Outcome::Failed {
+                    error,
+                    changed: all,
+                })
+            }
+            s @ Outcome::Skipped { .. } => Err(s),
+        }
+    };
+    for level in 0..=top {
+        let (now, later): (Vec<Change>, Vec<Change>) =
+            writes.into_iter().partition(|c| level_of(c) == level);
+        writes = later;
+        let blocked = |c: &Change| {
+            let v = match c {
+                Change::Create { desired, .. } | Change::Update { desired, .. } => desired,
+                Change::Delete { live, .. } => live,
+            };
+            workload_of(fleet, v).is_some_and(|w| pending.contains_key(&w))
+        };
+        let batch: Vec<Change> = now.into_iter().filter(|c| !blocked(c)).collect();
+        if let Err(o) = run(batch, &mut done) {
+            return o;
+        }
+        // The workloads of this level that later ones wait for: healthy
+        // before the next level is written.
+        let awaited: Vec<usize> = (0..fleet.workloads.len())
+            .filter(|&w| order.level[w] == Some(level) && order.is_awaited(w))
+            .filter(|w| !pending.contains_key(w))
+            .collect();
+        for w in awaited {
+            // Nothing of its dependents left to write: nothing to wait for
+            // (a re-apply that finds them in sync reads no health).
+            let dependents = order.dependents_of(w);
+            let waiting = writes.iter().any(|c| {
+                let v = match c {
+                    Change::Create { desired, .. } | Change::Update { desired, .. } => desired,
+                    Change::Delete { live, .. } => live,
+                };
+                workload_of(fleet, v).is_some_and(|d| dependents.contains(&d))
+            });
+            if !waiting {
+                continue;
+            }
+            let objects: Vec<&serde_json::Value> = values
+                .iter()
+                .filter(|v| workload_of(fleet, v) == Some(w))
+                .collect();
+            if let Err(e) = backend.wait_healthy(&objects, opts.depends_timeout, &r.checked.health)
+            {
+                let name = fleet.workloads[w].name();
+                let why = format!("waits for {name}, not healthy: {}", e.summary());
+                for d in order.dependents_of(w) {
+                    pending.entry(d).or_insert_with(|| why.clone());
+                }
+            }
+        }
+    }
+    let deletes: Vec<Change> = deletes
+        .into_iter()
+        .filter(|c| {
+            let Change::Delete { live, .. } = c else {
+                return true;
+            };
+            workload_of(fleet, live).is_none_or(|w| !pending.contains_key(&w))
+        })
+        .collect();
+    if let Err(o) = run(deletes, &mut done) {
+        return o;
+    }
+    done.pending = pending
+        .into_iter()
+        .map(|(w, why)| (fleet.workloads[w].name().to_string(), why))
+        .collect();
+    if done.changes.is_empty() {
+        Outcome::Unchanged(done)
+    } else {
+        Outcome::Changed(done)
     }
 }
 

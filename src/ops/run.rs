@@ -253,20 +253,20 @@ pub struct Run<'c> {
 }
 
 impl Run<'_> {
-    /// A cluster of the fleet failed or was skipped, an orphan could not
-    /// be cleaned up, or a rollout's stage failed its health gate. An
-    /// orphan left in place is reported, not a failure.
+    /// A cluster of the fleet failed or was skipped, a workload was left
+    /// pending on one (its dependency not healthy), an orphan could not be
+    /// cleaned up, or a rollout's stage failed its health gate. An orphan
+    /// left in place is reported, not a failure.
     pub fn failed(&self) -> bool {
         use super::apply::Outcome as O;
-        self.report
-            .clusters
+        self.report.clusters.iter().any(|c| match &c.outcome {
+            O::Failed { .. } | O::Skipped { .. } => true,
+            O::Changed(ch) | O::Unchanged(ch) => !ch.pending.is_empty(),
+        }) || self
+            .report
+            .orphans
             .iter()
-            .any(|c| matches!(c.outcome, O::Failed { .. } | O::Skipped { .. }))
-            || self
-                .report
-                .orphans
-                .iter()
-                .any(|o| matches!(o.outcome, O::Failed { .. }))
+            .any(|o| matches!(o.outcome, O::Failed { .. }))
             || self.events.iter().any(|e| e.failed)
             || self.relays.iter().any(|r| r.failed())
     }

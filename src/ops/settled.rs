@@ -150,7 +150,7 @@ pub fn update(record: &mut Settled, r: &Renderer<'_>, report: &Report, keys: &[u
         };
         let entry = match (&cr.outcome, cr.version) {
             (Outcome::Changed(ch) | Outcome::Unchanged(ch), Some(state))
-                if ch.kept.is_empty() && eligible(r, c) =>
+                if ch.kept.is_empty() && ch.pending.is_empty() && eligible(r, c) =>
             {
                 let (created, updated, _) = ch.counts();
                 Some(Entry {

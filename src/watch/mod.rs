@@ -687,7 +687,9 @@ impl<'a> Watch<'a> {
                     if !dry_run {
                         self.metrics.changes.inc_by(objects as u64);
                     }
-                    if held.contains_key(name) {
+                    // Held back, or a workload pending on a dependency:
+                    // not at this revision yet, looked at again.
+                    if held.contains_key(name) || !ch.pending.is_empty() {
                         self.applied.remove(name);
                     } else {
                         self.applied.insert(name.to_string(), fingerprints[c]);

@@ -449,6 +449,11 @@ pub struct WorkloadSpec {
     /// rules misread; before the fleet's `Defaults` rules.
     #[serde(default)]
     pub health: Vec<HealthRule>,
+    /// Workloads applied, and healthy, before this one on each cluster
+    /// where both land (Flux's `dependsOn`, per cluster): an operator
+    /// before its custom resources, a migration before the new version.
+    #[serde(default)]
+    pub depends_on: Vec<String>,
 }
 
 /// A health rule for one kind, in CEL: each expression sees the live
