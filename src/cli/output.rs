@@ -640,6 +640,11 @@ fn cluster_json(name: &str, outcome: &Outcome, sides: Option<Sides<'_>>) -> Valu
                         Change::Delete { .. } => "delete",
                     };
                     let mut x = json!({"action": action, "object": c.key()});
+                    if let Change::Update { replace, .. } = c {
+                        if !replace.is_empty() {
+                            x["replace"] = json!(replace);
+                        }
+                    }
                     if let Some(sides) = sides {
                         x["diff"] = json!(unified(c, 3, sides));
                     }
@@ -647,6 +652,13 @@ fn cluster_json(name: &str, outcome: &Outcome, sides: Option<Sides<'_>>) -> Valu
                 })
                 .collect();
             v["kept"] = json!(ch.kept);
+            if !ch.pending.is_empty() {
+                v["pending"] = ch
+                    .pending
+                    .iter()
+                    .map(|(w, why)| json!({"workload": w, "reason": why}))
+                    .collect();
+            }
         }
         Outcome::Failed { error, changed } => {
             v["status"] = json!("failed");
