@@ -140,6 +140,12 @@ impl Order {
     /// The order of the workloads `present` on a cluster; `None` when none
     /// of them waits for another there (the common case: one write).
     pub fn on(fleet: &Fleet, present: &BTreeSet<usize>) -> Option<Order> {
+        if present
+            .iter()
+            .all(|&w| fleet.workloads[w].spec.depends_on.is_empty())
+        {
+            return None;
+        }
         let index: BTreeMap<&str, usize> = fleet
             .workloads
             .iter()
