@@ -60,10 +60,7 @@ pub fn problem(obj: &Value) -> Option<Problem> {
     {
         return Some(own(format!("annotation {k}")));
     }
-    let replace = meta.pointer(&format!(
-        "/annotations/{}",
-        ANNOTATION_REPLACE.replace('/', "~1")
-    ))?;
+    let replace = meta.get("annotations")?.get(ANNOTATION_REPLACE)?;
     if replace.as_str() != Some(REPLACE_ON_IMMUTABLE) {
         return Some(Problem {
             what: format!("annotation {ANNOTATION_REPLACE}: {replace} is not a value it takes"),
