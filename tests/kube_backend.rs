@@ -2250,7 +2250,8 @@ fn a_tenant_writes_and_prunes_as_its_service_account() {
 }
 
 /// A CRD with a status subresource, a Namespace and one of its custom
-/// resources of `size`.
+/// resources of `size`; the group is the namespace's (`NS.example.com`),
+/// so tests that run at once on one server share no CRD.
 fn widget(ns: &str, size: u32) -> String {
     format!(
         r#"apiVersion: v1
@@ -2261,9 +2262,9 @@ metadata:
 apiVersion: apiextensions.k8s.io/v1
 kind: CustomResourceDefinition
 metadata:
-  name: widgets.example.com
+  name: widgets.{ns}.example.com
 spec:
-  group: example.com
+  group: {ns}.example.com
   scope: Namespaced
   names: {{kind: Widget, plural: widgets, singular: widget}}
   versions:
@@ -2273,7 +2274,7 @@ spec:
       subresources: {{status: {{}}}}
       schema: {{openAPIV3Schema: {{type: object, x-kubernetes-preserve-unknown-fields: true}}}}
 ---
-apiVersion: example.com/v1
+apiVersion: {ns}.example.com/v1
 kind: Widget
 metadata:
   name: w
@@ -2307,7 +2308,7 @@ fn custom_resources_are_judged_by_their_conditions_in_wait_and_in_a_rollouts_gat
     commit_all(&repo, "v1");
     let (code, out, err) = canopy_on(dir, "cr", &["apply", "DIR"]);
     assert_eq!(code, 0, "{out}{err}");
-    let path = format!("/apis/example.com/v1/namespaces/{ns}/widgets/w");
+    let path = format!("/apis/{ns}.example.com/v1/namespaces/{ns}/widgets/w");
     let set_status = |status: Value| {
         request(
             1,
@@ -2328,7 +2329,7 @@ fn custom_resources_are_judged_by_their_conditions_in_wait_and_in_a_rollouts_gat
     assert_eq!(code, 4, "{out}");
     assert!(
         out.contains(&format!(
-            "Widget.example.com {ns}/w: Ready is False: Provisioning: waiting for capacity"
+            "Widget.{ns}.example.com {ns}/w: Ready is False: Provisioning: waiting for capacity"
         )),
         "{out}"
     );
@@ -2557,7 +2558,7 @@ fn a_health_rule_in_cel_judges_a_kind_by_its_phase() {
             ("workloads/app/objects.yaml", &widget(ns, 1)),
             (
                 "defaults.yaml",
-                "apiVersion: canopy.dev/v1alpha1\nkind: Defaults\nmetadata: {name: defaults}\nspec:\n  health:\n    - group: example.com\n      kind: Widget\n      healthy: status.phase == 'Running'\n      failed: status.phase == 'Broken'\n",
+                "apiVersion: canopy.dev/v1alpha1\nkind: Defaults\nmetadata: {name: defaults}\nspec:\n  health:\n    - group: t-cel.example.com\n      kind: Widget\n      healthy: status.phase == 'Running'\n      failed: status.phase == 'Broken'\n",
             ),
         ],
     );
@@ -2568,16 +2569,16 @@ fn a_health_rule_in_cel_judges_a_kind_by_its_phase() {
     );
     assert_eq!(code, 4, "{out}");
     assert!(
-        out.contains(&format!("Widget.example.com {ns}/w: Defaults spec.health[0]: healthy does not hold yet: `status.phase == 'Running'`")),
+        out.contains(&format!("Widget.{ns}.example.com {ns}/w: Defaults spec.health[0]: healthy does not hold yet: `status.phase == 'Running'`")),
         "{out}"
     );
     let (code, out, _) = canopy_on(f.path(), "cel", &["explain", "DIR", "app"]);
     assert_eq!(code, 0, "{out}");
     assert!(
-        out.contains("health judged by rules written for the kind (before canopy's own):\n  Widget.example.com: Defaults spec.health[0]"),
+        out.contains("health judged by rules written for the kind (before canopy's own):\n  Widget.t-cel.example.com: Defaults spec.health[0]"),
         "{out}"
     );
-    let path = format!("/apis/example.com/v1/namespaces/{ns}/widgets/w/status");
+    let path = format!("/apis/{ns}.example.com/v1/namespaces/{ns}/widgets/w/status");
     let phase = |p: &str| {
         request(
             0,
@@ -2617,7 +2618,7 @@ fn a_health_rule_in_cel_judges_a_kind_by_its_phase() {
     write(
         f.path(),
         "defaults.yaml",
-        "apiVersion: canopy.dev/v1alpha1\nkind: Defaults\nmetadata: {name: defaults}\nspec:\n  health:\n    - {group: example.com, kind: Widget, healthy: \"status.phase ==\"}\n",
+        "apiVersion: canopy.dev/v1alpha1\nkind: Defaults\nmetadata: {name: defaults}\nspec:\n  health:\n    - {group: t-cel.example.com, kind: Widget, healthy: \"status.phase ==\"}\n",
     );
     let (code, _, err) = canopy_on(f.path(), "cel", &["validate", "DIR"]);
     assert_eq!(code, 2, "{err}");
@@ -2640,7 +2641,7 @@ fn a_workload_waits_on_each_cluster_for_the_one_it_depends_on() {
     let ns = "t-depends";
     let k = kubeconfig(0);
     let operator = widget(ns, 1)
-        .split("---\napiVersion: example.com/v1")
+        .split(&format!("---\napiVersion: {ns}.example.com/v1"))
         .next()
         .unwrap()
         .to_string()
@@ -2661,11 +2662,11 @@ fn a_workload_waits_on_each_cluster_for_the_one_it_depends_on() {
             ),
             (
                 "workloads/widgets/w.yaml",
-                "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w\nspec:\n  size: 1\n",
+                 &format!("apiVersion: {ns}.example.com/v1\nkind: Widget\nmetadata:\n  name: w\nspec:\n  size: 1\n"),
             ),
         ],
     );
-    let widget_path = format!("/apis/example.com/v1/namespaces/{ns}/widgets/w");
+    let widget_path = format!("/apis/{ns}.example.com/v1/namespaces/{ns}/widgets/w");
     let (code, out, err) = canopy_on(f.path(), "depends", &["apply", "DIR", "--timeout", "2s"]);
     assert_eq!(code, 4, "{out}{err}");
     assert!(
@@ -2692,7 +2693,7 @@ fn a_workload_waits_on_each_cluster_for_the_one_it_depends_on() {
     let (code, out, err) = canopy_on(f.path(), "depends", &["apply", "DIR", "--timeout", "10s"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(
-        out.contains(&format!("+ Widget.example.com {ns}/w")),
+        out.contains(&format!("+ Widget.{ns}.example.com {ns}/w")),
         "{out}"
     );
     let rv = |p: &str| -> u64 {
