@@ -13,17 +13,22 @@ use crate::core::diag::{Diagnostic, Diagnostics};
 use crate::core::model::Fleet;
 use crate::core::yaml::YamlPath;
 
+/// Each workload's fleet index by name.
+fn index(fleet: &Fleet) -> BTreeMap<&str, usize> {
+    fleet
+        .workloads
+        .iter()
+        .enumerate()
+        .map(|(i, w)| (w.name(), i))
+        .collect()
+}
+
 /// Every name a `dependsOn` lists is a workload of the fleet, not the
 /// workload itself, and the dependencies form no cycle (the cycle is named
 /// in the error, as a path).
 pub fn check_names(fleet: &Fleet) -> Diagnostics {
     let mut d = Diagnostics::default();
-    let index: BTreeMap<&str, usize> = fleet
-        .workloads
-        .iter()
-        .enumerate()
-        .map(|(i, w)| (w.name(), i))
-        .collect();
+    let index = index(fleet);
     for w in &fleet.workloads {
         for (i, dep) in w.spec.depends_on.iter().enumerate() {
             let at = w.source.loc(&YamlPath::parse("spec.dependsOn").index(i));
@@ -146,12 +151,7 @@ impl Order {
         {
             return None;
         }
-        let index: BTreeMap<&str, usize> = fleet
-            .workloads
-            .iter()
-            .enumerate()
-            .map(|(i, w)| (w.name(), i))
-            .collect();
+        let index = index(fleet);
         let mut waits_for = BTreeMap::new();
         for &w in present {
             let deps: Vec<usize> = fleet.workloads[w]

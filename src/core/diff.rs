@@ -97,6 +97,15 @@ pub enum Change {
 }
 
 impl Change {
+    /// The object the change is about: what is written for a create or an
+    /// update, what is deleted for a delete.
+    pub fn object(&self) -> &Value {
+        match self {
+            Change::Create { desired, .. } | Change::Update { desired, .. } => desired,
+            Change::Delete { live, .. } => live,
+        }
+    }
+
     pub fn key(&self) -> &ObjectKey {
         match self {
             Change::Create { key, .. }
@@ -129,11 +138,8 @@ impl ClusterChanges {
     /// Records in `workloads` the workload label of every changed object.
     pub fn note_workloads(&mut self) {
         for c in &self.changes {
-            let v = match c {
-                Change::Create { desired, .. } | Change::Update { desired, .. } => desired,
-                Change::Delete { live, .. } => live,
-            };
-            if let Some(w) = v
+            if let Some(w) = c
+                .object()
                 .pointer("/metadata/labels")
                 .and_then(|l| l.get(crate::core::model::LABEL_WORKLOAD))
                 .and_then(Value::as_str)

@@ -876,11 +876,7 @@ fn write_in_order(
 ) -> Outcome {
     let fleet = &r.checked.fleet;
     let level_of = |ch: &Change| {
-        let v = match ch {
-            Change::Create { desired, .. } | Change::Update { desired, .. } => desired,
-            Change::Delete { live, .. } => live,
-        };
-        workload_of(fleet, v)
+        workload_of(fleet, ch.object())
             .and_then(|w| order.level[w])
             .unwrap_or(0)
     };
@@ -933,13 +929,8 @@ fn write_in_order(
         let (now, later): (Vec<Change>, Vec<Change>) =
             writes.into_iter().partition(|c| level_of(c) == level);
         writes = later;
-        let blocked = |c: &Change| {
-            let v = match c {
-                Change::Create { desired, .. } | Change::Update { desired, .. } => desired,
-                Change::Delete { live, .. } => live,
-            };
-            workload_of(fleet, v).is_some_and(|w| pending.contains_key(&w))
-        };
+        let blocked =
+            |c: &Change| workload_of(fleet, c.object()).is_some_and(|w| pending.contains_key(&w));
         let batch: Vec<Change> = now.into_iter().filter(|c| !blocked(c)).collect();
         if let Err(o) = run(batch, &mut done) {
             return o;
@@ -954,13 +945,9 @@ fn write_in_order(
             // Nothing of its dependents left to write: nothing to wait for
             // (a re-apply that finds them in sync reads no health).
             let dependents = order.dependents_of(w);
-            let waiting = writes.iter().any(|c| {
-                let v = match c {
-                    Change::Create { desired, .. } | Change::Update { desired, .. } => desired,
-                    Change::Delete { live, .. } => live,
-                };
-                workload_of(fleet, v).is_some_and(|d| dependents.contains(&d))
-            });
+            let waiting = writes
+                .iter()
+                .any(|c| workload_of(fleet, c.object()).is_some_and(|d| dependents.contains(&d)));
             if !waiting {
                 continue;
             }
